@@ -1,0 +1,136 @@
+"""PyWorkflow: durable, event-sourced workflows written as plain ``async`` functions.
+
+Quick start::
+
+    from pyworkflow import workflow, step, sleep, start
+
+    @step()
+    async def greet(name: str) -> str:
+        return f"hello {name}"
+
+    @workflow()
+    async def hello(name: str) -> str:
+        text = await greet(name)
+        await sleep("5s")          # durable: the run suspends, no worker is held
+        return text
+
+    run_id = await start(hello, "ada")   # embedded default: local runtime + SQLite
+"""
+
+from pyworkflow.api import (
+    get_workflow_events,
+    get_workflow_run,
+    get_workflow_run_by_idempotency_key,
+    resume,
+    start,
+    wait_for_run,
+)
+from pyworkflow.context import StepInfo, WorkflowContext, get_context, has_context
+from pyworkflow.core.config import (
+    PyWorkflowConfig,
+    configure,
+    configure_from_yaml,
+    discover_workflows,
+    get_config,
+    get_storage,
+    reset_config,
+)
+from pyworkflow.core.exceptions import (
+    CancellationError,
+    ChildWorkflowError,
+    ChildWorkflowFailedError,
+    ConfigurationError,
+    EventLimitExceededError,
+    FatalError,
+    HookAlreadyReceivedError,
+    HookExpiredError,
+    HookNotFoundError,
+    InvalidTokenError,
+    MaxNestingDepthError,
+    NonDeterminismError,
+    PyWorkflowError,
+    RetryableError,
+    RunAlreadyExistsError,
+    SequenceConflictError,
+    SerializationError,
+    StepFailedError,
+    StepTimeoutError,
+    StorageError,
+    WorkflowAlreadyRunningError,
+    WorkflowError,
+    WorkflowNotFoundError,
+    WorkflowTimeoutError,
+)
+from pyworkflow.core.registry import get_step, get_workflow, list_steps, list_workflows
+from pyworkflow.core.step import Step, step
+from pyworkflow.core.workflow import workflow
+from pyworkflow.observability import configure_logging, get_logger
+from pyworkflow.primitives import sleep
+from pyworkflow.runtime import Runtime, get_runtime, register_runtime
+from pyworkflow.runtime.local import LocalRuntime
+from pyworkflow.storage.schemas import Event, EventType, RunStatus, StepStatus, WorkflowRun
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CancellationError",
+    "ChildWorkflowError",
+    "ChildWorkflowFailedError",
+    "ConfigurationError",
+    "Event",
+    "EventLimitExceededError",
+    "EventType",
+    "FatalError",
+    "HookAlreadyReceivedError",
+    "HookExpiredError",
+    "HookNotFoundError",
+    "InvalidTokenError",
+    "LocalRuntime",
+    "MaxNestingDepthError",
+    "NonDeterminismError",
+    "PyWorkflowConfig",
+    "PyWorkflowError",
+    "RetryableError",
+    "RunAlreadyExistsError",
+    "RunStatus",
+    "Runtime",
+    "SequenceConflictError",
+    "SerializationError",
+    "Step",
+    "StepFailedError",
+    "StepInfo",
+    "StepStatus",
+    "StepTimeoutError",
+    "StorageError",
+    "WorkflowAlreadyRunningError",
+    "WorkflowContext",
+    "WorkflowError",
+    "WorkflowNotFoundError",
+    "WorkflowRun",
+    "WorkflowTimeoutError",
+    "configure",
+    "configure_from_yaml",
+    "configure_logging",
+    "discover_workflows",
+    "get_config",
+    "get_context",
+    "get_logger",
+    "get_runtime",
+    "get_step",
+    "get_storage",
+    "get_workflow",
+    "get_workflow_events",
+    "get_workflow_run",
+    "get_workflow_run_by_idempotency_key",
+    "has_context",
+    "list_steps",
+    "list_workflows",
+    "register_runtime",
+    "reset_config",
+    "resume",
+    "sleep",
+    "start",
+    "step",
+    "wait_for_run",
+    "workflow",
+]

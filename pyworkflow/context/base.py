@@ -1,0 +1,86 @@
+"""The interface primitives use to reach the current run, and the ContextVars holding it.
+
+``sleep()``, ``@step`` wrappers and logging call this small interface; the engine
+implements it. Primitives therefore know nothing of storage, replay or runtimes (the
+same split as a user-facing workflow API over its worker-side instance).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyworkflow.core.step import StepDefinition
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """Identity of the step attempt running in the current task (for logs and guards)."""
+
+    step_id: str
+    step_name: str
+    attempt: int
+
+
+class WorkflowContext(ABC):
+    """What a running workflow exposes to the code it calls."""
+
+    run_id: str
+    workflow_name: str
+    durable: bool
+
+    @property
+    @abstractmethod
+    def is_replaying(self) -> bool:
+        """True while recorded operations are being replayed from the log."""
+
+    @abstractmethod
+    async def run_step(
+        self,
+        definition: StepDefinition,
+        call: Callable[[], Awaitable[Any]],
+    ) -> Any:
+        """Run (or replay) one step call; ``call`` runs the user's body once."""
+
+    @abstractmethod
+    async def sleep(self, wake_at: datetime, delay: timedelta, name: str | None) -> None:
+        """Durably wait until ``wake_at`` (``delay`` is the requested length, for records)."""
+
+    @abstractmethod
+    def log(self, level: str, message: str) -> None:
+        """Record a ``log.<level>`` event once (never again on replay)."""
+
+
+_current: ContextVar[WorkflowContext | None] = ContextVar("pyworkflow_context", default=None)
+current_step: ContextVar[StepInfo | None] = ContextVar("pyworkflow_step", default=None)
+
+
+def get_context() -> WorkflowContext:
+    """The context of the workflow run executing in this task.
+
+    Raises:
+        RuntimeError: called outside a workflow.
+    """
+    ctx = _current.get()
+    if ctx is None:
+        raise RuntimeError("no workflow is running in this task (get_context outside a workflow)")
+    return ctx
+
+
+def has_context() -> bool:
+    """True inside a workflow run."""
+    return _current.get() is not None
+
+
+def set_context(ctx: WorkflowContext | None) -> Token[WorkflowContext | None]:
+    """Install ``ctx`` for the current task (the engine does this; returns a reset token)."""
+    return _current.set(ctx)
+
+
+def reset_context(token: Token[WorkflowContext | None]) -> None:
+    _current.reset(token)

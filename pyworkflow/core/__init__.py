@@ -1,0 +1,1 @@
+"""Decorators, registry, configuration and the error tree."""

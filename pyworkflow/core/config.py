@@ -1,0 +1,232 @@
+"""Configuration: one process-wide :class:`PyWorkflowConfig`, built from (strongest first)
+``configure()`` calls, ``PYWORKFLOW_*`` environment variables and ``./pyworkflow.config.yaml``.
+
+Call arguments (``start(..., storage=...)``) override all of these at the call site.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.storage.base import StorageBackend
+
+DEFAULT_SQLITE_PATH = ".pyworkflow/pyworkflow.db"
+CONFIG_FILE = "pyworkflow.config.yaml"
+
+
+@dataclass
+class PyWorkflowConfig:
+    """Every option ``configure()`` accepts, with its default."""
+
+    storage: StorageBackend | str | dict[str, Any] | None = None
+    default_runtime: str = "local"
+    default_durable: bool = True
+    event_soft_limit: int = 10_000
+    event_hard_limit: int = 50_000
+    event_warning_interval: int = 100
+    max_nesting_depth: int = 3
+    default_max_recovery_attempts: int = 3
+    lease_ttl: float = 30.0
+    timer_poll_interval: float = 1.0
+    sqlite_synchronous: str = "NORMAL"
+    modules: list[str] = field(default_factory=list)
+    celery_broker: str | None = None
+    celery_result_backend: str | None = None
+    logging: dict[str, Any] = field(default_factory=dict)
+
+
+_OPTION_NAMES = {f.name for f in dataclasses.fields(PyWorkflowConfig)}
+_ALIASES = {"module": "modules", "runtime": "default_runtime", "durable": "default_durable"}
+_INT_OPTIONS = {
+    "event_soft_limit",
+    "event_hard_limit",
+    "event_warning_interval",
+    "max_nesting_depth",
+    "default_max_recovery_attempts",
+}
+_FLOAT_OPTIONS = {"lease_ttl", "timer_poll_interval"}
+
+_explicit: dict[str, Any] = {}
+_config: PyWorkflowConfig | None = None
+_storage: StorageBackend | None = None
+
+
+def configure(**options: Any) -> None:
+    """Set options for this process (merged with earlier ``configure()`` calls).
+
+    Raises:
+        ValueError: an option name is unknown (the message names it) or a value is invalid.
+    """
+    global _config, _storage
+    normalized = _normalize(options, source="configure()")
+    _explicit.update(normalized)
+    _config = None
+    if "storage" in normalized:
+        _storage = None
+
+
+def get_config() -> PyWorkflowConfig:
+    """The effective configuration (file < environment < ``configure()``)."""
+    global _config
+    if _config is None:
+        merged: dict[str, Any] = {}
+        merged.update(_from_file(Path.cwd() / CONFIG_FILE))
+        merged.update(_from_env())
+        merged.update(_explicit)
+        _config = PyWorkflowConfig(**merged)
+        _validate(_config)
+    return _config
+
+
+def reset_config() -> None:
+    """Forget every ``configure()`` call and the cached storage (tests use this)."""
+    global _config, _storage
+    _explicit.clear()
+    _config = None
+    _storage = None
+
+
+def configure_from_yaml(path: str | os.PathLike[str]) -> None:
+    """Apply a ``pyworkflow.config.yaml``-style file as if passed to ``configure()``."""
+    values = _from_file(Path(path), required=True)
+    configure(**values)
+
+
+def get_storage() -> StorageBackend:
+    """The configured storage backend (created once; SQLite under ``./.pyworkflow/`` by
+    default)."""
+    global _storage
+    if _storage is None:
+        _storage = resolve_storage(get_config().storage)
+    return _storage
+
+
+def resolve_storage(spec: StorageBackend | str | dict[str, Any] | None) -> StorageBackend:
+    """Turn a backend object, URL, config dict or ``None`` (embedded default) into a backend."""
+    if isinstance(spec, StorageBackend):
+        return spec
+    from pyworkflow.storage.config import storage_from_config, storage_from_url
+
+    if spec is None:
+        sync = get_config().sqlite_synchronous
+        return storage_from_url(f"sqlite:///{DEFAULT_SQLITE_PATH}?synchronous={sync}")
+    if isinstance(spec, str):
+        return storage_from_url(spec)
+    if isinstance(spec, dict):
+        return storage_from_config(spec)
+    raise ConfigurationError(
+        f"storage must be a StorageBackend, a URL string or a dict, not {type(spec).__name__}"
+    )
+
+
+def discover_workflows(module_path: str | list[str] | None = None) -> list[str]:
+    """Import the configured workflow modules (or ``module_path``) so their decorators
+    register; returns the imported module names.
+
+    Raises:
+        ConfigurationError: a module cannot be imported (the message names it).
+    """
+    names = [module_path] if isinstance(module_path, str) else module_path
+    modules = names if names is not None else get_config().modules
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import workflow module {name!r}: {exc}") from exc
+    return list(modules)
+
+
+def _normalize(options: dict[str, Any], *, source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for raw_name, value in options.items():
+        name = _ALIASES.get(raw_name, raw_name)
+        if name not in _OPTION_NAMES:
+            known = ", ".join(sorted(_OPTION_NAMES | set(_ALIASES)))
+            raise ValueError(f"unknown PyWorkflow option {raw_name!r} in {source}; known: {known}")
+        if name == "modules" and isinstance(value, str):
+            value = [value]
+        out[name] = value
+    return out
+
+
+def _validate(cfg: PyWorkflowConfig) -> None:
+    if cfg.default_runtime not in ("local", "celery"):
+        raise ValueError(
+            f"default_runtime must be 'local' or 'celery', not {cfg.default_runtime!r}"
+        )
+    for name in _INT_OPTIONS:
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"option {name!r} must be a non-negative integer, not {value!r}")
+    for name in _FLOAT_OPTIONS:
+        value = getattr(cfg, name)
+        if not isinstance(value, int | float) or value <= 0:
+            raise ValueError(f"option {name!r} must be a positive number, not {value!r}")
+    if cfg.event_soft_limit > cfg.event_hard_limit:
+        raise ValueError("event_soft_limit must not exceed event_hard_limit")
+    if cfg.sqlite_synchronous.upper() not in ("NORMAL", "FULL"):
+        raise ValueError(
+            f"sqlite_synchronous must be NORMAL or FULL, not {cfg.sqlite_synchronous!r}"
+        )
+
+
+def _from_env() -> dict[str, Any]:
+    """``PYWORKFLOW_<OPTION>`` variables, converted to the option's type."""
+    out: dict[str, Any] = {}
+    for name in _OPTION_NAMES | set(_ALIASES):
+        raw = os.environ.get(f"PYWORKFLOW_{name.upper()}")
+        if raw is None or raw == "":
+            continue
+        target = _ALIASES.get(name, name)
+        value: Any = raw
+        if target in _INT_OPTIONS:
+            value = _convert(int, raw, f"PYWORKFLOW_{name.upper()}")
+        elif target in _FLOAT_OPTIONS:
+            value = _convert(float, raw, f"PYWORKFLOW_{name.upper()}")
+        elif target == "default_durable":
+            value = raw.strip().lower() in ("1", "true", "yes", "on")
+        elif target == "modules":
+            value = [m.strip() for m in raw.split(",") if m.strip()]
+        out[target] = value
+    return out
+
+
+def _convert(kind: type, raw: str, where: str) -> Any:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{where}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def _from_file(path: Path, *, required: bool = False) -> dict[str, Any]:
+    """Options from a YAML config file (``module(s)``, ``runtime``, ``storage``, ``celery``)."""
+    if not path.exists():
+        if required:
+            raise ConfigurationError(f"config file {str(path)!r} does not exist")
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"config file {str(path)!r} must hold a mapping at top level")
+    data = dict(data)
+    celery = data.pop("celery", None) or {}
+    if not isinstance(celery, dict):
+        raise ConfigurationError(f"config file {str(path)!r}: 'celery' must be a mapping")
+    if "broker" in celery:
+        data["celery_broker"] = celery["broker"]
+    if "result_backend" in celery:
+        data["celery_result_backend"] = celery["result_backend"]
+    try:
+        return _normalize(data, source=str(path))
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc

@@ -1,0 +1,210 @@
+"""The PyWorkflow error tree.
+
+Everything the library raises on purpose derives from :class:`WorkflowError`
+(``PyWorkflowError`` is the same class under its long name)::
+
+    WorkflowError
+    +-- FatalError                 user: fail the step/run now, never retry
+    +-- RetryableError             user: retry this step (optionally after ``retry_after``)
+    +-- CancellationError          the run was cancelled
+    +-- WorkflowNotFoundError      no registered workflow / no stored run of that name or id
+    +-- WorkflowAlreadyRunningError
+    +-- RunAlreadyExistsError      an explicit ``run_id`` is already taken
+    +-- HookNotFoundError, HookExpiredError, HookAlreadyReceivedError, InvalidTokenError
+    +-- ChildWorkflowError
+    |   +-- ChildWorkflowFailedError
+    |   +-- MaxNestingDepthError
+    +-- ConfigurationError         bad option, unknown storage URL, missing extra
+    +-- SerializationError         a value that cannot be stored
+    +-- EventLimitExceededError    a run's history passed ``event_hard_limit``
+    +-- NonDeterminismError        replayed code asked for a different operation
+    +-- WorkflowTimeoutError       a run passed its ``max_duration``
+    +-- StepTimeoutError           a step attempt passed its ``timeout`` (retryable)
+    +-- StepFailedError            a step failed and its original error cannot be rebuilt
+    +-- StorageError
+        +-- SequenceConflictError  another writer appended to the run first
+
+Internal control flow (:class:`SuspensionSignal`) derives from ``BaseException`` so a
+user's ``except Exception`` cannot swallow it.
+
+All errors survive ``pickle`` (they cross process boundaries and the event log): each
+keeps its constructor arguments in ``args``/attributes and rebuilds through ``__reduce__``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+
+class WorkflowError(Exception):
+    """Root of every error PyWorkflow raises on purpose."""
+
+    def __init__(self, message: str = "", **metadata: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = metadata
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_error, (type(self), self.message, dict(self.__dict__)))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild_error(cls: type[WorkflowError], message: str, state: dict[str, Any]) -> Exception:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+PyWorkflowError = WorkflowError
+
+
+class FatalError(WorkflowError):
+    """Raised by user code to fail a step (and, unless caught, its run) without retrying."""
+
+
+class RetryableError(WorkflowError):
+    """Raised by user code to ask for a retry, optionally after ``retry_after``.
+
+    ``retry_after`` accepts anything :func:`pyworkflow.utils.duration.parse_duration` does
+    (``"30s"``, seconds, a ``timedelta``) and overrides the step's ``retry_delay`` for
+    this attempt.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        retry_after: str | int | float | timedelta | None = None,
+        **metadata: Any,
+    ) -> None:
+        super().__init__(message, **metadata)
+        self.retry_after = retry_after
+
+
+class CancellationError(WorkflowError):
+    """The run was cancelled; raised inside the workflow at its next durable operation."""
+
+    def __init__(self, message: str = "Workflow was cancelled", reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class WorkflowNotFoundError(WorkflowError):
+    """No registered workflow, or no stored run, has this name or id."""
+
+
+class WorkflowAlreadyRunningError(WorkflowError):
+    """The run is already being executed by another worker or process."""
+
+
+class RunAlreadyExistsError(WorkflowError):
+    """``start(..., run_id=...)`` named a run id that is already stored."""
+
+
+class HookNotFoundError(WorkflowError):
+    """No hook has this token."""
+
+
+class HookExpiredError(WorkflowError):
+    """The hook's timeout passed before a payload arrived."""
+
+
+class HookAlreadyReceivedError(WorkflowError):
+    """The hook already received its payload (tokens are single-use)."""
+
+
+class InvalidTokenError(WorkflowError):
+    """The hook token is malformed."""
+
+
+class ChildWorkflowError(WorkflowError):
+    """Base for errors about child workflows."""
+
+
+class ChildWorkflowFailedError(ChildWorkflowError):
+    """A child workflow ended ``failed``."""
+
+
+class MaxNestingDepthError(ChildWorkflowError):
+    """Starting this child would exceed the configured nesting limit."""
+
+
+class ConfigurationError(WorkflowError):
+    """A configuration option, storage URL or required extra is wrong or missing."""
+
+
+class SerializationError(WorkflowError):
+    """A value cannot be encoded for storage (or a stored value cannot be decoded)."""
+
+
+class EventLimitExceededError(WorkflowError):
+    """The run's event log reached ``event_hard_limit``."""
+
+
+class NonDeterminismError(WorkflowError):
+    """Replayed workflow code asked for a different durable operation than the history holds."""
+
+    def __init__(
+        self,
+        run_id: str,
+        position: int,
+        expected: str | None,
+        found: str | None,
+        sequence: int | None = None,
+    ) -> None:
+        where = f" (event sequence {sequence})" if sequence is not None else ""
+        message = (
+            f"Non-deterministic workflow run {run_id!r}: at operation #{position}{where} the "
+            f"history recorded {expected!r} but the code now asks for {found!r}. The workflow "
+            "code changed in a way that is incompatible with this run's recorded history."
+        )
+        super().__init__(message)
+        self.run_id = run_id
+        self.position = position
+        self.expected = expected
+        self.found = found
+        self.sequence = sequence
+
+
+class WorkflowTimeoutError(WorkflowError):
+    """The run exceeded its workflow ``max_duration``."""
+
+
+class StepTimeoutError(WorkflowError):
+    """A step attempt exceeded its ``timeout``; retried like any retryable failure."""
+
+
+class StepFailedError(WorkflowError):
+    """A step failed and its original exception could not be rebuilt from the log.
+
+    ``error_type`` holds the original exception's qualified type name.
+    """
+
+    def __init__(self, message: str = "", error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class StorageError(WorkflowError):
+    """A storage backend failed in a way the engine can name."""
+
+
+class SequenceConflictError(StorageError):
+    """Another writer appended to the run's event log first (expected sequence mismatch)."""
+
+
+class SuspensionSignal(BaseException):  # noqa: N818 - a signal, not an error
+    """Internal: unwinds a workflow coroutine so the run can be stored ``suspended``.
+
+    Derives from ``BaseException`` so user ``except Exception`` blocks never swallow it.
+    ``wake_at`` is the earliest time the run should be resumed (``None``: only an
+    external event resumes it).
+    """
+
+    def __init__(self, reason: str, wake_at: datetime | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.wake_at = wake_at

@@ -1,0 +1,75 @@
+"""Name -> definition maps for workflows and steps.
+
+Resuming a run in a new process finds its code by the workflow *name* stored in the run,
+so names must be unique. Registering a name again with a different function raises;
+the same function re-imported (same module and qualified name) replaces the old entry.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pyworkflow.core.exceptions import WorkflowNotFoundError
+
+if TYPE_CHECKING:
+    from pyworkflow.core.step import StepDefinition
+    from pyworkflow.core.workflow import WorkflowDefinition
+
+_workflows: dict[str, WorkflowDefinition] = {}
+_steps: dict[str, StepDefinition] = {}
+
+
+def _origin(fn: Any) -> tuple[str, str]:
+    return (getattr(fn, "__module__", ""), getattr(fn, "__qualname__", repr(fn)))
+
+
+def register_workflow(definition: WorkflowDefinition) -> None:
+    existing = _workflows.get(definition.name)
+    if existing is not None and _origin(existing.func) != _origin(definition.func):
+        raise ValueError(
+            f"workflow name {definition.name!r} is already registered by "
+            f"{'.'.join(_origin(existing.func))}; pass a different name=..."
+        )
+    _workflows[definition.name] = definition
+
+
+def register_step(definition: StepDefinition) -> None:
+    existing = _steps.get(definition.name)
+    if existing is not None and _origin(existing.func) != _origin(definition.func):
+        raise ValueError(
+            f"step name {definition.name!r} is already registered by "
+            f"{'.'.join(_origin(existing.func))}; pass a different name=..."
+        )
+    _steps[definition.name] = definition
+
+
+def get_workflow(name: str) -> WorkflowDefinition | None:
+    """The registered workflow called ``name``, or ``None``."""
+    return _workflows.get(name)
+
+
+def require_workflow(name: str) -> WorkflowDefinition:
+    """Like :func:`get_workflow` but raises :class:`WorkflowNotFoundError` with a hint."""
+    definition = _workflows.get(name)
+    if definition is None:
+        raise WorkflowNotFoundError(
+            f"no workflow named {name!r} is registered in this process; import the module "
+            "that defines it (configure(modules=[...]) or the 'module' key of "
+            "pyworkflow.config.yaml)"
+        )
+    return definition
+
+
+def list_workflows() -> dict[str, WorkflowDefinition]:
+    """All registered workflows by name."""
+    return dict(_workflows)
+
+
+def get_step(name: str) -> StepDefinition | None:
+    """The registered step called ``name``, or ``None``."""
+    return _steps.get(name)
+
+
+def list_steps() -> dict[str, StepDefinition]:
+    """All registered steps by name."""
+    return dict(_steps)

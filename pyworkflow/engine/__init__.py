@@ -1,0 +1,1 @@
+"""Event-sourced execution: history replay and the executor that drives workflow code."""

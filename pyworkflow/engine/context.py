@@ -1,0 +1,321 @@
+"""The engine's implementation of :class:`WorkflowContext` for durable runs.
+
+A ``RunContext`` sits between workflow code and storage: it assigns operation ids,
+answers recorded operations from the :class:`History`, runs live ones, buffers their
+events and flushes them in one fenced append per step (the step's result is committed
+before the workflow moves past it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from loguru import logger
+
+from pyworkflow.context.base import StepInfo, WorkflowContext, current_step
+from pyworkflow.core.exceptions import (
+    EventLimitExceededError,
+    FatalError,
+    NonDeterminismError,
+    RetryableError,
+    SequenceConflictError,
+    SerializationError,
+    StepTimeoutError,
+    SuspensionSignal,
+)
+from pyworkflow.core.retry import retry_after_seconds, retry_delay_seconds
+from pyworkflow.core.step import StepDefinition
+from pyworkflow.engine.events import LOG_EVENT_TYPES
+from pyworkflow.engine.replay import History
+from pyworkflow.serialization import decode, decode_error, encode, encode_error
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import Event, EventType, RunUpdate, utcnow
+
+
+class OwnershipLost(BaseException):  # noqa: N818 - control flow, not an error
+    """Another writer appended to this run first; this execution must stop writing."""
+
+
+class EventLimits:
+    """Per-run event-count limits (counted in memory, never by re-reading the log)."""
+
+    __slots__ = ("soft", "hard", "interval")
+
+    def __init__(self, soft: int, hard: int, interval: int) -> None:
+        self.soft, self.hard, self.interval = soft, hard, max(1, interval)
+
+
+class RunContext(WorkflowContext):
+    """Drives one execution of a durable run over its history."""
+
+    durable = True
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        workflow_name: str,
+        history: History,
+        storage: StorageBackend,
+        limits: EventLimits,
+    ) -> None:
+        self.run_id = run_id
+        self.workflow_name = workflow_name
+        self._history = history
+        self._storage = storage
+        self._limits = limits
+        self._committed = history.last_sequence
+        self._next_seq = history.last_sequence + 1
+        self._pending: list[Event] = []
+        self._changes: dict[str, Any] = {}
+        self._flush_lock = asyncio.Lock()
+        self._counters: dict[str, int] = {}
+        self._position = 0
+        self._log_index = 0
+        self.wake_times: list[datetime] = []
+        self.suspending = False
+        self.inflight: set[asyncio.Task[Any]] = set()
+        self.fatal: BaseException | None = None
+
+    # -- bookkeeping ------------------------------------------------------------------
+
+    @property
+    def is_replaying(self) -> bool:
+        return self._position < len(self._history.op_order)
+
+    @property
+    def unconsumed_operation(self) -> str | None:
+        """The first recorded operation the code has not asked for (None if all were)."""
+        order = self._history.op_order
+        return order[self._position] if self._position < len(order) else None
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    def record(self, type_: EventType, data: dict[str, Any], *, force: bool = False) -> None:
+        """Buffer an event; it is written by the next :meth:`flush`."""
+        seq = self._next_seq
+        if not force:
+            self._check_limits(seq)
+        self._next_seq = seq + 1
+        self._pending.append(Event(run_id=self.run_id, type=type_, data=data, sequence=seq))
+
+    def _check_limits(self, seq: int) -> None:
+        limits = self._limits
+        if seq > limits.hard:
+            err = EventLimitExceededError(
+                f"run {self.run_id!r} reached the event hard limit ({limits.hard} events); "
+                "split the work (e.g. continue_as_new) or raise event_hard_limit"
+            )
+            self.fatal = self.fatal or err
+            raise err
+        if seq >= limits.soft and (seq - limits.soft) % limits.interval == 0:
+            logger.warning(
+                "run {} has {} events (soft limit {}, hard limit {})",
+                self.run_id,
+                seq,
+                limits.soft,
+                limits.hard,
+            )
+
+    def set_changes(self, **changes: Any) -> None:
+        """Projection changes to write with the next flush."""
+        self._changes.update(changes)
+
+    async def flush(self, **changes: Any) -> None:
+        """Write buffered events and projection changes in one fenced append."""
+        self._changes.update(changes)
+        async with self._flush_lock:
+            if not self._pending and not self._changes:
+                return
+            batch, self._pending = self._pending, []
+            update, self._changes = self._changes, {}
+            update["updated_at"] = utcnow()
+            try:
+                await self._storage.append_events(
+                    self.run_id,
+                    batch,
+                    expected_last_sequence=self._committed,
+                    update=RunUpdate(update),
+                )
+            except SequenceConflictError as exc:
+                self.fatal = OwnershipLost(str(exc))
+                raise self.fatal from exc
+            if batch:
+                self._committed = batch[-1].sequence
+
+    def _next_op(self, kind: str, name: str) -> str:
+        key = f"{kind}:{name}"
+        count = self._counters.get(key, 0) + 1
+        self._counters[key] = count
+        op_id = f"{key}#{count}"
+        position = self._position
+        self._position = position + 1
+        order = self._history.op_order
+        if position < len(order) and order[position] != op_id:
+            err = NonDeterminismError(
+                self.run_id, position, order[position], op_id, self._history.sequence_at(position)
+            )
+            self.fatal = self.fatal or err
+            raise err
+        return op_id
+
+    def _suspend(self, wake_at: datetime | None, reason: str) -> SuspensionSignal:
+        if wake_at is not None:
+            self.wake_times.append(wake_at)
+        self.suspending = True
+        return SuspensionSignal(reason, wake_at)
+
+    def _guard(self) -> None:
+        # Once the run is suspending, sibling tasks (asyncio.gather) must not start new
+        # operations: they are recorded when the run resumes.
+        if self.suspending:
+            raise SuspensionSignal("run is suspending")
+        if self.fatal is not None:
+            raise self.fatal
+
+    # -- operations -------------------------------------------------------------------
+
+    async def run_step(self, definition: StepDefinition, call: Callable[[], Awaitable[Any]]) -> Any:
+        self._guard()
+        op_id = self._next_op("step", definition.name)
+        record = self._history.steps.get(op_id)
+        attempt = 0
+        if record is not None:
+            if record.completed:
+                return decode(record.result)
+            if record.error is not None:
+                raise decode_error(record.error)
+            attempt = record.attempts
+            if record.retry_at is not None and record.retry_at > utcnow():
+                raise self._suspend(record.retry_at, f"retry of {op_id}")
+        task = asyncio.current_task()
+        if task is not None:
+            self.inflight.add(task)
+        try:
+            return await self._attempts(definition, call, op_id, attempt)
+        finally:
+            if task is not None:
+                self.inflight.discard(task)
+
+    async def _attempts(
+        self,
+        definition: StepDefinition,
+        call: Callable[[], Awaitable[Any]],
+        op_id: str,
+        attempt: int,
+    ) -> Any:
+        name = definition.name
+        while True:
+            attempt += 1
+            self.record(
+                EventType.STEP_STARTED, {"step_id": op_id, "step_name": name, "attempt": attempt}
+            )
+            token = current_step.set(StepInfo(op_id, name, attempt))
+            try:
+                result = await _run_attempt(call, definition.timeout, name, attempt)
+            except Exception as exc:  # noqa: BLE001 - every user failure is recorded
+                delay = _retry_delay(definition, exc, attempt)
+                base = {"step_id": op_id, "step_name": name, "attempt": attempt}
+                failed = {**base, "error": encode_error(exc), "fatal": isinstance(exc, FatalError)}
+                if delay is None:
+                    self.record(EventType.STEP_FAILED, {**failed, "will_retry": False})
+                    await self.flush()
+                    raise
+                retry_at = utcnow() + timedelta(seconds=delay)
+                self.record(EventType.STEP_FAILED, {**failed, "will_retry": True})
+                self.record(
+                    EventType.STEP_RETRYING,
+                    {
+                        **base,
+                        "attempt": attempt + 1,
+                        "retry_at": retry_at.isoformat(),
+                        "delay_seconds": delay,
+                    },
+                )
+                logger.warning(
+                    "step {} attempt {} failed ({}); retry in {}s", op_id, attempt, exc, delay
+                )
+                if delay > 0:
+                    raise self._suspend(retry_at, f"retry of {op_id}") from None
+                continue
+            finally:
+                current_step.reset(token)
+            return await self._complete_step(op_id, name, attempt, result)
+
+    async def _complete_step(self, op_id: str, name: str, attempt: int, result: Any) -> Any:
+        base = {"step_id": op_id, "step_name": name, "attempt": attempt}
+        try:
+            encoded = encode(result, where=f"result of step {name!r}")
+        except SerializationError as exc:
+            self.record(
+                EventType.STEP_FAILED,
+                {**base, "error": encode_error(exc), "fatal": True, "will_retry": False},
+            )
+            await self.flush()
+            raise
+        self.record(EventType.STEP_COMPLETED, {**base, "result": encoded})
+        await self.flush()
+        return result
+
+    async def sleep(self, wake_at: datetime, delay: timedelta, name: str | None) -> None:
+        self._guard()
+        op_id = self._next_op("sleep", name or "sleep")
+        record = self._history.sleeps.get(op_id)
+        if record is None:
+            fire_at = wake_at
+            self.record(
+                EventType.SLEEP_STARTED,
+                {
+                    "sleep_id": op_id,
+                    "name": name,
+                    "fire_at": fire_at.isoformat(),
+                    "duration_seconds": delay.total_seconds(),
+                },
+            )
+        elif record.completed:
+            return
+        else:
+            fire_at = record.fire_at
+        if utcnow() >= fire_at:
+            self.record(EventType.SLEEP_COMPLETED, {"sleep_id": op_id})
+            return
+        raise self._suspend(fire_at, f"sleep {op_id}")
+
+    def log(self, level: str, message: str) -> None:
+        index = self._log_index
+        self._log_index += 1
+        if index >= self._history.log_count:
+            self.record(LOG_EVENT_TYPES.get(level, EventType.LOG_INFO), {"message": message})
+
+
+async def _run_attempt(
+    call: Callable[[], Awaitable[Any]], limit: float | None, name: str, attempt: int
+) -> Any:
+    if limit is None:
+        return await call()
+    try:
+        async with asyncio.timeout(limit) as scope:
+            return await call()
+    except TimeoutError:
+        if scope.expired():
+            raise StepTimeoutError(
+                f"step {name!r} attempt {attempt} exceeded its timeout of {limit:g}s"
+            ) from None
+        raise
+
+
+def _retry_delay(definition: StepDefinition, exc: Exception, attempt: int) -> float | None:
+    """Seconds until the next attempt, or None when the failure is final."""
+    if isinstance(exc, FatalError | SerializationError) or attempt > definition.max_retries:
+        return None
+    if isinstance(exc, RetryableError) and exc.retry_after is not None:
+        try:
+            return retry_after_seconds(exc.retry_after)
+        except (ValueError, TypeError):
+            logger.warning("ignoring invalid retry_after {!r}", exc.retry_after)
+    return retry_delay_seconds(definition.retry_delay, attempt)

@@ -1,0 +1,211 @@
+"""Run a workflow function over its history and store the outcome.
+
+``execute_run`` is the one place where a run's execution starts and ends: it replays
+the history, lets the first unrecorded operation run live, and writes the final
+``workflow.completed`` / ``workflow.failed`` / ``workflow.suspended`` event together with
+the run's new status in one append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from loguru import logger
+
+from pyworkflow.context.base import reset_context, set_context
+from pyworkflow.core.exceptions import (
+    NonDeterminismError,
+    SerializationError,
+    SuspensionSignal,
+    WorkflowTimeoutError,
+)
+from pyworkflow.core.workflow import WorkflowDefinition
+from pyworkflow.engine.context import EventLimits, OwnershipLost, RunContext
+from pyworkflow.engine.replay import History
+from pyworkflow.serialization import encode, encode_error
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import EventType, RunStatus, WorkflowRun, utcnow
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one execution ended."""
+
+    status: RunStatus | None  # None: ownership lost, nothing more was written
+    wake_at: datetime | None = None
+    error: BaseException | None = None
+
+
+_RELEASED = {"lease_owner": None, "lease_expires_at": None}
+
+
+async def execute_run(
+    *,
+    run: WorkflowRun,
+    definition: WorkflowDefinition,
+    history: History,
+    storage: StorageBackend,
+    limits: EventLimits,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    first_events: list[tuple[EventType, dict[str, Any]]] = (),  # type: ignore[assignment]
+    first_changes: dict[str, Any] | None = None,
+) -> Outcome:
+    """Execute ``run`` until it completes, fails or suspends; persist the outcome.
+
+    The caller must hold the run's lease. ``first_events``/``first_changes`` are written
+    with the first flush (e.g. ``workflow.resumed`` and ``status=running``).
+    """
+    ctx = RunContext(
+        run_id=run.run_id,
+        workflow_name=run.workflow_name,
+        history=history,
+        storage=storage,
+        limits=limits,
+    )
+    for type_, data in first_events:
+        ctx.record(type_, data, force=True)
+    ctx.set_changes(**(first_changes or {}))
+
+    if run.deadline_at is not None and utcnow() >= run.deadline_at:
+        return await fail_run(ctx, _timeout_error(run))
+    try:
+        result = await _drive(ctx, definition, args, kwargs, run.deadline_at)
+    except OwnershipLost:
+        return Outcome(status=None)
+    except SuspensionSignal:
+        return await _suspend(ctx, run.deadline_at)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure ends the run
+        return await fail_run(ctx, _primary_error(ctx, exc, run))
+    return await _complete(ctx, result, run)
+
+
+async def _drive(
+    ctx: RunContext,
+    definition: WorkflowDefinition,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    deadline: datetime | None,
+) -> Any:
+    async def body() -> Any:
+        # A task of its own gives the run an isolated copy of the contextvars, which
+        # child tasks (asyncio.gather) inherit.
+        token = set_context(ctx)
+        try:
+            return await definition.func(*args, **kwargs)
+        finally:
+            reset_context(token)
+
+    task = asyncio.ensure_future(body())
+    timeout = None if deadline is None else max(0.0, (deadline - utcnow()).total_seconds())
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise WorkflowTimeoutError(
+            f"workflow {definition.name!r} exceeded its max_duration {definition.max_duration}"
+        )
+    return task.result()
+
+
+def _primary_error(ctx: RunContext, exc: BaseException, run: WorkflowRun) -> BaseException:
+    # An engine-detected problem wins over whatever the user code turned it into.
+    if ctx.fatal is not None and not isinstance(ctx.fatal, OwnershipLost):
+        return ctx.fatal
+    if isinstance(exc, WorkflowTimeoutError) and run.max_duration:
+        return _timeout_error(run)
+    return exc
+
+
+def _timeout_error(run: WorkflowRun) -> WorkflowTimeoutError:
+    return WorkflowTimeoutError(
+        f"workflow {run.workflow_name!r} exceeded its max_duration {run.max_duration}"
+    )
+
+
+async def _settle(ctx: RunContext) -> None:
+    """Let steps already running in sibling tasks finish (their results get recorded)."""
+    await asyncio.sleep(0)
+    while ctx.inflight:
+        await asyncio.wait(set(ctx.inflight))
+        await asyncio.sleep(0)
+
+
+async def _suspend(ctx: RunContext, deadline: datetime | None) -> Outcome:
+    await _settle(ctx)
+    if isinstance(ctx.fatal, OwnershipLost):
+        return Outcome(status=None)
+    # Wake at the earliest timer, or at the max_duration deadline if that comes first
+    # (the resumed run then fails with WorkflowTimeoutError).
+    timers = ctx.wake_times + ([deadline] if deadline is not None else [])
+    wake_at = min(timers) if timers else None
+    ctx.record(
+        EventType.WORKFLOW_SUSPENDED,
+        {"reason": "waiting", "wake_at": wake_at.isoformat() if wake_at else None},
+        force=True,
+    )
+    try:
+        await ctx.flush(status=RunStatus.SUSPENDED, wake_at=wake_at, **_RELEASED)
+    except OwnershipLost:
+        return Outcome(status=None)
+    return Outcome(status=RunStatus.SUSPENDED, wake_at=wake_at)
+
+
+async def _complete(ctx: RunContext, result: Any, run: WorkflowRun) -> Outcome:
+    if ctx.fatal is not None:
+        return await fail_run(ctx, ctx.fatal)
+    leftover = ctx.unconsumed_operation
+    if leftover is not None:
+        return await fail_run(ctx, NonDeterminismError(run.run_id, ctx.position, leftover, None))
+    try:
+        encoded = encode(result, where=f"result of workflow {run.workflow_name!r}")
+    except SerializationError as exc:
+        return await fail_run(ctx, exc)
+    ctx.record(EventType.WORKFLOW_COMPLETED, {"result": encoded}, force=True)
+    try:
+        await ctx.flush(
+            status=RunStatus.COMPLETED,
+            result_payload=json.dumps(encoded),
+            completed_at=utcnow(),
+            wake_at=None,
+            **_RELEASED,
+        )
+    except OwnershipLost:
+        return Outcome(status=None)
+    return Outcome(status=RunStatus.COMPLETED)
+
+
+async def fail_run(ctx: RunContext, error: BaseException) -> Outcome:
+    """Record ``workflow.failed`` for ``error`` and store the run ``failed``."""
+    if isinstance(error, OwnershipLost):
+        return Outcome(status=None)
+    ctx.inflight.clear()
+    encoded = encode_error(error)
+    message = f"{type(error).__name__}: {error}"
+    logger.error("workflow run {} failed: {}", ctx.run_id, message)
+    ctx.record(
+        EventType.WORKFLOW_FAILED,
+        {"error": encoded, "error_type": encoded.get("type")},
+        force=True,
+    )
+    try:
+        await ctx.flush(
+            status=RunStatus.FAILED,
+            error=message,
+            completed_at=utcnow(),
+            wake_at=None,
+            **_RELEASED,
+        )
+    except OwnershipLost:
+        return Outcome(status=None)
+    return Outcome(status=RunStatus.FAILED, error=error)

@@ -1,0 +1,125 @@
+"""Fold a run's event log into lookup tables the executor replays from.
+
+One pass over the events (loaded in one query) builds everything replay needs; replay
+is therefore linear in history length, and nothing is read from storage per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pyworkflow.storage.schemas import Event, EventType
+
+
+@dataclass(slots=True)
+class StepRecord:
+    """What the log says about one step operation."""
+
+    attempts: int = 0
+    completed: bool = False
+    result: Any = None  # encoded tree
+    error: dict[str, Any] | None = None  # final failure (no more retries)
+    retry_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class SleepRecord:
+    fire_at: datetime
+    completed: bool = False
+
+
+@dataclass(slots=True)
+class History:
+    """A run's recorded operations, keyed by operation id."""
+
+    run_id: str
+    op_order: list[str] = field(default_factory=list)
+    op_sequences: list[int] = field(default_factory=list)
+    steps: dict[str, StepRecord] = field(default_factory=dict)
+    sleeps: dict[str, SleepRecord] = field(default_factory=dict)
+    log_count: int = 0
+    last_sequence: int = 0
+
+    @classmethod
+    def from_events(cls, run_id: str, events: Iterable[Event]) -> History:
+        history = cls(run_id=run_id)
+        for event in events:
+            history.apply(event)
+        return history
+
+    def apply(self, event: Event) -> None:
+        self.last_sequence = event.sequence
+        handler = _HANDLERS.get(event.type)
+        if handler is not None:
+            handler(self, event)
+
+    def sequence_at(self, position: int) -> int | None:
+        return self.op_sequences[position] if position < len(self.op_sequences) else None
+
+    def _start_op(self, op_id: str, sequence: int) -> None:
+        self.op_order.append(op_id)
+        self.op_sequences.append(sequence)
+
+
+def _step(history: History, event: Event) -> StepRecord:
+    op_id = event.data["step_id"]
+    record = history.steps.get(op_id)
+    if record is None:
+        record = history.steps[op_id] = StepRecord()
+    return record
+
+
+def _on_step_started(history: History, event: Event) -> None:
+    record = _step(history, event)
+    if record.attempts == 0:
+        history._start_op(event.data["step_id"], event.sequence)
+    record.attempts = max(record.attempts, int(event.data.get("attempt", 1)))
+
+
+def _on_step_completed(history: History, event: Event) -> None:
+    record = _step(history, event)
+    record.completed = True
+    record.result = event.data.get("result")
+    record.retry_at = None
+
+
+def _on_step_failed(history: History, event: Event) -> None:
+    if not event.data.get("will_retry"):
+        _step(history, event).error = event.data.get("error") or {}
+
+
+def _on_step_retrying(history: History, event: Event) -> None:
+    _step(history, event).retry_at = datetime.fromisoformat(event.data["retry_at"])
+
+
+def _on_sleep_started(history: History, event: Event) -> None:
+    op_id = event.data["sleep_id"]
+    history.sleeps[op_id] = SleepRecord(fire_at=datetime.fromisoformat(event.data["fire_at"]))
+    history._start_op(op_id, event.sequence)
+
+
+def _on_sleep_completed(history: History, event: Event) -> None:
+    record = history.sleeps.get(event.data["sleep_id"])
+    if record is not None:
+        record.completed = True
+
+
+def _on_log(history: History, event: Event) -> None:  # noqa: ARG001 - uniform handler shape
+    history.log_count += 1
+
+
+_HANDLERS = {
+    EventType.STEP_STARTED: _on_step_started,
+    EventType.STEP_COMPLETED: _on_step_completed,
+    EventType.STEP_FAILED: _on_step_failed,
+    EventType.STEP_RETRYING: _on_step_retrying,
+    EventType.SLEEP_STARTED: _on_sleep_started,
+    EventType.SLEEP_COMPLETED: _on_sleep_completed,
+    EventType.LOG_DEBUG: _on_log,
+    EventType.LOG_INFO: _on_log,
+    EventType.LOG_WARNING: _on_log,
+    EventType.LOG_ERROR: _on_log,
+}

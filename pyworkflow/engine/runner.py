@@ -1,0 +1,229 @@
+"""A run's lifecycle on top of storage: create it, execute it, resume or recover it.
+
+Runtimes decide *where* this happens (in-process, on a Celery worker); what happens is
+defined here once. Every execution holds the run's lease; every write is fenced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from loguru import logger
+
+from pyworkflow.core.config import get_config
+from pyworkflow.core.exceptions import WorkflowAlreadyRunningError, WorkflowError
+from pyworkflow.core.registry import require_workflow
+from pyworkflow.core.workflow import WorkflowDefinition
+from pyworkflow.engine.context import EventLimits, RunContext
+from pyworkflow.engine.executor import Outcome, execute_run, fail_run
+from pyworkflow.engine.replay import History
+from pyworkflow.serialization import encode
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun, utcnow
+
+_HOST = socket.gethostname()
+
+
+def new_owner_id() -> str:
+    """A lease-owner id naming this host and process (so same-host peers can tell it died)."""
+    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def owner_is_dead(owner: str | None, me: str) -> bool:
+    """True when ``owner`` is a process on this host that no longer exists.
+
+    Only same-host owners can be checked; others are judged by lease expiry alone.
+    """
+    if not owner or owner == me:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text, _, _ = rest.partition(":")
+    if host != _HOST or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # an owner id of this pid that is not ours: a previous process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def event_limits() -> EventLimits:
+    cfg = get_config()
+    return EventLimits(cfg.event_soft_limit, cfg.event_hard_limit, cfg.event_warning_interval)
+
+
+@dataclass(slots=True)
+class RunRequest:
+    """Everything ``start()`` was asked for, validated and encoded."""
+
+    definition: WorkflowDefinition
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    run_id: str | None = None
+    idempotency_key: str | None = None
+    tags: list[str] | None = None
+
+
+def build_run(
+    request: RunRequest, *, owner: str | None, lease_ttl: float
+) -> tuple[WorkflowRun, Event]:
+    """The run record and its ``workflow.started`` event (arguments encoded, so a value that
+    cannot be stored fails here, before anything is written)."""
+    definition = request.definition
+    where = f"arguments of workflow {definition.name!r}"
+    args_tree = encode(list(request.args), where=where)
+    kwargs_tree = encode(dict(request.kwargs), where=where)
+    now = utcnow()
+    run_id = request.run_id or f"run_{uuid.uuid4().hex}"
+    tags = list(request.tags if request.tags is not None else definition.tags)
+    cfg = get_config()
+    run = WorkflowRun(
+        run_id=run_id,
+        workflow_name=definition.name,
+        status=RunStatus.RUNNING if owner else RunStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+        started_at=now,
+        input_payload=json.dumps({"args": args_tree, "kwargs": kwargs_tree}),
+        idempotency_key=request.idempotency_key,
+        max_duration=definition.max_duration,
+        deadline_at=(
+            now + timedelta(seconds=definition.max_duration_seconds)
+            if definition.max_duration_seconds
+            else None
+        ),
+        tags=tags,
+        max_recovery_attempts=(
+            definition.max_recovery_attempts
+            if definition.max_recovery_attempts is not None
+            else cfg.default_max_recovery_attempts
+        ),
+        recover_on_worker_loss=definition.recover_on_worker_loss is not False,
+        lease_owner=owner,
+        lease_expires_at=now + timedelta(seconds=lease_ttl) if owner else None,
+        last_sequence=1,
+    )
+    started = Event(
+        run_id=run_id,
+        type=EventType.WORKFLOW_STARTED,
+        data={
+            "workflow_name": definition.name,
+            "args": args_tree,
+            "kwargs": kwargs_tree,
+            "tags": tags,
+        },
+        sequence=1,
+        timestamp=now,
+    )
+    return run, started
+
+
+async def execute_new(storage: StorageBackend, run: WorkflowRun, request: RunRequest) -> Outcome:
+    """Execute a run this process just created (it holds the lease; no replay needed)."""
+    return await execute_run(
+        run=run,
+        definition=request.definition,
+        history=History(run_id=run.run_id, last_sequence=run.last_sequence),
+        storage=storage,
+        limits=event_limits(),
+        args=request.args,
+        kwargs=request.kwargs,
+    )
+
+
+async def resume_run(
+    storage: StorageBackend,
+    run_id: str,
+    *,
+    owner: str,
+    lease_ttl: float,
+    recovery: bool = False,
+    steal_from: str | None = None,
+    raise_if_busy: bool = False,
+) -> Outcome | None:
+    """Take the run's lease, replay its history and continue it.
+
+    Returns ``None`` when there is nothing to do here: the run is terminal, unknown, held
+    by another live process (unless ``raise_if_busy``), or its code is not registered in
+    this process. A suspended run whose wake-up time has not come stays suspended.
+    """
+    run = await storage.get_run(run_id)
+    if run is None or run.status.is_terminal:
+        return None
+    definition = require_workflow(run.workflow_name)
+    now = utcnow()
+    if not await storage.acquire_lease(
+        run_id, owner, now + timedelta(seconds=lease_ttl), now, steal_from=steal_from
+    ):
+        if raise_if_busy:
+            raise WorkflowAlreadyRunningError(f"run {run_id!r} is being executed elsewhere")
+        return None
+    run = await storage.get_run(run_id)  # re-read under the lease
+    if run is None or run.status.is_terminal:
+        await storage.release_lease(run_id, owner)
+        return None
+    if run.status == RunStatus.SUSPENDED and not recovery and run.wake_at and run.wake_at > now:
+        # resume() before the due time does not end a sleep early.
+        await storage.release_lease(run_id, owner)
+        return Outcome(status=RunStatus.SUSPENDED, wake_at=run.wake_at)
+    events = await storage.get_events(run_id)
+    history = History.from_events(run_id, events)
+    first: list[tuple[EventType, dict[str, Any]]] = []
+    changes: dict[str, Any] = {"status": RunStatus.RUNNING, "wake_at": None}
+    if recovery:
+        attempt = run.recovery_attempts + 1
+        reason = "the process executing this run stopped (worker lost)"
+        first.append(
+            (EventType.WORKFLOW_INTERRUPTED, {"reason": reason, "recovery_attempt": attempt})
+        )
+        changes["recovery_attempts"] = attempt
+        if not run.recover_on_worker_loss or attempt > run.max_recovery_attempts:
+            return await _fail_unrecoverable(storage, run, history, first, changes)
+        logger.info("recovering run {} (attempt {})", run_id, attempt)
+    first.append((EventType.WORKFLOW_RESUMED, {}))
+    return await execute_run(
+        run=run,
+        definition=definition,
+        history=history,
+        storage=storage,
+        limits=event_limits(),
+        args=run.input_args,
+        kwargs=run.input_kwargs,
+        first_events=first,
+        first_changes=changes,
+    )
+
+
+async def _fail_unrecoverable(
+    storage: StorageBackend,
+    run: WorkflowRun,
+    history: History,
+    first: list[tuple[EventType, dict[str, Any]]],
+    changes: dict[str, Any],
+) -> Outcome:
+    ctx = RunContext(
+        run_id=run.run_id,
+        workflow_name=run.workflow_name,
+        history=history,
+        storage=storage,
+        limits=event_limits(),
+    )
+    for type_, data in first:
+        ctx.record(type_, data, force=True)
+    ctx.set_changes(**changes)
+    if not run.recover_on_worker_loss:
+        reason = "its process stopped and recover_on_worker_loss is disabled"
+    else:
+        reason = f"it exceeded max_recovery_attempts ({run.max_recovery_attempts})"
+    return await fail_run(ctx, WorkflowError(f"run {run.run_id!r} cannot be recovered: {reason}"))

@@ -1,0 +1,85 @@
+"""Transient (``durable=False``) execution: no event log; retries and sleeps in memory.
+
+The run is visible through ``get_workflow_run`` while this process lives, and is lost
+with it: that is the trade transient mode makes for speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from loguru import logger
+
+from pyworkflow.context.base import (
+    StepInfo,
+    WorkflowContext,
+    current_step,
+    reset_context,
+    set_context,
+)
+from pyworkflow.core.step import StepDefinition
+from pyworkflow.engine.context import _retry_delay, _run_attempt
+from pyworkflow.storage.schemas import utcnow
+
+
+class TransientContext(WorkflowContext):
+    """Runs steps with their retry policy and sleeps with ``asyncio.sleep``."""
+
+    durable = False
+
+    def __init__(self, run_id: str, workflow_name: str) -> None:
+        self.run_id = run_id
+        self.workflow_name = workflow_name
+        self._counters: dict[str, int] = {}
+
+    @property
+    def is_replaying(self) -> bool:
+        return False
+
+    async def run_step(self, definition: StepDefinition, call: Callable[[], Awaitable[Any]]) -> Any:
+        count = self._counters.get(definition.name, 0) + 1
+        self._counters[definition.name] = count
+        step_id = f"step:{definition.name}#{count}"
+        attempt = 0
+        while True:
+            attempt += 1
+            token = current_step.set(StepInfo(step_id, definition.name, attempt))
+            try:
+                return await _run_attempt(call, definition.timeout, definition.name, attempt)
+            except Exception as exc:
+                delay = _retry_delay(definition, exc, attempt)
+                if delay is None:
+                    raise
+                logger.warning(
+                    "step {} attempt {} failed ({}); retry in {}s", step_id, attempt, exc, delay
+                )
+            finally:
+                current_step.reset(token)
+            await asyncio.sleep(delay)
+
+    async def sleep(self, wake_at: datetime, delay: timedelta, name: str | None) -> None:  # noqa: ARG002
+        await asyncio.sleep(max(0.0, (wake_at - utcnow()).total_seconds()))
+
+    def log(self, level: str, message: str) -> None:
+        logger.log(level.upper(), message)
+
+
+async def run_transient(
+    ctx: TransientContext,
+    func: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Run ``func`` with ``ctx`` installed, in a task of its own (isolated contextvars)."""
+
+    async def body() -> Any:
+        token = set_context(ctx)
+        try:
+            return await func(*args, **kwargs)
+        finally:
+            reset_context(token)
+
+    return await asyncio.ensure_future(body())

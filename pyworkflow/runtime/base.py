@@ -1,0 +1,34 @@
+"""The :class:`Runtime` interface: where workflow code runs (in-process, or on workers)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from pyworkflow.engine.runner import RunRequest
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import WorkflowRun
+
+
+class Runtime(ABC):
+    """Executes runs. ``start`` creates and runs one; ``resume`` continues a stored one."""
+
+    name: str
+
+    @abstractmethod
+    async def start(self, request: RunRequest, storage: StorageBackend) -> str:
+        """Create the run (idempotency-key aware) and execute or enqueue it; return its id."""
+
+    @abstractmethod
+    async def start_transient(self, request: RunRequest) -> str:
+        """Run without an event log; return the run id."""
+
+    @abstractmethod
+    async def resume(self, run_id: str, storage: StorageBackend) -> None:
+        """Continue a stored run (a no-op for terminal runs or sleeps not yet due)."""
+
+    def get_transient_run(self, run_id: str) -> WorkflowRun | None:  # noqa: ARG002
+        """A transient run this runtime executed, if it still remembers it."""
+        return None
+
+    async def shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Stop background services started by this runtime."""

@@ -1,0 +1,250 @@
+"""The local runtime: workflows and steps run in this process on asyncio.
+
+Steps run inline, so a run that never suspends is never replayed. For each storage it
+serves, the runtime keeps one small service on the running event loop:
+
+* a **timer loop** that sleeps until the earliest stored wake-up time (woken early when
+  a run of this process suspends sooner), claims due runs through their lease and
+  resumes them;
+* a **heartbeat** renewing the leases of runs executing here;
+* **recovery**: when the service starts (and every few poll intervals) it resumes runs
+  whose process died mid-execution: same-host owners that no longer exist, or leases
+  that expired.
+
+The service lives as long as its event loop; a synchronous ``start()`` stops it again
+before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from loguru import logger
+
+from pyworkflow.core.config import get_config
+from pyworkflow.core.exceptions import WorkflowAlreadyRunningError, WorkflowNotFoundError
+from pyworkflow.engine.executor import Outcome
+from pyworkflow.engine.runner import (
+    RunRequest,
+    build_run,
+    execute_new,
+    new_owner_id,
+    owner_is_dead,
+    resume_run,
+)
+from pyworkflow.engine.transient import TransientContext, run_transient
+from pyworkflow.runtime.base import Runtime
+from pyworkflow.serialization import dumps
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
+
+_RECOVERY_EVERY_POLLS = 5
+_TRANSIENT_MEMORY = 1000
+
+
+class _Service:
+    """Timers, heartbeat and recovery for one storage on one event loop."""
+
+    def __init__(self, runtime: LocalRuntime, storage: StorageBackend) -> None:
+        self.runtime = runtime
+        self.storage = storage
+        self.loop = asyncio.get_running_loop()
+        self.active: set[str] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._wake = asyncio.Event()
+        self._next_wake: datetime | None = None
+        cfg = get_config()
+        self.poll = cfg.timer_poll_interval
+        self.lease_ttl = cfg.lease_ttl
+        self._loops = [
+            asyncio.ensure_future(self._timer_loop()),
+            asyncio.ensure_future(self._heartbeat_loop()),
+        ]
+
+    async def run(
+        self, run_id: str, work: Callable[[], Awaitable[Outcome | None]]
+    ) -> Outcome | None:
+        """Execute ``work`` for ``run_id`` with its lease kept alive; wake timers after."""
+        self.active.add(run_id)
+        try:
+            outcome = await work()
+        finally:
+            self.active.discard(run_id)
+        if outcome is not None and outcome.wake_at is not None:
+            self.notify(outcome.wake_at)
+        return outcome
+
+    def notify(self, wake_at: datetime) -> None:
+        if self._next_wake is None or wake_at < self._next_wake:
+            self._wake.set()
+
+    def spawn(self, run_id: str, *, recovery: bool = False, steal_from: str | None = None) -> None:
+        if run_id in self.active:
+            return
+        self.active.add(run_id)  # reserve before the task starts: no double spawn
+        task = asyncio.ensure_future(self._resume(run_id, recovery, steal_from))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _resume(self, run_id: str, recovery: bool, steal_from: str | None) -> None:
+        self.active.discard(run_id)
+        try:
+            await self.run(
+                run_id,
+                lambda: resume_run(
+                    self.storage,
+                    run_id,
+                    owner=self.runtime.owner,
+                    lease_ttl=self.lease_ttl,
+                    recovery=recovery,
+                    steal_from=steal_from,
+                ),
+            )
+        except WorkflowNotFoundError as exc:
+            logger.debug("not resuming {} here: {}", run_id, exc)
+        except Exception:  # noqa: BLE001 - a background resume must not kill the service
+            logger.exception("resuming run {} failed", run_id)
+
+    async def _timer_loop(self) -> None:
+        polls = 0
+        while True:
+            try:
+                if polls % _RECOVERY_EVERY_POLLS == 0:
+                    await self.recover()
+                polls += 1
+                delay = await self._fire_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - storage hiccups must not stop the timers
+                logger.exception("timer loop error; retrying")
+                delay = self.poll
+            self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the event being set, and the loop would never stop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    async def _fire_due(self) -> float:
+        """Resume due runs; return seconds until the next check."""
+        now = utcnow()
+        for run_id in await self.storage.list_due_runs(now, limit=100):
+            self.spawn(run_id)
+        nxt = await self.storage.next_wake_time()
+        self._next_wake = nxt
+        if nxt is None:
+            return self.poll
+        # Due runs already being resumed stay 'suspended' until their first write; a
+        # small floor keeps this loop from spinning meanwhile.
+        return min(self.poll, max(0.005, (nxt - utcnow()).total_seconds()))
+
+    async def recover(self) -> None:
+        """Resume runs whose executing process died (same host) or whose lease expired."""
+        now = utcnow()
+        me = self.runtime.owner
+        for run in await self.storage.list_stale_runs(now, limit=100):
+            self.spawn(run.run_id, recovery=True, steal_from=run.lease_owner)
+        for status in (RunStatus.RUNNING, RunStatus.PENDING, RunStatus.INTERRUPTED):
+            for run in await self.storage.list_runs(status=status, limit=1000):
+                if owner_is_dead(run.lease_owner, me):
+                    self.spawn(run.run_id, recovery=True, steal_from=run.lease_owner)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.lease_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            if self.active:
+                try:
+                    expires = utcnow() + timedelta(seconds=self.lease_ttl)
+                    await self.storage.renew_leases(list(self.active), self.runtime.owner, expires)
+                except Exception:  # noqa: BLE001 - retried next beat
+                    logger.exception("lease renewal failed")
+
+    async def stop(self) -> None:
+        for task in [*self._loops, *self.tasks]:
+            task.cancel()
+        await asyncio.gather(*self._loops, *self.tasks, return_exceptions=True)
+
+
+class LocalRuntime(Runtime):
+    """Runs workflows in the calling process; see the module docstring."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.owner = new_owner_id()
+        self._services: dict[int, _Service] = {}
+        self._transient: dict[str, WorkflowRun] = {}
+
+    def service(self, storage: StorageBackend) -> _Service:
+        """The service for ``storage`` on the running loop (started on first use)."""
+        loop = asyncio.get_running_loop()
+        key = id(storage)
+        service = self._services.get(key)
+        if service is None or service.loop is not loop or service.storage is not storage:
+            service = self._services[key] = _Service(self, storage)
+        return service
+
+    async def start(self, request: RunRequest, storage: StorageBackend) -> str:
+        await storage.connect()
+        service = self.service(storage)
+        run, started = build_run(request, owner=self.owner, lease_ttl=service.lease_ttl)
+        if request.idempotency_key is not None:
+            existing = await storage.get_run_by_idempotency_key(request.idempotency_key)
+            if existing is not None:
+                return existing.run_id
+        stored = await storage.create_run(run, [started])
+        if stored.run_id != run.run_id:
+            return stored.run_id  # another start with the same idempotency key won
+        await service.run(run.run_id, lambda: execute_new(storage, run, request))
+        return run.run_id
+
+    async def start_transient(self, request: RunRequest) -> str:
+        run, _ = build_run(request, owner=None, lease_ttl=0)
+        run.status = RunStatus.RUNNING
+        self._remember(run)
+        ctx = TransientContext(run.run_id, run.workflow_name)
+        try:
+            result = await run_transient(ctx, request.definition.func, request.args, request.kwargs)
+        except Exception as exc:
+            run.status, run.error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
+            logger.error("transient run {} failed: {}", run.run_id, run.error)
+        else:
+            run.status = RunStatus.COMPLETED
+            run.result_payload = dumps(result, where=f"result of workflow {run.workflow_name!r}")
+        run.completed_at = run.updated_at = utcnow()
+        return run.run_id
+
+    def _remember(self, run: WorkflowRun) -> None:
+        self._transient[run.run_id] = run
+        while len(self._transient) > _TRANSIENT_MEMORY:
+            self._transient.pop(next(iter(self._transient)))
+
+    def get_transient_run(self, run_id: str) -> WorkflowRun | None:
+        return self._transient.get(run_id)
+
+    async def resume(self, run_id: str, storage: StorageBackend) -> None:
+        await storage.connect()
+        service = self.service(storage)
+        if run_id in service.active:
+            raise WorkflowAlreadyRunningError(
+                f"run {run_id!r} is already executing in this process"
+            )
+        await service.run(
+            run_id,
+            lambda: resume_run(
+                storage, run_id, owner=self.owner, lease_ttl=service.lease_ttl, raise_if_busy=True
+            ),
+        )
+
+    async def shutdown(self) -> None:
+        """Stop the services running on the current loop (timers, heartbeat, resumes)."""
+        loop = asyncio.get_running_loop()
+        for key, service in list(self._services.items()):
+            if service.loop is loop:
+                del self._services[key]
+                await service.stop()

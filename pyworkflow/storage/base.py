@@ -1,0 +1,168 @@
+"""The storage contract every backend implements.
+
+Methods are deliberately primitive: workflow semantics (replay, retries, timers) live
+once in the engine; a backend only stores runs and events and answers a few indexed
+queries. The docstrings below are the contract that ``pyworkflow.testing.conformance``
+checks for every backend.
+
+Concurrency model
+-----------------
+* **Single writer per run.** A process works on a run only while it holds the run's
+  *lease* (:meth:`acquire_lease`, an atomic compare-and-set of owner and expiry).
+* **Fenced appends.** :meth:`append_events` carries the sequence number the writer
+  believes is the run's last; if another writer appended first the backend raises
+  :class:`~pyworkflow.core.exceptions.SequenceConflictError` and writes nothing.
+  Together these make "a step's completion is recorded exactly once" hold across
+  processes.
+* **Projections move with events.** The events of one append and the run update that
+  goes with them are applied atomically (all or nothing).
+
+All datetimes given to and returned by a backend are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import datetime
+
+from pyworkflow.storage.schemas import Event, RunStatus, RunUpdate, WorkflowRun
+
+
+def lease_is_free(
+    run: WorkflowRun, owner: str, now: datetime, steal_from: str | None = None
+) -> bool:
+    """The :meth:`StorageBackend.acquire_lease` rule, for backends that evaluate it in Python."""
+    return (
+        run.lease_owner is None
+        or run.lease_owner == owner
+        or run.lease_owner == steal_from
+        or run.lease_expires_at is None
+        or run.lease_expires_at < now
+    )
+
+
+class StorageBackend(ABC):
+    """Async storage of workflow runs and their event logs.
+
+    Attributes:
+        capabilities: feature flags tests and callers check instead of ``isinstance``
+            (``"cross_process"``: several processes may share this storage safely;
+            ``"persistent"``: data survives the process).
+    """
+
+    capabilities: frozenset[str] = frozenset()
+
+    async def connect(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Open connections and create schema; idempotent. Called lazily by the engine."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Release connections; the backend may be connected again afterwards."""
+
+    # -- runs -----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def create_run(self, run: WorkflowRun, events: Sequence[Event] = ()) -> WorkflowRun:
+        """Store a new run together with its first events, atomically.
+
+        ``events`` must carry sequences ``1..n`` and ``run.last_sequence`` must equal ``n``.
+
+        Returns the stored run. If ``run.idempotency_key`` is already used by another run,
+        nothing is written and that existing run is returned instead (callers compare
+        ``run_id`` to tell). This holds under concurrent calls: exactly one run per key.
+
+        Raises:
+            RunAlreadyExistsError: a run with ``run.run_id`` already exists.
+        """
+
+    @abstractmethod
+    async def get_run(self, run_id: str) -> WorkflowRun | None:
+        """The run with this id, or ``None``."""
+
+    @abstractmethod
+    async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
+        """The run started with this idempotency key, or ``None``."""
+
+    @abstractmethod
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow_name: str | None = None,
+        tag: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[WorkflowRun]:
+        """Runs matching every given filter, newest ``created_at`` first."""
+
+    # -- events ---------------------------------------------------------------------------
+
+    @abstractmethod
+    async def append_events(
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        *,
+        expected_last_sequence: int,
+        update: RunUpdate | None = None,
+    ) -> None:
+        """Append ``events`` to the run's log and apply ``update`` to its projection.
+
+        ``events`` carry consecutive sequences starting at ``expected_last_sequence + 1``;
+        afterwards the run's ``last_sequence`` is the last of them. Events may be empty
+        (a pure projection update, still fenced by ``expected_last_sequence``).
+
+        Raises:
+            WorkflowNotFoundError: no such run.
+            SequenceConflictError: the run's last sequence is not
+                ``expected_last_sequence`` (another writer got there first); nothing is
+                written.
+        """
+
+    @abstractmethod
+    async def get_events(self, run_id: str, *, after_sequence: int = 0) -> list[Event]:
+        """The run's events with ``sequence > after_sequence``, in sequence order.
+
+        An unknown run returns ``[]``.
+        """
+
+    # -- timers and leases ----------------------------------------------------------------
+
+    @abstractmethod
+    async def list_due_runs(self, now: datetime, limit: int = 100) -> list[str]:
+        """Ids of ``suspended`` runs whose ``wake_at <= now``, earliest first."""
+
+    @abstractmethod
+    async def next_wake_time(self) -> datetime | None:
+        """The earliest ``wake_at`` of any ``suspended`` run, or ``None``."""
+
+    @abstractmethod
+    async def list_stale_runs(self, now: datetime, limit: int = 100) -> list[WorkflowRun]:
+        """Non-terminal, non-suspended runs whose lease expired (``lease_expires_at < now``)
+        or was never taken: candidates for crash recovery."""
+
+    @abstractmethod
+    async def acquire_lease(
+        self,
+        run_id: str,
+        owner: str,
+        expires_at: datetime,
+        now: datetime,
+        *,
+        steal_from: str | None = None,
+    ) -> bool:
+        """Atomically make ``owner`` the run's lease holder until ``expires_at``.
+
+        Succeeds (``True``) when the run has no lease, its lease expired before ``now``,
+        ``owner`` already holds it, or the holder is ``steal_from`` (a holder the caller
+        knows is dead). Two concurrent callers never both succeed. A terminal or unknown
+        run returns ``False``.
+        """
+
+    @abstractmethod
+    async def renew_leases(self, run_ids: Sequence[str], owner: str, expires_at: datetime) -> None:
+        """Extend the leases ``owner`` still holds among ``run_ids``; others are untouched."""
+
+    @abstractmethod
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        """Drop ``owner``'s lease on the run, if it still holds it."""

@@ -1,0 +1,436 @@
+"""File storage: plain JSON files in a directory, for development and small deployments.
+
+Extra: none. URL: ``file:///abs/dir`` or ``file://relative/dir`` (optional ``?fsync=true``).
+
+Features: persistent, and safe for several processes sharing one directory
+(``cross_process``) thanks to OS file locks (``filelock``). The files are easy to read
+and diff, which makes this backend handy for debugging. Queries (:meth:`list_runs`,
+:meth:`list_due_runs`, :meth:`next_wake_time`, :meth:`list_stale_runs`) read every run
+file, so they slow down linearly with the number of runs: use SQLite or a server
+database beyond a few thousand runs.
+
+Layout under ``base_path``::
+
+    runs/<run_id>.json      the run record, replaced atomically (temp file + os.replace)
+    events/<run_id>.jsonl   the event log, one JSON object per line, appended
+    keys/<sha256>.json      idempotency index: key -> run_id
+    locks/                  lock files (a striped per-run lock, and one for creation)
+
+Run ids are percent-encoded into file names. The run record also stores the byte length
+of the committed event log: it is written last, so it is the commit point of an append.
+Bytes past that length (left by a crash between the two writes) are invisible to
+readers and overwritten by the next append, which keeps "events and projection move
+together" true across crashes. By default files are not fsynced (data survives process
+crashes, not necessarily power loss); pass ``fsync=True`` for the stronger guarantee.
+Blocking file I/O runs in worker threads (``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import filelock
+
+from pyworkflow.core.exceptions import (
+    RunAlreadyExistsError,
+    SequenceConflictError,
+    StorageError,
+    WorkflowNotFoundError,
+)
+from pyworkflow.storage.base import StorageBackend, lease_is_free
+from pyworkflow.storage.schemas import (
+    TERMINAL_STATUSES,
+    Event,
+    RunStatus,
+    RunUpdate,
+    WorkflowRun,
+)
+
+T = TypeVar("T")
+
+FORMAT_VERSION = 1
+LOCK_STRIPES = 64  # per-run locks hash onto this many files, so lock files stay bounded
+
+_RUN_FIELDS = tuple(f.name for f in fields(WorkflowRun))
+_DATETIME_FIELDS = frozenset(f.name for f in fields(WorkflowRun) if "datetime" in str(f.type))
+
+
+def _run_to_dict(run: WorkflowRun) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    for name in _RUN_FIELDS:
+        value = getattr(run, name)
+        if name in _DATETIME_FIELDS and value is not None:
+            value = value.isoformat()
+        elif name == "status":
+            value = RunStatus(value).value
+        elif name == "tags":
+            value = list(value)
+        raw[name] = value
+    return raw
+
+
+def _run_from_dict(raw: dict[str, Any]) -> WorkflowRun:
+    values = {name: raw[name] for name in _RUN_FIELDS if name in raw}
+    for name in _DATETIME_FIELDS:
+        if values.get(name) is not None:
+            values[name] = datetime.fromisoformat(values[name])
+    values["status"] = RunStatus(values["status"])
+    return WorkflowRun(**values)
+
+
+def _event_line(event: Event) -> bytes:
+    # JSON escapes control characters, so one event is always exactly one line.
+    return (json.dumps(event.to_dict(), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+class FileStorageBackend(StorageBackend):
+    """Runs as JSON files, event logs as JSONL files, under ``base_path``."""
+
+    capabilities = frozenset({"persistent", "cross_process"})
+
+    def __init__(
+        self,
+        base_path: str | os.PathLike[str] = ".pyworkflow/data",
+        *,
+        fsync: bool = False,
+        lock_timeout: float = 60.0,
+    ) -> None:
+        self.base_path = Path(base_path)
+        self.fsync = fsync
+        self.lock_timeout = lock_timeout
+        self._runs = self.base_path / "runs"
+        self._events = self.base_path / "events"
+        self._keys = self.base_path / "keys"
+        self._locks = self.base_path / "locks"
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.base_path)!r})"
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(self._guarded, fn, *args)
+
+    def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
+        if not self._ready:
+            for directory in (self._runs, self._events, self._keys, self._locks):
+                directory.mkdir(parents=True, exist_ok=True)
+            self._ready = True
+        try:
+            return fn(*args)
+        except filelock.Timeout as exc:
+            raise StorageError(
+                f"file storage {self.base_path}: lock {exc.lock_file} not acquired "
+                f"within {self.lock_timeout}s"
+            ) from exc
+        except OSError as exc:
+            raise StorageError(f"file storage {self.base_path}: {exc}") from exc
+        except json.JSONDecodeError as exc:
+            raise StorageError(f"file storage {self.base_path}: corrupt file: {exc}") from exc
+
+    @contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        # A fresh thread-local FileLock per use: flock() on separate descriptors excludes
+        # threads of this process as well as other processes.
+        lock = filelock.FileLock(self._locks / name, timeout=self.lock_timeout)
+        with lock:
+            yield
+
+    def _run_lock(self, run_id: str) -> str:
+        digest = hashlib.sha256(run_id.encode("utf-8")).digest()
+        return f"run-{int.from_bytes(digest[:4], 'big') % LOCK_STRIPES:02d}.lock"
+
+    @staticmethod
+    def _name(run_id: str) -> str:
+        return quote(run_id, safe="")
+
+    def _run_path(self, run_id: str) -> Path:
+        return self._runs / f"{self._name(run_id)}.json"
+
+    def _events_path(self, run_id: str) -> Path:
+        return self._events / f"{self._name(run_id)}.jsonl"
+
+    def _key_path(self, key: str) -> Path:
+        return self._keys / f"{hashlib.sha256(key.encode('utf-8')).hexdigest()}.json"
+
+    def _write_atomic(self, path: Path, obj: Any) -> None:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(obj, f, ensure_ascii=False)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _read_json(path: Path) -> Any:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+
+    def _read_record(self, run_id: str) -> dict[str, Any] | None:
+        record: dict[str, Any] | None = self._read_json(self._run_path(run_id))
+        return record
+
+    def _write_record(self, run: WorkflowRun, events_size: int) -> None:
+        record = {"format": FORMAT_VERSION, "events_size": events_size, "run": _run_to_dict(run)}
+        self._write_atomic(self._run_path(run.run_id), record)
+
+    def _write_events(self, run_id: str, offset: int, payload: bytes) -> None:
+        """Write ``payload`` at ``offset``, dropping any uncommitted bytes beyond it."""
+        fd = os.open(self._events_path(run_id), os.O_RDWR | os.O_CREAT, 0o644)
+        with os.fdopen(fd, "r+b") as f:
+            f.seek(offset)
+            f.truncate()
+            f.write(payload)
+            if self.fsync:
+                f.flush()
+                os.fsync(f.fileno())
+
+    def _all_runs(self) -> Iterator[WorkflowRun]:
+        try:
+            entries = list(os.scandir(self._runs))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            # Skip temp files (".name.json.<hex>.tmp") and anything foreign.
+            if entry.name.startswith(".") or not entry.name.endswith(".json"):
+                continue
+            record = self._read_json(Path(entry.path))
+            if record is not None:
+                yield _run_from_dict(record["run"])
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        await self._call(lambda: None)
+
+    # -- runs -------------------------------------------------------------------------------
+
+    async def create_run(self, run: WorkflowRun, events: Sequence[Event] = ()) -> WorkflowRun:
+        record_run = run.copy()
+        payload = b"".join(_event_line(e) for e in events)
+        return await self._call(self._create_run, record_run, payload)
+
+    def _create_run(self, run: WorkflowRun, payload: bytes) -> WorkflowRun:
+        key = run.idempotency_key
+        with self._locked("create.lock"):
+            if key is not None:
+                existing = self._run_for_key(key)
+                if existing is not None:
+                    return existing
+            if self._run_path(run.run_id).exists():
+                raise RunAlreadyExistsError(f"run {run.run_id!r} already exists")
+            # Order matters: the run record is the commit point. A crash before it leaves
+            # an orphan log (overwritten on retry) and perhaps a key pointing at a missing
+            # run, which _run_for_key treats as unused.
+            self._write_events(run.run_id, 0, payload)
+            if key is not None:
+                self._write_atomic(self._key_path(key), {"key": key, "run_id": run.run_id})
+            self._write_record(run, len(payload))
+        return run.copy()
+
+    def _run_for_key(self, key: str) -> WorkflowRun | None:
+        entry = self._read_json(self._key_path(key))
+        if entry is None or entry.get("key") != key:
+            return None
+        record = self._read_record(entry["run_id"])
+        return None if record is None else _run_from_dict(record["run"])
+
+    async def get_run(self, run_id: str) -> WorkflowRun | None:
+        record = await self._call(self._read_record, run_id)
+        return None if record is None else _run_from_dict(record["run"])
+
+    async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
+        return await self._call(self._run_for_key, key)
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow_name: str | None = None,
+        tag: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[WorkflowRun]:
+        def query() -> list[WorkflowRun]:
+            runs = [
+                r
+                for r in self._all_runs()
+                if (status is None or r.status == status)
+                and (workflow_name is None or r.workflow_name == workflow_name)
+                and (tag is None or tag in r.tags)
+            ]
+            runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+            return runs[offset : offset + limit]
+
+        return await self._call(query)
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def append_events(
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        *,
+        expected_last_sequence: int,
+        update: RunUpdate | None = None,
+    ) -> None:
+        payload = b"".join(_event_line(e) for e in events)
+        last = events[-1].sequence if events else None
+        await self._call(self._append, run_id, payload, last, expected_last_sequence, update)
+
+    def _append(
+        self,
+        run_id: str,
+        payload: bytes,
+        last: int | None,
+        expected: int,
+        update: RunUpdate | None,
+    ) -> None:
+        with self._locked(self._run_lock(run_id)):
+            record = self._read_record(run_id)
+            if record is None:
+                raise WorkflowNotFoundError(f"run {run_id!r} not found")
+            run = _run_from_dict(record["run"])
+            if run.last_sequence != expected:
+                raise SequenceConflictError(
+                    f"run {run_id!r}: expected last sequence {expected}, found {run.last_sequence}"
+                )
+            size = int(record["events_size"])
+            if payload:
+                self._write_events(run_id, size, payload)
+                size += len(payload)
+            if last is not None:
+                run.last_sequence = last
+            if update is not None:
+                update.apply_to(run)
+            self._write_record(run, size)
+
+    async def get_events(self, run_id: str, *, after_sequence: int = 0) -> list[Event]:
+        return await self._call(self._read_events, run_id, after_sequence)
+
+    def _read_events(self, run_id: str, after_sequence: int) -> list[Event]:
+        # No lock needed: the committed prefix of a log never changes, and the record
+        # (read first) tells how long it is.
+        record = self._read_record(run_id)
+        if record is None:
+            return []
+        size = int(record["events_size"])
+        if size == 0:
+            return []
+        with open(self._events_path(run_id), "rb") as f:
+            data = f.read(size)
+        events = []
+        for line in data.splitlines():
+            raw = json.loads(line)
+            if raw["sequence"] > after_sequence:
+                events.append(Event.from_dict(raw))
+        return events
+
+    # -- timers and leases --------------------------------------------------------------------
+
+    async def list_due_runs(self, now: datetime, limit: int = 100) -> list[str]:
+        def query() -> list[str]:
+            due = [
+                r
+                for r in self._all_runs()
+                if r.status == RunStatus.SUSPENDED and r.wake_at is not None and r.wake_at <= now
+            ]
+            due.sort(key=lambda r: (r.wake_at or now, r.created_at, r.run_id))
+            return [r.run_id for r in due[:limit]]
+
+        return await self._call(query)
+
+    async def next_wake_time(self) -> datetime | None:
+        def query() -> datetime | None:
+            times = [
+                r.wake_at
+                for r in self._all_runs()
+                if r.status == RunStatus.SUSPENDED and r.wake_at is not None
+            ]
+            return min(times, default=None)
+
+        return await self._call(query)
+
+    async def list_stale_runs(self, now: datetime, limit: int = 100) -> list[WorkflowRun]:
+        def query() -> list[WorkflowRun]:
+            stale = [
+                r
+                for r in self._all_runs()
+                if r.status not in TERMINAL_STATUSES
+                and r.status != RunStatus.SUSPENDED
+                and (r.lease_expires_at is None or r.lease_expires_at < now)
+            ]
+            stale.sort(key=lambda r: (r.created_at, r.run_id))
+            return stale[:limit]
+
+        return await self._call(query)
+
+    async def acquire_lease(
+        self,
+        run_id: str,
+        owner: str,
+        expires_at: datetime,
+        now: datetime,
+        *,
+        steal_from: str | None = None,
+    ) -> bool:
+        def acquire() -> bool:
+            with self._locked(self._run_lock(run_id)):
+                record = self._read_record(run_id)
+                if record is None:
+                    return False
+                run = _run_from_dict(record["run"])
+                if run.status in TERMINAL_STATUSES:
+                    return False
+                free = lease_is_free(run, owner, now, steal_from)
+                if free:
+                    run.lease_owner, run.lease_expires_at = owner, expires_at
+                    self._write_record(run, int(record["events_size"]))
+                return free
+
+        return await self._call(acquire)
+
+    async def renew_leases(self, run_ids: Sequence[str], owner: str, expires_at: datetime) -> None:
+        def renew() -> None:
+            for run_id in dict.fromkeys(run_ids):
+                with self._locked(self._run_lock(run_id)):
+                    record = self._read_record(run_id)
+                    if record is None or record["run"].get("lease_owner") != owner:
+                        continue
+                    run = _run_from_dict(record["run"])
+                    run.lease_expires_at = expires_at
+                    self._write_record(run, int(record["events_size"]))
+
+        await self._call(renew)
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        def release() -> None:
+            with self._locked(self._run_lock(run_id)):
+                record = self._read_record(run_id)
+                if record is None or record["run"].get("lease_owner") != owner:
+                    return
+                run = _run_from_dict(record["run"])
+                run.lease_owner = run.lease_expires_at = None
+                self._write_record(run, int(record["events_size"]))
+
+        await self._call(release)

@@ -1,0 +1,154 @@
+"""In-memory storage: the reference backend.
+
+Extra: none. URL: ``memory://``. Features: everything except persistence; one process
+only. Every call works on copies, so callers never share mutable records with the store.
+Used by unit tests and transient experiments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from pyworkflow.core.exceptions import (
+    RunAlreadyExistsError,
+    SequenceConflictError,
+    WorkflowNotFoundError,
+)
+from pyworkflow.storage.base import StorageBackend, lease_is_free
+from pyworkflow.storage.schemas import (
+    TERMINAL_STATUSES,
+    Event,
+    RunStatus,
+    RunUpdate,
+    WorkflowRun,
+)
+
+
+class InMemoryStorageBackend(StorageBackend):
+    """Runs and events in dicts; atomic because every method is free of awaits."""
+
+    capabilities = frozenset()
+
+    def __init__(self) -> None:
+        self._runs: dict[str, WorkflowRun] = {}
+        self._events: dict[str, list[Event]] = {}
+        self._keys: dict[str, str] = {}
+
+    async def create_run(self, run: WorkflowRun, events: Sequence[Event] = ()) -> WorkflowRun:
+        if run.idempotency_key is not None and run.idempotency_key in self._keys:
+            return self._runs[self._keys[run.idempotency_key]].copy()
+        if run.run_id in self._runs:
+            raise RunAlreadyExistsError(f"run {run.run_id!r} already exists")
+        self._runs[run.run_id] = run.copy()
+        self._events[run.run_id] = list(events)
+        if run.idempotency_key is not None:
+            self._keys[run.idempotency_key] = run.run_id
+        return run.copy()
+
+    async def get_run(self, run_id: str) -> WorkflowRun | None:
+        run = self._runs.get(run_id)
+        return run.copy() if run else None
+
+    async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
+        run_id = self._keys.get(key)
+        return self._runs[run_id].copy() if run_id else None
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow_name: str | None = None,
+        tag: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[WorkflowRun]:
+        runs = [
+            r
+            for r in self._runs.values()
+            if (status is None or r.status == status)
+            and (workflow_name is None or r.workflow_name == workflow_name)
+            and (tag is None or tag in r.tags)
+        ]
+        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return [r.copy() for r in runs[offset : offset + limit]]
+
+    async def append_events(
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        *,
+        expected_last_sequence: int,
+        update: RunUpdate | None = None,
+    ) -> None:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise WorkflowNotFoundError(f"run {run_id!r} not found")
+        if run.last_sequence != expected_last_sequence:
+            raise SequenceConflictError(
+                f"run {run_id!r}: expected last sequence {expected_last_sequence}, "
+                f"found {run.last_sequence}"
+            )
+        self._events[run_id].extend(events)
+        if events:
+            run.last_sequence = events[-1].sequence
+        if update is not None:
+            update.apply_to(run)
+
+    async def get_events(self, run_id: str, *, after_sequence: int = 0) -> list[Event]:
+        return [e for e in self._events.get(run_id, ()) if e.sequence > after_sequence]
+
+    async def list_due_runs(self, now: datetime, limit: int = 100) -> list[str]:
+        due = [
+            r
+            for r in self._runs.values()
+            if r.status == RunStatus.SUSPENDED and r.wake_at is not None and r.wake_at <= now
+        ]
+        due.sort(key=lambda r: r.wake_at or now)
+        return [r.run_id for r in due[:limit]]
+
+    async def next_wake_time(self) -> datetime | None:
+        times = [
+            r.wake_at
+            for r in self._runs.values()
+            if r.status == RunStatus.SUSPENDED and r.wake_at is not None
+        ]
+        return min(times, default=None)
+
+    async def list_stale_runs(self, now: datetime, limit: int = 100) -> list[WorkflowRun]:
+        stale = [
+            r.copy()
+            for r in self._runs.values()
+            if r.status not in TERMINAL_STATUSES
+            and r.status != RunStatus.SUSPENDED
+            and (r.lease_expires_at is None or r.lease_expires_at < now)
+        ]
+        return stale[:limit]
+
+    async def acquire_lease(
+        self,
+        run_id: str,
+        owner: str,
+        expires_at: datetime,
+        now: datetime,
+        *,
+        steal_from: str | None = None,
+    ) -> bool:
+        run = self._runs.get(run_id)
+        if run is None or run.status in TERMINAL_STATUSES:
+            return False
+        free = lease_is_free(run, owner, now, steal_from)
+        if free:
+            run.lease_owner, run.lease_expires_at = owner, expires_at
+        return free
+
+    async def renew_leases(self, run_ids: Sequence[str], owner: str, expires_at: datetime) -> None:
+        for run_id in run_ids:
+            run = self._runs.get(run_id)
+            if run is not None and run.lease_owner == owner:
+                run.lease_expires_at = expires_at
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        run = self._runs.get(run_id)
+        if run is not None and run.lease_owner == owner:
+            run.lease_owner = run.lease_expires_at = None

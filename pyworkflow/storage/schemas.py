@@ -1,0 +1,257 @@
+"""The records storage keeps: runs, events, and the status enums.
+
+These shapes live at the bottom of the package (storage imports nothing above it), so
+backends, the engine and the public API all share one definition.
+
+Status and event-type enums are ``str`` enums: ``run.status == "completed"`` and
+``run.status.value == "completed"`` both hold.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pyworkflow.serialization import loads
+
+
+def utcnow() -> datetime:
+    """Timezone-aware current UTC time (the only clock storage and engine use)."""
+    return datetime.now(UTC)
+
+
+class RunStatus(StrEnum):
+    """Lifecycle of a workflow run."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+    CONTINUED_AS_NEW = "continued_as_new"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CONTINUED_AS_NEW}
+)
+
+
+class StepStatus(StrEnum):
+    """Outcome of a step as seen in its events."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    CANCELLED = "cancelled"
+
+
+class EventType(StrEnum):
+    """Every kind of event a run's log can hold (dotted string values)."""
+
+    WORKFLOW_STARTED = "workflow.started"
+    WORKFLOW_COMPLETED = "workflow.completed"
+    WORKFLOW_FAILED = "workflow.failed"
+    WORKFLOW_SUSPENDED = "workflow.suspended"
+    WORKFLOW_RESUMED = "workflow.resumed"
+    WORKFLOW_INTERRUPTED = "workflow.interrupted"
+    WORKFLOW_CANCELLED = "workflow.cancelled"
+    WORKFLOW_CONTINUED_AS_NEW = "workflow.continued_as_new"
+    STEP_STARTED = "step.started"
+    STEP_COMPLETED = "step.completed"
+    STEP_FAILED = "step.failed"
+    STEP_RETRYING = "step.retrying"
+    STEP_CANCELLED = "step.cancelled"
+    SLEEP_STARTED = "sleep.started"
+    SLEEP_COMPLETED = "sleep.completed"
+    HOOK_CREATED = "hook.created"
+    HOOK_RECEIVED = "hook.received"
+    HOOK_EXPIRED = "hook.expired"
+    HOOK_DISPOSED = "hook.disposed"
+    CANCELLATION_REQUESTED = "cancellation.requested"
+    CHILD_WORKFLOW_STARTED = "child_workflow.started"
+    CHILD_WORKFLOW_COMPLETED = "child_workflow.completed"
+    CHILD_WORKFLOW_FAILED = "child_workflow.failed"
+    CHILD_WORKFLOW_CANCELLED = "child_workflow.cancelled"
+    SCHEDULE_TRIGGERED = "schedule.triggered"
+    SCHEDULE_SKIPPED = "schedule.skipped"
+    LOG_DEBUG = "log.debug"
+    LOG_INFO = "log.info"
+    LOG_WARNING = "log.warning"
+    LOG_ERROR = "log.error"
+
+
+_EVENT_TYPES: dict[str, EventType] = {t.value: t for t in EventType}
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class Event:
+    """One entry of a run's append-only log.
+
+    ``sequence`` starts at 1 for every run and has no gaps. ``data`` holds only
+    JSON-native values (results and errors inside it are already encoded).
+    """
+
+    run_id: str
+    type: EventType
+    data: dict[str, Any] = field(default_factory=dict)
+    sequence: int = 0
+    timestamp: datetime = field(default_factory=utcnow)
+    event_id: str = field(default_factory=_new_id)
+
+    @staticmethod
+    def parse_type(value: str) -> EventType:
+        """Map a stored type string back to its :class:`EventType`."""
+        try:
+            return _EVENT_TYPES[value]
+        except KeyError:
+            raise ValueError(f"unknown event type {value!r}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (used by the file backend, golden histories and the CLI)."""
+        return {
+            "event_id": self.event_id,
+            "run_id": self.run_id,
+            "sequence": self.sequence,
+            "type": self.type.value,
+            "timestamp": self.timestamp.isoformat(),
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Event:
+        return cls(
+            run_id=raw["run_id"],
+            type=cls.parse_type(raw["type"]),
+            data=raw.get("data") or {},
+            sequence=int(raw["sequence"]),
+            timestamp=datetime.fromisoformat(raw["timestamp"]),
+            event_id=raw.get("event_id") or _new_id(),
+        )
+
+
+@dataclass(slots=True)
+class WorkflowRun:
+    """The stored projection of one run (rebuildable from its events).
+
+    ``input_payload``, ``result_payload`` and ``context_payload`` hold encoded JSON
+    text; the ``input_args``, ``input_kwargs``, ``result`` and ``context`` properties
+    decode them on access, so listing many runs never decodes what nobody reads.
+    """
+
+    run_id: str
+    workflow_name: str
+    status: RunStatus = RunStatus.PENDING
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    input_payload: str | None = None
+    result_payload: str | None = None
+    error: str | None = None
+    idempotency_key: str | None = None
+    max_duration: str | None = None
+    deadline_at: datetime | None = None
+    context_payload: str | None = None
+    tags: list[str] = field(default_factory=list)
+    recovery_attempts: int = 0
+    max_recovery_attempts: int = 3
+    recover_on_worker_loss: bool = True
+    parent_run_id: str | None = None
+    nesting_depth: int = 0
+    continued_from_run_id: str | None = None
+    continued_to_run_id: str | None = None
+    wake_at: datetime | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    last_sequence: int = 0
+
+    @property
+    def input_args(self) -> tuple[Any, ...]:
+        if not self.input_payload:
+            return ()
+        return tuple(loads(self.input_payload).get("args", ()))
+
+    @property
+    def input_kwargs(self) -> dict[str, Any]:
+        if not self.input_payload:
+            return {}
+        return dict(loads(self.input_payload).get("kwargs", {}))
+
+    @property
+    def result(self) -> Any:
+        return None if self.result_payload is None else loads(self.result_payload)
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return {} if not self.context_payload else dict(loads(self.context_payload))
+
+    def copy(self) -> WorkflowRun:
+        """A shallow copy whose ``tags`` list is not shared (memory backend isolation)."""
+        clone = WorkflowRun(**{f.name: getattr(self, f.name) for f in fields(self)})
+        clone.tags = list(self.tags)
+        return clone
+
+
+# Columns of WorkflowRun a RunUpdate may change. Backends build SQL from this fixed set
+# (never from caller strings), which keeps every statement parameterized.
+UPDATABLE_RUN_FIELDS = (
+    "status",
+    "updated_at",
+    "started_at",
+    "completed_at",
+    "result_payload",
+    "error",
+    "context_payload",
+    "recovery_attempts",
+    "continued_to_run_id",
+    "wake_at",
+    "lease_owner",
+    "lease_expires_at",
+)
+
+
+@dataclass(slots=True)
+class RunUpdate:
+    """Changes to a run's projection, applied atomically with an event append.
+
+    Only the fields in ``changes`` are written; a key with value ``None`` clears the column.
+    """
+
+    changes: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.changes) - set(UPDATABLE_RUN_FIELDS)
+        if unknown:
+            raise ValueError(f"RunUpdate cannot change {sorted(unknown)}")
+
+    def apply_to(self, run: WorkflowRun) -> None:
+        for name, value in self.changes.items():
+            setattr(run, name, value)
+
+
+__all__ = [
+    "Event",
+    "EventType",
+    "RunStatus",
+    "RunUpdate",
+    "StepStatus",
+    "TERMINAL_STATUSES",
+    "UPDATABLE_RUN_FIELDS",
+    "WorkflowRun",
+    "utcnow",
+]

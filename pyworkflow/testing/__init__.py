@@ -1,0 +1,28 @@
+"""Testing helpers: run workflows locally against a given storage.
+
+``start_local``/``resume_local`` use the local runtime (no Celery, no servers). The
+storage conformance suite lives in :mod:`pyworkflow.testing.conformance`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyworkflow.api import resume, start
+from pyworkflow.storage.base import StorageBackend
+
+
+async def start_local(
+    workflow: Any, *args: Any, storage: StorageBackend | None = None, **kwargs: Any
+) -> str:
+    """Start ``workflow`` on the local runtime and run it until it completes or suspends."""
+    run_id: str = await start(workflow, *args, runtime="local", storage=storage, **kwargs)
+    return run_id
+
+
+async def resume_local(run_id: str, storage: StorageBackend | None = None) -> None:
+    """Resume ``run_id`` on the local runtime (replaying its history)."""
+    await resume(run_id, storage=storage, runtime="local")
+
+
+__all__ = ["resume_local", "start_local"]

@@ -1,0 +1,159 @@
+"""Crash tests on the embedded default: real processes, SIGKILL, SQLite on disk.
+
+A child process runs a workflow and is killed with SIGKILL; a *new* process finds the
+run in storage and finishes it. Steps append to a ledger file so the tests can tell
+real executions from recorded completions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+APP = Path(__file__).with_name("crash_app.py")
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    root = str(Path(__file__).resolve().parents[2])
+    return {
+        **os.environ,
+        "CRASH_LEDGER": str(tmp_path / "ledger.txt"),
+        "PYTHONPATH": root,
+        **extra,
+    }
+
+
+async def _spawn(tmp_path: Path, *args: str, **env: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(APP),
+        *args,
+        cwd=tmp_path,
+        env=_env(tmp_path, **env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _read_line(proc: asyncio.subprocess.Process, prefix: str, limit: float = 30) -> str:
+    assert proc.stdout is not None
+    async with asyncio.timeout(limit):
+        while True:
+            raw = await proc.stdout.readline()
+            if not raw:
+                err = await proc.stderr.read() if proc.stderr else b""
+                raise AssertionError(f"child exited before {prefix!r}: {err.decode()[-2000:]}")
+            line = raw.decode().strip()
+            if line.startswith(prefix):
+                return line
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()  # reap it, so its pid is really gone
+
+
+def _events(db: Path, run_id: str) -> list[tuple[int, str, str]]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT sequence, type, data FROM events WHERE run_id = ? ORDER BY sequence", (run_id,)
+        ).fetchall()
+    return [(int(s), str(t), str(d)) for s, t, d in rows]
+
+
+def _completed_steps(db: Path, run_id: str) -> Counter[str]:
+    import json
+
+    return Counter(
+        json.loads(data)["step_id"]
+        for _, type_, data in _events(db, run_id)
+        if type_ == "step.completed"
+    )
+
+
+def _ledger(tmp_path: Path) -> Counter[str]:
+    path = tmp_path / "ledger.txt"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return Counter(line.split()[0] for line in lines)
+
+
+async def _finish_in_new_process(tmp_path: Path, db: Path, run_id: str) -> None:
+    proc = await _spawn(tmp_path, "wait", str(db), run_id)
+    line = await _read_line(proc, "DONE", limit=60)
+    await proc.wait()
+    assert line == "DONE completed"
+
+
+async def test_sigkill_during_sleep_finishes_in_new_process(tmp_path: Path) -> None:
+    db = tmp_path / "wf.db"
+    child = await _spawn(tmp_path, "start", str(db), "1.0")
+    run_id = (await _read_line(child, "RUN")).split()[1]
+    await _kill(child)  # killed while the run sleeps
+
+    await _finish_in_new_process(tmp_path, db, run_id)
+
+    assert _ledger(tmp_path) == Counter({"step1": 1, "step2": 1, "step3": 1})
+    assert set(_completed_steps(db, run_id).values()) == {1}
+    sequences = [s for s, _, _ in _events(db, run_id)]
+    assert sequences == list(range(1, len(sequences) + 1))
+
+
+async def test_sigkill_during_step_finishes_without_rerunning_completed_steps(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "wf.db"
+    child = await _spawn(tmp_path, "start", str(db), "0", CRASH_BLOCK_STEP2="1")
+    # start() runs inline, so the child blocks inside step2 before it could print the id.
+    await _read_line(child, "BLOCKING")
+    with sqlite3.connect(db) as conn:
+        (run_id,) = conn.execute("SELECT run_id FROM runs").fetchone()
+        (status,) = conn.execute("SELECT status FROM runs").fetchone()
+    assert status == "running"
+    await _kill(child)
+
+    await _finish_in_new_process(tmp_path, db, run_id)
+
+    ledger = _ledger(tmp_path)
+    assert ledger["step1"] == 1, "a completed step ran again after recovery"
+    assert ledger["step2"] == 2  # interrupted attempt + the recovered one (at least once)
+    assert ledger["step3"] == 1
+    completions = _completed_steps(db, run_id)
+    assert completions == Counter(
+        {"step:crash_step1#1": 1, "step:crash_step2#1": 1, "step:crash_step3#1": 1}
+    )
+    types = [t for _, t, _ in _events(db, run_id)]
+    assert "workflow.interrupted" in types
+    assert types[-1] == "workflow.completed"
+
+
+@pytest.mark.parametrize("racers", [2, 3])
+async def test_processes_racing_to_resume_record_each_step_once(
+    tmp_path: Path, racers: int
+) -> None:
+    db = tmp_path / "wf.db"
+    child = await _spawn(tmp_path, "start", str(db), "0.5")
+    run_id = (await _read_line(child, "RUN")).split()[1]
+    await _kill(child)
+    await asyncio.sleep(0.6)  # the sleep is now due: every racer wants to resume it
+
+    procs = [await _spawn(tmp_path, "resume", str(db), run_id) for _ in range(racers)]
+    lines = [await _read_line(p, "DONE", limit=60) for p in procs]
+    for p in procs:
+        await p.wait()
+
+    assert lines == ["DONE completed"] * racers
+    completions = _completed_steps(db, run_id)
+    assert completions == Counter(
+        {"step:crash_step1#1": 1, "step:crash_step2#1": 1, "step:crash_step3#1": 1}
+    )
+    types = [t for _, t, _ in _events(db, run_id)]
+    assert types.count("workflow.completed") == 1
+    sequences = [s for s, _, _ in _events(db, run_id)]
+    assert sequences == list(range(1, len(sequences) + 1))

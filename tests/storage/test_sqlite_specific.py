@@ -1,0 +1,239 @@
+"""SQLite backend behaviour beyond the shared contract: pragmas, schema, event loops."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from pyworkflow.core.exceptions import ConfigurationError, StorageError
+from pyworkflow.storage.config import storage_from_url
+from pyworkflow.storage.schemas import RunStatus, RunUpdate, WorkflowRun
+from pyworkflow.storage.sqlite import MIGRATIONS, RUN_COLUMNS, SQLiteStorageBackend
+from pyworkflow.testing.conformance import at, make_events, make_run
+
+
+@pytest.fixture(autouse=True)
+def _only_when_sqlite_selected(request: pytest.FixtureRequest) -> None:
+    if request.config.getoption("--backend", default=None) not in (None, "sqlite"):
+        pytest.skip("--backend selects another storage backend")
+
+
+def query(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
+
+
+async def pragma(backend: SQLiteStorageBackend, name: str) -> object:
+    db = await backend._conn()  # the backend's own connection: pragmas are per connection
+    rows = list(await db.execute_fetchall(f"PRAGMA {name}"))
+    return rows[0][0]
+
+
+async def test_wal_mode_and_normal_sync_by_default(tmp_path: Path) -> None:
+    backend = SQLiteStorageBackend(tmp_path / "wf.db")
+    await backend.connect()
+    try:
+        assert await pragma(backend, "journal_mode") == "wal"
+        assert await pragma(backend, "synchronous") == 1  # NORMAL
+        assert await pragma(backend, "busy_timeout") == 10_000
+    finally:
+        await backend.close()
+    assert query(tmp_path / "wf.db", "PRAGMA journal_mode") == [("wal",)]
+
+
+async def test_synchronous_full_via_url(tmp_path: Path) -> None:
+    backend = storage_from_url(f"sqlite:///{tmp_path}/wf.db?synchronous=FULL")
+    assert isinstance(backend, SQLiteStorageBackend)
+    try:
+        assert await pragma(backend, "synchronous") == 2  # FULL
+    finally:
+        await backend.close()
+
+
+@pytest.mark.parametrize("value", ["OFF", "fast", ""])
+def test_invalid_synchronous_is_rejected(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigurationError, match="synchronous"):
+        SQLiteStorageBackend(tmp_path / "wf.db", synchronous=value)
+    with pytest.raises(ConfigurationError, match="synchronous"):
+        storage_from_url(f"sqlite:///{tmp_path}/wf.db?synchronous={value}")
+    assert not (tmp_path / "wf.db").exists()
+
+
+async def test_parent_directory_is_created_lazily(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "wf.db"
+    backend = SQLiteStorageBackend(path)
+    assert not path.parent.exists()  # constructing never touches the disk
+    try:
+        assert await backend.get_run("x") is None
+        assert path.exists()
+    finally:
+        await backend.close()
+
+
+async def test_schema_version_is_recorded_once(tmp_path: Path) -> None:
+    path = tmp_path / "wf.db"
+    backend = SQLiteStorageBackend(path)
+    await backend.connect()
+    await backend.close()
+    assert len(MIGRATIONS) == 1
+    assert query(path, "SELECT version FROM schema_version") == [(1,)]
+    tables = {r[0] for r in query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"runs", "events", "schema_version"} <= tables
+    indexes = {r[0] for r in query(path, "SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {
+        "runs_idempotency_key",
+        "runs_status_wake_at",
+        "runs_workflow_name_created_at",
+        "runs_created_at",
+    } <= indexes
+
+
+async def test_reconnect_to_migrated_file_is_a_no_op(tmp_path: Path) -> None:
+    path = tmp_path / "wf.db"
+    first = SQLiteStorageBackend(path)
+    await first.create_run(make_run("r1", last_sequence=1), make_events("r1", 1, 1))
+    await first.close()
+    for _ in range(2):
+        again = SQLiteStorageBackend(path)
+        try:
+            stored = await again.get_run("r1")
+            assert stored is not None and stored.run_id == "r1"
+            assert [e.sequence for e in await again.get_events("r1")] == [1]
+        finally:
+            await again.close()
+    assert query(path, "SELECT version FROM schema_version") == [(1,)]
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "wf.db"
+    backend = SQLiteStorageBackend(path)
+    await backend.connect()
+    await backend.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE schema_version SET version = 99")
+    newer = SQLiteStorageBackend(path)
+    with pytest.raises(StorageError, match="newer"):
+        await newer.connect()
+    await newer.close()
+
+
+def test_columns_cover_every_workflow_run_field() -> None:
+    # A new WorkflowRun field needs a new migration: this fails until one is written.
+    assert set(RUN_COLUMNS) == {f.name for f in fields(WorkflowRun)}
+
+
+def test_one_backend_across_successive_event_loops(tmp_path: Path) -> None:
+    backend = SQLiteStorageBackend(tmp_path / "wf.db")
+
+    async def first_loop() -> None:
+        await backend.create_run(make_run("r1", last_sequence=1), make_events("r1", 1, 1))
+        # Contended lock use binds an asyncio.Lock to this loop.
+        results = await asyncio.gather(
+            *(backend.acquire_lease("r1", f"w{i}", at(60), at(0)) for i in range(5))
+        )
+        assert results.count(True) == 1
+
+    async def second_loop() -> None:
+        update = RunUpdate({"status": RunStatus.SUSPENDED, "wake_at": at(5)})
+        await asyncio.gather(
+            backend.append_events(
+                "r1", make_events("r1", 2, 1), expected_last_sequence=1, update=update
+            ),
+            backend.get_run("r1"),
+            backend.list_due_runs(at(10)),
+        )
+        assert [e.sequence for e in await backend.get_events("r1")] == [1, 2]
+        await backend.close()
+
+    asyncio.run(first_loop())
+    asyncio.run(second_loop())
+
+
+async def test_in_memory_database() -> None:
+    for url in ("sqlite://", "sqlite:///:memory:"):
+        backend = storage_from_url(url)
+        assert isinstance(backend, SQLiteStorageBackend)
+        assert backend.capabilities == frozenset()
+        await backend.create_run(make_run("r1"))
+        assert await backend.get_run("r1") is not None
+        await backend.close()
+
+
+async def test_driver_errors_surface_as_storage_error(tmp_path: Path) -> None:
+    path = tmp_path / "wf.db"
+    backend = SQLiteStorageBackend(path)
+    await backend.connect()
+    try:
+        # Events with a duplicate sequence break the events primary key.
+        events = make_events("r1", 1, 1) + make_events("r1", 1, 1)
+        with pytest.raises(StorageError):
+            await backend.create_run(make_run("r1", last_sequence=1), events)
+        assert await backend.get_run("r1") is None  # the transaction rolled back
+    finally:
+        await backend.close()
+
+
+async def test_lock_contention_between_connections_waits(tmp_path: Path) -> None:
+    path = tmp_path / "wf.db"
+    backend = SQLiteStorageBackend(path)
+    await backend.create_run(make_run("r1"))
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the write lock...
+        task = asyncio.create_task(backend.acquire_lease("r1", "w1", at(60), at(0)))
+        await asyncio.sleep(0.2)
+        assert not task.done()  # ...so ours waits (busy_timeout) instead of failing
+        other.execute("COMMIT")
+        assert await task
+    finally:
+        other.close()
+        await backend.close()
+
+
+async def test_cancelled_write_leaves_no_open_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "wf.db"
+    backend = SQLiteStorageBackend(path)
+    await backend.create_run(make_run("r1"))
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        task = asyncio.create_task(
+            backend.append_events("r1", make_events("r1", 1, 1), expected_last_sequence=0)
+        )
+        await asyncio.sleep(0.2)  # our BEGIN IMMEDIATE is now waiting for the lock
+        task.cancel()
+        await asyncio.sleep(0)  # the task now awaits its ROLLBACK, queued behind the BEGIN
+        other.execute("COMMIT")  # BEGIN gets the lock, then ROLLBACK undoes it
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The backend recovers, wrote nothing for the cancelled call, and holds no lock.
+        assert await backend.get_events("r1") == []
+        await backend.append_events("r1", make_events("r1", 1, 1), expected_last_sequence=0)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("COMMIT")
+    finally:
+        other.close()
+        await backend.close()
+
+
+async def test_failed_event_insert_rolls_back_the_run_update(tmp_path: Path) -> None:
+    backend = SQLiteStorageBackend(tmp_path / "wf.db")
+    try:
+        await backend.create_run(make_run("r1", last_sequence=1), make_events("r1", 1, 1))
+        before = await backend.get_run("r1")
+        duplicate = make_events("r1", 2, 1) + make_events("r1", 2, 1)
+        with pytest.raises(StorageError):
+            await backend.append_events(
+                "r1",
+                duplicate,
+                expected_last_sequence=1,
+                update=RunUpdate({"status": RunStatus.FAILED}),
+            )
+        assert await backend.get_run("r1") == before
+        assert [e.sequence for e in await backend.get_events("r1")] == [1]
+    finally:
+        await backend.close()

@@ -1,0 +1,390 @@
+"""Tests for pyworkflow.serialization: value encoding and exception encoding."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from enum import Enum, IntEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from pydantic import BaseModel
+
+from pyworkflow.core.exceptions import RetryableError, SerializationError, StepFailedError
+from pyworkflow.serialization import decode, decode_error, dumps, encode, encode_error, loads
+
+
+class Color(Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Priority(IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+
+@dataclass(frozen=True)
+class Order:
+    id: uuid.UUID
+    items: list[Point]
+    tags: frozenset[str] = frozenset()
+    total: Decimal = Decimal("0")
+    computed: int = field(init=False, default=0)
+
+
+class Address(BaseModel):
+    city: str
+    zip_code: str
+
+
+class User(BaseModel):
+    name: str
+    born: date
+    address: Address
+    scores: tuple[int, ...] = ()
+
+
+class Opaque:
+    """A plain class with no encoder of its own: must go through the pickle fallback."""
+
+    def __init__(self, payload: Any) -> None:
+        self.payload = payload
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Opaque) and other.payload == self.payload
+
+    def __hash__(self) -> int:
+        return hash(self.payload)
+
+
+class NeedsTwoArgs(Exception):
+    """Pickles fine but cannot be unpickled (only one argument reaches Exception.__init__)."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+class HoldsLock(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def roundtrip(value: Any) -> Any:
+    """Encode, go through real JSON text, decode."""
+    tree = encode(value)
+    text = json.dumps(tree)
+    assert json.loads(text) == tree
+    return loads(dumps(value))
+
+
+def assert_same(actual: Any, expected: Any) -> None:
+    """Equal values with equal types, all the way down."""
+    assert type(actual) is type(expected), (actual, expected)
+    assert actual == expected
+    if isinstance(expected, dict):
+        for key in expected:
+            assert_same(actual[key], expected[key])
+    elif isinstance(expected, list | tuple):
+        for got, want in zip(actual, expected, strict=True):
+            assert_same(got, want)
+
+
+# --- JSON-native values -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["s", "", 0, -3, 1.5, True, False, None])
+def test_natives_pass_through(value: Any) -> None:
+    assert encode(value) is value
+    assert_same(roundtrip(value), value)
+
+
+def test_plain_structure_stays_plain() -> None:
+    value = {"user": "ada", "ids": [1, 2, 3], "nested": {"ok": True, "none": None, "f": 0.5}}
+    tree = encode(value)
+    assert tree == value
+    assert "__pw__" not in json.dumps(tree)
+    assert_same(roundtrip(value), value)
+
+
+def test_nan_and_inf_survive_json() -> None:
+    result = loads(dumps([float("inf"), float("-inf"), float("nan")]))
+    assert result[0] == float("inf") and result[1] == float("-inf")
+    assert result[2] != result[2]
+
+
+# --- tagged values ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        (1, "a", None),
+        (),
+        {1, 2, 3},
+        frozenset({"a", "b"}),
+        datetime(2024, 5, 1, 12, 30, 15, 123456),
+        date(2024, 2, 29),
+        time(23, 59, 59, 999),
+        time(8, 0, tzinfo=timezone(timedelta(hours=2))),
+        timedelta(days=-1, seconds=5, microseconds=7),
+        Decimal("3.14159265358979323846"),
+        Decimal("-0"),
+        uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        b"\x00\xffbinary",
+        bytearray(b"mutable"),
+        Color.BLUE,
+        Priority.HIGH,
+        Point(1, 2),
+        Address(city="Paris", zip_code="75001"),
+    ],
+    ids=lambda v: type(v).__name__,
+)
+def test_tagged_roundtrip(value: Any) -> None:
+    tree = encode(value)
+    assert isinstance(tree, dict) and "__pw__" in tree
+    assert_same(roundtrip(value), value)
+
+
+def test_aware_datetime_keeps_offset() -> None:
+    value = datetime(2024, 5, 1, 12, 0, tzinfo=timezone(timedelta(hours=-5, minutes=-30)))
+    result = roundtrip(value)
+    assert result == value
+    assert result.utcoffset() == timedelta(hours=-5, minutes=-30)
+    assert result.isoformat() == value.isoformat()
+    assert roundtrip(datetime(2024, 1, 1, tzinfo=UTC)).tzinfo is UTC
+
+
+def test_zoneinfo_datetime_keeps_zone() -> None:
+    value = datetime(2024, 3, 31, 3, 30, tzinfo=ZoneInfo("Europe/Paris"))
+    result = roundtrip(value)
+    assert result == value
+    assert result.tzinfo == ZoneInfo("Europe/Paris")
+    assert result.utcoffset() == value.utcoffset()
+
+
+def test_nested_values_roundtrip() -> None:
+    value = {
+        "when": [datetime(2024, 1, 1, tzinfo=UTC), date(2024, 1, 2)],
+        "pair": (Decimal("1.5"), {uuid.UUID(int=7)}),
+        "deep": [[(b"x", Color.RED)], {"k": frozenset({(1, 2)})}],
+    }
+    assert_same(roundtrip(value), value)
+
+
+def test_dataclass_roundtrip_encodes_fields_recursively() -> None:
+    value = Order(
+        id=uuid.uuid4(),
+        items=[Point(1, 2), Point(3, 4)],
+        tags=frozenset({"x"}),
+        total=Decimal("9.99"),
+    )
+    object.__setattr__(value, "computed", 42)
+    tree = encode(value)
+    assert tree["__pw__"] == "dataclass"
+    assert tree["cls"] == f"{__name__}:Order"
+    assert tree["v"]["items"][0]["__pw__"] == "dataclass"
+    result = roundtrip(value)
+    assert_same(result, value)
+    assert_same(result.items[1], Point(3, 4))
+    assert result.computed == 42
+
+
+def test_pydantic_roundtrip() -> None:
+    value = User(
+        name="ada",
+        born=date(1815, 12, 10),
+        address=Address(city="London", zip_code="N1"),
+        scores=(3, 4),
+    )
+    tree = encode(value)
+    assert tree["__pw__"] == "pydantic"
+    assert tree["cls"] == f"{__name__}:User"
+    result = roundtrip(value)
+    assert_same(result, value)
+    assert_same(result.address, value.address)
+    assert_same(result.scores, (3, 4))
+
+
+def test_set_encoding_is_deterministic() -> None:
+    assert encode({"b", "a", "c"}) == {"__pw__": "set", "v": ["a", "b", "c"]}
+
+
+# --- dicts ------------------------------------------------------------------------------
+
+
+def test_dict_with_int_keys_roundtrips() -> None:
+    value = {1: "one", 2: ["two"], (3, 4): "tuple key", Color.RED: 0}
+    assert encode(value)["__pw__"] == "dict"
+    assert_same(roundtrip(value), value)
+
+
+def test_dict_with_reserved_key_roundtrips() -> None:
+    value = {"__pw__": "pickle", "v": "not really a pickle"}
+    assert_same(roundtrip(value), value)
+    assert_same(roundtrip({"outer": [value]}), {"outer": [value]})
+
+
+def test_str_enum_keys_keep_their_type() -> None:
+    result = roundtrip({Color.RED: 1})
+    assert list(result) == [Color.RED]
+
+
+# --- pickle fallback --------------------------------------------------------------------
+
+
+def test_unknown_class_falls_back_to_pickle() -> None:
+    value = Opaque({"a": [1, 2]})
+    assert encode(value)["__pw__"] == "pickle"
+    assert_same(roundtrip(value), value)
+    assert_same(roundtrip([value, (value,)]), [value, (value,)])
+
+
+def test_local_dataclass_is_pickled_by_value() -> None:
+    @dataclass
+    class Local:
+        n: int
+
+    assert encode(Local(1))["__pw__"] == "pickle"
+    assert roundtrip(Local(1)).n == 1
+
+
+def _gen() -> Iterator[int]:
+    yield 1
+
+
+def test_unpicklable_value_raises_serialization_error() -> None:
+    where = "argument 'conn' of workflow 'onboarding'"
+    with pytest.raises(SerializationError) as info:
+        encode(_gen(), where=where)
+    message = str(info.value)
+    assert "generator" in message
+    assert where in message
+
+
+def test_unpicklable_value_nested_names_inner_type() -> None:
+    where = "result of step 'charge'"
+    with pytest.raises(SerializationError) as info:
+        dumps({"ok": [1, Point(1, threading.Lock())]}, where=where)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "lock" in message
+    assert where in message
+
+
+def test_cyclic_list_raises_serialization_error() -> None:
+    value: list[Any] = [1]
+    value.append(value)
+    with pytest.raises(SerializationError, match="cycle"):
+        encode(value, where="the cycle")
+
+
+# --- decode errors ----------------------------------------------------------------------
+
+
+def test_unknown_tag_raises() -> None:
+    with pytest.raises(SerializationError, match="martian"):
+        decode({"__pw__": "martian", "v": 1})
+    with pytest.raises(SerializationError, match="martian"):
+        decode([{"x": {"__pw__": "martian", "v": 1}}])
+
+
+def test_bad_class_path_raises() -> None:
+    with pytest.raises(SerializationError, match="no_such_module:Thing"):
+        decode({"__pw__": "dataclass", "cls": "no_such_module:Thing", "v": {}})
+    with pytest.raises(SerializationError, match="Missing"):
+        decode({"__pw__": "enum", "cls": f"{__name__}:Missing", "v": "red"})
+
+
+def test_class_of_wrong_kind_raises() -> None:
+    with pytest.raises(SerializationError, match="Enum"):
+        decode({"__pw__": "enum", "cls": f"{__name__}:Point", "v": 1})
+
+
+def test_corrupt_pickle_raises() -> None:
+    with pytest.raises(SerializationError, match="pickle"):
+        decode({"__pw__": "pickle", "v": "bm90IGEgcGlja2xl"})
+    with pytest.raises(SerializationError, match="pickle"):
+        decode({"__pw__": "pickle", "v": "!!! not base64"})
+
+
+def test_malformed_payload_raises() -> None:
+    with pytest.raises(SerializationError, match="datetime"):
+        decode({"__pw__": "datetime", "v": "yesterday"})
+    with pytest.raises(SerializationError, match="decimal"):
+        decode({"__pw__": "decimal"})
+
+
+def test_invalid_json_text_raises() -> None:
+    with pytest.raises(SerializationError):
+        loads("{not json")
+
+
+# --- exceptions -------------------------------------------------------------------------
+
+
+def _raised(exc: BaseException) -> BaseException:
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+def test_value_error_roundtrip() -> None:
+    data = encode_error(_raised(ValueError("bad value")))
+    assert data["type"] == "builtins.ValueError"
+    assert data["message"] == "bad value"
+    assert "Traceback" in data["traceback"]
+    assert "ValueError: bad value" in data["traceback"]
+    data = json.loads(json.dumps(data))
+    rebuilt = decode_error(data)
+    assert type(rebuilt) is ValueError
+    assert str(rebuilt) == "bad value"
+
+
+def test_error_without_traceback_has_empty_text() -> None:
+    assert encode_error(KeyError("k"))["traceback"] == ""
+
+
+def test_retryable_error_keeps_attributes() -> None:
+    data = json.loads(json.dumps(encode_error(RetryableError("x", retry_after="5s"))))
+    rebuilt = decode_error(data)
+    assert type(rebuilt) is RetryableError
+    assert str(rebuilt) == "x"
+    assert rebuilt.retry_after == "5s"
+
+
+def test_unpicklable_error_falls_back_to_step_failed() -> None:
+    data = encode_error(_raised(HoldsLock("locked up")))
+    assert data["pickled"] is None
+    rebuilt = decode_error(json.loads(json.dumps(data)))
+    assert type(rebuilt) is StepFailedError
+    assert str(rebuilt) == "locked up"
+    assert rebuilt.error_type == f"{__name__}.HoldsLock"
+
+
+def test_unrebuildable_error_falls_back_to_step_failed() -> None:
+    data = encode_error(NeedsTwoArgs("a", "b"))
+    assert data["pickled"] is None
+    rebuilt = decode_error(data)
+    assert isinstance(rebuilt, StepFailedError)
+    assert str(rebuilt) == "a/b"
+    assert rebuilt.error_type == f"{__name__}.NeedsTwoArgs"
+
+
+def test_corrupt_pickled_error_falls_back_to_step_failed() -> None:
+    rebuilt = decode_error({"type": "x.Y", "message": "m", "traceback": "", "pickled": "AAAA"})
+    assert isinstance(rebuilt, StepFailedError)
+    assert rebuilt.error_type == "x.Y"

@@ -1,0 +1,158 @@
+"""storage_from_url / storage_from_config: schemes, options and error messages."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.storage import (
+    FileStorageBackend,
+    InMemoryStorageBackend,
+    SQLiteStorageBackend,
+    storage_from_config,
+    storage_from_url,
+)
+
+# Nothing below connects, so no file or directory is ever created.
+
+
+def test_memory_url() -> None:
+    assert isinstance(storage_from_url("memory://"), InMemoryStorageBackend)
+    with pytest.raises(ConfigurationError, match="no path"):
+        storage_from_url("memory://somewhere")
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///relative/path.db", "relative/path.db"),
+        ("sqlite:////abs/path.db", "/abs/path.db"),
+        ("sqlite:///with%20space.db", "with space.db"),
+        ("sqlite://", ":memory:"),
+        ("sqlite:///:memory:", ":memory:"),
+        ("SQLite:///upper.db", "upper.db"),
+    ],
+)
+def test_sqlite_urls(url: str, path: str) -> None:
+    backend = storage_from_url(url)
+    assert isinstance(backend, SQLiteStorageBackend)
+    assert backend.path == path
+    assert backend.synchronous == "NORMAL"
+
+
+def test_sqlite_url_options() -> None:
+    backend = storage_from_url("sqlite:///wf.db?synchronous=full")
+    assert isinstance(backend, SQLiteStorageBackend) and backend.synchronous == "FULL"
+    with pytest.raises(ConfigurationError, match="synchronous"):
+        storage_from_url("sqlite:///wf.db?synchronous=sometimes")
+    with pytest.raises(ConfigurationError, match="unsupported option.*journal"):
+        storage_from_url("sqlite:///wf.db?journal=off")
+    with pytest.raises(ConfigurationError, match="three slashes"):
+        storage_from_url("sqlite://host/wf.db")
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("file:///abs/dir", "/abs/dir"),
+        ("file://relative/dir", "relative/dir"),
+        ("file://./data", "data"),
+        ("file://", ".pyworkflow/data"),
+    ],
+)
+def test_file_urls(url: str, path: str) -> None:
+    backend = storage_from_url(url)
+    assert isinstance(backend, FileStorageBackend)
+    assert backend.base_path == Path(path)
+    assert backend.fsync is False
+
+
+def test_file_url_fsync_option() -> None:
+    backend = storage_from_url("file:///abs/dir?fsync=true")
+    assert isinstance(backend, FileStorageBackend) and backend.fsync is True
+    with pytest.raises(ConfigurationError, match="fsync"):
+        storage_from_url("file:///abs/dir?fsync=maybe")
+
+
+def test_unknown_scheme_suggests_the_closest() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        storage_from_url("sqlit:///wf.db")
+    message = str(info.value)
+    assert "'sqlit'" in message
+    assert "Did you mean 'sqlite'?" in message
+    for scheme in ("memory", "sqlite", "file", "postgresql", "mysql", "redis"):
+        assert scheme in message
+
+
+def test_unknown_scheme_without_close_match() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        storage_from_url("zzzz://x")
+    assert "Did you mean" not in str(info.value)
+    assert "'zzzz'" in str(info.value)
+
+
+def test_not_a_url() -> None:
+    with pytest.raises(ConfigurationError, match="scheme://"):
+        storage_from_url("just/a/path.db")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("asyncpg") is not None, reason="asyncpg is installed here"
+)
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_missing_extra_names_the_pip_install(scheme: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        storage_from_url(f"{scheme}://user:secret@db.example.com/app")
+    message = str(info.value)
+    assert "pip install 'pyworkflow-engine[postgres]'" in message
+    assert "secret" not in message
+    with pytest.raises(ConfigurationError, match=r"pyworkflow-engine\[postgres\]"):
+        storage_from_config({"type": scheme, "dsn": "postgresql://db/app"})
+
+
+def test_config_dicts(tmp_path: Path) -> None:
+    assert isinstance(storage_from_config({"type": "memory"}), InMemoryStorageBackend)
+
+    sqlite = storage_from_config({"type": "sqlite", "path": tmp_path / "wf.db"})
+    assert isinstance(sqlite, SQLiteStorageBackend)
+    assert sqlite.path == os.fspath(tmp_path / "wf.db")
+    full = storage_from_config({"type": "sqlite", "path": "wf.db", "synchronous": "FULL"})
+    assert isinstance(full, SQLiteStorageBackend) and full.synchronous == "FULL"
+
+    for key in ("path", "base_path"):
+        file = storage_from_config({"type": "file", key: tmp_path / "data"})
+        assert isinstance(file, FileStorageBackend)
+        assert file.base_path == tmp_path / "data"
+
+    via_url = storage_from_config({"url": "sqlite:///wf.db"})
+    assert isinstance(via_url, SQLiteStorageBackend) and via_url.path == "wf.db"
+    assert not any(tmp_path.iterdir())
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ConfigurationError, match="'mongo'"):
+        storage_from_config({"type": "mongo"})
+    with pytest.raises(ConfigurationError, match="Did you mean 'sqlite'"):
+        storage_from_config({"type": "sqllite"})
+    with pytest.raises(ConfigurationError, match="type"):
+        storage_from_config({"path": "wf.db"})
+    with pytest.raises(ConfigurationError, match="does not take.*colour"):
+        storage_from_config({"type": "sqlite", "colour": "blue"})
+    with pytest.raises(ConfigurationError, match="synchronous"):
+        storage_from_config({"type": "sqlite", "synchronous": "OFF"})
+
+
+def test_package_does_not_import_optional_drivers() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pyworkflow.storage; "
+        "print(sorted(m for m in ('asyncpg', 'aiomysql', 'redis') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
