@@ -130,17 +130,21 @@ class _Service:
                     await self._wake.wait()
 
     async def _fire_due(self) -> float:
-        """Resume due runs; return seconds until the next check."""
+        """Claim due runs and resume them; return seconds until the next check."""
         now = utcnow()
-        for run_id in await self.storage.list_due_runs(now, limit=100):
+        expires = now + timedelta(seconds=self.lease_ttl)
+        fresh = 0
+        for run_id in await self.storage.claim_due_runs(now, self.runtime.owner, expires):
+            fresh += run_id not in self.active
             self.spawn(run_id)
         nxt = await self.storage.next_wake_time()
         self._next_wake = nxt
         if nxt is None:
             return self.poll
-        # Due runs already being resumed stay 'suspended' until their first write; a
-        # small floor keeps this loop from spinning meanwhile.
-        return min(self.poll, max(0.005, (nxt - utcnow()).total_seconds()))
+        # A due run stays 'suspended' until its resumer's first write (here, or in another
+        # process that claimed it); a floor keeps this loop from spinning meanwhile.
+        floor = 0.005 if fresh else 0.05
+        return min(self.poll, max(floor, (nxt - utcnow()).total_seconds()))
 
     async def recover(self) -> None:
         """Resume runs whose executing process died (same host) or whose lease expired."""

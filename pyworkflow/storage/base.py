@@ -23,10 +23,72 @@ All datetimes given to and returned by a backend are timezone-aware UTC.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from pyworkflow.storage.schemas import Event, RunStatus, RunUpdate, WorkflowRun
+
+
+def run_cursor(run: WorkflowRun) -> str:
+    """The opaque paging cursor that points just after ``run`` in :meth:`list_runs` order."""
+    return f"{_micros(run.created_at)}:{run.run_id}"
+
+
+def parse_cursor(cursor: str) -> tuple[int, str]:
+    """``(created_at in epoch microseconds, run_id)`` of a :func:`run_cursor` value.
+
+    Raises:
+        ValueError: the cursor was not made by :func:`run_cursor`.
+    """
+    micros, sep, run_id = cursor.partition(":")
+    if not sep or not micros.isdigit():
+        raise ValueError(f"invalid run cursor {cursor!r}")
+    return int(micros), run_id
+
+
+def _micros(value: datetime) -> int:
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """Filters and paging of :meth:`StorageBackend.list_runs`."""
+
+    status: RunStatus | None = None
+    workflow_name: str | None = None
+    tag: str | None = None
+    parent_run_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = 100
+    offset: int = 0
+    cursor: str | None = None
+
+    def matches(self, run: WorkflowRun) -> bool:
+        """Whether ``run`` passes every filter (cursor excluded)."""
+        return (
+            (self.status is None or run.status == self.status)
+            and (self.workflow_name is None or run.workflow_name == self.workflow_name)
+            and (self.tag is None or self.tag in run.tags)
+            and (self.parent_run_id is None or run.parent_run_id == self.parent_run_id)
+            and (self.created_after is None or run.created_at >= self.created_after)
+            and (self.created_before is None or run.created_at < self.created_before)
+        )
+
+    def page(self, runs: Iterable[WorkflowRun]) -> list[WorkflowRun]:
+        """Apply the whole query in Python (for backends without an index to ask)."""
+        after = parse_cursor(self.cursor) if self.cursor else None
+        chosen = [
+            r
+            for r in runs
+            if self.matches(r) and (after is None or (_micros(r.created_at), r.run_id) < after)
+        ]
+        chosen.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return chosen[self.offset : self.offset + self.limit]
 
 
 def lease_is_free(
@@ -83,17 +145,43 @@ class StorageBackend(ABC):
     async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
         """The run started with this idempotency key, or ``None``."""
 
-    @abstractmethod
     async def list_runs(
         self,
         *,
         status: RunStatus | None = None,
         workflow_name: str | None = None,
         tag: str | None = None,
+        parent_run_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
+        cursor: str | None = None,
     ) -> list[WorkflowRun]:
-        """Runs matching every given filter, newest ``created_at`` first."""
+        """Runs matching every given filter, newest ``created_at`` first (ties: ``run_id``
+        descending).
+
+        ``created_after`` is inclusive, ``created_before`` exclusive. For stable paging
+        pass ``cursor=run_cursor(last_run_of_previous_page)``: the page then holds only
+        runs ordered after that run, unaffected by runs created meanwhile.
+        """
+        return await self.query_runs(
+            RunQuery(
+                status=status,
+                workflow_name=workflow_name,
+                tag=tag,
+                parent_run_id=parent_run_id,
+                created_after=created_after,
+                created_before=created_before,
+                limit=limit,
+                offset=offset,
+                cursor=cursor,
+            )
+        )
+
+    @abstractmethod
+    async def query_runs(self, query: RunQuery) -> list[WorkflowRun]:
+        """:meth:`list_runs` with its filters in one object (what backends implement)."""
 
     # -- events ---------------------------------------------------------------------------
 
@@ -131,6 +219,22 @@ class StorageBackend(ABC):
     @abstractmethod
     async def list_due_runs(self, now: datetime, limit: int = 100) -> list[str]:
         """Ids of ``suspended`` runs whose ``wake_at <= now``, earliest first."""
+
+    async def claim_due_runs(
+        self, now: datetime, owner: str, expires_at: datetime, limit: int = 100
+    ) -> list[str]:
+        """Lease up to ``limit`` due runs (as :meth:`list_due_runs`) to ``owner``; return
+        the ids it got, earliest ``wake_at`` first.
+
+        A run is claimed by at most one caller while the lease lasts, however many
+        schedulers claim at once. Backends with a native atomic "claim N" (``FOR UPDATE
+        SKIP LOCKED``, a Lua script) override this default, which leases one by one.
+        """
+        claimed = []
+        for run_id in await self.list_due_runs(now, limit):
+            if await self.acquire_lease(run_id, owner, expires_at, now):
+                claimed.append(run_id)
+        return claimed
 
     @abstractmethod
     async def next_wake_time(self) -> datetime | None:

@@ -48,7 +48,7 @@ from pyworkflow.core.exceptions import (
     StorageError,
     WorkflowNotFoundError,
 )
-from pyworkflow.storage.base import StorageBackend, lease_is_free
+from pyworkflow.storage.base import RunQuery, StorageBackend, lease_is_free
 from pyworkflow.storage.schemas import (
     TERMINAL_STATUSES,
     Event,
@@ -262,27 +262,8 @@ class FileStorageBackend(StorageBackend):
     async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
         return await self._call(self._run_for_key, key)
 
-    async def list_runs(
-        self,
-        *,
-        status: RunStatus | None = None,
-        workflow_name: str | None = None,
-        tag: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[WorkflowRun]:
-        def query() -> list[WorkflowRun]:
-            runs = [
-                r
-                for r in self._all_runs()
-                if (status is None or r.status == status)
-                and (workflow_name is None or r.workflow_name == workflow_name)
-                and (tag is None or tag in r.tags)
-            ]
-            runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
-            return runs[offset : offset + limit]
-
-        return await self._call(query)
+    async def query_runs(self, query: RunQuery) -> list[WorkflowRun]:
+        return await self._call(lambda: query.page(self._all_runs()))
 
     # -- events -----------------------------------------------------------------------------
 

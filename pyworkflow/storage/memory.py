@@ -15,7 +15,7 @@ from pyworkflow.core.exceptions import (
     SequenceConflictError,
     WorkflowNotFoundError,
 )
-from pyworkflow.storage.base import StorageBackend, lease_is_free
+from pyworkflow.storage.base import RunQuery, StorageBackend, lease_is_free
 from pyworkflow.storage.schemas import (
     TERMINAL_STATUSES,
     Event,
@@ -54,24 +54,8 @@ class InMemoryStorageBackend(StorageBackend):
         run_id = self._keys.get(key)
         return self._runs[run_id].copy() if run_id else None
 
-    async def list_runs(
-        self,
-        *,
-        status: RunStatus | None = None,
-        workflow_name: str | None = None,
-        tag: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[WorkflowRun]:
-        runs = [
-            r
-            for r in self._runs.values()
-            if (status is None or r.status == status)
-            and (workflow_name is None or r.workflow_name == workflow_name)
-            and (tag is None or tag in r.tags)
-        ]
-        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
-        return [r.copy() for r in runs[offset : offset + limit]]
+    async def query_runs(self, query: RunQuery) -> list[WorkflowRun]:
+        return [r.copy() for r in query.page(self._runs.values())]
 
     async def append_events(
         self,

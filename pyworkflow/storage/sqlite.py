@@ -45,7 +45,7 @@ from pyworkflow.core.exceptions import (
     StorageError,
     WorkflowNotFoundError,
 )
-from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.base import RunQuery, StorageBackend, parse_cursor
 from pyworkflow.storage.schemas import (
     TERMINAL_STATUSES,
     UPDATABLE_RUN_FIELDS,
@@ -411,30 +411,34 @@ class SQLiteStorageBackend(StorageBackend):
         async with self._session() as db:
             return await _fetch_run(db, "idempotency_key = ?", key)
 
-    async def list_runs(
-        self,
-        *,
-        status: RunStatus | None = None,
-        workflow_name: str | None = None,
-        tag: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[WorkflowRun]:
+    async def query_runs(self, query: RunQuery) -> list[WorkflowRun]:
         clauses: list[str] = []
         params: list[Any] = []
-        if status is not None:
-            clauses.append("status = ?")
-            params.append(_status_to_db(status))
-        if workflow_name is not None:
-            clauses.append("workflow_name = ?")
-            params.append(workflow_name)
-        if tag is not None:
+        for column, value in (
+            ("status", None if query.status is None else _status_to_db(query.status)),
+            ("workflow_name", query.workflow_name),
+            ("parent_run_id", query.parent_run_id),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if query.tag is not None:
             clauses.append("EXISTS (SELECT 1 FROM json_each(runs.tags) WHERE value = ?)")
-            params.append(tag)
+            params.append(query.tag)
+        if query.created_after is not None:
+            clauses.append("created_at >= ?")
+            params.append(_dt_to_db(query.created_after))
+        if query.created_before is not None:
+            clauses.append("created_at < ?")
+            params.append(_dt_to_db(query.created_before))
+        if query.cursor is not None:
+            micros, run_id = parse_cursor(query.cursor)
+            clauses.append("(created_at < ? OR (created_at = ? AND run_id < ?))")
+            params.extend((micros, micros, run_id))
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"{_SELECT_RUN}{where} ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?"
         async with self._session() as db:
-            rows = await db.execute_fetchall(sql, (*params, limit, offset))
+            rows = await db.execute_fetchall(sql, (*params, query.limit, query.offset))
         return [_row_to_run(r) for r in rows]
 
     # -- events ---------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from pyworkflow.core.exceptions import (
     SequenceConflictError,
     WorkflowNotFoundError,
 )
-from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.base import StorageBackend, run_cursor
 from pyworkflow.storage.config import storage_from_url
 from pyworkflow.storage.schemas import Event, EventType, RunStatus, RunUpdate, WorkflowRun
 
@@ -594,6 +594,67 @@ class StorageConformance:
         assert events[-1].data == {"owner": f"proc-{outcomes.index(True)}"}
         run = await fetch(storage, "r1")
         assert run.last_sequence == 3
+
+    # -- queries added for large stores (cursor paging, parent/time filters, claims) ------
+
+    async def test_list_runs_parent_and_time_range_filters(self, storage: StorageBackend) -> None:
+        await storage.create_run(make_run("parent", created_at=at(0)))
+        await storage.create_run(make_run("child-1", created_at=at(1), parent_run_id="parent"))
+        await storage.create_run(make_run("child-2", created_at=at(2), parent_run_id="parent"))
+        await storage.create_run(make_run("other", created_at=at(3), parent_run_id="x"))
+
+        children = await storage.list_runs(parent_run_id="parent")
+        assert [r.run_id for r in children] == ["child-2", "child-1"]
+        window = await storage.list_runs(created_after=at(1), created_before=at(3))
+        assert [r.run_id for r in window] == ["child-2", "child-1"]  # after inclusive
+
+    async def test_cursor_paging_is_stable_while_runs_are_added(
+        self, storage: StorageBackend
+    ) -> None:
+        for i in range(7):
+            await storage.create_run(make_run(f"run-{i}", created_at=at(i)))
+        # Two runs share a timestamp: ties are ordered by run_id, and never lost.
+        await storage.create_run(make_run("run-3b", created_at=at(3)))
+
+        first = await storage.list_runs(limit=3)
+        assert [r.run_id for r in first] == ["run-6", "run-5", "run-4"]
+        await storage.create_run(make_run("newer", created_at=at(100)))  # arrives meanwhile
+        second = await storage.list_runs(limit=3, cursor=run_cursor(first[-1]))
+        assert [r.run_id for r in second] == ["run-3b", "run-3", "run-2"]
+        third = await storage.list_runs(limit=3, cursor=run_cursor(second[-1]))
+        assert [r.run_id for r in third] == ["run-1", "run-0"]
+
+    async def test_cursor_combines_with_filters(self, storage: StorageBackend) -> None:
+        for i in range(6):
+            status = RunStatus.COMPLETED if i % 2 else RunStatus.FAILED
+            await storage.create_run(make_run(f"r{i}", created_at=at(i), status=status))
+        page = await storage.list_runs(status=RunStatus.COMPLETED, limit=2)
+        assert [r.run_id for r in page] == ["r5", "r3"]
+        rest = await storage.list_runs(
+            status=RunStatus.COMPLETED, limit=2, cursor=run_cursor(page[-1])
+        )
+        assert [r.run_id for r in rest] == ["r1"]
+
+    async def test_claim_due_runs_leases_each_due_run_once(self, storage: StorageBackend) -> None:
+        for i in range(6):
+            await storage.create_run(
+                make_run(f"due-{i}", status=RunStatus.SUSPENDED, wake_at=at(i))
+            )
+        await storage.create_run(make_run("later", status=RunStatus.SUSPENDED, wake_at=at(99)))
+
+        claims = await asyncio.gather(
+            *(storage.claim_due_runs(at(10), f"claimer-{n}", at(70)) for n in range(4))
+        )
+        claimed = [run_id for batch in claims for run_id in batch]
+        assert sorted(claimed) == [f"due-{i}" for i in range(6)]  # each once, none missing
+        assert "later" not in claimed
+        for batch in claims:
+            assert batch == sorted(batch, key=lambda r: int(r.split("-")[1]))
+        # Claimed runs are leased: a second round before expiry gets nothing.
+        assert await storage.claim_due_runs(at(11), "late-claimer", at(70)) == []
+        # After the leases expire they can be claimed again (the resumer died).
+        again = await storage.claim_due_runs(at(80), "rescuer", at(140), limit=2)
+        assert again == ["due-0", "due-1"]
 
 
 __all__ = ["StorageConformance", "make_events", "make_run"]

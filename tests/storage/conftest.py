@@ -1,23 +1,36 @@
-"""The ``storage`` fixture: every storage test runs once per built-in backend.
+"""The ``storage`` fixture: every storage test runs once per backend.
 
-``pytest --backend sqlite`` narrows the run to one backend. ``storage_url`` names the
-same data as a URL, so tests can reopen it in a new instance or another process.
+Each backend lives in a ``backend_<name>.py`` module beside this file, defining
+``NAME`` and ``open_backend(tmp_path)``: an async context manager yielding
+``(backend, url)`` where ``url`` reopens the same data (``None`` when it cannot be
+reopened). Backends that need a server call :func:`tests.services.require_service` so a
+missing server fails under CI and skips (with how to start it) elsewhere.
+
+``pytest --backend sqlite`` narrows the run to one backend.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import quote
+from types import ModuleType
+from typing import Any
 
 import pytest
 
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.file import FileStorageBackend
-from pyworkflow.storage.memory import InMemoryStorageBackend
-from pyworkflow.storage.sqlite import SQLiteStorageBackend
 
-BACKENDS = ("memory", "file", "sqlite")
+
+def _backend_modules() -> dict[str, ModuleType]:
+    modules = {}
+    for path in sorted(Path(__file__).parent.glob("backend_*.py")):
+        module = importlib.import_module(f"tests.storage.{path.stem}")
+        modules[module.NAME] = module
+    return modules
+
+
+BACKENDS = _backend_modules()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -28,22 +41,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def storage_url(backend_name: str, tmp_path: Path) -> str | None:
-    if backend_name == "file":
-        return f"file://{quote(str(tmp_path / 'data'))}"
-    if backend_name == "sqlite":
-        return f"sqlite:///{quote(str(tmp_path / 'pyworkflow.db'))}"
-    return None  # an in-memory store cannot be reopened
+async def _opened(backend_name: str, tmp_path: Path) -> AsyncIterator[tuple[StorageBackend, Any]]:
+    async with BACKENDS[backend_name].open_backend(tmp_path) as opened:
+        yield opened
 
 
 @pytest.fixture
-async def storage(backend_name: str, tmp_path: Path) -> AsyncIterator[StorageBackend]:
-    backend: StorageBackend
-    if backend_name == "file":
-        backend = FileStorageBackend(tmp_path / "data")
-    elif backend_name == "sqlite":
-        backend = SQLiteStorageBackend(tmp_path / "pyworkflow.db")
-    else:
-        backend = InMemoryStorageBackend()
+def storage_url(_opened: tuple[StorageBackend, str | None]) -> str | None:
+    return _opened[1]
+
+
+@pytest.fixture
+async def storage(_opened: tuple[StorageBackend, str | None]) -> AsyncIterator[StorageBackend]:
+    backend = _opened[0]
     yield backend
     await backend.close()
