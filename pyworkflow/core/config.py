@@ -57,19 +57,31 @@ _FLOAT_OPTIONS = {"lease_ttl", "timer_poll_interval"}
 _explicit: dict[str, Any] = {}
 _config: PyWorkflowConfig | None = None
 _storage: StorageBackend | None = None
+# One backend per URL string: repeated calls with the same URL share its connections
+# (and, for memory://, its data) instead of opening a new store each time.
+_by_url: dict[str, StorageBackend] = {}
 
 
 def configure(**options: Any) -> None:
     """Set options for this process (merged with earlier ``configure()`` calls).
 
     Raises:
-        ValueError: an option name is unknown (the message names it) or a value is invalid.
+        ConfigurationError: (a ``ValueError``) an option name is unknown or a value is
+            invalid; the message names it and nothing is changed.
     """
     global _config, _storage
     normalized = _normalize(options, source="configure()")
+    previous = dict(_explicit)
     _explicit.update(normalized)
     _config = None
-    if "storage" in normalized:
+    try:
+        get_config()  # validate now, at the call that set the bad value
+    except ValueError:
+        _explicit.clear()
+        _explicit.update(previous)
+        _config = None
+        raise
+    if normalized.keys() & {"storage", "sqlite_synchronous"}:
         _storage = None
 
 
@@ -81,17 +93,19 @@ def get_config() -> PyWorkflowConfig:
         merged.update(_from_file(Path.cwd() / CONFIG_FILE))
         merged.update(_from_env())
         merged.update(_explicit)
-        _config = PyWorkflowConfig(**merged)
-        _validate(_config)
+        config = PyWorkflowConfig(**merged)
+        _validate(config)
+        _config = config
     return _config
 
 
 def reset_config() -> None:
-    """Forget every ``configure()`` call and the cached storage (tests use this)."""
+    """Forget every ``configure()`` call and the cached storages (tests use this)."""
     global _config, _storage
     _explicit.clear()
     _config = None
     _storage = None
+    _by_url.clear()
 
 
 def configure_from_yaml(path: str | os.PathLike[str]) -> None:
@@ -119,7 +133,10 @@ def resolve_storage(spec: StorageBackend | str | dict[str, Any] | None) -> Stora
         sync = get_config().sqlite_synchronous
         return storage_from_url(f"sqlite:///{DEFAULT_SQLITE_PATH}?synchronous={sync}")
     if isinstance(spec, str):
-        return storage_from_url(spec)
+        backend = _by_url.get(spec)
+        if backend is None:
+            backend = _by_url[spec] = storage_from_url(spec)
+        return backend
     if isinstance(spec, dict):
         return storage_from_config(spec)
     raise ConfigurationError(
@@ -150,7 +167,9 @@ def _normalize(options: dict[str, Any], *, source: str) -> dict[str, Any]:
         name = _ALIASES.get(raw_name, raw_name)
         if name not in _OPTION_NAMES:
             known = ", ".join(sorted(_OPTION_NAMES | set(_ALIASES)))
-            raise ValueError(f"unknown PyWorkflow option {raw_name!r} in {source}; known: {known}")
+            raise ConfigurationError(
+                f"unknown PyWorkflow option {raw_name!r} in {source}; known: {known}"
+            )
         if name == "modules" and isinstance(value, str):
             value = [value]
         out[name] = value
@@ -159,29 +178,32 @@ def _normalize(options: dict[str, Any], *, source: str) -> dict[str, Any]:
 
 def _validate(cfg: PyWorkflowConfig) -> None:
     if cfg.default_runtime not in ("local", "celery"):
-        raise ValueError(
+        raise ConfigurationError(
             f"default_runtime must be 'local' or 'celery', not {cfg.default_runtime!r}"
         )
     for name in _INT_OPTIONS:
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"option {name!r} must be a non-negative integer, not {value!r}")
+            raise ConfigurationError(
+                f"option {name!r} must be a non-negative integer, not {value!r}"
+            )
     for name in _FLOAT_OPTIONS:
         value = getattr(cfg, name)
         if not isinstance(value, int | float) or value <= 0:
-            raise ValueError(f"option {name!r} must be a positive number, not {value!r}")
+            raise ConfigurationError(f"option {name!r} must be a positive number, not {value!r}")
     if cfg.event_soft_limit > cfg.event_hard_limit:
-        raise ValueError("event_soft_limit must not exceed event_hard_limit")
-    if cfg.sqlite_synchronous.upper() not in ("NORMAL", "FULL"):
-        raise ValueError(
-            f"sqlite_synchronous must be NORMAL or FULL, not {cfg.sqlite_synchronous!r}"
+        raise ConfigurationError("event_soft_limit must not exceed event_hard_limit")
+    if cfg.sqlite_synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+        raise ConfigurationError(
+            f"sqlite_synchronous must be NORMAL, FULL or EXTRA, not {cfg.sqlite_synchronous!r}"
         )
 
 
 def _from_env() -> dict[str, Any]:
     """``PYWORKFLOW_<OPTION>`` variables, converted to the option's type."""
     out: dict[str, Any] = {}
-    for name in _OPTION_NAMES | set(_ALIASES):
+    # Aliases first, full names last: when both are set the full name wins.
+    for name in [*sorted(_ALIASES), *sorted(_OPTION_NAMES)]:
         raw = os.environ.get(f"PYWORKFLOW_{name.upper()}")
         if raw is None or raw == "":
             continue
@@ -203,7 +225,7 @@ def _convert(kind: type, raw: str, where: str) -> Any:
     try:
         return kind(raw)
     except ValueError:
-        raise ValueError(f"{where}={raw!r} is not a valid {kind.__name__}") from None
+        raise ConfigurationError(f"{where}={raw!r} is not a valid {kind.__name__}") from None
 
 
 def _from_file(path: Path, *, required: bool = False) -> dict[str, Any]:
@@ -226,7 +248,4 @@ def _from_file(path: Path, *, required: bool = False) -> dict[str, Any]:
         data["celery_broker"] = celery["broker"]
     if "result_backend" in celery:
         data["celery_result_backend"] = celery["result_backend"]
-    try:
-        return _normalize(data, source=str(path))
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from exc
+    return _normalize(data, source=str(path))

@@ -14,7 +14,7 @@ Everything the library raises on purpose derives from :class:`WorkflowError`
     +-- ChildWorkflowError
     |   +-- ChildWorkflowFailedError
     |   +-- MaxNestingDepthError
-    +-- ConfigurationError         bad option, unknown storage URL, missing extra
+    +-- ConfigurationError         bad option, unknown storage URL, missing extra (a ValueError)
     +-- SerializationError         a value that cannot be stored
     +-- EventLimitExceededError    a run's history passed ``event_hard_limit``
     +-- NonDeterminismError        replayed code asked for a different operation
@@ -132,8 +132,11 @@ class MaxNestingDepthError(ChildWorkflowError):
     """Starting this child would exceed the configured nesting limit."""
 
 
-class ConfigurationError(WorkflowError):
-    """A configuration option, storage URL or required extra is wrong or missing."""
+class ConfigurationError(WorkflowError, ValueError):
+    """A configuration option, storage URL or required extra is wrong or missing.
+
+    Also a ``ValueError``, so ``except ValueError`` around ``configure()`` works too.
+    """
 
 
 class SerializationError(WorkflowError):
@@ -157,7 +160,7 @@ class NonDeterminismError(WorkflowError):
     ) -> None:
         where = f" (event sequence {sequence})" if sequence is not None else ""
         message = (
-            f"Non-deterministic workflow run {run_id!r}: at operation #{position}{where} the "
+            f"Non-deterministic workflow run {run_id!r}: at operation #{position + 1}{where} the "
             f"history recorded {expected!r} but the code now asks for {found!r}. The workflow "
             "code changed in a way that is incompatible with this run's recorded history."
         )

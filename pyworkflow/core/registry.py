@@ -52,6 +52,13 @@ def require_workflow(name: str) -> WorkflowDefinition:
     """Like :func:`get_workflow` but raises :class:`WorkflowNotFoundError` with a hint."""
     definition = _workflows.get(name)
     if definition is None:
+        # A process resuming stored runs may not have imported their code yet: import
+        # the configured workflow modules once, then look again.
+        from pyworkflow.core.config import discover_workflows
+
+        discover_workflows()
+        definition = _workflows.get(name)
+    if definition is None:
         raise WorkflowNotFoundError(
             f"no workflow named {name!r} is registered in this process; import the module "
             "that defines it (configure(modules=[...]) or the 'module' key of "

@@ -15,7 +15,9 @@ FIXED_DEFAULT_SECONDS = 60.0
 
 def validate_retry_delay(value: RetryDelay) -> None:
     """Raise ``ValueError`` now (at decoration time) for a policy that could never work."""
-    retry_delay_seconds(value, 1)
+    attempts = len(value) if isinstance(value, list | tuple) else 1
+    for attempt in range(1, max(attempts, 1) + 1):
+        retry_delay_seconds(value, attempt)
 
 
 def retry_delay_seconds(policy: RetryDelay, attempt: int) -> float:

@@ -76,6 +76,7 @@ class RunContext(WorkflowContext):
         self._position = 0
         self._log_index = 0
         self.wake_times: list[datetime] = []
+        self.suspend_reasons: list[str] = []
         self.suspending = False
         self.inflight: set[asyncio.Task[Any]] = set()
         self.fatal: BaseException | None = None
@@ -109,7 +110,7 @@ class RunContext(WorkflowContext):
         if seq > limits.hard:
             err = EventLimitExceededError(
                 f"run {self.run_id!r} reached the event hard limit ({limits.hard} events); "
-                "split the work (e.g. continue_as_new) or raise event_hard_limit"
+                "split the work across several runs or raise event_hard_limit"
             )
             self.fatal = self.fatal or err
             raise err
@@ -167,6 +168,7 @@ class RunContext(WorkflowContext):
     def _suspend(self, wake_at: datetime | None, reason: str) -> SuspensionSignal:
         if wake_at is not None:
             self.wake_times.append(wake_at)
+        self.suspend_reasons.append(reason)
         self.suspending = True
         return SuspensionSignal(reason, wake_at)
 

@@ -134,7 +134,9 @@ def _timeout_error(run: WorkflowRun) -> WorkflowTimeoutError:
 
 
 async def _settle(ctx: RunContext) -> None:
-    """Let steps already running in sibling tasks finish (their results get recorded)."""
+    """Let steps already running in sibling tasks finish (their results get recorded
+    before the run's own suspended/completed/failed event), and start no new ones."""
+    ctx.suspending = True
     await asyncio.sleep(0)
     while ctx.inflight:
         await asyncio.wait(set(ctx.inflight))
@@ -149,9 +151,12 @@ async def _suspend(ctx: RunContext, deadline: datetime | None) -> Outcome:
     # (the resumed run then fails with WorkflowTimeoutError).
     timers = ctx.wake_times + ([deadline] if deadline is not None else [])
     wake_at = min(timers) if timers else None
+    reason = ctx.suspend_reasons[0] if ctx.suspend_reasons else "waiting"
+    if deadline is not None and wake_at == deadline:
+        reason = "max_duration deadline"
     ctx.record(
         EventType.WORKFLOW_SUSPENDED,
-        {"reason": "waiting", "wake_at": wake_at.isoformat() if wake_at else None},
+        {"reason": reason, "wake_at": wake_at.isoformat() if wake_at else None},
         force=True,
     )
     try:
@@ -162,6 +167,7 @@ async def _suspend(ctx: RunContext, deadline: datetime | None) -> Outcome:
 
 
 async def _complete(ctx: RunContext, result: Any, run: WorkflowRun) -> Outcome:
+    await _settle(ctx)  # steps the code started but never awaited still finish first
     if ctx.fatal is not None:
         return await fail_run(ctx, ctx.fatal)
     leftover = ctx.unconsumed_operation
@@ -189,7 +195,9 @@ async def fail_run(ctx: RunContext, error: BaseException) -> Outcome:
     """Record ``workflow.failed`` for ``error`` and store the run ``failed``."""
     if isinstance(error, OwnershipLost):
         return Outcome(status=None)
-    ctx.inflight.clear()
+    await _settle(ctx)
+    if isinstance(ctx.fatal, OwnershipLost):
+        return Outcome(status=None)
     encoded = encode_error(error)
     message = f"{type(error).__name__}: {error}"
     logger.error("workflow run {} failed: {}", ctx.run_id, message)

@@ -212,14 +212,15 @@ class LocalRuntime(Runtime):
         run.status = RunStatus.RUNNING
         self._remember(run)
         ctx = TransientContext(run.run_id, run.workflow_name)
+        where = f"result of workflow {run.workflow_name!r}"
         try:
             result = await run_transient(ctx, request.definition.func, request.args, request.kwargs)
+            run.result_payload = dumps(result, where=where)
         except Exception as exc:
             run.status, run.error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
             logger.error("transient run {} failed: {}", run.run_id, run.error)
         else:
             run.status = RunStatus.COMPLETED
-            run.result_payload = dumps(result, where=f"result of workflow {run.workflow_name!r}")
         run.completed_at = run.updated_at = utcnow()
         return run.run_id
 

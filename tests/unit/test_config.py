@@ -77,14 +77,17 @@ def test_configure_aliases() -> None:
     assert cfg.modules == ["some.module"]
 
 
-def test_invalid_option_values_are_rejected() -> None:
-    configure(default_runtime="spaceship")
+def test_invalid_option_values_are_rejected_at_configure_and_change_nothing() -> None:
+    configure(event_soft_limit=100, event_hard_limit=500)
     with pytest.raises(ValueError, match="spaceship"):
-        get_config()
-    reset_config()
-    configure(event_soft_limit=100, event_hard_limit=10)
-    with pytest.raises(ValueError, match="event_soft_limit"):
-        get_config()
+        configure(default_runtime="spaceship")
+    with pytest.raises(ConfigurationError, match="event_soft_limit"):
+        configure(event_soft_limit=1000)
+    with pytest.raises(ValueError, match="non-negative"):
+        configure(event_warning_interval=-1)
+    cfg = get_config()
+    assert (cfg.default_runtime, cfg.event_soft_limit, cfg.event_hard_limit) == ("local", 100, 500)
+    assert cfg.event_warning_interval == 100
 
 
 def test_public_names_exported() -> None:

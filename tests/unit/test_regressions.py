@@ -1,0 +1,96 @@
+"""Behaviour fixed after review: each test names what a user would have seen before."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pyworkflow import (
+    EventType,
+    configure,
+    get_workflow_events,
+    get_workflow_run,
+    start,
+    step,
+    wait_for_run,
+    workflow,
+)
+from pyworkflow.core import registry
+from pyworkflow.storage.memory import InMemoryStorageBackend
+
+
+@step(name="rg_slow", max_retries=0)
+async def slow() -> str:
+    await asyncio.sleep(0.2)
+    return "slow done"
+
+
+@step(name="rg_boom", max_retries=0)
+async def boom() -> str:
+    raise ValueError("boom")
+
+
+@workflow(name="rg_fail_beside_running_step")
+async def fail_beside_running_step() -> None:
+    await asyncio.gather(slow(), boom())
+
+
+async def test_terminal_event_is_last_when_a_sibling_step_is_still_running() -> None:
+    storage = InMemoryStorageBackend()
+    run_id = await start(fail_beside_running_step, storage=storage)
+    events = await get_workflow_events(run_id, storage=storage)
+    assert events[-1].type == EventType.WORKFLOW_FAILED
+    completed = [e.data["step_id"] for e in events if e.type == EventType.STEP_COMPLETED]
+    assert completed == ["step:rg_slow#1"]  # recorded, and before the run's end
+
+
+@workflow(name="rg_plain")
+async def plain() -> int:
+    return 7
+
+
+async def test_same_storage_url_means_the_same_store() -> None:
+    run_id = await start(plain, storage="memory://")
+    run = await get_workflow_run(run_id, storage="memory://")
+    assert run is not None and run.result == 7
+
+
+def test_every_retry_delay_list_entry_is_checked_at_decoration() -> None:
+    with pytest.raises(ValueError, match="abc"):
+
+        @step(name="rg_bad_list", retry_delay=[0.05, "abc"])
+        async def bad() -> None: ...
+
+
+async def test_resume_imports_configured_workflow_modules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that never imported the workflow's module still resumes its runs when
+    the module is configured (``configure(modules=[...])``)."""
+    (tmp_path / "rg_late_module.py").write_text(
+        textwrap.dedent(
+            """
+            from pyworkflow import sleep, workflow
+
+            @workflow(name="rg_late")
+            async def late() -> str:
+                await sleep(0.05)
+                return "resumed"
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import rg_late_module  # type: ignore[import-not-found]
+
+    storage = InMemoryStorageBackend()
+    run_id = await start(rg_late_module.late, storage=storage)
+    registry._workflows.pop("rg_late")  # as if this process had never imported it
+    sys.modules.pop("rg_late_module")
+    configure(modules=["rg_late_module"])
+
+    run = await wait_for_run(run_id, storage=storage, timeout=5)
+    assert run.status == "completed" and run.result == "resumed"
