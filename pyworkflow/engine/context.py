@@ -72,6 +72,7 @@ class RunContext(WorkflowContext):
         self._pending: list[Event] = []
         self._changes: dict[str, Any] = {}
         self._flush_lock = asyncio.Lock()
+        self._unsure: tuple[list[Event], dict[str, Any]] | None = None
         self._counters: dict[str, int] = {}
         self._position = 0
         self._log_index = 0
@@ -131,6 +132,8 @@ class RunContext(WorkflowContext):
         """Write buffered events and projection changes in one fenced append."""
         self._changes.update(changes)
         async with self._flush_lock:
+            if self._unsure is not None:
+                await self._reconcile()
             if not self._pending and not self._changes:
                 return
             batch, self._pending = self._pending, []
@@ -146,8 +149,29 @@ class RunContext(WorkflowContext):
             except SequenceConflictError as exc:
                 self.fatal = OwnershipLost(str(exc))
                 raise self.fatal from exc
+            except asyncio.CancelledError:
+                # Cancelled mid-write (a user's wait_for around a step, the max_duration
+                # timeout): the write may still have landed. The next flush finds out.
+                self._unsure = (batch, update)
+                raise
             if batch:
                 self._committed = batch[-1].sequence
+
+    async def _reconcile(self) -> None:
+        """Settle a write whose caller was cancelled: adopt it if it landed, else redo it."""
+        assert self._unsure is not None
+        batch, update = self._unsure
+        self._unsure = None
+        run = await self._storage.get_run(self.run_id)
+        stored = run.last_sequence if run is not None else -1
+        if batch and stored == batch[-1].sequence:
+            self._committed = stored
+        elif stored == self._committed:
+            self._pending[:0] = batch
+            self._changes = {**update, **self._changes}
+        else:
+            self.fatal = OwnershipLost(f"run {self.run_id!r} was written by another process")
+            raise self.fatal
 
     def _next_op(self, kind: str, name: str) -> str:
         key = f"{kind}:{name}"

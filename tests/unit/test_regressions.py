@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import textwrap
 from pathlib import Path
@@ -94,3 +95,47 @@ async def test_resume_imports_configured_workflow_modules(
 
     run = await wait_for_run(run_id, storage=storage, timeout=5)
     assert run.status == "completed" and run.result == "resumed"
+
+
+class SlowAppendStorage(InMemoryStorageBackend):
+    """Memory storage whose appends of step completions take a while, either after the
+    write landed (``land_first``) or before it (so a cancellation loses it)."""
+
+    def __init__(self, land_first: bool) -> None:
+        super().__init__()
+        self.land_first = land_first
+
+    async def append_events(self, run_id, events, *, expected_last_sequence, update=None):  # type: ignore[no-untyped-def]
+        slow = any(e.type == EventType.STEP_COMPLETED for e in events)
+        if slow and not self.land_first:
+            await asyncio.sleep(0.2)
+        await super().append_events(
+            run_id, events, expected_last_sequence=expected_last_sequence, update=update
+        )
+        if slow and self.land_first:
+            await asyncio.sleep(0.2)
+
+
+@step(name="rg_quick")
+async def quick(n: int) -> int:
+    return n
+
+
+@workflow(name="rg_user_timeout_around_step")
+async def user_timeout_around_step() -> str:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(quick(1), timeout=0.05)  # cancelled while its result is stored
+    return f"after {await quick(2)}"
+
+
+@pytest.mark.parametrize("land_first", [True, False], ids=["write-landed", "write-lost"])
+async def test_cancelled_step_write_does_not_break_the_run(land_first: bool) -> None:
+    storage = SlowAppendStorage(land_first)
+    run_id = await start(user_timeout_around_step, storage=storage)
+    run = await wait_for_run(run_id, storage=storage, timeout=5)
+    assert run.status == "completed", run.error
+    assert run.result == "after 2"
+    events = await get_workflow_events(run_id, storage=storage)
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    completed = [e.data["step_id"] for e in events if e.type == EventType.STEP_COMPLETED]
+    assert completed == ["step:rg_quick#1", "step:rg_quick#2"]
