@@ -9,6 +9,7 @@ Status and event-type enums are ``str`` enums: ``run.status == "completed"`` and
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -94,8 +95,14 @@ class EventType(StrEnum):
 _EVENT_TYPES: dict[str, EventType] = {t.value: t for t in EventType}
 
 
+# Event ids: a random per-process prefix plus a counter. Unique across processes like a
+# uuid4, at a fraction of its cost (one is made for every event on the hot path).
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_id_counter = itertools.count()
+
+
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 @dataclass(slots=True)
@@ -225,6 +232,9 @@ UPDATABLE_RUN_FIELDS = (
 )
 
 
+_UPDATABLE = frozenset(UPDATABLE_RUN_FIELDS)
+
+
 @dataclass(slots=True)
 class RunUpdate:
     """Changes to a run's projection, applied atomically with an event append.
@@ -235,8 +245,8 @@ class RunUpdate:
     changes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = set(self.changes) - set(UPDATABLE_RUN_FIELDS)
-        if unknown:
+        if not self.changes.keys() <= _UPDATABLE:
+            unknown = set(self.changes) - _UPDATABLE
             raise ValueError(f"RunUpdate cannot change {sorted(unknown)}")
 
     def apply_to(self, run: WorkflowRun) -> None:
