@@ -18,6 +18,7 @@ Quick start::
 """
 
 from pyworkflow.api import (
+    get_workflow_chain,
     get_workflow_events,
     get_workflow_run,
     get_workflow_run_by_idempotency_key,
@@ -26,6 +27,12 @@ from pyworkflow.api import (
     wait_for_run,
 )
 from pyworkflow.context import StepInfo, WorkflowContext, get_context, has_context
+from pyworkflow.context.step_context import (
+    StepContext,
+    get_step_context,
+    has_step_context,
+    set_step_context,
+)
 from pyworkflow.core.config import (
     PyWorkflowConfig,
     configure,
@@ -65,7 +72,7 @@ from pyworkflow.core.registry import get_step, get_workflow, list_steps, list_wo
 from pyworkflow.core.step import Step, step
 from pyworkflow.core.workflow import workflow
 from pyworkflow.observability import configure_logging, get_logger
-from pyworkflow.primitives import sleep
+from pyworkflow.primitives import continue_as_new, sleep
 from pyworkflow.runtime import Runtime, get_runtime, register_runtime
 from pyworkflow.runtime.local import LocalRuntime
 from pyworkflow.storage.schemas import Event, EventType, RunStatus, StepStatus, WorkflowRun
@@ -97,6 +104,7 @@ __all__ = [
     "SequenceConflictError",
     "SerializationError",
     "Step",
+    "StepContext",
     "StepFailedError",
     "StepInfo",
     "StepStatus",
@@ -111,23 +119,28 @@ __all__ = [
     "configure",
     "configure_from_yaml",
     "configure_logging",
+    "continue_as_new",
     "discover_workflows",
     "get_config",
     "get_context",
     "get_logger",
     "get_runtime",
     "get_step",
+    "get_step_context",
     "get_storage",
     "get_workflow",
+    "get_workflow_chain",
     "get_workflow_events",
     "get_workflow_run",
     "get_workflow_run_by_idempotency_key",
     "has_context",
+    "has_step_context",
     "list_steps",
     "list_workflows",
     "register_runtime",
     "reset_config",
     "resume",
+    "set_step_context",
     "sleep",
     "start",
     "step",

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from pyworkflow.core.config import get_config, get_storage, resolve_storage
 from pyworkflow.core.exceptions import WorkflowNotFoundError
 from pyworkflow.core.workflow import definition_of
-from pyworkflow.engine.runner import RunRequest
+from pyworkflow.engine.runs import RunRequest
 from pyworkflow.runtime import get_runtime
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import Event, WorkflowRun
@@ -170,6 +170,33 @@ async def get_workflow_events(
     backend = _storage(storage)
     await backend.connect()
     return await backend.get_events(run_id)
+
+
+async def get_workflow_chain(
+    run_id: str, *, storage: StorageBackend | str | None = None
+) -> list[WorkflowRun]:
+    """Every run of the ``continue_as_new`` chain ``run_id`` belongs to, oldest first.
+
+    Raises:
+        WorkflowNotFoundError: no such run.
+    """
+    backend = _storage(storage)
+    await backend.connect()
+    run = await backend.get_run(run_id)
+    if run is None:
+        raise WorkflowNotFoundError(f"no run with id {run_id!r}")
+    chain = [run]
+    while chain[0].continued_from_run_id:
+        previous = await backend.get_run(chain[0].continued_from_run_id)
+        if previous is None:
+            break
+        chain.insert(0, previous)
+    while chain[-1].continued_to_run_id:
+        following = await backend.get_run(chain[-1].continued_to_run_id)
+        if following is None:
+            break
+        chain.append(following)
+    return chain
 
 
 async def wait_for_run(

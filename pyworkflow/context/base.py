@@ -55,6 +55,9 @@ class WorkflowContext(ABC):
     def log(self, level: str, message: str) -> None:
         """Record a ``log.<level>`` event once (never again on replay)."""
 
+    async def set_step_context(self, value: Any) -> None:  # noqa: B027 - transient: no record
+        """Durably record a new step context (a no-op where nothing is recorded)."""
+
 
 _current: ContextVar[WorkflowContext | None] = ContextVar("pyworkflow_context", default=None)
 current_step: ContextVar[StepInfo | None] = ContextVar("pyworkflow_step", default=None)

@@ -24,8 +24,8 @@ Everything the library raises on purpose derives from :class:`WorkflowError`
     +-- StorageError
         +-- SequenceConflictError  another writer appended to the run first
 
-Internal control flow (:class:`SuspensionSignal`) derives from ``BaseException`` so a
-user's ``except Exception`` cannot swallow it.
+Internal control flow (:class:`SuspensionSignal`, :class:`ContinueAsNewSignal`) derives
+from ``BaseException`` so a user's ``except Exception`` cannot swallow it.
 
 All errors survive ``pickle`` (they cross process boundaries and the event log): each
 keeps its constructor arguments in ``args``/attributes and rebuilds through ``__reduce__``.
@@ -197,6 +197,16 @@ class StorageError(WorkflowError):
 
 class SequenceConflictError(StorageError):
     """Another writer appended to the run's event log first (expected sequence mismatch)."""
+
+
+class ContinueAsNewSignal(BaseException):  # noqa: N818 - a signal, not an error
+    """Internal: ends the run as ``continued_as_new`` and starts a fresh one with these
+    arguments (raised by :func:`pyworkflow.continue_as_new`)."""
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__("continue as new")
+        self.args_ = args
+        self.kwargs = kwargs
 
 
 class SuspensionSignal(BaseException):  # noqa: N818 - a signal, not an error

@@ -9,6 +9,7 @@ before the workflow moves past it).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -81,6 +82,7 @@ class RunContext(WorkflowContext):
         self.suspending = False
         self.inflight: set[asyncio.Task[Any]] = set()
         self.fatal: BaseException | None = None
+        self.context_class: type | None = None
 
     # -- bookkeeping ------------------------------------------------------------------
 
@@ -311,6 +313,21 @@ class RunContext(WorkflowContext):
             self.record(EventType.SLEEP_COMPLETED, {"sleep_id": op_id})
             return
         raise self._suspend(fire_at, f"sleep {op_id}")
+
+    async def set_step_context(self, value: Any) -> None:
+        self._guard()
+        expected = self.context_class
+        if expected is not None and not isinstance(value, expected):
+            raise TypeError(
+                f"workflow {self.workflow_name!r} declares context_class "
+                f"{expected.__name__}, got {type(value).__name__}"
+            )
+        op_id = self._next_op("step_context", "set")
+        if op_id in self._history.contexts:
+            return  # recorded: replay restores the same value the code computes again
+        encoded = encode(value, where=f"step context of workflow {self.workflow_name!r}")
+        self.record(EventType.STEP_CONTEXT_SET, {"op_id": op_id, "context": encoded})
+        self.set_changes(context_payload=json.dumps(encoded))
 
     def log(self, level: str, message: str) -> None:
         index = self._log_index

@@ -15,6 +15,8 @@ Data fields (all JSON-native; ``result``/``args`` are encoded by
     step.retrying         step_id, step_name, attempt (the next one), retry_at, delay_seconds
     sleep.started         sleep_id, name, fire_at, duration_seconds
     sleep.completed       sleep_id
+    step_context.set      op_id, context (the encoded StepContext model)
+    workflow.continued_as_new  new_run_id
     log.<level>           message
 
 ``step_id``/``sleep_id`` are operation ids ``kind:name#n`` (``n`` = 1 for the first call
@@ -25,7 +27,9 @@ from pyworkflow.storage.schemas import Event, EventType
 
 # Events that mark the start of a durable operation; their order is the run's
 # "operation order" that replay checks for determinism.
-OPERATION_START_TYPES = frozenset({EventType.STEP_STARTED, EventType.SLEEP_STARTED})
+OPERATION_START_TYPES = frozenset(
+    {EventType.STEP_STARTED, EventType.SLEEP_STARTED, EventType.STEP_CONTEXT_SET}
+)
 
 LOG_EVENT_TYPES = {
     "debug": EventType.LOG_DEBUG,

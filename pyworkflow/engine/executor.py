@@ -9,6 +9,7 @@ the run's new status in one append.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +19,9 @@ from loguru import logger
 
 from pyworkflow.context.base import reset_context, set_context
 from pyworkflow.core.exceptions import (
+    ContinueAsNewSignal,
     NonDeterminismError,
+    RunAlreadyExistsError,
     SerializationError,
     SuspensionSignal,
     WorkflowTimeoutError,
@@ -26,6 +29,7 @@ from pyworkflow.core.exceptions import (
 from pyworkflow.core.workflow import WorkflowDefinition
 from pyworkflow.engine.context import EventLimits, OwnershipLost, RunContext
 from pyworkflow.engine.replay import History
+from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
 from pyworkflow.serialization import encode, encode_error
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import EventType, RunStatus, WorkflowRun, utcnow
@@ -38,6 +42,7 @@ class Outcome:
     status: RunStatus | None  # None: ownership lost, nothing more was written
     wake_at: datetime | None = None
     error: BaseException | None = None
+    next_run_id: str | None = None  # the run a continue_as_new created
 
 
 _RELEASED = {"lease_owner": None, "lease_expires_at": None}
@@ -67,6 +72,7 @@ async def execute_run(
         storage=storage,
         limits=limits,
     )
+    ctx.context_class = definition.context_class
     for type_, data in first_events:
         ctx.record(type_, data, force=True)
     ctx.set_changes(**(first_changes or {}))
@@ -79,6 +85,8 @@ async def execute_run(
         return Outcome(status=None)
     except SuspensionSignal:
         return await _suspend(ctx, run.deadline_at)
+    except ContinueAsNewSignal as signal:
+        return await _continue_as_new(ctx, run, definition, storage, signal)
     except asyncio.CancelledError:
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure ends the run
@@ -189,6 +197,46 @@ async def _complete(ctx: RunContext, result: Any, run: WorkflowRun) -> Outcome:
     except OwnershipLost:
         return Outcome(status=None)
     return Outcome(status=RunStatus.COMPLETED)
+
+
+async def _continue_as_new(
+    ctx: RunContext,
+    run: WorkflowRun,
+    definition: WorkflowDefinition,
+    storage: StorageBackend,
+    signal: ContinueAsNewSignal,
+) -> Outcome:
+    await _settle(ctx)
+    if ctx.fatal is not None:
+        return await fail_run(ctx, ctx.fatal)
+    request = RunRequest(
+        definition=definition,
+        args=signal.args_,
+        kwargs=signal.kwargs,
+        run_id=derived_run_id(run.run_id, "continue_as_new"),
+        tags=list(run.tags),
+        parent_run_id=run.parent_run_id,
+        nesting_depth=run.nesting_depth,
+        continued_from_run_id=run.run_id,
+    )
+    try:
+        new_run, started = build_run(request, owner=None, lease_ttl=0)
+    except SerializationError as exc:
+        return await fail_run(ctx, exc)
+    with contextlib.suppress(RunAlreadyExistsError):  # created before a crash: adopt it
+        await storage.create_run(new_run, [started])
+    ctx.record(EventType.WORKFLOW_CONTINUED_AS_NEW, {"new_run_id": new_run.run_id}, force=True)
+    try:
+        await ctx.flush(
+            status=RunStatus.CONTINUED_AS_NEW,
+            continued_to_run_id=new_run.run_id,
+            completed_at=utcnow(),
+            wake_at=None,
+            **_RELEASED,
+        )
+    except OwnershipLost:
+        return Outcome(status=None)
+    return Outcome(status=RunStatus.CONTINUED_AS_NEW, next_run_id=new_run.run_id)
 
 
 async def fail_run(ctx: RunContext, error: BaseException) -> Outcome:

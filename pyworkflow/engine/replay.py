@@ -40,6 +40,7 @@ class History:
     op_sequences: list[int] = field(default_factory=list)
     steps: dict[str, StepRecord] = field(default_factory=dict)
     sleeps: dict[str, SleepRecord] = field(default_factory=dict)
+    contexts: dict[str, Any] = field(default_factory=dict)
     log_count: int = 0
     last_sequence: int = 0
 
@@ -107,6 +108,12 @@ def _on_sleep_completed(history: History, event: Event) -> None:
         record.completed = True
 
 
+def _on_step_context(history: History, event: Event) -> None:
+    op_id = event.data["op_id"]
+    history.contexts[op_id] = event.data.get("context")
+    history._start_op(op_id, event.sequence)
+
+
 def _on_log(history: History, event: Event) -> None:  # noqa: ARG001 - uniform handler shape
     history.log_count += 1
 
@@ -118,6 +125,7 @@ _HANDLERS = {
     EventType.STEP_RETRYING: _on_step_retrying,
     EventType.SLEEP_STARTED: _on_sleep_started,
     EventType.SLEEP_COMPLETED: _on_sleep_completed,
+    EventType.STEP_CONTEXT_SET: _on_step_context,
     EventType.LOG_DEBUG: _on_log,
     EventType.LOG_INFO: _on_log,
     EventType.LOG_WARNING: _on_log,

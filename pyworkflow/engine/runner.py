@@ -6,11 +6,9 @@ defined here once. Every execution holds the run's lease; every write is fenced.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -19,13 +17,12 @@ from loguru import logger
 from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import WorkflowAlreadyRunningError, WorkflowError
 from pyworkflow.core.registry import require_workflow
-from pyworkflow.core.workflow import WorkflowDefinition
 from pyworkflow.engine.context import EventLimits, RunContext
 from pyworkflow.engine.executor import Outcome, execute_run, fail_run
 from pyworkflow.engine.replay import History
-from pyworkflow.serialization import encode
+from pyworkflow.engine.runs import RunRequest
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun, utcnow
+from pyworkflow.storage.schemas import EventType, RunStatus, WorkflowRun, utcnow
 
 _HOST = socket.gethostname()
 
@@ -61,72 +58,6 @@ def owner_is_dead(owner: str | None, me: str) -> bool:
 def event_limits() -> EventLimits:
     cfg = get_config()
     return EventLimits(cfg.event_soft_limit, cfg.event_hard_limit, cfg.event_warning_interval)
-
-
-@dataclass(slots=True)
-class RunRequest:
-    """Everything ``start()`` was asked for, validated and encoded."""
-
-    definition: WorkflowDefinition
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    run_id: str | None = None
-    idempotency_key: str | None = None
-    tags: list[str] | None = None
-
-
-def build_run(
-    request: RunRequest, *, owner: str | None, lease_ttl: float
-) -> tuple[WorkflowRun, Event]:
-    """The run record and its ``workflow.started`` event (arguments encoded, so a value that
-    cannot be stored fails here, before anything is written)."""
-    definition = request.definition
-    where = f"arguments of workflow {definition.name!r}"
-    args_tree = encode(list(request.args), where=where)
-    kwargs_tree = encode(dict(request.kwargs), where=where)
-    now = utcnow()
-    run_id = request.run_id or f"run_{uuid.uuid4().hex}"
-    tags = list(request.tags if request.tags is not None else definition.tags)
-    cfg = get_config()
-    run = WorkflowRun(
-        run_id=run_id,
-        workflow_name=definition.name,
-        status=RunStatus.RUNNING if owner else RunStatus.PENDING,
-        created_at=now,
-        updated_at=now,
-        started_at=now,
-        input_payload=json.dumps({"args": args_tree, "kwargs": kwargs_tree}),
-        idempotency_key=request.idempotency_key,
-        max_duration=definition.max_duration,
-        deadline_at=(
-            now + timedelta(seconds=definition.max_duration_seconds)
-            if definition.max_duration_seconds
-            else None
-        ),
-        tags=tags,
-        max_recovery_attempts=(
-            definition.max_recovery_attempts
-            if definition.max_recovery_attempts is not None
-            else cfg.default_max_recovery_attempts
-        ),
-        recover_on_worker_loss=definition.recover_on_worker_loss is not False,
-        lease_owner=owner,
-        lease_expires_at=now + timedelta(seconds=lease_ttl) if owner else None,
-        last_sequence=1,
-    )
-    started = Event(
-        run_id=run_id,
-        type=EventType.WORKFLOW_STARTED,
-        data={
-            "workflow_name": definition.name,
-            "args": args_tree,
-            "kwargs": kwargs_tree,
-            "tags": tags,
-        },
-        sequence=1,
-        timestamp=now,
-    )
-    return run, started
 
 
 async def execute_new(storage: StorageBackend, run: WorkflowRun, request: RunRequest) -> Outcome:

@@ -1,5 +1,7 @@
-"""Durable operations workflow code awaits: sleep (hooks, cancellation and children later)."""
+"""Durable operations workflow code awaits: sleep, continue_as_new (hooks, cancellation
+and children later)."""
 
+from pyworkflow.primitives.continue_as_new import continue_as_new
 from pyworkflow.primitives.sleep import sleep
 
-__all__ = ["sleep"]
+__all__ = ["continue_as_new", "sleep"]

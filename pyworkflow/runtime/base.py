@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from pyworkflow.engine.runner import RunRequest
+from pyworkflow.engine.runs import RunRequest
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import WorkflowRun
 

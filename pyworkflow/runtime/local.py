@@ -29,13 +29,12 @@ from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import WorkflowAlreadyRunningError, WorkflowNotFoundError
 from pyworkflow.engine.executor import Outcome
 from pyworkflow.engine.runner import (
-    RunRequest,
-    build_run,
     execute_new,
     new_owner_id,
     owner_is_dead,
     resume_run,
 )
+from pyworkflow.engine.runs import RunRequest, build_run
 from pyworkflow.engine.transient import TransientContext, run_transient
 from pyworkflow.runtime.base import Runtime
 from pyworkflow.serialization import dumps
@@ -76,6 +75,8 @@ class _Service:
             self.active.discard(run_id)
         if outcome is not None and outcome.wake_at is not None:
             self.notify(outcome.wake_at)
+        if outcome is not None and outcome.next_run_id is not None:
+            self.spawn(outcome.next_run_id)  # the continuation runs on in the background
         return outcome
 
     def notify(self, wake_at: datetime) -> None:
@@ -151,7 +152,10 @@ class _Service:
         now = utcnow()
         me = self.runtime.owner
         for run in await self.storage.list_stale_runs(now, limit=100):
-            self.spawn(run.run_id, recovery=True, steal_from=run.lease_owner)
+            # A pending run that never executed (a continuation, a child) simply starts;
+            # anything else was interrupted and counts as a recovery.
+            fresh = run.status == RunStatus.PENDING and run.last_sequence <= 1
+            self.spawn(run.run_id, recovery=not fresh, steal_from=run.lease_owner)
         for status in (RunStatus.RUNNING, RunStatus.PENDING, RunStatus.INTERRUPTED):
             for run in await self.storage.list_runs(status=status, limit=1000):
                 if owner_is_dead(run.lease_owner, me):

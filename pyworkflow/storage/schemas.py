@@ -80,6 +80,7 @@ class EventType(StrEnum):
     HOOK_EXPIRED = "hook.expired"
     HOOK_DISPOSED = "hook.disposed"
     CANCELLATION_REQUESTED = "cancellation.requested"
+    STEP_CONTEXT_SET = "step_context.set"
     CHILD_WORKFLOW_STARTED = "child_workflow.started"
     CHILD_WORKFLOW_COMPLETED = "child_workflow.completed"
     CHILD_WORKFLOW_FAILED = "child_workflow.failed"
