@@ -72,7 +72,12 @@ from pyworkflow.core.registry import get_step, get_workflow, list_steps, list_wo
 from pyworkflow.core.step import Step, step
 from pyworkflow.core.workflow import workflow
 from pyworkflow.observability import configure_logging, get_logger
-from pyworkflow.primitives import continue_as_new, sleep
+from pyworkflow.primitives import (
+    ChildWorkflowHandle,
+    continue_as_new,
+    sleep,
+    start_child_workflow,
+)
 from pyworkflow.runtime import Runtime, get_runtime, register_runtime
 from pyworkflow.runtime.local import LocalRuntime
 from pyworkflow.storage.schemas import Event, EventType, RunStatus, StepStatus, WorkflowRun
@@ -83,6 +88,7 @@ __all__ = [
     "CancellationError",
     "ChildWorkflowError",
     "ChildWorkflowFailedError",
+    "ChildWorkflowHandle",
     "ConfigurationError",
     "Event",
     "EventLimitExceededError",
@@ -143,6 +149,7 @@ __all__ = [
     "set_step_context",
     "sleep",
     "start",
+    "start_child_workflow",
     "step",
     "wait_for_run",
     "workflow",

@@ -33,6 +33,7 @@ class WorkflowContext(ABC):
     run_id: str
     workflow_name: str
     durable: bool
+    storage: Any = None  # the run's StorageBackend (None for transient runs)
 
     @property
     @abstractmethod
@@ -57,6 +58,16 @@ class WorkflowContext(ABC):
 
     async def set_step_context(self, value: Any) -> None:  # noqa: B027 - transient: no record
         """Durably record a new step context (a no-op where nothing is recorded)."""
+
+    async def start_child(
+        self, definition: Any, args: tuple[Any, ...], kwargs: dict[str, Any], policy: str
+    ) -> tuple[str, str]:
+        """Create (or on replay find) a child run; return ``(operation id, child run id)``."""
+        raise NotImplementedError("child workflows need a durable parent run")
+
+    async def wait_child(self, op_id: str) -> Any:
+        """Durably wait for the child started as ``op_id``; its result, or raise."""
+        raise NotImplementedError("child workflows need a durable parent run")
 
 
 _current: ContextVar[WorkflowContext | None] = ContextVar("pyworkflow_context", default=None)

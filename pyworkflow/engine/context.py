@@ -9,6 +9,7 @@ before the workflow moves past it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -18,10 +19,13 @@ from loguru import logger
 
 from pyworkflow.context.base import StepInfo, WorkflowContext, current_step
 from pyworkflow.core.exceptions import (
+    ChildWorkflowFailedError,
     EventLimitExceededError,
     FatalError,
+    MaxNestingDepthError,
     NonDeterminismError,
     RetryableError,
+    RunAlreadyExistsError,
     SequenceConflictError,
     SerializationError,
     StepTimeoutError,
@@ -30,10 +34,22 @@ from pyworkflow.core.exceptions import (
 from pyworkflow.core.retry import retry_after_seconds, retry_delay_seconds
 from pyworkflow.core.step import StepDefinition
 from pyworkflow.engine.events import LOG_EVENT_TYPES
-from pyworkflow.engine.replay import History
+from pyworkflow.engine.replay import ChildRecord, History
+from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
 from pyworkflow.serialization import decode, decode_error, encode, encode_error
 from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.queries import final_run
 from pyworkflow.storage.schemas import Event, EventType, RunUpdate, utcnow
+
+# A parent waiting on a child is woken by the child's end; this poll only bounds the
+# delay if that wake-up is lost (e.g. the child's process died right after finishing).
+CHILD_POLL_SECONDS = 30.0
+
+_CHILD_EVENTS = {
+    "completed": EventType.CHILD_WORKFLOW_COMPLETED,
+    "failed": EventType.CHILD_WORKFLOW_FAILED,
+    "cancelled": EventType.CHILD_WORKFLOW_CANCELLED,
+}
 
 
 class OwnershipLost(BaseException):  # noqa: N818 - control flow, not an error
@@ -67,6 +83,7 @@ class RunContext(WorkflowContext):
         self.workflow_name = workflow_name
         self._history = history
         self._storage = storage
+        self.storage = storage
         self._limits = limits
         self._committed = history.last_sequence
         self._next_seq = history.last_sequence + 1
@@ -83,6 +100,9 @@ class RunContext(WorkflowContext):
         self.inflight: set[asyncio.Task[Any]] = set()
         self.fatal: BaseException | None = None
         self.context_class: type | None = None
+        self.nesting_depth = 0
+        self.max_nesting_depth = 3
+        self.on_child_created: Callable[[str], None] | None = None
 
     # -- bookkeeping ------------------------------------------------------------------
 
@@ -328,6 +348,86 @@ class RunContext(WorkflowContext):
         encoded = encode(value, where=f"step context of workflow {self.workflow_name!r}")
         self.record(EventType.STEP_CONTEXT_SET, {"op_id": op_id, "context": encoded})
         self.set_changes(context_payload=json.dumps(encoded))
+
+    # -- child workflows --------------------------------------------------------------
+
+    async def start_child(
+        self,
+        definition: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        policy: str,
+    ) -> tuple[str, str]:
+        self._guard()
+        op_id = self._next_op("child", definition.name)
+        record = self._history.children.get(op_id)
+        if record is not None:
+            return op_id, record.child_run_id
+        depth = self.nesting_depth + 1
+        if depth > self.max_nesting_depth:
+            raise MaxNestingDepthError(
+                f"starting child {definition.name!r} would nest {depth} levels deep; "
+                f"the limit is max_nesting_depth={self.max_nesting_depth}"
+            )
+        # The child's id derives from this operation, so a crash between creating the child
+        # and recording it here cannot start the child twice.
+        request = RunRequest(
+            definition=definition,
+            args=args,
+            kwargs=kwargs,
+            run_id=derived_run_id(self.run_id, op_id),
+            parent_run_id=self.run_id,
+            nesting_depth=depth,
+        )
+        child, started = build_run(request, owner=None, lease_ttl=0)
+        with contextlib.suppress(RunAlreadyExistsError):
+            await self._storage.create_run(child, [started])
+        self.record(
+            EventType.CHILD_WORKFLOW_STARTED,
+            {
+                "child_id": op_id,
+                "child_run_id": child.run_id,
+                "workflow_name": definition.name,
+                "parent_close_policy": policy,
+            },
+        )
+        self._history.children[op_id] = ChildRecord(child_run_id=child.run_id)
+        await self.flush()
+        if self.on_child_created is not None:
+            self.on_child_created(child.run_id)
+        return op_id, child.run_id
+
+    async def wait_child(self, op_id: str) -> Any:
+        self._guard()
+        record = self._history.children[op_id]
+        if record.outcome is None:
+            child = await final_run(self._storage, record.child_run_id)
+            if child is None or not child.status.is_terminal:
+                # Woken by the child when it ends; the poll is only a safety net.
+                retry = utcnow() + timedelta(seconds=CHILD_POLL_SECONDS)
+                raise self._suspend(retry, f"waiting for child {op_id}")
+            self._record_child_outcome(op_id, record, child)
+        if record.outcome == "completed":
+            return decode(record.result)
+        raise ChildWorkflowFailedError(
+            f"child workflow run {record.child_run_id!r} ended {record.outcome}: {record.error}",
+            child_run_id=record.child_run_id,
+            status=record.outcome,
+            error=record.error,
+        )
+
+    def _record_child_outcome(self, op_id: str, record: ChildRecord, child: Any) -> None:
+        status = child.status.value
+        outcome = status if status in ("completed", "failed", "cancelled") else "failed"
+        record.outcome = outcome
+        data: dict[str, Any] = {"child_id": op_id, "child_run_id": record.child_run_id}
+        if outcome == "completed":
+            record.result = data["result"] = (
+                json.loads(child.result_payload) if child.result_payload else None
+            )
+        else:
+            record.error = data["error"] = child.error or outcome
+        self.record(_CHILD_EVENTS[outcome], data)
 
     def log(self, level: str, message: str) -> None:
         index = self._log_index

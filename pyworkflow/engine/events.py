@@ -17,6 +17,10 @@ Data fields (all JSON-native; ``result``/``args`` are encoded by
     sleep.completed       sleep_id
     step_context.set      op_id, context (the encoded StepContext model)
     workflow.continued_as_new  new_run_id
+    child_workflow.started     child_id, child_run_id, workflow_name, parent_close_policy
+    child_workflow.completed   child_id, child_run_id, result
+    child_workflow.failed      child_id, child_run_id, error
+    child_workflow.cancelled   child_id, child_run_id, error
     log.<level>           message
 
 ``step_id``/``sleep_id`` are operation ids ``kind:name#n`` (``n`` = 1 for the first call
@@ -28,7 +32,12 @@ from pyworkflow.storage.schemas import Event, EventType
 # Events that mark the start of a durable operation; their order is the run's
 # "operation order" that replay checks for determinism.
 OPERATION_START_TYPES = frozenset(
-    {EventType.STEP_STARTED, EventType.SLEEP_STARTED, EventType.STEP_CONTEXT_SET}
+    {
+        EventType.STEP_STARTED,
+        EventType.SLEEP_STARTED,
+        EventType.STEP_CONTEXT_SET,
+        EventType.CHILD_WORKFLOW_STARTED,
+    }
 )
 
 LOG_EVENT_TYPES = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from loguru import logger
 
 from pyworkflow.context.base import reset_context, set_context
+from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import (
     ContinueAsNewSignal,
     NonDeterminismError,
@@ -43,6 +45,7 @@ class Outcome:
     wake_at: datetime | None = None
     error: BaseException | None = None
     next_run_id: str | None = None  # the run a continue_as_new created
+    parent_run_id: str | None = None  # set when a child run ended: wake its parent
 
 
 _RELEASED = {"lease_owner": None, "lease_expires_at": None}
@@ -59,6 +62,7 @@ async def execute_run(
     kwargs: dict[str, Any],
     first_events: list[tuple[EventType, dict[str, Any]]] = (),  # type: ignore[assignment]
     first_changes: dict[str, Any] | None = None,
+    on_child_created: Callable[[str], None] | None = None,
 ) -> Outcome:
     """Execute ``run`` until it completes, fails or suspends; persist the outcome.
 
@@ -73,10 +77,29 @@ async def execute_run(
         limits=limits,
     )
     ctx.context_class = definition.context_class
+    ctx.nesting_depth = run.nesting_depth
+    ctx.max_nesting_depth = get_config().max_nesting_depth
+    ctx.on_child_created = on_child_created
     for type_, data in first_events:
         ctx.record(type_, data, force=True)
     ctx.set_changes(**(first_changes or {}))
+    outcome = await _execute(ctx, run, definition, storage, args, kwargs)
+    if outcome.status in _ENDED and run.parent_run_id:
+        outcome.parent_run_id = run.parent_run_id
+    return outcome
 
+
+_ENDED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+async def _execute(
+    ctx: RunContext,
+    run: WorkflowRun,
+    definition: WorkflowDefinition,
+    storage: StorageBackend,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Outcome:
     if run.deadline_at is not None and utcnow() >= run.deadline_at:
         return await fail_run(ctx, _timeout_error(run))
     try:

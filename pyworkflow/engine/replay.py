@@ -32,6 +32,16 @@ class SleepRecord:
 
 
 @dataclass(slots=True)
+class ChildRecord:
+    """A child run this run started, and its outcome once the parent recorded it."""
+
+    child_run_id: str
+    outcome: str | None = None  # "completed" | "failed" | "cancelled"
+    result: Any = None  # encoded tree
+    error: str | None = None
+
+
+@dataclass(slots=True)
 class History:
     """A run's recorded operations, keyed by operation id."""
 
@@ -41,6 +51,7 @@ class History:
     steps: dict[str, StepRecord] = field(default_factory=dict)
     sleeps: dict[str, SleepRecord] = field(default_factory=dict)
     contexts: dict[str, Any] = field(default_factory=dict)
+    children: dict[str, ChildRecord] = field(default_factory=dict)
     log_count: int = 0
     last_sequence: int = 0
 
@@ -114,6 +125,20 @@ def _on_step_context(history: History, event: Event) -> None:
     history._start_op(op_id, event.sequence)
 
 
+def _on_child_started(history: History, event: Event) -> None:
+    op_id = event.data["child_id"]
+    history.children[op_id] = ChildRecord(child_run_id=event.data["child_run_id"])
+    history._start_op(op_id, event.sequence)
+
+
+def _on_child_outcome(history: History, event: Event) -> None:
+    record = history.children.get(event.data["child_id"])
+    if record is not None:
+        record.outcome = event.type.value.rsplit(".", 1)[1]
+        record.result = event.data.get("result")
+        record.error = event.data.get("error")
+
+
 def _on_log(history: History, event: Event) -> None:  # noqa: ARG001 - uniform handler shape
     history.log_count += 1
 
@@ -126,6 +151,10 @@ _HANDLERS = {
     EventType.SLEEP_STARTED: _on_sleep_started,
     EventType.SLEEP_COMPLETED: _on_sleep_completed,
     EventType.STEP_CONTEXT_SET: _on_step_context,
+    EventType.CHILD_WORKFLOW_STARTED: _on_child_started,
+    EventType.CHILD_WORKFLOW_COMPLETED: _on_child_outcome,
+    EventType.CHILD_WORKFLOW_FAILED: _on_child_outcome,
+    EventType.CHILD_WORKFLOW_CANCELLED: _on_child_outcome,
     EventType.LOG_DEBUG: _on_log,
     EventType.LOG_INFO: _on_log,
     EventType.LOG_WARNING: _on_log,

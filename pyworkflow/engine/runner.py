@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -60,9 +61,15 @@ def event_limits() -> EventLimits:
     return EventLimits(cfg.event_soft_limit, cfg.event_hard_limit, cfg.event_warning_interval)
 
 
-async def execute_new(storage: StorageBackend, run: WorkflowRun, request: RunRequest) -> Outcome:
+async def execute_new(
+    storage: StorageBackend,
+    run: WorkflowRun,
+    request: RunRequest,
+    on_child_created: Callable[[str], None] | None = None,
+) -> Outcome:
     """Execute a run this process just created (it holds the lease; no replay needed)."""
     return await execute_run(
+        on_child_created=on_child_created,
         run=run,
         definition=request.definition,
         history=History(run_id=run.run_id, last_sequence=run.last_sequence),
@@ -82,12 +89,15 @@ async def resume_run(
     recovery: bool = False,
     steal_from: str | None = None,
     raise_if_busy: bool = False,
+    force: bool = False,
+    on_child_created: Callable[[str], None] | None = None,
 ) -> Outcome | None:
     """Take the run's lease, replay its history and continue it.
 
     Returns ``None`` when there is nothing to do here: the run is terminal, unknown, held
     by another live process (unless ``raise_if_busy``), or its code is not registered in
-    this process. A suspended run whose wake-up time has not come stays suspended.
+    this process. A suspended run whose wake-up time has not come stays suspended,
+    unless ``force`` (something it waits for happened, e.g. its child run ended).
     """
     run = await storage.get_run(run_id)
     if run is None or run.status.is_terminal:
@@ -104,7 +114,8 @@ async def resume_run(
     if run is None or run.status.is_terminal:
         await storage.release_lease(run_id, owner)
         return None
-    if run.status == RunStatus.SUSPENDED and not recovery and run.wake_at and run.wake_at > now:
+    early = run.wake_at is not None and run.wake_at > now
+    if run.status == RunStatus.SUSPENDED and early and not (recovery or force):
         # resume() before the due time does not end a sleep early.
         await storage.release_lease(run_id, owner)
         return Outcome(status=RunStatus.SUSPENDED, wake_at=run.wake_at)
@@ -133,6 +144,7 @@ async def resume_run(
         kwargs=run.input_kwargs,
         first_events=first,
         first_changes=changes,
+        on_child_created=on_child_created,
     )
 
 

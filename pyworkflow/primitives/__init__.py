@@ -1,7 +1,8 @@
 """Durable operations workflow code awaits: sleep, continue_as_new (hooks, cancellation
 and children later)."""
 
+from pyworkflow.primitives.child_workflow import ChildWorkflowHandle, start_child_workflow
 from pyworkflow.primitives.continue_as_new import continue_as_new
 from pyworkflow.primitives.sleep import sleep
 
-__all__ = ["continue_as_new", "sleep"]
+__all__ = ["ChildWorkflowHandle", "continue_as_new", "sleep", "start_child_workflow"]

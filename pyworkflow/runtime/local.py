@@ -77,6 +77,8 @@ class _Service:
             self.notify(outcome.wake_at)
         if outcome is not None and outcome.next_run_id is not None:
             self.spawn(outcome.next_run_id)  # the continuation runs on in the background
+        if outcome is not None and outcome.parent_run_id is not None:
+            self.wake(outcome.parent_run_id)  # a child ended: its parent may be waiting
         return outcome
 
     def notify(self, wake_at: datetime) -> None:
@@ -87,9 +89,45 @@ class _Service:
         if run_id in self.active:
             return
         self.active.add(run_id)  # reserve before the task starts: no double spawn
-        task = asyncio.ensure_future(self._resume(run_id, recovery, steal_from))
+        self._track(self._resume(run_id, recovery, steal_from))
+
+    def wake(self, run_id: str) -> None:
+        """Resume ``run_id`` now even if its timer is not due (what it waits for happened)."""
+        self._track(self._wake_up(run_id))
+
+    def _track(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def _wake_up(self, run_id: str, patience: float = 10.0) -> None:
+        # The run may still be finishing the execution that decided to wait (it holds
+        # its lease until it has stored 'suspended'): retry until it is free.
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + patience
+        while loop.time() < give_up:
+            if run_id not in self.active:
+                try:
+                    outcome = await self.run(run_id, lambda: self._resume_now(run_id))
+                except Exception:  # noqa: BLE001 - the poll fallback will still wake it
+                    logger.exception("waking run {} failed", run_id)
+                    return
+                if outcome is not None:
+                    return
+                run = await self.storage.get_run(run_id)
+                if run is None or run.status.is_terminal:
+                    return
+            await asyncio.sleep(0.02)
+
+    def _resume_now(self, run_id: str) -> Awaitable[Outcome | None]:
+        return resume_run(
+            self.storage,
+            run_id,
+            owner=self.runtime.owner,
+            lease_ttl=self.lease_ttl,
+            force=True,
+            on_child_created=self.spawn,
+        )
 
     async def _resume(self, run_id: str, recovery: bool, steal_from: str | None) -> None:
         self.active.discard(run_id)
@@ -103,6 +141,7 @@ class _Service:
                     lease_ttl=self.lease_ttl,
                     recovery=recovery,
                     steal_from=steal_from,
+                    on_child_created=self.spawn,
                 ),
             )
         except WorkflowNotFoundError as exc:
@@ -208,7 +247,9 @@ class LocalRuntime(Runtime):
         stored = await storage.create_run(run, [started])
         if stored.run_id != run.run_id:
             return stored.run_id  # another start with the same idempotency key won
-        await service.run(run.run_id, lambda: execute_new(storage, run, request))
+        await service.run(
+            run.run_id, lambda: execute_new(storage, run, request, on_child_created=service.spawn)
+        )
         return run.run_id
 
     async def start_transient(self, request: RunRequest) -> str:
@@ -246,7 +287,12 @@ class LocalRuntime(Runtime):
         await service.run(
             run_id,
             lambda: resume_run(
-                storage, run_id, owner=self.owner, lease_ttl=service.lease_ttl, raise_if_busy=True
+                storage,
+                run_id,
+                owner=self.owner,
+                lease_ttl=service.lease_ttl,
+                raise_if_busy=True,
+                on_child_created=service.spawn,
             ),
         )
 
