@@ -227,6 +227,15 @@ class LocalRuntime(Runtime):
         self._services: dict[int, _Service] = {}
         self._transient: dict[str, WorkflowRun] = {}
 
+    @staticmethod
+    def default() -> LocalRuntime:
+        """The process-wide local runtime (the one ``start()`` uses)."""
+        from pyworkflow.runtime import get_runtime
+
+        runtime = get_runtime("local")
+        assert isinstance(runtime, LocalRuntime)
+        return runtime
+
     def service(self, storage: StorageBackend) -> _Service:
         """The service for ``storage`` on the running loop (started on first use)."""
         loop = asyncio.get_running_loop()
@@ -295,6 +304,19 @@ class LocalRuntime(Runtime):
                 on_child_created=service.spawn,
             ),
         )
+
+    async def serve(
+        self, storage: StorageBackend | None = None, *, duration: float | None = None
+    ) -> None:
+        """Serve timers, lease heartbeats and crash recovery for ``storage`` (default: the
+        configured one) until cancelled, or for ``duration`` seconds: the loop of a
+        long-lived worker process using the local runtime."""
+        from pyworkflow.core.config import get_storage
+
+        backend = storage if storage is not None else get_storage()
+        await backend.connect()
+        self.service(backend)
+        await asyncio.sleep(float("inf") if duration is None else duration)
 
     async def shutdown(self) -> None:
         """Stop the services running on the current loop (timers, heartbeat, resumes)."""

@@ -43,6 +43,8 @@ _REGISTRY: dict[str, _Entry] = {
     "postgres": _Entry("pyworkflow.storage.postgres:PostgresStorageBackend", "postgres"),
     "mysql": _Entry("pyworkflow.storage.mysql:MySQLStorageBackend", "mysql"),
     "redis": _Entry("pyworkflow.storage.redis:RedisStorageBackend", "redis"),
+    "rediss": _Entry("pyworkflow.storage.redis:RedisStorageBackend", "redis"),
+    "dynamodb": _Entry("pyworkflow.storage.dynamodb:DynamoDBStorageBackend", "dynamodb"),
 }
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -3,6 +3,9 @@
     python crash_app.py start DB LEDGER [--block-step2]   start a run, print its id, then wait
     python crash_app.py wait DB RUN_ID                    recover/resume until the run is terminal
     python crash_app.py resume DB RUN_ID                  resume once, then wait until terminal
+    python crash_app.py parent|chain DB                   start a parent/child or a continue_as_new
+                                                          chain, print its id, then wait
+    python crash_app.py wait-chain DB RUN_ID              wait until the chain has ended
 
 Every step appends a line to LEDGER, so the test can count real executions, while the
 event log tells how many completions were recorded.
@@ -17,11 +20,19 @@ import sys
 from pathlib import Path
 
 from pyworkflow import (
+    LocalRuntime,
+    StepContext,
     WorkflowAlreadyRunningError,
+    WorkflowRun,
     configure,
+    continue_as_new,
+    get_step_context,
+    get_workflow_chain,
     resume,
+    set_step_context,
     sleep,
     start,
+    start_child_workflow,
     step,
     wait_for_run,
     workflow,
@@ -69,6 +80,41 @@ async def crash_order(order: str, nap: float) -> list[str]:
     return [a, b, c]
 
 
+class Tenant(StepContext):
+    tenant: str
+
+
+@step(name="crash_tenant_step")
+async def tenant_step(label: str) -> str:
+    note(f"tenant {label}")
+    return f"{get_step_context().tenant}:{label}"  # type: ignore[attr-defined]
+
+
+@workflow(name="crash_child")
+async def crash_child(n: int) -> int:
+    await step1(f"child-{n}")
+    await sleep(0.5)
+    return n * 10
+
+
+@workflow(name="crash_parent")
+async def crash_parent() -> dict[str, object]:
+    await set_step_context(Tenant(tenant="acme"))
+    before = await tenant_step("before")
+    child = await start_child_workflow(crash_child, 4)
+    after = await tenant_step("after")
+    return {"before": before, "child": child, "after": after}
+
+
+@workflow(name="crash_chain")
+async def crash_chain(n: int, last: int) -> int:
+    await step1(f"link-{n}")
+    await sleep(0.3)
+    if n < last:
+        continue_as_new(n + 1, last)
+    return n
+
+
 async def main(argv: list[str]) -> None:
     command, db = argv[0], argv[1]
     configure(storage=f"sqlite:///{db}", timer_poll_interval=0.1)
@@ -77,6 +123,13 @@ async def main(argv: list[str]) -> None:
         run_id = await start(crash_order, "ORD-1", nap)
         print(f"RUN {run_id}", flush=True)
         await asyncio.sleep(3600)  # stay alive (holding nothing) until killed
+    elif command in ("parent", "chain"):
+        run_id = await (start(crash_parent) if command == "parent" else start(crash_chain, 0, 5))
+        print(f"RUN {run_id}", flush=True)
+        await asyncio.sleep(3600)  # killed by the test while the run is in flight
+    elif command == "wait-chain":
+        chain = await _wait_chain(argv[2], 6)
+        print(f"DONE {chain[-1].status.value} {len(chain)} {chain[-1].result}", flush=True)
     elif command == "wait":
         run = await wait_for_run(argv[2], timeout=60)
         print(f"DONE {run.status.value}", flush=True)
@@ -85,6 +138,17 @@ async def main(argv: list[str]) -> None:
             await resume(argv[2])  # another racer holds the lease: it will finish the run
         run = await wait_for_run(argv[2], timeout=60)
         print(f"DONE {run.status.value}", flush=True)
+
+
+async def _wait_chain(run_id: str, length: int) -> list[WorkflowRun]:
+    serving = asyncio.ensure_future(LocalRuntime.default().serve())  # resume what is due
+    async with asyncio.timeout(60):
+        while True:
+            chain = await get_workflow_chain(run_id)
+            if len(chain) >= length and chain[-1].status.is_terminal:
+                serving.cancel()
+                return chain
+            await asyncio.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -157,3 +157,43 @@ async def test_processes_racing_to_resume_record_each_step_once(
     assert types.count("workflow.completed") == 1
     sequences = [s for s, _, _ in _events(db, run_id)]
     assert sequences == list(range(1, len(sequences) + 1))
+
+
+async def test_sigkill_while_parent_waits_for_child(tmp_path: Path) -> None:
+    """Kill the process while the child sleeps and the parent waits on it: a new process
+    finishes both; the child is not started twice; the step context survives."""
+    db = tmp_path / "wf.db"
+    child = await _spawn(tmp_path, "parent", str(db))
+    run_id = (await _read_line(child, "RUN")).split()[1]
+    await _kill(child)
+
+    proc = await _spawn(tmp_path, "wait", str(db), run_id)
+    assert await _read_line(proc, "DONE", limit=60) == "DONE completed"
+    await proc.wait()
+
+    with sqlite3.connect(db) as conn:
+        (result,) = conn.execute(
+            "SELECT result_payload FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        children = conn.execute(
+            "SELECT status FROM runs WHERE parent_run_id = ?", (run_id,)
+        ).fetchall()
+    import json
+
+    assert json.loads(result) == {"before": "acme:before", "child": 40, "after": "acme:after"}
+    assert children == [("completed",)]
+    ledger = _ledger(tmp_path)
+    assert ledger["step1"] == 1 and ledger["tenant"] == 2
+
+
+async def test_sigkill_in_the_middle_of_a_continue_as_new_chain(tmp_path: Path) -> None:
+    db = tmp_path / "wf.db"
+    child = await _spawn(tmp_path, "chain", str(db))
+    run_id = (await _read_line(child, "RUN")).split()[1]
+    await asyncio.sleep(0.8)  # a few links in
+    await _kill(child)
+
+    proc = await _spawn(tmp_path, "wait-chain", str(db), run_id)
+    assert await _read_line(proc, "DONE", limit=60) == "DONE completed 6 5"
+    await proc.wait()
+    assert _ledger(tmp_path)["step1"] == 6  # one step per link, none repeated

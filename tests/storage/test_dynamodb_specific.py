@@ -1,0 +1,409 @@
+"""DynamoDB backend behaviour beyond the shared contract: table setup, chunked and
+compressed data, transaction limits and error mapping, index re-checks, URL parsing.
+
+These tests run against moto (an emulator started by ``backend_dynamodb``, on
+127.0.0.1), not against AWS: they show the backend's logic, not DynamoDB's own
+consistency or throughput behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from pyworkflow.core.exceptions import (
+    ConfigurationError,
+    RunAlreadyExistsError,
+    SequenceConflictError,
+    StorageError,
+    WorkflowNotFoundError,
+)
+from pyworkflow.storage.schemas import EventType, RunStatus, RunUpdate
+from pyworkflow.testing.conformance import at, make_events, make_run
+from tests.storage import backend_dynamodb as moto
+
+pytest.importorskip("aioboto3")
+
+from pyworkflow.storage.dynamodb import (  # noqa: E402 - after the importorskip
+    CHUNK_BYTES,
+    DynamoDBStorageBackend,
+    table_definition,
+)
+
+
+@pytest.fixture(autouse=True)
+def _only_when_dynamodb_selected(request: pytest.FixtureRequest) -> None:
+    if request.config.getoption("--backend", default=None) not in (None, "dynamodb"):
+        pytest.skip("--backend selects another storage backend")
+
+
+@pytest.fixture
+def endpoint() -> str:
+    return moto.moto_endpoint()
+
+
+@pytest.fixture
+async def table(endpoint: str) -> AsyncIterator[str]:
+    name = moto.new_table_name()
+    yield name
+    await moto.delete_table(name, endpoint)
+
+
+@pytest.fixture
+async def backend(table: str, endpoint: str) -> AsyncIterator[DynamoDBStorageBackend]:
+    storage = DynamoDBStorageBackend(table, moto.REGION, endpoint, session=moto.emulator_session())
+    yield storage
+    await storage.close()
+
+
+@pytest.fixture
+async def raw(endpoint: str) -> AsyncIterator[Any]:
+    """A plain DynamoDB client on the emulator, to look at the stored items."""
+    async with moto.emulator_session().client(
+        "dynamodb", region_name=moto.REGION, endpoint_url=endpoint
+    ) as client:
+        yield client
+
+
+async def items_of(raw: Any, table: str, run_id: str) -> list[dict[str, Any]]:
+    response = await raw.query(
+        TableName=table,
+        KeyConditionExpression="PK = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"RUN#{run_id}"}},
+        ConsistentRead=True,
+    )
+    return list(response["Items"])
+
+
+# -- table setup -------------------------------------------------------------------------
+
+
+async def test_table_creation_is_idempotent(table: str, endpoint: str, raw: Any) -> None:
+    def new() -> DynamoDBStorageBackend:
+        return DynamoDBStorageBackend(table, moto.REGION, endpoint, session=moto.emulator_session())
+
+    first, second, third = new(), new(), new()
+    try:
+        await asyncio.gather(first.connect(), second.connect())  # racing creators
+        await first.connect()
+        await third.connect()  # the table exists already
+        await first.create_run(make_run("r1"))
+        assert (await third.get_run("r1")) == make_run("r1")
+    finally:
+        for storage in (first, second, third):
+            await storage.close()
+    description = (await raw.describe_table(TableName=table))["Table"]
+    indexes = {i["IndexName"] for i in description["GlobalSecondaryIndexes"]}
+    expected = {i["IndexName"] for i in table_definition(table)["GlobalSecondaryIndexes"]}
+    assert indexes == expected
+    assert description["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+async def test_missing_table_without_create_table_is_a_clear_error(
+    table: str, endpoint: str
+) -> None:
+    storage = DynamoDBStorageBackend(
+        table, moto.REGION, endpoint, create_table=False, session=moto.emulator_session()
+    )
+    with pytest.raises(StorageError, match="does not exist"):
+        await storage.get_run("r1")
+    await storage.close()
+
+
+async def test_table_without_the_indexes_is_rejected(table: str, endpoint: str, raw: Any) -> None:
+    await raw.create_table(
+        TableName=table,
+        AttributeDefinitions=[
+            {"AttributeName": "PK", "AttributeType": "S"},
+            {"AttributeName": "SK", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "PK", "KeyType": "HASH"},
+            {"AttributeName": "SK", "KeyType": "RANGE"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    storage = DynamoDBStorageBackend(table, moto.REGION, endpoint, session=moto.emulator_session())
+    with pytest.raises(StorageError, match="runs_by_created.*runs_due"):
+        await storage.connect()
+    await storage.close()
+
+
+# -- large data ----------------------------------------------------------------------------
+
+
+async def test_one_megabyte_event_round_trips_through_chunks(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    # Random bytes in base64 barely compress: the data must be split across items.
+    blob = base64.b64encode(os.urandom(750_000)).decode()
+    assert len(blob) == 1_000_000
+    await backend.create_run(make_run("r1", last_sequence=1), make_events("r1", 1, 1))
+    (event,) = make_events("r1", 2, 1)
+    event.data = {"blob": blob, "tail": "ü✓"}
+    await backend.append_events("r1", [event], expected_last_sequence=1)
+    await backend.append_events("r1", make_events("r1", 3, 1), expected_last_sequence=2)
+
+    events = await backend.get_events("r1")
+    assert [e.sequence for e in events] == [1, 2, 3]
+    assert events[1] == event
+    assert await backend.get_events("r1", after_sequence=1) == events[1:]
+    assert await backend.get_events("r1", after_sequence=2) == events[2:]
+
+    sort_keys = [i["SK"]["S"] for i in await items_of(raw, table, "r1")]
+    head = f"EVT#{2:020d}"
+    chunks = [sk for sk in sort_keys if sk.startswith(f"{head}#")]
+    assert len(chunks) >= 3  # about 760 KB compressed, 350 KB per chunk
+    assert sort_keys.index(head) + 1 == sort_keys.index(chunks[0])  # chunks follow the head
+    for item in await items_of(raw, table, "r1"):
+        if "part" in item:
+            assert len(item["part"]["B"]) <= CHUNK_BYTES
+
+
+async def test_compressible_event_is_one_compressed_item(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    await backend.create_run(make_run("r1", last_sequence=1), make_events("r1", 1, 1))
+    (event,) = make_events("r1", 2, 1)
+    event.data = {"big": "x" * 1_000_000}
+    await backend.append_events("r1", [event], expected_last_sequence=1)
+    assert (await backend.get_events("r1", after_sequence=1)) == [event]
+    (stored,) = [i for i in await items_of(raw, table, "r1") if i["SK"]["S"] == f"EVT#{2:020d}"]
+    assert "data_z" in stored and "data" not in stored
+    assert len(stored["data_z"]["B"]) < 10_000
+
+
+async def test_run_payloads_are_compressed_and_oversized_ones_rejected(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    big_input = '{"args":["' + "a" * 500_000 + '"],"kwargs":{}}'
+    run = make_run("r1", input_payload=big_input, last_sequence=1)
+    await backend.create_run(run, make_events("r1", 1, 1))
+    assert await backend.get_run("r1") == run
+    (meta,) = [i for i in await items_of(raw, table, "r1") if i["SK"]["S"] == "META"]
+    assert "input_payload_z" in meta and "input_payload" not in meta
+
+    # A large result is compressed; a small one replaces it as plain text.
+    big_result = '"' + "r" * 100_000 + '"'
+    for result, attr, gone in [
+        (big_result, "result_payload_z", "result_payload"),
+        ('"ok"', "result_payload", "result_payload_z"),
+    ]:
+        update = RunUpdate({"result_payload": result})
+        await backend.append_events("r1", [], expected_last_sequence=1, update=update)
+        stored = await backend.get_run("r1")
+        assert stored is not None and stored.result_payload == result
+        (meta,) = [i for i in await items_of(raw, table, "r1") if i["SK"]["S"] == "META"]
+        assert attr in meta and gone not in meta
+
+    noise = base64.b64encode(os.urandom(600_000)).decode()
+    with pytest.raises(StorageError, match="400 KB"):
+        await backend.append_events(
+            "r1",
+            make_events("r1", 2, 1),
+            expected_last_sequence=1,
+            update=RunUpdate({"result_payload": f'"{noise}"'}),
+        )
+    stored = await backend.get_run("r1")
+    assert stored is not None and stored.last_sequence == 1 and stored.result_payload == '"ok"'
+    assert [e.sequence for e in await backend.get_events("r1")] == [1]
+
+
+# -- transactions ------------------------------------------------------------------------
+
+
+async def test_append_over_the_transaction_item_limit_writes_nothing(
+    backend: DynamoDBStorageBackend,
+) -> None:
+    await backend.create_run(make_run("r1", last_sequence=1), make_events("r1", 1, 1))
+    with pytest.raises(StorageError, match="100"):
+        await backend.append_events("r1", make_events("r1", 2, 100), expected_last_sequence=1)
+    assert [e.sequence for e in await backend.get_events("r1")] == [1]
+    # 99 events + the run update is exactly the limit.
+    await backend.append_events("r1", make_events("r1", 2, 99), expected_last_sequence=1)
+    assert len(await backend.get_events("r1")) == 100
+
+
+async def test_conditional_failures_map_to_contract_errors(
+    backend: DynamoDBStorageBackend,
+) -> None:
+    # Transactional creates (events, tags, a key) map a taken id as the plain put does.
+    first = make_run("r1", idempotency_key="k1", tags=["t"], last_sequence=1)
+    await backend.create_run(first, make_events("r1", 1, 1))
+    with pytest.raises(RunAlreadyExistsError):
+        await backend.create_run(make_run("r1", tags=["t"]), make_events("r1", 1, 1))
+    with pytest.raises(RunAlreadyExistsError):
+        await backend.create_run(make_run("r1"))
+    # A taken key wins over a taken id: the existing run is returned, nothing written.
+    again = await backend.create_run(make_run("r1", idempotency_key="k1", workflow_name="x"))
+    assert again == first
+    other = await backend.create_run(make_run("r2", idempotency_key="k1"))
+    assert other.run_id == "r1" and await backend.get_run("r2") is None
+
+    with pytest.raises(SequenceConflictError, match="expected last sequence 0, found 1"):
+        await backend.append_events("r1", make_events("r1", 1, 1), expected_last_sequence=0)
+    with pytest.raises(SequenceConflictError):
+        await backend.append_events(
+            "r1", [], expected_last_sequence=3, update=RunUpdate({"status": "suspended"})
+        )
+    with pytest.raises(WorkflowNotFoundError):
+        await backend.append_events("ghost", make_events("ghost", 1, 2), expected_last_sequence=0)
+    with pytest.raises(WorkflowNotFoundError):
+        await backend.append_events(
+            "ghost", [], expected_last_sequence=0, update=RunUpdate({"wake_at": at(5)})
+        )
+    assert await backend.get_events("ghost") == []
+    assert await backend.get_run("ghost") is None
+
+
+async def test_transaction_conflicts_are_retried(backend: DynamoDBStorageBackend) -> None:
+    from botocore.exceptions import ClientError
+
+    await backend.create_run(make_run("r1", last_sequence=1), make_events("r1", 1, 1))
+    client = await backend._get_client()
+    real = client.transact_write_items
+    calls: list[int] = []
+
+    async def flaky(**kwargs: Any) -> Any:
+        calls.append(len(kwargs["TransactItems"]))
+        if len(calls) == 1:  # another transaction held the run item
+            raise ClientError(
+                {
+                    "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                    "CancellationReasons": [{"Code": "TransactionConflict"}, {"Code": "None"}],
+                },
+                "TransactWriteItems",
+            )
+        return await real(**kwargs)
+
+    client.transact_write_items = flaky
+    try:
+        await backend.append_events("r1", make_events("r1", 2, 1), expected_last_sequence=1)
+    finally:
+        client.transact_write_items = real
+    assert calls == [2, 2]
+    assert [e.sequence for e in await backend.get_events("r1")] == [1, 2]
+
+
+# -- the due index -------------------------------------------------------------------------
+
+
+async def test_partial_updates_keep_the_due_index_right(backend: DynamoDBStorageBackend) -> None:
+    await backend.create_run(make_run("r1", last_sequence=1), make_events("r1", 1, 1))
+    await backend.append_events(
+        "r1", [], expected_last_sequence=1, update=RunUpdate({"wake_at": at(50)})
+    )
+    assert await backend.list_due_runs(at(100)) == []  # running: a wake time is not a timer
+    await backend.append_events(
+        "r1", [], expected_last_sequence=1, update=RunUpdate({"status": RunStatus.SUSPENDED})
+    )
+    assert await backend.list_due_runs(at(100)) == ["r1"]  # status alone, stored wake_at
+    await backend.append_events(
+        "r1", [], expected_last_sequence=1, update=RunUpdate({"wake_at": at(200)})
+    )
+    assert await backend.list_due_runs(at(100)) == []  # the timer moved
+    assert await backend.next_wake_time() == at(200)
+    await backend.append_events(
+        "r1", [], expected_last_sequence=1, update=RunUpdate({"status": RunStatus.RUNNING})
+    )
+    assert await backend.next_wake_time() is None
+    assert await backend.list_due_runs(at(300)) == []
+
+
+async def test_stale_due_index_entries_are_never_returned_or_claimed(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    # Simulate an index entry lagging behind its run (AWS indexes are eventually
+    # consistent; moto's are not): a running run that still carries due keys.
+    await backend.create_run(make_run("r1", wake_at=at(1)))
+    await backend.create_run(make_run("ok", status=RunStatus.SUSPENDED, wake_at=at(2)))
+    await raw.update_item(
+        TableName=table,
+        Key={"PK": {"S": "RUN#r1"}, "SK": {"S": "META"}},
+        UpdateExpression="SET gsi_due = :d, due_sk = :s",
+        ExpressionAttributeValues={":d": {"S": "DUE"}, ":s": {"S": "0" * 18 + "#r1"}},
+    )
+    assert await backend.list_due_runs(at(10)) == ["ok"]
+    assert await backend.next_wake_time() == at(2)
+    assert await backend.claim_due_runs(at(10), "w1", at(60)) == ["ok"]
+    run = await backend.get_run("r1")
+    assert run is not None and run.lease_owner is None
+
+
+async def test_list_runs_rechecks_index_entries(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    await backend.create_run(make_run("a", status=RunStatus.COMPLETED, created_at=at(1)))
+    await backend.create_run(make_run("b", status=RunStatus.COMPLETED, created_at=at(2)))
+    # A lagging status index: "b" is indexed as completed but the run says failed.
+    await raw.update_item(
+        TableName=table,
+        Key={"PK": {"S": "RUN#b"}, "SK": {"S": "META"}},
+        UpdateExpression="SET #s = :f",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":f": {"S": "failed"}},
+    )
+    listed = await backend.list_runs(status=RunStatus.COMPLETED, workflow_name="order")
+    assert [r.run_id for r in listed] == ["a"]
+
+
+# -- URLs ----------------------------------------------------------------------------------
+
+
+async def test_from_url_parses_every_option() -> None:
+    backend = DynamoDBStorageBackend.from_url(
+        "dynamodb://AKID:s%2Fecret@My_Table.v2?region=eu-west-1"
+        "&endpoint_url=http%3A%2F%2F127.0.0.1%3A8000&create_table=false"
+    )
+    assert backend.table_name == "My_Table.v2"  # case kept
+    assert backend.region == "eu-west-1"
+    assert backend.endpoint_url == "http://127.0.0.1:8000"
+    assert backend.create_table is False
+    credentials = await (await backend._session.get_credentials()).get_frozen_credentials()
+    assert (credentials.access_key, credentials.secret_key) == ("AKID", "s/ecret")
+    assert "s/ecret" not in repr(backend)
+
+
+def test_from_url_defaults() -> None:
+    backend = DynamoDBStorageBackend.from_url("dynamodb://")
+    assert (backend.table_name, backend.region, backend.endpoint_url) == (
+        "pyworkflow",
+        "us-east-1",
+        None,
+    )
+    assert backend.create_table is True
+    raw_endpoint = DynamoDBStorageBackend.from_url("dynamodb://flows?endpoint_url=http://h:1")
+    assert raw_endpoint.endpoint_url == "http://h:1"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("dynamodb://flows?regoin=us-east-1", "unsupported option"),
+        ("dynamodb:///flows", "not a path"),
+        ("dynamodb://ab", "invalid DynamoDB table name"),
+        ("dynamodb://bad%20name", "invalid DynamoDB table name"),
+        ("dynamodb://flows?create_table=maybe", "true or false"),
+        ("dynamodb://AKID@flows", "KEY:SECRET"),
+        ("redis://flows", "not a DynamoDB URL"),
+    ],
+)
+def test_from_url_rejects_bad_urls(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        DynamoDBStorageBackend.from_url(url)
+
+
+async def test_url_reopens_the_same_data(backend: DynamoDBStorageBackend, endpoint: str) -> None:
+    await backend.create_run(make_run("r1", last_sequence=1), make_events("r1", 1, 1))
+    reopened = DynamoDBStorageBackend.from_url(moto.table_url(backend.table_name, endpoint))
+    try:
+        assert await reopened.get_run("r1") == await backend.get_run("r1")
+        (event,) = await reopened.get_events("r1")
+        assert event.type == EventType.STEP_COMPLETED
+    finally:
+        await reopened.close()
