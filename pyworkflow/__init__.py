@@ -18,11 +18,15 @@ Quick start::
 """
 
 from pyworkflow.api import (
+    ResumeResult,
+    cancel_workflow,
     get_workflow_chain,
     get_workflow_events,
     get_workflow_run,
     get_workflow_run_by_idempotency_key,
+    list_hooks,
     resume,
+    resume_hook,
     start,
     wait_for_run,
 )
@@ -74,13 +78,25 @@ from pyworkflow.core.workflow import workflow
 from pyworkflow.observability import configure_logging, get_logger
 from pyworkflow.primitives import (
     ChildWorkflowHandle,
+    TypedHook,
     continue_as_new,
+    define_hook,
+    hook,
+    shield,
     sleep,
     start_child_workflow,
 )
 from pyworkflow.runtime import Runtime, get_runtime, register_runtime
 from pyworkflow.runtime.local import LocalRuntime
-from pyworkflow.storage.schemas import Event, EventType, RunStatus, StepStatus, WorkflowRun
+from pyworkflow.storage.schemas import (
+    Event,
+    EventType,
+    HookRecord,
+    HookStatus,
+    RunStatus,
+    StepStatus,
+    WorkflowRun,
+)
 
 __version__ = "0.1.0"
 
@@ -97,12 +113,15 @@ __all__ = [
     "HookAlreadyReceivedError",
     "HookExpiredError",
     "HookNotFoundError",
+    "HookRecord",
+    "HookStatus",
     "InvalidTokenError",
     "LocalRuntime",
     "MaxNestingDepthError",
     "NonDeterminismError",
     "PyWorkflowConfig",
     "PyWorkflowError",
+    "ResumeResult",
     "RetryableError",
     "RunAlreadyExistsError",
     "RunStatus",
@@ -116,16 +135,19 @@ __all__ = [
     "StepStatus",
     "StepTimeoutError",
     "StorageError",
+    "TypedHook",
     "WorkflowAlreadyRunningError",
     "WorkflowContext",
     "WorkflowError",
     "WorkflowNotFoundError",
     "WorkflowRun",
     "WorkflowTimeoutError",
+    "cancel_workflow",
     "configure",
     "configure_from_yaml",
     "configure_logging",
     "continue_as_new",
+    "define_hook",
     "discover_workflows",
     "get_config",
     "get_context",
@@ -141,12 +163,16 @@ __all__ = [
     "get_workflow_run_by_idempotency_key",
     "has_context",
     "has_step_context",
+    "hook",
+    "list_hooks",
     "list_steps",
     "list_workflows",
     "register_runtime",
     "reset_config",
     "resume",
+    "resume_hook",
     "set_step_context",
+    "shield",
     "sleep",
     "start",
     "start_child_workflow",

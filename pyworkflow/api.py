@@ -8,17 +8,31 @@ runtime, returns once the run has completed or suspended.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import threading
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pyworkflow.core.config import get_config, get_storage, resolve_storage
-from pyworkflow.core.exceptions import WorkflowNotFoundError
+from pydantic import BaseModel
+
+from pyworkflow.core.config import discover_workflows, get_config, get_storage, resolve_storage
+from pyworkflow.core.exceptions import (
+    HookAlreadyReceivedError,
+    HookExpiredError,
+    HookNotFoundError,
+    InvalidTokenError,
+    SerializationError,
+    WorkflowNotFoundError,
+)
 from pyworkflow.core.workflow import definition_of
+from pyworkflow.engine.context import deliver_cancel, hash_token
 from pyworkflow.engine.runs import RunRequest
+from pyworkflow.primitives.hooks import hook_model
 from pyworkflow.runtime import get_runtime
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import Event, WorkflowRun
+from pyworkflow.storage.schemas import Event, HookRecord, HookStatus, WorkflowRun, utcnow
 
 T = TypeVar("T")
 
@@ -170,6 +184,138 @@ async def get_workflow_events(
     backend = _storage(storage)
     await backend.connect()
     return await backend.get_events(run_id)
+
+
+async def cancel_workflow(
+    run_id: str,
+    reason: str | None = None,
+    *,
+    wait: bool = False,
+    timeout: float | None = None,  # noqa: ASYNC109 - part of the public API
+    storage: StorageBackend | str | None = None,
+) -> bool:
+    """Ask a run to cancel. The workflow sees ``CancellationError`` at its next durable
+    operation, or at once if it is waiting (it is resumed to run its cleanup); the run
+    ends ``cancelled`` if the error leaves the workflow.
+
+    Returns ``False`` (and changes nothing) for a run that already ended. With ``wait``,
+    returns once the run has ended (``TimeoutError`` after ``timeout`` seconds).
+
+    Raises:
+        WorkflowNotFoundError: no such run.
+    """
+    backend = _storage(storage)
+    await backend.connect()
+    run = await backend.get_run(run_id)
+    if run is None:
+        raise WorkflowNotFoundError(f"no run with id {run_id!r}")
+    if not await backend.request_cancellation(run_id, reason, utcnow()):
+        return False
+    if not deliver_cancel(run_id, reason):
+        await get_runtime(get_config().default_runtime).wake(run_id, backend)
+    if wait:
+        await wait_for_run(run_id, timeout=timeout, storage=backend)
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeResult:
+    """What :func:`resume_hook` delivered to."""
+
+    run_id: str
+    hook_id: str
+    status: HookStatus
+
+
+async def resume_hook(
+    token: str, payload: Any, *, storage: StorageBackend | str | None = None
+) -> ResumeResult:
+    """Deliver ``payload`` to the hook with ``token`` and wake its run.
+
+    Typed hooks (``define_hook``) validate the payload first; a refused payload leaves
+    the hook open. Payloads must be JSON values (or a model of the hook's type).
+
+    Raises:
+        InvalidTokenError: the token is malformed.
+        HookNotFoundError: no hook has this token.
+        HookAlreadyReceivedError: the hook already received its payload (single use).
+        HookExpiredError: the hook's timeout passed or its run ended.
+        pydantic.ValidationError: the payload does not match the hook's model.
+        SerializationError: the payload is not JSON-serializable.
+    """
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise InvalidTokenError("malformed hook token")
+    backend = _storage(storage)
+    await backend.connect()
+    record = await backend.get_hook(hash_token(token))
+    hint = token[:8] + "..."
+    if record is None:
+        raise HookNotFoundError(f"no hook with token {hint}")
+    _check_open(record, hint)
+    run = await backend.get_run(record.run_id)
+    if run is None or run.status.is_terminal:
+        raise HookExpiredError(f"hook {record.name!r} ({hint}): its run has ended")
+    text = _encode_payload(record.name, payload)
+    if not await backend.update_hook(
+        record.token_hash,
+        expected=HookStatus.PENDING,
+        status=HookStatus.RECEIVED,
+        payload=text,
+        received_at=utcnow(),
+    ):
+        latest = await backend.get_hook(record.token_hash)
+        _check_open(latest or record, hint)
+        raise HookAlreadyReceivedError(f"hook {record.name!r} ({hint}) already received a payload")
+    await get_runtime(get_config().default_runtime).wake(record.run_id, backend)
+    return ResumeResult(run_id=record.run_id, hook_id=record.hook_id, status=HookStatus.RECEIVED)
+
+
+_TOKEN = re.compile(r"whk_[A-Za-z0-9_-]{32}")
+
+
+def _check_open(record: HookRecord, hint: str) -> None:
+    if record.status == HookStatus.RECEIVED:
+        raise HookAlreadyReceivedError(f"hook {record.name!r} ({hint}) already received a payload")
+    expired = record.expires_at is not None and record.expires_at <= utcnow()
+    if record.status != HookStatus.PENDING or expired:
+        raise HookExpiredError(f"hook {record.name!r} ({hint}) is {record.status.value}")
+
+
+def _encode_payload(name: str, payload: Any) -> str:
+    model = hook_model(name)
+    if model is None:
+        discover_workflows()  # the hook's model may live in a configured workflow module
+        model = hook_model(name)
+    if model is not None:
+        payload = model.model_validate(payload).model_dump(mode="json")
+    elif isinstance(payload, BaseModel):
+        payload = payload.model_dump(mode="json")
+    try:
+        return json.dumps(payload)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"payload for hook {name!r} must be a JSON value: {exc}") from None
+
+
+async def list_hooks(
+    *,
+    run_id: str | None = None,
+    status: HookStatus | str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    storage: StorageBackend | str | None = None,
+) -> list[HookRecord]:
+    """Hooks of one run or of all runs, newest first (tokens are not part of the result)."""
+    backend = _storage(storage)
+    await backend.connect()
+    hooks = await backend.list_hooks(
+        run_id=run_id,
+        status=None if status is None else HookStatus(status),
+        limit=limit,
+        offset=offset,
+    )
+    for record in hooks:
+        record.token = ""  # listing is for inspection; a token is a capability
+    return hooks
 
 
 async def get_workflow_chain(

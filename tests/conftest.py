@@ -9,5 +9,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store",
         default=None,
         metavar="NAME",
-        help="run the storage tests against only this backend (memory, file, sqlite)",
+        help=(
+            "run the storage tests against only this backend "
+            "(memory, file, sqlite, postgres, mysql, redis, dynamodb)"
+        ),
     )

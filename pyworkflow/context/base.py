@@ -34,6 +34,7 @@ class WorkflowContext(ABC):
     workflow_name: str
     durable: bool
     storage: Any = None  # the run's StorageBackend (None for transient runs)
+    shield_depth: int = 0  # > 0 inside ``async with shield():``
 
     @property
     @abstractmethod
@@ -58,6 +59,16 @@ class WorkflowContext(ABC):
 
     async def set_step_context(self, value: Any) -> None:  # noqa: B027 - transient: no record
         """Durably record a new step context (a no-op where nothing is recorded)."""
+
+    async def wait_hook(
+        self,
+        name: str,
+        expires_in: float | None,
+        on_created: Callable[[str], Awaitable[Any]] | None,
+        schema: str | None,
+    ) -> Any:
+        """Durably wait for a hook payload (JSON value); raise HookExpiredError on expiry."""
+        raise NotImplementedError("hooks need a durable run")
 
     async def start_child(
         self, definition: Any, args: tuple[Any, ...], kwargs: dict[str, Any], policy: str

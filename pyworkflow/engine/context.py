@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,9 +21,11 @@ from loguru import logger
 
 from pyworkflow.context.base import StepInfo, WorkflowContext, current_step
 from pyworkflow.core.exceptions import (
+    CancellationError,
     ChildWorkflowFailedError,
     EventLimitExceededError,
     FatalError,
+    HookExpiredError,
     MaxNestingDepthError,
     NonDeterminismError,
     RetryableError,
@@ -34,22 +38,55 @@ from pyworkflow.core.exceptions import (
 from pyworkflow.core.retry import retry_after_seconds, retry_delay_seconds
 from pyworkflow.core.step import StepDefinition
 from pyworkflow.engine.events import LOG_EVENT_TYPES
-from pyworkflow.engine.replay import ChildRecord, History
+from pyworkflow.engine.replay import ChildRecord, History, HookHistory
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
 from pyworkflow.serialization import decode, decode_error, encode, encode_error
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.queries import final_run
-from pyworkflow.storage.schemas import Event, EventType, RunUpdate, utcnow
+from pyworkflow.storage.schemas import (
+    Event,
+    EventType,
+    HookRecord,
+    HookStatus,
+    RunUpdate,
+    utcnow,
+)
 
 # A parent waiting on a child is woken by the child's end; this poll only bounds the
 # delay if that wake-up is lost (e.g. the child's process died right after finishing).
 CHILD_POLL_SECONDS = 30.0
+
+# The operation id under which a delivered cancellation sits in the operation order, so a
+# replay raises CancellationError at exactly the point the original execution did.
+CANCEL_OP_PREFIX = "cancel:delivered"
 
 _CHILD_EVENTS = {
     "completed": EventType.CHILD_WORKFLOW_COMPLETED,
     "failed": EventType.CHILD_WORKFLOW_FAILED,
     "cancelled": EventType.CHILD_WORKFLOW_CANCELLED,
 }
+
+
+# A cancellation reason starting with this ends the run without running any more of its
+# code (parent_close_policy="terminate").
+TERMINATE_PREFIX = "terminated: "
+
+# Executions in flight in this process, so a cancellation request reaches them at once.
+LIVE: dict[str, RunContext] = {}
+
+
+def hash_token(token: str) -> str:
+    """The lookup key of a hook token (tokens themselves are never indexed or logged)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def deliver_cancel(run_id: str, reason: str | None) -> bool:
+    """Hand a cancellation to the run's execution if it is in flight in this process."""
+    ctx = LIVE.get(run_id)
+    if ctx is None or ctx.suspending or ctx.finished:
+        return False  # too late for this execution to see it: the caller wakes the run
+    ctx.request_cancel(reason)
+    return True
 
 
 class OwnershipLost(BaseException):  # noqa: N818 - control flow, not an error
@@ -103,6 +140,11 @@ class RunContext(WorkflowContext):
         self.nesting_depth = 0
         self.max_nesting_depth = 3
         self.on_child_created: Callable[[str], None] | None = None
+        self.cancel_requested = False
+        self.cancel_reason: str | None = None
+        self.cancel_delivered = False
+        self.finished = False  # the workflow function has returned or raised
+        self.shield_depth = 0
 
     # -- bookkeeping ------------------------------------------------------------------
 
@@ -195,7 +237,41 @@ class RunContext(WorkflowContext):
             self.fatal = OwnershipLost(f"run {self.run_id!r} was written by another process")
             raise self.fatal
 
+    def _cancel_point(self) -> None:
+        """Deliver a cancellation here if the history says it was delivered at this point,
+        or (past the recorded history) if one was requested and no shield() is active."""
+        order = self._history.op_order
+        position = self._position
+        if position < len(order):
+            if not order[position].startswith(CANCEL_OP_PREFIX):
+                return  # the recorded operation here happened before any cancellation
+            self._position = position + 1
+            self.cancel_delivered = True
+            raise CancellationError(reason=self._history.cancel_reason)
+        if not self.cancel_requested or self.cancel_delivered or self.shield_depth:
+            return
+        self.cancel_delivered = True
+        self._position = position + 1
+        self.record(
+            EventType.CANCELLATION_REQUESTED,
+            {"op_id": f"{CANCEL_OP_PREFIX}#1", "reason": self.cancel_reason},
+        )
+        raise CancellationError(reason=self.cancel_reason)
+
+    def open_hooks(self) -> list[HookHistory]:
+        """Hooks this run created and neither received nor saw expire."""
+        return [h for h in self._history.hooks.values() if not (h.received or h.expired)]
+
+    def open_children(self) -> list[ChildRecord]:
+        """Children started by this run whose outcome the run never recorded."""
+        return [c for c in self._history.children.values() if c.outcome is None]
+
+    def request_cancel(self, reason: str | None) -> None:
+        """A cancellation request reached this live execution (same process or heartbeat)."""
+        self.cancel_requested, self.cancel_reason = True, reason
+
     def _next_op(self, kind: str, name: str) -> str:
+        self._cancel_point()
         key = f"{kind}:{name}"
         count = self._counters.get(key, 0) + 1
         self._counters[key] = count
@@ -212,6 +288,7 @@ class RunContext(WorkflowContext):
         return op_id
 
     def _suspend(self, wake_at: datetime | None, reason: str) -> SuspensionSignal:
+        self._cancel_point()  # a run about to wait is cancelled instead, unless shielded
         if wake_at is not None:
             self.wake_times.append(wake_at)
         self.suspend_reasons.append(reason)
@@ -349,6 +426,84 @@ class RunContext(WorkflowContext):
         self.record(EventType.STEP_CONTEXT_SET, {"op_id": op_id, "context": encoded})
         self.set_changes(context_payload=json.dumps(encoded))
 
+    # -- hooks -------------------------------------------------------------------------
+
+    async def wait_hook(
+        self,
+        name: str,
+        expires_in: float | None,
+        on_created: Callable[[str], Awaitable[Any]] | None,
+        schema: str | None,
+    ) -> Any:
+        self._guard()
+        op_id = self._next_op("hook", name)
+        record = self._history.hooks.get(op_id)
+        if record is None:
+            record = await self._create_hook(op_id, name, expires_in, on_created, schema)
+        if record.received:
+            return record.payload
+        if record.expired:
+            raise HookExpiredError(f"hook {name!r} ({op_id}) expired before a payload arrived")
+        stored = await self._storage.get_hook(record.token_hash)
+        now = utcnow()
+        if stored is not None and stored.status == HookStatus.PENDING:
+            if record.expires_at is not None and record.expires_at <= now:
+                if await self._storage.update_hook(
+                    record.token_hash, expected=HookStatus.PENDING, status=HookStatus.EXPIRED
+                ):
+                    self.record(EventType.HOOK_EXPIRED, {"hook_id": op_id})
+                    record.expired = True
+                    raise HookExpiredError(
+                        f"hook {name!r} ({op_id}) expired before a payload arrived"
+                    )
+                stored = await self._storage.get_hook(record.token_hash)  # delivered meanwhile
+            else:
+                raise self._suspend(record.expires_at, f"hook {op_id}")
+        if stored is None or stored.status != HookStatus.RECEIVED:
+            raise HookExpiredError(f"hook {name!r} ({op_id}) is no longer open")
+        record.received, record.payload = True, json.loads(stored.payload or "null")
+        self.record(EventType.HOOK_RECEIVED, {"hook_id": op_id, "payload": record.payload})
+        return record.payload
+
+    async def _create_hook(
+        self,
+        op_id: str,
+        name: str,
+        expires_in: float | None,
+        on_created: Callable[[str], Awaitable[Any]] | None,
+        schema: str | None,
+    ) -> HookHistory:
+        # 192 random bits; only its hash identifies the hook in storage queries and the log.
+        token = "whk_" + secrets.token_urlsafe(24)
+        expires_at = None if expires_in is None else utcnow() + timedelta(seconds=expires_in)
+        hook = await self._storage.save_hook(
+            HookRecord(
+                token_hash=hash_token(token),
+                run_id=self.run_id,
+                hook_id=op_id,
+                name=name,
+                token=token,
+                expires_at=expires_at,
+                schema=schema,
+            )
+        )  # after a crash before hook.created was recorded: the same hook as before
+        if on_created is not None:
+            await on_created(hook.token)
+        self.record(
+            EventType.HOOK_CREATED,
+            {
+                "hook_id": op_id,
+                "name": name,
+                "token_hash": hook.token_hash,
+                "token_hint": hook.token[:8] + "...",
+                "expires_at": hook.expires_at.isoformat() if hook.expires_at else None,
+            },
+        )
+        await self.flush()
+        record = HookHistory(token_hash=hook.token_hash, expires_at=hook.expires_at)
+        self._history.hooks[op_id] = record
+        return record
+
     # -- child workflows --------------------------------------------------------------
 
     async def start_child(
@@ -391,7 +546,7 @@ class RunContext(WorkflowContext):
                 "parent_close_policy": policy,
             },
         )
-        self._history.children[op_id] = ChildRecord(child_run_id=child.run_id)
+        self._history.children[op_id] = ChildRecord(child_run_id=child.run_id, policy=policy)
         await self.flush()
         if self.on_child_created is not None:
             self.on_child_created(child.run_id)

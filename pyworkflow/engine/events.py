@@ -17,6 +17,11 @@ Data fields (all JSON-native; ``result``/``args`` are encoded by
     sleep.completed       sleep_id
     step_context.set      op_id, context (the encoded StepContext model)
     workflow.continued_as_new  new_run_id
+    cancellation.requested     op_id, reason (where the workflow saw CancellationError)
+    workflow.cancelled         reason, error
+    hook.created               hook_id, name, token_hash, token_hint, expires_at
+    hook.received              hook_id, payload (JSON as delivered and validated)
+    hook.expired               hook_id
     child_workflow.started     child_id, child_run_id, workflow_name, parent_close_policy
     child_workflow.completed   child_id, child_run_id, result
     child_workflow.failed      child_id, child_run_id, error
@@ -37,6 +42,8 @@ OPERATION_START_TYPES = frozenset(
         EventType.SLEEP_STARTED,
         EventType.STEP_CONTEXT_SET,
         EventType.CHILD_WORKFLOW_STARTED,
+        EventType.CANCELLATION_REQUESTED,
+        EventType.HOOK_CREATED,
     }
 )
 

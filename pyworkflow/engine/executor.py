@@ -12,15 +12,17 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from loguru import logger
 
 from pyworkflow.context.base import reset_context, set_context
+from pyworkflow.context.step_context import restore_step_context
 from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import (
+    CancellationError,
     ContinueAsNewSignal,
     NonDeterminismError,
     RunAlreadyExistsError,
@@ -29,12 +31,18 @@ from pyworkflow.core.exceptions import (
     WorkflowTimeoutError,
 )
 from pyworkflow.core.workflow import WorkflowDefinition
-from pyworkflow.engine.context import EventLimits, OwnershipLost, RunContext
+from pyworkflow.engine.context import (
+    LIVE,
+    TERMINATE_PREFIX,
+    EventLimits,
+    OwnershipLost,
+    RunContext,
+)
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
 from pyworkflow.serialization import encode, encode_error
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import EventType, RunStatus, WorkflowRun, utcnow
+from pyworkflow.storage.schemas import EventType, HookStatus, RunStatus, WorkflowRun, utcnow
 
 
 @dataclass(slots=True)
@@ -46,6 +54,7 @@ class Outcome:
     error: BaseException | None = None
     next_run_id: str | None = None  # the run a continue_as_new created
     parent_run_id: str | None = None  # set when a child run ended: wake its parent
+    cancelled_children: list[str] = field(default_factory=list)  # wake them to clean up
 
 
 _RELEASED = {"lease_owner": None, "lease_expires_at": None}
@@ -80,13 +89,47 @@ async def execute_run(
     ctx.nesting_depth = run.nesting_depth
     ctx.max_nesting_depth = get_config().max_nesting_depth
     ctx.on_child_created = on_child_created
+    if run.cancel_requested_at is not None:
+        ctx.request_cancel(run.cancel_reason)
     for type_, data in first_events:
         ctx.record(type_, data, force=True)
     ctx.set_changes(**(first_changes or {}))
-    outcome = await _execute(ctx, run, definition, storage, args, kwargs)
-    if outcome.status in _ENDED and run.parent_run_id:
+    LIVE[run.run_id] = ctx
+    try:
+        if ctx.cancel_requested and (run.cancel_reason or "").startswith(TERMINATE_PREFIX):
+            outcome = await _cancelled(ctx, CancellationError(reason=run.cancel_reason))
+        else:
+            outcome = await _execute(ctx, run, definition, storage, args, kwargs)
+    finally:
+        if LIVE.get(run.run_id) is ctx:
+            del LIVE[run.run_id]
+    if outcome.status in _ENDED:
         outcome.parent_run_id = run.parent_run_id
+        outcome.cancelled_children = await _close_children(ctx, storage, run)
+    if outcome.status is not None and outcome.status.is_terminal:
+        await _dispose_hooks(ctx, storage)
     return outcome
+
+
+async def _dispose_hooks(ctx: RunContext, storage: StorageBackend) -> None:
+    """Close the hooks an ended run never consumed: later deliveries are refused."""
+    for record in ctx.open_hooks():
+        await storage.update_hook(
+            record.token_hash, expected=HookStatus.PENDING, status=HookStatus.DISPOSED
+        )
+
+
+async def _close_children(ctx: RunContext, storage: StorageBackend, run: WorkflowRun) -> list[str]:
+    """Apply each open child's parent_close_policy now that this run has ended."""
+    closed = []
+    for child in ctx.open_children():
+        if child.policy == "abandon":
+            continue
+        prefix = TERMINATE_PREFIX if child.policy == "terminate" else ""
+        reason = f"{prefix}parent run {run.run_id!r} ended"
+        if await storage.request_cancellation(child.child_run_id, reason, utcnow()):
+            closed.append(child.child_run_id)
+    return closed
 
 
 _ENDED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
@@ -103,7 +146,10 @@ async def _execute(
     if run.deadline_at is not None and utcnow() >= run.deadline_at:
         return await fail_run(ctx, _timeout_error(run))
     try:
-        result = await _drive(ctx, definition, args, kwargs, run.deadline_at)
+        try:
+            result = await _drive(ctx, definition, args, kwargs, run.deadline_at)
+        finally:
+            ctx.finished = True
     except OwnershipLost:
         return Outcome(status=None)
     except SuspensionSignal:
@@ -113,7 +159,10 @@ async def _execute(
     except asyncio.CancelledError:
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure ends the run
-        return await fail_run(ctx, _primary_error(ctx, exc, run))
+        error = _primary_error(ctx, exc, run)
+        if isinstance(error, CancellationError) and ctx.cancel_delivered:
+            return await _cancelled(ctx, error)
+        return await fail_run(ctx, error)
     return await _complete(ctx, result, run)
 
 
@@ -128,6 +177,7 @@ async def _drive(
         # A task of its own gives the run an isolated copy of the contextvars, which
         # child tasks (asyncio.gather) inherit.
         token = set_context(ctx)
+        restore_step_context(None)  # only this run's own set_step_context calls count
         try:
             return await definition.func(*args, **kwargs)
         finally:
@@ -260,6 +310,28 @@ async def _continue_as_new(
     except OwnershipLost:
         return Outcome(status=None)
     return Outcome(status=RunStatus.CONTINUED_AS_NEW, next_run_id=new_run.run_id)
+
+
+async def _cancelled(ctx: RunContext, error: CancellationError) -> Outcome:
+    await _settle(ctx)
+    if isinstance(ctx.fatal, OwnershipLost):
+        return Outcome(status=None)
+    ctx.record(
+        EventType.WORKFLOW_CANCELLED,
+        {"reason": error.reason, "error": str(error)},
+        force=True,
+    )
+    try:
+        await ctx.flush(
+            status=RunStatus.CANCELLED,
+            error=f"CancellationError: {error.reason or error}",
+            completed_at=utcnow(),
+            wake_at=None,
+            **_RELEASED,
+        )
+    except OwnershipLost:
+        return Outcome(status=None)
+    return Outcome(status=RunStatus.CANCELLED, error=error)
 
 
 async def fail_run(ctx: RunContext, error: BaseException) -> Outcome:

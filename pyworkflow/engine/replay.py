@@ -36,9 +36,21 @@ class ChildRecord:
     """A child run this run started, and its outcome once the parent recorded it."""
 
     child_run_id: str
+    policy: str = "terminate"
     outcome: str | None = None  # "completed" | "failed" | "cancelled"
     result: Any = None  # encoded tree
     error: str | None = None
+
+
+@dataclass(slots=True)
+class HookHistory:
+    """A hook the run created, and what the run recorded about it since."""
+
+    token_hash: str
+    expires_at: datetime | None = None
+    received: bool = False
+    payload: Any = None  # JSON value as delivered
+    expired: bool = False
 
 
 @dataclass(slots=True)
@@ -52,6 +64,8 @@ class History:
     sleeps: dict[str, SleepRecord] = field(default_factory=dict)
     contexts: dict[str, Any] = field(default_factory=dict)
     children: dict[str, ChildRecord] = field(default_factory=dict)
+    cancel_reason: str | None = None
+    hooks: dict[str, HookHistory] = field(default_factory=dict)
     log_count: int = 0
     last_sequence: int = 0
 
@@ -127,7 +141,10 @@ def _on_step_context(history: History, event: Event) -> None:
 
 def _on_child_started(history: History, event: Event) -> None:
     op_id = event.data["child_id"]
-    history.children[op_id] = ChildRecord(child_run_id=event.data["child_run_id"])
+    history.children[op_id] = ChildRecord(
+        child_run_id=event.data["child_run_id"],
+        policy=event.data.get("parent_close_policy", "terminate"),
+    )
     history._start_op(op_id, event.sequence)
 
 
@@ -137,6 +154,33 @@ def _on_child_outcome(history: History, event: Event) -> None:
         record.outcome = event.type.value.rsplit(".", 1)[1]
         record.result = event.data.get("result")
         record.error = event.data.get("error")
+
+
+def _on_cancellation(history: History, event: Event) -> None:
+    history.cancel_reason = event.data.get("reason")
+    history._start_op(event.data.get("op_id", "cancel:delivered#1"), event.sequence)
+
+
+def _on_hook_created(history: History, event: Event) -> None:
+    op_id = event.data["hook_id"]
+    expires = event.data.get("expires_at")
+    history.hooks[op_id] = HookHistory(
+        token_hash=event.data["token_hash"],
+        expires_at=datetime.fromisoformat(expires) if expires else None,
+    )
+    history._start_op(op_id, event.sequence)
+
+
+def _on_hook_received(history: History, event: Event) -> None:
+    record = history.hooks.get(event.data["hook_id"])
+    if record is not None:
+        record.received, record.payload = True, event.data.get("payload")
+
+
+def _on_hook_expired(history: History, event: Event) -> None:
+    record = history.hooks.get(event.data["hook_id"])
+    if record is not None:
+        record.expired = True
 
 
 def _on_log(history: History, event: Event) -> None:  # noqa: ARG001 - uniform handler shape
@@ -152,6 +196,10 @@ _HANDLERS = {
     EventType.SLEEP_COMPLETED: _on_sleep_completed,
     EventType.STEP_CONTEXT_SET: _on_step_context,
     EventType.CHILD_WORKFLOW_STARTED: _on_child_started,
+    EventType.CANCELLATION_REQUESTED: _on_cancellation,
+    EventType.HOOK_CREATED: _on_hook_created,
+    EventType.HOOK_RECEIVED: _on_hook_received,
+    EventType.HOOK_EXPIRED: _on_hook_expired,
     EventType.CHILD_WORKFLOW_COMPLETED: _on_child_outcome,
     EventType.CHILD_WORKFLOW_FAILED: _on_child_outcome,
     EventType.CHILD_WORKFLOW_CANCELLED: _on_child_outcome,

@@ -20,6 +20,7 @@ from pyworkflow.context.base import (
     reset_context,
     set_context,
 )
+from pyworkflow.core.exceptions import ContinueAsNewSignal
 from pyworkflow.core.step import StepDefinition
 from pyworkflow.engine.context import _retry_delay, _run_attempt
 from pyworkflow.storage.schemas import utcnow
@@ -77,8 +78,13 @@ async def run_transient(
 
     async def body() -> Any:
         token = set_context(ctx)
+        call_args, call_kwargs = args, kwargs
         try:
-            return await func(*args, **kwargs)
+            while True:
+                try:
+                    return await func(*call_args, **call_kwargs)
+                except ContinueAsNewSignal as signal:  # no history to shorten: loop
+                    call_args, call_kwargs = signal.args_, signal.kwargs
         finally:
             reset_context(token)
 

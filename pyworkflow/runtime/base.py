@@ -26,6 +26,10 @@ class Runtime(ABC):
     async def resume(self, run_id: str, storage: StorageBackend) -> None:
         """Continue a stored run (a no-op for terminal runs or sleeps not yet due)."""
 
+    async def wake(self, run_id: str, storage: StorageBackend) -> None:  # noqa: B027
+        """Resume ``run_id`` soon even if its timer is not due (something it waits for
+        happened: a cancellation, a hook payload, a child's end)."""
+
     def get_transient_run(self, run_id: str) -> WorkflowRun | None:  # noqa: ARG002
         """A transient run this runtime executed, if it still remembers it."""
         return None

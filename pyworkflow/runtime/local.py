@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import contextvars
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +28,7 @@ from loguru import logger
 
 from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import WorkflowAlreadyRunningError, WorkflowNotFoundError
+from pyworkflow.engine.context import LIVE, deliver_cancel
 from pyworkflow.engine.executor import Outcome
 from pyworkflow.engine.runner import (
     execute_new,
@@ -39,7 +41,7 @@ from pyworkflow.engine.transient import TransientContext, run_transient
 from pyworkflow.runtime.base import Runtime
 from pyworkflow.serialization import dumps
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
+from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun, utcnow
 
 _RECOVERY_EVERY_POLLS = 5
 _TRANSIENT_MEMORY = 1000
@@ -79,6 +81,10 @@ class _Service:
             self.spawn(outcome.next_run_id)  # the continuation runs on in the background
         if outcome is not None and outcome.parent_run_id is not None:
             self.wake(outcome.parent_run_id)  # a child ended: its parent may be waiting
+        for child in outcome.cancelled_children if outcome is not None else ():
+            run = await self.storage.get_run(child)
+            if run is not None and not deliver_cancel(child, run.cancel_reason):
+                self.wake(child)  # parent_close_policy: the child cleans up or ends now
         return outcome
 
     def notify(self, wake_at: datetime) -> None:
@@ -95,8 +101,10 @@ class _Service:
         """Resume ``run_id`` now even if its timer is not due (what it waits for happened)."""
         self._track(self._wake_up(run_id))
 
-    def _track(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        # A fresh context: a run resumed from inside another run's task (a child started
+        # by its parent) must not inherit that run's contextvars (step context, ...).
+        task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -187,7 +195,24 @@ class _Service:
         return min(self.poll, max(floor, (nxt - utcnow()).total_seconds()))
 
     async def recover(self) -> None:
-        """Resume runs whose executing process died (same host) or whose lease expired."""
+        """Resume runs whose executing process died (same host) or whose lease expired,
+        and runs whose hook payload arrived while nobody could wake them."""
+        await self._recover_runs()
+        try:
+            received = await self.storage.list_hooks(status=HookStatus.RECEIVED, limit=100)
+        except NotImplementedError:
+            received = []  # a third-party backend without hook storage
+        for hook in received:
+            run = await self.storage.get_run(hook.run_id)
+            if run is not None and run.status == RunStatus.SUSPENDED:
+                self.wake(run.run_id)
+        # A cancellation requested while no process could wake the run (the requester
+        # exited at once): the run is resumed to see it.
+        for run in await self.storage.list_runs(status=RunStatus.SUSPENDED, limit=1000):
+            if run.cancel_requested_at is not None:
+                self.wake(run.run_id)
+
+    async def _recover_runs(self) -> None:
         now = utcnow()
         me = self.runtime.owner
         for run in await self.storage.list_stale_runs(now, limit=100):
@@ -206,10 +231,22 @@ class _Service:
             await asyncio.sleep(interval)
             if self.active:
                 try:
-                    expires = utcnow() + timedelta(seconds=self.lease_ttl)
-                    await self.storage.renew_leases(list(self.active), self.runtime.owner, expires)
+                    await self._beat()
                 except Exception:  # noqa: BLE001 - retried next beat
                     logger.exception("lease renewal failed")
+
+    async def _beat(self) -> None:
+        """Renew the leases of runs executing here, and pass on cancellations requested
+        from other processes (how those reach a run that never waits)."""
+        active = list(self.active)
+        expires = utcnow() + timedelta(seconds=self.lease_ttl)
+        await self.storage.renew_leases(active, self.runtime.owner, expires)
+        for run_id in active:
+            ctx = LIVE.get(run_id)
+            if ctx is not None and not ctx.cancel_requested:
+                run = await self.storage.get_run(run_id)
+                if run is not None and run.cancel_requested_at is not None:
+                    ctx.request_cancel(run.cancel_reason)
 
     async def stop(self) -> None:
         for task in [*self._loops, *self.tasks]:
@@ -317,6 +354,10 @@ class LocalRuntime(Runtime):
         await backend.connect()
         self.service(backend)
         await asyncio.sleep(float("inf") if duration is None else duration)
+
+    async def wake(self, run_id: str, storage: StorageBackend) -> None:
+        await storage.connect()
+        self.service(storage).wake(run_id)
 
     async def shutdown(self) -> None:
         """Stop the services running on the current loop (timers, heartbeat, resumes)."""

@@ -27,7 +27,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pyworkflow.storage.schemas import Event, RunStatus, RunUpdate, WorkflowRun
+from pyworkflow.storage.schemas import (
+    Event,
+    HookRecord,
+    HookStatus,
+    RunStatus,
+    RunUpdate,
+    WorkflowRun,
+)
 
 
 def run_cursor(run: WorkflowRun) -> str:
@@ -270,3 +277,50 @@ class StorageBackend(ABC):
     @abstractmethod
     async def release_lease(self, run_id: str, owner: str) -> None:
         """Drop ``owner``'s lease on the run, if it still holds it."""
+
+    # -- signals from outside a run: cancellation and hooks --------------------------------
+
+    async def request_cancellation(self, run_id: str, reason: str | None, now: datetime) -> bool:
+        """Mark a non-terminal run as asked to cancel (``cancel_requested_at = now``,
+        ``cancel_reason = reason``); a second request keeps the first time and reason.
+
+        Unfenced: it neither needs the run's lease nor changes ``last_sequence``, so it
+        never conflicts with the run's own writer. Returns ``False`` for a terminal or
+        unknown run (nothing written).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+    async def save_hook(self, hook: HookRecord) -> HookRecord:
+        """Store a new hook and return it; if the run already has a hook with this
+        ``hook_id``, store nothing and return that one (replay after a crash)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+    async def get_hook(self, token_hash: str) -> HookRecord | None:
+        """The hook with this token hash, or ``None``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+    async def list_hooks(
+        self,
+        *,
+        run_id: str | None = None,
+        status: HookStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[HookRecord]:
+        """Hooks matching the filters, newest ``created_at`` first (ties: ``token_hash``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+    async def update_hook(
+        self,
+        token_hash: str,
+        *,
+        expected: HookStatus,
+        status: HookStatus,
+        payload: str | None = None,
+        received_at: datetime | None = None,
+    ) -> bool:
+        """Atomically move the hook from ``expected`` to ``status`` (setting ``payload`` and
+        ``received_at`` when given). Returns ``False`` and writes nothing if the hook is
+        unknown or not in ``expected`` status: of two concurrent deliveries exactly one
+        wins."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")

@@ -44,6 +44,7 @@ _REGISTRY: dict[str, _Entry] = {
     "mysql": _Entry("pyworkflow.storage.mysql:MySQLStorageBackend", "mysql"),
     "redis": _Entry("pyworkflow.storage.redis:RedisStorageBackend", "redis"),
     "rediss": _Entry("pyworkflow.storage.redis:RedisStorageBackend", "redis"),
+    "unix": _Entry("pyworkflow.storage.redis:RedisStorageBackend", "redis"),
     "dynamodb": _Entry("pyworkflow.storage.dynamodb:DynamoDBStorageBackend", "dynamodb"),
 }
 

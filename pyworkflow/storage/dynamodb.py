@@ -1,4 +1,4 @@
-"""DynamoDB storage: runs and event logs in one DynamoDB table (single-table design).
+"""DynamoDB storage: runs, event logs and hooks in one DynamoDB table (single-table design).
 
 Extra: ``pip install 'pyworkflow-engine[dynamodb]'`` (installs ``aioboto3``).
 
@@ -12,9 +12,11 @@ URL (see :func:`pyworkflow.storage.config.storage_from_url`)::
 AWS chain (environment, profile, IAM role) unless the URL carries ``KEY:SECRET@``, which
 is meant for local emulators (DynamoDB Local, moto); ``endpoint_url`` points at one.
 ``create_table`` (default ``true``) creates the table with on-demand billing when it is
-missing; with ``false`` the table must exist (create it with the layout below, e.g. with
-provisioned capacity). Features: persistent, shared safely by any number of processes
-(``cross_process``).
+missing, and adds the ``hooks_by_status`` index to a table created by a release before
+hooks (an ``UpdateTable``; connect waits until the index is active). With ``false`` the
+table must exist with every index (create it with the layout below, e.g. with provisioned
+capacity; add a missing index with :func:`add_index_request`). Features: persistent,
+shared safely by any number of processes (``cross_process``).
 
 Table design
 ------------
@@ -27,11 +29,19 @@ One table, string keys ``PK`` (partition) and ``SK`` (sort)::
     event data chunk    RUN#<run_id>      EVT#<sequence>#<n, 5 dig.>  part (binary)
     tag                 RUN#<run_id>      TAG#<tag>                   gsi_tag + immutable run fields
     idempotency key     IDEM#<key>        IDEM                        run_id
+    hook                HOOK#<token_hash> HOOK                        one per HookRecord field
+                                                                      (status as hook_status),
+                                                                      gsi_hook, hook_sk,
+                                                                      write_token, payload |
+                                                                      payload_z | payload_chunks
+                                                                      + payload_part (version)
+    hook payload chunk  HOOK#<token_hash> PART#<version>#<n, 5 dig.>  part (binary)
+    run's hook id       RUN#<run_id>      HOOKID#<hook_id>            token_hash
 
 A run's events share its partition and sort by sequence, so ``get_events`` is one
-(paged) ``Query``. Global secondary indexes, all sorted by ``created_sk`` =
-``<created_at as 18 zero-padded digits>#<run_id>`` (so key order is exactly
-``(created_at, run_id)``, the order of ``list_runs``)::
+(paged) ``Query``. Run indexes (global secondary indexes), all but ``runs_due`` sorted
+by ``created_sk`` = ``<created_at as 18 zero-padded digits>#<run_id>`` (so key order is
+exactly ``(created_at, run_id)``, the order of ``list_runs``)::
 
     index               partition key                          used for
     runs_by_created     gsi_all = "RUN" (every run)            list_runs without key filters
@@ -45,6 +55,17 @@ A run's events share its partition and sort by sequence, so ``get_events`` is on
 ``runs_due`` is sparse: a run carries ``gsi_due``/``due_sk`` only while it is
 ``suspended`` with a ``wake_at``, so the index holds exactly the sleeping runs.
 Index values are prefixed because DynamoDB rejects empty strings as key values.
+
+Hooks have one index of their own (keys only)::
+
+    hooks_by_status     gsi_hook = "H#<status>", sort          list_hooks without run_id
+                        hook_sk = "<created_at digits>#<token_hash>"
+
+``list_hooks(status=...)`` reads that partition newest first; without filters it reads
+the four status partitions and merges them. ``list_hooks(run_id=...)`` needs no index:
+one consistent ``Query`` of the run's ``HOOKID#`` items, then a ``BatchGetItem`` of the
+hooks (a run has few), sorted and filtered in Python. The hook item stores its status as
+``hook_status``: an attribute named ``status`` would put it into ``runs_by_status``.
 
 Indexes project keys plus the few small attributes their filters need (``INCLUDE``:
 ``run_id``, ``status``, ``workflow_name``, ``parent_run_id``, ``tags``; the due index
@@ -66,6 +87,21 @@ Atomicity
   event item with ``attribute_not_exists``. A cancelled transaction is re-read to tell
   :class:`WorkflowNotFoundError` from :class:`SequenceConflictError`. A pure projection
   update (no events) is a single conditional ``UpdateItem``.
+* ``request_cancellation``: a conditional ``UpdateItem`` of ``cancel_requested_at`` and
+  ``cancel_reason`` (run exists, not terminal, no request recorded yet); it leaves
+  ``last_sequence`` alone, so the run's writer is never fenced out. A failed condition is
+  re-read to answer ``True`` (asked before) or ``False`` (terminal or unknown run).
+* ``save_hook``: one transaction with the hook item and the run's ``HOOKID#<hook_id>``
+  item, both ``attribute_not_exists``, plus payload chunks. A failed condition is
+  re-read: the run's stored hook with that ``hook_id`` is returned (a replay); a token
+  hash held by another run's hook is replaced, as the reference backend does.
+* ``update_hook``: a consistent read, then a write conditioned on ``hook_status =
+  :expected AND write_token = :read`` (the item is unchanged since the read). Of two
+  concurrent deliveries exactly one write passes; the loser re-reads and answers
+  ``False``. Each write sets a fresh ``write_token``, so when an SDK retry of a write that
+  did land fails the condition, the re-read recognizes the token and answers ``True``.
+  A single ``UpdateItem``, or a transaction when payload chunks are written or the
+  chunks of a replaced payload deleted.
 * Leases: a conditional ``UpdateItem`` (compare-and-set on owner and expiry).
   ``claim_due_runs`` queries the due index (skipping leased runs with a filter) and
   leases each candidate with a condition that re-checks ``status``, ``wake_at`` and the
@@ -90,8 +126,15 @@ Limits
   but not chunked: the run item is updated in place under a condition, so a run
   whose payloads exceed about 350 KB *compressed* is rejected with
   :class:`StorageError` (keep large results in events or external blob storage).
+* Hook payloads are stored like event data: plain up to 16 KiB, else compressed, and
+  compressed bytes over 350,000 go to chunk items written in the same transaction as the
+  hook (a 1 MB payload round-trips). Chunk keys carry the version of the write that made
+  them, so a reader never mixes two payloads; the chunks of a replaced payload are
+  deleted with it. The 4 MB transaction limit caps a payload at about 3.5 MB
+  *compressed*. A hook's ``schema`` is compressed but must stay under 32 KiB
+  compressed (it shares the hook item with the payload).
 * Key sizes: run ids, idempotency keys and tags become key values (partition keys up
-  to 2048 bytes, sort keys up to 1024 bytes).
+  to 2048 bytes, sort keys up to 1024 bytes); so do token hashes and hook ids.
 
 Consistency
 -----------
@@ -102,6 +145,9 @@ secondary indexes are eventually consistent in AWS (usually well under a second)
 * ``list_runs``/``list_stale_runs`` re-check each index candidate against the
   consistent base item, so a returned run always matches the filters and is current;
   a run created or changed in the last moment may be missing from a page.
+* ``list_hooks`` without ``run_id`` re-checks each ``hooks_by_status`` candidate against
+  the consistent hook item (a hook whose status just changed may be missing from a page);
+  ``list_hooks(run_id=...)``, ``get_hook`` and ``update_hook`` read the base table only.
 * ``list_due_runs`` and ``next_wake_time`` re-check candidates the same way;
   ``claim_due_runs`` leases with a condition on the base item, so a stale index entry
   is never claimed. A run that was just suspended is found by the next scheduler poll.
@@ -126,6 +172,10 @@ Capacity and cost
   on run creation, status changes and timer changes only). A throttled index throttles
   the table; at several hundred run starts per second consider write sharding.
 * A failed conditional write (a lost lease race) still consumes write capacity.
+* ``request_cancellation`` is one normal write. ``save_hook`` is a transaction of two
+  items (plus chunks); ``update_hook`` a consistent read plus one normal write (a
+  transaction only with chunks). A hook write touches ``hooks_by_status`` only when the
+  status changes (keys-only projection).
 """
 
 from __future__ import annotations
@@ -160,6 +210,8 @@ from pyworkflow.storage.schemas import (
     TERMINAL_STATUSES,
     UPDATABLE_RUN_FIELDS,
     Event,
+    HookRecord,
+    HookStatus,
     RunStatus,
     RunUpdate,
     WorkflowRun,
@@ -188,6 +240,11 @@ INDEX_WORKFLOW = "runs_by_workflow"
 INDEX_PARENT = "runs_by_parent"
 INDEX_TAG = "runs_by_tag"
 INDEX_DUE = "runs_due"
+INDEX_HOOKS = "hooks_by_status"
+# Indexes a later release added: connect() adds them to an existing table (create_table).
+_ADDED_INDEXES = frozenset({INDEX_HOOKS})
+# Compressed size limit of a hook's schema (it shares the hook item with the payload).
+MAX_HOOK_SCHEMA_BYTES = 32 * 1024
 
 _RUN_SK = "META"
 _IDEM_SK = "IDEM"
@@ -198,6 +255,10 @@ _ALL = "RUN"
 _DUE = "DUE"
 _SEQ_WIDTH = 20
 _CHUNK_WIDTH = 5
+_HOOK = "HOOK#"
+_HOOK_SK = "HOOK"
+_HOOKID = "HOOKID#"
+_PART = "PART#"
 
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 _TRUE = {"1", "true", "yes", "on"}
@@ -230,6 +291,7 @@ _DATETIME_FIELDS = frozenset(
         "completed_at",
         "deadline_at",
         "wake_at",
+        "cancel_requested_at",
         "lease_expires_at",
     }
 )
@@ -243,6 +305,7 @@ _STRING_FIELDS = frozenset(
         "parent_run_id",
         "continued_from_run_id",
         "continued_to_run_id",
+        "cancel_reason",
         "lease_owner",
     }
 )
@@ -295,22 +358,40 @@ def _s(value: str) -> dict[str, str]:
     return {"S": value}
 
 
-def _payload_attrs(name: str, value: str | None) -> tuple[Item, list[str]]:
-    """Attributes to set and to remove for a payload field (plain or compressed)."""
+def _blob_attrs(name: str, value: str | None) -> tuple[Item, list[str], list[bytes]]:
+    """Attributes to set and to remove for a possibly large string, and its chunks.
+
+    Plain (``name``) up to 16 KiB, else zlib-compressed (``<name>_z``) when that is
+    smaller; compressed bytes over ``CHUNK_BYTES`` are returned as chunks (and the
+    count as ``<name>_chunks``) for the caller to store as separate items.
+    """
+    plain, packed_name, count = name, f"{name}_z", f"{name}_chunks"
     if value is None:
-        return {}, [name, f"{name}_z"]
+        return {}, [plain, packed_name, count], []
     raw = value.encode()
     if len(raw) > COMPRESS_OVER:
         packed = zlib.compress(raw, 6)
         if len(packed) > CHUNK_BYTES:
-            raise StorageError(
-                f"dynamodb: run field {name!r} is {len(raw)} bytes ({len(packed)} "
-                f"compressed); a run item must stay under DynamoDB's 400 KB item limit. "
-                "Keep large values in step results (events are chunked) or external storage."
-            )
+            parts = [packed[i : i + CHUNK_BYTES] for i in range(0, len(packed), CHUNK_BYTES)]
+            return {count: _n(len(parts))}, [plain, packed_name], parts
         if len(packed) < len(raw):
-            return {f"{name}_z": {"B": packed}}, [name]
-    return {name: _s(value)}, [f"{name}_z"]
+            return {packed_name: {"B": packed}}, [plain, count], []
+    return {plain: _s(value)}, [packed_name, count], []
+
+
+def _payload_attrs(name: str, value: str | None) -> tuple[Item, list[str]]:
+    """Attributes to set and to remove for a run payload field (plain or compressed)."""
+    sets, removes, parts = _blob_attrs(name, value)
+    if parts:
+        raw = len(value.encode()) if value is not None else 0
+        packed = sum(len(p) for p in parts)
+        raise StorageError(
+            f"dynamodb: run field {name!r} is {raw} bytes ({packed} "
+            f"compressed); a run item must stay under DynamoDB's 400 KB item limit. "
+            "Keep large values in step results (events are chunked) or external storage."
+        )
+    # Run payloads are never chunked: there is no count attribute to remove.
+    return sets, [r for r in removes if r != f"{name}_chunks"]
 
 
 def _field_attrs(name: str, value: Any) -> tuple[Item, list[str]]:
@@ -432,6 +513,8 @@ def _item_to_run(item: Item) -> WorkflowRun:
         continued_from_run_id=_opt_str(item, "continued_from_run_id"),
         continued_to_run_id=_opt_str(item, "continued_to_run_id"),
         wake_at=_opt_dt(item, "wake_at"),
+        cancel_requested_at=_opt_dt(item, "cancel_requested_at"),
+        cancel_reason=_opt_str(item, "cancel_reason"),
         lease_owner=_opt_str(item, "lease_owner"),
         lease_expires_at=_opt_dt(item, "lease_expires_at"),
         last_sequence=int(item["last_sequence"]["N"]),
@@ -465,6 +548,113 @@ def _event_items(run_id: str, event: Event) -> list[Item]:
         for i, part in enumerate(parts)
     ]
     return [head, *chunks]
+
+
+_HOOK_STATUSES: dict[str, HookStatus] = {s.value: s for s in HookStatus}
+
+
+def _hook_pk(token_hash: str) -> str:
+    return f"{_HOOK}{token_hash}"
+
+
+def _hook_key(token_hash: str) -> Item:
+    return {"PK": _s(_hook_pk(token_hash)), "SK": _s(_HOOK_SK)}
+
+
+def _hook_id_key(run_id: str, hook_id: str) -> Item:
+    """The item that makes ``hook_id`` unique within its run (it names the hook)."""
+    return {"PK": _s(_run_pk(run_id)), "SK": _s(f"{_HOOKID}{hook_id}")}
+
+
+def _hook_sk(created_at: datetime, token_hash: str) -> str:
+    return f"{_sort_key(_micros(created_at))}#{token_hash}"
+
+
+def _hook_gsi(status: HookStatus | str) -> str:
+    return f"H#{HookStatus(status).value}"
+
+
+def _part_sk(version: str, index: int) -> str:
+    return f"{_PART}{version}#{index:0{_CHUNK_WIDTH}d}"
+
+
+def _part_items(token_hash: str, version: str, parts: Sequence[bytes]) -> list[Item]:
+    return [
+        {"PK": _s(_hook_pk(token_hash)), "SK": _s(_part_sk(version, i)), "part": {"B": part}}
+        for i, part in enumerate(parts)
+    ]
+
+
+def _old_part_keys(token_hash: str, head: Item) -> list[Item]:
+    """Keys of the payload chunks ``head`` (a stored hook item) points at."""
+    if "payload_chunks" not in head:
+        return []
+    version = head["payload_part"]["S"]
+    return [
+        {"PK": _s(_hook_pk(token_hash)), "SK": _s(_part_sk(version, i))}
+        for i in range(int(head["payload_chunks"]["N"]))
+    ]
+
+
+def _hook_items(hook: HookRecord, version: str) -> tuple[Item, list[Item]]:
+    """The hook's item and its payload chunk items (written under ``version``)."""
+    status = HookStatus(hook.status)
+    head: Item = {
+        "PK": _s(_hook_pk(hook.token_hash)),
+        "SK": _s(_HOOK_SK),
+        "token_hash": _s(hook.token_hash),
+        "run_id": _s(hook.run_id),
+        "hook_id": _s(hook.hook_id),
+        "name": _s(hook.name),
+        "hook_status": _s(status.value),
+        "created_at": _n(_micros(hook.created_at)),
+        "gsi_hook": _s(_hook_gsi(status)),
+        "hook_sk": _s(_hook_sk(hook.created_at, hook.token_hash)),
+        "write_token": _s(version),
+    }
+    if hook.token:
+        head["token"] = _s(hook.token)
+    for name in ("expires_at", "received_at"):
+        value = getattr(hook, name)
+        if value is not None:
+            head[name] = _n(_micros(value))
+    schema, _, schema_parts = _blob_attrs("schema", hook.schema)
+    if schema_parts or _item_bytes(schema) > MAX_HOOK_SCHEMA_BYTES:
+        raise StorageError(
+            f"dynamodb: the schema of hook {hook.hook_id!r} is over "
+            f"{MAX_HOOK_SCHEMA_BYTES} bytes compressed; it must fit in the hook item"
+        )
+    head.update(schema)
+    payload, _, parts = _blob_attrs("payload", hook.payload)
+    head.update(payload)
+    if parts:
+        head["payload_part"] = _s(version)
+    return head, _part_items(hook.token_hash, version, parts)
+
+
+def _item_to_hook(item: Item, chunked_payload: bytes | None) -> HookRecord:
+    payload = (
+        zlib.decompress(chunked_payload).decode()
+        if chunked_payload is not None
+        else _payload(item, "payload")
+    )
+    return HookRecord(
+        token_hash=item["token_hash"]["S"],
+        run_id=item["run_id"]["S"],
+        hook_id=item["hook_id"]["S"],
+        name=item["name"]["S"],
+        token=_opt_str(item, "token") or "",
+        status=_HOOK_STATUSES[item["hook_status"]["S"]],
+        created_at=_from_micros(item["created_at"]["N"]),
+        expires_at=_opt_dt(item, "expires_at"),
+        received_at=_opt_dt(item, "received_at"),
+        payload=payload,
+        schema=_payload(item, "schema"),
+    )
+
+
+def _hook_order(item: Item) -> tuple[int, str]:
+    return int(item["created_at"]["N"]), item["token_hash"]["S"]
 
 
 def _item_bytes(item: Item) -> int:
@@ -799,14 +989,37 @@ class DynamoDBStorageBackend(StorageBackend):
                 f"dynamodb: table {self.table_name!r} has key schema {keys}; "
                 "pyworkflow needs PK (HASH, string) and SK (RANGE, string)"
             )
-        present = {i["IndexName"] for i in description.get("GlobalSecondaryIndexes", [])}
-        missing = sorted({g["IndexName"] for g in _GSIS} - present)
+        missing = _missing_indexes(description)
+        if missing and self.create_table and set(missing) <= _ADDED_INDEXES:
+            # A table made by an earlier release: add the newer indexes in place.
+            for name in missing:
+                description = await self._add_index(client, name)
+            missing = _missing_indexes(description)
         if missing:
             raise StorageError(
                 f"dynamodb: table {self.table_name!r} lacks the global secondary "
                 f"index(es) {', '.join(missing)}; add them as in "
-                "pyworkflow.storage.dynamodb.table_definition"
+                "pyworkflow.storage.dynamodb.table_definition (for an index a newer "
+                "release added: client.update_table(**add_index_request(table, index)), "
+                "or connect once with create_table enabled)"
             )
+
+    async def _add_index(self, client: Any, name: str) -> Item:
+        """Add index ``name`` to the existing table and wait until it is active (DynamoDB
+        backfills it from the existing items). Another process adding it at the same
+        time is fine."""
+        try:
+            try:
+                await client.update_table(**add_index_request(self.table_name, name))
+            except ClientError:
+                description = await self._describe(client)
+                if description is None or name not in _index_names(description):
+                    raise
+            return await self._wait_active(client)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(
+                f"dynamodb: cannot add index {name!r} to table {self.table_name!r}: {exc}"
+            ) from exc
 
     async def _describe(self, client: Any) -> Item | None:
         try:
@@ -929,16 +1142,23 @@ class DynamoDBStorageBackend(StorageBackend):
         self, run_ids: Sequence[str], projection: Sequence[str] = ()
     ) -> dict[str, Item]:
         """Run items by id, read consistently (ids that do not exist are left out)."""
-        unique = list(dict.fromkeys(run_ids))
-        chunks = [unique[i : i + MAX_BATCH_GET] for i in range(0, len(unique), MAX_BATCH_GET)]
-        found: dict[str, Item] = {}
+        keys = [_run_key(r) for r in dict.fromkeys(run_ids)]
+        return {item["PK"]["S"][4:]: item for item in await self._batch_get_keys(keys, projection)}
+
+    async def _batch_get_hooks(self, token_hashes: Sequence[str]) -> dict[str, Item]:
+        """Hook items by token hash, read consistently (missing ones are left out)."""
+        keys = [_hook_key(h) for h in dict.fromkeys(token_hashes)]
+        return {item["token_hash"]["S"]: item for item in await self._batch_get_keys(keys, ())}
+
+    async def _batch_get_keys(self, keys: Sequence[Item], projection: Sequence[str]) -> list[Item]:
+        chunks = [keys[i : i + MAX_BATCH_GET] for i in range(0, len(keys), MAX_BATCH_GET)]
+        found: list[Item] = []
         for items in await asyncio.gather(*(self._batch_get(c, projection) for c in chunks)):
-            for item in items:
-                found[item["PK"]["S"][4:]] = item
+            found.extend(items)
         return found
 
-    async def _batch_get(self, run_ids: Sequence[str], projection: Sequence[str]) -> list[Item]:
-        request: Item = {"Keys": [_run_key(r) for r in run_ids], "ConsistentRead": True}
+    async def _batch_get(self, keys: Sequence[Item], projection: Sequence[str]) -> list[Item]:
+        request: Item = {"Keys": list(keys), "ConsistentRead": True}
         if projection:
             expr = _Expr()
             request["ProjectionExpression"] = ", ".join(expr.name(p) for p in ("PK", *projection))
@@ -1387,6 +1607,312 @@ class DynamoDBStorageBackend(StorageBackend):
     async def release_lease(self, run_id: str, owner: str) -> None:
         await self._update_if_owner(run_id, owner, {}, ["lease_owner", "lease_expires_at"])
 
+    # -- signals from outside a run: cancellation and hooks ---------------------------------
+
+    async def request_cancellation(self, run_id: str, reason: str | None, now: datetime) -> bool:
+        """A conditional ``UpdateItem`` of the run's cancel fields (never of
+        ``last_sequence``, so the run's writer is not fenced out). It writes only while
+        no request is recorded; a failed condition is re-read to tell "already asked"
+        (``True``) from a terminal or unknown run (``False``)."""
+        sets: Item = {"cancel_requested_at": _n(_micros(now))}
+        removes: list[str] = []
+        if reason is None:
+            removes.append("cancel_reason")
+        else:
+            sets["cancel_reason"] = _s(reason)
+        for attempt in range(_MAX_ATTEMPTS):
+            expr = _Expr()
+            terminal = ", ".join(expr.value(_s(s)) for s in _TERMINAL)
+            condition = (
+                f"attribute_exists({expr.name('PK')}) "
+                f"AND NOT ({expr.name('status')} IN ({terminal})) "
+                f"AND attribute_not_exists({expr.name('cancel_requested_at')})"
+            )
+            with contextlib.suppress(ClientError):
+                await self._call(
+                    "update_item",
+                    expected=("ConditionalCheckFailedException",),
+                    Key=_run_key(run_id),
+                    UpdateExpression=_update_expression(expr, sets, removes),
+                    ConditionExpression=condition,
+                    **expr.params(),
+                )
+                return True
+            current = await self._get_item(_run_key(run_id), ("status", "cancel_requested_at"))
+            if current is None or current["status"]["S"] in _TERMINAL:
+                return False
+            if "cancel_requested_at" in current:
+                return True  # asked before (the first time and reason stay)
+            await _backoff(attempt)  # the run's writer cleared a request meanwhile
+        raise StorageError(f"dynamodb: request_cancellation({run_id!r}) kept racing updates")
+
+    async def save_hook(self, hook: HookRecord) -> HookRecord:
+        """One transaction: the hook item and its ``RUN#<run_id>``/``HOOKID#<hook_id>``
+        item, both ``attribute_not_exists``, plus payload chunks. A failed condition is
+        re-read: the run's stored hook with that ``hook_id`` is returned; a token hash
+        held by another run's hook is replaced (as the reference backend does)."""
+        version = uuid.uuid4().hex
+        head, parts = _hook_items(hook, version)
+        pointer: Item = {
+            **_hook_id_key(hook.run_id, hook.hook_id),
+            "token_hash": _s(hook.token_hash),
+        }
+        stored_pointer: Item | None = None
+        old: Item | None = None
+        for attempt in range(_MAX_ATTEMPTS):
+            expr = _Expr()
+            actions: list[Item] = []
+            # The hook item: new, or (replacing) exactly the one read below.
+            if old is None:
+                head_condition = f"attribute_not_exists({expr.name('PK')})"
+            else:
+                token = expr.value(old["write_token"])
+                head_condition = f"{expr.name('write_token')} = {token}"
+            actions.append(
+                {"Put": {"Item": head, "ConditionExpression": head_condition, **expr.params()}}
+            )
+            expr = _Expr()
+            if stored_pointer is None:
+                pointer_condition = f"attribute_not_exists({expr.name('PK')})"
+            else:  # it names a hook that no longer has this run and hook_id
+                stale = expr.value(stored_pointer["token_hash"])
+                pointer_condition = f"{expr.name('token_hash')} = {stale}"
+            actions.append(
+                {
+                    "Put": {
+                        "Item": pointer,
+                        "ConditionExpression": pointer_condition,
+                        **expr.params(),
+                    }
+                }
+            )
+            actions.extend({"Put": {"Item": item}} for item in parts)
+            if old is not None:
+                old_id = (old["run_id"]["S"], old["hook_id"]["S"])
+                if old_id != (hook.run_id, hook.hook_id):
+                    expr = _Expr()
+                    mine = expr.value(_s(hook.token_hash))
+                    actions.append(
+                        {
+                            "Delete": {
+                                "Key": _hook_id_key(*old_id),
+                                "ConditionExpression": f"{expr.name('token_hash')} = {mine}",
+                                **expr.params(),
+                            }
+                        }
+                    )
+                actions.extend({"Delete": {"Key": k}} for k in _old_part_keys(hook.token_hash, old))
+            try:
+                await self._transact(actions, f"save_hook({hook.hook_id!r})")
+                return hook.copy()
+            except _Cancelled:
+                pass
+            stored_pointer = await self._get_item(_hook_id_key(hook.run_id, hook.hook_id))
+            if stored_pointer is not None:
+                existing = await self.get_hook(stored_pointer["token_hash"]["S"])
+                if existing is not None and (existing.run_id, existing.hook_id) == (
+                    hook.run_id,
+                    hook.hook_id,
+                ):
+                    return existing  # the run saved this hook before (a replay)
+            old = await self._get_item(_hook_key(hook.token_hash))
+            if old is not None and (old["run_id"]["S"], old["hook_id"]["S"]) == (
+                hook.run_id,
+                hook.hook_id,
+            ):
+                loaded = await self._load_hook(old)
+                if loaded is not None:
+                    return loaded
+            if attempt:
+                await _backoff(attempt)
+        raise StorageError(f"dynamodb: save_hook({hook.hook_id!r}) kept racing updates")
+
+    async def get_hook(self, token_hash: str) -> HookRecord | None:
+        item = await self._get_item(_hook_key(token_hash))
+        return None if item is None else await self._load_hook(item)
+
+    async def _load_hook(self, item: Item) -> HookRecord | None:
+        """The hook of ``item``, with its chunked payload read when it has one (re-reading
+        the item if a concurrent update replaced the chunks meanwhile)."""
+        token_hash = item["token_hash"]["S"]
+        for attempt in range(_MAX_ATTEMPTS):
+            keys = _old_part_keys(token_hash, item)
+            if not keys:
+                return _item_to_hook(item, None)
+            expr = _Expr()
+            condition = (
+                f"{expr.name('PK')} = {expr.value(keys[0]['PK'])} AND {expr.name('SK')} "
+                f"BETWEEN {expr.value(keys[0]['SK'])} AND {expr.value(keys[-1]['SK'])}"
+            )
+            parts: list[bytes] = []
+            async for page in self._query(
+                KeyConditionExpression=condition, ConsistentRead=True, **expr.params()
+            ):
+                parts.extend(_bytes(i["part"]["B"]) for i in page)
+            if len(parts) == len(keys):
+                return _item_to_hook(item, b"".join(parts))
+            fresh = await self._get_item(_hook_key(token_hash))
+            if fresh is None:
+                return None
+            item = fresh
+            await _backoff(attempt)
+        raise StorageError("dynamodb: the payload chunks of a hook kept changing while read")
+
+    async def list_hooks(
+        self,
+        *,
+        run_id: str | None = None,
+        status: HookStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[HookRecord]:
+        """By run: the run's ``HOOKID#`` items (one consistent ``Query`` of its partition)
+        and a ``BatchGetItem`` of their hooks. Otherwise the ``hooks_by_status`` index, one
+        partition per wanted status, newest first; candidates are re-checked against the
+        consistent hook items and the statuses merged in ``(created_at, token_hash)``
+        order."""
+        if limit <= 0:
+            return []
+        offset = max(offset, 0)
+        wanted = offset + limit
+        want_status = None if status is None else HookStatus(status).value
+        if run_id is not None:
+            heads = [
+                h
+                for h in await self._run_hooks(run_id)
+                if want_status is None or h["hook_status"]["S"] == want_status
+            ]
+        else:
+            statuses = [want_status] if want_status else [s.value for s in HookStatus]
+            found = await asyncio.gather(*(self._hooks_in(s, wanted) for s in statuses))
+            heads = [h for group in found for h in group]
+        heads.sort(key=_hook_order, reverse=True)
+        hooks = await asyncio.gather(*(self._load_hook(h) for h in heads[offset:wanted]))
+        return [h for h in hooks if h is not None]
+
+    async def _run_hooks(self, run_id: str) -> list[Item]:
+        expr = _Expr()
+        condition = (
+            f"{expr.name('PK')} = {expr.value(_s(_run_pk(run_id)))} "
+            f"AND begins_with({expr.name('SK')}, {expr.value(_s(_HOOKID))})"
+        )
+        hashes: list[str] = []
+        async for page in self._query(
+            KeyConditionExpression=condition, ConsistentRead=True, **expr.params()
+        ):
+            hashes.extend(i["token_hash"]["S"] for i in page)
+        heads = await self._batch_get_hooks(hashes)
+        return [h for h in heads.values() if h["run_id"]["S"] == run_id]
+
+    async def _hooks_in(self, status: str, wanted: int) -> list[Item]:
+        """The newest ``wanted`` hooks with ``status`` (index candidates re-checked)."""
+        expr = _Expr()
+        partition = expr.value(_s(_hook_gsi(status)))
+        params: Item = {
+            "IndexName": INDEX_HOOKS,
+            "KeyConditionExpression": f"{expr.name('gsi_hook')} = {partition}",
+            "ScanIndexForward": False,
+            "Limit": min(1000, max(25, wanted)),
+            **expr.params(),
+        }
+        matched: list[Item] = []
+        async for page in self._query(**params):
+            hashes = [i["PK"]["S"][len(_HOOK) :] for i in page]
+            heads = await self._batch_get_hooks(hashes)
+            for token_hash in hashes:
+                head = heads.get(token_hash)
+                if head is not None and head["hook_status"]["S"] == status:
+                    matched.append(head)
+            if len(matched) >= wanted:
+                break
+        return matched
+
+    async def update_hook(
+        self,
+        token_hash: str,
+        *,
+        expected: HookStatus,
+        status: HookStatus,
+        payload: str | None = None,
+        received_at: datetime | None = None,
+    ) -> bool:
+        """Read the hook, then write it under ``hook_status = :expected AND write_token =
+        :read`` (the item is unchanged since the read). One ``UpdateItem``, or a
+        transaction when payload chunks are written or replaced ones deleted. A lost
+        race re-reads: another status answers ``False``; our own write token (an SDK
+        retry of a write that did land) answers ``True``."""
+        expected_value, status_value = HookStatus(expected).value, HookStatus(status).value
+        version = uuid.uuid4().hex
+        sets: Item = {
+            "hook_status": _s(status_value),
+            "gsi_hook": _s(_hook_gsi(status_value)),
+            "write_token": _s(version),
+        }
+        removes: list[str] = []
+        parts: list[bytes] = []
+        if received_at is not None:
+            sets["received_at"] = _n(_micros(received_at))
+        if payload is not None:
+            payload_sets, payload_removes, parts = _blob_attrs("payload", payload)
+            sets.update(payload_sets)
+            removes.extend(payload_removes)
+            if parts:
+                sets["payload_part"] = _s(version)
+            else:
+                removes.append("payload_part")
+        key = _hook_key(token_hash)
+        for attempt in range(_MAX_ATTEMPTS):
+            head = await self._get_item(key)
+            if head is None:
+                return False
+            if head["write_token"]["S"] == version:
+                return True
+            if head["hook_status"]["S"] != expected_value:
+                return False
+            if attempt:
+                await _backoff(attempt)  # expected -> expected updates raced ours
+            expr = _Expr()
+            condition = (
+                f"{expr.name('hook_status')} = {expr.value(_s(expected_value))} "
+                f"AND {expr.name('write_token')} = {expr.value(head['write_token'])}"
+            )
+            update: Item = {
+                "Key": key,
+                "UpdateExpression": _update_expression(expr, sets, removes),
+                "ConditionExpression": condition,
+                **expr.params(),
+            }
+            stale = _old_part_keys(token_hash, head) if payload is not None else []
+            try:
+                if parts or stale:
+                    await self._transact(
+                        [
+                            {"Update": update},
+                            *(
+                                {"Put": {"Item": i}}
+                                for i in _part_items(token_hash, version, parts)
+                            ),
+                            *({"Delete": {"Key": k}} for k in stale),
+                        ],
+                        f"update_hook({token_hash[:12]!r})",
+                    )
+                else:
+                    await self._call(
+                        "update_item", expected=("ConditionalCheckFailedException",), **update
+                    )
+                return True
+            except (_Cancelled, ClientError):
+                continue
+        raise StorageError("dynamodb: update_hook kept racing concurrent updates")
+
+
+def _index_names(description: Item) -> set[str]:
+    return {i["IndexName"] for i in description.get("GlobalSecondaryIndexes", [])}
+
+
+def _missing_indexes(description: Item) -> list[str]:
+    return sorted({g["IndexName"] for g in _GSIS} - _index_names(description))
+
 
 def _is_active(description: Item) -> bool:
     return description.get("TableStatus") == "ACTIVE" and all(
@@ -1396,13 +1922,18 @@ def _is_active(description: Item) -> bool:
 
 
 def _gsi(name: str, hash_key: str, range_key: str, include: Sequence[str]) -> Item:
+    projection: Item = (
+        {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(include)}
+        if include
+        else {"ProjectionType": "KEYS_ONLY"}
+    )
     return {
         "IndexName": name,
         "KeySchema": [
             {"AttributeName": hash_key, "KeyType": "HASH"},
             {"AttributeName": range_key, "KeyType": "RANGE"},
         ],
-        "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(include)},
+        "Projection": projection,
     }
 
 
@@ -1414,6 +1945,7 @@ _GSIS: list[Item] = [
     _gsi(INDEX_PARENT, "gsi_parent", "created_sk", _LISTED),
     _gsi(INDEX_TAG, "gsi_tag", "created_sk", ("run_id", "workflow_name", "parent_run_id")),
     _gsi(INDEX_DUE, "gsi_due", "due_sk", ("run_id", "lease_owner", "lease_expires_at")),
+    _gsi(INDEX_HOOKS, "gsi_hook", "hook_sk", ()),
 ]
 
 
@@ -1424,11 +1956,9 @@ def table_definition(table_name: str) -> Item:
     ``ProvisionedThroughput`` on the table and on each index, then use
     ``create_table=False``.
     """
-    key_attrs = ["PK", "SK", "created_sk", "gsi_all", "status", "gsi_wf", "gsi_parent"]
-    key_attrs += ["gsi_tag", "gsi_due", "due_sk"]
     return {
         "TableName": table_name,
-        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in key_attrs],
+        "AttributeDefinitions": _attribute_definitions(_GSIS),
         "KeySchema": [
             {"AttributeName": "PK", "KeyType": "HASH"},
             {"AttributeName": "SK", "KeyType": "RANGE"},
@@ -1438,4 +1968,26 @@ def table_definition(table_name: str) -> Item:
     }
 
 
-__all__ = ["DynamoDBStorageBackend", "table_definition"]
+def add_index_request(table_name: str, index_name: str) -> Item:
+    """The ``UpdateTable`` request that adds one of this backend's indexes to an existing
+    table (e.g. ``hooks_by_status``, which tables created before hooks lack).
+
+    ``connect()`` issues it itself when ``create_table`` is on. For a table with
+    provisioned capacity add a ``ProvisionedThroughput`` to the ``Create`` entry.
+    """
+    (gsi,) = [g for g in _GSIS if g["IndexName"] == index_name]
+    return {
+        "TableName": table_name,
+        "AttributeDefinitions": _attribute_definitions([gsi]),
+        "GlobalSecondaryIndexUpdates": [{"Create": dict(gsi)}],
+    }
+
+
+def _attribute_definitions(indexes: Sequence[Item]) -> list[Item]:
+    names = ["PK", "SK"]
+    for gsi in indexes:
+        names.extend(k["AttributeName"] for k in gsi["KeySchema"])
+    return [{"AttributeName": a, "AttributeType": "S"} for a in dict.fromkeys(names)]
+
+
+__all__ = ["DynamoDBStorageBackend", "add_index_request", "table_definition"]

@@ -14,6 +14,7 @@ Layout under ``base_path``::
     runs/<run_id>.json      the run record, replaced atomically (temp file + os.replace)
     events/<run_id>.jsonl   the event log, one JSON object per line, appended
     keys/<sha256>.json      idempotency index: key -> run_id
+    hooks/<token_hash>.json a hook record (listing hooks scans this folder)
     locks/                  lock files (a striped per-run lock, and one for creation)
 
 Run ids are percent-encoded into file names. The run record also stores the byte length
@@ -52,6 +53,8 @@ from pyworkflow.storage.base import RunQuery, StorageBackend, lease_is_free
 from pyworkflow.storage.schemas import (
     TERMINAL_STATUSES,
     Event,
+    HookRecord,
+    HookStatus,
     RunStatus,
     RunUpdate,
     WorkflowRun,
@@ -113,6 +116,7 @@ class FileStorageBackend(StorageBackend):
         self._events = self.base_path / "events"
         self._keys = self.base_path / "keys"
         self._locks = self.base_path / "locks"
+        self._hooks = self.base_path / "hooks"
         self._ready = False
 
     def __repr__(self) -> str:
@@ -125,7 +129,7 @@ class FileStorageBackend(StorageBackend):
 
     def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
         if not self._ready:
-            for directory in (self._runs, self._events, self._keys, self._locks):
+            for directory in (self._runs, self._events, self._keys, self._locks, self._hooks):
                 directory.mkdir(parents=True, exist_ok=True)
             self._ready = True
         try:
@@ -415,3 +419,113 @@ class FileStorageBackend(StorageBackend):
                 self._write_record(run, int(record["events_size"]))
 
         await self._call(release)
+
+    # -- cancellation and hooks ---------------------------------------------------------
+
+    async def request_cancellation(self, run_id: str, reason: str | None, now: datetime) -> bool:
+        def request() -> bool:
+            with self._locked(self._run_lock(run_id)):
+                record = self._read_record(run_id)
+                if record is None:
+                    return False
+                run = _run_from_dict(record["run"])
+                if run.status in TERMINAL_STATUSES:
+                    return False
+                if run.cancel_requested_at is None:
+                    run.cancel_requested_at, run.cancel_reason = now, reason
+                    self._write_record(run, int(record["events_size"]))
+                return True
+
+        return await self._call(request)
+
+    def _hook_path(self, token_hash: str) -> Path:
+        return self._hooks / f"{quote(token_hash, safe='')}.json"
+
+    def _all_hooks(self) -> Iterator[HookRecord]:
+        for entry in list(os.scandir(self._hooks)):
+            if entry.name.startswith(".") or not entry.name.endswith(".json"):
+                continue
+            raw = self._read_json(Path(entry.path))
+            if raw is not None:
+                yield _hook_from_dict(raw)
+
+    async def save_hook(self, hook: HookRecord) -> HookRecord:
+        def save() -> HookRecord:
+            with self._locked("hooks.lock"):
+                for existing in self._all_hooks():
+                    if existing.run_id == hook.run_id and existing.hook_id == hook.hook_id:
+                        return existing
+                self._write_atomic(self._hook_path(hook.token_hash), _hook_to_dict(hook))
+                return hook.copy()
+
+        return await self._call(save)
+
+    async def get_hook(self, token_hash: str) -> HookRecord | None:
+        raw = await self._call(self._read_json, self._hook_path(token_hash))
+        return None if raw is None else _hook_from_dict(raw)
+
+    async def list_hooks(
+        self,
+        *,
+        run_id: str | None = None,
+        status: HookStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[HookRecord]:
+        def query() -> list[HookRecord]:
+            hooks = [
+                h
+                for h in self._all_hooks()
+                if (run_id is None or h.run_id == run_id) and (status is None or h.status == status)
+            ]
+            hooks.sort(key=lambda h: (h.created_at, h.token_hash), reverse=True)
+            return hooks[offset : offset + limit]
+
+        return await self._call(query)
+
+    async def update_hook(
+        self,
+        token_hash: str,
+        *,
+        expected: HookStatus,
+        status: HookStatus,
+        payload: str | None = None,
+        received_at: datetime | None = None,
+    ) -> bool:
+        def update() -> bool:
+            with self._locked("hooks.lock"):
+                raw = self._read_json(self._hook_path(token_hash))
+                if raw is None or raw["status"] != expected.value:
+                    return False
+                hook = _hook_from_dict(raw)
+                hook.status = status
+                if payload is not None:
+                    hook.payload = payload
+                if received_at is not None:
+                    hook.received_at = received_at
+                self._write_atomic(self._hook_path(token_hash), _hook_to_dict(hook))
+                return True
+
+        return await self._call(update)
+
+
+_HOOK_FIELDS = tuple(f.name for f in fields(HookRecord))
+_HOOK_DATETIMES = ("created_at", "expires_at", "received_at")
+
+
+def _hook_to_dict(hook: HookRecord) -> dict[str, Any]:
+    raw = {name: getattr(hook, name) for name in _HOOK_FIELDS}
+    raw["status"] = HookStatus(hook.status).value
+    for name in _HOOK_DATETIMES:
+        if raw[name] is not None:
+            raw[name] = raw[name].isoformat()
+    return raw
+
+
+def _hook_from_dict(raw: dict[str, Any]) -> HookRecord:
+    values = {name: raw[name] for name in _HOOK_FIELDS if name in raw}
+    for name in _HOOK_DATETIMES:
+        if values.get(name) is not None:
+            values[name] = datetime.fromisoformat(values[name])
+    values["status"] = HookStatus(values["status"])
+    return HookRecord(**values)

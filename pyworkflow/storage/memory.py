@@ -19,6 +19,8 @@ from pyworkflow.storage.base import RunQuery, StorageBackend, lease_is_free
 from pyworkflow.storage.schemas import (
     TERMINAL_STATUSES,
     Event,
+    HookRecord,
+    HookStatus,
     RunStatus,
     RunUpdate,
     WorkflowRun,
@@ -34,6 +36,7 @@ class InMemoryStorageBackend(StorageBackend):
         self._runs: dict[str, WorkflowRun] = {}
         self._events: dict[str, list[Event]] = {}
         self._keys: dict[str, str] = {}
+        self._hooks: dict[str, HookRecord] = {}
 
     async def create_run(self, run: WorkflowRun, events: Sequence[Event] = ()) -> WorkflowRun:
         if run.idempotency_key is not None and run.idempotency_key in self._keys:
@@ -136,3 +139,57 @@ class InMemoryStorageBackend(StorageBackend):
         run = self._runs.get(run_id)
         if run is not None and run.lease_owner == owner:
             run.lease_owner = run.lease_expires_at = None
+
+    async def request_cancellation(self, run_id: str, reason: str | None, now: datetime) -> bool:
+        run = self._runs.get(run_id)
+        if run is None or run.status in TERMINAL_STATUSES:
+            return False
+        if run.cancel_requested_at is None:
+            run.cancel_requested_at, run.cancel_reason = now, reason
+        return True
+
+    async def save_hook(self, hook: HookRecord) -> HookRecord:
+        for existing in self._hooks.values():
+            if existing.run_id == hook.run_id and existing.hook_id == hook.hook_id:
+                return existing.copy()
+        self._hooks[hook.token_hash] = hook.copy()
+        return hook.copy()
+
+    async def get_hook(self, token_hash: str) -> HookRecord | None:
+        hook = self._hooks.get(token_hash)
+        return hook.copy() if hook else None
+
+    async def list_hooks(
+        self,
+        *,
+        run_id: str | None = None,
+        status: HookStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[HookRecord]:
+        hooks = [
+            h
+            for h in self._hooks.values()
+            if (run_id is None or h.run_id == run_id) and (status is None or h.status == status)
+        ]
+        hooks.sort(key=lambda h: (h.created_at, h.token_hash), reverse=True)
+        return [h.copy() for h in hooks[offset : offset + limit]]
+
+    async def update_hook(
+        self,
+        token_hash: str,
+        *,
+        expected: HookStatus,
+        status: HookStatus,
+        payload: str | None = None,
+        received_at: datetime | None = None,
+    ) -> bool:
+        hook = self._hooks.get(token_hash)
+        if hook is None or hook.status != expected:
+            return False
+        hook.status = status
+        if payload is not None:
+            hook.payload = payload
+        if received_at is not None:
+            hook.received_at = received_at
+        return True

@@ -184,6 +184,8 @@ class WorkflowRun:
     continued_from_run_id: str | None = None
     continued_to_run_id: str | None = None
     wake_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    cancel_reason: str | None = None
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     last_sequence: int = 0
@@ -215,6 +217,41 @@ class WorkflowRun:
         return clone
 
 
+class HookStatus(StrEnum):
+    """Lifecycle of a hook (a point where a run waits for an external payload)."""
+
+    PENDING = "pending"
+    RECEIVED = "received"
+    EXPIRED = "expired"
+    DISPOSED = "disposed"
+
+
+@dataclass(slots=True)
+class HookRecord:
+    """A hook a run created: how an outside caller finds and resumes it.
+
+    ``token_hash`` (sha256 hex of the token) is the lookup key; the token itself is kept
+    in ``token`` so a run replayed after a crash can hand the same token to
+    ``on_created`` again. Neither ever appears in the event log or in logs.
+    ``payload`` is the received payload, encoded JSON text.
+    """
+
+    token_hash: str
+    run_id: str
+    hook_id: str
+    name: str
+    token: str = ""
+    status: HookStatus = HookStatus.PENDING
+    created_at: datetime = field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    received_at: datetime | None = None
+    payload: str | None = None
+    schema: str | None = None  # JSON schema of the expected payload, when typed
+
+    def copy(self) -> HookRecord:
+        return HookRecord(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+
 # Columns of WorkflowRun a RunUpdate may change. Backends build SQL from this fixed set
 # (never from caller strings), which keeps every statement parameterized.
 UPDATABLE_RUN_FIELDS = (
@@ -228,6 +265,8 @@ UPDATABLE_RUN_FIELDS = (
     "recovery_attempts",
     "continued_to_run_id",
     "wake_at",
+    "cancel_requested_at",
+    "cancel_reason",
     "lease_owner",
     "lease_expires_at",
 )
@@ -258,6 +297,8 @@ class RunUpdate:
 __all__ = [
     "Event",
     "EventType",
+    "HookRecord",
+    "HookStatus",
     "RunStatus",
     "RunUpdate",
     "StepStatus",

@@ -15,7 +15,11 @@ and providing, in that module or a ``conftest.py``:
   :func:`~pyworkflow.storage.config.storage_from_url` resolves to the *same data* (or
   ``None``). It enables the persistence test (for backends with the ``"persistent"``
   capability) and the cross-process tests (``"cross_process"``), which rebuild the
-  backend in a new instance or another process. Without it those tests are skipped.
+  backend in a new instance or another process. Without it those tests are skipped;
+* optionally a ``drop_connections`` fixture: an async callable (or ``None``) that makes
+  the server drop every connection the ``storage`` backend holds (PostgreSQL's
+  ``pg_terminate_backend``, MySQL's ``KILL``, Redis's ``CLIENT KILL``). It enables the
+  reconnect test; without it that test is skipped.
 
 Requires ``pytest`` and ``pytest-asyncio``. The tests only use the public contract, and
 every assertion is on behaviour a caller can see.
@@ -110,6 +114,14 @@ def assert_utc(value: datetime | None) -> None:
 async def lease_of(storage: StorageBackend, run_id: str) -> tuple[str | None, datetime | None]:
     run = await fetch(storage, run_id)
     return run.lease_owner, run.lease_expires_at
+
+
+def optional_fixture(request: pytest.FixtureRequest, name: str) -> Any:
+    """The value of fixture ``name``, or ``None`` when no such fixture is defined."""
+    try:
+        return request.getfixturevalue(name)
+    except pytest.FixtureLookupError:
+        return None
 
 
 def storage_url_or_skip(
@@ -655,6 +667,105 @@ class StorageConformance:
         # After the leases expire they can be claimed again (the resumer died).
         again = await storage.claim_due_runs(at(80), "rescuer", at(140), limit=2)
         assert again == ["due-0", "due-1"]
+
+    # -- tags, connection loss, concurrent instances --------------------------------------
+
+    async def test_tag_filter_pages_and_combines_with_other_filters(
+        self, storage: StorageBackend
+    ) -> None:
+        for i in range(6):
+            tags = ["even", "even"] if i % 2 == 0 else ["odd"]  # a repeated tag counts once
+            parent = "p" if i < 4 else None
+            await storage.create_run(
+                make_run(f"r{i}", created_at=at(i), tags=[*tags, "all"], parent_run_id=parent)
+            )
+
+        async def ids(**filters: Any) -> list[str]:
+            return [r.run_id for r in await storage.list_runs(**filters)]
+
+        assert (await fetch(storage, "r0")).tags == ["even", "even", "all"]
+        page = await storage.list_runs(tag="all", limit=4)
+        assert [r.run_id for r in page] == ["r5", "r4", "r3", "r2"]
+        assert await ids(tag="all", limit=4, cursor=run_cursor(page[-1])) == ["r1", "r0"]
+        assert await ids(tag="all", offset=5) == ["r0"]
+        assert await ids(tag="even") == ["r4", "r2", "r0"]
+        assert await ids(tag="even", created_after=at(1), created_before=at(4)) == ["r2"]
+        assert await ids(tag="even", parent_run_id="p") == ["r2", "r0"]
+        assert await ids(tag="odd", status=RunStatus.RUNNING, workflow_name="order") == [
+            "r5",
+            "r3",
+            "r1",
+        ]
+
+    async def test_reconnects_after_the_server_drops_connections(
+        self, storage: StorageBackend, request: pytest.FixtureRequest
+    ) -> None:
+        drop = optional_fixture(request, "drop_connections")
+        if drop is None:
+            pytest.skip("no drop_connections fixture: no server connections to drop")
+        await create(storage, "r1")
+        await create(storage, "r0", created_at=at(-1))
+
+        await drop()  # each call below is the first on a dropped connection
+        assert (await fetch(storage, "r1")).last_sequence == 1
+        await drop()
+        await append(storage, "r1", 1, status=RunStatus.SUSPENDED, wake_at=at(5))
+        await drop()
+        await storage.create_run(make_run("r2", idempotency_key="k2", created_at=at(1)))
+        await drop()
+        assert await storage.claim_due_runs(at(10), "w1", at(60)) == ["r1"]
+        await drop()
+        assert await storage.acquire_lease("r2", "w1", at(60), at(0))
+        await drop()
+        await storage.release_lease("r2", "w1")
+
+        # Every write landed exactly once.
+        assert [r.run_id for r in await storage.list_runs()] == ["r2", "r1", "r0"]
+        assert [e.sequence for e in await storage.get_events("r1")] == [1, 2]
+        assert await lease_of(storage, "r1") == ("w1", at(60))
+        assert await lease_of(storage, "r2") == (None, None)
+
+    async def test_two_instances_race_to_append(
+        self, storage: StorageBackend, request: pytest.FixtureRequest
+    ) -> None:
+        url = storage_url_or_skip(storage, request, "cross_process")
+        other = storage_from_url(url)  # a second instance: its own connections or pool
+        try:
+            await create(storage, "r1")
+            backends = (storage, other)
+            for expected in range(1, 11):
+                outcomes = await asyncio.gather(
+                    *(
+                        backend.append_events(
+                            "r1",
+                            [
+                                Event(
+                                    run_id="r1",
+                                    type=EventType.LOG_INFO,
+                                    data={"writer": i},
+                                    sequence=expected + 1,
+                                    timestamp=at(expected),
+                                    event_id=f"r1-{expected + 1}-by-{i}",
+                                )
+                            ],
+                            expected_last_sequence=expected,
+                            update=RunUpdate({"error": f"writer {i}"}),
+                        )
+                        for i, backend in enumerate(backends)
+                    ),
+                    return_exceptions=True,
+                )
+                assert outcomes.count(None) == 1, outcomes
+                loser = next(o for o in outcomes if o is not None)
+                assert isinstance(loser, SequenceConflictError), loser
+                winner = outcomes.index(None)
+                (stored,) = await other.get_events("r1", after_sequence=expected)
+                assert stored.event_id == f"r1-{expected + 1}-by-{winner}"
+                run = await fetch(storage, "r1")
+                assert (run.last_sequence, run.error) == (expected + 1, f"writer {winner}")
+            assert [e.sequence for e in await storage.get_events("r1")] == list(range(1, 12))
+        finally:
+            await other.close()
 
 
 __all__ = ["StorageConformance", "make_events", "make_run"]

@@ -28,7 +28,9 @@ from pyworkflow import (
     continue_as_new,
     get_step_context,
     get_workflow_chain,
+    hook,
     resume,
+    resume_hook,
     set_step_context,
     sleep,
     start,
@@ -115,6 +117,17 @@ async def crash_chain(n: int, last: int) -> int:
     return n
 
 
+async def print_token(token: str) -> None:
+    print(f"TOKEN {token}", flush=True)
+
+
+@workflow(name="crash_approval")
+async def crash_approval(order: str) -> str:
+    await step1(order)
+    decision = await hook("crash_decision", on_created=print_token)
+    return f"{order}: {decision['verdict']}"
+
+
 async def main(argv: list[str]) -> None:
     command, db = argv[0], argv[1]
     configure(storage=f"sqlite:///{db}", timer_poll_interval=0.1)
@@ -127,6 +140,13 @@ async def main(argv: list[str]) -> None:
         run_id = await (start(crash_parent) if command == "parent" else start(crash_chain, 0, 5))
         print(f"RUN {run_id}", flush=True)
         await asyncio.sleep(3600)  # killed by the test while the run is in flight
+    elif command == "hook":
+        run_id = await start(crash_approval, "ORD-9")
+        print(f"RUN {run_id}", flush=True)
+        await asyncio.sleep(3600)  # holds the suspended run's storage open, serving timers
+    elif command == "deliver":
+        await resume_hook(argv[2], {"verdict": "approved"})
+        print("DELIVERED", flush=True)
     elif command == "wait-chain":
         chain = await _wait_chain(argv[2], 6)
         print(f"DONE {chain[-1].status.value} {len(chain)} {chain[-1].result}", flush=True)

@@ -197,3 +197,27 @@ async def test_sigkill_in_the_middle_of_a_continue_as_new_chain(tmp_path: Path) 
     assert await _read_line(proc, "DONE", limit=60) == "DONE completed 6 5"
     await proc.wait()
     assert _ledger(tmp_path)["step1"] == 6  # one step per link, none repeated
+
+
+async def test_hook_payload_posted_from_another_process(tmp_path: Path) -> None:
+    """Process A holds a run suspended on a hook; process B posts the payload; the run
+    completes with it. Then A is killed and a third process sees the completed run."""
+    db = tmp_path / "wf.db"
+    holder = await _spawn(tmp_path, "hook", str(db))
+    token = (await _read_line(holder, "TOKEN")).split()[1]
+    run_id = (await _read_line(holder, "RUN")).split()[1]
+
+    poster = await _spawn(tmp_path, "deliver", str(db), token)
+    assert await _read_line(poster, "DELIVERED") == "DELIVERED"
+    await poster.wait()
+
+    waiter = await _spawn(tmp_path, "wait", str(db), run_id)
+    assert await _read_line(waiter, "DONE", limit=60) == "DONE completed"
+    await waiter.wait()
+    await _kill(holder)
+    with sqlite3.connect(db) as conn:
+        (result,) = conn.execute(
+            "SELECT result_payload FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+    assert result == '"ORD-9: approved"'
+    assert _ledger(tmp_path)["step1"] == 1

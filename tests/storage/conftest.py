@@ -6,13 +6,17 @@ Each backend lives in a ``backend_<name>.py`` module beside this file, defining
 reopened). Backends that need a server call :func:`tests.services.require_service` so a
 missing server fails under CI and skips (with how to start it) elsewhere.
 
+A backend module may also define ``async def drop_connections(backend)``: make the server
+drop every connection ``backend`` holds (the ``drop_connections`` fixture, used by the
+reconnect conformance test; backends without it skip that test).
+
 ``pytest --backend sqlite`` narrows the run to one backend.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -56,3 +60,20 @@ async def storage(_opened: tuple[StorageBackend, str | None]) -> AsyncIterator[S
     backend = _opened[0]
     yield backend
     await backend.close()
+
+
+@pytest.fixture
+def drop_connections(
+    backend_name: str, _opened: tuple[StorageBackend, str | None]
+) -> Callable[[], Awaitable[Any]] | None:
+    """An async callable that makes the server drop the backend's connections, or
+    ``None`` when the backend module defines no ``drop_connections``."""
+    hook = getattr(BACKENDS[backend_name], "drop_connections", None)
+    if hook is None:
+        return None
+    backend = _opened[0]
+
+    async def drop() -> Any:
+        return await hook(backend)
+
+    return drop

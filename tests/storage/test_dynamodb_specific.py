@@ -1,5 +1,6 @@
 """DynamoDB backend behaviour beyond the shared contract: table setup, chunked and
-compressed data, transaction limits and error mapping, index re-checks, URL parsing.
+compressed data, transaction limits and error mapping, index re-checks, cancellation
+requests and hook items, URL parsing.
 
 These tests run against moto (an emulator started by ``backend_dynamodb``, on
 127.0.0.1), not against AWS: they show the backend's logic, not DynamoDB's own
@@ -23,15 +24,18 @@ from pyworkflow.core.exceptions import (
     StorageError,
     WorkflowNotFoundError,
 )
-from pyworkflow.storage.schemas import EventType, RunStatus, RunUpdate
+from pyworkflow.storage.schemas import EventType, HookStatus, RunStatus, RunUpdate
 from pyworkflow.testing.conformance import at, make_events, make_run
+from pyworkflow.testing.conformance_signals import make_hook
 from tests.storage import backend_dynamodb as moto
 
 pytest.importorskip("aioboto3")
 
 from pyworkflow.storage.dynamodb import (  # noqa: E402 - after the importorskip
     CHUNK_BYTES,
+    INDEX_HOOKS,
     DynamoDBStorageBackend,
+    add_index_request,
     table_definition,
 )
 
@@ -75,6 +79,16 @@ async def items_of(raw: Any, table: str, run_id: str) -> list[dict[str, Any]]:
         TableName=table,
         KeyConditionExpression="PK = :pk",
         ExpressionAttributeValues={":pk": {"S": f"RUN#{run_id}"}},
+        ConsistentRead=True,
+    )
+    return list(response["Items"])
+
+
+async def hook_items(raw: Any, table: str, token_hash: str) -> list[dict[str, Any]]:
+    response = await raw.query(
+        TableName=table,
+        KeyConditionExpression="PK = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"HOOK#{token_hash}"}},
         ConsistentRead=True,
     )
     return list(response["Items"])
@@ -350,6 +364,201 @@ async def test_list_runs_rechecks_index_entries(
     )
     listed = await backend.list_runs(status=RunStatus.COMPLETED, workflow_name="order")
     assert [r.run_id for r in listed] == ["a"]
+
+
+# -- cancellation requests -----------------------------------------------------------------
+
+
+async def test_cancel_fields_round_trip_and_update_through_run_updates(
+    backend: DynamoDBStorageBackend,
+) -> None:
+    run = make_run("r1", cancel_requested_at=at(3), cancel_reason="ünïcode ✓", last_sequence=1)
+    await backend.create_run(run, make_events("r1", 1, 1))
+    assert await backend.get_run("r1") == run
+    await backend.append_events(
+        "r1", [], expected_last_sequence=1, update=RunUpdate({"cancel_reason": None})
+    )
+    stored = await backend.get_run("r1")
+    assert stored is not None
+    assert (stored.cancel_requested_at, stored.cancel_reason) == (at(3), None)
+    update = RunUpdate({"cancel_requested_at": at(9), "cancel_reason": "again"})
+    await backend.append_events(
+        "r1", make_events("r1", 2, 1), expected_last_sequence=1, update=update
+    )
+    stored = await backend.get_run("r1")
+    assert stored is not None and stored.last_sequence == 2
+    assert (stored.cancel_requested_at, stored.cancel_reason) == (at(9), "again")
+
+
+async def test_first_cancellation_request_keeps_its_missing_reason(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    await backend.create_run(make_run("r1", last_sequence=1), make_events("r1", 1, 1))
+    assert await backend.request_cancellation("r1", None, at(1))
+    assert await backend.request_cancellation("r1", "later reason", at(2))
+    (meta,) = [i for i in await items_of(raw, table, "r1") if i["SK"]["S"] == "META"]
+    assert "cancel_reason" not in meta and meta["last_sequence"] == {"N": "1"}
+    stored = await backend.get_run("r1")
+    assert stored is not None
+    assert (stored.cancel_requested_at, stored.cancel_reason) == (at(1), None)
+
+
+# -- hooks -----------------------------------------------------------------------------------
+
+
+async def test_hook_items_and_their_index_stay_out_of_run_listings(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    await backend.create_run(make_run("r1", status=RunStatus.PENDING))
+    await backend.save_hook(make_hook("h1", run_id="r1"))
+    (head,) = await hook_items(raw, table, "h1")
+    assert head["SK"] == {"S": "HOOK"} and head["hook_status"] == {"S": "pending"}
+    assert "status" not in head  # would put the hook into runs_by_status
+    assert head["gsi_hook"] == {"S": "H#pending"}
+    pointer = [i for i in await items_of(raw, table, "r1") if i["SK"]["S"].startswith("HOOKID#")]
+    assert pointer == [
+        {"PK": {"S": "RUN#r1"}, "SK": {"S": "HOOKID#hook:approval#1"}, "token_hash": {"S": "h1"}}
+    ]
+    assert [r.run_id for r in await backend.list_runs(status=RunStatus.PENDING)] == ["r1"]
+    assert [r.run_id for r in await backend.list_runs()] == ["r1"]
+    assert await backend.get_events("r1") == []
+
+
+async def test_one_megabyte_hook_payload_round_trips_through_chunks(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    payload = '"' + base64.b64encode(os.urandom(750_000)).decode() + '"'
+    await backend.save_hook(make_hook("h1"))
+    assert await backend.update_hook(
+        "h1", expected=HookStatus.PENDING, status=HookStatus.RECEIVED, payload=payload
+    )
+    hook = await backend.get_hook("h1")
+    assert hook is not None and hook.payload == payload
+    (listed,) = await backend.list_hooks(status=HookStatus.RECEIVED)
+    assert listed.payload == payload
+    (by_run,) = await backend.list_hooks(run_id="r1")
+    assert by_run.payload == payload
+    parts = [i for i in await hook_items(raw, table, "h1") if "part" in i]
+    assert len(parts) >= 3 and all(len(i["part"]["B"]) <= CHUNK_BYTES for i in parts)
+
+    # A replaced payload takes its chunks with it, in the same transaction.
+    assert await backend.update_hook(
+        "h1", expected=HookStatus.RECEIVED, status=HookStatus.RECEIVED, payload='"small"'
+    )
+    assert [i["SK"]["S"] for i in await hook_items(raw, table, "h1")] == ["HOOK"]
+    hook = await backend.get_hook("h1")
+    assert hook is not None and hook.payload == '"small"'
+
+
+async def test_saved_hook_with_a_large_payload_and_schema(backend: DynamoDBStorageBackend) -> None:
+    payload = '"' + base64.b64encode(os.urandom(600_000)).decode() + '"'
+    schema = '{"description": "' + "s" * 100_000 + '"}'  # compresses well
+    hook = make_hook("h1", status=HookStatus.RECEIVED, payload=payload, schema=schema)
+    assert await backend.save_hook(hook) == hook
+    assert await backend.get_hook("h1") == hook
+    assert await backend.save_hook(make_hook("h2")) == hook  # the same run and hook_id
+
+    noise = base64.b64encode(os.urandom(50_000)).decode()
+    with pytest.raises(StorageError, match="schema"):
+        await backend.save_hook(make_hook("h3", hook_id="other", schema=f'"{noise}"'))
+    assert await backend.get_hook("h3") is None
+
+
+async def test_a_delivery_whose_response_was_lost_still_wins(
+    backend: DynamoDBStorageBackend,
+) -> None:
+    await backend.save_hook(make_hook("h1"))
+    client = await backend._get_client()
+    real = client.update_item
+
+    async def lost_response(**kwargs: Any) -> Any:
+        await real(**kwargs)  # the write lands, the response is lost: the SDK retries,
+        return await real(**kwargs)  # and the retry fails the status condition
+
+    client.update_item = lost_response
+    try:
+        won = await backend.update_hook(
+            "h1", expected=HookStatus.PENDING, status=HookStatus.RECEIVED, payload="1"
+        )
+    finally:
+        client.update_item = real
+    assert won
+    hook = await backend.get_hook("h1")
+    assert hook is not None and (hook.status, hook.payload) == (HookStatus.RECEIVED, "1")
+
+
+async def test_list_hooks_rechecks_index_entries(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    await backend.save_hook(make_hook("a", created_at=at(1)))
+    await backend.save_hook(make_hook("b", hook_id="hook:approval#2", created_at=at(2)))
+    await backend.update_hook("b", expected=HookStatus.PENDING, status=HookStatus.RECEIVED)
+    # A lagging index: "b" is still indexed as pending although it was received.
+    await raw.update_item(
+        TableName=table,
+        Key={"PK": {"S": "HOOK#b"}, "SK": {"S": "HOOK"}},
+        UpdateExpression="SET gsi_hook = :p",
+        ExpressionAttributeValues={":p": {"S": "H#pending"}},
+    )
+    assert [h.token_hash for h in await backend.list_hooks(status=HookStatus.PENDING)] == ["a"]
+    assert [h.token_hash for h in await backend.list_hooks()] == ["a"]  # "received" lags
+    assert [h.token_hash for h in await backend.list_hooks(run_id="r1")] == ["b", "a"]
+
+
+async def test_a_token_hash_taken_by_another_runs_hook_is_replaced(
+    backend: DynamoDBStorageBackend,
+) -> None:
+    await backend.save_hook(make_hook("h1", run_id="r1"))
+    replacement = make_hook("h1", run_id="r2", hook_id="hook:other#1", created_at=at(5))
+    assert await backend.save_hook(replacement) == replacement
+    assert await backend.get_hook("h1") == replacement
+    assert await backend.list_hooks(run_id="r1") == []
+    assert await backend.list_hooks(run_id="r2") == [replacement]
+    # r1's hook id is free again.
+    again = make_hook("h9", run_id="r1")
+    assert await backend.save_hook(again) == again
+
+
+async def create_table_without_hooks(raw: Any, table: str) -> None:
+    """The table as releases before hooks created it."""
+    old = table_definition(table)
+    old["GlobalSecondaryIndexes"] = [
+        g for g in old["GlobalSecondaryIndexes"] if g["IndexName"] != INDEX_HOOKS
+    ]
+    old["AttributeDefinitions"] = [
+        a for a in old["AttributeDefinitions"] if a["AttributeName"] not in ("gsi_hook", "hook_sk")
+    ]
+    await raw.create_table(**old)
+
+
+async def test_an_older_table_gets_the_hooks_index(table: str, endpoint: str, raw: Any) -> None:
+    await create_table_without_hooks(raw, table)
+
+    def new(create_table: bool) -> DynamoDBStorageBackend:
+        return DynamoDBStorageBackend(
+            table, moto.REGION, endpoint, create_table=create_table, session=moto.emulator_session()
+        )
+
+    fixed = new(create_table=False)
+    with pytest.raises(StorageError, match="hooks_by_status.*add_index_request"):
+        await fixed.connect()
+    await fixed.close()
+
+    upgrading = new(create_table=True)
+    try:
+        await upgrading.save_hook(make_hook("h1"))
+        assert [h.token_hash for h in await upgrading.list_hooks()] == ["h1"]
+    finally:
+        await upgrading.close()
+    description = (await raw.describe_table(TableName=table))["Table"]
+    assert INDEX_HOOKS in {i["IndexName"] for i in description["GlobalSecondaryIndexes"]}
+
+
+async def test_add_index_request_adds_the_index(table: str, raw: Any) -> None:
+    await create_table_without_hooks(raw, table)
+    await raw.update_table(**add_index_request(table, INDEX_HOOKS))
+    description = (await raw.describe_table(TableName=table))["Table"]
+    assert INDEX_HOOKS in {i["IndexName"] for i in description["GlobalSecondaryIndexes"]}
 
 
 # -- URLs ----------------------------------------------------------------------------------

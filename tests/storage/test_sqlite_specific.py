@@ -79,8 +79,8 @@ async def test_schema_version_is_recorded_once(tmp_path: Path) -> None:
     backend = SQLiteStorageBackend(path)
     await backend.connect()
     await backend.close()
-    assert len(MIGRATIONS) == 1
-    assert query(path, "SELECT version FROM schema_version") == [(1,)]
+    assert len(MIGRATIONS) == 2
+    assert query(path, "SELECT version FROM schema_version") == [(len(MIGRATIONS),)]
     tables = {r[0] for r in query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"runs", "events", "schema_version"} <= tables
     indexes = {r[0] for r in query(path, "SELECT name FROM sqlite_master WHERE type='index'")}
@@ -105,7 +105,7 @@ async def test_reconnect_to_migrated_file_is_a_no_op(tmp_path: Path) -> None:
             assert [e.sequence for e in await again.get_events("r1")] == [1]
         finally:
             await again.close()
-    assert query(path, "SELECT version FROM schema_version") == [(1,)]
+    assert query(path, "SELECT version FROM schema_version") == [(len(MIGRATIONS),)]
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -119,7 +119,9 @@ async def test_handle_outside_the_workflow() -> None:
 
     @workflow(name="cw_handle_out")
     async def starter() -> str:
-        handle = await start_child_workflow(payment, 5, wait_for_completion=False)
+        handle = await start_child_workflow(
+            payment, 5, wait_for_completion=False, parent_close_policy="abandon"
+        )
         return handle.child_run_id
 
     parent_id = await start(starter, storage=storage)

@@ -118,3 +118,16 @@ async def test_continuation_started_by_a_dead_process_is_picked_up() -> None:
     finished = await wait_for_run(run.run_id, storage=storage, timeout=5)
     assert finished.status == "completed" and finished.result == 5
     assert finished.recovery_attempts == 0
+
+
+@workflow(name="can_transient", durable=False)
+async def transient_loop(n: int) -> int:
+    if n < 3:
+        continue_as_new(n + 1)
+    return n
+
+
+async def test_transient_runs_continue_in_memory() -> None:
+    run_id = await start(transient_loop, 0)
+    run = await get_workflow_run(run_id)
+    assert run is not None and run.status == "completed" and run.result == 3

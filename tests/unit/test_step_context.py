@@ -108,3 +108,28 @@ def test_context_models_are_frozen() -> None:
 async def test_get_without_context_raises() -> None:
     with pytest.raises(RuntimeError, match="no step context"):
         get_step_context()
+
+
+@step(name="sc_child_reads")
+async def child_reads() -> bool:
+    return has_step_context()
+
+
+@workflow(name="sc_child")
+async def child() -> bool:
+    return await child_reads()
+
+
+@workflow(name="sc_parent")
+async def parent() -> bool:
+    from pyworkflow import start_child_workflow
+
+    await set_step_context(Tenant(tenant_id="parent-only"))
+    return await start_child_workflow(child)
+
+
+async def test_a_child_does_not_inherit_the_parents_context() -> None:
+    storage = InMemoryStorageBackend()
+    run_id = await start(parent, storage=storage)
+    run = await wait_for_run(run_id, storage=storage, timeout=5)
+    assert run.status == "completed" and run.result is False

@@ -156,3 +156,131 @@ def test_package_does_not_import_optional_drivers() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- server databases: PostgreSQL and MySQL/MariaDB (built, never connected) -----------------
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "PostgreSQL"])
+def test_postgres_url(scheme: str) -> None:
+    pytest.importorskip("asyncpg")
+    from pyworkflow.storage.postgres import PostgresStorageBackend
+
+    url = f"{scheme}://app:s3cr%40t@db.example.com:6543/orders?schema=wf&min_size=2&max_size=5"
+    backend = storage_from_url(url)
+    assert isinstance(backend, PostgresStorageBackend)
+    assert (backend.host, backend.port, backend.database, backend.user) == (
+        "db.example.com",
+        6543,
+        "orders",
+        "app",
+    )
+    assert (backend.schema, backend.min_size, backend.max_size) == ("wf", 2, 5)
+    assert backend.application_name == "pyworkflow"
+    assert backend.capabilities >= {"persistent", "cross_process"}
+    for text in (repr(backend), backend.label):
+        assert "s3cr" not in text and "db.example.com" in text
+
+
+def test_postgres_url_defaults_and_passthrough_options() -> None:
+    pytest.importorskip("asyncpg")
+    from pyworkflow.storage.postgres import PostgresStorageBackend
+
+    backend = storage_from_url(
+        "postgresql://localhost/app?sslmode=disable&application_name=x&statement_cache_size=0"
+    )
+    assert isinstance(backend, PostgresStorageBackend)
+    assert (backend.schema, backend.port, backend.min_size, backend.max_size) == (
+        "public",
+        5432,
+        1,
+        10,
+    )
+    assert (backend.application_name, backend.statement_cache_size) == ("x", 0)
+    # Options asyncpg understands stay in the DSN it receives; ours are taken out.
+    assert backend._dsn == "postgresql://localhost/app?sslmode=disable"
+
+
+@pytest.mark.parametrize(
+    ("query", "match"),
+    [
+        ("schema=bad-name", "schema"),
+        ("schema=x;DROP", "schema"),
+        ("min_size=many", "min_size"),
+        ("min_size=5&max_size=2", "pool size"),
+    ],
+)
+def test_postgres_url_errors_hide_the_password(query: str, match: str) -> None:
+    pytest.importorskip("asyncpg")
+    with pytest.raises(ConfigurationError, match=match) as info:
+        storage_from_url(f"postgresql://app:hunter2@db/orders?{query}")
+    assert "hunter2" not in str(info.value)
+
+
+def test_postgres_config_dict() -> None:
+    pytest.importorskip("asyncpg")
+    from pyworkflow.storage.postgres import PostgresStorageBackend
+
+    backend = storage_from_config(
+        {"type": "postgresql", "host": "db", "user": "app", "password": "pw", "schema": "wf"}
+    )
+    assert isinstance(backend, PostgresStorageBackend)
+    assert (backend.host, backend.user, backend.schema) == ("db", "app", "wf")
+    assert "'pw'" not in repr(backend)
+
+
+def test_mysql_url() -> None:
+    pytest.importorskip("aiomysql")
+    from pyworkflow.storage.mysql import MySQLStorageBackend
+
+    url = "mysql://app:s3cr%2Ft@db.example.com:3307/orders?max_size=20&connect_timeout=2.5"
+    backend = storage_from_url(url)
+    assert isinstance(backend, MySQLStorageBackend)
+    assert (backend.host, backend.port, backend.database, backend.user) == (
+        "db.example.com",
+        3307,
+        "orders",
+        "app",
+    )
+    assert (backend.min_size, backend.max_size, backend.connect_timeout) == (1, 20, 2.5)
+    assert backend._password == "s3cr/t"  # percent-decoded
+    assert backend.capabilities >= {"persistent", "cross_process"}
+    for text in (repr(backend), backend.label):
+        assert "s3cr" not in text and "db.example.com" in text
+    defaults = storage_from_url("mysql://db/orders")
+    assert isinstance(defaults, MySQLStorageBackend)
+    assert (defaults.port, defaults.min_size, defaults.max_size) == (3306, 1, 10)
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("mysql://app:hunter2@db/orders?charset=latin1", "unsupported option"),
+        ("mysql://app:hunter2@db/orders?max_size=lots", "max_size"),
+        ("mysql://app:hunter2@db/orders?connect_timeout=soon", "connect_timeout"),
+        ("mysql://app:hunter2@db/orders?min_size=3&max_size=1", "pool size"),
+        ("mysql://app:hunter2@db", "needs a database"),
+    ],
+)
+def test_mysql_url_errors_hide_the_password(url: str, match: str) -> None:
+    pytest.importorskip("aiomysql")
+    with pytest.raises(ConfigurationError, match=match) as info:
+        storage_from_url(url)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("version", "skip_locked", "collation"),
+    [
+        ("5.5.5-10.11.6-MariaDB-0+deb12u1", True, "utf8mb4_nopad_bin"),
+        ("10.5.23-MariaDB", False, "utf8mb4_nopad_bin"),
+        ("8.0.36-0ubuntu0.22.04.1", True, "utf8mb4_0900_bin"),
+        ("8.0.13", True, "utf8mb4_bin"),
+        ("5.7.44-log", False, "utf8mb4_bin"),
+    ],
+)
+def test_mysql_server_traits(version: str, skip_locked: bool, collation: str) -> None:
+    pytest.importorskip("aiomysql")
+    from pyworkflow.storage.mysql import server_traits
+
+    assert server_traits(version) == (skip_locked, collation)

@@ -1,0 +1,237 @@
+"""Storage benchmark: the same durable workload on every storage backend, one table.
+
+Run ``python benchmarks/storage.py`` (from the repository root; ``--only sqlite,postgres``
+narrows it). For each backend:
+
+* ``steps/s``: 100 workflows x 10 trivial steps, started one after another with
+  ``pyworkflow.start(..., storage=backend)`` (each step is one durable append).
+* ``starts/s``: 500 starts of a workflow with no steps (run creation plus completion).
+* ``resume``: a run with 1,500 completed steps (3,000 step events) suspended on a sleep;
+  ``live`` = from its due time to completion when the local runtime wakes it, ``cold`` =
+  one ``resume_run`` with no runtime service running (read the history, replay, finish).
+
+Backends: memory, file, SQLite (WAL, ``synchronous=NORMAL``), PostgreSQL, MySQL/MariaDB,
+Redis (``redis://127.0.0.1:6379/15``) and DynamoDB (the moto emulator, so its numbers
+measure the emulator, not AWS). Server backends get a fresh schema / database / key prefix
+/ table, removed afterwards (the helpers of ``tests/storage/backend_*.py``; servers from
+``PYWORKFLOW_TEST_*_URL`` or the local defaults). A backend whose module, driver or server
+is missing is skipped with a note. Results also go to ``benchmarks/results/storage.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the tests/ helpers that set up isolated server stores
+
+from pyworkflow import EventType, get_runtime, sleep, start, step, wait_for_run, workflow  # noqa: E402
+from pyworkflow.engine.runner import new_owner_id, resume_run  # noqa: E402
+from pyworkflow.storage.base import StorageBackend  # noqa: E402
+
+WORKFLOWS, STEPS, STARTS, HISTORY_STEPS = 100, 10, 500, 1500
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+@step(name="storage_bench_noop")
+async def noop(i: int) -> int:
+    return i
+
+
+@workflow(name="storage_bench_ten_steps")
+async def ten_steps() -> int:
+    total = 0
+    for i in range(STEPS):
+        total += await noop(i)
+    return total
+
+
+@workflow(name="storage_bench_empty")
+async def empty() -> int:
+    return 0
+
+
+@workflow(name="storage_bench_sleeper")
+async def sleeper(n: int) -> int:
+    for i in range(n):
+        await noop(i)
+    await sleep(0.2)
+    await noop(-1)
+    return n
+
+
+# -- the workload -------------------------------------------------------------------------
+
+
+async def steps_per_second(storage: StorageBackend) -> float:
+    await start(ten_steps, storage=storage)  # warm up: connection, schema, caches
+    t0 = time.perf_counter()
+    for _ in range(WORKFLOWS):
+        await start(ten_steps, storage=storage)
+    return WORKFLOWS * STEPS / (time.perf_counter() - t0)
+
+
+async def starts_per_second(storage: StorageBackend) -> float:
+    await start(empty, storage=storage)
+    t0 = time.perf_counter()
+    for _ in range(STARTS):
+        await start(empty, storage=storage)
+    return STARTS / (time.perf_counter() - t0)
+
+
+async def resume_cost(storage: StorageBackend) -> tuple[float, float]:
+    """(live, cold) seconds to resume a 3,000-event history (see the module docstring)."""
+    run_id = await start(sleeper, HISTORY_STEPS, storage=storage)
+    run = await wait_for_run(run_id, storage=storage, timeout=600)
+    assert run.completed_at is not None, run
+    events = await storage.get_events(run_id)
+    due = next(e for e in events if e.type == EventType.SLEEP_STARTED).data["fire_at"]
+    live = (run.completed_at - datetime.fromisoformat(due)).total_seconds()
+
+    run_id = await start(sleeper, HISTORY_STEPS, storage=storage)
+    await get_runtime("local").shutdown()  # no timer loop: nothing resumes it but us
+    await asyncio.sleep(0.25)
+    t0 = time.perf_counter()
+    await resume_run(storage, run_id, owner=new_owner_id(), lease_ttl=60)
+    cold = time.perf_counter() - t0
+    run = await storage.get_run(run_id)
+    assert run is not None and run.status == "completed", run
+    return live, cold
+
+
+# -- the backends -------------------------------------------------------------------------
+
+Opener = Callable[[Path], AbstractAsyncContextManager[tuple[StorageBackend, Any]]]
+
+
+@asynccontextmanager
+async def _memory(tmp: Path) -> AsyncIterator[tuple[StorageBackend, Any]]:  # noqa: ARG001
+    from pyworkflow.storage.memory import InMemoryStorageBackend
+
+    yield InMemoryStorageBackend(), None
+
+
+@asynccontextmanager
+async def _file(tmp: Path) -> AsyncIterator[tuple[StorageBackend, Any]]:
+    from pyworkflow.storage.file import FileStorageBackend
+
+    yield FileStorageBackend(tmp / "data"), None
+
+
+@asynccontextmanager
+async def _sqlite(tmp: Path) -> AsyncIterator[tuple[StorageBackend, Any]]:
+    from pyworkflow.storage.sqlite import SQLiteStorageBackend
+
+    yield SQLiteStorageBackend(tmp / "bench.db"), None
+
+
+def _from_tests(name: str) -> Opener:
+    """The isolated store the conformance suite would use for backend ``name``."""
+
+    def opener(tmp: Path) -> AbstractAsyncContextManager[tuple[StorageBackend, Any]]:
+        import importlib
+
+        module = importlib.import_module(f"tests.storage.backend_{name}")
+        opened: AbstractAsyncContextManager[tuple[StorageBackend, Any]] = module.open_backend(tmp)
+        return opened
+
+    return opener
+
+
+BACKENDS: dict[str, Opener] = {
+    "memory": _memory,
+    "file": _file,
+    "sqlite": _sqlite,
+    "postgres": _from_tests("postgres"),
+    "mysql": _from_tests("mysql"),
+    "redis": _from_tests("redis"),
+    "dynamodb": _from_tests("dynamodb"),
+}
+
+
+def _skip_reason(exc: BaseException) -> str:
+    # tests.services.require_service and pytest.importorskip raise pytest's Skipped.
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:110]
+
+
+async def measure(name: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        async with BACKENDS[name](Path(tmp)) as (storage, _):
+            try:
+                steps = await steps_per_second(storage)
+                starts = await starts_per_second(storage)
+                live, cold = await resume_cost(storage)
+            finally:
+                with contextlib.suppress(Exception):
+                    await get_runtime("local").shutdown()
+                await storage.close()
+    return {
+        "storage": name,
+        "steps_per_s": steps,
+        "starts_per_s": starts,
+        "resume_3000_live_ms": live * 1000,
+        "resume_3000_cold_ms": cold * 1000,
+    }
+
+
+def run_one(name: str) -> dict[str, Any]:
+    try:
+        return asyncio.run(measure(name))
+    except ImportError as exc:
+        return {"storage": name, "skipped": f"module or driver missing: {exc}"}
+    except BaseException as exc:  # noqa: BLE001 - a skip (pytest's Skipped) or a failure
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        kind = "skipped" if type(exc).__name__ == "Skipped" else "failed"
+        return {"storage": name, kind: _skip_reason(exc)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help="comma-separated backend names", default="")
+    args = parser.parse_args()
+    names = [n for n in BACKENDS if not args.only or n in args.only.split(",")]
+    os.environ.setdefault("PYWORKFLOW_TEST_REDIS_URL", REDIS_URL)
+
+    rows = [run_one(name) for name in names]
+    header = (
+        f"{'storage':<10}{'steps/s':>10}{'starts/s':>10}"
+        f"{'resume 3000 live (ms)':>23}{'resume 3000 cold (ms)':>23}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        if "steps_per_s" in r:
+            print(
+                f"{r['storage']:<10}{r['steps_per_s']:>10.0f}{r['starts_per_s']:>10.0f}"
+                f"{r['resume_3000_live_ms']:>23.1f}{r['resume_3000_cold_ms']:>23.1f}"
+            )
+        else:
+            status = "skipped" if "skipped" in r else "FAILED"
+            print(f"{r['storage']:<10}  {status}: {r.get('skipped') or r.get('failed')}")
+    print(
+        f"\n{WORKFLOWS} workflows x {STEPS} steps; {STARTS} starts; "
+        f"{HISTORY_STEPS * 2}-event history. python {sys.version.split()[0]} on "
+        f"{platform.machine()}, {os.cpu_count()} CPUs; servers on localhost."
+    )
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "storage.json").write_text(json.dumps({"rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

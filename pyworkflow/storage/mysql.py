@@ -1,0 +1,503 @@
+"""MySQL / MariaDB storage: the server backend for shops that run MySQL.
+
+Extra: ``pip install 'pyworkflow-engine[mysql]'`` (the ``aiomysql`` driver).
+Servers: MySQL 8.0+ and MariaDB 10.6+ (older versions work, but claim due runs with a
+blocking ``FOR UPDATE`` instead of ``SKIP LOCKED``).
+
+URL: ``mysql://user:password@host:3306/database`` with optional ``?min_size=1&max_size=10``
+(connection pool) and ``connect_timeout=10`` (seconds). The database must exist; the
+tables are created in it on first connect. Percent-encode special characters of the
+password; it never appears in ``repr()`` or error messages.
+
+Guarantees (the :class:`~pyworkflow.storage.base.StorageBackend` contract, across any
+number of processes): InnoDB tables; every multi-statement write is one transaction.
+``append_events`` runs the fenced update (``UPDATE runs ... WHERE run_id = %s AND
+last_sequence = %s``) first: its row lock makes a concurrent writer wait, re-read the
+committed row and match nothing (:class:`SequenceConflictError`); the event insert
+follows in the same transaction. ``create_run`` relies on the unique index on
+``idempotency_key`` (concurrent creates with one key store one run). ``claim_due_runs``
+selects due, unleased runs ``ORDER BY wake_at LIMIT n FOR UPDATE SKIP LOCKED`` and leases
+them in the same transaction. Sessions use ``READ COMMITTED`` (no gap locks, so claims
+and inserts do not block each other), strict SQL mode (an over-long value is an error,
+never silently truncated) and report *matched* rows (``CLIENT.FOUND_ROWS``), so a
+conditional update that changes nothing still counts as a match.
+
+Storage: ``utf8mb4`` everywhere with a binary, no-pad collation (``utf8mb4_nopad_bin``
+on MariaDB, ``utf8mb4_0900_bin`` on MySQL): keys compare byte for byte like the other
+backends (case- and trailing-space-sensitive). Datetimes are ``DATETIME(6)`` holding
+UTC (microsecond precision, independent of the session time zone). Payloads, errors
+and event data are ``LONGTEXT``; identifiers (run ids, workflow names, idempotency
+keys, tags, lease owners) are ``VARCHAR(255)``. A single statement must fit the server's
+``max_allowed_packet`` (MariaDB/MySQL default 16-64 MB).
+
+Connection loss (server restart, ``KILL``, ``wait_timeout``): the pool drops dead
+connections when it next hands them out; a call whose connection died is retried once
+when that is safe, exactly as described for PostgreSQL in
+:mod:`pyworkflow.storage.postgres` (reads, lease changes and claims: retried; creates and
+appends: retried, and a conflict on the retry is checked against what the first attempt
+may have committed).
+
+Tuning: ``max_size`` bounds one process's concurrent storage calls; keep processes x
+``max_size`` under the server's ``max_connections``. A transaction costs explicit
+``BEGIN``/``COMMIT`` round trips on top of its statements (3-4 per step append).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import aiomysql
+
+from pyworkflow.core.exceptions import ConfigurationError, StorageError
+from pyworkflow.storage._sql import (
+    TX,
+    Conn,
+    ConnectionLost,
+    Dialect,
+    Mode,
+    Statements,
+    apply_migrations,
+    read_schema_version,
+    redact_url,
+)
+from pyworkflow.storage._sql_signals import SQLSignalBackend
+
+T = TypeVar("T")
+
+URL_OPTIONS = ("min_size", "max_size", "connect_timeout")
+#: pymysql.constants.CLIENT.FOUND_ROWS: UPDATE reports matched rows, not changed rows.
+CLIENT_FOUND_ROWS = 2
+_SESSION_SETUP = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+# aiomysql interpolates sql_mode into "SET sql_mode=..." as is, hence the quotes.
+_SQL_MODE = "'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
+
+_TABLE_OPTIONS = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collate}"
+
+# Schema migrations, applied in order ({collate} is picked for the server on first
+# connect). Never edit a released entry: append a new one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        f"""CREATE TABLE IF NOT EXISTS runs (
+            run_id VARCHAR(255) NOT NULL PRIMARY KEY,
+            workflow_name VARCHAR(255) NOT NULL,
+            status VARCHAR(32) NOT NULL,
+            created_at DATETIME(6) NOT NULL,
+            updated_at DATETIME(6) NOT NULL,
+            started_at DATETIME(6) NULL,
+            completed_at DATETIME(6) NULL,
+            input_payload LONGTEXT NULL,
+            result_payload LONGTEXT NULL,
+            error LONGTEXT NULL,
+            idempotency_key VARCHAR(255) NULL,
+            max_duration VARCHAR(255) NULL,
+            deadline_at DATETIME(6) NULL,
+            context_payload LONGTEXT NULL,
+            tags LONGTEXT NOT NULL,
+            recovery_attempts INT NOT NULL DEFAULT 0,
+            max_recovery_attempts INT NOT NULL DEFAULT 3,
+            recover_on_worker_loss BOOLEAN NOT NULL DEFAULT TRUE,
+            parent_run_id VARCHAR(255) NULL,
+            nesting_depth INT NOT NULL DEFAULT 0,
+            continued_from_run_id VARCHAR(255) NULL,
+            continued_to_run_id VARCHAR(255) NULL,
+            wake_at DATETIME(6) NULL,
+            lease_owner VARCHAR(255) NULL,
+            lease_expires_at DATETIME(6) NULL,
+            last_sequence BIGINT NOT NULL DEFAULT 0,
+            cancel_requested_at DATETIME(6) NULL,
+            cancel_reason LONGTEXT NULL,
+            UNIQUE KEY runs_idempotency_key (idempotency_key),
+            KEY runs_status_wake_at (status, wake_at, run_id),
+            KEY runs_status_created_at (status, created_at, run_id),
+            KEY runs_workflow_name_created_at (workflow_name, created_at, run_id),
+            KEY runs_parent_created_at (parent_run_id, created_at, run_id),
+            KEY runs_created_at (created_at, run_id)
+        ) {_TABLE_OPTIONS}""",
+        f"""CREATE TABLE IF NOT EXISTS events (
+            run_id VARCHAR(255) NOT NULL,
+            sequence BIGINT NOT NULL,
+            event_id VARCHAR(255) NOT NULL,
+            type VARCHAR(64) NOT NULL,
+            timestamp DATETIME(6) NOT NULL,
+            data LONGTEXT NOT NULL,
+            PRIMARY KEY (run_id, sequence)
+        ) {_TABLE_OPTIONS}""",
+        f"""CREATE TABLE IF NOT EXISTS run_tags (
+            run_id VARCHAR(255) NOT NULL,
+            tag VARCHAR(255) NOT NULL,
+            created_at DATETIME(6) NOT NULL,
+            PRIMARY KEY (run_id, tag),
+            KEY run_tags_tag_created_at (tag, created_at, run_id)
+        ) {_TABLE_OPTIONS}""",
+        f"""CREATE TABLE IF NOT EXISTS hooks (
+            token_hash VARCHAR(255) NOT NULL PRIMARY KEY,
+            run_id VARCHAR(255) NOT NULL,
+            hook_id VARCHAR(255) NOT NULL,
+            name VARCHAR(255) NOT NULL,
+            token TEXT NOT NULL,
+            status VARCHAR(32) NOT NULL,
+            created_at DATETIME(6) NOT NULL,
+            expires_at DATETIME(6) NULL,
+            received_at DATETIME(6) NULL,
+            payload LONGTEXT NULL,
+            payload_schema LONGTEXT NULL,
+            UNIQUE KEY hooks_run_hook (run_id, hook_id),
+            KEY hooks_run_created_at (run_id, created_at, token_hash),
+            KEY hooks_status_created_at (status, created_at, token_hash),
+            KEY hooks_created_at (created_at, token_hash)
+        ) {_TABLE_OPTIONS}""",
+    ),
+)
+
+_DRIVER_ERRORS: tuple[type[BaseException], ...] = (aiomysql.Error, OSError)
+_CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *_DRIVER_ERRORS)
+# CR_CONN_HOST_ERROR, CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED,
+# ER_SERVER_SHUTDOWN, ER_CONNECTION_KILLED (MariaDB), ER_CLIENT_INTERACTION_TIMEOUT.
+_LOST_CODES = frozenset({2003, 2006, 2013, 2055, 1053, 1927, 4031})
+_DUPLICATE_KEY = 1062
+_NO_SUCH_TABLE = 1146
+_KEY_NAME = re.compile(r"for key '(?:[^'.]*\.)?([^']*)'")
+
+
+def _code(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _unique_violation(exc: BaseException) -> str | None:
+    if isinstance(exc, aiomysql.IntegrityError) and _code(exc) == _DUPLICATE_KEY:
+        # "Duplicate entry 'k' for key 'runs_idempotency_key'" (MySQL 8: 'runs.runs_...')
+        match = _KEY_NAME.search(str(exc))
+        return match.group(1) if match else ""
+    return None
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    if isinstance(exc, aiomysql.InterfaceError | OSError):
+        return True
+    return isinstance(exc, aiomysql.OperationalError) and _code(exc) in _LOST_CODES
+
+
+def _missing_table(exc: BaseException) -> bool:
+    return isinstance(exc, aiomysql.ProgrammingError) and _code(exc) == _NO_SUCH_TABLE
+
+
+def _dt_to_db(value: datetime) -> datetime:
+    # DATETIME has no zone: store the UTC wall time (pymysql would drop tzinfo as is).
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _dt_from_db(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC)
+
+
+MYSQL = Dialect(
+    name="mysql",
+    paramstyle="format",
+    dt_to_db=_dt_to_db,
+    dt_from_db=_dt_from_db,
+    migrations=MIGRATIONS,
+    unique_violation=_unique_violation,
+    connection_lost=_connection_lost,
+    missing_table=_missing_table,
+    bool_to_db=int,
+    # Neither MySQL nor MariaDB turns (a, b) < (?, ?) into an index range: spell it out.
+    row_values=False,
+    # No UPDATE ... RETURNING, and no LIMIT in an IN subquery: claim in a transaction.
+    update_returning=False,
+    lock_clause=" FOR UPDATE SKIP LOCKED",
+    tiebreak="run_id",
+    stale_order="created_at, run_id",
+    # Replaced by the server's binary no-pad collation on connect (see server_traits).
+    ddl_defaults={"collate": "utf8mb4_bin"},
+)
+
+
+def server_traits(version: str) -> tuple[bool, str]:
+    """``(SKIP LOCKED available, table collation)`` for a server version string."""
+    mariadb = "MariaDB" in version
+    if mariadb and version.startswith("5.5.5-"):
+        version = version[len("5.5.5-") :]  # what MariaDB reports to old clients
+    numbers = tuple(int(n) for n in re.findall(r"\d+", version.split("-")[0])[:3])
+    if mariadb:
+        return numbers[:2] >= (10, 6), "utf8mb4_nopad_bin"
+    if numbers >= (8, 0, 17):
+        return True, "utf8mb4_0900_bin"
+    return numbers[:2] >= (8, 0), "utf8mb4_bin"
+
+
+class _MySQLConn:
+    """:class:`~pyworkflow.storage._sql.Conn` over an aiomysql connection."""
+
+    __slots__ = ("_c",)
+
+    def __init__(self, connection: Any) -> None:
+        self._c = connection
+
+    async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        async with self._c.cursor() as cursor:
+            await cursor.execute(sql, params)
+            rows: Sequence[Sequence[Any]] = await cursor.fetchall()
+            return rows
+
+    async def execute(self, sql: str, params: Sequence[Any]) -> int:
+        async with self._c.cursor() as cursor:
+            return int(await cursor.execute(sql, params))
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        # aiomysql folds an INSERT ... VALUES over many rows into multi-row statements.
+        async with self._c.cursor() as cursor:
+            await cursor.executemany(sql, rows)
+
+
+class MySQLStorageBackend(SQLSignalBackend):
+    """Runs and events in InnoDB tables of one MySQL/MariaDB database, shared by any
+    number of processes.
+
+    Args:
+        url: a ``mysql://`` URL (see the module docstring); keyword arguments override
+            its parts.
+        host, port, user, password, database: connection parameters.
+        min_size, max_size: bounds of the connection pool.
+        connect_timeout: seconds to wait for a new connection.
+
+    The pool opens on first use and belongs to the event loop that opened it; a backend
+    used from a new loop opens a new pool.
+    """
+
+    capabilities = frozenset({"persistent", "cross_process"})
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        database: str | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 10,
+    ) -> None:
+        parts = urlsplit(url) if url else None
+        if parts is not None and parts.scheme.lower() != "mysql":
+            raise ConfigurationError(f"not a MySQL URL: {redact_url(url or '')!r}")
+        self.host = host or (parts.hostname if parts else None) or "localhost"
+        self.port = port or (parts.port if parts else None) or 3306
+        self.user = user or (unquote(parts.username) if parts and parts.username else None)
+        self.database = database or (unquote(parts.path.lstrip("/")) if parts else "") or None
+        if self.database is None:
+            raise ConfigurationError(
+                "MySQL storage needs a database: mysql://user:password@host:3306/database"
+            )
+        if password is None and parts is not None and parts.password is not None:
+            password = unquote(parts.password)
+        self._password = password or ""
+        if not 0 <= min_size <= max_size or max_size < 1:
+            raise ConfigurationError(
+                f"invalid pool size min_size={min_size}, max_size={max_size}: need "
+                "0 <= min_size <= max_size and max_size >= 1"
+            )
+        self.min_size, self.max_size = min_size, max_size
+        self.connect_timeout = connect_timeout
+        self.sql = Statements(MYSQL)
+        self._pool: Any = None
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> MySQLStorageBackend:
+        """Build from ``mysql://user:password@host:port/database?max_size=10``.
+
+        Raises:
+            ConfigurationError: not a MySQL URL, an unknown option or a bad value (the
+                message never contains the password).
+        """
+        options: dict[str, str] = {}
+        for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+            if name not in URL_OPTIONS:
+                raise ConfigurationError(
+                    f"unsupported option {name!r} in storage URL {redact_url(url)!r}; "
+                    f"supported: {', '.join(URL_OPTIONS)}"
+                )
+            options[name] = value
+        sizes = {"min_size": 1, "max_size": 10}
+        for name in sizes:
+            if name in options:
+                if not options[name].isdigit():
+                    raise ConfigurationError(
+                        f"option {name}={options[name]!r} in storage URL {redact_url(url)!r} "
+                        "must be a non-negative integer"
+                    )
+                sizes[name] = int(options[name])
+        timeout = 10.0
+        if "connect_timeout" in options:
+            try:
+                timeout = float(options["connect_timeout"])
+            except ValueError:
+                raise ConfigurationError(
+                    f"option connect_timeout={options['connect_timeout']!r} in storage URL "
+                    f"{redact_url(url)!r} must be a number of seconds"
+                ) from None
+        return cls(
+            url.partition("?")[0],
+            min_size=sizes["min_size"],
+            max_size=sizes["max_size"],
+            connect_timeout=timeout,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(host={self.host!r}, port={self.port!r}, "
+            f"database={self.database!r}, user={self.user!r})"
+        )
+
+    @property
+    def label(self) -> str:
+        who = f"{self.user}@" if self.user else ""
+        return f"mysql ({who}{self.host}:{self.port}/{self.database})"
+
+    # -- connection management ----------------------------------------------------------
+
+    def _get_lock(self, loop: asyncio.AbstractEventLoop) -> asyncio.Lock:
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
+
+    async def _get_pool(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._pool is not None and self._pool_loop is loop:
+            return self._pool
+        async with self._get_lock(loop):
+            if self._pool is None or self._pool_loop is not loop:
+                self._abandon_pool()
+                self._pool = await self._open_pool()
+                self._pool_loop = loop
+        return self._pool
+
+    async def _open_pool(self) -> Any:
+        try:
+            pool = await aiomysql.create_pool(
+                minsize=self.min_size,
+                maxsize=self.max_size,
+                host=self.host,
+                port=self.port,
+                user=self.user,
+                password=self._password,
+                db=self.database,
+                charset="utf8mb4",
+                autocommit=True,
+                client_flag=CLIENT_FOUND_ROWS,
+                sql_mode=_SQL_MODE,
+                init_command=_SESSION_SETUP,
+                connect_timeout=self.connect_timeout,
+            )
+        except _DRIVER_ERRORS as exc:
+            raise StorageError(f"{self.label}: cannot connect: {exc}") from exc
+        try:
+            await self._migrate(pool)
+        except BaseException as exc:
+            pool.terminate()
+            if isinstance(exc, _DRIVER_ERRORS):
+                raise self._driver_error(exc) from exc
+            raise
+        return pool
+
+    async def _migrate(self, pool: Any) -> None:
+        """Adapt to the server, then create or upgrade the tables."""
+        async with pool.acquire() as connection:
+            skip_locked, collate = server_traits(connection.get_server_info())
+            lock = " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+            self.sql = Statements(replace(MYSQL, lock_clause=lock), ddl_vars={"collate": collate})
+            conn = _MySQLConn(connection)
+            if await read_schema_version(conn, self.sql) == len(self.sql.migrations):
+                return
+            # DDL commits implicitly here, so a named lock (not a transaction) makes
+            # concurrent first connects migrate one after the other.
+            name = f"pyworkflow:{self.database}"[:64]
+            rows = await conn.fetch(self.sql.convert("SELECT GET_LOCK(?, ?)"), (name, 60))
+            if not rows or rows[0][0] != 1:
+                raise StorageError(f"{self.label}: timed out waiting for the migration lock")
+            try:
+                with warnings.catch_warnings():
+                    # CREATE TABLE IF NOT EXISTS notes an existing table as a warning.
+                    warnings.filterwarnings("ignore", "Table .* already exists")
+                    await apply_migrations(conn, self.sql)
+            finally:
+                await conn.fetch(self.sql.convert("SELECT RELEASE_LOCK(?)"), (name,))
+
+    def _abandon_pool(self) -> None:
+        pool, self._pool, self._pool_loop = self._pool, None, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                pool.terminate()
+
+    async def connect(self) -> None:
+        await self._get_pool()
+
+    async def close(self) -> None:
+        pool, loop = self._pool, self._pool_loop
+        if pool is None:
+            return
+        self._pool = self._pool_loop = None
+        if loop is not asyncio.get_running_loop():
+            with contextlib.suppress(Exception):
+                pool.terminate()
+            return
+        pool.close()
+        try:
+            await asyncio.wait_for(pool.wait_closed(), timeout=10)
+        except _CLOSE_ERRORS:
+            pool.terminate()
+
+    async def _call(
+        self, mode: Mode, fn: Callable[[Conn], Awaitable[T]], *, idempotent: bool = False
+    ) -> T:
+        attempts = 2 if idempotent else 1
+        for attempt in range(1, attempts + 1):
+            pool = await self._get_pool()
+            try:
+                async with pool.acquire() as connection:
+                    if mode != TX:
+                        return await fn(_MySQLConn(connection))
+                    return await _in_transaction(connection, fn)
+            except _DRIVER_ERRORS as exc:
+                error = self._driver_error(exc)
+                if isinstance(error, ConnectionLost):
+                    # Whatever dropped this session (restart, KILL, wait_timeout) most
+                    # likely dropped its idle siblings too: close them all.
+                    with contextlib.suppress(*_DRIVER_ERRORS):
+                        await pool.clear()
+                    if attempt < attempts:
+                        continue
+                raise error from exc
+        raise AssertionError("unreachable")
+
+
+async def _in_transaction(connection: Any, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    await connection.begin()
+    try:
+        result = await fn(_MySQLConn(connection))
+        await connection.commit()
+    except asyncio.CancelledError:
+        # No await here: the pool closes a connection returned mid-transaction, and the
+        # server rolls back what it had.
+        raise
+    except BaseException:
+        with contextlib.suppress(*_DRIVER_ERRORS):
+            await connection.rollback()
+        raise
+    return result
+
+
+__all__ = ["MIGRATIONS", "MYSQL", "URL_OPTIONS", "MySQLStorageBackend", "server_traits"]

@@ -1,0 +1,562 @@
+"""PostgreSQL storage: the server backend for many workers and large stores.
+
+Extra: ``pip install 'pyworkflow-engine[postgres]'`` (the ``asyncpg`` driver).
+
+URL: ``postgresql://user:password@host:5432/database?schema=workflows`` (``postgres://``
+works too). Options in the query string: ``schema`` (default ``public``; created if
+missing), ``min_size`` / ``max_size`` (connection pool, default 1 / 10) and
+``application_name`` (default ``pyworkflow``, shown in ``pg_stat_activity``) and
+``statement_cache_size`` (default 100; 0 behind PgBouncer in transaction mode); any other
+option (``sslmode=require``, ...) is passed to asyncpg. Percent-encode special characters
+of the password. The password never appears in ``repr()`` or error messages.
+
+Guarantees (the :class:`~pyworkflow.storage.base.StorageBackend` contract, across any
+number of processes and hosts):
+
+* ``append_events`` is one statement: the fenced projection update
+  (``UPDATE runs ... WHERE run_id = $ AND last_sequence = $``) and the event insert are
+  data-modifying CTEs of one ``WITH`` query, so they commit together in one round trip;
+  a concurrent writer at the same expected sequence waits on the row lock, then finds
+  the fence moved and gets :class:`SequenceConflictError`.
+* ``create_run`` stores the run, its tags and its first events in one statement; the
+  unique index on ``idempotency_key`` makes concurrent creates with one key store
+  exactly one run (the others get that run back).
+* ``claim_due_runs`` is ``UPDATE ... WHERE run_id IN (SELECT ... ORDER BY wake_at
+  LIMIT n FOR UPDATE SKIP LOCKED) RETURNING``: concurrent schedulers split the due runs
+  without waiting on each other. Lease changes are single conditional UPDATEs.
+* Every query named in the contract is an index range scan (see the module docstring
+  of :mod:`pyworkflow.storage._sql` and ``tests/storage/test_sql_indexes.py``).
+
+Connection loss (server restart, failover, ``pg_terminate_backend``, an idle timeout):
+asyncpg's pool replaces dead connections when they are next acquired. A call that
+fails because its connection died is retried once on a fresh connection when that is
+safe: reads, lease acquire/renew/release and due-run claims (repeating them for the same
+owner gives the same result). ``create_run`` and ``append_events`` are retried once too;
+if the retry conflicts, the backend checks whether the first attempt had committed (same
+stored run / same event ids at those sequences) and reports success only then. Any
+other failure surfaces as :class:`~pyworkflow.core.exceptions.StorageError`.
+
+Tuning: each in-flight storage call holds one pooled connection for one round trip, so
+``max_size`` bounds the concurrency of one process (total connections = processes x
+``max_size``; stay under the server's ``max_connections`` or put PgBouncer in front, in
+session mode, or in transaction mode with ``statement_cache_size=0``). The pool skips
+asyncpg's per-release session reset (this backend never changes session state), which
+saves a round trip per call. Datetimes are ``timestamptz`` (microsecond precision), text
+keys use the ``"C"`` collation (byte order, as the other backends compare), payloads and
+event data are ``text``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from pyworkflow.core.exceptions import ConfigurationError, StorageError
+from pyworkflow.storage._sql import (
+    EVENT_COLUMNS,
+    RUN_COLUMNS,
+    TX,
+    WRITE,
+    AppendPlan,
+    Conn,
+    ConnectionLost,
+    CreatePlan,
+    Dialect,
+    Mode,
+    Statements,
+    apply_migrations,
+    read_schema_version,
+    redact_url,
+)
+from pyworkflow.storage._sql_signals import SQLSignalBackend
+
+T = TypeVar("T")
+
+#: URL query options this backend reads itself (the rest go to asyncpg).
+URL_OPTIONS = ("schema", "min_size", "max_size", "application_name", "statement_cache_size")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+# Schema migrations, applied in order; ``{p}`` is the quoted schema plus a dot. Never
+# edit a released entry: append a new one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE {p}runs (
+            run_id TEXT COLLATE "C" PRIMARY KEY,
+            workflow_name TEXT COLLATE "C" NOT NULL,
+            status TEXT COLLATE "C" NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL,
+            started_at TIMESTAMPTZ,
+            completed_at TIMESTAMPTZ,
+            input_payload TEXT,
+            result_payload TEXT,
+            error TEXT,
+            idempotency_key TEXT COLLATE "C",
+            max_duration TEXT,
+            deadline_at TIMESTAMPTZ,
+            context_payload TEXT,
+            tags TEXT NOT NULL DEFAULT '[]',
+            recovery_attempts INTEGER NOT NULL DEFAULT 0,
+            max_recovery_attempts INTEGER NOT NULL DEFAULT 3,
+            recover_on_worker_loss BOOLEAN NOT NULL DEFAULT TRUE,
+            parent_run_id TEXT COLLATE "C",
+            nesting_depth INTEGER NOT NULL DEFAULT 0,
+            continued_from_run_id TEXT COLLATE "C",
+            continued_to_run_id TEXT COLLATE "C",
+            wake_at TIMESTAMPTZ,
+            lease_owner TEXT COLLATE "C",
+            lease_expires_at TIMESTAMPTZ,
+            last_sequence BIGINT NOT NULL DEFAULT 0,
+            cancel_requested_at TIMESTAMPTZ,
+            cancel_reason TEXT
+        ) WITH (fillfactor = 85)""",
+        """CREATE TABLE {p}events (
+            run_id TEXT COLLATE "C" NOT NULL,
+            sequence BIGINT NOT NULL,
+            event_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            timestamp TIMESTAMPTZ NOT NULL,
+            data TEXT NOT NULL,
+            PRIMARY KEY (run_id, sequence)
+        )""",
+        """CREATE TABLE {p}run_tags (
+            run_id TEXT COLLATE "C" NOT NULL,
+            tag TEXT COLLATE "C" NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (run_id, tag)
+        )""",
+        "CREATE UNIQUE INDEX runs_idempotency_key ON {p}runs (idempotency_key) "
+        "WHERE idempotency_key IS NOT NULL",
+        "CREATE INDEX runs_status_wake_at ON {p}runs (status, wake_at, run_id)",
+        "CREATE INDEX runs_status_created_at ON {p}runs (status, created_at, run_id)",
+        "CREATE INDEX runs_workflow_name_created_at ON {p}runs (workflow_name, created_at, run_id)",
+        "CREATE INDEX runs_parent_created_at ON {p}runs (parent_run_id, created_at, run_id) "
+        "WHERE parent_run_id IS NOT NULL",
+        "CREATE INDEX runs_created_at ON {p}runs (created_at, run_id)",
+        "CREATE INDEX run_tags_tag_created_at ON {p}run_tags (tag, created_at, run_id)",
+        """CREATE TABLE {p}hooks (
+            token_hash TEXT COLLATE "C" PRIMARY KEY,
+            run_id TEXT COLLATE "C" NOT NULL,
+            hook_id TEXT COLLATE "C" NOT NULL,
+            name TEXT NOT NULL,
+            token TEXT NOT NULL,
+            status TEXT COLLATE "C" NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            expires_at TIMESTAMPTZ,
+            received_at TIMESTAMPTZ,
+            payload TEXT,
+            payload_schema TEXT,
+            CONSTRAINT hooks_run_hook UNIQUE (run_id, hook_id)
+        )""",
+        "CREATE INDEX hooks_run_created_at ON {p}hooks (run_id, created_at, token_hash)",
+        "CREATE INDEX hooks_status_created_at ON {p}hooks (status, created_at, token_hash)",
+        "CREATE INDEX hooks_created_at ON {p}hooks (created_at, token_hash)",
+    ),
+)
+
+_DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (*_DRIVER_ERRORS, ValueError)  # bad DSN
+_LOST: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # includes ConnectionDoesNotExistError
+    asyncpg.AdminShutdownError,  # pg_terminate_backend, fast shutdown
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,  # server starting up or shutting down
+    # The protocol state machine broke: seen when the server terminates a session that
+    # sits idle in the pool (asyncpg #1069). The connection is unusable either way.
+    asyncpg.InternalClientError,
+    OSError,
+)
+
+
+_CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *_DRIVER_ERRORS)
+
+
+def _unique_violation(exc: BaseException) -> str | None:
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return str(getattr(exc, "constraint_name", None) or "")
+    return None
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    return isinstance(exc, _LOST) or (
+        isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+    )
+
+
+def _missing_table(exc: BaseException) -> bool:
+    return isinstance(exc, asyncpg.UndefinedTableError | asyncpg.InvalidSchemaNameError)
+
+
+def _identity(value: Any) -> Any:
+    return value  # asyncpg maps aware datetimes to timestamptz and back (as UTC)
+
+
+POSTGRES = Dialect(
+    name="postgres",
+    paramstyle="numeric",
+    dt_to_db=_identity,
+    dt_from_db=_identity,
+    migrations=MIGRATIONS,
+    unique_violation=_unique_violation,
+    connection_lost=_connection_lost,
+    missing_table=_missing_table,
+    bool_to_db=bool,
+    row_values=True,
+    update_returning=True,
+    lock_clause=" FOR UPDATE SKIP LOCKED",
+    array_params=True,
+    tiebreak="run_id",
+    stale_order="created_at, run_id",
+)
+
+
+def _status_count(status: str) -> int:
+    # "UPDATE 3" / "INSERT 0 1" -> the row count at the end.
+    tail = status.rpartition(" ")[2]
+    return int(tail) if tail.isdigit() else 0
+
+
+class _PgConn:
+    """:class:`~pyworkflow.storage._sql.Conn` over an asyncpg pool or connection."""
+
+    __slots__ = ("_c",)
+
+    def __init__(self, target: Any) -> None:
+        self._c = target
+
+    async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        rows: Sequence[Sequence[Any]] = await self._c.fetch(sql, *params)
+        return rows
+
+    async def execute(self, sql: str, params: Sequence[Any]) -> int:
+        return _status_count(await self._c.execute(sql, *params))
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._c.executemany(sql, rows)
+
+
+async def _keep_session(connection: Any) -> None:  # noqa: ARG001 - asyncpg's reset hook
+    """Pool reset hook: nothing to undo, since this backend never changes session state
+    (no SET, LISTEN, cursors or session-level locks); asyncpg still rolls back an open
+    transaction. Replacing the default reset saves one round trip per call."""
+
+
+def _discard(connection: Any) -> None:
+    """Close a connection whose session died, so the pool never hands it out again (a
+    session the server terminated can look open but be unusable: asyncpg #1069)."""
+    # Already closed and detached from the pool when asyncpg noticed the loss itself.
+    with contextlib.suppress(asyncpg.InterfaceError):
+        if not connection.is_closed():
+            connection.terminate()
+
+
+def _event_arrays(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Event rows as five column arrays (sequence, event_id, type, timestamp, data)."""
+    columns: list[list[Any]] = [[], [], [], [], []]
+    for row in rows:
+        for column, value in zip(columns, row[1:], strict=True):
+            column.append(value)
+    return columns
+
+
+class PostgresStorageBackend(SQLSignalBackend):
+    """Runs and events in PostgreSQL tables of one schema, shared by any number of
+    processes.
+
+    Args:
+        dsn: a ``postgresql://`` URL for asyncpg (without this backend's own options;
+            use :meth:`from_url` for a URL that has them).
+        host, port, user, password, database: connection parameters (override ``dsn``).
+        schema: the schema holding the tables, created on first connect if missing.
+        min_size, max_size: bounds of the connection pool.
+        application_name: shown in ``pg_stat_activity``.
+        statement_cache_size: prepared statements asyncpg caches per connection.
+
+    The pool opens on first use and belongs to the event loop that opened it; a backend
+    used from a new loop opens a new pool.
+    """
+
+    capabilities = frozenset({"persistent", "cross_process"})
+    # create_run and append_events are single statements: no BEGIN/COMMIT round trips.
+    _create_mode = WRITE
+    _append_mode = WRITE
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        database: str | None = None,
+        schema: str = "public",
+        min_size: int = 1,
+        max_size: int = 10,
+        application_name: str = "pyworkflow",
+        statement_cache_size: int = 100,
+    ) -> None:
+        if not isinstance(schema, str) or not _IDENTIFIER.fullmatch(schema):
+            raise ConfigurationError(
+                f"invalid PostgreSQL schema name {schema!r}: use letters, digits and "
+                "underscores (not starting with a digit), at most 63 characters"
+            )
+        if not 0 <= min_size <= max_size or max_size < 1:
+            raise ConfigurationError(
+                f"invalid pool size min_size={min_size}, max_size={max_size}: need "
+                "0 <= min_size <= max_size and max_size >= 1"
+            )
+        parts = urlsplit(dsn) if dsn else None
+        self.host = host or (parts.hostname if parts else None) or "localhost"
+        self.port = port or (parts.port if parts else None) or 5432
+        self.user = user or (unquote(parts.username) if parts and parts.username else None)
+        self.database = database or (unquote(parts.path.lstrip("/")) if parts else None) or None
+        self.schema = schema
+        self.min_size, self.max_size = min_size, max_size
+        self.application_name = application_name
+        self.statement_cache_size = statement_cache_size
+        self._dsn = dsn
+        self._connect_kwargs: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("host", host),
+                ("port", port),
+                ("user", user),
+                ("password", password),
+                ("database", database),
+            )
+            if value is not None
+        }
+        self.sql = Statements(POSTGRES, prefix=f'"{schema}".')
+        self._append_sql: dict[tuple[str, ...], str] = {}
+        self._create_sql = self._build_create_sql()
+        self._pool: Any = None
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStorageBackend:
+        """Build from ``postgresql://user:password@host:port/database?schema=...``.
+
+        Raises:
+            ConfigurationError: not a PostgreSQL URL, or a bad option value (the message
+                never contains the password).
+        """
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("postgresql", "postgres"):
+            raise ConfigurationError(f"not a PostgreSQL URL: {redact_url(url)!r}")
+        ours: dict[str, str] = {}
+        passthrough: list[tuple[str, str]] = []
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name in URL_OPTIONS:
+                ours[name] = value
+            else:
+                passthrough.append((name, value))
+
+        def number(name: str, default: int) -> int:
+            raw = ours.get(name)
+            if raw is None:
+                return default
+            if not raw.isdigit():
+                raise ConfigurationError(
+                    f"option {name}={raw!r} in storage URL {redact_url(url)!r} must be a "
+                    "non-negative integer"
+                )
+            return int(raw)
+
+        dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(passthrough), ""))
+        return cls(
+            dsn,
+            schema=ours.get("schema") or "public",
+            min_size=number("min_size", 1),
+            max_size=number("max_size", 10),
+            application_name=ours.get("application_name") or "pyworkflow",
+            statement_cache_size=number("statement_cache_size", 100),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(host={self.host!r}, port={self.port!r}, "
+            f"database={self.database!r}, user={self.user!r}, schema={self.schema!r})"
+        )
+
+    @property
+    def label(self) -> str:
+        who = f"{self.user}@" if self.user else ""
+        return f"postgres ({who}{self.host}:{self.port}/{self.database or ''} {self.schema})"
+
+    # -- connection management ----------------------------------------------------------
+
+    def _get_lock(self, loop: asyncio.AbstractEventLoop) -> asyncio.Lock:
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
+
+    async def _get_pool(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._pool is not None and self._pool_loop is loop:
+            return self._pool
+        async with self._get_lock(loop):
+            if self._pool is None or self._pool_loop is not loop:
+                self._abandon_pool()
+                self._pool = await self._open_pool()
+                self._pool_loop = loop
+        return self._pool
+
+    async def _open_pool(self) -> Any:
+        try:
+            pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                reset=_keep_session,
+                statement_cache_size=self.statement_cache_size,
+                server_settings={"application_name": self.application_name},
+                **self._connect_kwargs,
+            )
+        except _CONNECT_ERRORS as exc:
+            raise StorageError(f"{self.label}: cannot connect: {exc}") from exc
+        try:
+            await self._migrate(pool)
+        except BaseException as exc:
+            pool.terminate()
+            if isinstance(exc, _DRIVER_ERRORS):
+                raise self._driver_error(exc) from exc
+            raise
+        return pool
+
+    async def _migrate(self, pool: Any) -> None:
+        """Create or upgrade the schema; one read when it is current."""
+        async with pool.acquire() as connection:
+            conn = _PgConn(connection)
+            if await read_schema_version(conn, self.sql) == len(self.sql.migrations):
+                return
+            async with connection.transaction():
+                # DDL is transactional here: the advisory lock makes concurrent first
+                # connects migrate one after the other (and CREATE SCHEMA race-free).
+                await connection.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext($1))", f"pyworkflow:{self.schema}"
+                )
+                exists = await connection.fetchval(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = $1", self.schema
+                )
+                if not exists:
+                    # self.schema matched _IDENTIFIER in __init__.
+                    await connection.execute(f'CREATE SCHEMA "{self.schema}"')
+                await apply_migrations(conn, self.sql)
+
+    def _abandon_pool(self) -> None:
+        pool, self._pool, self._pool_loop = self._pool, None, None
+        if pool is not None:
+            # Its loop is gone (or not running): close the sockets without a goodbye.
+            with contextlib.suppress(Exception):
+                pool.terminate()
+
+    async def connect(self) -> None:
+        await self._get_pool()
+
+    async def close(self) -> None:
+        pool, loop = self._pool, self._pool_loop
+        if pool is None:
+            return
+        self._pool = self._pool_loop = None
+        if loop is not asyncio.get_running_loop():
+            with contextlib.suppress(Exception):
+                pool.terminate()
+            return
+        try:
+            await asyncio.wait_for(pool.close(), timeout=10)
+        except _CLOSE_ERRORS:
+            pool.terminate()
+
+    async def _call(
+        self, mode: Mode, fn: Callable[[Conn], Awaitable[T]], *, idempotent: bool = False
+    ) -> T:
+        attempts = 2 if idempotent else 1
+        for attempt in range(1, attempts + 1):
+            pool = await self._get_pool()
+            try:
+                async with pool.acquire() as connection:
+                    try:
+                        if mode != TX:
+                            return await fn(_PgConn(connection))
+                        async with connection.transaction():
+                            return await fn(_PgConn(connection))
+                    except _DRIVER_ERRORS as exc:
+                        if _connection_lost(exc):
+                            _discard(connection)
+                        raise
+            except _DRIVER_ERRORS as exc:
+                error = self._driver_error(exc)
+                if isinstance(error, ConnectionLost):
+                    # Whatever dropped this session (restart, failover, an admin) most
+                    # likely dropped its idle siblings too: replace them all on next use.
+                    await pool.expire_connections()
+                    if attempt < attempts:
+                        continue
+                raise error from exc
+        raise AssertionError("unreachable")
+
+    # -- single-statement writes ------------------------------------------------------------
+
+    def _build_create_sql(self) -> str:
+        sql = self.sql
+        return sql.convert(
+            f"WITH r AS (INSERT INTO {sql.runs} ({', '.join(RUN_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})), "
+            f"t AS (INSERT INTO {sql.tags} (run_id, tag, created_at) "
+            "SELECT ?::text, u.tag, ?::timestamptz FROM unnest(?::text[]) AS u(tag)), "
+            f"e AS (INSERT INTO {sql.events} ({', '.join(EVENT_COLUMNS)}) "
+            "SELECT ?::text, u.* FROM unnest(?::bigint[], ?::text[], ?::text[], "
+            "?::timestamptz[], ?::text[]) AS u) "
+            "SELECT 1"
+        )
+
+    async def _insert_run(self, plan: CreatePlan, conn: Conn) -> None:
+        run = plan.run
+        await conn.execute(
+            self._create_sql,
+            (
+                *plan.run_row,
+                run.run_id,
+                run.created_at,
+                [row[1] for row in plan.tag_rows],
+                run.run_id,
+                *_event_arrays(plan.event_rows),
+            ),
+        )
+
+    def _append_statement(self, columns: tuple[str, ...]) -> str:
+        sql = self._append_sql.get(columns)
+        if sql is None:
+            # The event insert runs only if the fenced update matched: both commit or
+            # neither does, in one round trip.
+            sql = self._append_sql[columns] = self.sql.convert(
+                f"WITH upd AS ({self.sql.update_template(columns)} RETURNING 1), "
+                f"ins AS (INSERT INTO {self.sql.events} ({', '.join(EVENT_COLUMNS)}) "
+                "SELECT ?::text, u.* FROM unnest(?::bigint[], ?::text[], ?::text[], "
+                "?::timestamptz[], ?::text[]) AS u WHERE EXISTS (SELECT 1 FROM upd)) "
+                "SELECT count(*) FROM upd"
+            )
+        return sql
+
+    async def _append(self, plan: AppendPlan, conn: Conn) -> None:
+        params = (*plan.update_params, plan.run_id, *_event_arrays(plan.event_rows))
+        rows = await conn.fetch(self._append_statement(plan.columns), params)
+        if rows[0][0] != 1:
+            raise await self._rejected(conn, plan)
+
+
+__all__ = ["MIGRATIONS", "POSTGRES", "URL_OPTIONS", "PostgresStorageBackend"]

@@ -1,0 +1,158 @@
+"""Conformance tests for the signal half of the storage contract: cancellation requests
+and hook records. Used exactly like :class:`~pyworkflow.testing.conformance.StorageConformance`
+(a ``storage`` fixture yielding a fresh backend)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import HookRecord, HookStatus, RunStatus, RunUpdate
+from pyworkflow.testing.conformance import T0, at, create, fetch, make_run
+
+
+def make_hook(
+    token_hash: str, run_id: str = "r1", hook_id: str = "hook:approval#1", **kw: object
+) -> HookRecord:
+    values: dict[str, object] = {
+        "token_hash": token_hash,
+        "run_id": run_id,
+        "hook_id": hook_id,
+        "name": "approval",
+        "token": f"whk_secret_{token_hash}",
+        "created_at": T0,
+    }
+    values.update(kw)
+    return HookRecord(**values)  # type: ignore[arg-type]
+
+
+class SignalConformance:
+    """Cancellation requests and hooks, as every backend must store them."""
+
+    async def test_cancellation_request_is_recorded_once(self, storage: StorageBackend) -> None:
+        await create(storage, "r1")
+        assert await storage.request_cancellation("r1", "customer asked", at(1))
+        assert await storage.request_cancellation("r1", "second ask", at(2))
+        run = await fetch(storage, "r1")
+        assert run.cancel_requested_at == at(1)
+        assert run.cancel_reason == "customer asked"
+
+    async def test_cancellation_does_not_fence_out_the_runs_writer(
+        self, storage: StorageBackend
+    ) -> None:
+        await create(storage, "r1", events=1)
+        assert await storage.request_cancellation("r1", None, at(1))
+        # The run's own writer still appends at the sequence it knows.
+        from pyworkflow.testing.conformance import make_events
+
+        await storage.append_events("r1", make_events("r1", 2, 1), expected_last_sequence=1)
+        run = await fetch(storage, "r1")
+        assert run.last_sequence == 2 and run.cancel_requested_at == at(1)
+
+    async def test_cancellation_of_terminal_or_unknown_run_is_refused(
+        self, storage: StorageBackend
+    ) -> None:
+        await storage.create_run(make_run("done", status=RunStatus.COMPLETED))
+        assert not await storage.request_cancellation("done", "late", at(1))
+        assert (await fetch(storage, "done")).cancel_requested_at is None
+        assert not await storage.request_cancellation("nope", None, at(1))
+
+    async def test_cancellation_can_be_cleared_by_the_runs_writer(
+        self, storage: StorageBackend
+    ) -> None:
+        await create(storage, "r1", events=1)
+        await storage.request_cancellation("r1", "x", at(1))
+        await storage.append_events(
+            "r1",
+            [],
+            expected_last_sequence=1,
+            update=RunUpdate({"status": RunStatus.CANCELLED, "cancel_requested_at": None}),
+        )
+        run = await fetch(storage, "r1")
+        assert run.status == RunStatus.CANCELLED and run.cancel_requested_at is None
+
+    async def test_hook_round_trip_and_lookup_by_token_hash(self, storage: StorageBackend) -> None:
+        hook = make_hook("h1", expires_at=at(60), schema='{"type": "object"}')
+        saved = await storage.save_hook(hook)
+        assert saved == hook
+        got = await storage.get_hook("h1")
+        assert got == hook
+        assert got is not None and got.status == HookStatus.PENDING
+        assert got.created_at.tzinfo is not None and got.expires_at == at(60)
+        assert await storage.get_hook("missing") is None
+
+    async def test_saving_the_same_runs_hook_again_returns_the_first(
+        self, storage: StorageBackend
+    ) -> None:
+        first = await storage.save_hook(make_hook("h1"))
+        again = await storage.save_hook(make_hook("h2"))  # same run and hook_id, new token
+        assert again.token_hash == first.token_hash == "h1"
+        assert again.token == first.token
+        assert await storage.get_hook("h2") is None
+
+    async def test_list_hooks_filters_newest_first(self, storage: StorageBackend) -> None:
+        await storage.save_hook(make_hook("a", created_at=at(1)))
+        await storage.save_hook(make_hook("b", hook_id="hook:approval#2", created_at=at(2)))
+        await storage.save_hook(make_hook("c", run_id="r2", created_at=at(3)))
+        await storage.update_hook(
+            "a", expected=HookStatus.PENDING, status=HookStatus.RECEIVED, payload="{}"
+        )
+        assert [h.token_hash for h in await storage.list_hooks()] == ["c", "b", "a"]
+        assert [h.token_hash for h in await storage.list_hooks(run_id="r1")] == ["b", "a"]
+        pending = await storage.list_hooks(status=HookStatus.PENDING)
+        assert [h.token_hash for h in pending] == ["c", "b"]
+        assert [h.token_hash for h in await storage.list_hooks(limit=1, offset=1)] == ["b"]
+
+    async def test_update_hook_is_a_compare_and_set(self, storage: StorageBackend) -> None:
+        await storage.save_hook(make_hook("h1"))
+        assert await storage.update_hook(
+            "h1",
+            expected=HookStatus.PENDING,
+            status=HookStatus.RECEIVED,
+            payload='{"approved": true}',
+            received_at=at(5),
+        )
+        assert not await storage.update_hook(
+            "h1", expected=HookStatus.PENDING, status=HookStatus.RECEIVED, payload='"late"'
+        )
+        hook = await storage.get_hook("h1")
+        assert hook is not None
+        assert (hook.status, hook.payload, hook.received_at) == (
+            HookStatus.RECEIVED,
+            '{"approved": true}',
+            at(5),
+        )
+        assert not await storage.update_hook(
+            "nope", expected=HookStatus.PENDING, status=HookStatus.EXPIRED
+        )
+
+    async def test_concurrent_deliveries_have_one_winner(self, storage: StorageBackend) -> None:
+        await storage.save_hook(make_hook("h1"))
+        wins = await asyncio.gather(
+            *(
+                storage.update_hook(
+                    "h1",
+                    expected=HookStatus.PENDING,
+                    status=HookStatus.RECEIVED,
+                    payload=f'"{n}"',
+                    received_at=T0 + timedelta(seconds=n),
+                )
+                for n in range(8)
+            )
+        )
+        assert wins.count(True) == 1
+        hook = await storage.get_hook("h1")
+        assert hook is not None and hook.payload == f'"{wins.index(True)}"'
+
+    async def test_large_unicode_payload(self, storage: StorageBackend) -> None:
+        await storage.save_hook(make_hook("h1"))
+        payload = '{"text": "' + ("żółć ✓ " * 20_000) + '"}'
+        assert await storage.update_hook(
+            "h1", expected=HookStatus.PENDING, status=HookStatus.RECEIVED, payload=payload
+        )
+        hook = await storage.get_hook("h1")
+        assert hook is not None and hook.payload == payload
+
+
+__all__ = ["SignalConformance", "make_hook"]

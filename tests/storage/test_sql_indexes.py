@@ -1,0 +1,231 @@
+"""Every query the contract makes hot is an index lookup on every SQL backend.
+
+For SQLite, PostgreSQL and MySQL/MariaDB: fill a store with 20,000 runs (skewed like a
+real one: most runs completed, a tenth suspended with timers, 50 workflow names, 100
+tags, a tenth of runs with a parent), let the server gather statistics, then ask the
+planner (``EXPLAIN``) for the plan of the exact statement text and parameters the
+shared builders in :mod:`pyworkflow.storage._sql` produce. A plan passes when it reads
+through an index and never scans a whole table (nor, for list queries, sorts one): the
+cost of these queries then grows with log(n) plus the page size, not with the store.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyworkflow.storage._sql import READ, TX, Conn, SQLStorageBackend, Statements
+from pyworkflow.storage.base import RunQuery, run_cursor
+from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun
+from pyworkflow.testing.conformance import at
+from tests.storage import backend_mysql, backend_postgres, backend_sqlite
+
+RUNS = 20_000
+NOW = at(RUNS)
+
+
+def seed_runs() -> list[WorkflowRun]:
+    runs = []
+    for i in range(RUNS):
+        kind = i % 10
+        status = (
+            RunStatus.SUSPENDED
+            if kind == 0
+            else RunStatus.RUNNING
+            if kind >= 8
+            else RunStatus.COMPLETED
+        )
+        runs.append(
+            WorkflowRun(
+                run_id=f"run-{i:07}",
+                workflow_name=f"wf-{i % 50}",
+                status=status,
+                created_at=at(i),
+                updated_at=at(i),
+                idempotency_key=f"key-{i}",
+                tags=[f"tag-{i % 100}"],
+                parent_run_id=f"parent-{i % 500}" if kind == 3 else None,
+                # Timers spread over the past and the future of NOW.
+                wake_at=at((i * 7919) % (2 * RUNS)) if status == RunStatus.SUSPENDED else None,
+            )
+        )
+    return runs
+
+
+def hot_queries(sql: Statements) -> dict[str, tuple[str, list[Any]]]:
+    """``name -> (statement, params)`` exactly as the backend would run them."""
+    dt = sql.dialect.dt_to_db
+    mid = run_cursor(WorkflowRun(run_id="run-0010000", workflow_name="x", created_at=at(10_000)))
+    deep = run_cursor(WorkflowRun(run_id="run-0000500", workflow_name="x", created_at=at(500)))
+    queries = {
+        "list by status": sql.query(RunQuery(status=RunStatus.RUNNING)),
+        "list by workflow_name": sql.query(RunQuery(workflow_name="wf-7")),
+        "list by tag": sql.query(RunQuery(tag="tag-42")),
+        "list by parent_run_id": sql.query(RunQuery(parent_run_id="parent-33")),
+        "list created range": sql.query(
+            RunQuery(created_after=at(5_000), created_before=at(5_400))
+        ),
+        "cursor page": sql.query(RunQuery(cursor=mid)),
+        "cursor page, deep": sql.query(RunQuery(cursor=deep)),
+        "cursor page by status": sql.query(RunQuery(status=RunStatus.COMPLETED, cursor=deep)),
+        "cursor page by tag": sql.query(RunQuery(tag="tag-42", cursor=deep)),
+        "cursor page by workflow_name": sql.query(RunQuery(workflow_name="wf-7", cursor=mid)),
+        "idempotency key lookup": (sql.get_run_by_key, ["key-4242"]),
+        "list due runs": (sql.list_due, ["suspended", dt(NOW), 100]),
+        "next wake time": (sql.next_wake, ["suspended"]),
+        "read a run's events": (sql.get_events, ["run-0004242", 0]),
+    }
+    due = ["suspended", dt(NOW), "claimer", dt(NOW), 100]
+    if sql.dialect.update_returning:
+        queries["due-run claim"] = (sql.claim_returning, ["claimer", dt(at(RUNS + 60)), *due])
+    else:
+        queries["due-run claim"] = (sql.claim_select, due)
+    return queries
+
+
+async def fill(backend: SQLStorageBackend) -> None:
+    sql = backend.sql
+    runs = seed_runs()
+
+    async def insert(conn: Conn) -> None:
+        await conn.executemany(sql.insert_run, [sql.run_row(r) for r in runs])
+        tags = [row for r in runs for row in sql.create_plan(r, ()).tag_rows]
+        await conn.executemany(sql.insert_tag, tags)
+        # One event per run, and a long history for one of them.
+        events = [
+            Event(run_id=r.run_id, type=EventType.WORKFLOW_STARTED, sequence=1, timestamp=NOW)
+            for r in runs
+        ]
+        events += [
+            Event(run_id="run-0004242", type=EventType.LOG_INFO, sequence=n, timestamp=NOW)
+            for n in range(2, 200)
+        ]
+        rows = [row for e in events for row in sql.event_rows(e.run_id, [e])]
+        await conn.executemany(sql.insert_event, rows)
+
+    await backend._call(TX, insert)
+
+
+# -- plan checks per server -------------------------------------------------------------------
+
+
+async def sqlite_problems(backend: SQLStorageBackend, sql: str, params: list[Any]) -> list[str]:
+    async def explain(conn: Conn) -> Any:
+        await conn.execute("ANALYZE", ())
+        return await conn.fetch(f"EXPLAIN QUERY PLAN {sql}", params)
+
+    steps = [str(row[3]) for row in await backend._call(READ, explain)]
+    problems = [f"full scan: {s}" for s in steps if s.startswith("SCAN ")]
+    problems += [f"sort: {s}" for s in steps if "TEMP B-TREE" in s]
+    if not any("INDEX" in s or "PRIMARY KEY" in s for s in steps):
+        problems.append(f"no index in {steps}")
+    return problems
+
+
+def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    nodes = [node]
+    for child in node.get("Plans", ()):
+        nodes += _plan_nodes(child)
+    return nodes
+
+
+async def postgres_problems(backend: SQLStorageBackend, sql: str, params: list[Any]) -> list[str]:
+    async def explain(conn: Conn) -> Any:
+        await conn.execute(f"ANALYZE {backend.sql.runs}", ())
+        await conn.execute(f"ANALYZE {backend.sql.tags}", ())
+        await conn.execute(f"ANALYZE {backend.sql.events}", ())
+        return await conn.fetch(f"EXPLAIN (FORMAT JSON) {sql}", params)
+
+    rows = await backend._call(READ, explain)
+    plan = rows[0][0]
+    nodes = _plan_nodes((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"])
+    types = [n["Node Type"] for n in nodes]
+    problems = [
+        f"full scan of {n.get('Relation Name')}" for n in nodes if n["Node Type"] == "Seq Scan"
+    ]
+    if not any(t in ("Index Scan", "Index Only Scan", "Bitmap Index Scan") for t in types):
+        problems.append(f"no index in {types}")
+    return problems
+
+
+async def mysql_problems(backend: SQLStorageBackend, sql: str, params: list[Any]) -> list[str]:
+    async def explain(conn: Conn) -> Any:
+        await conn.fetch("ANALYZE TABLE runs, run_tags, events", ())
+        return await conn.fetch(f"EXPLAIN {sql}", params)
+
+    problems = []
+    for row in await backend._call(READ, explain):
+        table, access, key, extra = row[2], row[3], row[5], str(row[9] or "")
+        if access in ("ALL", "index") or key is None:
+            problems.append(f"{table}: full scan (type={access}, key={key})")
+        if "filesort" in extra or "temporary" in extra:
+            problems.append(f"{table}: sorts ({extra})")
+    return problems
+
+
+CHECKS: dict[str, tuple[Any, Callable[..., Any]]] = {
+    "sqlite": (backend_sqlite, sqlite_problems),
+    "postgres": (backend_postgres, postgres_problems),
+    "mysql": (backend_mysql, mysql_problems),
+}
+
+
+@pytest.mark.parametrize("name", list(CHECKS))
+async def test_hot_queries_use_indexes(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if request.config.getoption("--backend", default=None) not in (None, name):
+        pytest.skip("--backend selects another storage backend")
+    module, problems_of = CHECKS[name]
+    async with module.open_backend(tmp_path) as (backend, _):
+        try:
+            await fill(backend)
+            report = {
+                query: await problems_of(backend, sql, params)
+                for query, (sql, params) in hot_queries(backend.sql).items()
+            }
+        finally:
+            await backend.close()
+    failing = {query: problems for query, problems in report.items() if problems}
+    assert not failing, f"{name}: plans without an index:\n" + "\n".join(
+        f"  {query}: {'; '.join(problems)}" for query, problems in failing.items()
+    )
+    assert len(report) == 15
+
+
+def test_statement_text_is_parameterized() -> None:
+    # Values travel only as bound parameters: the statements hold no literals, and their
+    # placeholders match the parameters one for one.
+    for name in CHECKS:
+        module = _dialect_module(name)
+        dialect = {"sqlite": "SQLITE", "postgres": "POSTGRES", "mysql": "MYSQL"}[name]
+        sql = Statements(getattr(module, dialect))
+        for query, (text, params) in hot_queries(sql).items():
+            assert "'" not in text, (name, query)
+            marks = {
+                "qmark": text.count("?"),
+                "numeric": len(set(re.findall(r"\$\d+", text))),
+                "format": text.count("%s"),
+            }[sql.dialect.paramstyle]
+            assert marks == len(params), (name, query, text)
+
+
+def _dialect_module(name: str) -> Any:
+    if name == "sqlite":
+        from pyworkflow.storage import sqlite
+
+        return sqlite
+    if name == "postgres":
+        pytest.importorskip("asyncpg")
+        from pyworkflow.storage import postgres
+
+        return postgres
+    pytest.importorskip("aiomysql")
+    from pyworkflow.storage import mysql
+
+    return mysql

@@ -1,0 +1,318 @@
+"""SQL backends beyond the shared contract: schema migrations, isolation, exact keys.
+
+* A SQLite database written by the previous release (schema version 1) upgrades in place.
+* PostgreSQL and MySQL create their schema on first connect, race-free when several
+  processes connect at once, and refuse a schema newer than they know.
+* Schema (PostgreSQL) and database (MySQL) isolation; keys compare byte for byte.
+* Several instances claiming due runs at once never claim one run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyworkflow.core.exceptions import StorageError
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.config import storage_from_url
+from pyworkflow.storage.schemas import HookRecord, RunStatus
+from pyworkflow.storage.sqlite import MIGRATIONS, SQLiteStorageBackend
+from pyworkflow.testing.conformance import at, make_events, make_run
+from tests.services import require_service
+from tests.storage import backend_mysql, backend_postgres
+
+SQL_BACKENDS = ("sqlite", "postgres", "mysql")
+
+# The schema of the previous release, verbatim (schema version 1).
+SQLITE_V1 = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    workflow_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    started_at INTEGER,
+    completed_at INTEGER,
+    input_payload TEXT,
+    result_payload TEXT,
+    error TEXT,
+    idempotency_key TEXT,
+    max_duration TEXT,
+    deadline_at INTEGER,
+    context_payload TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    recovery_attempts INTEGER NOT NULL DEFAULT 0,
+    max_recovery_attempts INTEGER NOT NULL DEFAULT 3,
+    recover_on_worker_loss INTEGER NOT NULL DEFAULT 1,
+    parent_run_id TEXT,
+    nesting_depth INTEGER NOT NULL DEFAULT 0,
+    continued_from_run_id TEXT,
+    continued_to_run_id TEXT,
+    wake_at INTEGER,
+    lease_owner TEXT,
+    lease_expires_at INTEGER,
+    last_sequence INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE events (
+    run_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (run_id, sequence)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX runs_idempotency_key ON runs (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX runs_status_wake_at ON runs (status, wake_at);
+CREATE INDEX runs_workflow_name_created_at ON runs (workflow_name, created_at);
+CREATE INDEX runs_created_at ON runs (created_at);
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+INSERT INTO schema_version (version) VALUES (1);
+"""
+
+
+def selected(request: pytest.FixtureRequest, name: str) -> None:
+    if request.config.getoption("--backend", default=None) not in (None, name):
+        pytest.skip("--backend selects another storage backend")
+
+
+def query(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
+
+
+# -- SQLite: in-place upgrade of a version-1 database ---------------------------------------
+
+
+def write_v1_database(path: Path) -> None:
+    """A database as the previous release left it: two runs (tags, events, a timer)."""
+    t0 = 1_714_564_800_123_456  # at(0) in epoch microseconds
+    with sqlite3.connect(path) as db:
+        db.executescript(SQLITE_V1)
+        db.execute(
+            "INSERT INTO runs (run_id, workflow_name, status, created_at, updated_at, tags, "
+            "idempotency_key, wake_at, last_sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("old-1", "order", "suspended", t0, t0, '["vip","eu","vip"]', "key-1", t0 + 5, 2),
+        )
+        db.execute(
+            "INSERT INTO runs (run_id, workflow_name, status, created_at, updated_at, tags, "
+            "last_sequence) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ("old-2", "refund", "running", t0 + 1_000_000, t0 + 1_000_000, '["eu"]', 0),
+        )
+        db.executemany(
+            "INSERT INTO events (run_id, sequence, event_id, type, timestamp, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                ("old-1", 1, "e1", "workflow.started", t0, '{"n":1}'),
+                ("old-1", 2, "e2", "sleep.started", t0, '{"n":2}'),
+            ],
+        )
+
+
+async def test_sqlite_v1_database_upgrades_in_place(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    selected(request, "sqlite")
+    path = tmp_path / "old.db"
+    write_v1_database(path)
+
+    backend = SQLiteStorageBackend(path)
+    try:
+        run = await backend.get_run("old-1")
+        assert run is not None
+        assert (run.status, run.tags, run.created_at, run.last_sequence) == (
+            RunStatus.SUSPENDED,
+            ["vip", "eu", "vip"],
+            at(0),
+            2,
+        )
+        # Tags written before run_tags existed were backfilled into the index.
+        assert [r.run_id for r in await backend.list_runs(tag="eu")] == ["old-2", "old-1"]
+        assert [r.run_id for r in await backend.list_runs(tag="vip")] == ["old-1"]
+        by_key = await backend.get_run_by_idempotency_key("key-1")
+        assert by_key is not None and by_key.run_id == "old-1"
+        assert [e.event_id for e in await backend.get_events("old-1")] == ["e1", "e2"]
+        assert await backend.claim_due_runs(at(10), "w1", at(60)) == ["old-1"]
+        # And it keeps working as a current database.
+        await backend.append_events("old-1", make_events("old-1", 3, 1), expected_last_sequence=2)
+        await backend.create_run(make_run("new-1", created_at=at(5), tags=["eu"]))
+        assert [r.run_id for r in await backend.list_runs(tag="eu")] == ["new-1", "old-2", "old-1"]
+        # Columns and tables added since version 1 work on the old rows too.
+        assert await backend.request_cancellation("old-2", "stop", at(9))
+        old_2 = await backend.get_run("old-2")
+        assert old_2 is not None and (old_2.cancel_requested_at, old_2.cancel_reason) == (
+            at(9),
+            "stop",
+        )
+        hook = HookRecord(token_hash="h", run_id="old-1", hook_id="hook:x#1", name="x")
+        assert await backend.save_hook(hook) == hook
+    finally:
+        await backend.close()
+
+    assert query(path, "SELECT version FROM schema_version") == [(len(MIGRATIONS),)]
+    indexes = {r[0] for r in query(path, "SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {
+        "runs_status_created_at",
+        "runs_parent_created_at",
+        "run_tags_tag_created_at",
+        "runs_created_at",
+    } <= indexes
+    columns = [r[2] for r in query(path, "PRAGMA index_info(runs_created_at)")]
+    assert columns == ["created_at", "run_id"]
+    # Reopening an upgraded file changes nothing.
+    again = SQLiteStorageBackend(path)
+    try:
+        assert len(await again.list_runs()) == 3
+    finally:
+        await again.close()
+    assert query(path, "SELECT version FROM schema_version") == [(len(MIGRATIONS),)]
+
+
+async def test_sqlite_processes_upgrading_at_once_migrate_once(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    selected(request, "sqlite")
+    path = tmp_path / "old.db"
+    write_v1_database(path)
+    backends = [SQLiteStorageBackend(path) for _ in range(4)]
+    try:
+        await asyncio.gather(*(b.connect() for b in backends))
+        runs = await asyncio.gather(*(b.list_runs(tag="eu") for b in backends))
+        assert all([r.run_id for r in found] == ["old-2", "old-1"] for found in runs)
+    finally:
+        for b in backends:
+            await b.close()
+    assert query(path, "SELECT count(*) FROM run_tags") == [(3,)]
+
+
+# -- PostgreSQL and MySQL: schema creation, races, versions ---------------------------------
+
+
+async def _set_version(name: str, namespace: str, version: int) -> None:
+    if name == "postgres":
+        await backend_postgres.admin_execute(
+            f'UPDATE "{namespace}".schema_version SET version = $1', version
+        )
+    else:
+        await backend_mysql.admin_execute(
+            f"UPDATE `{namespace}`.schema_version SET version = %s", version
+        )
+
+
+@pytest.fixture
+async def server_url(backend_name: str) -> AsyncIterator[tuple[str, str]]:
+    """``(url, namespace)``: a URL of a new, empty schema (postgres) / database (mysql)."""
+    if backend_name == "postgres":
+        pytest.importorskip("asyncpg")
+        base = require_service("postgres")
+        schema = backend_postgres.new_schema()
+        yield backend_postgres.with_options(base, schema=schema), schema
+        await backend_postgres.admin_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    elif backend_name == "mysql":
+        pytest.importorskip("aiomysql")
+        base = require_service("mysql")
+        database = backend_mysql.new_database()
+        await backend_mysql.admin_execute(f"CREATE DATABASE `{database}`")
+        yield backend_mysql.with_database(base, database), database
+        await backend_mysql.admin_execute(f"DROP DATABASE IF EXISTS `{database}`")
+    else:
+        pytest.skip("server backends only")
+
+
+async def test_concurrent_first_connects_create_the_schema_once(
+    server_url: tuple[str, str], backend_name: str
+) -> None:
+    url, namespace = server_url
+    backends = [storage_from_url(url) for _ in range(5)]
+    try:
+        await asyncio.gather(*(b.connect() for b in backends))
+        await backends[0].create_run(make_run("r1", tags=["t"]))
+        for b in backends:
+            assert [r.run_id for r in await b.list_runs(tag="t")] == ["r1"]
+    finally:
+        for b in backends:
+            await b.close()
+
+    # Newer than this release: refused with a clear error, nothing touched.
+    await _set_version(backend_name, namespace, 99)
+    newer = storage_from_url(url)
+    with pytest.raises(StorageError, match="newer"):
+        await newer.connect()
+    await newer.close()
+
+
+async def test_postgres_schemas_are_isolated(request: pytest.FixtureRequest) -> None:
+    selected(request, "postgres")
+    pytest.importorskip("asyncpg")
+    async with (
+        backend_postgres.open_backend(Path()) as (first, _),
+        backend_postgres.open_backend(Path()) as (second, _),
+    ):
+        await first.create_run(make_run("r1", idempotency_key="k"))
+        await second.create_run(make_run("r2", idempotency_key="k"))  # same key, other schema
+        assert [r.run_id for r in await first.list_runs()] == ["r1"]
+        assert [r.run_id for r in await second.list_runs()] == ["r2"]
+
+
+# -- every SQL backend ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def sql_storage(backend_name: str, storage: StorageBackend) -> StorageBackend:
+    if backend_name not in SQL_BACKENDS:
+        pytest.skip("SQL backends only")
+    return storage
+
+
+async def test_keys_compare_exactly(sql_storage: StorageBackend) -> None:
+    # Case, trailing spaces and accents matter (MySQL's default collations ignore them).
+    keys = ["key", "KEY", "key ", "kéy"]
+    for i, key in enumerate(keys):
+        stored = await sql_storage.create_run(make_run(f"r{i}", idempotency_key=key, tags=[key]))
+        assert stored.run_id == f"r{i}"
+    for i, key in enumerate(keys):
+        by_key = await sql_storage.get_run_by_idempotency_key(key)
+        assert by_key is not None and by_key.run_id == f"r{i}"
+        assert [r.run_id for r in await sql_storage.list_runs(tag=key)] == [f"r{i}"]
+    # Byte order of run ids, as run_cursor paging assumes.
+    for run_id in ("b", "B", "a-b", "ab", "a_b"):
+        await sql_storage.create_run(make_run(run_id, created_at=at(100)))
+    newest = [r.run_id for r in await sql_storage.list_runs(created_after=at(100))]
+    assert newest == sorted(["b", "B", "a-b", "ab", "a_b"], reverse=True)
+
+
+async def test_instances_claiming_at_once_never_share_a_run(
+    sql_storage: StorageBackend, storage_url: str | None
+) -> None:
+    if storage_url is None:
+        pytest.skip("needs a URL to open more instances")
+    for i in range(40):
+        await sql_storage.create_run(
+            make_run(f"due-{i:02}", status=RunStatus.SUSPENDED, wake_at=at(i))
+        )
+    others = [storage_from_url(storage_url) for _ in range(3)]
+    try:
+        claimers = [sql_storage, *others]
+        claimed: list[str] = []
+        # New owners each round (an owner may re-claim its own leases); a claimer may
+        # come back short while others hold rows, hence the rounds.
+        for round_ in range(10):
+            batches = await asyncio.gather(
+                *(
+                    b.claim_due_runs(at(100), f"claimer-{round_}-{n}", at(200), limit=5)
+                    for n, b in enumerate(claimers)
+                )
+            )
+            claimed += [run_id for batch in batches for run_id in batch]
+            if len(claimed) >= 40:
+                break
+        assert len(claimed) == len(set(claimed)) == 40
+    finally:
+        for b in others:
+            await b.close()
