@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint typecheck bench check clean
+.PHONY: install demo test lint typecheck bench bench-storage bench-peers check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,12 @@ typecheck: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+bench-storage: install
+	$(BIN)/python benchmarks/storage.py
+
+bench-peers: install
+	$(BIN)/python benchmarks/suite.py
 
 check: lint typecheck test
 

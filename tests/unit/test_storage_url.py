@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,11 +100,12 @@ def test_not_a_url() -> None:
         storage_from_url("just/a/path.db")
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("asyncpg") is not None, reason="asyncpg is installed here"
-)
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
-def test_missing_extra_names_the_pip_install(scheme: str) -> None:
+def test_missing_extra_names_the_pip_install(scheme: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver's absence is simulated (it is installed here): a None entry in
+    sys.modules makes ``import asyncpg`` fail as it does without the extra."""
+    monkeypatch.setitem(sys.modules, "asyncpg", None)
+    monkeypatch.delitem(sys.modules, "pyworkflow.storage.postgres", raising=False)
     with pytest.raises(ConfigurationError) as info:
         storage_from_url(f"{scheme}://user:secret@db.example.com/app")
     message = str(info.value)
