@@ -24,10 +24,12 @@ from pyworkflow import (
     StepContext,
     WorkflowAlreadyRunningError,
     WorkflowRun,
+    cancel_workflow,
     configure,
     continue_as_new,
     get_step_context,
     get_workflow_chain,
+    get_workflow_run,
     hook,
     resume,
     resume_hook,
@@ -144,6 +146,10 @@ async def main(argv: list[str]) -> None:
         run_id = await start(crash_approval, "ORD-9")
         print(f"RUN {run_id}", flush=True)
         await asyncio.sleep(3600)  # holds the suspended run's storage open, serving timers
+    elif command == "cancel":
+        await cancel_workflow(argv[2], "operator", wait=True, timeout=60)
+        run = await get_workflow_run(argv[2])
+        print(f"DONE {run.status.value if run else 'missing'}", flush=True)
     elif command == "deliver":
         await resume_hook(argv[2], {"verdict": "approved"})
         print("DELIVERED", flush=True)

@@ -221,3 +221,19 @@ async def test_hook_payload_posted_from_another_process(tmp_path: Path) -> None:
         ).fetchone()
     assert result == '"ORD-9: approved"'
     assert _ledger(tmp_path)["step1"] == 1
+
+
+async def test_cancel_a_run_whose_process_was_killed(tmp_path: Path) -> None:
+    """The process holding a sleeping run dies; a new process cancels the run: it is
+    resumed there, sees CancellationError at its sleep and ends cancelled."""
+    db = tmp_path / "wf.db"
+    child = await _spawn(tmp_path, "start", str(db), "600")
+    run_id = (await _read_line(child, "RUN")).split()[1]
+    await _kill(child)
+
+    proc = await _spawn(tmp_path, "cancel", str(db), run_id)
+    assert await _read_line(proc, "DONE", limit=60) == "DONE cancelled"
+    await proc.wait()
+    assert _ledger(tmp_path) == Counter({"step1": 1})  # nothing after the sleep ran
+    types = [t for _, t, _ in _events(db, run_id)]
+    assert types[-2:] == ["cancellation.requested", "workflow.cancelled"]
