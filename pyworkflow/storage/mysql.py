@@ -57,6 +57,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import aiomysql
 
 from pyworkflow.core.exceptions import ConfigurationError, StorageError
+from pyworkflow.storage._pool import LoopBoundPool
 from pyworkflow.storage._sql import (
     TX,
     Conn,
@@ -258,7 +259,7 @@ class _MySQLConn:
             await cursor.executemany(sql, rows)
 
 
-class MySQLStorageBackend(SQLSignalBackend):
+class MySQLStorageBackend(LoopBoundPool, SQLSignalBackend):
     """Runs and events in InnoDB tables of one MySQL/MariaDB database, shared by any
     number of processes.
 
@@ -310,10 +311,6 @@ class MySQLStorageBackend(SQLSignalBackend):
         self.min_size, self.max_size = min_size, max_size
         self.connect_timeout = connect_timeout
         self.sql = Statements(MYSQL)
-        self._pool: Any = None
-        self._pool_loop: asyncio.AbstractEventLoop | None = None
-        self._lock: asyncio.Lock | None = None
-        self._lock_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_url(cls, url: str) -> MySQLStorageBackend:
@@ -369,22 +366,6 @@ class MySQLStorageBackend(SQLSignalBackend):
 
     # -- connection management ----------------------------------------------------------
 
-    def _get_lock(self, loop: asyncio.AbstractEventLoop) -> asyncio.Lock:
-        if self._lock is None or self._lock_loop is not loop:
-            self._lock, self._lock_loop = asyncio.Lock(), loop
-        return self._lock
-
-    async def _get_pool(self) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._pool is not None and self._pool_loop is loop:
-            return self._pool
-        async with self._get_lock(loop):
-            if self._pool is None or self._pool_loop is not loop:
-                self._abandon_pool()
-                self._pool = await self._open_pool()
-                self._pool_loop = loop
-        return self._pool
-
     async def _open_pool(self) -> Any:
         try:
             pool = await aiomysql.create_pool(
@@ -435,15 +416,6 @@ class MySQLStorageBackend(SQLSignalBackend):
                     await apply_migrations(conn, self.sql)
             finally:
                 await conn.fetch(self.sql.convert("SELECT RELEASE_LOCK(?)"), (name,))
-
-    def _abandon_pool(self) -> None:
-        pool, self._pool, self._pool_loop = self._pool, None, None
-        if pool is not None:
-            with contextlib.suppress(Exception):
-                pool.terminate()
-
-    async def connect(self) -> None:
-        await self._get_pool()
 
     async def close(self) -> None:
         pool, loop = self._pool, self._pool_loop

@@ -58,6 +58,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from pyworkflow.core.exceptions import ConfigurationError, StorageError
+from pyworkflow.storage._pool import LoopBoundPool
 from pyworkflow.storage._sql import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
@@ -270,7 +271,7 @@ def _event_arrays(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     return columns
 
 
-class PostgresStorageBackend(SQLSignalBackend):
+class PostgresStorageBackend(LoopBoundPool, SQLSignalBackend):
     """Runs and events in PostgreSQL tables of one schema, shared by any number of
     processes.
 
@@ -341,10 +342,6 @@ class PostgresStorageBackend(SQLSignalBackend):
         self.sql = Statements(POSTGRES, prefix=f'"{schema}".')
         self._append_sql: dict[tuple[str, ...], str] = {}
         self._create_sql = self._build_create_sql()
-        self._pool: Any = None
-        self._pool_loop: asyncio.AbstractEventLoop | None = None
-        self._lock: asyncio.Lock | None = None
-        self._lock_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStorageBackend:
@@ -399,22 +396,6 @@ class PostgresStorageBackend(SQLSignalBackend):
 
     # -- connection management ----------------------------------------------------------
 
-    def _get_lock(self, loop: asyncio.AbstractEventLoop) -> asyncio.Lock:
-        if self._lock is None or self._lock_loop is not loop:
-            self._lock, self._lock_loop = asyncio.Lock(), loop
-        return self._lock
-
-    async def _get_pool(self) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._pool is not None and self._pool_loop is loop:
-            return self._pool
-        async with self._get_lock(loop):
-            if self._pool is None or self._pool_loop is not loop:
-                self._abandon_pool()
-                self._pool = await self._open_pool()
-                self._pool_loop = loop
-        return self._pool
-
     async def _open_pool(self) -> Any:
         try:
             pool = await asyncpg.create_pool(
@@ -456,16 +437,6 @@ class PostgresStorageBackend(SQLSignalBackend):
                     # self.schema matched _IDENTIFIER in __init__.
                     await connection.execute(f'CREATE SCHEMA "{self.schema}"')
                 await apply_migrations(conn, self.sql)
-
-    def _abandon_pool(self) -> None:
-        pool, self._pool, self._pool_loop = self._pool, None, None
-        if pool is not None:
-            # Its loop is gone (or not running): close the sockets without a goodbye.
-            with contextlib.suppress(Exception):
-                pool.terminate()
-
-    async def connect(self) -> None:
-        await self._get_pool()
 
     async def close(self) -> None:
         pool, loop = self._pool, self._pool_loop
