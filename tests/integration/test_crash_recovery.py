@@ -237,3 +237,23 @@ async def test_cancel_a_run_whose_process_was_killed(tmp_path: Path) -> None:
     assert _ledger(tmp_path) == Counter({"step1": 1})  # nothing after the sleep ran
     types = [t for _, t, _ in _events(db, run_id)]
     assert types[-2:] == ["cancellation.requested", "workflow.cancelled"]
+
+
+async def test_hook_payload_after_the_waiting_process_was_killed(tmp_path: Path) -> None:
+    """The process whose run waits on a hook is SIGKILLed; a new process delivers the
+    payload and finishes the run; the step before the hook is not run again."""
+    db = tmp_path / "wf.db"
+    holder = await _spawn(tmp_path, "hook", str(db))
+    token = (await _read_line(holder, "TOKEN")).split()[1]
+    run_id = (await _read_line(holder, "RUN")).split()[1]
+    await _kill(holder)
+
+    poster = await _spawn(tmp_path, "deliver", str(db), token)
+    assert await _read_line(poster, "DELIVERED") == "DELIVERED"
+    await poster.wait()
+    waiter = await _spawn(tmp_path, "wait", str(db), run_id)
+    assert await _read_line(waiter, "DONE", limit=60) == "DONE completed"
+    await waiter.wait()
+    assert _ledger(tmp_path)["step1"] == 1
+    types = [t for _, t, _ in _events(db, run_id)]
+    assert types.count("hook.created") == 1 and types.count("hook.received") == 1
