@@ -69,8 +69,10 @@ async def open_backend(tmp_path: Path) -> AsyncIterator[tuple[Any, str]]:
     try:
         yield backend, full_url
     finally:
-        await backend.close()
-        await admin_execute(f"DROP DATABASE IF EXISTS `{database}`")
+        try:
+            await backend.close()
+        finally:
+            await admin_execute(f"DROP DATABASE IF EXISTS `{database}`")
 
 
 async def drop_connections(backend: Any) -> int:

@@ -53,9 +53,11 @@ async def open_backend(tmp_path: Path) -> AsyncIterator[tuple[Any, str]]:
     try:
         yield backend, full_url
     finally:
-        await backend.close()
-        # schema is a generated identifier (letters, digits, underscore).
-        await admin_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        try:
+            await backend.close()
+        finally:
+            # schema is a generated identifier (letters, digits, underscore).
+            await admin_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 async def drop_connections(backend: Any) -> int:
