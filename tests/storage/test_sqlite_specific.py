@@ -195,6 +195,9 @@ async def test_lock_contention_between_connections_waits(tmp_path: Path) -> None
 
 
 async def test_cancelled_write_leaves_no_open_transaction(tmp_path: Path) -> None:
+    """A write runs whole on the driver thread, so cancelling its caller cannot cut it in
+    half: it lands completely (or not at all), no transaction stays open, and the next
+    write fences on the stored sequence (the engine reconciles cancelled writes this way)."""
     path = tmp_path / "wf.db"
     backend = SQLiteStorageBackend(path)
     await backend.create_run(make_run("r1"))
@@ -206,14 +209,20 @@ async def test_cancelled_write_leaves_no_open_transaction(tmp_path: Path) -> Non
         )
         await asyncio.sleep(0.2)  # our BEGIN IMMEDIATE is now waiting for the lock
         task.cancel()
-        await asyncio.sleep(0)  # the task now awaits its ROLLBACK, queued behind the BEGIN
-        other.execute("COMMIT")  # BEGIN gets the lock, then ROLLBACK undoes it
+        await asyncio.sleep(0)
+        other.execute("COMMIT")  # the waiting write gets the lock and finishes
         with pytest.raises(asyncio.CancelledError):
             await task
-        # The backend recovers, wrote nothing for the cancelled call, and holds no lock.
-        assert await backend.get_events("r1") == []
-        await backend.append_events("r1", make_events("r1", 1, 1), expected_last_sequence=0)
-        other.execute("BEGIN IMMEDIATE")
+        events = await backend.get_events("r1")
+        run = await backend.get_run("r1")
+        assert run is not None and [e.sequence for e in events] in ([], [1])
+        assert run.last_sequence == len(events)  # events and projection moved together
+        await backend.append_events(
+            "r1",
+            make_events("r1", run.last_sequence + 1, 1),
+            expected_last_sequence=run.last_sequence,
+        )
+        other.execute("BEGIN IMMEDIATE")  # and no lock is left behind
         other.execute("COMMIT")
     finally:
         other.close()
