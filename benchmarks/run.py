@@ -21,83 +21,25 @@ import resource
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pyworkflow import EventType, get_runtime, sleep, start, step, wait_for_run, workflow
-from pyworkflow.engine.runner import new_owner_id, resume_run
+from workload import STEPS_PER_WORKFLOW, long_run, resume_cost, workflows_per_second
+
+from pyworkflow import start
 from pyworkflow.storage import storage_from_url
 from pyworkflow.storage.base import StorageBackend
 
 
-@step(name="bench_noop")
-async def noop(i: int) -> int:
-    return i
-
-
-@workflow(name="bench_ten_steps")
-async def ten_steps() -> int:
-    total = 0
-    for i in range(10):
-        total += await noop(i)
-    return total
-
-
-@workflow(name="bench_long")
-async def long_run(n: int) -> int:
-    for i in range(n):
-        await noop(i)
-    return n
-
-
-@workflow(name="bench_sleeper")
-async def sleeper(n: int) -> int:
-    for i in range(n):
-        await noop(i)
-    await sleep(0.2)
-    await noop(-1)
-    return n
-
-
 async def throughput(storage: StorageBackend, workflows: int = 200) -> dict[str, float]:
-    await start(ten_steps, storage=storage)  # warm up connection and schema
-    t0 = time.perf_counter()
-    for _ in range(workflows):
-        await start(ten_steps, storage=storage)
-    elapsed = time.perf_counter() - t0
-    return {"workflows_per_s": workflows / elapsed, "steps_per_s": workflows * 10 / elapsed}
+    per_s = await workflows_per_second(storage, workflows)
+    return {"workflows_per_s": per_s, "steps_per_s": per_s * STEPS_PER_WORKFLOW}
 
 
 async def long_history(storage: StorageBackend, n: int = 3000) -> float:
     t0 = time.perf_counter()
     await start(long_run, n, storage=storage)
     return time.perf_counter() - t0
-
-
-async def resume_cost(storage: StorageBackend, steps: int = 1500) -> dict[str, float]:
-    """Replay cost of a 3,000-event history, measured two ways.
-
-    ``live``: the local runtime's own timer wakes the run; time from its due time to its
-    completion. ``cold``: with no runtime service running (as in a freshly started
-    process), one ``resume_run`` call: read the history, replay it, finish.
-    """
-    run_id = await start(sleeper, steps, storage=storage)
-    run = await wait_for_run(run_id, storage=storage, timeout=60)
-    assert run.completed_at is not None
-    events = await storage.get_events(run_id)
-    due = next(e for e in events if e.type == EventType.SLEEP_STARTED).data["fire_at"]
-    live = (run.completed_at - datetime.fromisoformat(due)).total_seconds()
-
-    run_id = await start(sleeper, steps, storage=storage)
-    await get_runtime("local").shutdown()  # no timer loop: nothing resumes it but us
-    await asyncio.sleep(0.25)
-    t0 = time.perf_counter()
-    await resume_run(storage, run_id, owner=new_owner_id(), lease_ttl=30)
-    cold = time.perf_counter() - t0
-    run = await storage.get_run(run_id)
-    assert run is not None and run.status == "completed", run
-    return {"live": live, "cold": cold}
 
 
 async def measure(url: str) -> dict[str, Any]:
@@ -109,9 +51,7 @@ async def measure(url: str) -> dict[str, Any]:
         result["storage"] += " (NORMAL)"
     result.update(await throughput(storage))
     result["s_3000_steps"] = await long_history(storage)
-    resumed = await resume_cost(storage)
-    result["s_resume_3000_live"] = resumed["live"]
-    result["s_resume_3000_cold"] = resumed["cold"]
+    result["s_resume_3000_live"], result["s_resume_3000_cold"] = await resume_cost(storage)
     await storage.close()
     return result
 

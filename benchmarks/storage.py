@@ -33,57 +33,31 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the tests/ helpers that set up isolated server stores
 
-from pyworkflow import EventType, get_runtime, sleep, start, step, wait_for_run, workflow  # noqa: E402
-from pyworkflow.engine.runner import new_owner_id, resume_run  # noqa: E402
+from workload import (  # noqa: E402
+    STEPS_PER_WORKFLOW,
+    empty,
+    resume_cost,
+    workflows_per_second,
+)
+
+from pyworkflow import get_runtime, start  # noqa: E402
 from pyworkflow.storage.base import StorageBackend  # noqa: E402
 
-WORKFLOWS, STEPS, STARTS, HISTORY_STEPS = 100, 10, 500, 1500
+WORKFLOWS, STARTS, HISTORY_STEPS = 100, 500, 1500
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
-@step(name="storage_bench_noop")
-async def noop(i: int) -> int:
-    return i
-
-
-@workflow(name="storage_bench_ten_steps")
-async def ten_steps() -> int:
-    total = 0
-    for i in range(STEPS):
-        total += await noop(i)
-    return total
-
-
-@workflow(name="storage_bench_empty")
-async def empty() -> int:
-    return 0
-
-
-@workflow(name="storage_bench_sleeper")
-async def sleeper(n: int) -> int:
-    for i in range(n):
-        await noop(i)
-    await sleep(0.2)
-    await noop(-1)
-    return n
-
-
-# -- the workload -------------------------------------------------------------------------
+# -- the workload (shared with run.py) ------------------------------------------------------
 
 
 async def steps_per_second(storage: StorageBackend) -> float:
-    await start(ten_steps, storage=storage)  # warm up: connection, schema, caches
-    t0 = time.perf_counter()
-    for _ in range(WORKFLOWS):
-        await start(ten_steps, storage=storage)
-    return WORKFLOWS * STEPS / (time.perf_counter() - t0)
+    return await workflows_per_second(storage, WORKFLOWS) * STEPS_PER_WORKFLOW
 
 
 async def starts_per_second(storage: StorageBackend) -> float:
@@ -92,26 +66,6 @@ async def starts_per_second(storage: StorageBackend) -> float:
     for _ in range(STARTS):
         await start(empty, storage=storage)
     return STARTS / (time.perf_counter() - t0)
-
-
-async def resume_cost(storage: StorageBackend) -> tuple[float, float]:
-    """(live, cold) seconds to resume a 3,000-event history (see the module docstring)."""
-    run_id = await start(sleeper, HISTORY_STEPS, storage=storage)
-    run = await wait_for_run(run_id, storage=storage, timeout=600)
-    assert run.completed_at is not None, run
-    events = await storage.get_events(run_id)
-    due = next(e for e in events if e.type == EventType.SLEEP_STARTED).data["fire_at"]
-    live = (run.completed_at - datetime.fromisoformat(due)).total_seconds()
-
-    run_id = await start(sleeper, HISTORY_STEPS, storage=storage)
-    await get_runtime("local").shutdown()  # no timer loop: nothing resumes it but us
-    await asyncio.sleep(0.25)
-    t0 = time.perf_counter()
-    await resume_run(storage, run_id, owner=new_owner_id(), lease_ttl=60)
-    cold = time.perf_counter() - t0
-    run = await storage.get_run(run_id)
-    assert run is not None and run.status == "completed", run
-    return live, cold
 
 
 # -- the backends -------------------------------------------------------------------------
@@ -176,7 +130,7 @@ async def measure(name: str) -> dict[str, Any]:
             try:
                 steps = await steps_per_second(storage)
                 starts = await starts_per_second(storage)
-                live, cold = await resume_cost(storage)
+                live, cold = await resume_cost(storage, HISTORY_STEPS)
             finally:
                 with contextlib.suppress(Exception):
                     await get_runtime("local").shutdown()
@@ -238,7 +192,7 @@ def main() -> None:
             status = "skipped" if "skipped" in r else "FAILED"
             print(f"{r['storage']:<10}  {status}: {r.get('skipped') or r.get('failed')}")
     print(
-        f"\n{WORKFLOWS} workflows x {STEPS} steps; {STARTS} starts; "
+        f"\n{WORKFLOWS} workflows x {STEPS_PER_WORKFLOW} steps; {STARTS} starts; "
         f"{HISTORY_STEPS * 2}-event history. python {sys.version.split()[0]} on "
         f"{platform.machine()}, {os.cpu_count()} CPUs; servers on localhost."
     )
