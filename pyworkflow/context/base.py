@@ -46,8 +46,13 @@ class WorkflowContext(ABC):
         self,
         definition: StepDefinition,
         call: Callable[[], Awaitable[Any]],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
     ) -> Any:
-        """Run (or replay) one step call; ``call`` runs the user's body once."""
+        """Run (or replay) one step call; ``call`` runs the user's body once.
+
+        ``args``/``kwargs`` are what ``definition.func`` is called with: a runtime that
+        executes steps elsewhere records them instead of calling ``call``."""
 
     @abstractmethod
     async def sleep(self, wake_at: datetime, delay: timedelta, name: str | None) -> None:

@@ -40,6 +40,14 @@ class PyWorkflowConfig:
     modules: list[str] = field(default_factory=list)
     celery_broker: str | None = None
     celery_result_backend: str | None = None
+    # Celery runtime: run every step inline in its workflow task (no step queue hop).
+    celery_inline_steps: bool = False
+    # How long a run handed to a queue (a start, a dispatched step, a due timer) may wait
+    # for a worker before the recovery sweep decides the message was lost.
+    dispatch_timeout: float = 300.0
+    # Celery runtime: sleeps ending within this many seconds are also sent with a broker
+    # countdown (low lateness); 0 leaves every wake-up to the scheduler.
+    celery_countdown_window: float = 60.0
     logging: dict[str, Any] = field(default_factory=dict)
 
 
@@ -52,7 +60,9 @@ _INT_OPTIONS = {
     "max_nesting_depth",
     "default_max_recovery_attempts",
 }
-_FLOAT_OPTIONS = {"lease_ttl", "timer_poll_interval"}
+_FLOAT_OPTIONS = {"lease_ttl", "timer_poll_interval", "dispatch_timeout"}
+_NON_NEGATIVE_FLOAT_OPTIONS = {"celery_countdown_window"}
+_BOOL_OPTIONS = {"default_durable", "celery_inline_steps"}
 
 _explicit: dict[str, Any] = {}
 _config: PyWorkflowConfig | None = None
@@ -104,6 +114,14 @@ def reset_config() -> None:
     global _config, _storage
     _explicit.clear()
     _config = None
+    _storage = None
+    _by_url.clear()
+
+
+def drop_cached_storages() -> None:
+    """Forget storage instances (not options): a forked worker process must open its own
+    connections rather than share its parent's."""
+    global _storage
     _storage = None
     _by_url.clear()
 
@@ -191,6 +209,10 @@ def _validate(cfg: PyWorkflowConfig) -> None:
         value = getattr(cfg, name)
         if not isinstance(value, int | float) or value <= 0:
             raise ConfigurationError(f"option {name!r} must be a positive number, not {value!r}")
+    for name in _NON_NEGATIVE_FLOAT_OPTIONS:
+        value = getattr(cfg, name)
+        if not isinstance(value, int | float) or value < 0:
+            raise ConfigurationError(f"option {name!r} must be a number >= 0, not {value!r}")
     if cfg.event_soft_limit > cfg.event_hard_limit:
         raise ConfigurationError("event_soft_limit must not exceed event_hard_limit")
     if cfg.sqlite_synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
@@ -211,9 +233,9 @@ def _from_env() -> dict[str, Any]:
         value: Any = raw
         if target in _INT_OPTIONS:
             value = _convert(int, raw, f"PYWORKFLOW_{name.upper()}")
-        elif target in _FLOAT_OPTIONS:
+        elif target in _FLOAT_OPTIONS | _NON_NEGATIVE_FLOAT_OPTIONS:
             value = _convert(float, raw, f"PYWORKFLOW_{name.upper()}")
-        elif target == "default_durable":
+        elif target in _BOOL_OPTIONS:
             value = raw.strip().lower() in ("1", "true", "yes", "on")
         elif target == "modules":
             value = [m.strip() for m in raw.split(",") if m.strip()]

@@ -77,6 +77,26 @@ def get_step(name: str) -> StepDefinition | None:
     return _steps.get(name)
 
 
+def require_step(name: str) -> StepDefinition:
+    """Like :func:`get_step` but imports the configured workflow modules first if needed.
+
+    Raises:
+        WorkflowNotFoundError: no step of that name is registered in this process.
+    """
+    definition = _steps.get(name)
+    if definition is None:
+        from pyworkflow.core.config import discover_workflows
+
+        discover_workflows()
+        definition = _steps.get(name)
+    if definition is None:
+        raise WorkflowNotFoundError(
+            f"step {name!r} is not registered in this process; add the module defining it "
+            "to the 'modules' option so workers import it"
+        )
+    return definition
+
+
 def list_steps() -> dict[str, StepDefinition]:
     """All registered steps by name."""
     return dict(_steps)

@@ -64,13 +64,18 @@ def _make_definition(
     )
 
 
-async def call_step(definition: StepDefinition, body: Callable[[], Awaitable[Any]]) -> Any:
+async def call_step(
+    definition: StepDefinition,
+    body: Callable[[], Awaitable[Any]],
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+) -> Any:
     """Run one call of a step: durably inside a workflow, plainly outside (or when nested
     inside another step, where it is part of the outer step's attempt)."""
     ctx = _current.get()
     if ctx is None or current_step.get() is not None:
         return await body()
-    return await ctx.run_step(definition, body)
+    return await ctx.run_step(definition, body, args, kwargs)
 
 
 @overload
@@ -135,7 +140,7 @@ def step(
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            result: R = await call_step(definition, lambda: fn(*args, **kwargs))
+            result: R = await call_step(definition, lambda: fn(*args, **kwargs), args, kwargs)
             return result
 
         wrapper.__step__ = definition  # type: ignore[attr-defined]
@@ -181,4 +186,7 @@ class Step:
         raise NotImplementedError
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return await call_step(type(self).__step__, lambda: self.execute(*args, **kwargs))
+        # The instance travels with the arguments: a worker calls execute(self, *args).
+        return await call_step(
+            type(self).__step__, lambda: self.execute(*args, **kwargs), (self, *args), kwargs
+        )

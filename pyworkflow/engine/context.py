@@ -14,6 +14,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -89,6 +90,16 @@ def deliver_cancel(run_id: str, reason: str | None) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class DispatchedStep:
+    """A step attempt recorded as sent to a step worker (the runtime enqueues it)."""
+
+    run_id: str
+    op_id: str
+    step_name: str
+    attempt: int
+
+
 class OwnershipLost(BaseException):  # noqa: N818 - control flow, not an error
     """Another writer appended to this run first; this execution must stop writing."""
 
@@ -145,6 +156,14 @@ class RunContext(WorkflowContext):
         self.cancel_delivered = False
         self.finished = False  # the workflow function has returned or raised
         self.shield_depth = 0
+        # Distributed execution: live steps are recorded and handed to step workers under
+        # one lease owner per execution (the "round"); see DispatchedStep.
+        self.dispatch_steps = False
+        self.round_owner: str | None = None
+        self.dispatched: list[DispatchedStep] = []
+        self.waiting_rounds: set[str] = set()  # rounds of in-flight steps replay waits on
+        self._holding: set[asyncio.Task[Any]] = set()  # tasks waiting on a dispatched step
+        self._holding_scheduled = False
 
     # -- bookkeeping ------------------------------------------------------------------
 
@@ -298,14 +317,20 @@ class RunContext(WorkflowContext):
     def _guard(self) -> None:
         # Once the run is suspending, sibling tasks (asyncio.gather) must not start new
         # operations: they are recorded when the run resumes.
-        if self.suspending:
+        if self.suspending or (self._holding and asyncio.current_task() in self._holding):
             raise SuspensionSignal("run is suspending")
         if self.fatal is not None:
             raise self.fatal
 
     # -- operations -------------------------------------------------------------------
 
-    async def run_step(self, definition: StepDefinition, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def run_step(
+        self,
+        definition: StepDefinition,
+        call: Callable[[], Awaitable[Any]],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         self._guard()
         op_id = self._next_op("step", definition.name)
         record = self._history.steps.get(op_id)
@@ -316,8 +341,12 @@ class RunContext(WorkflowContext):
             if record.error is not None:
                 raise decode_error(record.error)
             attempt = record.attempts
+            if record.in_flight:
+                raise self._wait_dispatched(op_id, record.round)
             if record.retry_at is not None and record.retry_at > utcnow():
                 raise self._suspend(record.retry_at, f"retry of {op_id}")
+        if self.dispatch_steps and not definition.force_local:
+            raise self._dispatch(definition, op_id, attempt + 1, args, kwargs or {})
         task = asyncio.current_task()
         if task is not None:
             self.inflight.add(task)
@@ -326,6 +355,61 @@ class RunContext(WorkflowContext):
         finally:
             if task is not None:
                 self.inflight.discard(task)
+
+    def _dispatch(
+        self,
+        definition: StepDefinition,
+        op_id: str,
+        attempt: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> SuspensionSignal:
+        """Record the step attempt as sent to a step worker; the execution then waits.
+
+        ``suspending`` is left unset on purpose: sibling branches of an
+        ``asyncio.gather`` still start (and dispatch) their steps in this execution, so
+        parallel steps run in parallel on the workers.
+        """
+        where = f"arguments of step {definition.name!r}"
+        step_input = {
+            "args": encode(list(args), where=where),
+            "kwargs": encode(kwargs, where=where),
+        }
+        self.record(
+            EventType.STEP_STARTED,
+            {
+                "step_id": op_id,
+                "step_name": definition.name,
+                "attempt": attempt,
+                "dispatched": True,
+                "round": self.round_owner,
+                "input": step_input,
+            },
+        )
+        self.dispatched.append(DispatchedStep(self.run_id, op_id, definition.name, attempt))
+        return self._hold(f"step {op_id} dispatched")
+
+    def _wait_dispatched(self, op_id: str, round_owner: str | None) -> SuspensionSignal:
+        if round_owner is not None:
+            self.waiting_rounds.add(round_owner)
+        return self._hold(f"step {op_id} running on a worker")
+
+    def _hold(self, reason: str) -> SuspensionSignal:
+        """Wait for a step running elsewhere. The waiting task starts nothing more (its
+        ``finally`` blocks included); other tasks may until the next loop iteration, when
+        the whole run starts suspending: siblings started by the same ``gather`` have run
+        their first operation by then, tasks resumed by this one's failure have not."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._holding.add(task)
+        if not self._holding_scheduled:
+            self._holding_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_suspending)
+        self.suspend_reasons.append(reason)
+        return SuspensionSignal(reason, None)
+
+    def _start_suspending(self) -> None:
+        self.suspending = True
 
     async def _attempts(
         self,
@@ -342,9 +426,9 @@ class RunContext(WorkflowContext):
             )
             token = current_step.set(StepInfo(op_id, name, attempt))
             try:
-                result = await _run_attempt(call, definition.timeout, name, attempt)
+                result = await run_attempt(call, definition.timeout, name, attempt)
             except Exception as exc:  # noqa: BLE001 - every user failure is recorded
-                delay = _retry_delay(definition, exc, attempt)
+                delay = retry_delay_for(definition, exc, attempt)
                 base = {"step_id": op_id, "step_name": name, "attempt": attempt}
                 failed = {**base, "error": encode_error(exc), "fatal": isinstance(exc, FatalError)}
                 if delay is None:
@@ -591,7 +675,7 @@ class RunContext(WorkflowContext):
             self.record(LOG_EVENT_TYPES.get(level, EventType.LOG_INFO), {"message": message})
 
 
-async def _run_attempt(
+async def run_attempt(
     call: Callable[[], Awaitable[Any]], limit: float | None, name: str, attempt: int
 ) -> Any:
     if limit is None:
@@ -607,7 +691,7 @@ async def _run_attempt(
         raise
 
 
-def _retry_delay(definition: StepDefinition, exc: Exception, attempt: int) -> float | None:
+def retry_delay_for(definition: StepDefinition, exc: Exception, attempt: int) -> float | None:
     """Seconds until the next attempt, or None when the failure is final."""
     if isinstance(exc, FatalError | SerializationError) or attempt > definition.max_retries:
         return None

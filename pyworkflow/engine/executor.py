@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from loguru import logger
@@ -34,6 +35,7 @@ from pyworkflow.core.workflow import WorkflowDefinition
 from pyworkflow.engine.context import (
     LIVE,
     TERMINATE_PREFIX,
+    DispatchedStep,
     EventLimits,
     OwnershipLost,
     RunContext,
@@ -55,9 +57,16 @@ class Outcome:
     next_run_id: str | None = None  # the run a continue_as_new created
     parent_run_id: str | None = None  # set when a child run ended: wake its parent
     cancelled_children: list[str] = field(default_factory=list)  # wake them to clean up
+    # Steps recorded as dispatched: the runtime sends them to step workers. The run stays
+    # 'running', leased to ``round_owner`` (renewed by those workers) until they finish.
+    dispatched: list[DispatchedStep] = field(default_factory=list)
+    round_owner: str | None = None
 
 
 _RELEASED = {"lease_owner": None, "lease_expires_at": None}
+
+# Lease owners of dispatch rounds: not a process, so never judged dead by pid.
+ROUND_PREFIX = "round:"
 
 
 async def execute_run(
@@ -72,11 +81,14 @@ async def execute_run(
     first_events: list[tuple[EventType, dict[str, Any]]] = (),  # type: ignore[assignment]
     first_changes: dict[str, Any] | None = None,
     on_child_created: Callable[[str], None] | None = None,
+    dispatch_steps: bool = False,
 ) -> Outcome:
     """Execute ``run`` until it completes, fails or suspends; persist the outcome.
 
     The caller must hold the run's lease. ``first_events``/``first_changes`` are written
-    with the first flush (e.g. ``workflow.resumed`` and ``status=running``).
+    with the first flush (e.g. ``workflow.resumed`` and ``status=running``). With
+    ``dispatch_steps``, live steps (except ``force_local`` ones) are not run here but
+    returned in ``Outcome.dispatched`` for step workers.
     """
     ctx = RunContext(
         run_id=run.run_id,
@@ -89,6 +101,9 @@ async def execute_run(
     ctx.nesting_depth = run.nesting_depth
     ctx.max_nesting_depth = get_config().max_nesting_depth
     ctx.on_child_created = on_child_created
+    if dispatch_steps:
+        ctx.dispatch_steps = True
+        ctx.round_owner = f"{ROUND_PREFIX}{uuid.uuid4().hex}"
     if run.cancel_requested_at is not None:
         ctx.request_cancel(run.cancel_reason)
     for type_, data in first_events:
@@ -228,6 +243,8 @@ async def _suspend(ctx: RunContext, deadline: datetime | None) -> Outcome:
     await _settle(ctx)
     if isinstance(ctx.fatal, OwnershipLost):
         return Outcome(status=None)
+    if ctx.dispatched or ctx.waiting_rounds:
+        return await _hand_to_step_workers(ctx)
     # Wake at the earliest timer, or at the max_duration deadline if that comes first
     # (the resumed run then fails with WorkflowTimeoutError).
     timers = ctx.wake_times + ([deadline] if deadline is not None else [])
@@ -247,10 +264,29 @@ async def _suspend(ctx: RunContext, deadline: datetime | None) -> Outcome:
     return Outcome(status=RunStatus.SUSPENDED, wake_at=wake_at)
 
 
+async def _hand_to_step_workers(ctx: RunContext) -> Outcome:
+    """Store the dispatched steps with the run still 'running', its lease handed to the
+    round: the step workers renew it, the last one to finish resumes the run, and if
+    they all die the lease expires and the recovery sweep takes over."""
+    owner = ctx.round_owner if ctx.dispatched else sorted(ctx.waiting_rounds)[0]
+    # Long enough for the step messages to wait in a busy queue; a step worker that
+    # starts shortens it to the lease TTL and renews it while the body runs.
+    expires = utcnow() + timedelta(seconds=get_config().dispatch_timeout)
+    try:
+        await ctx.flush(
+            status=RunStatus.RUNNING, wake_at=None, lease_owner=owner, lease_expires_at=expires
+        )
+    except OwnershipLost:
+        return Outcome(status=None)
+    return Outcome(status=RunStatus.RUNNING, dispatched=list(ctx.dispatched), round_owner=owner)
+
+
 async def _complete(ctx: RunContext, result: Any, run: WorkflowRun) -> Outcome:
     await _settle(ctx)  # steps the code started but never awaited still finish first
     if ctx.fatal is not None:
         return await fail_run(ctx, ctx.fatal)
+    if ctx.dispatched or ctx.waiting_rounds:
+        return await _hand_to_step_workers(ctx)  # ... wherever they run
     leftover = ctx.unconsumed_operation
     if leftover is not None:
         return await fail_run(ctx, NonDeterminismError(run.run_id, ctx.position, leftover, None))

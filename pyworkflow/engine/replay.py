@@ -23,6 +23,11 @@ class StepRecord:
     result: Any = None  # encoded tree
     error: dict[str, Any] | None = None  # final failure (no more retries)
     retry_at: datetime | None = None
+    # Set while an attempt dispatched to a step worker has no recorded outcome yet.
+    in_flight: bool = False
+    name: str = ""
+    round: str | None = None  # the dispatch round (lease owner) of that attempt
+    input: dict[str, Any] | None = None  # encoded {"args", "kwargs"} of a dispatched step
 
 
 @dataclass(slots=True)
@@ -82,6 +87,11 @@ class History:
         if handler is not None:
             handler(self, event)
 
+    def mark_interrupted(self) -> None:
+        """The run was recovered after a crash: attempts dispatched before it are lost."""
+        for record in self.steps.values():
+            record.in_flight = False
+
     def sequence_at(self, position: int) -> int | None:
         return self.op_sequences[position] if position < len(self.op_sequences) else None
 
@@ -103,18 +113,25 @@ def _on_step_started(history: History, event: Event) -> None:
     if record.attempts == 0:
         history._start_op(event.data["step_id"], event.sequence)
     record.attempts = max(record.attempts, int(event.data.get("attempt", 1)))
+    record.name = event.data.get("step_name", "")
+    record.in_flight = bool(event.data.get("dispatched"))
+    if record.in_flight:
+        record.round, record.input = event.data.get("round"), event.data.get("input")
 
 
 def _on_step_completed(history: History, event: Event) -> None:
     record = _step(history, event)
     record.completed = True
+    record.in_flight = False
     record.result = event.data.get("result")
     record.retry_at = None
 
 
 def _on_step_failed(history: History, event: Event) -> None:
+    record = _step(history, event)
+    record.in_flight = False
     if not event.data.get("will_retry"):
-        _step(history, event).error = event.data.get("error") or {}
+        record.error = event.data.get("error") or {}
 
 
 def _on_step_retrying(history: History, event: Event) -> None:
@@ -183,6 +200,10 @@ def _on_hook_expired(history: History, event: Event) -> None:
         record.expired = True
 
 
+def _on_interrupted(history: History, event: Event) -> None:  # noqa: ARG001
+    history.mark_interrupted()
+
+
 def _on_log(history: History, event: Event) -> None:  # noqa: ARG001 - uniform handler shape
     history.log_count += 1
 
@@ -203,6 +224,7 @@ _HANDLERS = {
     EventType.CHILD_WORKFLOW_COMPLETED: _on_child_outcome,
     EventType.CHILD_WORKFLOW_FAILED: _on_child_outcome,
     EventType.CHILD_WORKFLOW_CANCELLED: _on_child_outcome,
+    EventType.WORKFLOW_INTERRUPTED: _on_interrupted,
     EventType.LOG_DEBUG: _on_log,
     EventType.LOG_INFO: _on_log,
     EventType.LOG_WARNING: _on_log,

@@ -91,6 +91,7 @@ async def resume_run(
     raise_if_busy: bool = False,
     force: bool = False,
     on_child_created: Callable[[str], None] | None = None,
+    dispatch_steps: bool = False,
 ) -> Outcome | None:
     """Take the run's lease, replay its history and continue it.
 
@@ -133,7 +134,9 @@ async def resume_run(
         if not run.recover_on_worker_loss or attempt > run.max_recovery_attempts:
             return await _fail_unrecoverable(storage, run, history, first, changes)
         logger.info("recovering run {} (attempt {})", run_id, attempt)
-    first.append((EventType.WORKFLOW_RESUMED, {}))
+        history.mark_interrupted()  # step attempts dispatched before the crash are lost
+    if not (run.status == RunStatus.PENDING and run.last_sequence <= 1):
+        first.append((EventType.WORKFLOW_RESUMED, {}))  # (a queued run simply starts)
     return await execute_run(
         run=run,
         definition=definition,
@@ -145,6 +148,7 @@ async def resume_run(
         first_events=first,
         first_changes=changes,
         on_child_created=on_child_created,
+        dispatch_steps=dispatch_steps,
     )
 
 

@@ -22,7 +22,7 @@ from pyworkflow.context.base import (
 )
 from pyworkflow.core.exceptions import ContinueAsNewSignal
 from pyworkflow.core.step import StepDefinition
-from pyworkflow.engine.context import _retry_delay, _run_attempt
+from pyworkflow.engine.context import retry_delay_for, run_attempt
 from pyworkflow.storage.schemas import utcnow
 
 
@@ -40,7 +40,13 @@ class TransientContext(WorkflowContext):
     def is_replaying(self) -> bool:
         return False
 
-    async def run_step(self, definition: StepDefinition, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def run_step(
+        self,
+        definition: StepDefinition,
+        call: Callable[[], Awaitable[Any]],
+        args: tuple[Any, ...] = (),  # noqa: ARG002 - runs here, through ``call``
+        kwargs: dict[str, Any] | None = None,  # noqa: ARG002
+    ) -> Any:
         count = self._counters.get(definition.name, 0) + 1
         self._counters[definition.name] = count
         step_id = f"step:{definition.name}#{count}"
@@ -49,9 +55,9 @@ class TransientContext(WorkflowContext):
             attempt += 1
             token = current_step.set(StepInfo(step_id, definition.name, attempt))
             try:
-                return await _run_attempt(call, definition.timeout, definition.name, attempt)
+                return await run_attempt(call, definition.timeout, definition.name, attempt)
             except Exception as exc:
-                delay = _retry_delay(definition, exc, attempt)
+                delay = retry_delay_for(definition, exc, attempt)
                 if delay is None:
                     raise
                 logger.warning(

@@ -7,7 +7,10 @@ import importlib
 from pyworkflow.core.exceptions import ConfigurationError
 from pyworkflow.runtime.base import Runtime
 
-_FACTORIES: dict[str, str] = {"local": "pyworkflow.runtime.local:LocalRuntime"}
+_FACTORIES: dict[str, str] = {
+    "local": "pyworkflow.runtime.local:LocalRuntime",
+    "celery": "pyworkflow.celery.runtime:CeleryRuntime",  # needs the [celery] extra
+}
 _INSTANCES: dict[str, Runtime] = {}
 
 

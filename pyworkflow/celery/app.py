@@ -1,0 +1,87 @@
+"""The Celery application workers run: ``celery -A pyworkflow.celery.app worker``.
+
+Built from pyworkflow's configuration (``PYWORKFLOW_*`` environment variables,
+``pyworkflow.config.yaml``, or ``configure()`` before this module is imported): the
+broker (``celery_broker``, default Redis on localhost), the storage and the workflow
+modules workers import. Messages carry ids only; all state lives in storage.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue  # type: ignore[attr-defined]
+
+from pyworkflow.core.config import get_config
+
+# Separate queues so each kind of work can get its own workers (``-Q``).
+WORKFLOWS_QUEUE = "pyworkflow.workflows"
+STEPS_QUEUE = "pyworkflow.steps"
+SCHEDULES_QUEUE = "pyworkflow.schedules"
+QUEUES = (WORKFLOWS_QUEUE, STEPS_QUEUE, SCHEDULES_QUEUE)
+
+DEFAULT_BROKER = "redis://localhost:6379/0"
+
+RUN_WORKFLOW = "pyworkflow.run_workflow"
+RUN_STEP = "pyworkflow.run_step"
+RUN_TRANSIENT = "pyworkflow.run_transient"
+FIRE_TIMERS = "pyworkflow.fire_timers"
+
+
+def create_app() -> Celery:
+    """A Celery app configured from pyworkflow's current configuration."""
+    cfg = get_config()
+    celery_app = Celery(
+        "pyworkflow",
+        broker=cfg.celery_broker or DEFAULT_BROKER,
+        backend=cfg.celery_result_backend,
+        include=["pyworkflow.celery.tasks"],
+    )
+    celery_app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # A task is acknowledged only after it ran, and handed back to the broker if the
+        # process running it dies: a killed worker loses no message.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=WORKFLOWS_QUEUE,
+        task_queues=[Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
+        task_routes={
+            RUN_WORKFLOW: {"queue": WORKFLOWS_QUEUE},
+            RUN_TRANSIENT: {"queue": WORKFLOWS_QUEUE},
+            RUN_STEP: {"queue": STEPS_QUEUE},
+            FIRE_TIMERS: {"queue": SCHEDULES_QUEUE},
+        },
+        # `celery beat` sends the timer task; whichever worker gets it claims due timers
+        # from storage (atomically, so several beats or schedulers never double-fire).
+        beat_schedule={
+            "pyworkflow-fire-timers": {
+                "task": FIRE_TIMERS,
+                "schedule": cfg.timer_poll_interval,
+                "options": {"expires": max(5.0, cfg.timer_poll_interval * 5)},
+            }
+        },
+        broker_connection_retry_on_startup=True,
+        enable_utc=True,
+        timezone="UTC",
+        worker_hijack_root_logger=False,
+    )
+    return celery_app
+
+
+app = create_app()
+
+_senders: dict[str, Celery] = {}
+
+
+def sending_app() -> Celery:
+    """The app to send messages with: ``app``, unless the configured broker changed after
+    this module was imported (a later ``configure()``); then an app for that broker."""
+    broker = get_config().celery_broker or DEFAULT_BROKER
+    if app.conf.broker_url == broker:
+        return app
+    sender = _senders.get(broker)
+    if sender is None:
+        sender = _senders[broker] = create_app()
+    return sender

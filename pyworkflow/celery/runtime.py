@@ -1,0 +1,67 @@
+"""The ``celery`` runtime: ``start()`` stores the run and enqueues it for the workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import timedelta
+
+from pyworkflow.celery.messages import QUEUED_OWNER, send_transient, send_workflow
+from pyworkflow.core.config import get_config
+from pyworkflow.engine.runs import RunRequest, build_run
+from pyworkflow.runtime.base import Runtime
+from pyworkflow.serialization import encode
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import utcnow
+
+
+class CeleryRuntime(Runtime):
+    """Runs workflows on Celery workers; this process only writes and enqueues."""
+
+    name = "celery"
+
+    async def start(self, request: RunRequest, storage: StorageBackend) -> str:
+        """One storage write plus one enqueue; returns the run id at once."""
+        await storage.connect()
+        run, started = build_run(request, owner=None, lease_ttl=0)
+        # Queued under a placeholder lease: local runtimes sharing the storage leave it
+        # alone, and if the message is lost the sweep re-sends it once the lease expires.
+        run.lease_owner = QUEUED_OWNER
+        run.lease_expires_at = utcnow() + timedelta(seconds=get_config().dispatch_timeout)
+        if request.idempotency_key is not None:
+            existing = await storage.get_run_by_idempotency_key(request.idempotency_key)
+            if existing is not None:
+                return existing.run_id
+        stored = await storage.create_run(run, [started])
+        if stored.run_id != run.run_id:
+            return stored.run_id  # another start with the same idempotency key won
+        await _off_loop(lambda: send_workflow(run.run_id, steal_from=QUEUED_OWNER))
+        return run.run_id
+
+    async def start_transient(self, request: RunRequest) -> str:
+        """Send a ``durable=False`` run to a worker (fire and forget: nothing is stored)."""
+        where = f"arguments of workflow {request.definition.name!r}"
+        payload = json.dumps(
+            {
+                "args": encode(list(request.args), where=where),
+                "kwargs": encode(dict(request.kwargs), where=where),
+            }
+        )
+        run_id = request.run_id or f"run_{uuid.uuid4().hex}"
+        name = request.definition.name
+        await _off_loop(lambda: send_transient(name, run_id, payload))
+        return run_id
+
+    async def resume(self, run_id: str, storage: StorageBackend) -> None:  # noqa: ARG002
+        """Ask a worker to continue ``run_id`` (a no-op there if nothing is due)."""
+        await _off_loop(lambda: send_workflow(run_id))
+
+    async def wake(self, run_id: str, storage: StorageBackend) -> None:  # noqa: ARG002
+        await _off_loop(lambda: send_workflow(run_id, force=True))
+
+
+async def _off_loop(send: object) -> None:
+    # Publishing is blocking socket I/O; keep the caller's event loop responsive.
+    assert callable(send)
+    await asyncio.to_thread(send)

@@ -1,0 +1,123 @@
+"""Timer firing and crash recovery for Celery deployments.
+
+A :class:`TimerSweeper` claims due timers from storage and sends their runs to the
+workflow queue, and re-sends runs whose worker died (expired lease, or a same-host
+owner process that no longer exists). Claims are atomic leases, so any number of
+sweepers (``pyworkflow scheduler`` processes, beat-driven timer tasks) may run at once
+without firing anything twice. A claimed run whose message is lost is claimed again
+when the claim's lease (``dispatch_timeout``) expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from loguru import logger
+
+from pyworkflow.celery.messages import send_workflow
+from pyworkflow.core.config import get_config
+from pyworkflow.engine.runner import new_owner_id, owner_is_dead
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import HookStatus, RunStatus, utcnow
+
+_BATCH = 100
+
+
+class TimerSweeper:
+    """One sweeper per process; :meth:`tick` does one pass."""
+
+    def __init__(self, storage: StorageBackend, *, owner: str | None = None) -> None:
+        self.storage = storage
+        self.owner = owner or new_owner_id()
+
+    async def tick(self, *, full: bool = True) -> float:
+        """Fire due timers and recover dead runs; return seconds until the next timer.
+
+        ``full`` also runs the slower checks (same-host dead owners, hook payloads and
+        cancellations that arrived while nobody could wake their run).
+        """
+        await self.storage.connect()
+        fired = await self.fire_due()
+        await self.recover_stale()
+        if full:
+            await self.recover_dead_owners()
+            await self.rewake_signalled()
+        nxt = await self.storage.next_wake_time()
+        if fired == _BATCH:
+            return 0.0  # more are due right now
+        return float("inf") if nxt is None else max(0.0, (nxt - utcnow()).total_seconds())
+
+    async def fire_due(self) -> int:
+        now = utcnow()
+        expires = now + timedelta(seconds=get_config().dispatch_timeout)
+        claimed = await self.storage.claim_due_runs(now, self.owner, expires, limit=_BATCH)
+        for run_id in claimed:
+            send_workflow(run_id, steal_from=self.owner)
+        return len(claimed)
+
+    async def recover_stale(self) -> None:
+        """Runs whose lease expired while running (or queued): claim, then re-send."""
+        now = utcnow()
+        expires = now + timedelta(seconds=get_config().dispatch_timeout)
+        for run in await self.storage.list_stale_runs(now, limit=_BATCH):
+            # No steal_from: a lease renewed since the listing stays with its owner.
+            if await self.storage.acquire_lease(run.run_id, self.owner, expires, now):
+                self._resend(run.run_id, run.status, run.last_sequence)
+
+    async def recover_dead_owners(self) -> None:
+        """Runs held by a process on this host that no longer exists: no need to wait
+        for the lease to expire."""
+        now = utcnow()
+        expires = now + timedelta(seconds=get_config().dispatch_timeout)
+        for run in await self.storage.list_runs(status=RunStatus.RUNNING, limit=1000):
+            owner = run.lease_owner
+            if owner_is_dead(owner, self.owner) and await self.storage.acquire_lease(
+                run.run_id, self.owner, expires, now, steal_from=owner
+            ):
+                self._resend(run.run_id, run.status, run.last_sequence)
+
+    def _resend(self, run_id: str, status: RunStatus, last_sequence: int) -> None:
+        fresh = status == RunStatus.PENDING and last_sequence <= 1
+        if not fresh:
+            logger.warning("run {} lost its worker; sending it for recovery", run_id)
+        send_workflow(run_id, steal_from=self.owner, recovery=not fresh)
+
+    async def rewake_signalled(self) -> None:
+        """Suspended runs with a hook payload or a cancellation nobody delivered (the
+        process that accepted it could not send the wake-up)."""
+        try:
+            received = await self.storage.list_hooks(status=HookStatus.RECEIVED, limit=_BATCH)
+        except NotImplementedError:
+            received = []
+        for hook in received:
+            run = await self.storage.get_run(hook.run_id)
+            if run is not None and run.status == RunStatus.SUSPENDED:
+                send_workflow(run.run_id, force=True)
+        for run in await self.storage.list_runs(status=RunStatus.SUSPENDED, limit=1000):
+            if run.cancel_requested_at is not None:
+                send_workflow(run.run_id, force=True)
+
+
+async def run_scheduler(
+    storage: StorageBackend, *, poll_interval: float | None = None, duration: float | None = None
+) -> None:
+    """The ``pyworkflow scheduler`` loop: sleep until the next stored wake-up time (at
+    most ``poll_interval``), fire, repeat; the slow checks run every few polls."""
+    poll = poll_interval if poll_interval is not None else get_config().timer_poll_interval
+    sweeper = TimerSweeper(storage)
+    loop = asyncio.get_running_loop()
+    stop_at = None if duration is None else loop.time() + duration
+    passes = 0
+    logger.info("pyworkflow scheduler {} polling every {}s", sweeper.owner, poll)
+    while stop_at is None or loop.time() < stop_at:
+        try:
+            delay = await sweeper.tick(full=passes % 5 == 0)
+        except Exception:  # noqa: BLE001 - a storage hiccup must not stop the timers
+            logger.exception("scheduler pass failed; retrying")
+            delay = poll
+        passes += 1
+        delay = min(delay, poll)
+        if stop_at is not None:
+            delay = min(delay, max(0.0, stop_at - loop.time()))
+        await asyncio.sleep(delay)

@@ -1,0 +1,73 @@
+"""pyworkflow's Celery tasks: thin shells that run the engine on the process's loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+
+from pyworkflow.celery import worker
+from pyworkflow.celery.app import FIRE_TIMERS, RUN_STEP, RUN_TRANSIENT, RUN_WORKFLOW, app
+from pyworkflow.celery.scheduler import TimerSweeper
+from pyworkflow.core.config import discover_workflows
+
+_sweeper: TimerSweeper | None = None
+_sweeps = 0
+
+
+@app.task(name=RUN_WORKFLOW)
+def run_workflow(
+    run_id: str, steal_from: str | None = None, recovery: bool = False, force: bool = False
+) -> None:
+    """Start, resume or recover a run (its lease decides whether this delivery acts)."""
+    proc = worker.current()
+    proc.run(worker.execute_workflow(run_id, steal_from=steal_from, recovery=recovery, force=force))
+
+
+@app.task(name=RUN_STEP)
+def run_step(run_id: str, op_id: str, round_owner: str) -> None:
+    """Run one dispatched step attempt and record its outcome."""
+    proc = worker.current()
+    proc.run(worker.execute_step(run_id, op_id, round_owner))
+
+
+@app.task(name=RUN_TRANSIENT)
+def run_transient(workflow_name: str, run_id: str, payload: str) -> None:
+    """Run a ``durable=False`` workflow in this process."""
+    proc = worker.current()
+    proc.run(worker.execute_transient(workflow_name, run_id, payload))
+
+
+@app.task(name=FIRE_TIMERS)
+def fire_timers() -> None:
+    """Beat's periodic task: fire due timers, recover runs of dead workers."""
+    global _sweeper, _sweeps
+    proc = worker.current()
+
+    async def sweep() -> None:
+        global _sweeper
+        storage = await proc.storage()
+        if _sweeper is None or _sweeper.storage is not storage:
+            _sweeper = TimerSweeper(storage, owner=proc.owner)
+        await _sweeper.tick(full=_sweeps % 5 == 0)
+
+    proc.run(sweep())
+    _sweeps += 1
+
+
+@worker_init.connect
+def _import_workflows(**_: Any) -> None:
+    # In the main process before forking: a bad module name fails the worker at start,
+    # and pool processes inherit the registered workflows.
+    discover_workflows()
+
+
+@worker_process_init.connect
+def _fresh_process(**_: Any) -> None:
+    worker.current()
+
+
+@worker_process_shutdown.connect
+def _close_process(**_: Any) -> None:
+    proc = worker.current()
+    proc.close()

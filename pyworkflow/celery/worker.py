@@ -1,0 +1,171 @@
+"""What a Celery worker process does for each pyworkflow task (the task bodies).
+
+Each pool process has one event loop, one lease-owner id and its own storage
+connections, created on first use after the fork. The functions here are thin: the
+engine decides everything (``resume_run``, ``execute_dispatched_step``); this module
+only turns an execution's outcome into the next messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Coroutine
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from loguru import logger
+
+from pyworkflow.celery.messages import send_step, send_workflow
+from pyworkflow.core.config import drop_cached_storages, get_config, get_storage
+from pyworkflow.core.exceptions import WorkflowNotFoundError
+from pyworkflow.core.registry import require_workflow
+from pyworkflow.engine.context import LIVE
+from pyworkflow.engine.executor import Outcome
+from pyworkflow.engine.runner import new_owner_id, resume_run
+from pyworkflow.engine.runs import RunRequest
+from pyworkflow.engine.step_worker import execute_dispatched_step
+from pyworkflow.serialization import decode
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import RunStatus, utcnow
+
+T = TypeVar("T")
+
+
+class WorkerProcess:
+    """Per-process state: created lazily, and again after a fork (pid changed)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.owner = new_owner_id()
+        self._storage: StorageBackend | None = None
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    async def storage(self) -> StorageBackend:
+        if self._storage is None:
+            self._storage = get_storage()
+            await self._storage.connect()
+        return self._storage
+
+    def close(self) -> None:
+        if self._storage is not None:
+            self.run(self._storage.close())
+        self.loop.close()
+
+
+_process: WorkerProcess | None = None
+
+
+def current() -> WorkerProcess:
+    """This process's state (a forked child never reuses its parent's loop or sockets)."""
+    global _process
+    if _process is None or _process.pid != os.getpid():
+        if _process is not None:
+            drop_cached_storages()  # inherited from the parent: not ours to use
+        _process = WorkerProcess()
+    return _process
+
+
+async def execute_workflow(
+    run_id: str, *, steal_from: str | None, recovery: bool, force: bool
+) -> Outcome | None:
+    """Start, resume or recover ``run_id`` here, then send what its outcome calls for."""
+    proc = current()
+    storage = await proc.storage()
+    lease_ttl = get_config().lease_ttl
+    beat = asyncio.ensure_future(_heartbeat(storage, run_id, proc.owner, lease_ttl))
+    children: list[str] = []
+    try:
+        outcome = await resume_run(
+            storage,
+            run_id,
+            owner=proc.owner,
+            lease_ttl=lease_ttl,
+            recovery=recovery,
+            steal_from=steal_from,
+            force=force,
+            on_child_created=children.append,
+            dispatch_steps=not get_config().celery_inline_steps,
+        )
+    except WorkflowNotFoundError as exc:
+        logger.error("cannot execute run {} on this worker: {}", run_id, exc)
+        return None
+    finally:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+    for child in children:
+        send_workflow(child)
+    if outcome is not None:
+        follow_up(outcome, run_id)
+    return outcome
+
+
+def follow_up(outcome: Outcome, run_id: str) -> None:
+    """Send the messages an execution's outcome calls for."""
+    if outcome.round_owner is not None:
+        for step in outcome.dispatched:
+            send_step(step, outcome.round_owner)
+    # A sleep ending soon is also sent with a countdown, so it wakes on time without
+    # waiting for the scheduler's next poll (the stored wake-up time stays the truth).
+    wake_at, window = outcome.wake_at, get_config().celery_countdown_window
+    soon = wake_at is not None and (wake_at - utcnow()).total_seconds() < window
+    if outcome.status == RunStatus.SUSPENDED and soon:
+        send_workflow(run_id, eta=wake_at)
+    if outcome.next_run_id is not None:
+        send_workflow(outcome.next_run_id)  # the continue_as_new run
+    if outcome.parent_run_id is not None:
+        send_workflow(outcome.parent_run_id, force=True)  # a child ended: wake its parent
+    for child in outcome.cancelled_children:
+        send_workflow(child, force=True)  # parent_close_policy: the child cleans up now
+
+
+async def _heartbeat(storage: StorageBackend, run_id: str, owner: str, lease_ttl: float) -> None:
+    """Renew the lease while the workflow task runs (inline steps may take long), and
+    pass on a cancellation requested meanwhile from another process."""
+    while True:
+        await asyncio.sleep(lease_ttl / 3)
+        try:
+            await storage.renew_leases([run_id], owner, utcnow() + timedelta(seconds=lease_ttl))
+            ctx = LIVE.get(run_id)
+            if ctx is not None and not ctx.cancel_requested:
+                run = await storage.get_run(run_id)
+                if run is not None and run.cancel_requested_at is not None:
+                    ctx.request_cancel(run.cancel_reason)
+        except Exception:  # noqa: BLE001 - retried at the next beat
+            logger.exception("lease renewal of run {} failed", run_id)
+
+
+async def execute_step(run_id: str, op_id: str, round_owner: str) -> bool:
+    """Run a dispatched step; resume its run when it was the round's last. Returns
+    whether the body ran here."""
+    storage = await current().storage()
+    result = await execute_dispatched_step(
+        storage, run_id, op_id, round_owner, lease_ttl=get_config().lease_ttl
+    )
+    if result.round_done:
+        send_workflow(run_id, steal_from=round_owner)
+    return result.executed
+
+
+async def execute_transient(workflow_name: str, run_id: str, payload: str) -> None:
+    """Run a ``durable=False`` workflow entirely in this process (nothing is stored)."""
+    from pyworkflow.runtime import get_runtime
+
+    definition = require_workflow(workflow_name)
+    data = json.loads(payload)
+    request = RunRequest(
+        definition=definition,
+        args=tuple(decode(data["args"])),
+        kwargs=decode(data["kwargs"]),
+        run_id=run_id,
+    )
+    await get_runtime("local").start_transient(request)
+
+
+__all__ = ["current", "execute_step", "execute_transient", "execute_workflow", "follow_up"]

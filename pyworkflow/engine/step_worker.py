@@ -1,0 +1,208 @@
+"""Execute one dispatched step attempt outside its workflow's execution (a step worker).
+
+The workflow's execution recorded ``step.started`` with ``dispatched: true``, the step's
+encoded arguments and the *round*: the lease owner the run was handed to while its
+steps run. Here the body runs, its outcome is appended to the run's log, and the caller
+learns whether the round is complete (then it resumes the workflow).
+
+Guarantees:
+
+* The body runs at least once; its outcome is recorded exactly once. Every append is
+  fenced on the sequence number read just before it, after checking that no one
+  recorded this attempt meanwhile (a redelivered duplicate loses and discards its work).
+* Steps of one round run in parallel; their appends race only with each other, so a
+  lost race is simply retried on top of the newer log.
+* While the body runs the round's lease is renewed; if every worker of a round dies,
+  the lease expires and the recovery sweep resumes the run, which dispatches the lost
+  attempts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from loguru import logger
+
+from pyworkflow.context.base import StepInfo, current_step
+from pyworkflow.context.step_context import restore_step_context
+from pyworkflow.core.config import get_config
+from pyworkflow.core.exceptions import FatalError, SequenceConflictError, SerializationError
+from pyworkflow.core.registry import require_step
+from pyworkflow.core.step import StepDefinition
+from pyworkflow.engine.context import retry_delay_for, run_attempt
+from pyworkflow.engine.replay import History, StepRecord
+from pyworkflow.serialization import decode, encode, encode_error
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import Event, EventType, RunUpdate, WorkflowRun, utcnow
+
+_Draft = tuple[EventType, dict[str, Any]]
+
+
+@dataclass(slots=True)
+class StepTaskResult:
+    """What a step task did, and whether its run should now be resumed."""
+
+    executed: bool  # the body ran here (False: a stale or duplicate delivery)
+    round_done: bool  # no step of the round is in flight any more: resume the run
+
+
+async def execute_dispatched_step(
+    storage: StorageBackend, run_id: str, op_id: str, round_owner: str, *, lease_ttl: float
+) -> StepTaskResult:
+    """Run the dispatched attempt of ``op_id`` and record its outcome (see module doc)."""
+    run = await storage.get_run(run_id)
+    if run is None or run.status.is_terminal or run.lease_owner != round_owner:
+        return StepTaskResult(executed=False, round_done=False)  # the round is over
+    history = History.from_events(run_id, await storage.get_events(run_id))
+    record = history.steps.get(op_id)
+    if record is None or not record.in_flight or record.round != round_owner:
+        # Already recorded (a duplicate delivery): only make sure the run goes on.
+        return StepTaskResult(executed=False, round_done=_round_done(history, round_owner))
+    definition = require_step(record.name)
+    heartbeat = asyncio.ensure_future(_renew(storage, run_id, round_owner, lease_ttl))
+    try:
+        drafts = await _attempts(definition, run, record, op_id, round_owner)
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+    done = await _append(storage, run_id, op_id, round_owner, record.attempts, history, drafts)
+    if not done:
+        # Siblings may still wait in the queue: give them the queue allowance again.
+        wait = timedelta(seconds=get_config().dispatch_timeout)
+        await storage.renew_leases([run_id], round_owner, utcnow() + wait)
+    return StepTaskResult(executed=True, round_done=done)
+
+
+async def _attempts(
+    definition: StepDefinition,
+    run: WorkflowRun,
+    record: StepRecord,
+    op_id: str,
+    round_owner: str,
+) -> list[_Draft]:
+    """Run attempts until one succeeds, fails for good, or must wait to be retried."""
+    input_ = record.input or {}
+    args = decode(input_.get("args") or [])
+    kwargs = decode(input_.get("kwargs") or {})
+    restore_step_context(_step_context(run))
+    name, attempt = definition.name, record.attempts
+    drafts: list[_Draft] = []
+    while True:
+        base = {"step_id": op_id, "step_name": name, "attempt": attempt}
+        token = current_step.set(StepInfo(op_id, name, attempt))
+        try:
+            result = await run_attempt(
+                lambda: definition.func(*args, **kwargs), definition.timeout, name, attempt
+            )
+        except Exception as exc:  # noqa: BLE001 - every user failure is recorded
+            delay = retry_delay_for(definition, exc, attempt)
+            failed = {**base, "error": encode_error(exc), "fatal": isinstance(exc, FatalError)}
+            if delay is None:
+                return [*drafts, (EventType.STEP_FAILED, {**failed, "will_retry": False})]
+            retry_at = utcnow() + timedelta(seconds=delay)
+            logger.warning(
+                "step {} attempt {} failed ({}); retry in {}s", op_id, attempt, exc, delay
+            )
+            drafts += [
+                (EventType.STEP_FAILED, {**failed, "will_retry": True}),
+                (
+                    EventType.STEP_RETRYING,
+                    {
+                        **base,
+                        "attempt": attempt + 1,
+                        "retry_at": retry_at.isoformat(),
+                        "delay_seconds": delay,
+                    },
+                ),
+            ]
+            if delay > 0:
+                return drafts  # the run waits for retry_at, then dispatches the next attempt
+            attempt += 1
+            drafts.append(
+                (
+                    EventType.STEP_STARTED,
+                    {
+                        **base,
+                        "attempt": attempt,
+                        "dispatched": True,
+                        "round": round_owner,
+                        "input": input_,
+                    },
+                )
+            )
+            continue
+        finally:
+            current_step.reset(token)
+        try:
+            encoded = encode(result, where=f"result of step {name!r}")
+        except SerializationError as exc:
+            failed = {**base, "error": encode_error(exc), "fatal": True, "will_retry": False}
+            return [*drafts, (EventType.STEP_FAILED, failed)]
+        return [*drafts, (EventType.STEP_COMPLETED, {**base, "result": encoded})]
+
+
+def _step_context(run: WorkflowRun) -> Any:
+    """The step context the workflow had set when it dispatched the step."""
+    return None if run.context_payload is None else decode(json.loads(run.context_payload))
+
+
+async def _append(
+    storage: StorageBackend,
+    run_id: str,
+    op_id: str,
+    round_owner: str,
+    attempt: int,
+    history: History,
+    drafts: list[_Draft],
+) -> bool:
+    """Append the attempt's events unless someone recorded it first; True when the round
+    has no step in flight any more."""
+    while True:
+        run = await storage.get_run(run_id)
+        if run is None or run.status.is_terminal or run.lease_owner != round_owner:
+            logger.info("step {} of run {} finished after its round ended; dropped", op_id, run_id)
+            return False
+        for event in await storage.get_events(run_id, after_sequence=history.last_sequence):
+            history.apply(event)
+        record = history.steps.get(op_id)
+        if record is None or not record.in_flight or record.attempts != attempt:
+            logger.info("step {} of run {} was recorded by another worker", op_id, run_id)
+            return _round_done(history, round_owner)
+        seq = history.last_sequence
+        events = [
+            Event(run_id=run_id, type=type_, data=data, sequence=seq + i)
+            for i, (type_, data) in enumerate(drafts, start=1)
+        ]
+        try:
+            await storage.append_events(
+                run_id,
+                events,
+                expected_last_sequence=seq,
+                update=RunUpdate({"updated_at": utcnow()}),
+            )
+        except SequenceConflictError:
+            continue  # a sibling step recorded first: re-check on top of its events
+        for event in events:
+            history.apply(event)
+        return _round_done(history, round_owner)
+
+
+def _round_done(history: History, round_owner: str) -> bool:
+    return not any(r.in_flight and r.round == round_owner for r in history.steps.values())
+
+
+async def _renew(storage: StorageBackend, run_id: str, owner: str, lease_ttl: float) -> None:
+    """Keep the round's lease alive while the body runs (the first renewal shortens the
+    queue allowance to the TTL, so a dead worker is noticed within one TTL)."""
+    while True:
+        try:
+            await storage.renew_leases([run_id], owner, utcnow() + timedelta(seconds=lease_ttl))
+        except Exception:  # noqa: BLE001 - retried at the next beat
+            logger.exception("renewing the lease of run {} failed", run_id)
+        await asyncio.sleep(lease_ttl / 3)

@@ -1,0 +1,122 @@
+"""Workflows the Celery tests run on real worker processes (imported by the workers
+through ``PYWORKFLOW_MODULES``). Steps append to a ledger file so tests can tell real
+executions (one line each) from recorded completions (events)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from pyworkflow import sleep, step, workflow
+from pyworkflow.context.base import current_step
+
+
+def _ledger(kind: str, value: object = "") -> None:
+    path = os.environ.get("CELERY_LEDGER")
+    info = current_step.get()
+    if path and info is not None:
+        line = f"{kind} {info.step_id} {info.attempt} {os.getpid()} {value}\n"
+        with Path(path).open("a") as fh:
+            fh.write(line)
+
+
+@step()
+async def add(x: int, y: int) -> int:
+    _ledger("add", x + y)
+    return x + y
+
+
+@step()
+async def slow_double(x: int) -> int:
+    """A step long enough to kill its worker in the middle of it."""
+    _ledger("slow-start", x)
+    await asyncio.sleep(float(os.environ.get("SLOW_STEP_SECONDS", "3")))
+    _ledger("slow-done", x)
+    return 2 * x
+
+
+@step(force_local=True)
+async def inline_square(x: int) -> int:
+    _ledger("inline", x)
+    return x * x
+
+
+@step(max_retries=2, retry_delay=1)
+async def flaky(x: int) -> int:
+    info = current_step.get()
+    _ledger("flaky", x)
+    if info is not None and info.attempt == 1:
+        raise RuntimeError("first attempt always fails")
+    return x + 1000
+
+
+@workflow()
+async def pipeline(x: int, nap: str = "1s") -> int:
+    """Several steps with a durable sleep between them."""
+    a = await add(x, 1)
+    await sleep(nap)
+    b = await add(a, 10)
+    c = await inline_square(2)
+    return b + c
+
+
+@workflow()
+async def slow_pipeline(x: int) -> int:
+    a = await add(x, 1)
+    b = await slow_double(a)
+    return await add(b, 0)
+
+
+@workflow()
+async def fan_out(n: int) -> list[int]:
+    """Parallel steps: dispatched together, run on any workers."""
+    return list(await asyncio.gather(*(slow_double(i) for i in range(n))))
+
+
+@workflow()
+async def retrying(x: int) -> int:
+    return await flaky(x)
+
+
+@workflow()
+async def sleeper(seconds: int) -> str:
+    await sleep(seconds)
+    return "woke"
+
+
+@step(force_local=True)
+async def slow_inline(x: int) -> int:
+    _ledger("slow-inline-start", x)
+    await asyncio.sleep(float(os.environ.get("SLOW_STEP_SECONDS", "3")))
+    return x
+
+
+@workflow(max_recovery_attempts=0)
+async def fragile(x: int) -> int:
+    """Its worker dies mid-step and it may not be recovered: it must end failed."""
+    return await slow_inline(x)
+
+
+@workflow()
+async def child_flow(x: int) -> int:
+    return await add(x, 100)
+
+
+@workflow()
+async def parent_flow(x: int) -> int:
+    from pyworkflow import start_child_workflow
+
+    return int(await start_child_workflow(child_flow, x)) + 1
+
+
+@workflow()
+async def transient_flow(marker: str) -> str:
+    await add(1, 2)
+    await note_transient(marker)
+    return marker
+
+
+@step()
+async def note_transient(marker: str) -> None:
+    _ledger("transient", marker)

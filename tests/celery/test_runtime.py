@@ -1,0 +1,205 @@
+"""Behaviour of the Celery runtime users rely on, on real worker processes (Redis
+broker, SQLite storage): starts return at once, parallel steps spread over workers,
+inline steps, retries, exactly-once under duplicate delivery, unrecoverable runs,
+children, cancellation and transient runs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from pyworkflow import cancel_workflow, start
+from pyworkflow.celery.messages import send_step
+from pyworkflow.engine.context import DispatchedStep
+from tests.celery.cluster import completions_per_step, wait_all_terminal
+from tests.celery.flows import (
+    fan_out,
+    fragile,
+    parent_flow,
+    pipeline,
+    retrying,
+    sleeper,
+    slow_pipeline,
+    transient_flow,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def _events(cluster, run_id):
+    return await cluster.storage.get_events(run_id)
+
+
+async def _wait_for(predicate, cluster, limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while not await predicate():
+        assert time.monotonic() < deadline, cluster.logs()
+        await asyncio.sleep(0.05)
+
+
+async def test_start_returns_before_the_run_executes(make_cluster):
+    """start() with the celery runtime is a write and an enqueue: with no worker running
+    the run is stored 'pending'; the first worker to come up executes it."""
+    cluster = await make_cluster()
+    began = time.perf_counter()
+    run_id = await start(pipeline, 1, nap="1s")
+    elapsed = time.perf_counter() - began
+    run = await cluster.storage.get_run(run_id)
+    assert run.status.value == "pending" and elapsed < 1.0
+    cluster.start_worker("w1")
+    cluster.start_scheduler()
+    [run] = await wait_all_terminal(cluster.storage, [run_id], 60, cluster)
+    assert run.result == 16
+
+
+async def test_parallel_steps_run_in_parallel_on_the_workers(make_cluster):
+    """Steps awaited together are dispatched together: four 2-second steps on two
+    workers finish in about one step's time, not four."""
+    cluster = await make_cluster(SLOW_STEP_SECONDS="2")
+    cluster.start_worker("w1", 2)
+    cluster.start_worker("w2", 2)
+    began = time.monotonic()
+    run_id = await start(fan_out, 4)
+    [run] = await wait_all_terminal(cluster.storage, [run_id], 60, cluster)
+    assert run.result == [0, 2, 4, 6]
+    assert time.monotonic() - began < 7.5  # sequential would be >= 8 s
+    pids = {line[3] for line in cluster.ledger_lines() if line[0] == "slow-start"}
+    assert len(pids) == 4  # four pool processes ran one step each
+
+
+async def test_force_local_steps_run_inside_the_workflow_task(make_cluster):
+    """force_local steps are recorded without a 'dispatched' attempt; others are
+    dispatched to the step queue."""
+    cluster = await make_cluster()
+    cluster.start_worker("w1")
+    cluster.start_scheduler()
+    run_id = await start(pipeline, 2, nap="0s")
+    await wait_all_terminal(cluster.storage, [run_id], 60, cluster)
+    started = {
+        e.data["step_id"]: bool(e.data.get("dispatched"))
+        for e in await _events(cluster, run_id)
+        if e.type.value == "step.started"
+    }
+    assert started == {"step:add#1": True, "step:add#2": True, "step:inline_square#1": False}
+
+
+async def test_inline_steps_option_skips_the_step_queue(make_cluster):
+    """celery_inline_steps=True: every step runs in the workflow task."""
+    cluster = await make_cluster(PYWORKFLOW_CELERY_INLINE_STEPS="true")
+    cluster.start_worker("w1", "1", "--queues=pyworkflow.workflows,pyworkflow.schedules")
+    cluster.start_scheduler()
+    run_id = await start(pipeline, 3, nap="0s")
+    [run] = await wait_all_terminal(cluster.storage, [run_id], 60, cluster)
+    assert run.result == 18  # no worker consumes the step queue, yet it completed
+    events = await _events(cluster, run_id)
+    assert not any(e.data.get("dispatched") for e in events)
+
+
+async def test_failed_step_is_retried_after_its_delay(make_cluster):
+    """A dispatched step that fails is retried (durably, after retry_delay) and the
+    run completes; both attempts are in the log."""
+    cluster = await make_cluster()
+    cluster.start_worker("w1")
+    cluster.start_scheduler()
+    run_id = await start(retrying, 5)
+    [run] = await wait_all_terminal(cluster.storage, [run_id], 60, cluster)
+    assert run.result == 1005
+    types = [(e.type.value, e.data.get("attempt")) for e in await _events(cluster, run_id)]
+    assert ("step.failed", 1) in types and ("step.completed", 2) in types
+    assert [line[2] for line in cluster.ledger_lines() if line[0] == "flaky"] == ["1", "2"]
+
+
+async def test_duplicate_step_delivery_records_one_completion(make_cluster):
+    """A broker redelivery of a step message (sent here by hand while the step runs):
+    the body may run twice, its completion is recorded once and the run advances once."""
+    cluster = await make_cluster(SLOW_STEP_SECONDS="2")
+    cluster.start_worker("w1", 2)
+    cluster.start_worker("w2", 2)
+    run_id = await start(slow_pipeline, 7)
+
+    async def slow_started() -> bool:
+        return any(line[0] == "slow-start" for line in cluster.ledger_lines())
+
+    await _wait_for(slow_started, cluster)
+    run = await cluster.storage.get_run(run_id)
+    started = [e for e in await _events(cluster, run_id) if e.type.value == "step.started"]
+    op = started[-1].data
+    send_step(DispatchedStep(run_id, op["step_id"], op["step_name"], op["attempt"]), op["round"])
+    [run] = await wait_all_terminal(cluster.storage, [run_id], 60, cluster)
+    assert run.result == 16
+    assert await completions_per_step(cluster.storage, run_id) == {
+        "step:add#1": 1,
+        "step:slow_double#1": 1,
+        "step:add#2": 1,
+    }
+    await asyncio.sleep(1)  # let the duplicate finish: it must not append anything
+    events = await _events(cluster, run_id)
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].type.value == "workflow.completed"
+
+
+async def test_run_beyond_max_recovery_attempts_fails_with_reason(make_cluster):
+    """A run whose worker dies and that may not be recovered (max_recovery_attempts=0)
+    ends 'failed' with a message saying why; the attempt is recorded."""
+    cluster = await make_cluster(SLOW_STEP_SECONDS="30")
+    cluster.start_worker("w1", 1)
+    cluster.start_worker("w2", 1)
+    cluster.start_scheduler()
+    run_id = await start(fragile, 1)
+
+    async def inline_started() -> bool:
+        return any(line[0] == "slow-inline-start" for line in cluster.ledger_lines())
+
+    await _wait_for(inline_started, cluster)
+    pid = next(int(ln[3]) for ln in cluster.ledger_lines() if ln[0] == "slow-inline-start")
+    cluster.kill_worker(cluster.worker_of_pid(pid))
+    [run] = await wait_all_terminal(cluster.storage, [run_id], 60, cluster)
+    assert run.status.value == "failed"
+    assert "max_recovery_attempts (0)" in run.error
+    interrupted = [
+        e for e in await _events(cluster, run_id) if e.type.value == "workflow.interrupted"
+    ]
+    assert [e.data["recovery_attempt"] for e in interrupted] == [1]
+
+
+async def test_child_workflow_runs_on_the_workers(make_cluster):
+    """A child started by a parent is executed by the workers and wakes its parent."""
+    cluster = await make_cluster()
+    cluster.start_worker("w1")
+    cluster.start_scheduler()
+    run_id = await start(parent_flow, 5)
+    [run] = await wait_all_terminal(cluster.storage, [run_id], 60, cluster)
+    assert run.result == 106
+
+
+async def test_cancel_a_sleeping_run(make_cluster):
+    """cancel_workflow on a run sleeping for an hour: a worker wakes it and it ends
+    'cancelled' at once."""
+    cluster = await make_cluster()
+    cluster.start_worker("w1")
+    cluster.start_scheduler()
+    run_id = await start(sleeper, 3600)
+
+    async def suspended() -> bool:
+        run = await cluster.storage.get_run(run_id)
+        return run.status.value == "suspended"
+
+    await _wait_for(suspended, cluster)
+    assert await cancel_workflow(run_id, reason="no longer needed")
+    [run] = await wait_all_terminal(cluster.storage, [run_id], 30, cluster)
+    assert run.status.value == "cancelled"
+
+
+async def test_transient_workflow_runs_on_a_worker(make_cluster):
+    """durable=False on Celery: the run executes in a worker process; nothing is stored."""
+    cluster = await make_cluster()
+    cluster.start_worker("w1")
+    run_id = await start(transient_flow, "m-1", durable=False)
+
+    async def ran() -> bool:
+        return any(line[0] == "transient" and line[4] == "m-1" for line in cluster.ledger_lines())
+
+    await _wait_for(ran, cluster, 30)
+    assert await cluster.storage.get_run(run_id) is None
