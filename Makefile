@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint typecheck bench bench-storage bench-peers check clean
+.PHONY: install demo test lint typecheck bench bench-storage bench-peers bench-celery check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench-storage: install
 
 bench-peers: install
 	$(BIN)/python benchmarks/suite.py
+
+bench-celery: install
+	$(BIN)/python benchmarks/celery_bench.py
 
 check: lint typecheck test
 

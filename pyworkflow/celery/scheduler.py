@@ -17,7 +17,7 @@ from loguru import logger
 
 from pyworkflow.celery.messages import send_workflow
 from pyworkflow.core.config import get_config
-from pyworkflow.engine.runner import new_owner_id, owner_is_dead
+from pyworkflow.engine.runner import never_executed, new_owner_id, owner_is_dead
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import HookStatus, RunStatus, utcnow
 
@@ -29,7 +29,8 @@ class TimerSweeper:
 
     def __init__(self, storage: StorageBackend, *, owner: str | None = None) -> None:
         self.storage = storage
-        self.owner = owner or new_owner_id()
+        # Not a process id: a run this sweeper claimed never counts as executing here.
+        self.owner = owner or f"sweep:{new_owner_id()}"
 
     async def tick(self, *, full: bool = True) -> float:
         """Fire due timers and recover dead runs; return seconds until the next timer.
@@ -63,22 +64,22 @@ class TimerSweeper:
         for run in await self.storage.list_stale_runs(now, limit=_BATCH):
             # No steal_from: a lease renewed since the listing stays with its owner.
             if await self.storage.acquire_lease(run.run_id, self.owner, expires, now):
-                self._resend(run.run_id, run.status, run.last_sequence)
+                self._resend(run.run_id, fresh=never_executed(run))
 
     async def recover_dead_owners(self) -> None:
         """Runs held by a process on this host that no longer exists: no need to wait
         for the lease to expire."""
         now = utcnow()
         expires = now + timedelta(seconds=get_config().dispatch_timeout)
-        for run in await self.storage.list_runs(status=RunStatus.RUNNING, limit=1000):
-            owner = run.lease_owner
-            if owner_is_dead(owner, self.owner) and await self.storage.acquire_lease(
-                run.run_id, self.owner, expires, now, steal_from=owner
-            ):
-                self._resend(run.run_id, run.status, run.last_sequence)
+        for status in (RunStatus.RUNNING, RunStatus.PENDING):
+            for run in await self.storage.list_runs(status=status, limit=1000):
+                owner = run.lease_owner
+                if owner_is_dead(owner, self.owner) and await self.storage.acquire_lease(
+                    run.run_id, self.owner, expires, now, steal_from=owner
+                ):
+                    self._resend(run.run_id, fresh=never_executed(run))
 
-    def _resend(self, run_id: str, status: RunStatus, last_sequence: int) -> None:
-        fresh = status == RunStatus.PENDING and last_sequence <= 1
+    def _resend(self, run_id: str, *, fresh: bool) -> None:
         if not fresh:
             logger.warning("run {} lost its worker; sending it for recovery", run_id)
         send_workflow(run_id, steal_from=self.owner, recovery=not fresh)

@@ -48,7 +48,7 @@ def fire_timers() -> None:
         global _sweeper
         storage = await proc.storage()
         if _sweeper is None or _sweeper.storage is not storage:
-            _sweeper = TimerSweeper(storage, owner=proc.owner)
+            _sweeper = TimerSweeper(storage)
         await _sweeper.tick(full=_sweeps % 5 == 0)
 
     proc.run(sweep())

@@ -56,6 +56,23 @@ def owner_is_dead(owner: str | None, me: str) -> bool:
     return False
 
 
+# Lease owners that only hold a run for delivery (a queue placeholder, a timer claim):
+# a run they hold never started executing.
+DELIVERY_OWNER_PREFIXES = ("celery:", "sweep:")
+
+
+def never_executed(run: WorkflowRun) -> bool:
+    """True for a pending run no process has begun executing (recovering it is a plain
+    start, not a recovery attempt). A pending run leased to a process was executing:
+    its status only becomes 'running' with its first write."""
+    owner = run.lease_owner
+    return (
+        run.status == RunStatus.PENDING
+        and run.last_sequence <= 1
+        and (owner is None or owner.startswith(DELIVERY_OWNER_PREFIXES))
+    )
+
+
 def event_limits() -> EventLimits:
     cfg = get_config()
     return EventLimits(cfg.event_soft_limit, cfg.event_hard_limit, cfg.event_warning_interval)

@@ -32,6 +32,7 @@ from pyworkflow.engine.context import LIVE, deliver_cancel
 from pyworkflow.engine.executor import Outcome
 from pyworkflow.engine.runner import (
     execute_new,
+    never_executed,
     new_owner_id,
     owner_is_dead,
     resume_run,
@@ -218,8 +219,7 @@ class _Service:
         for run in await self.storage.list_stale_runs(now, limit=100):
             # A pending run that never executed (a continuation, a child) simply starts;
             # anything else was interrupted and counts as a recovery.
-            fresh = run.status == RunStatus.PENDING and run.last_sequence <= 1
-            self.spawn(run.run_id, recovery=not fresh, steal_from=run.lease_owner)
+            self.spawn(run.run_id, recovery=not never_executed(run), steal_from=run.lease_owner)
         for status in (RunStatus.RUNNING, RunStatus.PENDING, RunStatus.INTERRUPTED):
             for run in await self.storage.list_runs(status=status, limit=1000):
                 if owner_is_dead(run.lease_owner, me):
