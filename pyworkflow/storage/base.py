@@ -33,6 +33,8 @@ from pyworkflow.storage.schemas import (
     HookStatus,
     RunStatus,
     RunUpdate,
+    ScheduleRecord,
+    ScheduleStatus,
     WorkflowRun,
 )
 
@@ -277,6 +279,43 @@ class StorageBackend(ABC):
     @abstractmethod
     async def release_lease(self, run_id: str, owner: str) -> None:
         """Drop ``owner``'s lease on the run, if it still holds it."""
+
+    # -- schedules ---------------------------------------------------------------------
+
+    async def save_schedule(
+        self, schedule: ScheduleRecord, *, expected_version: int | None
+    ) -> bool:
+        """Insert or compare-and-set update a schedule.
+
+        ``expected_version=None``: insert; returns ``False`` (nothing written) if a
+        schedule with this id exists. Otherwise: replace the stored schedule only if its
+        version equals ``expected_version``; returns ``False`` (nothing written) if it
+        does not or the schedule is gone. On success the stored version is 1 (insert)
+        or ``expected_version + 1``, and ``schedule.version`` is set to it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        """The schedule with this id, or ``None``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+    async def list_schedules(
+        self,
+        *,
+        workflow_name: str | None = None,
+        status: ScheduleStatus | None = None,
+        limit: int = 1000,
+    ) -> list[ScheduleRecord]:
+        """Schedules matching the filters, ordered by ``schedule_id``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+    async def list_due_schedules(self, now: datetime, limit: int = 100) -> list[ScheduleRecord]:
+        """``active`` schedules with ``next_run_time <= now``, earliest first."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Remove a schedule; ``False`` if there was none."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
 
     # -- signals from outside a run: cancellation and hooks --------------------------------
 

@@ -252,6 +252,36 @@ class HookRecord:
         return HookRecord(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
+class ScheduleStatus(StrEnum):
+    """Whether a schedule fires."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+
+
+@dataclass
+class ScheduleRecord:
+    """A schedule as storage keeps it.
+
+    Only the fields storage filters on are columns; everything else the scheduler needs
+    (spec, arguments, overlap policy, recent runs, ...) is the JSON text ``data``, which
+    storage stores and returns verbatim. ``version`` makes updates compare-and-set: it
+    is what makes two schedulers unable to fire the same tick.
+    """
+
+    schedule_id: str
+    workflow_name: str
+    status: ScheduleStatus = ScheduleStatus.ACTIVE
+    next_run_time: datetime | None = None
+    data: str = "{}"
+    version: int = 0  # 0: never stored; storage sets 1 on insert, +1 on each update
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+
+    def copy(self) -> ScheduleRecord:
+        return ScheduleRecord(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+
 # Columns of WorkflowRun a RunUpdate may change. Backends build SQL from this fixed set
 # (never from caller strings), which keeps every statement parameterized.
 UPDATABLE_RUN_FIELDS = (

@@ -100,5 +100,9 @@ async def test_scheduler_killed_and_restarted_every_sleeping_run_wakes(make_clus
     assert {r.status.value for r in runs} == {"suspended"}  # nobody fires timers
 
     cluster.start_scheduler()
+    cluster.start_scheduler()  # two at once: claims are atomic, nothing fires twice
     runs = await wait_all_terminal(cluster.storage, run_ids, 60, cluster)
     assert [r.result for r in runs] == ["woke"] * 20
+    for run_id in run_ids:
+        types = [e.type.value for e in await cluster.storage.get_events(run_id)]
+        assert types.count("sleep.completed") == 1 and types.count("workflow.resumed") == 1

@@ -203,3 +203,13 @@ async def test_transient_workflow_runs_on_a_worker(make_cluster):
 
     await _wait_for(ran, cluster, 30)
     assert await cluster.storage.get_run(run_id) is None
+
+
+async def test_celery_beat_fires_timers(make_cluster):
+    """`celery beat` (embedded here with --beat) is enough to wake sleeping runs: its
+    timer task claims due runs from storage (no scheduler process, no countdown)."""
+    cluster = await make_cluster(PYWORKFLOW_CELERY_COUNTDOWN_WINDOW="0")
+    cluster.start_worker("w1", 2, "--beat", "--schedule=" + str(cluster.tmp / "beat-schedule"))
+    run_ids = [await start(sleeper, 1) for _ in range(3)]
+    runs = await wait_all_terminal(cluster.storage, run_ids, 60, cluster)
+    assert [r.result for r in runs] == ["woke"] * 3
