@@ -12,10 +12,13 @@ and 1 and 2 workers (``--concurrency=2`` each), plus one ``pyworkflow scheduler`
 * ``wake late p50/p99``: 50 workflows each ``sleep("2s")`` then run one step; lateness =
   the ``sleep.completed`` event's timestamp minus the ``fire_at`` of ``sleep.started``.
   Default config: the scheduler polls every 1 s and short sleeps also get a broker
-  countdown, so whichever comes first wakes the run.
+  countdown, so whichever comes first wakes the run. Steady state: one sleeper in the
+  warm-up takes the scheduler's one-time first-fire cost (see the warm-up comment).
 * ``worker RSS``: the largest worker's peak RSS, summed over its process tree (main
   process and pool children, ``VmHWM`` from ``/proc``; forked pages shared between them
   are counted once per process, so this is an upper bound).
+* ``sched CPU s``: CPU time the ``pyworkflow scheduler`` process used over the whole
+  configuration (start to end of measurements); mostly idle polling when all is well.
 
 Broker: Redis database 14 (flushed before each configuration). This file is also the
 workflow module the workers import (``PYWORKFLOW_MODULES=celery_bench``, with
@@ -154,6 +157,15 @@ class Cluster:
             return None
         return max(p for p in peaks if p is not None) / 1024
 
+    def cpu_seconds(self, name: str) -> float | None:
+        """CPU time (user + system) process ``name`` used so far (children not included)."""
+        try:
+            fields = Path(f"/proc/{self.procs[name].pid}/stat").read_text().rsplit(")", 1)[1]
+        except (OSError, KeyError):
+            return None
+        utime, stime = fields.split()[11:13]
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -287,8 +299,11 @@ async def measure(label: str, storage_url: str, workers: int, tmp: Path) -> dict
             cluster.start_worker(n)
         cluster.start_scheduler()
 
-        # Warm-up: connections, imports and first-use caches in every pool process.
-        warm = [await pyworkflow.start(five_steps) for _ in range(2 * workers * CONCURRENCY)]
+        # Warm-up: connections, imports and first-use caches in every pool process, and
+        # one timer through the scheduler (its first fire imports the Celery app and
+        # connects to the broker: about a second, once per scheduler process).
+        warm = [await pyworkflow.start(sleeper)]
+        warm += [await pyworkflow.start(five_steps) for _ in range(2 * workers * CONCURRENCY)]
         await _wait_terminal(storage, warm)
 
         # 1 + 2: throughput and start latency.
@@ -315,6 +330,7 @@ async def measure(label: str, storage_url: str, workers: int, tmp: Path) -> dict
                 late.append((woke.timestamp - datetime.fromisoformat(due)).total_seconds())
 
         rss = cluster.worker_peak_rss_mb()
+        scheduler_cpu = cluster.cpu_seconds("scheduler")
         return {
             "storage": label,
             "workers": workers,
@@ -330,6 +346,7 @@ async def measure(label: str, storage_url: str, workers: int, tmp: Path) -> dict
             "wake_late_p99_ms": _pct(late, 0.99) * 1000 if late else None,
             "wake_late_max_ms": max(late) * 1000 if late else None,
             "worker_peak_rss_mb": rss,
+            "scheduler_cpu_s": scheduler_cpu,
             "failed_runs": _failures(runs) + _failures(slept),
             "log_problems": cluster.log_problems(),
         }
@@ -382,7 +399,7 @@ def main() -> None:
     header = (
         f"{'storage':<10}{'workers':>8}{'wf/s':>8}{'steps/s':>9}{'start p50 ms':>14}"
         f"{'start p99 ms':>14}{'wake late p50 ms':>18}{'wake late p99 ms':>18}"
-        f"{'worker RSS MB':>15}"
+        f"{'worker RSS MB':>15}{'sched CPU s':>13}"
     )
     print(header)
     print("-" * len(header))
@@ -391,7 +408,7 @@ def main() -> None:
             f"{r['storage']:<10}{r['workers']:>8}{r['workflows_per_s']:>8.1f}"
             f"{r['steps_per_s']:>9.0f}{r['start_p50_ms']:>14.1f}{r['start_p99_ms']:>14.1f}"
             f"{_fmt(r['wake_late_p50_ms'], '.0f'):>18}{_fmt(r['wake_late_p99_ms'], '.0f'):>18}"
-            f"{_fmt(r['worker_peak_rss_mb'], '.0f'):>15}"
+            f"{_fmt(r['worker_peak_rss_mb'], '.0f'):>15}{_fmt(r['scheduler_cpu_s'], '.1f'):>13}"
         )
     cores = os.cpu_count()
     print(

@@ -1,7 +1,7 @@
 """Timer firing and crash recovery for Celery deployments.
 
-A :class:`TimerSweeper` claims due timers from storage and sends their runs to the
-workflow queue, and re-sends runs whose worker died (expired lease, or a same-host
+A :class:`TimerSweeper` fires due schedules, claims due timers from storage and sends
+their runs to the workflow queue, and re-sends runs whose worker died (expired lease, or a same-host
 owner process that no longer exists). Claims are atomic leases, so any number of
 sweepers (``pyworkflow scheduler`` processes, beat-driven timer tasks) may run at once
 without firing anything twice. A claimed run whose message is lost is claimed again
@@ -11,17 +11,23 @@ when the claim's lease (``dispatch_timeout``) expires.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
 from loguru import logger
 
+from pyworkflow.celery.app import sending_app
 from pyworkflow.celery.messages import send_workflow
-from pyworkflow.core.config import get_config
+from pyworkflow.celery.runtime import CeleryRuntime
+from pyworkflow.core.config import discover_workflows, get_config
 from pyworkflow.engine.runner import never_executed, new_owner_id, owner_is_dead
+from pyworkflow.scheduler.declared import activate_declared
+from pyworkflow.scheduler.service import ScheduleService
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import HookStatus, RunStatus, utcnow
 
 _BATCH = 100
+_FLOOR = 0.05
 
 
 class TimerSweeper:
@@ -31,6 +37,13 @@ class TimerSweeper:
         self.storage = storage
         # Not a process id: a run this sweeper claimed never counts as executing here.
         self.owner = owner or f"sweep:{new_owner_id()}"
+        runtime = CeleryRuntime()
+        self.schedules = ScheduleService(
+            storage,
+            start=lambda request: runtime.start(request, storage),
+            wake=lambda run_id: runtime.wake(run_id, storage),
+        )
+        self._activated = False
 
     async def tick(self, *, full: bool = True) -> float:
         """Fire due timers and recover dead runs; return seconds until the next timer.
@@ -39,22 +52,35 @@ class TimerSweeper:
         cancellations that arrived while nobody could wake their run).
         """
         await self.storage.connect()
+        if not self._activated:
+            await activate_declared(self.storage)  # @scheduled_workflow in imported modules
+            self._activated = True
         fired = await self.fire_due()
+        next_schedule = await self.schedules.tick()
         await self.recover_stale()
         if full:
             await self.recover_dead_owners()
             await self.rewake_signalled()
         nxt = await self.storage.next_wake_time()
+        if next_schedule is not None and (nxt is None or next_schedule < nxt):
+            nxt = next_schedule
         if fired == _BATCH:
             return 0.0  # more are due right now
-        return float("inf") if nxt is None else max(0.0, (nxt - utcnow()).total_seconds())
+        if nxt is None:
+            return float("inf")
+        # A due run stays 'suspended' (still listed by next_wake_time) until its worker
+        # takes it: the floor keeps this loop from spinning meanwhile.
+        return max(_FLOOR, (nxt - utcnow()).total_seconds())
 
     async def fire_due(self) -> int:
         now = utcnow()
         expires = now + timedelta(seconds=get_config().dispatch_timeout)
-        claimed = await self.storage.claim_due_runs(now, self.owner, expires, limit=_BATCH)
+        # A fresh owner per claim: this sweeper's earlier claims (runs already sent, not
+        # yet taken by a worker) are leased to other owners and are not claimed again.
+        claim = f"{self.owner}/{uuid.uuid4().hex[:8]}"
+        claimed = await self.storage.claim_due_runs(now, claim, expires, limit=_BATCH)
         for run_id in claimed:
-            send_workflow(run_id, steal_from=self.owner)
+            send_workflow(run_id, steal_from=claim)
         return len(claimed)
 
     async def recover_stale(self) -> None:
@@ -106,6 +132,8 @@ async def run_scheduler(
     """The ``pyworkflow scheduler`` loop: sleep until the next stored wake-up time (at
     most ``poll_interval``), fire, repeat; the slow checks run every few polls."""
     poll = poll_interval if poll_interval is not None else get_config().timer_poll_interval
+    discover_workflows()  # schedules start runs by workflow name; declarations register
+    sending_app()  # build the Celery app now, not while the first due timer waits
     sweeper = TimerSweeper(storage)
     loop = asyncio.get_running_loop()
     stop_at = None if duration is None else loop.time() + duration

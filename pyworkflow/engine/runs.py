@@ -36,6 +36,7 @@ class RunRequest:
     parent_run_id: str | None = None
     nesting_depth: int = 0
     continued_from_run_id: str | None = None
+    schedule: dict[str, str] | None = None  # {"schedule_id", "scheduled_time"} of its tick
 
 
 def build_run(
@@ -88,6 +89,7 @@ def build_run(
             "args": args_tree,
             "kwargs": kwargs_tree,
             "tags": tags,
+            **(request.schedule or {}),
         },
         sequence=1,
         timestamp=now,

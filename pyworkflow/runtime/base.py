@@ -18,6 +18,11 @@ class Runtime(ABC):
     async def start(self, request: RunRequest, storage: StorageBackend) -> str:
         """Create the run (idempotency-key aware) and execute or enqueue it; return its id."""
 
+    async def start_detached(self, request: RunRequest, storage: StorageBackend) -> str:
+        """Create the run and have it executed without waiting for it (schedules use
+        this); by default the same as :meth:`start`."""
+        return await self.start(request, storage)
+
     @abstractmethod
     async def start_transient(self, request: RunRequest) -> str:
         """Run without an event log; return the run id."""

@@ -40,6 +40,8 @@ from pyworkflow.engine.runner import (
 from pyworkflow.engine.runs import RunRequest, build_run
 from pyworkflow.engine.transient import TransientContext, run_transient
 from pyworkflow.runtime.base import Runtime
+from pyworkflow.scheduler.declared import activate_declared
+from pyworkflow.scheduler.service import ScheduleService
 from pyworkflow.serialization import dumps
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun, utcnow
@@ -58,6 +60,8 @@ class _Service:
         self.active: set[str] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
+        self._schedules: ScheduleService | None = None
+        self._schedules_supported = True
         self._next_wake: datetime | None = None
         cfg = get_config()
         self.poll = cfg.timer_poll_interval
@@ -187,6 +191,9 @@ class _Service:
             fresh += run_id not in self.active
             self.spawn(run_id)
         nxt = await self.storage.next_wake_time()
+        sched = await self._fire_schedules()
+        if sched is not None and (nxt is None or sched < nxt):
+            nxt = sched
         self._next_wake = nxt
         if nxt is None:
             return self.poll
@@ -194,6 +201,24 @@ class _Service:
         # process that claimed it); a floor keeps this loop from spinning meanwhile.
         floor = 0.005 if fresh else 0.05
         return min(self.poll, max(floor, (nxt - utcnow()).total_seconds()))
+
+    async def _fire_schedules(self) -> datetime | None:
+        """Start the runs of due schedule ticks; return when the next tick is due."""
+        if not self._schedules_supported:
+            return None
+        try:
+            if self._schedules is None:
+                storage, runtime = self.storage, self.runtime
+                self._schedules = ScheduleService(
+                    storage,
+                    start=lambda request: runtime.start_detached(request, storage),
+                    wake=lambda run_id: runtime.wake(run_id, storage),
+                )
+                await activate_declared(storage)
+            return await self._schedules.tick()
+        except NotImplementedError:
+            self._schedules_supported = False  # a third-party backend without schedules
+            return None
 
     async def recover(self) -> None:
         """Resume runs whose executing process died (same host) or whose lease expired,
@@ -297,6 +322,15 @@ class LocalRuntime(Runtime):
             run.run_id, lambda: execute_new(storage, run, request, on_child_created=service.spawn)
         )
         return run.run_id
+
+    async def start_detached(self, request: RunRequest, storage: StorageBackend) -> str:
+        """Create the run 'pending' and execute it in the background on this loop."""
+        await storage.connect()
+        service = self.service(storage)
+        run, started = build_run(request, owner=None, lease_ttl=0)
+        stored = await storage.create_run(run, [started])
+        service.spawn(stored.run_id)
+        return stored.run_id
 
     async def start_transient(self, request: RunRequest) -> str:
         run, _ = build_run(request, owner=None, lease_ttl=0)

@@ -23,7 +23,8 @@ Schema shared by every dialect:
 * ``schema_version(version)``: how many of the dialect's migrations ran.
 
 The signal half of the contract (cancellation requests, hooks and their ``hooks`` table)
-lives beside this module in :mod:`pyworkflow.storage._sql_signals`.
+lives beside this module in :mod:`pyworkflow.storage._sql_signals`, and schedules (the
+``schedules`` table) in :mod:`pyworkflow.storage._sql_schedules`.
 """
 
 from __future__ import annotations

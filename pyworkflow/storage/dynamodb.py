@@ -37,6 +37,11 @@ One table, string keys ``PK`` (partition) and ``SK`` (sort)::
                                                                       + payload_part (version)
     hook payload chunk  HOOK#<token_hash> PART#<version>#<n, 5 dig.>  part (binary)
     run's hook id       RUN#<run_id>      HOOKID#<hook_id>            token_hash
+    schedule            SCHEDULES         SCHEDULE#<schedule_id>      one per ScheduleRecord
+                                                                      field (status as
+                                                                      schedule_status),
+                                                                      data | data_z,
+                                                                      write_token
 
 A run's events share its partition and sort by sequence, so ``get_events`` is one
 (paged) ``Query``. Run indexes (global secondary indexes), all but ``runs_due`` sorted
@@ -66,6 +71,12 @@ the four status partitions and merges them. ``list_hooks(run_id=...)`` needs no 
 one consistent ``Query`` of the run's ``HOOKID#`` items, then a ``BatchGetItem`` of the
 hooks (a run has few), sorted and filtered in Python. The hook item stores its status as
 ``hook_status``: an attribute named ``status`` would put it into ``runs_by_status``.
+
+Schedules need no index: they are few, and all live in the one ``SCHEDULES`` partition,
+sorted by ``schedule_id``. ``list_schedules`` is a consistent ``Query`` of that partition
+in key order (filters as a ``FilterExpression``); ``list_due_schedules`` reads the whole
+partition with a filter on ``schedule_status`` and ``next_run_time`` and orders the
+matches in Python. A schedule carries no index key attributes, so it is in no index.
 
 Indexes project keys plus the few small attributes their filters need (``INCLUDE``:
 ``run_id``, ``status``, ``workflow_name``, ``parent_run_id``, ``tags``; the due index
@@ -102,6 +113,10 @@ Atomicity
   did land fails the condition, the re-read recognizes the token and answers ``True``.
   A single ``UpdateItem``, or a transaction when payload chunks are written or the
   chunks of a replaced payload deleted.
+* ``save_schedule``: one ``PutItem`` conditioned on ``attribute_not_exists`` (insert)
+  or ``version = :expected`` (compare-and-set); it replaces the whole item. Each write
+  sets a fresh ``write_token``, so when an SDK retry of a write that did land fails the
+  condition, a re-read recognizes the token and answers ``True``.
 * Leases: a conditional ``UpdateItem`` (compare-and-set on owner and expiry).
   ``claim_due_runs`` queries the due index (skipping leased runs with a filter) and
   leases each candidate with a condition that re-checks ``status``, ``wake_at`` and the
@@ -133,8 +148,11 @@ Limits
   deleted with it. The 4 MB transaction limit caps a payload at about 3.5 MB
   *compressed*. A hook's ``schema`` is compressed but must stay under 32 KiB
   compressed (it shares the hook item with the payload).
+* Schedule ``data`` is stored like a run payload: plain up to 16 KiB, else compressed;
+  a schedule whose data exceeds about 350 KB *compressed* is rejected.
 * Key sizes: run ids, idempotency keys and tags become key values (partition keys up
-  to 2048 bytes, sort keys up to 1024 bytes); so do token hashes and hook ids.
+  to 2048 bytes, sort keys up to 1024 bytes); so do token hashes, hook ids and
+  schedule ids.
 
 Consistency
 -----------
@@ -214,6 +232,8 @@ from pyworkflow.storage.schemas import (
     HookStatus,
     RunStatus,
     RunUpdate,
+    ScheduleRecord,
+    ScheduleStatus,
     WorkflowRun,
 )
 
@@ -259,6 +279,8 @@ _HOOK = "HOOK#"
 _HOOK_SK = "HOOK"
 _HOOKID = "HOOKID#"
 _PART = "PART#"
+_SCHEDULES_PK = "SCHEDULES"
+_SCHEDULE = "SCHEDULE#"
 
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 _TRUE = {"1", "true", "yes", "on"}
@@ -655,6 +677,46 @@ def _item_to_hook(item: Item, chunked_payload: bytes | None) -> HookRecord:
 
 def _hook_order(item: Item) -> tuple[int, str]:
     return int(item["created_at"]["N"]), item["token_hash"]["S"]
+
+
+_SCHEDULE_STATUSES: dict[str, ScheduleStatus] = {s.value: s for s in ScheduleStatus}
+
+
+def _schedule_key(schedule_id: str) -> Item:
+    return {"PK": _s(_SCHEDULES_PK), "SK": _s(f"{_SCHEDULE}{schedule_id}")}
+
+
+def _schedule_item(schedule: ScheduleRecord, version: int, write_token: str) -> Item:
+    """The schedule's item, stored at ``version``."""
+    item: Item = {
+        **_schedule_key(schedule.schedule_id),
+        "schedule_id": _s(schedule.schedule_id),
+        "workflow_name": _s(schedule.workflow_name),
+        "schedule_status": _s(ScheduleStatus(schedule.status).value),
+        "version": _n(version),
+        "created_at": _n(_micros(schedule.created_at)),
+        "updated_at": _n(_micros(schedule.updated_at)),
+        "write_token": _s(write_token),
+    }
+    if schedule.next_run_time is not None:
+        item["next_run_time"] = _n(_micros(schedule.next_run_time))
+    # Plain or compressed, like a run payload (no attribute at all for empty data).
+    data, _ = _payload_attrs("data", schedule.data or None)
+    item.update(data)
+    return item
+
+
+def _item_to_schedule(item: Item) -> ScheduleRecord:
+    return ScheduleRecord(
+        schedule_id=item["schedule_id"]["S"],
+        workflow_name=item["workflow_name"]["S"],
+        status=_SCHEDULE_STATUSES[item["schedule_status"]["S"]],
+        next_run_time=_opt_dt(item, "next_run_time"),
+        data=_payload(item, "data") or "",
+        version=int(item["version"]["N"]),
+        created_at=_from_micros(item["created_at"]["N"]),
+        updated_at=_from_micros(item["updated_at"]["N"]),
+    )
 
 
 def _item_bytes(item: Item) -> int:
@@ -1904,6 +1966,108 @@ class DynamoDBStorageBackend(StorageBackend):
             except (_Cancelled, ClientError):
                 continue
         raise StorageError("dynamodb: update_hook kept racing concurrent updates")
+
+    # -- schedules ------------------------------------------------------------------------
+
+    async def save_schedule(
+        self, schedule: ScheduleRecord, *, expected_version: int | None
+    ) -> bool:
+        """One ``PutItem`` under ``attribute_not_exists`` (insert) or ``version =
+        :expected`` (compare-and-set). A failed condition re-reads the write token: our
+        own (an SDK retry of a put that did land) answers ``True``, any other ``False``."""
+        version = 1 if expected_version is None else expected_version + 1
+        token = uuid.uuid4().hex
+        item = _schedule_item(schedule, version, token)
+        expr = _Expr()
+        if expected_version is None:
+            condition = f"attribute_not_exists({expr.name('PK')})"
+        else:
+            condition = f"{expr.name('version')} = {expr.value(_n(expected_version))}"
+        try:
+            await self._call(
+                "put_item",
+                expected=("ConditionalCheckFailedException",),
+                Item=item,
+                ConditionExpression=condition,
+                **expr.params(),
+            )
+        except ClientError:
+            stored = await self._get_item(_schedule_key(schedule.schedule_id), ("write_token",))
+            if stored is None or stored.get("write_token") != _s(token):
+                return False
+        schedule.version = version
+        return True
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        item = await self._get_item(_schedule_key(schedule_id))
+        return None if item is None else _item_to_schedule(item)
+
+    def _schedules_query(self, expr: _Expr, filters: Sequence[str]) -> Item:
+        """A consistent ``Query`` of the schedules partition, in ``schedule_id`` order."""
+        condition = (
+            f"{expr.name('PK')} = {expr.value(_s(_SCHEDULES_PK))} "
+            f"AND begins_with({expr.name('SK')}, {expr.value(_s(_SCHEDULE))})"
+        )
+        params: Item = {"KeyConditionExpression": condition, "ConsistentRead": True}
+        if filters:
+            params["FilterExpression"] = " AND ".join(filters)
+        params.update(expr.params())
+        return params
+
+    async def list_schedules(
+        self,
+        *,
+        workflow_name: str | None = None,
+        status: ScheduleStatus | None = None,
+        limit: int = 1000,
+    ) -> list[ScheduleRecord]:
+        if limit <= 0:
+            return []
+        expr = _Expr()
+        filters = []
+        if workflow_name is not None:
+            filters.append(f"{expr.name('workflow_name')} = {expr.value(_s(workflow_name))}")
+        if status is not None:
+            value = expr.value(_s(ScheduleStatus(status).value))
+            filters.append(f"{expr.name('schedule_status')} = {value}")
+        params = self._schedules_query(expr, filters)
+        params["Limit"] = min(1000, max(limit, 25))
+        found: list[ScheduleRecord] = []
+        async for page in self._query(**params):
+            found.extend(_item_to_schedule(i) for i in page)
+            if len(found) >= limit:
+                break
+        return found[:limit]
+
+    async def list_due_schedules(self, now: datetime, limit: int = 100) -> list[ScheduleRecord]:
+        """No index serves this: schedules are few, so the whole schedules partition is
+        read (one consistent, filtered ``Query``) and the due ones ordered here."""
+        if limit <= 0:
+            return []
+        expr = _Expr()
+        filters = [
+            f"{expr.name('schedule_status')} = {expr.value(_s(ScheduleStatus.ACTIVE.value))}",
+            f"{expr.name('next_run_time')} <= {expr.value(_n(_micros(now)))}",
+        ]
+        due: list[ScheduleRecord] = []
+        async for page in self._query(**self._schedules_query(expr, filters)):
+            due.extend(_item_to_schedule(i) for i in page)
+        due.sort(key=lambda s: (s.next_run_time or now, s.schedule_id))
+        return due[:limit]
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        expr = _Expr()
+        try:
+            await self._call(
+                "delete_item",
+                expected=("ConditionalCheckFailedException",),
+                Key=_schedule_key(schedule_id),
+                ConditionExpression=f"attribute_exists({expr.name('PK')})",
+                **expr.params(),
+            )
+        except ClientError:
+            return False
+        return True
 
 
 def _index_names(description: Item) -> set[str]:

@@ -15,9 +15,12 @@ Layout under ``base_path``::
     events/<run_id>.jsonl   the event log, one JSON object per line, appended
     keys/<sha256>.json      idempotency index: key -> run_id
     hooks/<token_hash>.json a hook record (listing hooks scans this folder)
-    locks/                  lock files (a striped per-run lock, and one for creation)
+    schedules/<id>.json     a schedule record, replaced atomically under a striped
+                            per-schedule lock (listing schedules scans this folder)
+    locks/                  lock files (striped per-run and per-schedule locks, and one
+                            for creation)
 
-Run ids are percent-encoded into file names. The run record also stores the byte length
+Run and schedule ids are percent-encoded into file names. The run record also stores the byte length
 of the committed event log: it is written last, so it is the commit point of an append.
 Bytes past that length (left by a crash between the two writes) are invisible to
 readers and overwritten by the next append, which keeps "events and projection move
@@ -57,6 +60,8 @@ from pyworkflow.storage.schemas import (
     HookStatus,
     RunStatus,
     RunUpdate,
+    ScheduleRecord,
+    ScheduleStatus,
     WorkflowRun,
 )
 
@@ -117,6 +122,7 @@ class FileStorageBackend(StorageBackend):
         self._keys = self.base_path / "keys"
         self._locks = self.base_path / "locks"
         self._hooks = self.base_path / "hooks"
+        self._schedules = self.base_path / "schedules"
         self._ready = False
 
     def __repr__(self) -> str:
@@ -129,7 +135,14 @@ class FileStorageBackend(StorageBackend):
 
     def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
         if not self._ready:
-            for directory in (self._runs, self._events, self._keys, self._locks, self._hooks):
+            for directory in (
+                self._runs,
+                self._events,
+                self._keys,
+                self._locks,
+                self._hooks,
+                self._schedules,
+            ):
                 directory.mkdir(parents=True, exist_ok=True)
             self._ready = True
         try:
@@ -153,8 +166,12 @@ class FileStorageBackend(StorageBackend):
             yield
 
     def _run_lock(self, run_id: str) -> str:
-        digest = hashlib.sha256(run_id.encode("utf-8")).digest()
-        return f"run-{int.from_bytes(digest[:4], 'big') % LOCK_STRIPES:02d}.lock"
+        return self._striped_lock("run", run_id)
+
+    @staticmethod
+    def _striped_lock(kind: str, key: str) -> str:
+        digest = hashlib.sha256(key.encode("utf-8")).digest()
+        return f"{kind}-{int.from_bytes(digest[:4], 'big') % LOCK_STRIPES:02d}.lock"
 
     @staticmethod
     def _name(run_id: str) -> str:
@@ -508,24 +525,132 @@ class FileStorageBackend(StorageBackend):
 
         return await self._call(update)
 
+    # -- schedules ------------------------------------------------------------------------
 
-_HOOK_FIELDS = tuple(f.name for f in fields(HookRecord))
+    def _schedule_path(self, schedule_id: str) -> Path:
+        return self._schedules / f"{self._name(schedule_id)}.json"
+
+    def _all_schedules(self) -> Iterator[ScheduleRecord]:
+        for entry in list(os.scandir(self._schedules)):
+            # Skip temp files (".name.json.<hex>.tmp") and anything foreign.
+            if entry.name.startswith(".") or not entry.name.endswith(".json"):
+                continue
+            raw = self._read_json(Path(entry.path))
+            if raw is not None:
+                yield _schedule_from_dict(raw)
+
+    async def save_schedule(
+        self, schedule: ScheduleRecord, *, expected_version: int | None
+    ) -> bool:
+        record = schedule.copy()
+        record.version = 1 if expected_version is None else expected_version + 1
+
+        def save() -> bool:
+            path = self._schedule_path(record.schedule_id)
+            # The stripe lock makes read-compare-replace atomic across threads and
+            # processes; readers need none (the file is replaced atomically).
+            with self._locked(self._striped_lock("schedule", record.schedule_id)):
+                raw = self._read_json(path)
+                if expected_version is None:
+                    if raw is not None:
+                        return False
+                elif raw is None or raw["version"] != expected_version:
+                    return False
+                self._write_atomic(path, _schedule_to_dict(record))
+                return True
+
+        saved = await self._call(save)
+        if saved:
+            schedule.version = record.version
+        return saved
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        raw = await self._call(self._read_json, self._schedule_path(schedule_id))
+        return None if raw is None else _schedule_from_dict(raw)
+
+    async def list_schedules(
+        self,
+        *,
+        workflow_name: str | None = None,
+        status: ScheduleStatus | None = None,
+        limit: int = 1000,
+    ) -> list[ScheduleRecord]:
+        def query() -> list[ScheduleRecord]:
+            chosen = [
+                s
+                for s in self._all_schedules()
+                if (workflow_name is None or s.workflow_name == workflow_name)
+                and (status is None or s.status == status)
+            ]
+            chosen.sort(key=lambda s: s.schedule_id)
+            return chosen[: max(limit, 0)]
+
+        return await self._call(query)
+
+    async def list_due_schedules(self, now: datetime, limit: int = 100) -> list[ScheduleRecord]:
+        def query() -> list[ScheduleRecord]:
+            due = [
+                s
+                for s in self._all_schedules()
+                if s.status == ScheduleStatus.ACTIVE
+                and s.next_run_time is not None
+                and s.next_run_time <= now
+            ]
+            due.sort(key=lambda s: (s.next_run_time or now, s.schedule_id))
+            return due[: max(limit, 0)]
+
+        return await self._call(query)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        def delete() -> bool:
+            with self._locked(self._striped_lock("schedule", schedule_id)):
+                try:
+                    self._schedule_path(schedule_id).unlink()
+                except FileNotFoundError:
+                    return False
+                return True
+
+        return await self._call(delete)
+
+
 _HOOK_DATETIMES = ("created_at", "expires_at", "received_at")
+_SCHEDULE_DATETIMES = ("next_run_time", "created_at", "updated_at")
 
 
-def _hook_to_dict(hook: HookRecord) -> dict[str, Any]:
-    raw = {name: getattr(hook, name) for name in _HOOK_FIELDS}
-    raw["status"] = HookStatus(hook.status).value
-    for name in _HOOK_DATETIMES:
+def _record_to_dict(record: Any, datetimes: tuple[str, ...]) -> dict[str, Any]:
+    """A hook or schedule record as JSON values (status as text, datetimes ISO)."""
+    raw = {f.name: getattr(record, f.name) for f in fields(record)}
+    raw["status"] = raw["status"].value
+    for name in datetimes:
         if raw[name] is not None:
             raw[name] = raw[name].isoformat()
     return raw
 
 
-def _hook_from_dict(raw: dict[str, Any]) -> HookRecord:
-    values = {name: raw[name] for name in _HOOK_FIELDS if name in raw}
-    for name in _HOOK_DATETIMES:
+def _record_values(
+    raw: dict[str, Any], cls: Any, datetimes: tuple[str, ...], status: Any
+) -> dict[str, Any]:
+    values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
+    for name in datetimes:
         if values.get(name) is not None:
             values[name] = datetime.fromisoformat(values[name])
-    values["status"] = HookStatus(values["status"])
-    return HookRecord(**values)
+    values["status"] = status(values["status"])
+    return values
+
+
+def _hook_to_dict(hook: HookRecord) -> dict[str, Any]:
+    return _record_to_dict(hook, _HOOK_DATETIMES)
+
+
+def _hook_from_dict(raw: dict[str, Any]) -> HookRecord:
+    return HookRecord(**_record_values(raw, HookRecord, _HOOK_DATETIMES, HookStatus))
+
+
+def _schedule_to_dict(schedule: ScheduleRecord) -> dict[str, Any]:
+    return _record_to_dict(schedule, _SCHEDULE_DATETIMES)
+
+
+def _schedule_from_dict(raw: dict[str, Any]) -> ScheduleRecord:
+    return ScheduleRecord(
+        **_record_values(raw, ScheduleRecord, _SCHEDULE_DATETIMES, ScheduleStatus)
+    )

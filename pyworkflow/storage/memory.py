@@ -23,6 +23,8 @@ from pyworkflow.storage.schemas import (
     HookStatus,
     RunStatus,
     RunUpdate,
+    ScheduleRecord,
+    ScheduleStatus,
     WorkflowRun,
 )
 
@@ -37,6 +39,7 @@ class InMemoryStorageBackend(StorageBackend):
         self._events: dict[str, list[Event]] = {}
         self._keys: dict[str, str] = {}
         self._hooks: dict[str, HookRecord] = {}
+        self._schedules: dict[str, ScheduleRecord] = {}
 
     async def create_run(self, run: WorkflowRun, events: Sequence[Event] = ()) -> WorkflowRun:
         if run.idempotency_key is not None and run.idempotency_key in self._keys:
@@ -139,6 +142,58 @@ class InMemoryStorageBackend(StorageBackend):
         run = self._runs.get(run_id)
         if run is not None and run.lease_owner == owner:
             run.lease_owner = run.lease_expires_at = None
+
+    async def save_schedule(
+        self, schedule: ScheduleRecord, *, expected_version: int | None
+    ) -> bool:
+        current = self._schedules.get(schedule.schedule_id)
+        if expected_version is None:
+            if current is not None:
+                return False
+            version = 1
+        else:
+            if current is None or current.version != expected_version:
+                return False
+            version = expected_version + 1
+        stored = schedule.copy()
+        stored.version = version
+        self._schedules[schedule.schedule_id] = stored
+        schedule.version = version
+        return True
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        schedule = self._schedules.get(schedule_id)
+        return schedule.copy() if schedule else None
+
+    async def list_schedules(
+        self,
+        *,
+        workflow_name: str | None = None,
+        status: ScheduleStatus | None = None,
+        limit: int = 1000,
+    ) -> list[ScheduleRecord]:
+        chosen = [
+            s
+            for s in self._schedules.values()
+            if (workflow_name is None or s.workflow_name == workflow_name)
+            and (status is None or s.status == status)
+        ]
+        chosen.sort(key=lambda s: s.schedule_id)
+        return [s.copy() for s in chosen[: max(limit, 0)]]
+
+    async def list_due_schedules(self, now: datetime, limit: int = 100) -> list[ScheduleRecord]:
+        due = [
+            s
+            for s in self._schedules.values()
+            if s.status == ScheduleStatus.ACTIVE
+            and s.next_run_time is not None
+            and s.next_run_time <= now
+        ]
+        due.sort(key=lambda s: (s.next_run_time or now, s.schedule_id))
+        return [s.copy() for s in due[: max(limit, 0)]]
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return self._schedules.pop(schedule_id, None) is not None
 
     async def request_cancellation(self, run_id: str, reason: str | None, now: datetime) -> bool:
         run = self._runs.get(run_id)

@@ -69,7 +69,7 @@ from pyworkflow.storage._sql import (
     read_schema_version,
     redact_url,
 )
-from pyworkflow.storage._sql_signals import SQLSignalBackend
+from pyworkflow.storage._sql_schedules import SQLScheduleBackend
 
 T = TypeVar("T")
 
@@ -154,6 +154,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             KEY hooks_run_created_at (run_id, created_at, token_hash),
             KEY hooks_status_created_at (status, created_at, token_hash),
             KEY hooks_created_at (created_at, token_hash)
+        ) {_TABLE_OPTIONS}""",
+    ),
+    # 2: schedules (next_run_time is a DATETIME(6) like wake_at); due schedules and
+    # schedules of one workflow are index range reads in the order their queries return.
+    (
+        f"""CREATE TABLE IF NOT EXISTS schedules (
+            schedule_id VARCHAR(255) NOT NULL PRIMARY KEY,
+            workflow_name VARCHAR(255) NOT NULL,
+            status VARCHAR(32) NOT NULL,
+            next_run_time DATETIME(6) NULL,
+            version BIGINT NOT NULL,
+            data LONGTEXT NOT NULL,
+            created_at DATETIME(6) NOT NULL,
+            updated_at DATETIME(6) NOT NULL,
+            KEY schedules_status_next_run_time (status, next_run_time, schedule_id),
+            KEY schedules_workflow_name (workflow_name, schedule_id)
         ) {_TABLE_OPTIONS}""",
     ),
 )
@@ -259,7 +275,7 @@ class _MySQLConn:
             await cursor.executemany(sql, rows)
 
 
-class MySQLStorageBackend(LoopBoundPool, SQLSignalBackend):
+class MySQLStorageBackend(LoopBoundPool, SQLScheduleBackend):
     """Runs and events in InnoDB tables of one MySQL/MariaDB database, shared by any
     number of processes.
 

@@ -75,7 +75,7 @@ from pyworkflow.storage._sql import (
     read_schema_version,
     redact_url,
 )
-from pyworkflow.storage._sql_signals import SQLSignalBackend
+from pyworkflow.storage._sql_schedules import SQLScheduleBackend
 
 T = TypeVar("T")
 
@@ -158,6 +158,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX hooks_run_created_at ON {p}hooks (run_id, created_at, token_hash)",
         "CREATE INDEX hooks_status_created_at ON {p}hooks (status, created_at, token_hash)",
         "CREATE INDEX hooks_created_at ON {p}hooks (created_at, token_hash)",
+    ),
+    # 2: schedules (next_run_time is a timestamptz like wake_at); due schedules and
+    # schedules of one workflow are index range reads in the order their queries return.
+    (
+        """CREATE TABLE {p}schedules (
+            schedule_id TEXT COLLATE "C" PRIMARY KEY,
+            workflow_name TEXT COLLATE "C" NOT NULL,
+            status TEXT COLLATE "C" NOT NULL,
+            next_run_time TIMESTAMPTZ,
+            version BIGINT NOT NULL,
+            data TEXT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL
+        )""",
+        "CREATE INDEX schedules_status_next_run_time "
+        "ON {p}schedules (status, next_run_time, schedule_id)",
+        "CREATE INDEX schedules_workflow_name ON {p}schedules (workflow_name, schedule_id)",
     ),
 )
 
@@ -271,7 +288,7 @@ def _event_arrays(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     return columns
 
 
-class PostgresStorageBackend(LoopBoundPool, SQLSignalBackend):
+class PostgresStorageBackend(LoopBoundPool, SQLScheduleBackend):
     """Runs and events in PostgreSQL tables of one schema, shared by any number of
     processes.
 

@@ -53,6 +53,13 @@ key                                         content
                                             ``wake_at`` in epoch microseconds
 ``{p}:active``                              zset: pending/running/interrupted runs, score =
                                             ``lease_expires_at`` (``-inf`` when unleased)
+``{p}:schedule:<schedule_id>``              hash: one field per non-``None`` schedule field
+                                            (encoded like run hashes), plus ``_w`` (the token
+                                            of the last write)
+``{p}:sidx:all``                            zset of every schedule id (every score 0: member
+                                            order is id order)
+``{p}:sidx:due``                            zset: active schedules with a ``next_run_time``,
+                                            score = ``next_run_time`` in epoch microseconds
 ==========================================  ====================================================
 
 The ``idx:*`` sets are *lexicographic* sorted sets (every score 0) whose members are
@@ -80,11 +87,15 @@ Complexity (n = runs under the prefix, k = results):
 * ``list_due_runs``, ``next_wake_time``, ``list_stale_runs``: O(log n + k).
 * ``claim_due_runs``: O(log n + m), m = due runs read (due runs leased by someone else
   are skipped, and read again until their leases end).
+* Schedules (s = schedules under the prefix): ``save_schedule`` (one compare-and-set
+  script on the ``version`` field), ``get_schedule`` and ``delete_schedule`` O(log s);
+  ``list_due_schedules`` O(log s + k); ``list_schedules`` walks the ids in order, O(s) at
+  worst with a filter (schedules are few).
 
 Datetimes are stored as exact integer epoch microseconds in run hashes and events. Sorted
-set scores (``wake``, ``active``) are doubles, exact for integers up to 2**53 µs, i.e.
+set scores (``wake``, ``active``, ``sidx:due``) are doubles, exact for integers up to 2**53 µs, i.e.
 for dates between the years 1685 and 2255; beyond that only the *ordering* of
-``wake``/lease times can blur by a few microseconds (the stored values stay exact).
+``wake``/lease/next-run times can blur by a few microseconds (the stored values stay exact).
 Lease and wake times are compared inside Lua as numbers, with the same range.
 
 Retries and reconnection
@@ -190,6 +201,8 @@ from pyworkflow.storage.schemas import (
     HookStatus,
     RunStatus,
     RunUpdate,
+    ScheduleRecord,
+    ScheduleStatus,
     WorkflowRun,
 )
 
@@ -343,6 +356,7 @@ def _decode_hash(raw: Mapping[Any, Any] | Sequence[Any]) -> dict[str, str]:
 
 _RUNS = _Codec(WorkflowRun, {"RunStatus": RunStatus})
 _HOOKS = _Codec(HookRecord, {"HookStatus": HookStatus})
+_SCHEDULES = _Codec(ScheduleRecord, {"ScheduleStatus": ScheduleStatus})
 
 
 def _run_from_hash(raw: Mapping[Any, Any] | Sequence[Any]) -> WorkflowRun | None:
@@ -353,6 +367,11 @@ def _run_from_hash(raw: Mapping[Any, Any] | Sequence[Any]) -> WorkflowRun | None
 def _hook_from_hash(raw: Mapping[Any, Any] | Sequence[Any]) -> HookRecord | None:
     hook: HookRecord | None = _HOOKS.decode(raw)
     return hook
+
+
+def _schedule_from_hash(raw: Mapping[Any, Any] | Sequence[Any]) -> ScheduleRecord | None:
+    schedule: ScheduleRecord | None = _SCHEDULES.decode(raw)
+    return schedule
 
 
 def _encode_event(event: Event) -> str:
@@ -768,6 +787,82 @@ end
 return 1
 """
 
+# KEYS: schedule, id set (sidx:all), due set (sidx:due).
+# ARGV: base, schedule_id, expected version ('' to insert), new version, token, due score
+# ('' when not due-able: paused or no next_run_time), npairs, pairs... (every field of
+# the new record, its version and _w = token included).
+# Compare-and-set on the version field; the whole hash is replaced. A retry of a save
+# that had landed (the hash still carries its token and version) answers 1 again
+# instead of a false "someone else won".
+_SAVE_SCHEDULE = """
+local key = KEYS[1]
+local id, expected, version, token, due = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local f = redis.call('HMGET', key, 'version', '_w')
+if f[2] == token and f[1] == version then return 1 end
+if expected == '' then
+  if f[1] then return 0 end
+elseif f[1] ~= expected then
+  return 0
+end
+redis.call('DEL', key)
+local npairs = tonumber(ARGV[7])
+redis.call('HSET', key, unpack(ARGV, 8, 7 + npairs))
+redis.call('ZADD', KEYS[2], 0, id)
+if due == '' then
+  redis.call('ZREM', KEYS[3], id)
+else
+  redis.call('ZADD', KEYS[3], due, id)
+end
+return 1
+"""
+
+# KEYS: schedule, id set, due set. ARGV: schedule_id. Whether the schedule existed.
+_DELETE_SCHEDULE = """
+local existed = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return existed
+"""
+
+# KEYS: id set. ARGV: base, has_workflow, workflow_name, has_status, status, limit.
+# Walks the ids in order (a lex range per batch), keeping the schedules that pass the
+# filters; their HGETALL lists as one JSON array.
+_LIST_SCHEDULES = """
+local P, has_wf, wf = ARGV[1], ARGV[2] == '1', ARGV[3]
+local has_status, status, limit = ARGV[4] == '1', ARGV[5], tonumber(ARGV[6])
+local batch = math.min(math.max(limit, 64), 1000)
+local out, from = {}, '-'
+while #out < limit do
+  local ids = redis.call('ZRANGE', KEYS[1], from, '+', 'BYLEX', 'LIMIT', 0, batch)
+  for _, id in ipairs(ids) do
+    local key = P .. 'schedule:' .. id
+    local ok = true
+    if has_wf or has_status then
+      local f = redis.call('HMGET', key, 'workflow_name', 'status')
+      ok = (not has_wf or f[1] == wf) and (not has_status or f[2] == status)
+    end
+    if ok then
+      out[#out + 1] = redis.call('HGETALL', key)
+      if #out == limit then break end
+    end
+  end
+  if #ids < batch then break end
+  from = '(' .. ids[#ids]
+end
+if #out == 0 then return '[]' end
+return cjson.encode(out)
+"""
+
+# KEYS: due set. ARGV: base, now, limit. Due schedules, earliest first (ties: id order,
+# as the set orders equal scores), as one JSON array of HGETALL lists.
+_DUE_SCHEDULES = """
+local ids = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, ARGV[3])
+if #ids == 0 then return '[]' end
+local out = {}
+for i, id in ipairs(ids) do out[i] = redis.call('HGETALL', ARGV[1] .. 'schedule:' .. id) end
+return cjson.encode(out)
+"""
+
 
 class _Retry(Retry):
     """redis-py's retry, except on bad credentials: ``AuthenticationError`` subclasses
@@ -813,6 +908,10 @@ class _Scripts:
         self.cancel: AsyncScript = client.register_script(_CANCEL)
         self.save_hook: AsyncScript = client.register_script(_SAVE_HOOK)
         self.update_hook: AsyncScript = client.register_script(_UPDATE_HOOK)
+        self.save_schedule: AsyncScript = client.register_script(_SAVE_SCHEDULE)
+        self.delete_schedule: AsyncScript = client.register_script(_DELETE_SCHEDULE)
+        self.list_schedules: AsyncScript = client.register_script(_LIST_SCHEDULES)
+        self.due_schedules: AsyncScript = client.register_script(_DUE_SCHEDULES)
 
 
 class RedisStorageBackend(StorageBackend):
@@ -1288,6 +1387,97 @@ class RedisStorageBackend(StorageBackend):
         with self._errors():
             won = await scripts.update_hook(keys=[self._key("hook", token_hash)], args=args)
         return bool(int(won))
+
+    # -- schedules --------------------------------------------------------------------------
+
+    def _schedule_keys(self, schedule_id: str) -> list[str]:
+        return [
+            self._key("schedule", schedule_id),
+            self._key("sidx", "all"),
+            self._key("sidx", "due"),
+        ]
+
+    async def save_schedule(
+        self, schedule: ScheduleRecord, *, expected_version: int | None
+    ) -> bool:
+        """One script: compare the stored ``version`` field with ``expected_version`` (or
+        check the schedule is absent), then replace the hash and its index entries."""
+        version = 1 if expected_version is None else expected_version + 1
+        record = schedule.copy()
+        record.version = version
+        token = secrets.token_hex(8)
+        pairs = [*_SCHEDULES.pairs(record), "_w", token]
+        due = (
+            _micros(record.next_run_time)
+            if ScheduleStatus(record.status) == ScheduleStatus.ACTIVE
+            and record.next_run_time is not None
+            else ""
+        )
+        args: list[str | int] = [
+            self._base,
+            record.schedule_id,
+            "" if expected_version is None else expected_version,
+            version,
+            token,
+            due,
+            len(pairs),
+            *pairs,
+        ]
+        _, scripts = self._client()
+        with self._errors():
+            saved = await scripts.save_schedule(
+                keys=self._schedule_keys(record.schedule_id), args=args
+            )
+        if int(saved):
+            schedule.version = version
+            return True
+        return False
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        client, _ = self._client()
+        with self._errors():
+            raw = await client.hgetall(self._key("schedule", schedule_id))
+        return _schedule_from_hash(raw)
+
+    async def list_schedules(
+        self,
+        *,
+        workflow_name: str | None = None,
+        status: ScheduleStatus | None = None,
+        limit: int = 1000,
+    ) -> list[ScheduleRecord]:
+        if limit <= 0:
+            return []
+        args: list[str | int] = [
+            self._base,
+            "0" if workflow_name is None else "1",
+            "" if workflow_name is None else workflow_name,
+            "0" if status is None else "1",
+            "" if status is None else ScheduleStatus(status).value,
+            limit,
+        ]
+        _, scripts = self._client()
+        with self._errors():
+            rows = await scripts.list_schedules(keys=[self._key("sidx", "all")], args=args)
+        return [s for s in map(_schedule_from_hash, json.loads(rows)) if s is not None]
+
+    async def list_due_schedules(self, now: datetime, limit: int = 100) -> list[ScheduleRecord]:
+        if limit <= 0:
+            return []
+        _, scripts = self._client()
+        with self._errors():
+            rows = await scripts.due_schedules(
+                keys=[self._key("sidx", "due")], args=[self._base, _micros(now), limit]
+            )
+        return [s for s in map(_schedule_from_hash, json.loads(rows)) if s is not None]
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        _, scripts = self._client()
+        with self._errors():
+            existed = await scripts.delete_schedule(
+                keys=self._schedule_keys(schedule_id), args=[schedule_id]
+            )
+        return bool(int(existed))
 
 
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "RedisStorageBackend", "redact_url"]

@@ -51,7 +51,7 @@ from pyworkflow.storage._sql import (
     read_schema_version,
     to_micros,
 )
-from pyworkflow.storage._sql_signals import SQLSignalBackend
+from pyworkflow.storage._sql_schedules import SQLScheduleBackend
 
 T = TypeVar("T")
 
@@ -146,6 +146,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX runs_status_created_at ON runs (status, created_at, run_id)",
         "CREATE INDEX runs_parent_created_at ON runs (parent_run_id, created_at, run_id) "
         "WHERE parent_run_id IS NOT NULL",
+    ),
+    # 3: schedules (next_run_time encoded like wake_at); due schedules and schedules of
+    # one workflow are index range reads in the order their queries return them.
+    (
+        """CREATE TABLE schedules (
+            schedule_id TEXT PRIMARY KEY,
+            workflow_name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            next_run_time INTEGER,
+            version INTEGER NOT NULL,
+            data TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        )""",
+        "CREATE INDEX schedules_status_next_run_time "
+        "ON schedules (status, next_run_time, schedule_id)",
+        "CREATE INDEX schedules_workflow_name ON schedules (workflow_name, schedule_id)",
     ),
 )
 
@@ -255,7 +272,7 @@ def _daemonize(conn: aiosqlite.Connection) -> None:
         thread.daemon = True
 
 
-class SQLiteStorageBackend(SQLSignalBackend):
+class SQLiteStorageBackend(SQLScheduleBackend):
     """Runs and events in one SQLite database file, shared safely between processes.
 
     The backend connects on first use. One object may be used from successive event

@@ -120,3 +120,10 @@ async def transient_flow(marker: str) -> str:
 @step()
 async def note_transient(marker: str) -> None:
     _ledger("transient", marker)
+
+
+@workflow()
+async def stamp(label: str) -> str:
+    """Started by a schedule in the scheduler tests."""
+    await add(1, 1)
+    return label

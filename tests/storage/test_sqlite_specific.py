@@ -79,10 +79,10 @@ async def test_schema_version_is_recorded_once(tmp_path: Path) -> None:
     backend = SQLiteStorageBackend(path)
     await backend.connect()
     await backend.close()
-    assert len(MIGRATIONS) == 2
+    assert len(MIGRATIONS) == 3
     assert query(path, "SELECT version FROM schema_version") == [(len(MIGRATIONS),)]
     tables = {r[0] for r in query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"runs", "events", "schema_version"} <= tables
+    assert {"runs", "events", "schema_version", "schedules"} <= tables
     indexes = {r[0] for r in query(path, "SELECT name FROM sqlite_master WHERE type='index'")}
     assert {
         "runs_idempotency_key",
