@@ -350,6 +350,9 @@ def scheduled_workflow(
     interval: str | int | float | timedelta | None = None,
     calendar: CalendarSpec | list[CalendarSpec] | None = None,
     timezone: str = "UTC",
+    start_at: datetime | None = None,
+    end_at: datetime | None = None,
+    jitter: str | int | float | timedelta | None = None,
     overlap_policy: OverlapPolicy | str = OverlapPolicy.SKIP,
     schedule_id: str | None = None,
     catchup_window: str | int | float | timedelta | None = None,
@@ -367,6 +370,9 @@ def scheduled_workflow(
         interval=interval,
         calendar=calendar if calendar is None or isinstance(calendar, list) else [calendar],
         timezone=timezone,
+        start_at=start_at,
+        end_at=end_at,
+        jitter=jitter,
     )
     policy = _policy(overlap_policy)
     window = _window(catchup_window)

@@ -368,3 +368,24 @@ async def test_zero_catchup_window_still_fires_on_time_ticks(storage) -> None:
     scheduler = await _make(storage, clock, "allow_all", workflow_fn=report, catchup_window=0)
     await fire(scheduler, clock, storage, minutes=10, seconds=1)  # one second late
     assert await outcomes("s-allow_all") == ["started"]
+
+
+async def test_declared_schedule_takes_every_spec_option(storage) -> None:
+    @scheduled_workflow(
+        interval="1h", timezone="Europe/Paris", jitter="5m", end_at=T0 + timedelta(days=2),
+        catchup_window="10m", overlap_policy="buffer_all", schedule_id="opts",
+    )  # fmt: skip
+    async def with_options() -> str:
+        return "ok"
+
+    await activate_scheduled_workflows()
+    schedule = await get_schedule("opts")
+    assert (schedule.spec.jitter, schedule.spec.end_at) == (300.0, T0 + timedelta(days=2))
+    assert (schedule.catchup_window, schedule.overlap_policy.value) == (600.0, "buffer_all")
+
+
+def test_declaring_an_invalid_schedule_fails_at_import() -> None:
+    with pytest.raises(ValueError, match="invalid cron"):
+
+        @scheduled_workflow(cron="every day")
+        async def broken() -> None: ...
