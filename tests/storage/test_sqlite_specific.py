@@ -246,3 +246,40 @@ async def test_failed_event_insert_rolls_back_the_run_update(tmp_path: Path) -> 
         assert [e.sequence for e in await backend.get_events("r1")] == [1]
     finally:
         await backend.close()
+
+
+async def test_strict_mode_concurrent_appends_share_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: 40 runs appending at once in strict mode (every commit fsynced) are
+    committed in far fewer transactions, each append still fenced on its own: a stale
+    one fails alone and leaves the others committed."""
+    import pyworkflow.storage.sqlite as sqlite_module
+
+    batches: list[int] = []
+    real = sqlite_module._batch_in_thread
+
+    def counting(raw: sqlite3.Connection, fns: list[object]) -> object:
+        batches.append(len(fns))
+        return real(raw, fns)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite_module, "_batch_in_thread", counting)
+    backend = SQLiteStorageBackend(tmp_path / "wf.db", synchronous="FULL")
+    for i in range(40):
+        await backend.create_run(make_run(f"r{i}", last_sequence=0))
+    batches.clear()
+
+    async def append(i: int, expected: int) -> None:
+        await backend.append_events(
+            f"r{i}", make_events(f"r{i}", 1, 2), expected_last_sequence=expected
+        )
+
+    results = await asyncio.gather(
+        *(append(i, 0 if i != 7 else 5) for i in range(40)), return_exceptions=True
+    )
+    assert [type(r).__name__ for r in results if r is not None] == ["SequenceConflictError"]
+    assert sum(batches) == 40 and len(batches) < 10
+    for i in range(40):
+        expected = 0 if i == 7 else 2
+        assert (await backend.get_run(f"r{i}")).last_sequence == expected  # type: ignore[union-attr]
+    await backend.close()
