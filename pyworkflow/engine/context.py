@@ -164,6 +164,8 @@ class RunContext(WorkflowContext):
         self.waiting_rounds: set[str] = set()  # rounds of in-flight steps replay waits on
         self._holding: set[asyncio.Task[Any]] = set()  # tasks waiting on a dispatched step
         self._holding_scheduled = False
+        # The run's whole stored log, kept in step with every flush (None: not tracked).
+        self.stored_log: list[Event] | None = None
 
     # -- bookkeeping ------------------------------------------------------------------
 
@@ -231,14 +233,21 @@ class RunContext(WorkflowContext):
                 )
             except SequenceConflictError as exc:
                 self.fatal = OwnershipLost(str(exc))
+                self.stored_log = None
                 raise self.fatal from exc
             except asyncio.CancelledError:
                 # Cancelled mid-write (a user's wait_for around a step, the max_duration
                 # timeout): the write may still have landed. The next flush finds out.
                 self._unsure = (batch, update)
+                self.stored_log = None  # no longer known to match storage
+                raise
+            except BaseException:
+                self.stored_log = None
                 raise
             if batch:
                 self._committed = batch[-1].sequence
+                if self.stored_log is not None:
+                    self.stored_log.extend(batch)
 
     async def _reconcile(self) -> None:
         """Settle a write whose caller was cancelled: adopt it if it landed, else redo it."""

@@ -32,6 +32,7 @@ from pyworkflow.core.exceptions import (
     WorkflowTimeoutError,
 )
 from pyworkflow.core.workflow import WorkflowDefinition
+from pyworkflow.engine import history_cache
 from pyworkflow.engine.context import (
     LIVE,
     TERMINATE_PREFIX,
@@ -44,7 +45,14 @@ from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
 from pyworkflow.serialization import encode, encode_error
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import EventType, HookStatus, RunStatus, WorkflowRun, utcnow
+from pyworkflow.storage.schemas import (
+    Event,
+    EventType,
+    HookStatus,
+    RunStatus,
+    WorkflowRun,
+    utcnow,
+)
 
 
 @dataclass(slots=True)
@@ -82,11 +90,14 @@ async def execute_run(
     first_changes: dict[str, Any] | None = None,
     on_child_created: Callable[[str], None] | None = None,
     dispatch_steps: bool = False,
+    log: list[Event] | None = None,
 ) -> Outcome:
     """Execute ``run`` until it completes, fails or suspends; persist the outcome.
 
     The caller must hold the run's lease. ``first_events``/``first_changes`` are written
-    with the first flush (e.g. ``workflow.resumed`` and ``status=running``). With
+    with the first flush (e.g. ``workflow.resumed`` and ``status=running``). ``log`` is
+    the run's stored log the history was built from: extended with what this execution
+    writes, it is cached if the run suspends (a later resume here skips the read). With
     ``dispatch_steps``, live steps (except ``force_local`` ones) are not run here but
     returned in ``Outcome.dispatched`` for step workers.
     """
@@ -101,6 +112,7 @@ async def execute_run(
     ctx.nesting_depth = run.nesting_depth
     ctx.max_nesting_depth = get_config().max_nesting_depth
     ctx.on_child_created = on_child_created
+    ctx.stored_log = log
     if dispatch_steps:
         ctx.dispatch_steps = True
         ctx.round_owner = f"{ROUND_PREFIX}{uuid.uuid4().hex}"
@@ -123,6 +135,8 @@ async def execute_run(
         outcome.cancelled_children = await _close_children(ctx, storage, run)
     if outcome.status is not None and outcome.status.is_terminal:
         await _dispose_hooks(ctx, storage)
+    if outcome.status == RunStatus.SUSPENDED and ctx.stored_log is not None:
+        history_cache.remember(storage, run.run_id, ctx.stored_log)
     return outcome
 
 

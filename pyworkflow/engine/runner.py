@@ -18,12 +18,13 @@ from loguru import logger
 from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import WorkflowAlreadyRunningError, WorkflowError
 from pyworkflow.core.registry import require_workflow
+from pyworkflow.engine import history_cache
 from pyworkflow.engine.context import EventLimits, RunContext
 from pyworkflow.engine.executor import Outcome, execute_run, fail_run
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import EventType, RunStatus, WorkflowRun, utcnow
+from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun, utcnow
 
 _HOST = socket.gethostname()
 
@@ -83,8 +84,10 @@ async def execute_new(
     run: WorkflowRun,
     request: RunRequest,
     on_child_created: Callable[[str], None] | None = None,
+    log: list[Event] | None = None,
 ) -> Outcome:
-    """Execute a run this process just created (it holds the lease; no replay needed)."""
+    """Execute a run this process just created (it holds the lease; no replay needed).
+    ``log``: the events it was created with, if the caller has them (see execute_run)."""
     return await execute_run(
         on_child_created=on_child_created,
         run=run,
@@ -94,6 +97,7 @@ async def execute_new(
         limits=event_limits(),
         args=request.args,
         kwargs=request.kwargs,
+        log=log,
     )
 
 
@@ -137,7 +141,7 @@ async def resume_run(
         # resume() before the due time does not end a sleep early.
         await storage.release_lease(run_id, owner)
         return Outcome(status=RunStatus.SUSPENDED, wake_at=run.wake_at)
-    events = await storage.get_events(run_id)
+    events = await _load_events(storage, run)
     history = History.from_events(run_id, events)
     first: list[tuple[EventType, dict[str, Any]]] = []
     changes: dict[str, Any] = {"status": RunStatus.RUNNING, "wake_at": None}
@@ -166,7 +170,21 @@ async def resume_run(
         first_changes=changes,
         on_child_created=on_child_created,
         dispatch_steps=dispatch_steps,
+        log=events,
     )
+
+
+async def _load_events(storage: StorageBackend, run: WorkflowRun) -> list[Event]:
+    """The run's log: from this process's cache when it suspended here (completed with
+    any newer events), else read from storage."""
+    cached = history_cache.take(storage, run.run_id)
+    if cached is not None:
+        last = cached[-1].sequence
+        if last == run.last_sequence:
+            return cached
+        if last < run.last_sequence:
+            return cached + await storage.get_events(run.run_id, after_sequence=last)
+    return await storage.get_events(run.run_id)
 
 
 async def _fail_unrecoverable(

@@ -319,7 +319,10 @@ class LocalRuntime(Runtime):
         if stored.run_id != run.run_id:
             return stored.run_id  # another start with the same idempotency key won
         await service.run(
-            run.run_id, lambda: execute_new(storage, run, request, on_child_created=service.spawn)
+            run.run_id,
+            lambda: execute_new(
+                storage, run, request, on_child_created=service.spawn, log=[started]
+            ),
         )
         return run.run_id
 
