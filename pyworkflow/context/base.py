@@ -85,6 +85,10 @@ class WorkflowContext(ABC):
         """Durably wait for the child started as ``op_id``; its result, or raise."""
         raise NotImplementedError("child workflows need a durable parent run")
 
+    async def cancel_child(self, child_run_id: str, reason: str | None) -> bool:
+        """Ask a child run to cancel; ``False`` if it already ended."""
+        raise NotImplementedError("child workflows need a durable parent run")
+
 
 _current: ContextVar[WorkflowContext | None] = ContextVar("pyworkflow_context", default=None)
 current_step: ContextVar[StepInfo | None] = ContextVar("pyworkflow_step", default=None)

@@ -151,6 +151,7 @@ class RunContext(WorkflowContext):
         self.nesting_depth = 0
         self.max_nesting_depth = 3
         self.on_child_created: Callable[[str], None] | None = None
+        self.children_to_wake: list[str] = []  # cancelled here, not live in this process
         self.cancel_requested = False
         self.cancel_reason: str | None = None
         self.cancel_delivered = False
@@ -663,6 +664,17 @@ class RunContext(WorkflowContext):
             status=record.outcome,
             error=record.error,
         )
+
+    async def cancel_child(self, child_run_id: str, reason: str | None) -> bool:
+        # Not an operation of the history: a replay asks again (a second request changes
+        # nothing). The answer replays the same: once the child has ended, whether it was
+        # asked to cancel no longer changes.
+        if not await self._storage.request_cancellation(child_run_id, reason, utcnow()):
+            child = await self._storage.get_run(child_run_id)
+            return child is not None and child.cancel_requested_at is not None
+        if not deliver_cancel(child_run_id, reason):
+            self.children_to_wake.append(child_run_id)  # woken when this execution ends
+        return True
 
     def _record_child_outcome(self, op_id: str, record: ChildRecord, child: Any) -> None:
         status = child.status.value

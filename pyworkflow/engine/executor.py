@@ -133,6 +133,8 @@ async def execute_run(
     if outcome.status in _ENDED:
         outcome.parent_run_id = run.parent_run_id
         outcome.cancelled_children = await _close_children(ctx, storage, run)
+    if outcome.status is not None:
+        outcome.cancelled_children += ctx.children_to_wake
     if outcome.status is not None and outcome.status.is_terminal:
         await _dispose_hooks(ctx, storage)
     if outcome.status == RunStatus.SUSPENDED and ctx.stored_log is not None:

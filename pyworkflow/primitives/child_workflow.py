@@ -15,7 +15,7 @@ from pyworkflow.core.exceptions import ChildWorkflowFailedError, WorkflowNotFoun
 from pyworkflow.core.workflow import definition_of
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.queries import final_run
-from pyworkflow.storage.schemas import RunStatus, WorkflowRun
+from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
 
 PARENT_CLOSE_POLICIES = ("terminate", "request_cancel", "abandon")
 
@@ -49,6 +49,21 @@ class ChildWorkflowHandle:
 
     async def is_terminal(self) -> bool:
         return (await self.get_status()).is_terminal
+
+    async def cancel(self, reason: str | None = None) -> bool:
+        """Ask the child to cancel (it sees ``CancellationError`` at its next durable
+        operation, or is woken if it waits). ``False`` if it had ended without being
+        asked (from the parent workflow, the same answer on every replay).
+
+        From the parent workflow the child is woken when the parent's current execution
+        ends (at once if it runs in this process); from elsewhere the request is picked
+        up by the runtime's recovery pass within seconds; ``cancel_workflow(child_run_id)``
+        wakes it at once.
+        """
+        ctx = _current.get()
+        if ctx is not None and ctx.run_id == self._parent_run_id and current_step.get() is None:
+            return await ctx.cancel_child(self.child_run_id, reason)
+        return await self._storage.request_cancellation(self.child_run_id, reason, utcnow())
 
     async def result(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - public API
         """The child's result. Inside the parent workflow this is a durable wait (the

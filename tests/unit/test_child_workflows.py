@@ -176,3 +176,54 @@ async def test_outside_a_workflow_it_raises() -> None:
 
 async def test_max_nesting_error_is_exported() -> None:
     assert issubclass(MaxNestingDepthError, Exception)
+
+
+@workflow(name="cw_napper")
+async def napper() -> str:
+    await sleep("1h")
+    return "woke"
+
+
+@workflow(name="cw_canceller")
+async def canceller() -> str:
+    handle = await start_child_workflow(napper, wait_for_completion=False)
+    await sleep(0.05)  # the child is suspended in its hour-long sleep by now
+    assert await handle.cancel("no longer needed")
+    try:
+        await handle.result()
+    except ChildWorkflowFailedError as exc:
+        return f"child {exc.metadata['status']}"
+    return "child finished"
+
+
+async def test_handle_cancel_from_the_parent() -> None:
+    """The parent cancels its sleeping child through the handle; the child is woken,
+    ends 'cancelled', and the parent sees that."""
+    storage = InMemoryStorageBackend()
+    parent_id = await start(canceller, storage=storage)
+    parent = await wait_for_run(parent_id, storage=storage, timeout=10)
+    assert parent.status == "completed", parent.error
+    assert parent.result == "child cancelled"
+    [child] = await storage.list_runs(parent_run_id=parent_id)
+    assert child.status == "cancelled" and child.cancel_reason == "no longer needed"
+
+
+async def test_handle_cancel_outside_and_after_the_end() -> None:
+    storage = InMemoryStorageBackend()
+
+    @workflow(name="cw_cancel_out")
+    async def starter() -> str:
+        handle = await start_child_workflow(
+            napper, wait_for_completion=False, parent_close_policy="abandon"
+        )
+        return handle.child_run_id
+
+    parent_id = await start(starter, storage=storage)
+    child_id = (await wait_for_run(parent_id, storage=storage, timeout=10)).result
+    handle = ChildWorkflowHandle(child_id, "child:cw_napper#1", parent_id, storage)
+    assert await handle.cancel()  # the runtime's recovery pass delivers it
+    from pyworkflow.runtime import get_runtime
+
+    await get_runtime("local").service(storage).recover()
+    assert (await wait_for_run(child_id, storage=storage, timeout=10)).status == "cancelled"
+    assert not await handle.cancel()  # already ended
