@@ -34,7 +34,16 @@ came from. Exceptions have their own format, see :mod:`pyworkflow.serialization.
 from __future__ import annotations
 
 from pyworkflow.serialization.decoder import decode, loads
-from pyworkflow.serialization.encoder import TAG_KEY, dumps, encode
+from pyworkflow.serialization.encoder import TAG_KEY, compact_json, dumps, encode
 from pyworkflow.serialization.errors import decode_error, encode_error
 
-__all__ = ["TAG_KEY", "decode", "decode_error", "dumps", "encode", "encode_error", "loads"]
+__all__ = [
+    "TAG_KEY",
+    "compact_json",
+    "decode",
+    "decode_error",
+    "dumps",
+    "encode",
+    "encode_error",
+    "loads",
+]

@@ -65,6 +65,16 @@ def encode(value: Any, *, where: str = "value") -> Any:
         raise SerializationError(f"cannot serialize {where}: {type(exc).__name__}: {exc}") from exc
 
 
+# One encoder for every stored JSON text: json.dumps with options builds an encoder per call.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def compact_json(value: Any) -> str:
+    """Plain JSON values (already encoded trees) as compact UTF-8 JSON text, the form
+    storage backends write."""
+    return _COMPACT.encode(value)
+
+
 def dumps(value: Any, *, where: str = "value") -> str:
     """Encode ``value`` and render it as JSON text.
 

@@ -44,6 +44,7 @@ from pyworkflow.core.exceptions import (
     StorageError,
     WorkflowNotFoundError,
 )
+from pyworkflow.serialization import compact_json
 from pyworkflow.storage.base import RunQuery, StorageBackend, parse_cursor
 from pyworkflow.storage.schemas import (
     TERMINAL_STATUSES,
@@ -123,7 +124,7 @@ def from_micros(value: int) -> datetime:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return compact_json(value)
 
 
 def redact_url(url: str) -> str:

@@ -223,6 +223,7 @@ from pyworkflow.core.exceptions import (
     StorageError,
     WorkflowNotFoundError,
 )
+from pyworkflow.serialization import compact_json
 from pyworkflow.storage.base import RunQuery, StorageBackend, parse_cursor
 from pyworkflow.storage.schemas import (
     TERMINAL_STATUSES,
@@ -369,7 +370,7 @@ def _event_sk(sequence: int) -> str:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return compact_json(value)
 
 
 def _n(value: int) -> dict[str, str]:

@@ -192,6 +192,7 @@ from pyworkflow.core.exceptions import (
     StorageError,
     WorkflowNotFoundError,
 )
+from pyworkflow.serialization import compact_json
 from pyworkflow.storage.base import RunQuery, StorageBackend, parse_cursor
 from pyworkflow.storage.schemas import (
     TERMINAL_STATUSES,
@@ -270,7 +271,7 @@ def _member(created_micros: int, run_id: str) -> str:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return compact_json(value)
 
 
 def _text(value: str | bytes) -> str:
