@@ -24,7 +24,8 @@ from pyworkflow.engine.runner import never_executed, new_owner_id, owner_is_dead
 from pyworkflow.scheduler.declared import activate_declared
 from pyworkflow.scheduler.service import ScheduleService
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import HookStatus, RunStatus, utcnow
+from pyworkflow.storage.queries import signalled_suspended_runs
+from pyworkflow.storage.schemas import RunStatus, utcnow
 
 _BATCH = 100
 _FLOOR = 0.05
@@ -113,17 +114,8 @@ class TimerSweeper:
     async def rewake_signalled(self) -> None:
         """Suspended runs with a hook payload or a cancellation nobody delivered (the
         process that accepted it could not send the wake-up)."""
-        try:
-            received = await self.storage.list_hooks(status=HookStatus.RECEIVED, limit=_BATCH)
-        except NotImplementedError:
-            received = []
-        for hook in received:
-            run = await self.storage.get_run(hook.run_id)
-            if run is not None and run.status == RunStatus.SUSPENDED:
-                send_workflow(run.run_id, force=True)
-        for run in await self.storage.list_runs(status=RunStatus.SUSPENDED, limit=1000):
-            if run.cancel_requested_at is not None:
-                send_workflow(run.run_id, force=True)
+        for run_id in await signalled_suspended_runs(self.storage):
+            send_workflow(run_id, force=True)
 
 
 async def run_scheduler(

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 from collections.abc import Coroutine
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from loguru import logger
@@ -22,9 +21,8 @@ from pyworkflow.celery.messages import send_step, send_workflow
 from pyworkflow.core.config import drop_cached_storages, get_config, get_storage
 from pyworkflow.core.exceptions import WorkflowNotFoundError
 from pyworkflow.core.registry import require_workflow
-from pyworkflow.engine.context import LIVE
 from pyworkflow.engine.executor import Outcome
-from pyworkflow.engine.runner import new_owner_id, resume_run
+from pyworkflow.engine.runner import keep_leases, new_owner_id, resume_run
 from pyworkflow.engine.runs import RunRequest
 from pyworkflow.engine.step_worker import execute_dispatched_step
 from pyworkflow.serialization import decode
@@ -131,12 +129,7 @@ async def _heartbeat(storage: StorageBackend, run_id: str, owner: str, lease_ttl
     while True:
         await asyncio.sleep(lease_ttl / 3)
         try:
-            await storage.renew_leases([run_id], owner, utcnow() + timedelta(seconds=lease_ttl))
-            ctx = LIVE.get(run_id)
-            if ctx is not None and not ctx.cancel_requested:
-                run = await storage.get_run(run_id)
-                if run is not None and run.cancel_requested_at is not None:
-                    ctx.request_cancel(run.cancel_reason)
+            await keep_leases(storage, [run_id], owner, lease_ttl)
         except Exception:  # noqa: BLE001 - retried at the next beat
             logger.exception("lease renewal of run {} failed", run_id)
 

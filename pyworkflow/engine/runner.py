@@ -19,7 +19,7 @@ from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import WorkflowAlreadyRunningError, WorkflowError
 from pyworkflow.core.registry import require_workflow
 from pyworkflow.engine import history_cache
-from pyworkflow.engine.context import EventLimits, RunContext
+from pyworkflow.engine.context import LIVE, EventLimits, RunContext
 from pyworkflow.engine.executor import Outcome, execute_run, fail_run
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest
@@ -72,6 +72,20 @@ def never_executed(run: WorkflowRun) -> bool:
         and run.last_sequence <= 1
         and (owner is None or owner.startswith(DELIVERY_OWNER_PREFIXES))
     )
+
+
+async def keep_leases(
+    storage: StorageBackend, run_ids: list[str], owner: str, lease_ttl: float
+) -> None:
+    """Renew the leases of runs executing in this process, and pass on cancellations
+    requested from other processes (how those reach a run that never waits)."""
+    await storage.renew_leases(run_ids, owner, utcnow() + timedelta(seconds=lease_ttl))
+    for run_id in run_ids:
+        ctx = LIVE.get(run_id)
+        if ctx is not None and not ctx.cancel_requested:
+            run = await storage.get_run(run_id)
+            if run is not None and run.cancel_requested_at is not None:
+                ctx.request_cancel(run.cancel_reason)
 
 
 def event_limits() -> EventLimits:

@@ -28,10 +28,11 @@ from loguru import logger
 
 from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import WorkflowAlreadyRunningError, WorkflowNotFoundError
-from pyworkflow.engine.context import LIVE, deliver_cancel
+from pyworkflow.engine.context import deliver_cancel
 from pyworkflow.engine.executor import Outcome
 from pyworkflow.engine.runner import (
     execute_new,
+    keep_leases,
     never_executed,
     new_owner_id,
     owner_is_dead,
@@ -44,7 +45,8 @@ from pyworkflow.scheduler.declared import activate_declared
 from pyworkflow.scheduler.service import ScheduleService
 from pyworkflow.serialization import dumps
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun, utcnow
+from pyworkflow.storage.queries import signalled_suspended_runs
+from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
 
 _RECOVERY_EVERY_POLLS = 5
 _TRANSIENT_MEMORY = 1000
@@ -224,19 +226,8 @@ class _Service:
         """Resume runs whose executing process died (same host) or whose lease expired,
         and runs whose hook payload arrived while nobody could wake them."""
         await self._recover_runs()
-        try:
-            received = await self.storage.list_hooks(status=HookStatus.RECEIVED, limit=100)
-        except NotImplementedError:
-            received = []  # a third-party backend without hook storage
-        for hook in received:
-            run = await self.storage.get_run(hook.run_id)
-            if run is not None and run.status == RunStatus.SUSPENDED:
-                self.wake(run.run_id)
-        # A cancellation requested while no process could wake the run (the requester
-        # exited at once): the run is resumed to see it.
-        for run in await self.storage.list_runs(status=RunStatus.SUSPENDED, limit=1000):
-            if run.cancel_requested_at is not None:
-                self.wake(run.run_id)
+        for run_id in await signalled_suspended_runs(self.storage):
+            self.wake(run_id)
 
     async def _recover_runs(self) -> None:
         now = utcnow()
@@ -261,17 +252,7 @@ class _Service:
                     logger.exception("lease renewal failed")
 
     async def _beat(self) -> None:
-        """Renew the leases of runs executing here, and pass on cancellations requested
-        from other processes (how those reach a run that never waits)."""
-        active = list(self.active)
-        expires = utcnow() + timedelta(seconds=self.lease_ttl)
-        await self.storage.renew_leases(active, self.runtime.owner, expires)
-        for run_id in active:
-            ctx = LIVE.get(run_id)
-            if ctx is not None and not ctx.cancel_requested:
-                run = await self.storage.get_run(run_id)
-                if run is not None and run.cancel_requested_at is not None:
-                    ctx.request_cancel(run.cancel_reason)
+        await keep_leases(self.storage, list(self.active), self.runtime.owner, self.lease_ttl)
 
     async def stop(self) -> None:
         for task in [*self._loops, *self.tasks]:

@@ -396,18 +396,8 @@ class SQLiteStorageBackend(SQLScheduleBackend):
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction: committed on exit, rolled back on error."""
-        async with self._session() as db:
-            try:
-                # Inside the try: if this await is cancelled while BEGIN waits for another
-                # writer, the BEGIN still completes on the driver thread and must be undone.
-                await db.execute("BEGIN IMMEDIATE")
-                yield db
-                await db.execute("COMMIT")
-            except BaseException:
-                # No transaction may be open (BEGIN failed, or a cancelled COMMIT finished).
-                with contextlib.suppress(sqlite3.OperationalError):
-                    await db.execute("ROLLBACK")
-                raise
+        async with self._session() as db, self._transaction_on(db):
+            yield db
 
     def _inline_conn(self) -> sqlite3.Connection | None:
         """This thread's connection for running operations without a thread hop, or
@@ -473,11 +463,15 @@ class SQLiteStorageBackend(SQLScheduleBackend):
 
     @asynccontextmanager
     async def _transaction_on(self, db: aiosqlite.Connection) -> AsyncIterator[None]:
-        await db.execute("BEGIN IMMEDIATE")
+        """``BEGIN IMMEDIATE`` on ``db``: committed on exit, rolled back on error."""
         try:
+            # Inside the try: if this await is cancelled while BEGIN waits for another
+            # writer, the BEGIN still completes on the driver thread and must be undone.
+            await db.execute("BEGIN IMMEDIATE")
             yield
             await db.execute("COMMIT")
         except BaseException:
+            # No transaction may be open (BEGIN failed, or a cancelled COMMIT finished).
             with contextlib.suppress(sqlite3.OperationalError):
                 await db.execute("ROLLBACK")
             raise
