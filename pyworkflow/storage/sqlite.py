@@ -13,7 +13,12 @@ transaction, which takes SQLite's write lock up front, so the sequence fence of
 ``acquire_lease`` hold across processes; a due-run claim is one ``UPDATE ... RETURNING``.
 WAL journaling lets readers proceed while a writer commits; writers wait up to 10 s for
 each other (``busy_timeout``). ``synchronous=NORMAL`` survives process crashes; ``FULL``
-also survives power loss, at the cost of an fsync per commit.
+also survives power loss, at the cost of an fsync per commit (concurrent transactions
+share one: group commit).
+
+Operations run on the event loop's own thread with a connection of their own (a thread
+hop costs more than a WAL commit); only a busy database sends them to aiosqlite's driver
+thread. WAL checkpoints run on a background thread, off every commit.
 
 Datetimes are stored as integer microseconds since the Unix epoch (UTC): exact (a float
 epoch loses the last microsecond digit), cheap to convert, and ordered correctly by
@@ -53,6 +58,7 @@ from pyworkflow.storage._sql import (
     to_micros,
 )
 from pyworkflow.storage._sql_schedules import SQLScheduleBackend
+from pyworkflow.storage._sqlite_checkpoint import WalCheckpointer
 
 T = TypeVar("T")
 
@@ -306,6 +312,8 @@ class SQLiteStorageBackend(SQLScheduleBackend):
         self._inline: dict[int, sqlite3.Connection] = {}
         # Transactions waiting for the next group commit (strict modes, see _grouped).
         self._batch: list[tuple[Callable[[Conn], Awaitable[Any]], asyncio.Future[Any]]] = []
+        self._pending_flush: asyncio.Future[None] | None = None
+        self._checkpointer = WalCheckpointer(self.path)
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
 
@@ -377,6 +385,7 @@ class SQLiteStorageBackend(SQLScheduleBackend):
             inline, self._inline = self._inline, {}
             for raw in inline.values():
                 raw.close()
+            self._checkpointer.stop()
             db, self._db = self._db, None
             if db is not None:
                 try:
@@ -403,37 +412,67 @@ class SQLiteStorageBackend(SQLScheduleBackend):
         """This thread's connection for running operations without a thread hop, or
         ``None`` where operations must go to the driver thread.
 
-        With ``synchronous=NORMAL`` a WAL commit does not wait for the disk, so an
-        operation costs tens of microseconds: less than handing it to another thread
-        and back. It never waits for a lock here (``busy_timeout = 0``): when another
-        connection or process holds the database, the operation goes to the driver
-        thread, which waits without blocking the event loop. In strict modes (FULL,
-        EXTRA) every commit waits for the disk, so it stays off the loop. A private
-        in-memory database exists only in the driver's own connection.
+        An operation costs tens of microseconds here (a WAL commit at
+        ``synchronous=NORMAL`` does not wait for the disk): less than handing it to another
+        thread and back, which costs more than the operation itself on a small machine.
+        Strict modes (FULL, EXTRA) commit here too, in batches (see :meth:`_grouped`): the
+        loop waits for one fsync per batch instead of a hop per commit. It never waits for
+        a lock here (``busy_timeout = 0``): when another connection or process holds the
+        database, the operation goes to the driver thread, which waits without blocking
+        the event loop. Checkpoints run in the background (:mod:`._sqlite_checkpoint`).
+        A private in-memory database exists only in the driver's own connection.
         """
-        if self.synchronous != "NORMAL" or self.path in (MEMORY, ""):
+        if self.path in (MEMORY, ""):
             return None
         key = threading.get_ident()
         raw = self._inline.get(key)
         if raw is None:
             raw = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             raw.execute("PRAGMA busy_timeout = 0")
-            raw.execute("PRAGMA synchronous = NORMAL")
+            raw.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # Checkpoints run on a background thread (see _sqlite_checkpoint).
+            raw.execute("PRAGMA wal_autocheckpoint = 0")
             self._inline[key] = raw
         return raw
 
     async def _grouped(self, fn: Callable[[Conn], Awaitable[Any]]) -> Any:
-        """Group commit: transactions that arrive while one commit is in progress are
-        committed together by the next one (one fsync for all of them). Each caller
-        still returns only after its own transaction committed."""
+        """Group commit (strict modes): the first transaction of a batch waits one event
+        loop iteration, so that every coroutine ready in that iteration adds its own, then
+        commits them all at once (one fsync). Each caller still returns only after its own
+        transaction committed."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._batch.append((fn, future))
-        async with self._session() as db:
-            if not future.done():  # nobody took this one yet: commit the whole batch
-                batch, self._batch = self._batch, []
-                # Shielded: if this caller is cancelled, the others still get answers.
-                await asyncio.shield(self._commit_batch(db, batch))
+        if len(self._batch) == 1:  # first of a new batch: this caller commits it
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                # Others may have joined: the batch still gets committed, by a task.
+                self._pending_flush = asyncio.ensure_future(self._flush_batch())
+                raise
+            await self._flush_batch()
         return await future
+
+    async def _flush_batch(self) -> None:
+        async with self._session() as db:
+            batch, self._batch = self._batch, []
+            if not batch:
+                return
+            raw = self._inline_conn()
+            if raw is not None:
+                try:
+                    outcomes = _batch_in_thread(raw, [fn for fn, _ in batch])
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc):
+                        _fail_batch(batch, self._driver_error(exc))
+                        return
+                    # Busy: another connection writes. Nothing was done here; the driver
+                    # thread waits for the lock without blocking the loop.
+                else:
+                    self._checkpointer.committed(raw)
+                    _settle_batch(batch, outcomes, self._driver_error)
+                    return
+            # Shielded: if this caller is cancelled, the others still get answers.
+            await asyncio.shield(self._commit_batch(db, batch))
 
     async def _commit_batch(
         self,
@@ -454,10 +493,7 @@ class SQLiteStorageBackend(SQLScheduleBackend):
                     except Exception as exc:  # noqa: BLE001 - handed to its caller
                         outcomes.append((False, exc))
         except BaseException as exc:  # the commit itself failed: every caller learns it
-            error = self._driver_error(exc) if isinstance(exc, sqlite3.Error) else exc
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            _fail_batch(batch, self._driver_error(exc) if isinstance(exc, sqlite3.Error) else exc)
             return
         _settle_batch(batch, outcomes, self._driver_error)
 
@@ -483,24 +519,44 @@ class SQLiteStorageBackend(SQLScheduleBackend):
         *,
         idempotent: bool = False,  # noqa: ARG002 - a local file has no connection to lose
     ) -> T:
-        if mode == TX and self.synchronous != "NORMAL":
+        if mode != READ and self.synchronous != "NORMAL":
             return cast(T, await self._grouped(fn))
+        # The hot path: this thread's inline connection exists (so the database is open
+        # and migrated). No lock: an inline operation never suspends, so nothing else in
+        # this process runs meanwhile; other connections are SQLite's business.
+        raw_here = self._inline.get(threading.get_ident()) if self._db is not None else None
+        if raw_here is not None:
+            try:
+                result = _in_thread(raw_here, READ if mode == READ else TX, fn)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise self._driver_error(exc) from exc
+            except sqlite3.Error as exc:
+                raise self._driver_error(exc) from exc
+            else:
+                if mode != READ:
+                    self._checkpointer.committed(raw_here)
+                return result
         async with self._session() as db:
             raw_here = self._inline_conn()
             if raw_here is not None:
                 try:
                     # Writes run in a transaction here, so a busy database fails at BEGIN
                     # with nothing done, and the retry below is safe.
-                    return _in_thread(raw_here, READ if mode == READ else TX, fn)
+                    result = _in_thread(raw_here, READ if mode == READ else TX, fn)
                 except sqlite3.OperationalError as exc:
                     if not _is_busy(exc):
                         raise
+                else:
+                    if mode != READ:
+                        self._checkpointer.committed(raw_here)
+                    return result
             # aiosqlite's own "run this on the driver thread" (a private method: checked,
             # with the portable path below as the fallback).
             run_on_thread = getattr(db, "_execute", None)
             raw = getattr(db, "_conn", None)
             if run_on_thread is not None and isinstance(raw, sqlite3.Connection):
-                result: T = await run_on_thread(_in_thread, raw, mode, fn)
+                result = await run_on_thread(_in_thread, raw, mode, fn)
                 return result
         async with self._transaction() if mode == TX else self._session() as db:
             return await fn(_SQLiteConn(db))
@@ -538,6 +594,15 @@ def _batch_in_thread(
             raw.execute("ROLLBACK")
         raise
     return outcomes
+
+
+def _fail_batch(
+    batch: list[tuple[Callable[[Conn], Awaitable[Any]], asyncio.Future[Any]]],
+    error: BaseException,
+) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
 
 
 def _settle_batch(

@@ -27,6 +27,10 @@ def query(path: Path, sql: str) -> list[tuple[object, ...]]:
         return db.execute(sql).fetchall()
 
 
+def file_size(path: str) -> int:
+    return Path(path).stat().st_size
+
+
 async def pragma(backend: SQLiteStorageBackend, name: str) -> object:
     db = await backend._conn()  # the backend's own connection: pragmas are per connection
     rows = list(await db.execute_fetchall(f"PRAGMA {name}"))
@@ -283,3 +287,64 @@ async def test_strict_mode_concurrent_appends_share_commits(
         expected = 0 if i == 7 else 2
         assert (await backend.get_run(f"r{i}")).last_sequence == expected  # type: ignore[union-attr]
     await backend.close()
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_writes_wait_for_another_writer_in_both_modes(
+    tmp_path: Path, synchronous: str
+) -> None:
+    """Writes normally run on the event loop's thread without waiting for locks; when
+    another connection holds the write lock they move to the driver thread and wait
+    there, while the event loop keeps serving other coroutines."""
+    path = tmp_path / "wf.db"
+    backend = SQLiteStorageBackend(path, synchronous=synchronous)
+    await backend.create_run(make_run("r1"))
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        task = asyncio.create_task(
+            backend.append_events("r1", make_events("r1", 1, 2), expected_last_sequence=0)
+        )
+        ticks = 0
+        for _ in range(20):  # the loop is not blocked while the write waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20 and not task.done()
+        assert await backend.get_run("r1") is not None  # reads still run (WAL)
+        other.execute("COMMIT")
+        await task
+        assert [e.sequence for e in await backend.get_events("r1")] == [1, 2]
+    finally:
+        other.close()
+        await backend.close()
+
+
+async def test_wal_file_stays_small_under_continuous_writes(tmp_path: Path) -> None:
+    """Checkpoints run in the background and the WAL starts over after each one, so a
+    long stream of commits does not grow the -wal file without bound (and every commit
+    is readable from another connection afterwards)."""
+    path = tmp_path / "wf.db"
+    backend = SQLiteStorageBackend(path)
+    backend._checkpointer.every = 50  # a pass every 50 commits instead of 500
+    await backend.create_run(make_run("r1"))
+    payload = "x" * 3000  # about one page per event
+    for seq in range(1, 1201):
+        events = make_events("r1", seq, 1)
+        events[0].data = {"blob": payload}
+        await backend.append_events("r1", events, expected_last_sequence=seq - 1)
+    wal_size = file_size(f"{path}-wal")
+    # Without restarts the WAL would hold every frame: ~3,600 pages, ~15 MB.
+    assert wal_size < 6_000_000, wal_size
+    await backend.close()
+    assert query(path, "SELECT COUNT(*) FROM events WHERE run_id = 'r1'") == [(1200,)]
+
+
+async def test_background_checkpointer_stops_on_close(tmp_path: Path) -> None:
+    backend = SQLiteStorageBackend(tmp_path / "wf.db")
+    backend._checkpointer.every = 1
+    await backend.create_run(make_run("r1"))
+    await backend.append_events("r1", make_events("r1", 1, 1), expected_last_sequence=0)
+    thread = backend._checkpointer._thread
+    assert thread is not None and thread.is_alive()
+    await backend.close()
+    assert not thread.is_alive()
