@@ -436,15 +436,17 @@ class SQLiteStorageBackend(SQLScheduleBackend):
         return raw
 
     async def _grouped(self, fn: Callable[[Conn], Awaitable[Any]]) -> Any:
-        """Group commit (strict modes): the first transaction of a batch waits one event
-        loop iteration, so that every coroutine ready in that iteration adds its own, then
-        commits them all at once (one fsync). Each caller still returns only after its own
-        transaction committed."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        """Group commit: the first transaction of a batch waits one event loop iteration
+        (when anything else is ready to run in it), so that every coroutine ready in that
+        iteration adds its own; then all commit at once (one commit, one fsync in strict
+        modes). Each caller still returns only after its own transaction committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._batch.append((fn, future))
         if len(self._batch) == 1:  # first of a new batch: this caller commits it
             try:
-                await asyncio.sleep(0)
+                if _others_ready(loop):
+                    await asyncio.sleep(0)
             except asyncio.CancelledError:
                 # Others may have joined: the batch still gets committed, by a task.
                 self._pending_flush = asyncio.ensure_future(self._flush_batch())
@@ -519,7 +521,11 @@ class SQLiteStorageBackend(SQLScheduleBackend):
         *,
         idempotent: bool = False,  # noqa: ARG002 - a local file has no connection to lose
     ) -> T:
-        if mode != READ and self.synchronous != "NORMAL":
+        if mode != READ and (
+            self.synchronous != "NORMAL" or self._batch or _others_ready(asyncio.get_running_loop())
+        ):
+            # Strict modes always share commits. At NORMAL a commit is cheap, so a write
+            # waits for company only when other coroutines are ready to run (and may write).
             return cast(T, await self._grouped(fn))
         # The hot path: this thread's inline connection exists (so the database is open
         # and migrated). No lock: an inline operation never suspends, so nothing else in
@@ -617,6 +623,14 @@ def _settle_batch(
             future.set_result(value)
         else:
             future.set_exception(error(value) if isinstance(value, sqlite3.Error) else value)
+
+
+def _others_ready(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether other callbacks are ready to run in this loop iteration. asyncio's own
+    loops keep them in ``_ready`` (a private attribute, read defensively); for other loops
+    the answer is "maybe", which only costs a lone writer one loop iteration."""
+    ready = getattr(loop, "_ready", None)
+    return True if ready is None else len(ready) > 0
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
