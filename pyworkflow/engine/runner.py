@@ -155,8 +155,7 @@ async def resume_run(
         # resume() before the due time does not end a sleep early.
         await storage.release_lease(run_id, owner)
         return Outcome(status=RunStatus.SUSPENDED, wake_at=run.wake_at)
-    events = await _load_events(storage, run)
-    history = History.from_events(run_id, events)
+    events, history = await _load_history(storage, run)
     first: list[tuple[EventType, dict[str, Any]]] = []
     changes: dict[str, Any] = {"status": RunStatus.RUNNING, "wake_at": None}
     if recovery:
@@ -188,17 +187,21 @@ async def resume_run(
     )
 
 
-async def _load_events(storage: StorageBackend, run: WorkflowRun) -> list[Event]:
-    """The run's log: from this process's cache when it suspended here (completed with
-    any newer events), else read from storage."""
+async def _load_history(storage: StorageBackend, run: WorkflowRun) -> tuple[list[Event], History]:
+    """The run's log and its fold: from this process's cache when it suspended here
+    (completed with any newer events), else read from storage."""
     cached = history_cache.take(storage, run.run_id)
     if cached is not None:
-        last = cached[-1].sequence
+        last = cached.events[-1].sequence
         if last == run.last_sequence:
-            return cached
+            return cached.events, cached.history
         if last < run.last_sequence:
-            return cached + await storage.get_events(run.run_id, after_sequence=last)
-    return await storage.get_events(run.run_id)
+            newer = await storage.get_events(run.run_id, after_sequence=last)
+            for event in newer:
+                cached.history.apply(event)
+            return cached.events + newer, cached.history
+    events = await storage.get_events(run.run_id)
+    return events, History.from_events(run.run_id, events)
 
 
 async def _fail_unrecoverable(

@@ -9,9 +9,12 @@ from pathlib import Path
 from pyworkflow import sleep, step, workflow
 from pyworkflow.core.workflow import definition_of
 from pyworkflow.engine import history_cache
+from pyworkflow.engine.replay import History
 from pyworkflow.engine.runner import execute_new, new_owner_id, resume_run
 from pyworkflow.engine.runs import RunRequest, build_run
+from pyworkflow.storage.schemas import EventType
 from pyworkflow.storage.sqlite import SQLiteStorageBackend
+from pyworkflow.testing.conformance import make_events
 
 calls: list[int] = []
 
@@ -43,10 +46,12 @@ async def test_cached_log_matches_storage_and_a_stale_one_is_completed(tmp_path:
     cached = history_cache.take(here, run.run_id)
     stored = await here.get_events(run.run_id)
     assert cached is not None
-    assert [(e.sequence, e.type, e.data) for e in cached] == [
+    assert [(e.sequence, e.type, e.data) for e in cached.events] == [
         (e.sequence, e.type, e.data) for e in stored
     ]
-    history_cache.remember(here, run.run_id, cached)
+    # The fold made while the run waits is the one a resume would make from storage.
+    assert cached.history == History.from_events(run.run_id, stored)
+    history_cache.remember(here, run.run_id, cached.events)
 
     await asyncio.sleep(0.25)
     await resume_run(other, run.run_id, owner=new_owner_id(), lease_ttl=30)  # second nap
@@ -64,8 +69,8 @@ async def test_cached_log_matches_storage_and_a_stale_one_is_completed(tmp_path:
 
 async def test_the_cache_is_bounded(tmp_path: Path) -> None:
     storage = SQLiteStorageBackend(tmp_path / "wf.db")
-    events = [object()] * (history_cache.MAX_EVENTS // 2 + 1)
-    history_cache.remember(storage, "a", events)  # type: ignore[arg-type]
-    history_cache.remember(storage, "b", events)  # type: ignore[arg-type]
+    events = make_events("a", 1, history_cache.MAX_EVENTS // 2 + 1, EventType.LOG_INFO)
+    history_cache.remember(storage, "a", events)
+    history_cache.remember(storage, "b", events)
     assert history_cache.take(storage, "a") is None  # evicted: the oldest goes first
     assert history_cache.take(storage, "b") is not None
