@@ -65,14 +65,27 @@ def encode(value: Any, *, where: str = "value") -> Any:
         raise SerializationError(f"cannot serialize {where}: {type(exc).__name__}: {exc}") from exc
 
 
-# One encoder for every stored JSON text: json.dumps with options builds an encoder per call.
+# One encoder for every stored JSON text: json.dumps with options builds an encoder per
+# call, and JSONEncoder.encode still builds its C encoder per call; the C encoder itself
+# is built once here (no cycle check: the values are encoded trees, and a cycle still
+# ends in RecursionError). Where the C accelerator is missing, the portable path.
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_C_COMPACT = (
+    _c_make_encoder(
+        None, _COMPACT.default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    if _c_make_encoder is not None
+    else None
+)
 
 
 def compact_json(value: Any) -> str:
     """Plain JSON values (already encoded trees) as compact UTF-8 JSON text, the form
     storage backends write."""
-    return _COMPACT.encode(value)
+    if _C_COMPACT is None:
+        return _COMPACT.encode(value)
+    return "".join(_C_COMPACT(value, 0))
 
 
 def dumps(value: Any, *, where: str = "value") -> str:

@@ -275,6 +275,7 @@ class Statements:
         }
         self.row_to_run = _run_reader(d.dt_from_db)
         self._update_cache: dict[tuple[str, ...], str] = {}
+        self._column_shapes: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._query_cache: dict[tuple[bool, ...], str] = {}
         self._build({**dialect.ddl_defaults, **(ddl_vars or {})})
 
@@ -504,10 +505,7 @@ class Statements:
         values: list[Any] = []
         if update is not None and update.changes:
             changes = update.changes
-            # Column names come from the fixed tuple, never from the caller's dict keys.
-            columns = tuple(name for name in UPDATABLE_RUN_FIELDS if name in changes)
-            if len(columns) != len(changes):
-                raise ValueError(f"RunUpdate cannot change {sorted(set(changes) - set(columns))}")
+            columns = self._columns_of(tuple(changes))
             writers = self.writers
             values = [writers[name](changes[name]) for name in columns]
         return AppendPlan(
@@ -518,6 +516,19 @@ class Statements:
             values=values,
             event_rows=self.event_rows(run_id, events),
         )
+
+    def _columns_of(self, keys: tuple[str, ...]) -> tuple[str, ...]:
+        """The updatable columns named by ``keys``, in a fixed order (remembered per key
+        tuple: a run's writes use a handful of shapes)."""
+        columns = self._column_shapes.get(keys)
+        if columns is None:
+            # Column names come from the fixed tuple, never from the caller's dict keys.
+            columns = tuple(name for name in UPDATABLE_RUN_FIELDS if name in keys)
+            if len(columns) != len(keys):
+                raise ValueError(f"RunUpdate cannot change {sorted(set(keys) - set(columns))}")
+            if len(self._column_shapes) < 1024:
+                self._column_shapes[keys] = columns
+        return columns
 
     def events_from_rows(self, run_id: str, rows: Sequence[Sequence[Any]]) -> list[Event]:
         parse_type, dt, loads = Event.parse_type, self.dialect.dt_from_db, json.loads

@@ -9,6 +9,7 @@ Status and event-type enums are ``str`` enums: ``run.status == "completed"`` and
 
 from __future__ import annotations
 
+import copy
 import itertools
 import uuid
 from dataclasses import dataclass, field, fields
@@ -212,7 +213,7 @@ class WorkflowRun:
 
     def copy(self) -> WorkflowRun:
         """A shallow copy whose ``tags`` list is not shared (memory backend isolation)."""
-        clone = WorkflowRun(**{f.name: getattr(self, f.name) for f in fields(self)})
+        clone = copy.copy(self)
         clone.tags = list(self.tags)
         return clone
 

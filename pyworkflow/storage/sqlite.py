@@ -377,6 +377,8 @@ class SQLiteStorageBackend(SQLScheduleBackend):
                 await asyncio.sleep(0.05)
 
     async def connect(self) -> None:
+        if self._db is not None:
+            return  # connected already (called before every start: keep it cheap)
         async with self._session():
             pass
 
