@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint typecheck bench bench-storage bench-peers bench-celery check clean
+.PHONY: install demo test lint typecheck bench bench-quick bench-storage bench-peers bench-celery check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,14 +26,19 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The side-by-side suite (ours default/strict vs pyworkflow-engine 0.4.0 and DBOS 3.4.0 in
+# their own venvs), then S5 (Celery). bench-quick: ours only, one process, ~1 min.
 bench: install
+	$(BIN)/python benchmarks/suite.py
+
+bench-quick: install
 	$(BIN)/python benchmarks/run.py
 
 bench-storage: install
 	$(BIN)/python benchmarks/storage.py
 
 bench-peers: install
-	$(BIN)/python benchmarks/suite.py
+	$(BIN)/python benchmarks/suite.py --no-s5
 
 bench-celery: install
 	$(BIN)/python benchmarks/celery_bench.py

@@ -343,6 +343,16 @@ def machine_info(probe: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def peak_rss(cells: dict[str, Cell]) -> dict[str, Cell]:
+    """The largest peak RSS over each engine's runs of one scenario."""
+    return {
+        k: Cell(value=max(x["peak_rss_mb"] for x in c.samples), samples=[])
+        if not c.na and c.samples
+        else Cell(reason=c.reason or "no runs")
+        for k, c in cells.items()
+    }
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -355,6 +365,12 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=780.0, help="seconds before runs are skipped")
     ap.add_argument("--engines", default=",".join(e.key for e in ENGINES))
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument(
+        "--s5",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run S5 (Celery + Redis; needs Redis on 127.0.0.1:6379)",
+    )
     opts = ap.parse_args()
     ns = [int(x) for x in opts.ns.split(",") if x]
     wanted = set(opts.engines.split(","))
@@ -403,13 +419,7 @@ def main() -> None:
     rows.append(Row(f"S1 {w} wf x 10 steps", "wf/s", True, s1, lambda s: w / s, "{:.1f}"))
     rows.append(Row("S1 steps/s", "steps/s", True, s1, lambda s: steps / s, "{:.0f}"))
     rows.append(Row("S1 us per step", "us", False, s1, lambda s: s / steps * 1e6, "{:.0f}"))
-    rss = {
-        k: Cell(value=max(x["peak_rss_mb"] for x in c.samples), samples=[])
-        if not c.na
-        else Cell(reason=c.reason)
-        for k, c in s1.items()
-    }
-    rows.append(Row("S1 peak RSS", "MB", False, rss, None, "{:.1f}"))
+    rows.append(Row("S1 peak RSS", "MB", False, peak_rss(s1), None, "{:.1f}"))
     for n in ns:
         rows.append(Row(f"S2 {n} sequential steps", "s", False, results[f"s2 N={n}"], None))
     for n in ns:
@@ -423,6 +433,15 @@ def main() -> None:
         )
         rows[-1].fmt = "{:.1f}"
     rows.append(Row(f"S4 {w} wf x 10 concurrent", "s", False, results["s4"], None))
+    # Peak RSS of the other scenarios, at their largest N.
+    for label, tag in (
+        (f"S2 N={ns[-1]}", f"s2 N={ns[-1]}"),
+        (f"S3 live N={ns[-1]}", f"s3live N={ns[-1]}"),
+        ("S4", "s4"),
+    ):
+        if tag in results:
+            rss = peak_rss(results[tag])
+            rows.append(Row(f"{label} peak RSS", "MB", False, rss, None, "{:.1f}"))
 
     # Journal mode actually found in each engine's database file.
     journal: dict[str, str] = {}
@@ -508,10 +527,29 @@ def main() -> None:
         },
         "table": text,
     }
+    if opts.s5:
+        payload["s5"] = run_s5()
     path = Path(opts.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2))
-    print(f"\nwrote {path} (suite took {payload['suite_seconds']:.0f} s)")
+    print(f"\nwrote {path} (suite took {time.monotonic() - budget.start:.0f} s)")
+
+
+def run_s5() -> dict[str, Any]:
+    """S5, the Celery runtime with real workers (``celery_bench.py``, ours only: neither
+    peer's runner drives a Celery deployment), printed after the main table."""
+    print("\nS5: the Celery runtime end to end (ours only; peers: n/a, see below)", flush=True)
+    proc = subprocess.run(
+        [str(OURS_PYTHON), str(HERE / "celery_bench.py")], capture_output=True, text=True
+    )
+    print(proc.stdout.rstrip())
+    if proc.returncode != 0:
+        print(f"S5 failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    print(
+        "S5 peers n/a: DBOS has no Celery runtime; pyworkflow 0.4.0's Celery runtime is not "
+        "driven by its runner (benchmarks/peers/README.md)."
+    )
+    return {"exit": proc.returncode, "output": proc.stdout}
 
 
 if __name__ == "__main__":

@@ -199,10 +199,12 @@ class _Service:
         self._next_wake = nxt
         if nxt is None:
             return self.poll
+        remaining = (nxt - utcnow()).total_seconds()
+        if remaining > 0:
+            return min(self.poll, remaining)
         # A due run stays 'suspended' until its resumer's first write (here, or in another
-        # process that claimed it); a floor keeps this loop from spinning meanwhile.
-        floor = 0.005 if fresh else 0.05
-        return min(self.poll, max(floor, (nxt - utcnow()).total_seconds()))
+        # process that claimed it); a pause keeps this loop from spinning meanwhile.
+        return min(self.poll, 0.005 if fresh else 0.05)
 
     async def _fire_schedules(self) -> datetime | None:
         """Start the runs of due schedule ticks; return when the next tick is due."""

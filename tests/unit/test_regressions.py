@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import sys
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,10 @@ from pyworkflow import (
     workflow,
 )
 from pyworkflow.core import registry
+from pyworkflow.runtime import get_runtime
 from pyworkflow.storage.memory import InMemoryStorageBackend
+from pyworkflow.storage.schemas import RunStatus, utcnow
+from pyworkflow.testing.conformance import make_run
 
 
 @step(name="rg_slow", max_retries=0)
@@ -139,3 +143,16 @@ async def test_cancelled_step_write_does_not_break_the_run(land_first: bool) -> 
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     completed = [e.data["step_id"] for e in events if e.type == EventType.STEP_COMPLETED]
     assert completed == ["step:rg_quick#1", "step:rg_quick#2"]
+
+
+async def test_timer_loop_waits_only_until_a_run_due_soon() -> None:
+    """Before: when the timer loop found nothing to claim and the next run was due in
+    less than 50 ms, it still slept 50 ms (a floor meant for runs already due but held
+    by their resumer), so a 20 ms durable sleep woke ~30 ms late."""
+    storage = InMemoryStorageBackend()
+    run = make_run("rg_due_soon", status=RunStatus.SUSPENDED)
+    run.wake_at = utcnow() + timedelta(milliseconds=30)
+    await storage.create_run(run)
+    service = get_runtime("local").service(storage)  # type: ignore[attr-defined]
+    delay = await service._fire_due()
+    assert 0 < delay <= 0.03
