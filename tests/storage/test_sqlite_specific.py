@@ -371,3 +371,31 @@ async def test_background_checkpointer_stops_on_close(tmp_path: Path) -> None:
     assert thread is not None and thread.is_alive()
     await backend.close()
     assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_cancelled_batch_leader_still_commits_the_others(
+    tmp_path: Path, synchronous: str
+) -> None:
+    """The first write of a group-commit batch commits the whole batch one loop
+    iteration later. Cancelling that caller meanwhile must not strand the writes that
+    joined its batch: they still commit and their callers get answers."""
+    backend = SQLiteStorageBackend(tmp_path / "wf.db", synchronous=synchronous)
+    for i in range(5):
+        await backend.create_run(make_run(f"r{i}", last_sequence=0))
+
+    async def append(i: int) -> None:
+        await backend.append_events(f"r{i}", make_events(f"r{i}", 1, 1), expected_last_sequence=0)
+
+    tasks = [asyncio.create_task(append(i)) for i in range(5)]
+    await asyncio.sleep(0)  # every task has queued its write; the first leads the batch
+    tasks[0].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert results[1:] == [None] * 4
+    for i in range(1, 5):
+        assert (await backend.get_run(f"r{i}")).last_sequence == 1  # type: ignore[union-attr]
+    # The cancelled caller's own write either landed whole or not at all.
+    first = await backend.get_run("r0")
+    assert first is not None and first.last_sequence == len(await backend.get_events("r0"))
+    await backend.close()
