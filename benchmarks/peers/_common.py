@@ -27,7 +27,9 @@ def parse_args(extra_modes: bool = False) -> argparse.Namespace:
     p.add_argument("--due", type=float, default=0.0, help="s3cold-finish: epoch due time")
     p.add_argument("--live-timeout", type=float, default=30.0)
     if extra_modes:
-        p.add_argument("--mode", choices=["default", "strict"], default="default")
+        p.add_argument(
+            "--mode", choices=["default", "strict", "memory", "postgres"], default="default"
+        )
     return p.parse_args()
 
 

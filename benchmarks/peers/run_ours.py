@@ -3,12 +3,16 @@
 Public API only: ``workflow``, ``step``, ``sleep``, ``start``, ``wait_for_run``,
 ``configure``, ``get_workflow_run``, ``get_storage``, ``configure_logging``.
 ``--mode default`` = ``sqlite:///db`` (WAL + synchronous=NORMAL);
-``--mode strict`` = ``sqlite:///db?synchronous=FULL``.
+``--mode strict`` = ``sqlite:///db?synchronous=FULL``; reference columns: ``--mode memory``
+= ``memory://`` (nothing survives the process, so no S3 cold) and ``--mode postgres`` =
+PostgreSQL on 127.0.0.1:5432 (database ``test``) in a schema named after ``--db``, dropped
+when the scenario ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from typing import Any
 
@@ -70,7 +74,9 @@ async def _status(run_id: str) -> str:
 async def main() -> None:
     args = parse_args(extra_modes=True)
     configure_logging(level="WARNING")
-    url = f"sqlite:///{args.db}" + ("?synchronous=FULL" if args.mode == "strict" else "")
+    url = _storage_url(args.mode, args.db)
+    if args.mode == "memory" and args.scenario.startswith("s3cold"):
+        return fail("memory storage does not outlive its process (no cold recovery)")
     if args.scenario != "s3cold-finish":
         configure(storage=url)
     out: dict[str, Any] = {
@@ -144,9 +150,34 @@ async def main() -> None:
         if bad:
             return fail(f"{len(bad)} runs not completed: {bad[:3]}")
     await get_storage().close()
-    if args.scenario != "probe":
+    if args.mode == "postgres" and args.scenario not in ("probe", "s3cold-start"):
+        await _drop_schema(url)
+    if args.scenario != "probe" and args.mode in ("default", "strict"):
         out["journal_mode"] = journal_mode(args.db)
     emit(out)
+
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _storage_url(mode: str, db: str) -> str:
+    if mode == "memory":
+        return "memory://"
+    if mode == "postgres":
+        # One schema per scenario run: both processes of S3 cold get the same --db.
+        return f"{POSTGRES}?schema=bench_{hashlib.sha1(db.encode()).hexdigest()[:12]}"
+    return f"sqlite:///{db}" + ("?synchronous=FULL" if mode == "strict" else "")
+
+
+async def _drop_schema(url: str) -> None:
+    import asyncpg
+
+    schema = url.rsplit("schema=", 1)[1]  # generated above: bench_<hex>
+    conn = await asyncpg.connect(POSTGRES)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 if __name__ == "__main__":
