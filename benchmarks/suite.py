@@ -385,7 +385,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--workflows", type=int, default=200, help="S1/S4 workflows (10 steps each)")
     ap.add_argument("--ns", default="100,1000,3000", help="N values for S2/S3")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--repeat-under", type=float, default=8.0, help="repeat runs faster than this")
     ap.add_argument("--budget", type=float, default=1200.0, help="seconds before runs are skipped")
     ap.add_argument("--engines", default=",".join(e.key for e in ENGINES))
