@@ -399,3 +399,19 @@ async def test_cancelled_batch_leader_still_commits_the_others(
     first = await backend.get_run("r0")
     assert first is not None and first.last_sequence == len(await backend.get_events("r0"))
     await backend.close()
+
+
+async def test_in_memory_database_group_commits_on_the_driver_thread() -> None:
+    """A private in-memory database lives only in the driver's connection, so batches
+    of concurrent writes commit there (each in its own savepoint) instead of inline."""
+    backend = SQLiteStorageBackend(":memory:")
+    for i in range(20):
+        await backend.create_run(make_run(f"r{i}", last_sequence=0))
+
+    async def append(i: int) -> None:
+        await backend.append_events(f"r{i}", make_events(f"r{i}", 1, 2), expected_last_sequence=0)
+
+    await asyncio.gather(*(append(i) for i in range(20)))
+    for i in range(20):
+        assert [e.sequence for e in await backend.get_events(f"r{i}")] == [1, 2]
+    await backend.close()
