@@ -310,8 +310,9 @@ class SQLiteStorageBackend(SQLScheduleBackend):
         self._db: aiosqlite.Connection | None = None
         # Connections used directly on the event loop's thread (see _call), per thread.
         self._inline: dict[int, sqlite3.Connection] = {}
-        # Transactions waiting for the next group commit (strict modes, see _grouped).
+        # Transactions waiting for the next group commit (see _grouped).
         self._batch: list[tuple[Callable[[Conn], Awaitable[Any]], asyncio.Future[Any]]] = []
+        # A batch whose leader was cancelled is committed by this task (kept referenced).
         self._pending_flush: asyncio.Future[None] | None = None
         self._checkpointer = WalCheckpointer(self.path)
         self._lock: asyncio.Lock | None = None
@@ -529,12 +530,17 @@ class SQLiteStorageBackend(SQLScheduleBackend):
             # Strict modes always share commits. At NORMAL a commit is cheap, so a write
             # waits for company only when other coroutines are ready to run (and may write).
             return cast(T, await self._grouped(fn))
-        # The hot path: this thread's inline connection exists (so the database is open
-        # and migrated). No lock: an inline operation never suspends, so nothing else in
-        # this process runs meanwhile; other connections are SQLite's business.
+        # This thread's inline connection (opened with the database on first use). No
+        # lock around its use: an inline operation never suspends, so nothing else in this
+        # process runs meanwhile; other connections are SQLite's business.
         raw_here = self._inline.get(threading.get_ident()) if self._db is not None else None
+        if raw_here is None:
+            async with self._session():
+                raw_here = self._inline_conn()
         if raw_here is not None:
             try:
+                # Writes run in a transaction here, so a busy database fails at BEGIN with
+                # nothing done, and the driver-thread retry below is safe.
                 result = _in_thread(raw_here, READ if mode == READ else TX, fn)
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
@@ -546,19 +552,6 @@ class SQLiteStorageBackend(SQLScheduleBackend):
                     self._checkpointer.committed(raw_here)
                 return result
         async with self._session() as db:
-            raw_here = self._inline_conn()
-            if raw_here is not None:
-                try:
-                    # Writes run in a transaction here, so a busy database fails at BEGIN
-                    # with nothing done, and the retry below is safe.
-                    result = _in_thread(raw_here, READ if mode == READ else TX, fn)
-                except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc):
-                        raise
-                else:
-                    if mode != READ:
-                        self._checkpointer.committed(raw_here)
-                    return result
             # aiosqlite's own "run this on the driver thread" (a private method: checked,
             # with the portable path below as the fallback).
             run_on_thread = getattr(db, "_execute", None)
