@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -250,7 +250,7 @@ class HookRecord:
     schema: str | None = None  # JSON schema of the expected payload, when typed
 
     def copy(self) -> HookRecord:
-        return HookRecord(**{f.name: getattr(self, f.name) for f in fields(self)})
+        return copy.copy(self)
 
 
 class ScheduleStatus(StrEnum):
@@ -280,7 +280,7 @@ class ScheduleRecord:
     updated_at: datetime = field(default_factory=utcnow)
 
     def copy(self) -> ScheduleRecord:
-        return ScheduleRecord(**{f.name: getattr(self, f.name) for f in fields(self)})
+        return copy.copy(self)
 
 
 # Columns of WorkflowRun a RunUpdate may change. Backends build SQL from this fixed set
