@@ -8,10 +8,6 @@ from typing import Any
 
 from pyworkflow.engine.context import DispatchedStep
 
-# The lease owner of a run created by a Celery start and waiting in the queue: a worker
-# takes it over; if the message is lost, the lease expires and the sweep re-sends it.
-QUEUED_OWNER = "celery:queued"
-
 
 def _send(name: str, kwargs: dict[str, Any], **options: Any) -> None:
     from pyworkflow.celery.app import sending_app

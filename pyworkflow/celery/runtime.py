@@ -7,8 +7,9 @@ import json
 import uuid
 from datetime import timedelta
 
-from pyworkflow.celery.messages import QUEUED_OWNER, send_transient, send_workflow
+from pyworkflow.celery.messages import send_transient, send_workflow
 from pyworkflow.core.config import get_config
+from pyworkflow.engine.owners import QUEUED_OWNER
 from pyworkflow.engine.runs import RunRequest, build_run
 from pyworkflow.runtime.base import Runtime
 from pyworkflow.serialization import encode

@@ -20,12 +20,12 @@ from pyworkflow.celery.app import sending_app
 from pyworkflow.celery.messages import send_workflow
 from pyworkflow.celery.runtime import CeleryRuntime
 from pyworkflow.core.config import discover_workflows, get_config
-from pyworkflow.engine.runner import never_executed, new_owner_id, owner_is_dead
+from pyworkflow.engine.owners import OwnerKind, new_owner
+from pyworkflow.engine.recovery import runs_to_recover, signalled_suspended_runs
 from pyworkflow.scheduler.declared import activate_declared
 from pyworkflow.scheduler.service import ScheduleService
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.queries import signalled_suspended_runs
-from pyworkflow.storage.schemas import RunStatus, utcnow
+from pyworkflow.storage.schemas import utcnow
 
 _BATCH = 100
 _FLOOR = 0.05
@@ -37,7 +37,7 @@ class TimerSweeper:
     def __init__(self, storage: StorageBackend, *, owner: str | None = None) -> None:
         self.storage = storage
         # Not a process id: a run this sweeper claimed never counts as executing here.
-        self.owner = owner or f"sweep:{new_owner_id()}"
+        self.owner = owner or new_owner(OwnerKind.SWEEP)
         runtime = CeleryRuntime()
         self.schedules = ScheduleService(
             storage,
@@ -49,8 +49,8 @@ class TimerSweeper:
     async def tick(self, *, full: bool = True) -> float:
         """Fire due timers and recover dead runs; return seconds until the next timer.
 
-        ``full`` also runs the slower checks (same-host dead owners, hook payloads and
-        cancellations that arrived while nobody could wake their run).
+        ``full`` also runs the slower check (hook payloads and cancellations that arrived
+        while nobody could wake their run).
         """
         await self.storage.connect()
         if not self._activated:
@@ -58,9 +58,8 @@ class TimerSweeper:
             self._activated = True
         fired = await self.fire_due()
         next_schedule = await self.schedules.tick()
-        await self.recover_stale()
+        await self.recover()
         if full:
-            await self.recover_dead_owners()
             await self.rewake_signalled()
         nxt = await self.storage.next_wake_time()
         if next_schedule is not None and (nxt is None or next_schedule < nxt):
@@ -84,27 +83,16 @@ class TimerSweeper:
             send_workflow(run_id, steal_from=claim)
         return len(claimed)
 
-    async def recover_stale(self) -> None:
-        """Runs whose lease expired while running (or queued): claim, then re-send."""
+    async def recover(self) -> None:
+        """Runs whose worker died (lease expired, or a same-host holder that no longer
+        exists) or whose queued message was lost: claim each, then re-send it."""
         now = utcnow()
         expires = now + timedelta(seconds=get_config().dispatch_timeout)
-        for run in await self.storage.list_stale_runs(now, limit=_BATCH):
-            # No steal_from: a lease renewed since the listing stays with its owner.
-            if await self.storage.acquire_lease(run.run_id, self.owner, expires, now):
-                self._resend(run.run_id, fresh=never_executed(run))
-
-    async def recover_dead_owners(self) -> None:
-        """Runs held by a process on this host that no longer exists: no need to wait
-        for the lease to expire."""
-        now = utcnow()
-        expires = now + timedelta(seconds=get_config().dispatch_timeout)
-        for status in (RunStatus.RUNNING, RunStatus.PENDING):
-            for run in await self.storage.list_runs(status=status, limit=1000):
-                owner = run.lease_owner
-                if owner_is_dead(owner, self.owner) and await self.storage.acquire_lease(
-                    run.run_id, self.owner, expires, now, steal_from=owner
-                ):
-                    self._resend(run.run_id, fresh=never_executed(run))
+        async for found in runs_to_recover(self.storage, now, self.owner):
+            if await self.storage.acquire_lease(
+                found.run_id, self.owner, expires, now, steal_from=found.steal_from
+            ):
+                self._resend(found.run_id, fresh=not found.counts)
 
     def _resend(self, run_id: str, *, fresh: bool) -> None:
         if not fresh:

@@ -18,54 +18,32 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from loguru import logger
-
-from pyworkflow.context.base import StepInfo, WorkflowContext, current_step
+from pyworkflow.context.base import WorkflowContext
 from pyworkflow.core.exceptions import (
     CancellationError,
     ChildWorkflowFailedError,
     EventLimitExceededError,
-    FatalError,
     HookExpiredError,
     MaxNestingDepthError,
     NonDeterminismError,
-    RetryableError,
     RunAlreadyExistsError,
-    SequenceConflictError,
-    SerializationError,
-    StepTimeoutError,
     SuspensionSignal,
 )
-from pyworkflow.core.retry import retry_after_seconds, retry_delay_seconds
 from pyworkflow.core.step import StepDefinition
-from pyworkflow.engine.events import LOG_EVENT_TYPES
+from pyworkflow.engine import events
+from pyworkflow.engine.attempts import run_attempts
+from pyworkflow.engine.events import CANCEL_OP_PREFIX
+from pyworkflow.engine.log import EventLimits, OwnershipLost, RunLog
 from pyworkflow.engine.replay import ChildRecord, History, HookHistory
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
-from pyworkflow.serialization import decode, decode_error, encode, encode_error
+from pyworkflow.serialization import decode, decode_error, encode
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.queries import final_run
-from pyworkflow.storage.schemas import (
-    Event,
-    EventType,
-    HookRecord,
-    HookStatus,
-    RunUpdate,
-    utcnow,
-)
+from pyworkflow.storage.schemas import Event, EventType, HookRecord, HookStatus, utcnow
 
 # A parent waiting on a child is woken by the child's end; this poll only bounds the
 # delay if that wake-up is lost (e.g. the child's process died right after finishing).
 CHILD_POLL_SECONDS = 30.0
-
-# The operation id under which a delivered cancellation sits in the operation order, so a
-# replay raises CancellationError at exactly the point the original execution did.
-CANCEL_OP_PREFIX = "cancel:delivered"
-
-_CHILD_EVENTS = {
-    "completed": EventType.CHILD_WORKFLOW_COMPLETED,
-    "failed": EventType.CHILD_WORKFLOW_FAILED,
-    "cancelled": EventType.CHILD_WORKFLOW_CANCELLED,
-}
 
 
 # A cancellation reason starting with this ends the run without running any more of its
@@ -100,17 +78,26 @@ class DispatchedStep:
     attempt: int
 
 
-class OwnershipLost(BaseException):  # noqa: N818 - control flow, not an error
-    """Another writer appended to this run first; this execution must stop writing."""
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How one execution behaves, fixed when it starts.
 
+    Attributes:
+        limits: the run's event-count limits.
+        context_class: the ``StepContext`` subclass the workflow declared, if any.
+        nesting_depth: how deep this run sits under parent runs (0: a top-level run).
+        max_nesting_depth: the deepest a child of this run may sit.
+        on_child_created: called with a child's run id once the child is stored.
+        round_owner: set when live steps are dispatched to step workers rather than run
+            here: the lease owner of this execution's dispatch round.
+    """
 
-class EventLimits:
-    """Per-run event-count limits (counted in memory, never by re-reading the log)."""
-
-    __slots__ = ("soft", "hard", "interval")
-
-    def __init__(self, soft: int, hard: int, interval: int) -> None:
-        self.soft, self.hard, self.interval = soft, hard, max(1, interval)
+    limits: EventLimits
+    context_class: type | None = None
+    nesting_depth: int = 0
+    max_nesting_depth: int = 3
+    on_child_created: Callable[[str], None] | None = None
+    round_owner: str | None = None
 
 
 class RunContext(WorkflowContext):
@@ -125,20 +112,23 @@ class RunContext(WorkflowContext):
         workflow_name: str,
         history: History,
         storage: StorageBackend,
-        limits: EventLimits,
+        options: RunOptions,
+        stored_log: list[Event] | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow_name = workflow_name
+        self.options = options
         self._history = history
         self._storage = storage
         self.storage = storage
-        self._limits = limits
-        self._committed = history.last_sequence
-        self._next_seq = history.last_sequence + 1
-        self._pending: list[Event] = []
-        self._changes: dict[str, Any] = {}
-        self._flush_lock = asyncio.Lock()
-        self._unsure: tuple[list[Event], dict[str, Any]] | None = None
+        # The run's whole stored log is kept in step with every flush (None: not tracked).
+        self.run_log = RunLog(
+            run_id,
+            storage,
+            last_sequence=history.last_sequence,
+            limits=options.limits,
+            stored=stored_log,
+        )
         self._counters: dict[str, int] = {}
         self._position = 0
         self._log_index = 0
@@ -147,10 +137,6 @@ class RunContext(WorkflowContext):
         self.suspending = False
         self.inflight: set[asyncio.Task[Any]] = set()
         self.fatal: BaseException | None = None
-        self.context_class: type | None = None
-        self.nesting_depth = 0
-        self.max_nesting_depth = 3
-        self.on_child_created: Callable[[str], None] | None = None
         self.children_to_wake: list[str] = []  # cancelled here, not live in this process
         self.cancel_requested = False
         self.cancel_reason: str | None = None
@@ -159,20 +145,21 @@ class RunContext(WorkflowContext):
         self.shield_depth = 0
         # Distributed execution: live steps are recorded and handed to step workers under
         # one lease owner per execution (the "round"); see DispatchedStep.
-        self.dispatch_steps = False
-        self.round_owner: str | None = None
         self.dispatched: list[DispatchedStep] = []
         self.waiting_rounds: set[str] = set()  # rounds of in-flight steps replay waits on
         self._holding: set[asyncio.Task[Any]] = set()  # tasks waiting on a dispatched step
         self._holding_scheduled = False
-        # The run's whole stored log, kept in step with every flush (None: not tracked).
-        self.stored_log: list[Event] | None = None
 
     # -- bookkeeping ------------------------------------------------------------------
 
     @property
     def is_replaying(self) -> bool:
         return self._position < len(self._history.op_order)
+
+    @property
+    def history(self) -> History:
+        """What this execution replays from (operations it records are added to it)."""
+        return self._history
 
     @property
     def unconsumed_operation(self) -> str | None:
@@ -185,86 +172,24 @@ class RunContext(WorkflowContext):
         return self._position
 
     def record(self, type_: EventType, data: dict[str, Any], *, force: bool = False) -> None:
-        """Buffer an event; it is written by the next :meth:`flush`."""
-        seq = self._next_seq
-        if not force:
-            self._check_limits(seq)
-        self._next_seq = seq + 1
-        self._pending.append(Event(run_id=self.run_id, type=type_, data=data, sequence=seq))
-
-    def _check_limits(self, seq: int) -> None:
-        limits = self._limits
-        if seq > limits.hard:
-            err = EventLimitExceededError(
-                f"run {self.run_id!r} reached the event hard limit ({limits.hard} events); "
-                "split the work across several runs or raise event_hard_limit"
-            )
+        """Buffer an event in the run's log; it is written by the next :meth:`flush`."""
+        try:
+            self.run_log.record(type_, data, force=force)
+        except EventLimitExceededError as err:
             self.fatal = self.fatal or err
-            raise err
-        if seq >= limits.soft and (seq - limits.soft) % limits.interval == 0:
-            logger.warning(
-                "run {} has {} events (soft limit {}, hard limit {})",
-                self.run_id,
-                seq,
-                limits.soft,
-                limits.hard,
-            )
+            raise
 
     def set_changes(self, **changes: Any) -> None:
         """Projection changes to write with the next flush."""
-        self._changes.update(changes)
+        self.run_log.set_changes(**changes)
 
     async def flush(self, **changes: Any) -> None:
         """Write buffered events and projection changes in one fenced append."""
-        self._changes.update(changes)
-        async with self._flush_lock:
-            if self._unsure is not None:
-                await self._reconcile()
-            if not self._pending and not self._changes:
-                return
-            batch, self._pending = self._pending, []
-            update, self._changes = self._changes, {}
-            update["updated_at"] = utcnow()
-            try:
-                await self._storage.append_events(
-                    self.run_id,
-                    batch,
-                    expected_last_sequence=self._committed,
-                    update=RunUpdate(update),
-                )
-            except SequenceConflictError as exc:
-                self.fatal = OwnershipLost(str(exc))
-                self.stored_log = None
-                raise self.fatal from exc
-            except asyncio.CancelledError:
-                # Cancelled mid-write (a user's wait_for around a step, the max_duration
-                # timeout): the write may still have landed. The next flush finds out.
-                self._unsure = (batch, update)
-                self.stored_log = None  # no longer known to match storage
-                raise
-            except BaseException:
-                self.stored_log = None
-                raise
-            if batch:
-                self._committed = batch[-1].sequence
-                if self.stored_log is not None:
-                    self.stored_log.extend(batch)
-
-    async def _reconcile(self) -> None:
-        """Settle a write whose caller was cancelled: adopt it if it landed, else redo it."""
-        assert self._unsure is not None
-        batch, update = self._unsure
-        self._unsure = None
-        run = await self._storage.get_run(self.run_id)
-        stored = run.last_sequence if run is not None else -1
-        if batch and stored == batch[-1].sequence:
-            self._committed = stored
-        elif stored == self._committed:
-            self._pending[:0] = batch
-            self._changes = {**update, **self._changes}
-        else:
-            self.fatal = OwnershipLost(f"run {self.run_id!r} was written by another process")
-            raise self.fatal
+        try:
+            await self.run_log.flush(**changes)
+        except OwnershipLost as lost:
+            self.fatal = lost
+            raise
 
     def _cancel_point(self) -> None:
         """Deliver a cancellation here if the history says it was delivered at this point,
@@ -282,18 +207,26 @@ class RunContext(WorkflowContext):
         self.cancel_delivered = True
         self._position = position + 1
         self.record(
-            EventType.CANCELLATION_REQUESTED,
-            {"op_id": f"{CANCEL_OP_PREFIX}#1", "reason": self.cancel_reason},
+            EventType.CANCELLATION_REQUESTED, events.cancellation_requested(self.cancel_reason)
         )
         raise CancellationError(reason=self.cancel_reason)
 
-    def open_hooks(self) -> list[HookHistory]:
-        """Hooks this run created and neither received nor saw expire."""
-        return [h for h in self._history.hooks.values() if not (h.received or h.expired)]
+    def open_hooks(self) -> list[tuple[str, HookHistory]]:
+        """``(hook_id, hook)`` of hooks this run created and neither received nor saw
+        expire."""
+        return [(i, h) for i, h in self._history.hooks.items() if not (h.received or h.expired)]
 
     def open_children(self) -> list[ChildRecord]:
         """Children started by this run whose outcome the run never recorded."""
         return [c for c in self._history.children.values() if c.outcome is None]
+
+    def mark_finished(self) -> None:
+        """The workflow function has returned or raised."""
+        self.finished = True
+
+    def stop_new_operations(self) -> None:
+        """The execution is ending: operations started from now on are left for later."""
+        self.suspending = True
 
     def request_cancel(self, reason: str | None) -> None:
         """A cancellation request reached this live execution (same process or heartbeat)."""
@@ -353,9 +286,11 @@ class RunContext(WorkflowContext):
             attempt = record.attempts
             if record.in_flight:
                 raise self._wait_dispatched(op_id, record.round)
-            if record.retry_at is not None and record.retry_at > utcnow():
-                raise self._suspend(record.retry_at, f"retry of {op_id}")
-        if self.dispatch_steps and not definition.force_local:
+            if record.retry_at is not None:
+                if record.retry_at > utcnow():
+                    raise self._suspend(record.retry_at, f"retry of {op_id}")
+                record.retry_at = None  # the retry is due: it runs now, nothing waits
+        if self.options.round_owner is not None and not definition.force_local:
             raise self._dispatch(definition, op_id, attempt + 1, args, kwargs or {})
         task = asyncio.current_task()
         if task is not None:
@@ -387,14 +322,13 @@ class RunContext(WorkflowContext):
         }
         self.record(
             EventType.STEP_STARTED,
-            {
-                "step_id": op_id,
-                "step_name": definition.name,
-                "attempt": attempt,
-                "dispatched": True,
-                "round": self.round_owner,
-                "input": step_input,
-            },
+            events.step_started(
+                op_id,
+                definition.name,
+                attempt,
+                round_owner=self.options.round_owner,
+                step_input=step_input,
+            ),
         )
         self.dispatched.append(DispatchedStep(self.run_id, op_id, definition.name, attempt))
         return self._hold(f"step {op_id} dispatched")
@@ -428,58 +362,15 @@ class RunContext(WorkflowContext):
         op_id: str,
         attempt: int,
     ) -> Any:
-        name = definition.name
-        while True:
-            attempt += 1
-            self.record(
-                EventType.STEP_STARTED, {"step_id": op_id, "step_name": name, "attempt": attempt}
-            )
-            token = current_step.set(StepInfo(op_id, name, attempt))
-            try:
-                result = await run_attempt(call, definition.timeout, name, attempt)
-            except Exception as exc:  # noqa: BLE001 - every user failure is recorded
-                delay = retry_delay_for(definition, exc, attempt)
-                base = {"step_id": op_id, "step_name": name, "attempt": attempt}
-                failed = {**base, "error": encode_error(exc), "fatal": isinstance(exc, FatalError)}
-                if delay is None:
-                    self.record(EventType.STEP_FAILED, {**failed, "will_retry": False})
-                    await self.flush()
-                    raise
-                retry_at = utcnow() + timedelta(seconds=delay)
-                self.record(EventType.STEP_FAILED, {**failed, "will_retry": True})
-                self.record(
-                    EventType.STEP_RETRYING,
-                    {
-                        **base,
-                        "attempt": attempt + 1,
-                        "retry_at": retry_at.isoformat(),
-                        "delay_seconds": delay,
-                    },
-                )
-                logger.warning(
-                    "step {} attempt {} failed ({}); retry in {}s", op_id, attempt, exc, delay
-                )
-                if delay > 0:
-                    raise self._suspend(retry_at, f"retry of {op_id}") from None
-                continue
-            finally:
-                current_step.reset(token)
-            return await self._complete_step(op_id, name, attempt, result)
-
-    async def _complete_step(self, op_id: str, name: str, attempt: int, result: Any) -> Any:
-        base = {"step_id": op_id, "step_name": name, "attempt": attempt}
-        try:
-            encoded = encode(result, where=f"result of step {name!r}")
-        except SerializationError as exc:
-            self.record(
-                EventType.STEP_FAILED,
-                {**base, "error": encode_error(exc), "fatal": True, "will_retry": False},
-            )
-            await self.flush()
-            raise
-        self.record(EventType.STEP_COMPLETED, {**base, "result": encoded})
-        await self.flush()
-        return result
+        outcome = await run_attempts(
+            definition, call, op_id, attempt + 1, _LogRecorder(self, op_id, definition.name)
+        )
+        if outcome.retry_at is not None:
+            raise self._suspend(outcome.retry_at, f"retry of {op_id}")
+        await self.flush()  # the step's outcome is stored before the workflow goes on
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.result
 
     async def sleep(self, wake_at: datetime, delay: timedelta, name: str | None) -> None:
         self._guard()
@@ -489,25 +380,20 @@ class RunContext(WorkflowContext):
             fire_at = wake_at
             self.record(
                 EventType.SLEEP_STARTED,
-                {
-                    "sleep_id": op_id,
-                    "name": name,
-                    "fire_at": fire_at.isoformat(),
-                    "duration_seconds": delay.total_seconds(),
-                },
+                events.sleep_started(op_id, name, fire_at, delay.total_seconds()),
             )
         elif record.completed:
             return
         else:
             fire_at = record.fire_at
         if utcnow() >= fire_at:
-            self.record(EventType.SLEEP_COMPLETED, {"sleep_id": op_id})
+            self.record(EventType.SLEEP_COMPLETED, events.sleep_completed(op_id))
             return
         raise self._suspend(fire_at, f"sleep {op_id}")
 
     async def set_step_context(self, value: Any) -> None:
         self._guard()
-        expected = self.context_class
+        expected = self.options.context_class
         if expected is not None and not isinstance(value, expected):
             raise TypeError(
                 f"workflow {self.workflow_name!r} declares context_class "
@@ -517,7 +403,7 @@ class RunContext(WorkflowContext):
         if op_id in self._history.contexts:
             return  # recorded: replay restores the same value the code computes again
         encoded = encode(value, where=f"step context of workflow {self.workflow_name!r}")
-        self.record(EventType.STEP_CONTEXT_SET, {"op_id": op_id, "context": encoded})
+        self.record(EventType.STEP_CONTEXT_SET, events.step_context_set(op_id, encoded))
         self.set_changes(context_payload=json.dumps(encoded))
 
     # -- hooks -------------------------------------------------------------------------
@@ -545,7 +431,7 @@ class RunContext(WorkflowContext):
                 if await self._storage.update_hook(
                     record.token_hash, expected=HookStatus.PENDING, status=HookStatus.EXPIRED
                 ):
-                    self.record(EventType.HOOK_EXPIRED, {"hook_id": op_id})
+                    self.record(EventType.HOOK_EXPIRED, events.hook_expired(op_id))
                     record.expired = True
                     raise HookExpiredError(
                         f"hook {name!r} ({op_id}) expired before a payload arrived"
@@ -556,7 +442,7 @@ class RunContext(WorkflowContext):
         if stored is None or stored.status != HookStatus.RECEIVED:
             raise HookExpiredError(f"hook {name!r} ({op_id}) is no longer open")
         record.received, record.payload = True, json.loads(stored.payload or "null")
-        self.record(EventType.HOOK_RECEIVED, {"hook_id": op_id, "payload": record.payload})
+        self.record(EventType.HOOK_RECEIVED, events.hook_received(op_id, record.payload))
         return record.payload
 
     async def _create_hook(
@@ -585,13 +471,9 @@ class RunContext(WorkflowContext):
             await on_created(hook.token)
         self.record(
             EventType.HOOK_CREATED,
-            {
-                "hook_id": op_id,
-                "name": name,
-                "token_hash": hook.token_hash,
-                "token_hint": hook.token[:8] + "...",
-                "expires_at": hook.expires_at.isoformat() if hook.expires_at else None,
-            },
+            events.hook_created(
+                op_id, name, hook.token_hash, hook.token[:8] + "...", hook.expires_at
+            ),
         )
         await self.flush()
         record = HookHistory(token_hash=hook.token_hash, expires_at=hook.expires_at)
@@ -612,11 +494,11 @@ class RunContext(WorkflowContext):
         record = self._history.children.get(op_id)
         if record is not None:
             return op_id, record.child_run_id
-        depth = self.nesting_depth + 1
-        if depth > self.max_nesting_depth:
+        depth = self.options.nesting_depth + 1
+        if depth > self.options.max_nesting_depth:
             raise MaxNestingDepthError(
                 f"starting child {definition.name!r} would nest {depth} levels deep; "
-                f"the limit is max_nesting_depth={self.max_nesting_depth}"
+                f"the limit is max_nesting_depth={self.options.max_nesting_depth}"
             )
         # The child's id derives from this operation, so a crash between creating the child
         # and recording it here cannot start the child twice.
@@ -633,17 +515,12 @@ class RunContext(WorkflowContext):
             await self._storage.create_run(child, [started])
         self.record(
             EventType.CHILD_WORKFLOW_STARTED,
-            {
-                "child_id": op_id,
-                "child_run_id": child.run_id,
-                "workflow_name": definition.name,
-                "parent_close_policy": policy,
-            },
+            events.child_started(op_id, child.run_id, definition.name, policy),
         )
         self._history.children[op_id] = ChildRecord(child_run_id=child.run_id, policy=policy)
         await self.flush()
-        if self.on_child_created is not None:
-            self.on_child_created(child.run_id)
+        if self.options.on_child_created is not None:
+            self.options.on_child_created(child.run_id)
         return op_id, child.run_id
 
     async def wait_child(self, op_id: str) -> Any:
@@ -680,45 +557,66 @@ class RunContext(WorkflowContext):
         status = child.status.value
         outcome = status if status in ("completed", "failed", "cancelled") else "failed"
         record.outcome = outcome
-        data: dict[str, Any] = {"child_id": op_id, "child_run_id": record.child_run_id}
         if outcome == "completed":
-            record.result = data["result"] = (
-                json.loads(child.result_payload) if child.result_payload else None
-            )
+            result = json.loads(child.result_payload) if child.result_payload else None
+            record.result = result
+            data = events.child_outcome(op_id, record.child_run_id, result=result)
         else:
-            record.error = data["error"] = child.error or outcome
-        self.record(_CHILD_EVENTS[outcome], data)
+            record.error = child.error or outcome
+            data = events.child_outcome(op_id, record.child_run_id, error=record.error)
+        self.record(events.CHILD_OUTCOME_TYPES[outcome], data)
+
+    def record_close_out(self, reason: str) -> None:
+        """Record what the run leaves open as it ends (see :func:`close_out_drafts`)."""
+        for type_, data in close_out_drafts(self._history, self.dispatched, reason):
+            self.record(type_, data, force=True)
 
     def log(self, level: str, message: str) -> None:
         index = self._log_index
         self._log_index += 1
         if index >= self._history.log_count:
-            self.record(LOG_EVENT_TYPES.get(level, EventType.LOG_INFO), {"message": message})
+            self.record(
+                events.LOG_EVENT_TYPES.get(level, EventType.LOG_INFO), events.log_message(message)
+            )
 
 
-async def run_attempt(
-    call: Callable[[], Awaitable[Any]], limit: float | None, name: str, attempt: int
-) -> Any:
-    if limit is None:
-        return await call()
-    try:
-        async with asyncio.timeout(limit) as scope:
-            return await call()
-    except TimeoutError:
-        if scope.expired():
-            raise StepTimeoutError(
-                f"step {name!r} attempt {attempt} exceeded its timeout of {limit:g}s"
-            ) from None
-        raise
+def close_out_drafts(
+    history: History, dispatched: list[DispatchedStep], reason: str
+) -> list[events.Draft]:
+    """What a run leaves open as it ends, written with its final event: ``hook.disposed``
+    for hooks it never consumed, ``step.cancelled`` for step attempts still out on a step
+    worker (``dispatched``: sent by this execution) or waiting to be retried."""
+    drafts: list[events.Draft] = [
+        (EventType.HOOK_DISPOSED, events.hook_disposed(hook_id, reason))
+        for hook_id, hook in history.hooks.items()
+        if not (hook.received or hook.expired)
+    ]
+    abandoned = [  # an attempt out on a worker, or the next one, waiting for its retry
+        (step_id, r.name, r.attempts if r.in_flight else r.attempts + 1)
+        for step_id, r in history.steps.items()
+        if not r.completed and r.error is None and (r.in_flight or r.retry_at is not None)
+    ]
+    abandoned += [(d.op_id, d.step_name, d.attempt) for d in dispatched]
+    for step_id, name, attempt in abandoned:
+        drafts.append(
+            (EventType.STEP_CANCELLED, events.step_cancelled(step_id, name, attempt, reason))
+        )
+    return drafts
 
 
-def retry_delay_for(definition: StepDefinition, exc: Exception, attempt: int) -> float | None:
-    """Seconds until the next attempt, or None when the failure is final."""
-    if isinstance(exc, FatalError | SerializationError) or attempt > definition.max_retries:
-        return None
-    if isinstance(exc, RetryableError) and exc.retry_after is not None:
-        try:
-            return retry_after_seconds(exc.retry_after)
-        except (ValueError, TypeError):
-            logger.warning("ignoring invalid retry_after {!r}", exc.retry_after)
-    return retry_delay_seconds(definition.retry_delay, attempt)
+class _LogRecorder:
+    """Records a live step's attempts in the run's log (see engine/attempts.py)."""
+
+    __slots__ = ("ctx", "step_id", "name")
+
+    def __init__(self, ctx: RunContext, step_id: str, name: str) -> None:
+        self.ctx, self.step_id, self.name = ctx, step_id, name
+
+    def started(self, attempt: int) -> None:
+        self.ctx.record(
+            EventType.STEP_STARTED, events.step_started(self.step_id, self.name, attempt)
+        )
+
+    def record(self, type_: EventType, data: dict[str, Any]) -> None:
+        # A cancelled attempt is always written: the limit must not mask the cancellation.
+        self.ctx.record(type_, data, force=type_ is EventType.STEP_CANCELLED)

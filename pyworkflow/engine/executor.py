@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,27 +31,22 @@ from pyworkflow.core.exceptions import (
     WorkflowTimeoutError,
 )
 from pyworkflow.core.workflow import WorkflowDefinition
-from pyworkflow.engine import history_cache
+from pyworkflow.engine import events, history_cache
 from pyworkflow.engine.context import (
     LIVE,
     TERMINATE_PREFIX,
     DispatchedStep,
-    EventLimits,
-    OwnershipLost,
     RunContext,
+    RunOptions,
+    close_out_drafts,
 )
+from pyworkflow.engine.log import EventLimits, OwnershipLost, RunLog
+from pyworkflow.engine.owners import OwnerKind, new_owner
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
 from pyworkflow.serialization import encode, encode_error
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import (
-    Event,
-    EventType,
-    HookStatus,
-    RunStatus,
-    WorkflowRun,
-    utcnow,
-)
+from pyworkflow.storage.schemas import Event, EventType, HookStatus, RunStatus, WorkflowRun, utcnow
 
 
 @dataclass(slots=True)
@@ -72,9 +66,6 @@ class Outcome:
 
 
 _RELEASED = {"lease_owner": None, "lease_expires_at": None}
-
-# Lease owners of dispatch rounds: not a process, so never judged dead by pid.
-ROUND_PREFIX = "round:"
 
 
 async def execute_run(
@@ -101,21 +92,22 @@ async def execute_run(
     ``dispatch_steps``, live steps (except ``force_local`` ones) are not run here but
     returned in ``Outcome.dispatched`` for step workers.
     """
+    options = RunOptions(
+        limits=limits,
+        context_class=definition.context_class,
+        nesting_depth=run.nesting_depth,
+        max_nesting_depth=get_config().max_nesting_depth,
+        on_child_created=on_child_created,
+        round_owner=new_owner(OwnerKind.ROUND) if dispatch_steps else None,
+    )
     ctx = RunContext(
         run_id=run.run_id,
         workflow_name=run.workflow_name,
         history=history,
         storage=storage,
-        limits=limits,
+        options=options,
+        stored_log=log,
     )
-    ctx.context_class = definition.context_class
-    ctx.nesting_depth = run.nesting_depth
-    ctx.max_nesting_depth = get_config().max_nesting_depth
-    ctx.on_child_created = on_child_created
-    ctx.stored_log = log
-    if dispatch_steps:
-        ctx.dispatch_steps = True
-        ctx.round_owner = f"{ROUND_PREFIX}{uuid.uuid4().hex}"
     if run.cancel_requested_at is not None:
         ctx.request_cancel(run.cancel_reason)
     for type_, data in first_events:
@@ -136,15 +128,18 @@ async def execute_run(
     if outcome.status is not None:
         outcome.cancelled_children += ctx.children_to_wake
     if outcome.status is not None and outcome.status.is_terminal:
-        await _dispose_hooks(ctx, storage)
-    if outcome.status == RunStatus.SUSPENDED and ctx.stored_log is not None:
-        history_cache.remember(storage, run.run_id, ctx.stored_log)
+        await _dispose_hooks(ctx.history, storage)
+    if outcome.status == RunStatus.SUSPENDED and ctx.run_log.stored is not None:
+        history_cache.remember(storage, run.run_id, ctx.run_log.stored)
     return outcome
 
 
-async def _dispose_hooks(ctx: RunContext, storage: StorageBackend) -> None:
-    """Close the hooks an ended run never consumed: later deliveries are refused."""
-    for record in ctx.open_hooks():
+async def _dispose_hooks(history: History, storage: StorageBackend) -> None:
+    """Close the hooks an ended run never consumed (its log says ``hook.disposed``):
+    later deliveries are refused."""
+    for record in history.hooks.values():
+        if record.received or record.expired:
+            continue
         await storage.update_hook(
             record.token_hash, expected=HookStatus.PENDING, status=HookStatus.DISPOSED
         )
@@ -180,7 +175,7 @@ async def _execute(
         try:
             result = await _drive(ctx, definition, args, kwargs, run.deadline_at)
         finally:
-            ctx.finished = True
+            ctx.mark_finished()
     except OwnershipLost:
         return Outcome(status=None)
     except SuspensionSignal:
@@ -248,7 +243,7 @@ def _timeout_error(run: WorkflowRun) -> WorkflowTimeoutError:
 async def _settle(ctx: RunContext) -> None:
     """Let steps already running in sibling tasks finish (their results get recorded
     before the run's own suspended/completed/failed event), and start no new ones."""
-    ctx.suspending = True
+    ctx.stop_new_operations()
     await asyncio.sleep(0)
     while ctx.inflight:
         await asyncio.wait(set(ctx.inflight))
@@ -268,11 +263,7 @@ async def _suspend(ctx: RunContext, deadline: datetime | None) -> Outcome:
     reason = ctx.suspend_reasons[0] if ctx.suspend_reasons else "waiting"
     if deadline is not None and wake_at == deadline:
         reason = "max_duration deadline"
-    ctx.record(
-        EventType.WORKFLOW_SUSPENDED,
-        {"reason": reason, "wake_at": wake_at.isoformat() if wake_at else None},
-        force=True,
-    )
+    ctx.record(EventType.WORKFLOW_SUSPENDED, events.workflow_suspended(reason, wake_at), force=True)
     try:
         await ctx.flush(status=RunStatus.SUSPENDED, wake_at=wake_at, **_RELEASED)
     except OwnershipLost:
@@ -284,7 +275,7 @@ async def _hand_to_step_workers(ctx: RunContext) -> Outcome:
     """Store the dispatched steps with the run still 'running', its lease handed to the
     round: the step workers renew it, the last one to finish resumes the run, and if
     they all die the lease expires and the recovery sweep takes over."""
-    owner = ctx.round_owner if ctx.dispatched else sorted(ctx.waiting_rounds)[0]
+    owner = ctx.options.round_owner if ctx.dispatched else sorted(ctx.waiting_rounds)[0]
     # Long enough for the step messages to wait in a busy queue; a step worker that
     # starts shortens it to the lease TTL and renews it while the body runs.
     expires = utcnow() + timedelta(seconds=get_config().dispatch_timeout)
@@ -310,7 +301,8 @@ async def _complete(ctx: RunContext, result: Any, run: WorkflowRun) -> Outcome:
         encoded = encode(result, where=f"result of workflow {run.workflow_name!r}")
     except SerializationError as exc:
         return await fail_run(ctx, exc)
-    ctx.record(EventType.WORKFLOW_COMPLETED, {"result": encoded}, force=True)
+    ctx.record_close_out("the run completed")
+    ctx.record(EventType.WORKFLOW_COMPLETED, events.workflow_completed(encoded), force=True)
     try:
         await ctx.flush(
             status=RunStatus.COMPLETED,
@@ -350,7 +342,12 @@ async def _continue_as_new(
         return await fail_run(ctx, exc)
     with contextlib.suppress(RunAlreadyExistsError):  # created before a crash: adopt it
         await storage.create_run(new_run, [started])
-    ctx.record(EventType.WORKFLOW_CONTINUED_AS_NEW, {"new_run_id": new_run.run_id}, force=True)
+    ctx.record_close_out("the run continued as a new run")
+    ctx.record(
+        EventType.WORKFLOW_CONTINUED_AS_NEW,
+        events.workflow_continued_as_new(new_run.run_id),
+        force=True,
+    )
     try:
         await ctx.flush(
             status=RunStatus.CONTINUED_AS_NEW,
@@ -368,9 +365,10 @@ async def _cancelled(ctx: RunContext, error: CancellationError) -> Outcome:
     await _settle(ctx)
     if isinstance(ctx.fatal, OwnershipLost):
         return Outcome(status=None)
+    ctx.record_close_out("the run was cancelled")
     ctx.record(
         EventType.WORKFLOW_CANCELLED,
-        {"reason": error.reason, "error": str(error)},
+        events.workflow_cancelled(error.reason, str(error)),
         force=True,
     )
     try:
@@ -393,16 +391,39 @@ async def fail_run(ctx: RunContext, error: BaseException) -> Outcome:
     await _settle(ctx)
     if isinstance(ctx.fatal, OwnershipLost):
         return Outcome(status=None)
+    ctx.record_close_out("the run failed")
+    return await _store_failure(ctx.run_log, error)
+
+
+async def fail_unstarted(
+    storage: StorageBackend,
+    run: WorkflowRun,
+    history: History,
+    limits: EventLimits,
+    first: list[events.Draft],
+    changes: dict[str, Any],
+    error: BaseException,
+) -> Outcome:
+    """Fail a run without executing its code (e.g. it may not be recovered again):
+    ``first`` events, what it leaves open, and ``workflow.failed``, in one append."""
+    log = RunLog(run.run_id, storage, last_sequence=history.last_sequence, limits=limits)
+    for type_, data in [*first, *close_out_drafts(history, [], "the run failed")]:
+        log.record(type_, data, force=True)
+    outcome = await _store_failure(log, error, **changes)
+    if outcome.status is not None:
+        await _dispose_hooks(history, storage)
+        outcome.parent_run_id = run.parent_run_id
+    return outcome
+
+
+async def _store_failure(log: RunLog, error: BaseException, **changes: Any) -> Outcome:
     encoded = encode_error(error)
     message = f"{type(error).__name__}: {error}"
-    logger.error("workflow run {} failed: {}", ctx.run_id, message)
-    ctx.record(
-        EventType.WORKFLOW_FAILED,
-        {"error": encoded, "error_type": encoded.get("type")},
-        force=True,
-    )
+    logger.error("workflow run {} failed: {}", log.run_id, message)
+    log.record(EventType.WORKFLOW_FAILED, events.workflow_failed(encoded), force=True)
     try:
-        await ctx.flush(
+        await log.flush(
+            **changes,
             status=RunStatus.FAILED,
             error=message,
             completed_at=utcnow(),

@@ -2,6 +2,11 @@
 
 One pass over the events (loaded in one query) builds everything replay needs; replay
 is therefore linear in history length, and nothing is read from storage per step.
+
+The operation order (what determinism is checked against) comes from one table,
+:data:`~pyworkflow.engine.events.OPERATION_ID_FIELDS`: the first event of each operation
+id among those types starts the operation. Handlers read only the fields they know
+(payloads may carry more, from a newer version: see ``engine/events.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pyworkflow.engine.events import CANCEL_OP_ID, OPERATION_ID_FIELDS
 from pyworkflow.storage.schemas import Event, EventType
 
 
@@ -73,6 +79,7 @@ class History:
     hooks: dict[str, HookHistory] = field(default_factory=dict)
     log_count: int = 0
     last_sequence: int = 0
+    _started: set[str] = field(default_factory=set)
 
     @classmethod
     def from_events(cls, run_id: str, events: Iterable[Event]) -> History:
@@ -83,6 +90,13 @@ class History:
 
     def apply(self, event: Event) -> None:
         self.last_sequence = event.sequence
+        id_field = OPERATION_ID_FIELDS.get(event.type)
+        if id_field is not None:
+            op_id = event.data.get(id_field, CANCEL_OP_ID)
+            if op_id not in self._started:
+                self._started.add(op_id)
+                self.op_order.append(op_id)
+                self.op_sequences.append(event.sequence)
         handler = _HANDLERS.get(event.type)
         if handler is not None:
             handler(self, event)
@@ -95,10 +109,6 @@ class History:
     def sequence_at(self, position: int) -> int | None:
         return self.op_sequences[position] if position < len(self.op_sequences) else None
 
-    def _start_op(self, op_id: str, sequence: int) -> None:
-        self.op_order.append(op_id)
-        self.op_sequences.append(sequence)
-
 
 def _step(history: History, event: Event) -> StepRecord:
     op_id = event.data["step_id"]
@@ -110,8 +120,6 @@ def _step(history: History, event: Event) -> StepRecord:
 
 def _on_step_started(history: History, event: Event) -> None:
     record = _step(history, event)
-    if record.attempts == 0:
-        history._start_op(event.data["step_id"], event.sequence)
     record.attempts = max(record.attempts, int(event.data.get("attempt", 1)))
     record.name = event.data.get("step_name", "")
     record.in_flight = bool(event.data.get("dispatched"))
@@ -138,10 +146,17 @@ def _on_step_retrying(history: History, event: Event) -> None:
     _step(history, event).retry_at = datetime.fromisoformat(event.data["retry_at"])
 
 
+def _on_step_cancelled(history: History, event: Event) -> None:
+    # The attempt is over without an outcome: nothing is out or waiting any more; a later
+    # execution that asks for the step runs a new attempt.
+    record = _step(history, event)
+    record.in_flight = False
+    record.retry_at = None
+
+
 def _on_sleep_started(history: History, event: Event) -> None:
     op_id = event.data["sleep_id"]
     history.sleeps[op_id] = SleepRecord(fire_at=datetime.fromisoformat(event.data["fire_at"]))
-    history._start_op(op_id, event.sequence)
 
 
 def _on_sleep_completed(history: History, event: Event) -> None:
@@ -153,7 +168,6 @@ def _on_sleep_completed(history: History, event: Event) -> None:
 def _on_step_context(history: History, event: Event) -> None:
     op_id = event.data["op_id"]
     history.contexts[op_id] = event.data.get("context")
-    history._start_op(op_id, event.sequence)
 
 
 def _on_child_started(history: History, event: Event) -> None:
@@ -162,7 +176,6 @@ def _on_child_started(history: History, event: Event) -> None:
         child_run_id=event.data["child_run_id"],
         policy=event.data.get("parent_close_policy", "terminate"),
     )
-    history._start_op(op_id, event.sequence)
 
 
 def _on_child_outcome(history: History, event: Event) -> None:
@@ -175,7 +188,6 @@ def _on_child_outcome(history: History, event: Event) -> None:
 
 def _on_cancellation(history: History, event: Event) -> None:
     history.cancel_reason = event.data.get("reason")
-    history._start_op(event.data.get("op_id", "cancel:delivered#1"), event.sequence)
 
 
 def _on_hook_created(history: History, event: Event) -> None:
@@ -185,7 +197,6 @@ def _on_hook_created(history: History, event: Event) -> None:
         token_hash=event.data["token_hash"],
         expires_at=datetime.fromisoformat(expires) if expires else None,
     )
-    history._start_op(op_id, event.sequence)
 
 
 def _on_hook_received(history: History, event: Event) -> None:
@@ -213,6 +224,7 @@ _HANDLERS = {
     EventType.STEP_COMPLETED: _on_step_completed,
     EventType.STEP_FAILED: _on_step_failed,
     EventType.STEP_RETRYING: _on_step_retrying,
+    EventType.STEP_CANCELLED: _on_step_cancelled,
     EventType.SLEEP_STARTED: _on_sleep_started,
     EventType.SLEEP_COMPLETED: _on_sleep_completed,
     EventType.STEP_CONTEXT_SET: _on_step_context,

@@ -6,9 +6,6 @@ defined here once. Every execution holds the run's lease; every write is fenced.
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -19,59 +16,20 @@ from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import WorkflowAlreadyRunningError, WorkflowError
 from pyworkflow.core.registry import require_workflow
 from pyworkflow.engine import history_cache
-from pyworkflow.engine.context import LIVE, EventLimits, RunContext
-from pyworkflow.engine.executor import Outcome, execute_run, fail_run
+from pyworkflow.engine.context import LIVE
+from pyworkflow.engine.events import workflow_interrupted, workflow_resumed
+from pyworkflow.engine.executor import Outcome, execute_run, fail_unstarted
+from pyworkflow.engine.log import EventLimits
+from pyworkflow.engine.owners import owner_is_dead, process_owner
+from pyworkflow.engine.recovery import never_executed
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun, utcnow
 
-_HOST = socket.gethostname()
-
-
-def new_owner_id() -> str:
-    """A lease-owner id naming this host and process (so same-host peers can tell it died)."""
-    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-
-
-def owner_is_dead(owner: str | None, me: str) -> bool:
-    """True when ``owner`` is a process on this host that no longer exists.
-
-    Only same-host owners can be checked; others are judged by lease expiry alone.
-    """
-    if not owner or owner == me:
-        return False
-    host, _, rest = owner.partition(":")
-    pid_text, _, _ = rest.partition(":")
-    if host != _HOST or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return True  # an owner id of this pid that is not ours: a previous process
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-# Lease owners that only hold a run for delivery (a queue placeholder, a timer claim):
-# a run they hold never started executing.
-DELIVERY_OWNER_PREFIXES = ("celery:", "sweep:")
-
-
-def never_executed(run: WorkflowRun) -> bool:
-    """True for a pending run no process has begun executing (recovering it is a plain
-    start, not a recovery attempt). A pending run leased to a process was executing:
-    its status only becomes 'running' with its first write."""
-    owner = run.lease_owner
-    return (
-        run.status == RunStatus.PENDING
-        and run.last_sequence <= 1
-        and (owner is None or owner.startswith(DELIVERY_OWNER_PREFIXES))
-    )
+# Kept under their earlier names for callers of this module.
+new_owner_id = process_owner
+__all__ = ["never_executed", "new_owner_id", "owner_is_dead", "resume_run", "execute_new"]
 
 
 async def keep_leases(
@@ -161,16 +119,16 @@ async def resume_run(
     if recovery:
         attempt = run.recovery_attempts + 1
         reason = "the process executing this run stopped (worker lost)"
-        first.append(
-            (EventType.WORKFLOW_INTERRUPTED, {"reason": reason, "recovery_attempt": attempt})
-        )
+        first.append((EventType.WORKFLOW_INTERRUPTED, workflow_interrupted(reason, attempt)))
         changes["recovery_attempts"] = attempt
         if not run.recover_on_worker_loss or attempt > run.max_recovery_attempts:
             return await _fail_unrecoverable(storage, run, history, first, changes)
         logger.info("recovering run {} (attempt {})", run_id, attempt)
         history.mark_interrupted()  # step attempts dispatched before the crash are lost
     if not (run.status == RunStatus.PENDING and run.last_sequence <= 1):
-        first.append((EventType.WORKFLOW_RESUMED, {}))  # (a queued run simply starts)
+        first.append(
+            (EventType.WORKFLOW_RESUMED, workflow_resumed())
+        )  # (a queued run simply starts)
     return await execute_run(
         run=run,
         definition=definition,
@@ -211,18 +169,9 @@ async def _fail_unrecoverable(
     first: list[tuple[EventType, dict[str, Any]]],
     changes: dict[str, Any],
 ) -> Outcome:
-    ctx = RunContext(
-        run_id=run.run_id,
-        workflow_name=run.workflow_name,
-        history=history,
-        storage=storage,
-        limits=event_limits(),
-    )
-    for type_, data in first:
-        ctx.record(type_, data, force=True)
-    ctx.set_changes(**changes)
     if not run.recover_on_worker_loss:
         reason = "its process stopped and recover_on_worker_loss is disabled"
     else:
         reason = f"it exceeded max_recovery_attempts ({run.max_recovery_attempts})"
-    return await fail_run(ctx, WorkflowError(f"run {run.run_id!r} cannot be recovered: {reason}"))
+    error = WorkflowError(f"run {run.run_id!r} cannot be recovered: {reason}")
+    return await fail_unstarted(storage, run, history, event_limits(), first, changes, error)

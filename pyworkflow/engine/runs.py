@@ -12,6 +12,7 @@ from typing import Any
 
 from pyworkflow.core.config import get_config
 from pyworkflow.core.workflow import WorkflowDefinition
+from pyworkflow.engine import events
 from pyworkflow.serialization import encode
 from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun, utcnow
 
@@ -84,13 +85,9 @@ def build_run(
     started = Event(
         run_id=run_id,
         type=EventType.WORKFLOW_STARTED,
-        data={
-            "workflow_name": definition.name,
-            "args": args_tree,
-            "kwargs": kwargs_tree,
-            "tags": tags,
-            **(request.schedule or {}),
-        },
+        data=events.workflow_started(
+            definition.name, args_tree, kwargs_tree, tags, schedule=request.schedule
+        ),
         sequence=1,
         timestamp=now,
     )

@@ -28,19 +28,18 @@ from typing import Any
 
 from loguru import logger
 
-from pyworkflow.context.base import StepInfo, current_step
 from pyworkflow.context.step_context import restore_step_context
 from pyworkflow.core.config import get_config
-from pyworkflow.core.exceptions import FatalError, SequenceConflictError, SerializationError
+from pyworkflow.core.exceptions import SequenceConflictError
 from pyworkflow.core.registry import require_step
 from pyworkflow.core.step import StepDefinition
-from pyworkflow.engine.context import retry_delay_for, run_attempt
+from pyworkflow.engine import events
+from pyworkflow.engine.attempts import run_attempts
+from pyworkflow.engine.events import Draft
 from pyworkflow.engine.replay import History, StepRecord
-from pyworkflow.serialization import decode, encode, encode_error
+from pyworkflow.serialization import decode
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import Event, EventType, RunUpdate, WorkflowRun, utcnow
-
-_Draft = tuple[EventType, dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -85,66 +84,43 @@ async def _attempts(
     record: StepRecord,
     op_id: str,
     round_owner: str,
-) -> list[_Draft]:
-    """Run attempts until one succeeds, fails for good, or must wait to be retried."""
+) -> list[Draft]:
+    """Run attempts until one succeeds, fails for good, or must wait to be retried; the
+    events to append (a wait: the run dispatches the next attempt at ``retry_at``)."""
     input_ = record.input or {}
     args = decode(input_.get("args") or [])
     kwargs = decode(input_.get("kwargs") or {})
     restore_step_context(_step_context(run))
-    name, attempt = definition.name, record.attempts
-    drafts: list[_Draft] = []
-    while True:
-        base = {"step_id": op_id, "step_name": name, "attempt": attempt}
-        token = current_step.set(StepInfo(op_id, name, attempt))
-        try:
-            result = await run_attempt(
-                lambda: definition.func(*args, **kwargs), definition.timeout, name, attempt
+    recorder = _DraftRecorder(op_id, definition.name, record.attempts, round_owner, input_)
+    await run_attempts(
+        definition, lambda: definition.func(*args, **kwargs), op_id, record.attempts, recorder
+    )
+    return recorder.drafts
+
+
+class _DraftRecorder:
+    """Collects a dispatched step's events; they are appended when the attempts end."""
+
+    def __init__(
+        self, step_id: str, name: str, first: int, round_owner: str, step_input: dict[str, Any]
+    ) -> None:
+        self.step_id, self.name, self.first = step_id, name, first
+        self.round_owner, self.step_input = round_owner, step_input
+        self.drafts: list[Draft] = []
+
+    def started(self, attempt: int) -> None:
+        if attempt != self.first:  # the workflow recorded the first one when it dispatched
+            data = events.step_started(
+                self.step_id,
+                self.name,
+                attempt,
+                round_owner=self.round_owner,
+                step_input=self.step_input,
             )
-        except Exception as exc:  # noqa: BLE001 - every user failure is recorded
-            delay = retry_delay_for(definition, exc, attempt)
-            failed = {**base, "error": encode_error(exc), "fatal": isinstance(exc, FatalError)}
-            if delay is None:
-                return [*drafts, (EventType.STEP_FAILED, {**failed, "will_retry": False})]
-            retry_at = utcnow() + timedelta(seconds=delay)
-            logger.warning(
-                "step {} attempt {} failed ({}); retry in {}s", op_id, attempt, exc, delay
-            )
-            drafts += [
-                (EventType.STEP_FAILED, {**failed, "will_retry": True}),
-                (
-                    EventType.STEP_RETRYING,
-                    {
-                        **base,
-                        "attempt": attempt + 1,
-                        "retry_at": retry_at.isoformat(),
-                        "delay_seconds": delay,
-                    },
-                ),
-            ]
-            if delay > 0:
-                return drafts  # the run waits for retry_at, then dispatches the next attempt
-            attempt += 1
-            drafts.append(
-                (
-                    EventType.STEP_STARTED,
-                    {
-                        **base,
-                        "attempt": attempt,
-                        "dispatched": True,
-                        "round": round_owner,
-                        "input": input_,
-                    },
-                )
-            )
-            continue
-        finally:
-            current_step.reset(token)
-        try:
-            encoded = encode(result, where=f"result of step {name!r}")
-        except SerializationError as exc:
-            failed = {**base, "error": encode_error(exc), "fatal": True, "will_retry": False}
-            return [*drafts, (EventType.STEP_FAILED, failed)]
-        return [*drafts, (EventType.STEP_COMPLETED, {**base, "result": encoded})]
+            self.drafts.append((EventType.STEP_STARTED, data))
+
+    def record(self, type_: EventType, data: dict[str, Any]) -> None:
+        self.drafts.append((type_, data))
 
 
 def _step_context(run: WorkflowRun) -> Any:
@@ -159,7 +135,7 @@ async def _append(
     round_owner: str,
     attempt: int,
     history: History,
-    drafts: list[_Draft],
+    drafts: list[Draft],
 ) -> bool:
     """Append the attempt's events unless someone recorded it first; True when the round
     has no step in flight any more."""

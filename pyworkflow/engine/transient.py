@@ -13,16 +13,10 @@ from typing import Any
 
 from loguru import logger
 
-from pyworkflow.context.base import (
-    StepInfo,
-    WorkflowContext,
-    current_step,
-    reset_context,
-    set_context,
-)
+from pyworkflow.context.base import WorkflowContext, reset_context, set_context
 from pyworkflow.core.exceptions import ContinueAsNewSignal
 from pyworkflow.core.step import StepDefinition
-from pyworkflow.engine.context import retry_delay_for, run_attempt
+from pyworkflow.engine.attempts import NO_RECORDER, run_attempts
 from pyworkflow.storage.schemas import utcnow
 
 
@@ -50,22 +44,10 @@ class TransientContext(WorkflowContext):
         count = self._counters.get(definition.name, 0) + 1
         self._counters[definition.name] = count
         step_id = f"step:{definition.name}#{count}"
-        attempt = 0
-        while True:
-            attempt += 1
-            token = current_step.set(StepInfo(step_id, definition.name, attempt))
-            try:
-                return await run_attempt(call, definition.timeout, definition.name, attempt)
-            except Exception as exc:
-                delay = retry_delay_for(definition, exc, attempt)
-                if delay is None:
-                    raise
-                logger.warning(
-                    "step {} attempt {} failed ({}); retry in {}s", step_id, attempt, exc, delay
-                )
-            finally:
-                current_step.reset(token)
-            await asyncio.sleep(delay)
+        outcome = await run_attempts(definition, call, step_id, 1, NO_RECORDER, durable=False)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.result
 
     async def sleep(self, wake_at: datetime, delay: timedelta, name: str | None) -> None:  # noqa: ARG002
         await asyncio.sleep(max(0.0, (wake_at - utcnow()).total_seconds()))

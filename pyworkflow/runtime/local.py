@@ -30,14 +30,8 @@ from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import WorkflowAlreadyRunningError, WorkflowNotFoundError
 from pyworkflow.engine.context import deliver_cancel
 from pyworkflow.engine.executor import Outcome
-from pyworkflow.engine.runner import (
-    execute_new,
-    keep_leases,
-    never_executed,
-    new_owner_id,
-    owner_is_dead,
-    resume_run,
-)
+from pyworkflow.engine.recovery import runs_to_recover, signalled_suspended_runs
+from pyworkflow.engine.runner import execute_new, keep_leases, new_owner_id, resume_run
 from pyworkflow.engine.runs import RunRequest, build_run
 from pyworkflow.engine.transient import TransientContext, run_transient
 from pyworkflow.runtime.base import Runtime
@@ -45,7 +39,6 @@ from pyworkflow.scheduler.declared import activate_declared
 from pyworkflow.scheduler.service import ScheduleService
 from pyworkflow.serialization import dumps
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.queries import signalled_suspended_runs
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
 
 _RECOVERY_EVERY_POLLS = 5
@@ -232,16 +225,8 @@ class _Service:
             self.wake(run_id)
 
     async def _recover_runs(self) -> None:
-        now = utcnow()
-        me = self.runtime.owner
-        for run in await self.storage.list_stale_runs(now, limit=100):
-            # A pending run that never executed (a continuation, a child) simply starts;
-            # anything else was interrupted and counts as a recovery.
-            self.spawn(run.run_id, recovery=not never_executed(run), steal_from=run.lease_owner)
-        for status in (RunStatus.RUNNING, RunStatus.PENDING, RunStatus.INTERRUPTED):
-            for run in await self.storage.list_runs(status=status, limit=1000):
-                if owner_is_dead(run.lease_owner, me):
-                    self.spawn(run.run_id, recovery=True, steal_from=run.lease_owner)
+        async for found in runs_to_recover(self.storage, utcnow(), self.runtime.owner):
+            self.spawn(found.run_id, recovery=found.counts, steal_from=found.steal_from)
 
     async def _heartbeat_loop(self) -> None:
         interval = self.lease_ttl / 3

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pyworkflow.engine.events import schedule_entry
 from pyworkflow.scheduler.specs import OverlapPolicy, ScheduleSpec
 from pyworkflow.serialization import decode
 from pyworkflow.storage.schemas import ScheduleRecord, ScheduleStatus
@@ -76,8 +77,8 @@ class Schedule:
             "next_tick": _iso(self.next_tick),
             "last_run_id": self.last_run_id,
             "buffer": [t.isoformat() for t in self.buffer],
-            "pending": [_entry_json(e) for e in self.pending],
-            "recent": [_entry_json(e) for e in self.recent],
+            "pending": [_entry_json(e, self.schedule_id) for e in self.pending],
+            "recent": [_entry_json(e, self.schedule_id) for e in self.recent],
             "fired": self.fired,
             "skipped": self.skipped,
         }
@@ -137,13 +138,14 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def _entry_json(entry: ScheduleEntry) -> dict[str, Any]:
-    return {
-        "tick": entry.tick.isoformat(),
-        "outcome": entry.outcome,
-        "run_id": entry.run_id,
-        "at": _iso(entry.at),
-    }
+def _entry_json(entry: ScheduleEntry, schedule_id: str) -> dict[str, Any]:
+    """A history entry as its ``schedule.triggered`` / ``schedule.skipped`` event payload,
+    plus ``type`` and the ``outcome`` earlier versions read."""
+    skipped = entry.outcome.partition("skipped: ")[2] if entry.outcome != "started" else None
+    type_, data = schedule_entry(
+        schedule_id, entry.tick, run_id=entry.run_id, skipped_reason=skipped, at=entry.at
+    )
+    return {"type": type_.value, **data, "outcome": entry.outcome, "run_id": entry.run_id}
 
 
 def _entry(data: dict[str, Any]) -> ScheduleEntry:

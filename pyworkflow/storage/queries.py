@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
+from pyworkflow.storage.schemas import WorkflowRun
 
 
 async def final_run(storage: StorageBackend, run_id: str) -> WorkflowRun | None:
@@ -15,21 +15,3 @@ async def final_run(storage: StorageBackend, run_id: str) -> WorkflowRun | None:
             break
         run = following
     return run
-
-
-async def signalled_suspended_runs(storage: StorageBackend) -> list[str]:
-    """Suspended runs with something to see that nobody woke them for: a received hook
-    payload, or a cancellation whose requester could not wake the run (it exited)."""
-    try:
-        received = await storage.list_hooks(status=HookStatus.RECEIVED, limit=100)
-    except NotImplementedError:
-        received = []  # a third-party backend without hook storage
-    found: dict[str, None] = {}
-    for hook in received:
-        run = await storage.get_run(hook.run_id)
-        if run is not None and run.status == RunStatus.SUSPENDED:
-            found[run.run_id] = None
-    for run in await storage.list_runs(status=RunStatus.SUSPENDED, limit=1000):
-        if run.cancel_requested_at is not None:
-            found[run.run_id] = None
-    return list(found)

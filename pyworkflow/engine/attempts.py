@@ -1,0 +1,186 @@
+"""The step attempt loop: run attempts until one succeeds, fails for good, or must wait.
+
+One loop for every place a step body runs: inline in a durable run
+(:class:`~pyworkflow.engine.context.RunContext`), on a step worker
+(:mod:`pyworkflow.engine.step_worker`), and in a transient run. The loop records what
+happens through an :class:`AttemptRecorder` and returns a :class:`StepOutcome`; the caller
+decides what that means (flush and return, raise, suspend until ``retry_at``, append).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from loguru import logger
+
+from pyworkflow.context.base import StepInfo, current_step
+from pyworkflow.core.exceptions import (
+    FatalError,
+    RetryableError,
+    SerializationError,
+    StepTimeoutError,
+)
+from pyworkflow.core.retry import retry_after_seconds, retry_delay_seconds
+from pyworkflow.core.step import StepDefinition
+from pyworkflow.engine import events
+from pyworkflow.serialization import encode, encode_error
+from pyworkflow.storage.schemas import EventType, utcnow
+
+
+class AttemptRecorder(Protocol):
+    """Where the loop records a step's events (a run's log, a worker's drafts, nowhere)."""
+
+    def started(self, attempt: int) -> None:
+        """Attempt ``attempt`` is about to run (record ``step.started`` if needed)."""
+
+    def record(self, type_: EventType, data: dict[str, Any]) -> None:
+        """Record an outcome event (failed, retrying, completed, cancelled)."""
+
+
+class NoRecorder:
+    """Records nothing (transient runs have no event log)."""
+
+    def started(self, attempt: int) -> None:
+        pass
+
+    def record(self, type_: EventType, data: dict[str, Any]) -> None:
+        pass
+
+
+NO_RECORDER = NoRecorder()
+
+
+@dataclass(slots=True)
+class StepOutcome:
+    """How the loop ended: ``error`` (final failure), ``retry_at`` (the next attempt must
+    wait until then), or neither (success: ``result``, and ``encoded`` when durable)."""
+
+    attempt: int
+    result: Any = None
+    encoded: Any = None
+    error: Exception | None = None
+    retry_at: datetime | None = None
+
+
+async def run_attempts(
+    definition: StepDefinition,
+    call: Callable[[], Awaitable[Any]],
+    step_id: str,
+    attempt: int,
+    recorder: AttemptRecorder,
+    *,
+    durable: bool = True,
+) -> StepOutcome:
+    """Run attempts of one step call, starting with attempt number ``attempt``.
+
+    A retry delay of 0 retries at once. A positive delay ends the loop with ``retry_at``
+    when ``durable`` (the caller waits durably), else sleeps in memory and goes on. A
+    durable result is encoded here: one that cannot be stored fails the step for good.
+    """
+    name = definition.name
+    while True:
+        recorder.started(attempt)
+        token = current_step.set(StepInfo(step_id, name, attempt))
+        try:
+            result = await run_attempt(call, definition.timeout, name, attempt)
+        except asyncio.CancelledError:
+            reason = "the attempt was cancelled while running"
+            recorder.record(
+                EventType.STEP_CANCELLED, events.step_cancelled(step_id, name, attempt, reason)
+            )
+            raise
+        except Exception as exc:  # noqa: BLE001 - every user failure is recorded
+            delay = retry_delay_for(definition, exc, attempt)
+            retry_at = None if delay is None else utcnow() + timedelta(seconds=delay)
+            _record_failure(recorder, step_id, name, attempt, exc, delay, retry_at)
+            if delay is None or retry_at is None:
+                return StepOutcome(attempt, error=exc)
+            logger.warning(
+                "step {} attempt {} failed ({}); retry in {}s", step_id, attempt, exc, delay
+            )
+            attempt += 1
+            if delay > 0:
+                if durable:
+                    return StepOutcome(attempt, retry_at=retry_at)
+                await asyncio.sleep(delay)
+            continue
+        finally:
+            current_step.reset(token)
+        if not durable:
+            return StepOutcome(attempt, result=result)
+        return _completed(recorder, step_id, name, attempt, result)
+
+
+def _record_failure(
+    recorder: AttemptRecorder,
+    step_id: str,
+    name: str,
+    attempt: int,
+    exc: Exception,
+    delay: float | None,
+    retry_at: datetime | None,
+) -> None:
+    fatal = isinstance(exc, FatalError)
+    recorder.record(
+        EventType.STEP_FAILED,
+        events.step_failed(
+            step_id, name, attempt, encode_error(exc), fatal=fatal, will_retry=delay is not None
+        ),
+    )
+    if delay is not None and retry_at is not None:
+        recorder.record(
+            EventType.STEP_RETRYING,
+            events.step_retrying(step_id, name, attempt + 1, retry_at, delay),
+        )
+
+
+def _completed(
+    recorder: AttemptRecorder, step_id: str, name: str, attempt: int, result: Any
+) -> StepOutcome:
+    try:
+        encoded = encode(result, where=f"result of step {name!r}")
+    except SerializationError as exc:
+        recorder.record(
+            EventType.STEP_FAILED,
+            events.step_failed(
+                step_id, name, attempt, encode_error(exc), fatal=True, will_retry=False
+            ),
+        )
+        return StepOutcome(attempt, error=exc)
+    recorder.record(
+        EventType.STEP_COMPLETED, events.step_completed(step_id, name, attempt, encoded)
+    )
+    return StepOutcome(attempt, result=result, encoded=encoded)
+
+
+async def run_attempt(
+    call: Callable[[], Awaitable[Any]], limit: float | None, name: str, attempt: int
+) -> Any:
+    """One attempt of a step body, bounded by the step's ``timeout`` (``limit``)."""
+    if limit is None:
+        return await call()
+    try:
+        async with asyncio.timeout(limit) as scope:
+            return await call()
+    except TimeoutError:
+        if scope.expired():
+            raise StepTimeoutError(
+                f"step {name!r} attempt {attempt} exceeded its timeout of {limit:g}s"
+            ) from None
+        raise
+
+
+def retry_delay_for(definition: StepDefinition, exc: Exception, attempt: int) -> float | None:
+    """Seconds until the next attempt, or None when the failure is final."""
+    if isinstance(exc, FatalError | SerializationError) or attempt > definition.max_retries:
+        return None
+    if isinstance(exc, RetryableError) and exc.retry_after is not None:
+        try:
+            return retry_after_seconds(exc.retry_after)
+        except (ValueError, TypeError):
+            logger.warning("ignoring invalid retry_after {!r}", exc.retry_after)
+    return retry_delay_seconds(definition.retry_delay, attempt)

@@ -1,0 +1,164 @@
+"""A run's event log as one execution writes it: buffer, fenced flush, limits.
+
+Every event an execution writes goes through one :class:`RunLog`: :meth:`RunLog.record`
+gives it the next sequence number and buffers it, :meth:`RunLog.flush` writes the buffer
+and the run's projection changes in one append fenced on the last committed sequence.
+A write whose caller was cancelled mid-flight may or may not have landed; the next flush
+reconciles it against storage first. Event-count limits are checked here, in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from loguru import logger
+
+from pyworkflow.core.exceptions import EventLimitExceededError, SequenceConflictError
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import Event, EventType, RunUpdate, utcnow
+
+
+class OwnershipLost(BaseException):  # noqa: N818 - control flow, not an error
+    """Another writer appended to this run first; this execution must stop writing."""
+
+
+class EventLimits:
+    """Per-run event-count limits (counted in memory, never by re-reading the log)."""
+
+    __slots__ = ("soft", "hard", "interval")
+
+    def __init__(self, soft: int, hard: int, interval: int) -> None:
+        self.soft, self.hard, self.interval = soft, hard, max(1, interval)
+
+
+class RunLog:
+    """The buffered, fenced writer of one run's events (one per execution).
+
+    Attributes:
+        committed: the last sequence known to be stored.
+        stored: the run's whole stored log, kept in step with every flush, or ``None``
+            when it is not tracked or no longer known to match storage.
+    """
+
+    __slots__ = (
+        "run_id",
+        "committed",
+        "stored",
+        "_storage",
+        "_limits",
+        "_next_seq",
+        "_pending",
+        "_changes",
+        "_lock",
+        "_unsure",
+    )
+
+    def __init__(
+        self,
+        run_id: str,
+        storage: StorageBackend,
+        *,
+        last_sequence: int,
+        limits: EventLimits,
+        stored: list[Event] | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.committed = last_sequence
+        self.stored = stored
+        self._storage = storage
+        self._limits = limits
+        self._next_seq = last_sequence + 1
+        self._pending: list[Event] = []
+        self._changes: dict[str, Any] = {}
+        self._lock = asyncio.Lock()
+        self._unsure: tuple[list[Event], dict[str, Any]] | None = None
+
+    def record(self, type_: EventType, data: dict[str, Any], *, force: bool = False) -> Event:
+        """Buffer an event; it is written by the next :meth:`flush`.
+
+        Raises:
+            EventLimitExceededError: the run reached its hard event limit (not checked
+                with ``force``: the events that end or suspend a run are always written).
+        """
+        seq = self._next_seq
+        if not force:
+            self._check_limits(seq)
+        self._next_seq = seq + 1
+        event = Event(run_id=self.run_id, type=type_, data=data, sequence=seq)
+        self._pending.append(event)
+        return event
+
+    def _check_limits(self, seq: int) -> None:
+        limits = self._limits
+        if seq > limits.hard:
+            raise EventLimitExceededError(
+                f"run {self.run_id!r} reached the event hard limit ({limits.hard} events); "
+                "split the work across several runs or raise event_hard_limit"
+            )
+        if seq >= limits.soft and (seq - limits.soft) % limits.interval == 0:
+            logger.warning(
+                "run {} has {} events (soft limit {}, hard limit {})",
+                self.run_id,
+                seq,
+                limits.soft,
+                limits.hard,
+            )
+
+    def set_changes(self, **changes: Any) -> None:
+        """Projection changes to write with the next flush."""
+        self._changes.update(changes)
+
+    async def flush(self, **changes: Any) -> None:
+        """Write buffered events and projection changes in one fenced append.
+
+        Raises:
+            OwnershipLost: another writer appended first; nothing of this batch is stored.
+        """
+        self._changes.update(changes)
+        async with self._lock:
+            if self._unsure is not None:
+                await self._reconcile()
+            if not self._pending and not self._changes:
+                return
+            batch, self._pending = self._pending, []
+            update, self._changes = self._changes, {}
+            update["updated_at"] = utcnow()
+            try:
+                await self._storage.append_events(
+                    self.run_id,
+                    batch,
+                    expected_last_sequence=self.committed,
+                    update=RunUpdate(update),
+                )
+            except SequenceConflictError as exc:
+                self.stored = None
+                raise OwnershipLost(str(exc)) from exc
+            except asyncio.CancelledError:
+                # Cancelled mid-write (a user's wait_for around a step, the max_duration
+                # timeout): the write may still have landed. The next flush finds out.
+                self._unsure = (batch, update)
+                self.stored = None
+                raise
+            except BaseException:
+                self.stored = None
+                raise
+            if batch:
+                self.committed = batch[-1].sequence
+                if self.stored is not None:
+                    self.stored.extend(batch)
+
+    async def _reconcile(self) -> None:
+        """Settle a write whose caller was cancelled: adopt it if it landed, else redo it."""
+        assert self._unsure is not None
+        batch, update = self._unsure
+        self._unsure = None
+        run = await self._storage.get_run(self.run_id)
+        stored = run.last_sequence if run is not None else -1
+        if batch and stored == batch[-1].sequence:
+            self.committed = stored
+        elif stored == self.committed:
+            self._pending[:0] = batch
+            self._changes = {**update, **self._changes}
+        else:
+            raise OwnershipLost(f"run {self.run_id!r} was written by another process")

@@ -1,0 +1,129 @@
+"""Which runs to recover, and whose lease to take: one policy for every runtime.
+
+A run needs recovering when it is ``running`` or ``pending`` (executing, queued, or held
+by a dispatch round) and nobody is working on it any more:
+
+* its lease expired (the holder stopped renewing: it died, or a queued message was
+  lost), or it was never leased;
+* or its holder is a process on this host that no longer exists (no need to wait for
+  the lease to expire).
+
+Runtimes only act on the policy's answers: the local runtime resumes each run here, the
+Celery sweeper claims it and sends it to a worker. A run that never began executing
+(a queued start, a child or continuation not yet picked up) is simply started; anything
+else counts as a recovery attempt (``workflow.interrupted``, bounded by
+``max_recovery_attempts``).
+
+The candidates are read with cursor-paged, indexed storage queries (runs by status,
+newest first) until the last page: no row cap, so at scale older runs are reached too.
+Suspended runs are not scanned: their timers bring them back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from pyworkflow.engine.owners import is_delivery, owner_is_dead
+from pyworkflow.storage.base import StorageBackend, run_cursor
+from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
+
+# Statuses of runs that should have someone working on them.
+ACTIVE_STATUSES = (RunStatus.RUNNING, RunStatus.PENDING)
+PAGE_SIZE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """One run to take over.
+
+    Attributes:
+        run_id: the run.
+        steal_from: the dead holder whose lease may be taken although it has not expired
+            (``None``: only a free or expired lease may be taken, so a lease renewed since
+            the run was listed stays with its holder).
+        counts: a recovery attempt (the run was executing), not a plain first start.
+    """
+
+    run_id: str
+    steal_from: str | None
+    counts: bool
+
+
+def never_executed(run: WorkflowRun) -> bool:
+    """True for a pending run no process has begun executing (recovering it is a plain
+    start, not a recovery attempt). A pending run leased to a process was executing:
+    its status only becomes 'running' with its first write."""
+    return (
+        run.status == RunStatus.PENDING
+        and run.last_sequence <= 1
+        and (run.lease_owner is None or is_delivery(run.lease_owner))
+    )
+
+
+def judge(run: WorkflowRun, now: datetime, me: str) -> Recovery | None:
+    """Whether ``run`` (as listed) needs recovering by ``me``, and how."""
+    if run.status not in ACTIVE_STATUSES:
+        return None
+    owner = run.lease_owner
+    counts = not never_executed(run)
+    if owner is None or run.lease_expires_at is None or run.lease_expires_at < now:
+        return Recovery(run.run_id, steal_from=None, counts=counts)
+    if owner_is_dead(owner, me):
+        return Recovery(run.run_id, steal_from=owner, counts=counts)
+    return None
+
+
+async def runs_to_recover(
+    storage: StorageBackend, now: datetime, me: str, *, page_size: int = PAGE_SIZE
+) -> AsyncIterator[Recovery]:
+    """Every active run that needs recovering, found by paging through all of them."""
+    for status in ACTIVE_STATUSES:
+        async for run in _all_runs(storage, status, page_size):
+            found = judge(run, now, me)
+            if found is not None:
+                yield found
+
+
+async def signalled_suspended_runs(
+    storage: StorageBackend, *, page_size: int = PAGE_SIZE
+) -> list[str]:
+    """Suspended runs with something to see that nobody woke them for: a received hook
+    payload, or a cancellation whose requester could not wake the run (it exited)."""
+    found: dict[str, None] = {}
+    if "hooks" in storage.capabilities or _has_hooks(storage):
+        offset = 0
+        while True:
+            hooks = await storage.list_hooks(
+                status=HookStatus.RECEIVED, limit=page_size, offset=offset
+            )
+            for hook in hooks:
+                run = await storage.get_run(hook.run_id)
+                if run is not None and run.status == RunStatus.SUSPENDED:
+                    found[run.run_id] = None
+            if len(hooks) < page_size:
+                break
+            offset += page_size
+    async for run in _all_runs(storage, RunStatus.SUSPENDED, page_size, cancel_requested=True):
+        found[run.run_id] = None
+    return list(found)
+
+
+def _has_hooks(storage: StorageBackend) -> bool:
+    # Backends written before capability flags: the method is overridden when supported.
+    return type(storage).list_hooks is not StorageBackend.list_hooks
+
+
+async def _all_runs(
+    storage: StorageBackend, status: RunStatus, page_size: int, *, cancel_requested: bool = False
+) -> AsyncIterator[WorkflowRun]:
+    cursor: str | None = None
+    while True:
+        page = await storage.list_runs(status=status, limit=page_size, cursor=cursor)
+        for run in page:
+            if not cancel_requested or run.cancel_requested_at is not None:
+                yield run
+        if len(page) < page_size:
+            return
+        cursor = run_cursor(page[-1])

@@ -1,0 +1,108 @@
+"""The recovery policy: which runs to take over and whose lease to take, with no row cap;
+lease owner kinds, including owners stored by earlier versions."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from datetime import timedelta
+
+from pyworkflow.engine.owners import (
+    QUEUED_OWNER,
+    OwnerKind,
+    is_delivery,
+    new_owner,
+    owner_is_dead,
+    owner_kind,
+    process_owner,
+)
+from pyworkflow.engine.recovery import judge, never_executed, runs_to_recover
+from pyworkflow.storage.memory import InMemoryStorageBackend
+from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun, utcnow
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _run(run_id: str, status: RunStatus, owner: str | None, expires_in: float) -> WorkflowRun:
+    now = utcnow()
+    return WorkflowRun(
+        run_id=run_id,
+        workflow_name="wf",
+        status=status,
+        lease_owner=owner,
+        lease_expires_at=now + timedelta(seconds=expires_in) if owner else None,
+        last_sequence=1,
+    )
+
+
+async def _store(storage: InMemoryStorageBackend, run: WorkflowRun) -> None:
+    started = Event(run_id=run.run_id, type=EventType.WORKFLOW_STARTED, data={}, sequence=1)
+    await storage.create_run(run, [started])
+
+
+def test_owner_kinds_and_legacy_owners() -> None:
+    assert owner_kind(process_owner()) is OwnerKind.PROCESS
+    assert owner_kind(new_owner(OwnerKind.ROUND)) is OwnerKind.ROUND
+    assert owner_kind(new_owner(OwnerKind.SWEEP)) is OwnerKind.SWEEP
+    assert owner_kind(QUEUED_OWNER) is OwnerKind.QUEUED
+    # Stored by versions before owner kinds existed, still read the same way:
+    assert owner_kind("celery:queued") is OwnerKind.QUEUED
+    assert owner_kind("celery:1234:abc") is OwnerKind.PROCESS  # a host named "celery"
+    assert is_delivery("celery:queued") and is_delivery("sweep:h:1:x/claim")
+    assert not is_delivery("round:abc") and not is_delivery(None)
+
+
+def test_dead_owner_is_only_judged_for_same_host_processes() -> None:
+    me = process_owner()
+    host = socket.gethostname()
+    dead = f"{host}:{_dead_pid()}:abc"
+    assert owner_is_dead(dead, me)
+    assert not owner_is_dead(f"{host}:{os.getppid()}:abc", me)  # alive
+    assert not owner_is_dead(f"elsewhere:{_dead_pid()}:abc", me)  # cannot tell
+    assert not owner_is_dead("round:abc", me)  # a round: expiry only
+    assert not owner_is_dead(me, me)
+
+
+def test_judge_steals_only_from_dead_holders() -> None:
+    me = process_owner()
+    now = utcnow()
+    expired = _run("a", RunStatus.RUNNING, "otherhost:1:x", expires_in=-1)
+    assert judge(expired, now, me).steal_from is None  # expired: no stealing needed
+    live = _run("b", RunStatus.RUNNING, "otherhost:1:x", expires_in=60)
+    assert judge(live, now, me) is None
+    dead_owner = f"{socket.gethostname()}:{_dead_pid()}:x"
+    dead = _run("c", RunStatus.RUNNING, dead_owner, expires_in=60)
+    assert judge(dead, now, me).steal_from == dead_owner
+    assert judge(_run("d", RunStatus.SUSPENDED, None, 0), now, me) is None
+
+
+def test_a_queued_start_from_an_earlier_version_is_a_plain_start() -> None:
+    legacy = _run("q", RunStatus.PENDING, "celery:queued", expires_in=-1)
+    assert never_executed(legacy)
+    found = judge(legacy, utcnow(), process_owner())
+    assert found is not None and not found.counts
+    executing = _run("p", RunStatus.PENDING, "otherhost:1:x", expires_in=-1)
+    assert judge(executing, utcnow(), process_owner()).counts
+
+
+async def test_every_stale_run_is_found_however_many_and_however_old() -> None:
+    """1,300 active runs (more than the 1,000-row cap scans had): the oldest, with a dead
+    same-host holder, and every expired one are found; live ones are left alone."""
+    storage = InMemoryStorageBackend()
+    dead_owner = f"{socket.gethostname()}:{_dead_pid()}:x"
+    await _store(storage, _run("oldest-dead", RunStatus.RUNNING, dead_owner, expires_in=600))
+    for i in range(1200):
+        await _store(storage, _run(f"live-{i:04d}", RunStatus.RUNNING, "h2:1:x", 600))
+    for i in range(100):
+        await _store(storage, _run(f"expired-{i:03d}", RunStatus.PENDING, "h2:1:x", -5))
+    found = [r async for r in runs_to_recover(storage, utcnow(), process_owner(), page_size=70)]
+    ids = {r.run_id for r in found}
+    assert "oldest-dead" in ids
+    assert {f"expired-{i:03d}" for i in range(100)} <= ids
+    assert len(ids) == 101 == len(found)
