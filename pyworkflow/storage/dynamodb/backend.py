@@ -11,7 +11,7 @@ from pyworkflow.storage.dynamodb.hooks import HookStore
 from pyworkflow.storage.dynamodb.leases import LeaseStore
 from pyworkflow.storage.dynamodb.runs import RunStore
 from pyworkflow.storage.dynamodb.schedules import ScheduleStore
-from pyworkflow.storage.dynamodb.url import parse_url
+from pyworkflow.storage.dynamodb.url import parse_url, redact_url
 
 
 class DynamoDBStorageBackend(RunStore, LeaseStore, HookStore, ScheduleStore):
@@ -33,7 +33,7 @@ class DynamoDBStorageBackend(RunStore, LeaseStore, HookStore, ScheduleStore):
     capabilities = frozenset({"persistent", "cross_process"})
 
     def __repr__(self) -> str:
-        endpoint = f", endpoint_url={self.endpoint_url!r}" if self.endpoint_url else ""
+        endpoint = f", endpoint_url={redact_url(self.endpoint_url)!r}" if self.endpoint_url else ""
         return f"{type(self).__name__}({self.table_name!r}, region={self.region!r}{endpoint})"
 
     @classmethod
@@ -42,7 +42,8 @@ class DynamoDBStorageBackend(RunStore, LeaseStore, HookStore, ScheduleStore):
 
         Raises:
             ConfigurationError: not a ``dynamodb://`` URL, a path after the table name,
-                an unknown option, or an invalid table name or flag.
+                an unknown option, or an invalid table name or flag (the message shows
+                the URL redacted: no access key, no secret).
         """
         options = parse_url(url)
         session = None

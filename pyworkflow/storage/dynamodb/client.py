@@ -25,6 +25,7 @@ from pyworkflow.storage.dynamodb.table import (
     _TABLE_NAME,
     DEFAULT_REGION,
     DEFAULT_TABLE,
+    TABLE_NAME_RULE,
     TABLE_WAIT_SECONDS,
     _index_names,
     _is_active,
@@ -32,6 +33,7 @@ from pyworkflow.storage.dynamodb.table import (
     add_index_request,
     table_definition,
 )
+from pyworkflow.storage.dynamodb.url import redact_text
 
 # DynamoDB limits (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html)
 MAX_TRANSACTION_ITEMS = 100
@@ -55,6 +57,11 @@ def _reasons(exc: BaseException) -> list[str]:
     """Cancellation reason codes of a TransactionCanceledException, one per item."""
     response = getattr(exc, "response", None) or {}
     return [str(r.get("Code") or "None") for r in response.get("CancellationReasons") or ()]
+
+
+def _why(exc: BaseException) -> str:
+    """The SDK's message for ``exc``, with any URL in it (the endpoint) redacted."""
+    return redact_text(str(exc))
 
 
 async def _backoff(attempt: int) -> None:
@@ -88,8 +95,7 @@ class TableClient(StorageBackend):
     ) -> None:
         if not _TABLE_NAME.match(table_name):
             raise ConfigurationError(
-                f"invalid DynamoDB table name {table_name!r}: 3-255 characters of "
-                "A-Z, a-z, 0-9, '_', '-' and '.'"
+                f"invalid DynamoDB table name {table_name!r}: {TABLE_NAME_RULE}"
             )
         self.table_name = table_name
         self.region = region
@@ -127,7 +133,7 @@ class TableClient(StorageBackend):
         try:
             client = await cm.__aenter__()
         except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"dynamodb: cannot open a client: {exc}") from exc
+            raise StorageError(f"dynamodb: cannot open a client: {_why(exc)}") from exc
         try:
             if not self._table_ready:
                 await self._ensure_table(client)
@@ -148,7 +154,7 @@ class TableClient(StorageBackend):
             try:
                 await cm.__aexit__(None, None, None)
             except (ClientError, BotoCoreError, OSError) as exc:
-                raise StorageError(f"dynamodb: closing the client failed: {exc}") from exc
+                raise StorageError(f"dynamodb: closing the client failed: {_why(exc)}") from exc
 
     async def _ensure_table(self, client: Any) -> None:
         """Create the table if allowed and missing; wait until it and its indexes are
@@ -172,7 +178,7 @@ class TableClient(StorageBackend):
                 description = await self._wait_active(client)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(
-                f"dynamodb: cannot prepare table {self.table_name!r}: {exc}"
+                f"dynamodb: cannot prepare table {self.table_name!r}: {_why(exc)}"
             ) from exc
         keys = {k["AttributeName"]: k["KeyType"] for k in description.get("KeySchema", [])}
         if keys != {"PK": "HASH", "SK": "RANGE"}:
@@ -209,7 +215,7 @@ class TableClient(StorageBackend):
             return await self._wait_active(client)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(
-                f"dynamodb: cannot add index {name!r} to table {self.table_name!r}: {exc}"
+                f"dynamodb: cannot add index {name!r} to table {self.table_name!r}: {_why(exc)}"
             ) from exc
 
     async def _describe(self, client: Any) -> Item | None:
@@ -239,7 +245,7 @@ class TableClient(StorageBackend):
     # -- request helpers ------------------------------------------------------------------
 
     def _error(self, action: str, exc: BaseException) -> StorageError:
-        text = f"dynamodb ({self.table_name}): {action} failed: {exc}"
+        text = f"dynamodb ({self.table_name}): {action} failed: {_why(exc)}"
         if "size" in str(exc).lower():
             text += " (DynamoDB limits: 400 KB per item, 4 MB and 100 items per transaction)"
         return StorageError(text)

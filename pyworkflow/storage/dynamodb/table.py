@@ -27,6 +27,7 @@ TABLE_WAIT_SECONDS = 600.0
 _ADDED_INDEXES = frozenset({INDEX_HOOKS})
 
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+TABLE_NAME_RULE = "3-255 characters of A-Z, a-z, 0-9, '_', '-' and '.'"
 
 
 def _index_names(description: Item) -> set[str]:
