@@ -205,6 +205,7 @@ table setup, request helpers with retries), ``table`` (indexes, ``CreateTable``)
 hooks), ``schedules``.
 """
 
+# Every public name of the former single module stays importable from the package.
 from pyworkflow.storage.dynamodb.backend import DynamoDBStorageBackend
 from pyworkflow.storage.dynamodb.client import (
     MAX_BATCH_GET,
