@@ -607,6 +607,42 @@ def test_from_url_rejects_bad_urls(url: str, message: str) -> None:
         DynamoDBStorageBackend.from_url(url)
 
 
+ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
+SECRET_PARTS = ("wJalrXUtnFEMI", "K7MDENG", "bPxRfiCYEXAMPLEKEY")  # an AWS-style secret with "/"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://{key}:{secret}@flows",  # another scheme
+        "dynamodb://{key}:{secret}@flows",  # "/" in the secret left unencoded: a "path"
+        "dynamodb://{key}:{secret_encoded}@flows?regoin=us-east-1",
+        "dynamodb://{key}:{secret_encoded}@flows?create_table=maybe",
+        "dynamodb://{key}:{secret_encoded}@ab",
+        "dynamodb://{key}:{secret_encoded}/flows",  # the "@" forgotten
+        "dynamodb://{key}:wJalr?K7MDENG@flows",  # "?" in the secret: a "query"
+        "dynamodb://{key}:wJalr#K7MDENG@flows",  # "#" in the secret: a "fragment"
+        "dynamodb://{key}:@flows",
+        "dynamodb://flows?aws_secret_access_key={secret_encoded}&aws_access_key_id={key}",
+    ],
+)
+def test_bad_url_errors_never_show_credentials(url: str) -> None:
+    secret = "/".join(SECRET_PARTS)
+    url = url.format(key=ACCESS_KEY, secret=secret, secret_encoded=secret.replace("/", "%2F"))
+    with pytest.raises(ConfigurationError) as caught:
+        DynamoDBStorageBackend.from_url(url)
+    message = str(caught.value)
+    assert "***" in message  # the URL is shown, redacted
+    for part in (ACCESS_KEY, "wJalr", *SECRET_PARTS[1:]):
+        assert part not in message
+
+
+def test_repr_redacts_credentials_in_the_endpoint() -> None:
+    backend = DynamoDBStorageBackend("flows", endpoint_url="http://user:s3cret@127.0.0.1:8000")
+    assert "s3cret" not in repr(backend)
+    assert "127.0.0.1:8000" in repr(backend)
+
+
 async def test_url_reopens_the_same_data(backend: DynamoDBStorageBackend, endpoint: str) -> None:
     await backend.create_run(make_run("r1", last_sequence=1), make_events("r1", 1, 1))
     reopened = DynamoDBStorageBackend.from_url(moto.table_url(backend.table_name, endpoint))

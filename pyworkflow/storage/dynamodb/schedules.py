@@ -1,0 +1,164 @@
+"""Schedules: one item each in the ``SCHEDULES`` partition, written with a
+compare-and-set on ``version``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+
+from pyworkflow.storage.dynamodb.client import TableClient
+from pyworkflow.storage.dynamodb.codec import (
+    Item,
+    _from_micros,
+    _micros,
+    _n,
+    _opt_dt,
+    _payload,
+    _payload_attrs,
+    _s,
+)
+from pyworkflow.storage.dynamodb.expressions import _Expr
+from pyworkflow.storage.dynamodb.keys import _SCHEDULE, _SCHEDULES_PK, _schedule_key
+from pyworkflow.storage.schemas import ScheduleRecord, ScheduleStatus
+
+_SCHEDULE_STATUSES: dict[str, ScheduleStatus] = {s.value: s for s in ScheduleStatus}
+
+
+def _schedule_item(schedule: ScheduleRecord, version: int, write_token: str) -> Item:
+    """The schedule's item, stored at ``version``."""
+    item: Item = {
+        **_schedule_key(schedule.schedule_id),
+        "schedule_id": _s(schedule.schedule_id),
+        "workflow_name": _s(schedule.workflow_name),
+        "schedule_status": _s(ScheduleStatus(schedule.status).value),
+        "version": _n(version),
+        "created_at": _n(_micros(schedule.created_at)),
+        "updated_at": _n(_micros(schedule.updated_at)),
+        "write_token": _s(write_token),
+    }
+    if schedule.next_run_time is not None:
+        item["next_run_time"] = _n(_micros(schedule.next_run_time))
+    # Plain or compressed, like a run payload (no attribute at all for empty data).
+    data, _ = _payload_attrs("data", schedule.data or None)
+    item.update(data)
+    return item
+
+
+def _item_to_schedule(item: Item) -> ScheduleRecord:
+    return ScheduleRecord(
+        schedule_id=item["schedule_id"]["S"],
+        workflow_name=item["workflow_name"]["S"],
+        status=_SCHEDULE_STATUSES[item["schedule_status"]["S"]],
+        next_run_time=_opt_dt(item, "next_run_time"),
+        data=_payload(item, "data") or "",
+        version=int(item["version"]["N"]),
+        created_at=_from_micros(item["created_at"]["N"]),
+        updated_at=_from_micros(item["updated_at"]["N"]),
+    )
+
+
+class ScheduleStore(TableClient):
+    """Schedule records."""
+
+    async def save_schedule(
+        self, schedule: ScheduleRecord, *, expected_version: int | None
+    ) -> bool:
+        """One ``PutItem`` under ``attribute_not_exists`` (insert) or ``version =
+        :expected`` (compare-and-set). A failed condition re-reads the write token: our
+        own (an SDK retry of a put that did land) answers ``True``, any other ``False``."""
+        version = 1 if expected_version is None else expected_version + 1
+        token = uuid.uuid4().hex
+        item = _schedule_item(schedule, version, token)
+        expr = _Expr()
+        if expected_version is None:
+            condition = f"attribute_not_exists({expr.name('PK')})"
+        else:
+            condition = f"{expr.name('version')} = {expr.value(_n(expected_version))}"
+        try:
+            await self._call(
+                "put_item",
+                expected=("ConditionalCheckFailedException",),
+                Item=item,
+                ConditionExpression=condition,
+                **expr.params(),
+            )
+        except ClientError:
+            stored = await self._get_item(_schedule_key(schedule.schedule_id), ("write_token",))
+            if stored is None or stored.get("write_token") != _s(token):
+                return False
+        schedule.version = version
+        return True
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        item = await self._get_item(_schedule_key(schedule_id))
+        return None if item is None else _item_to_schedule(item)
+
+    def _schedules_query(self, expr: _Expr, filters: Sequence[str]) -> Item:
+        """A consistent ``Query`` of the schedules partition, in ``schedule_id`` order."""
+        condition = (
+            f"{expr.name('PK')} = {expr.value(_s(_SCHEDULES_PK))} "
+            f"AND begins_with({expr.name('SK')}, {expr.value(_s(_SCHEDULE))})"
+        )
+        params: Item = {"KeyConditionExpression": condition, "ConsistentRead": True}
+        if filters:
+            params["FilterExpression"] = " AND ".join(filters)
+        params.update(expr.params())
+        return params
+
+    async def list_schedules(
+        self,
+        *,
+        workflow_name: str | None = None,
+        status: ScheduleStatus | None = None,
+        limit: int = 1000,
+    ) -> list[ScheduleRecord]:
+        if limit <= 0:
+            return []
+        expr = _Expr()
+        filters = []
+        if workflow_name is not None:
+            filters.append(f"{expr.name('workflow_name')} = {expr.value(_s(workflow_name))}")
+        if status is not None:
+            value = expr.value(_s(ScheduleStatus(status).value))
+            filters.append(f"{expr.name('schedule_status')} = {value}")
+        params = self._schedules_query(expr, filters)
+        params["Limit"] = min(1000, max(limit, 25))
+        found: list[ScheduleRecord] = []
+        async for page in self._query(**params):
+            found.extend(_item_to_schedule(i) for i in page)
+            if len(found) >= limit:
+                break
+        return found[:limit]
+
+    async def list_due_schedules(self, now: datetime, limit: int = 100) -> list[ScheduleRecord]:
+        """No index serves this: schedules are few, so the whole schedules partition is
+        read (one consistent, filtered ``Query``) and the due ones ordered here."""
+        if limit <= 0:
+            return []
+        expr = _Expr()
+        filters = [
+            f"{expr.name('schedule_status')} = {expr.value(_s(ScheduleStatus.ACTIVE.value))}",
+            f"{expr.name('next_run_time')} <= {expr.value(_n(_micros(now)))}",
+        ]
+        due: list[ScheduleRecord] = []
+        async for page in self._query(**self._schedules_query(expr, filters)):
+            due.extend(_item_to_schedule(i) for i in page)
+        due.sort(key=lambda s: (s.next_run_time or now, s.schedule_id))
+        return due[:limit]
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        expr = _Expr()
+        try:
+            await self._call(
+                "delete_item",
+                expected=("ConditionalCheckFailedException",),
+                Key=_schedule_key(schedule_id),
+                ConditionExpression=f"attribute_exists({expr.name('PK')})",
+                **expr.params(),
+            )
+        except ClientError:
+            return False
+        return True
