@@ -1,28 +1,96 @@
 """Workflow code the golden histories in ``histories/`` were recorded from.
 
 Changing a workflow here in a way that changes its operation order must make the
-matching golden test fail: that is the point of golden histories.
+matching golden test fail: that is the point of golden histories. Incompatible versions
+of these workflows live in ``variants.py``.
+
+Every step body counts its executions in :data:`CALLS`, so a replay can prove that it
+did not run again a step whose outcome the history already holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
 
-from pyworkflow import RetryableError, sleep, step, workflow
+from pydantic import BaseModel
+
+from pyworkflow import (
+    CancellationError,
+    ChildWorkflowFailedError,
+    FatalError,
+    HookExpiredError,
+    RetryableError,
+    StepContext,
+    continue_as_new,
+    define_hook,
+    get_context,
+    get_step_context,
+    hook,
+    set_step_context,
+    shield,
+    sleep,
+    start_child_workflow,
+    step,
+    workflow,
+)
+from pyworkflow.context import current_step
+
+# Executions of each step body in this process, by step name.
+CALLS: Counter[str] = Counter()
+
+# Step name -> event: the step's next execution sets the event, then hangs until it is
+# cancelled (how the recorder simulates a process dying inside a step).
+CRASH_IN: dict[str, asyncio.Event] = {}
+
+# Tokens handed to ``on_created`` (how the recorder delivers hook payloads).
+HOOK_TOKENS: list[str] = []
+
+# Long enough never to end while a golden is replayed: the cancellation goldens need the
+# run still waiting when its cancellation is delivered.
+FOREVER = "36500d"
+# Short durable waits: each is a point where a run suspends and a history can be cut.
+PAUSE = "0.3s"
+
+
+def ran(name: str) -> None:
+    CALLS[name] += 1
+
+
+async def remember_token(token: str) -> None:
+    HOOK_TOKENS.append(token)
+
+
+def text_step(name: str, template: str) -> Callable[[str], Awaitable[str]]:
+    """A step named ``name`` that returns ``template`` filled in with its argument."""
+
+    @step(name=name)
+    async def body(value: str) -> str:
+        ran(name)
+        return template.format(value)
+
+    return body
+
+
+# -- recorded by the first version of the recorder (histories without "format") ---------
 
 
 @step(name="golden_fetch")
 async def fetch(key: str) -> dict[str, str]:
+    ran("golden_fetch")
     return {"key": key, "value": key.upper()}
 
 
 @step(name="golden_flaky", max_retries=2, retry_delay=0.01)
 async def flaky(key: str) -> str:
+    ran("golden_flaky")
     raise RetryableError(f"always failing for {key}")
 
 
 @step(name="golden_store")
 async def store(values: list[str]) -> int:
+    ran("golden_store")
     return len(values)
 
 
@@ -47,11 +115,13 @@ async def golden_recovers_from_failure(key: str) -> str:
 
 @step(name="golden_charge")
 async def charge(amount: int) -> int:
+    ran("golden_charge")
     return amount
 
 
 @step(name="golden_refund")
 async def refund(amount: int) -> int:
+    ran("golden_refund")
     return -amount
 
 
@@ -59,3 +129,260 @@ async def refund(amount: int) -> int:
 async def golden_changed(amount: int) -> int:
     # The recorded history called golden_charge first; this version calls golden_refund.
     return await refund(amount)
+
+
+# -- hooks ------------------------------------------------------------------------------
+
+
+class Approval(BaseModel):
+    approved: bool
+    approver: str
+    note: str | None = None
+
+
+approval = define_hook("golden_approval", Approval)
+
+
+draft = text_step("golden_draft", "draft of {}")
+
+
+@step(name="golden_publish")
+async def publish(text: str, approver: str) -> str:
+    ran("golden_publish")
+    return f"{text}, approved by {approver}"
+
+
+@workflow(name="golden_hook_approval")
+async def golden_hook_approval(doc: str) -> dict[str, object]:
+    text = await draft(doc)
+    decision = await approval(timeout="1h", on_created=remember_token)
+    await sleep(PAUSE, name="after_decision")
+    published = await publish(text, decision.approver) if decision.approved else None
+    return {"published": published, "note": decision.note}
+
+
+remind = text_step("golden_remind", "reminded {}")
+
+
+@workflow(name="golden_hook_expiry")
+async def golden_hook_expiry(who: str) -> str:
+    try:
+        answer = await hook("golden_reply", timeout=PAUSE, on_created=remember_token)
+    except HookExpiredError:
+        answer = None
+    await sleep(PAUSE, name="after_expiry")
+    return str(answer) if answer is not None else await remind(who)
+
+
+# -- child workflows --------------------------------------------------------------------
+
+
+ship = text_step("golden_ship", "parcel-{}")
+
+
+@step(name="golden_invoice")
+async def invoice(order_id: str) -> str:
+    ran("golden_invoice")
+    raise FatalError(f"no billing address for {order_id}")
+
+
+notify_customer = text_step("golden_notify_customer", "notified {}")
+
+
+@workflow(name="golden_child_ship")
+async def golden_child_ship(order_id: str) -> str:
+    return await ship(order_id)
+
+
+@workflow(name="golden_child_invoice")
+async def golden_child_invoice(order_id: str) -> str:
+    return await invoice(order_id)
+
+
+@workflow(name="golden_child_notify")
+async def golden_child_notify(order_id: str) -> str:
+    await sleep(FOREVER, name="until_cancelled")
+    return await notify_customer(order_id)
+
+
+@workflow(name="golden_parent")
+async def golden_parent(order_id: str) -> dict[str, object]:
+    parcel = await start_child_workflow(golden_child_ship, order_id)
+    try:
+        invoiced = await start_child_workflow(golden_child_invoice, order_id)
+    except ChildWorkflowFailedError as exc:
+        invoiced = exc.metadata["status"]
+    handle = await start_child_workflow(golden_child_notify, order_id, wait_for_completion=False)
+    await handle.cancel("notification no longer needed")
+    try:
+        notified = await handle.result()
+    except ChildWorkflowFailedError as exc:
+        notified = exc.metadata["status"]
+    await sleep(PAUSE, name="wrap_up")
+    return {"parcel": parcel, "invoice": invoiced, "notification": notified}
+
+
+# -- cancellation -----------------------------------------------------------------------
+
+
+reserve = text_step("golden_reserve", "hold-{}")
+release = text_step("golden_release", "released {}")
+tell_customer = text_step("golden_tell_customer", "told {}")
+
+
+@workflow(name="golden_cancellable")
+async def golden_cancellable(order_id: str) -> str:
+    hold = await reserve(order_id)
+    try:
+        await sleep(FOREVER, name="await_payment")
+    except CancellationError:
+        async with shield():  # the cleanup runs to its end although the run is cancelled
+            await release(hold)
+            await sleep(PAUSE, name="cleanup_pause")
+            await tell_customer(order_id)
+        raise
+    return "paid"
+
+
+# -- continue-as-new --------------------------------------------------------------------
+
+
+@step(name="golden_process_batch")
+async def process_batch(batch: int) -> int:
+    ran("golden_process_batch")
+    return batch * 10
+
+
+@workflow(name="golden_batches")
+async def golden_batches(batch: int, processed: int) -> dict[str, int]:
+    count = await process_batch(batch)
+    await sleep(PAUSE, name="between_batches")
+    if batch < 2:
+        continue_as_new(batch + 1, processed + count)
+    return {"batches": batch, "processed": processed + count}
+
+
+# -- step context -----------------------------------------------------------------------
+
+
+class Tenant(StepContext):
+    tenant: str
+    user: str
+
+
+@step(name="golden_read_tenant")
+async def read_tenant(item: str) -> str:
+    ran("golden_read_tenant")
+    ctx = get_step_context()
+    assert isinstance(ctx, Tenant)
+    return f"{item} for {ctx.tenant}/{ctx.user}"
+
+
+@workflow(name="golden_tenant_report", context_class=Tenant)
+async def golden_tenant_report(tenant: str, user: str) -> list[str]:
+    await set_step_context(Tenant(tenant=tenant, user=user))
+    first = await read_tenant("usage")
+    await sleep(PAUSE, name="between_reads")
+    second = await read_tenant("invoices")
+    return [first, second]
+
+
+# -- retries with a durable delay -------------------------------------------------------
+
+
+@step(name="golden_charge_card", max_retries=2, retry_delay=0.3)
+async def charge_card(amount: int) -> str:
+    ran("golden_charge_card")
+    info = current_step.get()
+    if info is not None and info.attempt == 1:
+        raise RetryableError(f"gateway timeout charging {amount}")
+    return f"charged {amount}"
+
+
+receipt = text_step("golden_receipt", "receipt: {}")
+
+
+@workflow(name="golden_retry_later")
+async def golden_retry_later(amount: int) -> str:
+    charged = await charge_card(amount)
+    return await receipt(charged)
+
+
+# -- logging ----------------------------------------------------------------------------
+
+
+@step(name="golden_lookup")
+async def lookup(name: str) -> int:
+    ran("golden_lookup")
+    return len(name)
+
+
+@workflow(name="golden_logging")
+async def golden_logging(name: str) -> int:
+    ctx = get_context()
+    ctx.log("debug", f"looking up {name}")
+    size = await lookup(name)
+    ctx.log("info", f"{name} has size {size}")
+    await sleep(PAUSE, name="before_check")
+    ctx.log("warning", "check is slow")
+    doubled = await lookup(name * 2)
+    ctx.log("error", f"size went from {size} to {doubled}")
+    return doubled
+
+
+# -- dispatched steps (the Celery execution shape) -------------------------------------
+
+
+pick = text_step("golden_pick", "item-{}")
+
+
+@step(name="golden_price")
+async def price(item: str, region: str) -> str:
+    ran("golden_price")
+    ctx = get_step_context()
+    assert isinstance(ctx, Tenant)
+    return f"{item}@{region} for {ctx.tenant}"
+
+
+@step(name="golden_audit", force_local=True)
+async def audit(prices: list[str]) -> int:
+    ran("golden_audit")
+    return len(prices)
+
+
+@step(name="golden_total")
+async def total(prices: list[str], audited: int) -> str:
+    ran("golden_total")
+    return f"{audited} prices: {' + '.join(prices)}"
+
+
+@workflow(name="golden_dispatched_order", context_class=Tenant)
+async def golden_dispatched_order(order_id: str) -> str:
+    await set_step_context(Tenant(tenant="acme", user="ops"))
+    item = await pick(order_id)
+    eu, us = await asyncio.gather(price(item, "EU"), price(item, "US"))
+    audited = await audit([eu, us])  # force_local: runs inline even when steps are dispatched
+    await sleep(PAUSE, name="settle")
+    return await total([eu, us], audited)
+
+
+# -- recovery after a lost process ------------------------------------------------------
+
+
+label = text_step("golden_label", "label-{}")
+
+
+@step(name="golden_pack")
+async def pack(order_id: str) -> str:
+    ran("golden_pack")
+    crash = CRASH_IN.pop("golden_pack", None)
+    if crash is not None:
+        crash.set()
+        await asyncio.Event().wait()  # the process "dies" here: cancelled by the recorder
+    return f"box-{order_id}"
+
+
+@workflow(name="golden_shipment")
+async def golden_shipment(order_id: str) -> list[str]:
+    first = await label(order_id)
+    return [first, await pack(order_id)]
