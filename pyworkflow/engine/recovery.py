@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pyworkflow.engine.owners import is_delivery, owner_is_dead
 from pyworkflow.storage.base import StorageBackend, run_cursor
@@ -89,8 +89,9 @@ async def runs_to_recover(
 async def signalled_suspended_runs(
     storage: StorageBackend, *, page_size: int = PAGE_SIZE
 ) -> list[str]:
-    """Suspended runs with something to see that nobody woke them for: a received hook
-    payload, or a cancellation whose requester could not wake the run (it exited)."""
+    """Suspended runs with something to see that nobody woke them for: a hook payload or
+    a cancellation that arrived after the run's last write (whoever accepted it could not
+    wake the run). A run that wrote since has seen it and is left alone."""
     found: dict[str, None] = {}
     if "hooks" in storage.capabilities or _has_hooks(storage):
         offset = 0
@@ -100,14 +101,28 @@ async def signalled_suspended_runs(
             )
             for hook in hooks:
                 run = await storage.get_run(hook.run_id)
-                if run is not None and run.status == RunStatus.SUSPENDED:
+                if run is not None and _unseen(run, hook.received_at):
                     found[run.run_id] = None
             if len(hooks) < page_size:
                 break
             offset += page_size
     async for run in _all_runs(storage, RunStatus.SUSPENDED, page_size, cancel_requested=True):
-        found[run.run_id] = None
+        if _unseen(run, run.cancel_requested_at):
+            found[run.run_id] = None
     return list(found)
+
+
+# Clocks of the processes that write a run and accept its signals may differ this much.
+CLOCK_SKEW = timedelta(seconds=1)
+
+
+def _unseen(run: WorkflowRun, arrived_at: datetime | None) -> bool:
+    """Whether a signal that arrived at ``arrived_at`` may not have been seen by the run."""
+    if run.status != RunStatus.SUSPENDED:
+        return False
+    if arrived_at is None or run.updated_at is None:
+        return True
+    return arrived_at >= run.updated_at - CLOCK_SKEW
 
 
 def _has_hooks(storage: StorageBackend) -> bool:

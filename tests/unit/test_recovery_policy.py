@@ -3,11 +3,14 @@ lease owner kinds, including owners stored by earlier versions."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 from datetime import timedelta
+
+import pytest
 
 from pyworkflow.engine.owners import (
     QUEUED_OWNER,
@@ -106,3 +109,51 @@ async def test_every_stale_run_is_found_however_many_and_however_old() -> None:
     assert "oldest-dead" in ids
     assert {f"expired-{i:03d}" for i in range(100)} <= ids
     assert len(ids) == 101 == len(found)
+
+
+async def test_a_hook_payload_is_rewoken_only_until_the_run_has_seen_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A payload nobody could deliver wakes the run; once the run consumed it and went
+    back to sleep, recovery passes leave it alone (no resumed/suspended pairs pile up)."""
+    from pyworkflow import get_workflow_events, hook, sleep, start, workflow
+    from pyworkflow.engine import recovery
+    from pyworkflow.engine.recovery import signalled_suspended_runs
+    from pyworkflow.runtime.local import LocalRuntime
+    from pyworkflow.storage.schemas import HookStatus
+
+    tokens: list[str] = []
+
+    async def keep(token: str) -> None:
+        tokens.append(token)
+
+    @workflow(name="rp_hook_then_sleep")
+    async def hook_then_sleep() -> None:
+        await hook("rp_go", on_created=keep)
+        await sleep("1h")
+
+    monkeypatch.setattr(recovery, "CLOCK_SKEW", timedelta(0))  # one clock here
+    storage = InMemoryStorageBackend()
+    run_id = await start(hook_then_sleep, storage=storage)
+    [record] = await storage.list_hooks(run_id=run_id)
+    # Delivered by a process that could not wake the run:
+    assert await storage.update_hook(
+        record.token_hash,
+        expected=HookStatus.PENDING,
+        status=HookStatus.RECEIVED,
+        payload="1",
+        received_at=utcnow(),
+    )
+    assert await signalled_suspended_runs(storage) == [run_id]
+    service = LocalRuntime.default().service(storage)
+    await service.recover()
+    for _ in range(100):
+        events = await get_workflow_events(run_id, storage=storage)
+        if events[-1].data.get("reason", "").startswith("sleep"):
+            break
+        await asyncio.sleep(0.02)
+    count = len(events)
+    assert await signalled_suspended_runs(storage) == []
+    await service.recover()
+    await asyncio.sleep(0.1)
+    assert len(await get_workflow_events(run_id, storage=storage)) == count
