@@ -17,7 +17,14 @@ echoed: error messages and ``repr`` show the URL with the password replaced by `
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import (
+    SplitResult,
+    parse_qsl,
+    unquote_plus,
+    urlencode,
+    urlsplit,
+    urlunsplit,
+)
 
 from redis.asyncio.connection import parse_url as _redis_parse_url
 
@@ -69,16 +76,41 @@ class RedisURL:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``: safe to log."""
+    """``url`` with its password (if any) replaced by ``***``: safe to log.
+
+    Also masks a ``password`` query option, and everything up to the last ``@`` when an
+    ``@`` comes after the host: a password holding an unencoded ``/``, ``?`` or ``#``
+    ends the host part early, and its tail would show.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable redis URL>"
-    if parts.password is None:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
+    if _misplaced_at(parts):
+        return f"{parts.scheme}://***@{url.rpartition('@')[2]}"
+    redacted = parts
+    if parts.password is not None:
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        redacted = redacted._replace(netloc=f"{user}:***@{hostinfo}")
+    query = "&".join(map(_mask_password_option, parts.query.split("&")))
+    if query != parts.query:
+        redacted = redacted._replace(query=query)
+    # Rebuilt only when something was masked: urlunsplit may normalise the text.
+    return url if redacted is parts else urlunsplit(redacted)
+
+
+def _mask_password_option(pair: str) -> str:
+    # Not an option the backend takes, but its value must not show in the error.
+    name, eq, _ = pair.partition("=")
+    return f"{name}=***" if eq and unquote_plus(name).strip().lower() == "password" else pair
+
+
+def _misplaced_at(parts: SplitResult) -> bool:
+    """Whether an ``@`` follows the host part (a unix socket path may hold one)."""
+    if parts.scheme.lower() == "unix" and not parts.netloc:
+        return False
+    return "@" in parts.path + parts.query + parts.fragment
 
 
 def parse_url(url: str, prefix: str = DEFAULT_PREFIX) -> RedisURL:
@@ -108,16 +140,7 @@ def parse_url(url: str, prefix: str = DEFAULT_PREFIX) -> RedisURL:
 def _split_prefix(url: str) -> tuple[str, str | None]:
     """``(url without the prefix option, prefix or None)``; validates scheme and options."""
     safe = redact_url(url)
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as exc:
-        raise ConfigurationError(f"invalid Redis URL {safe!r}: {exc}") from None
-    if parts.scheme.lower() not in SCHEMES:
-        raise ConfigurationError(
-            f"invalid Redis URL {safe!r}: scheme must be one of "
-            f"{', '.join(s + '://' for s in SCHEMES)}"
-        )
+    parts = _split(url, safe)
     db = parts.path.strip("/")
     if parts.scheme.lower() != "unix" and db and not db.isdigit():
         # redis-py would silently fall back to db 0: the wrong data, quietly.
@@ -140,6 +163,30 @@ def _split_prefix(url: str) -> tuple[str, str | None]:
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"invalid Redis URL {safe!r}: {exc}") from None
     return clean, (prefixes[-1] if prefixes else None)
+
+
+def _split(url: str, safe: str) -> SplitResult:
+    """``url``'s parts, once its scheme, host and port are known to be well formed."""
+    invalid = f"invalid Redis URL {safe!r}"
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"{invalid}: {exc}") from None
+    if _misplaced_at(parts):
+        # The host, port and db redis-py would read are then pieces of the password.
+        raise ConfigurationError(
+            f"{invalid}: '@' after the host; percent-encode '/', '?', '#' and '@' in the "
+            "user name, password and options (%2F, %3F, %23, %40)"
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise ConfigurationError(f"{invalid}: {exc}") from None
+    if parts.scheme.lower() not in SCHEMES:
+        raise ConfigurationError(
+            f"{invalid}: scheme must be one of {', '.join(s + '://' for s in SCHEMES)}"
+        )
+    return parts
 
 
 def _check_prefix(prefix: str) -> str:
