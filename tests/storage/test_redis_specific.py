@@ -647,6 +647,44 @@ def test_passwords_never_appear_in_errors_or_repr() -> None:
     assert redact_url("redis://h/0") == "redis://h/0"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        # An unencoded '/', '?', '#' or '@' in the password ends the host part early:
+        # urlsplit then reads pieces of the password as port, db, options or fragment.
+        "redis://:hunter/2two@db.internal:6379/0",
+        "redis://admin:hunter?2two@db.internal/0",
+        "redis://:hunter#2two@db.internal:6379/0",
+        "redis://:1234#2two@db.internal",
+        "redis://:1234?client_name=2two@db.internal",
+        "redis://admin:hunter@2two/x@db.internal/0",
+        "rediss://admin:hunter/2two@db.internal/0",
+        "unix://:hunter/2two@/run/redis.sock",
+    ],
+)
+def test_passwords_with_unencoded_delimiters_never_appear(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="percent-encode") as info:
+        RedisStorageBackend.from_url(url)
+    message = str(info.value)
+    assert "2two" not in message and "hunter" not in message and "1234" not in message
+    assert "***@" in message
+    redacted = redact_url(url)
+    assert "2two" not in redacted and "hunter" not in redacted and "1234" not in redacted
+
+
+def test_password_query_option_is_masked() -> None:
+    for url in ("redis://h/0?password=hunter2", "redis://h/0?db=1&Pass%77ord=hunter2"):
+        with pytest.raises(ConfigurationError) as info:
+            RedisStorageBackend.from_url(url)
+        assert "hunter2" not in str(info.value) and "=***" in str(info.value)
+    assert redact_url("redis://u:pw@h/0?password=x&db=1") == "redis://u:***@h/0?password=***&db=1"
+
+
+def test_at_sign_in_a_unix_socket_path_is_kept() -> None:
+    backend = RedisStorageBackend.from_url("unix:///run/app@1/redis.sock?db=2&prefix=p")
+    assert backend.prefix == "p" and "/run/app@1/redis.sock?db=2" in backend.url
+
+
 def test_prefix_keyword_and_url_prefix_must_agree() -> None:
     assert RedisStorageBackend("redis://h?prefix=a", prefix="a").prefix == "a"
     assert RedisStorageBackend("redis://h", prefix="b").prefix == "b"

@@ -1,0 +1,10 @@
+-- KEYS: run. ARGV: base, now, has_reason, reason. The first request's time and reason
+-- stick; later requests still answer 1 (the run is asked to cancel). Idempotent.
+local run_key = KEYS[1]
+local status = redis.call('HGET', run_key, 'status')
+if not status or TERMINAL[status] then return 0 end
+if redis.call('HEXISTS', run_key, 'cancel_requested_at') == 0 then
+  redis.call('HSET', run_key, 'cancel_requested_at', ARGV[2])
+  if ARGV[3] == '1' then redis.call('HSET', run_key, 'cancel_reason', ARGV[4]) end
+end
+return 1

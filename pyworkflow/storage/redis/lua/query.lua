@@ -1,0 +1,45 @@
+-- KEYS: the index sets a record must be in (>= 1). ARGV: base, max, min (lex bounds),
+-- offset, limit, record key kind ('run:' or 'hook:'; runs and hooks share it). Returns
+-- the matching records' HGETALL lists, newest first, as one JSON array (cjson): one bulk
+-- reply decoded in C rather than thousands of RESP items.
+local P = ARGV[1]
+local best, best_n = 1, -1
+for i = 1, #KEYS do
+  local n = redis.call('ZCARD', KEYS[i])
+  if n == 0 then return '[]' end
+  if best_n < 0 or n < best_n then best, best_n = i, n end
+end
+local maxb, minb = ARGV[2], ARGV[3]
+local offset, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local found = {}
+if #KEYS == 1 then
+  found = redis.call('ZRANGE', KEYS[1], maxb, minb, 'BYLEX', 'REV', 'LIMIT', offset, limit)
+else
+  local batch = math.min(math.max(offset + limit, 64), 1000)
+  local skipped = 0
+  while #found < limit do
+    local members = redis.call('ZRANGE', KEYS[best], maxb, minb, 'BYLEX', 'REV', 'LIMIT', 0, batch)
+    for _, m in ipairs(members) do
+      local ok = true
+      for i = 1, #KEYS do
+        if i ~= best and not redis.call('ZSCORE', KEYS[i], m) then ok = false break end
+      end
+      if ok then
+        if skipped < offset then
+          skipped = skipped + 1
+        else
+          found[#found + 1] = m
+          if #found == limit then break end
+        end
+      end
+    end
+    if #members < batch then break end
+    maxb = '(' .. members[#members]
+  end
+end
+if #found == 0 then return '[]' end
+local out = {}
+for i, m in ipairs(found) do
+  out[i] = redis.call('HGETALL', P .. ARGV[6] .. string.sub(m, MEMBER_TS_LEN + 1))
+end
+return cjson.encode(out)
