@@ -23,8 +23,8 @@ from pyworkflow.core.exceptions import (
     HookExpiredError,
     HookNotFoundError,
     InvalidTokenError,
+    RunNotFoundError,
     SerializationError,
-    WorkflowNotFoundError,
 )
 from pyworkflow.core.workflow import definition_of
 from pyworkflow.engine.context import deliver_cancel, hash_token
@@ -146,13 +146,14 @@ async def resume(
     A terminal run is left alone; a sleep whose time has not come stays asleep.
 
     Raises:
-        WorkflowNotFoundError: no such run, or its workflow is not registered here.
+        RunNotFoundError: no such run (a ``WorkflowNotFoundError``).
+        WorkflowNotFoundError: the run's workflow is not registered in this process.
         WorkflowAlreadyRunningError: another process holds the run's lease.
     """
     backend = _storage(storage)
     await backend.connect()
     if await backend.get_run(run_id) is None:
-        raise WorkflowNotFoundError(f"no run with id {run_id!r}")
+        raise RunNotFoundError(f"no run with id {run_id!r}")
     await get_runtime(runtime or get_config().default_runtime).resume(run_id, backend)
 
 
@@ -202,13 +203,13 @@ async def cancel_workflow(
     returns once the run has ended (``TimeoutError`` after ``timeout`` seconds).
 
     Raises:
-        WorkflowNotFoundError: no such run.
+        RunNotFoundError: no such run (a ``WorkflowNotFoundError``).
     """
     backend = _storage(storage)
     await backend.connect()
     run = await backend.get_run(run_id)
     if run is None:
-        raise WorkflowNotFoundError(f"no run with id {run_id!r}")
+        raise RunNotFoundError(f"no run with id {run_id!r}")
     if not await backend.request_cancellation(run_id, reason, utcnow()):
         return False
     if not deliver_cancel(run_id, reason):
@@ -324,13 +325,13 @@ async def get_workflow_chain(
     """Every run of the ``continue_as_new`` chain ``run_id`` belongs to, oldest first.
 
     Raises:
-        WorkflowNotFoundError: no such run.
+        RunNotFoundError: no such run (a ``WorkflowNotFoundError``).
     """
     backend = _storage(storage)
     await backend.connect()
     run = await backend.get_run(run_id)
     if run is None:
-        raise WorkflowNotFoundError(f"no run with id {run_id!r}")
+        raise RunNotFoundError(f"no run with id {run_id!r}")
     chain = [run]
     while chain[0].continued_from_run_id:
         previous = await backend.get_run(chain[0].continued_from_run_id)
@@ -355,7 +356,7 @@ async def wait_for_run(
     """Wait until the run is terminal (the local runtime keeps resuming it meanwhile).
 
     Raises:
-        WorkflowNotFoundError: no such run.
+        RunNotFoundError: no such run (a ``WorkflowNotFoundError``).
         TimeoutError: ``timeout`` seconds passed first.
     """
 
@@ -368,7 +369,7 @@ async def wait_for_run(
         while True:
             run = await get_workflow_run(run_id, storage=backend)
             if run is None:
-                raise WorkflowNotFoundError(f"no run with id {run_id!r}")
+                raise RunNotFoundError(f"no run with id {run_id!r}")
             if run.status.is_terminal:
                 return run
             await asyncio.sleep(poll_interval)

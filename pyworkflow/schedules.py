@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from pyworkflow.core.config import get_config, get_storage, resolve_storage
+from pyworkflow.core.exceptions import DefinitionError, ScheduleNotFoundError
 from pyworkflow.core.workflow import definition_of, workflow
 from pyworkflow.runtime import get_runtime
 from pyworkflow.scheduler.declared import DeclaredSchedule, activate_declared, declare
@@ -29,10 +30,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 SpecLike = ScheduleSpec | str | dict[str, Any]
-
-
-class ScheduleNotFoundError(LookupError):
-    """No schedule has this id."""
 
 
 async def _backend(storage: StorageBackend | str | None) -> StorageBackend:
@@ -363,19 +360,26 @@ def scheduled_workflow(
     """``@workflow`` plus a schedule, created in storage when a worker or scheduler that
     imports the module starts (or on :func:`activate_scheduled_workflows`).
 
-    The schedule id defaults to ``"<workflow name>"``; invalid specs fail at import.
+    The schedule id defaults to ``"<workflow name>"``.
+
+    Raises:
+        DefinitionError: the spec, ``overlap_policy`` or ``catchup_window`` is invalid
+            (raised at import, when the decorator runs).
     """
-    spec = ScheduleSpec(
-        cron=cron,
-        interval=interval,
-        calendar=calendar if calendar is None or isinstance(calendar, list) else [calendar],
-        timezone=timezone,
-        start_at=start_at,
-        end_at=end_at,
-        jitter=jitter,
-    )
-    policy = _policy(overlap_policy)
-    window = _window(catchup_window)
+    try:
+        spec = ScheduleSpec(
+            cron=cron,
+            interval=interval,
+            calendar=calendar if calendar is None or isinstance(calendar, list) else [calendar],
+            timezone=timezone,
+            start_at=start_at,
+            end_at=end_at,
+            jitter=jitter,
+        )
+        policy = _policy(overlap_policy)
+        window = _window(catchup_window)
+    except ValueError as exc:  # a pydantic ValidationError is a ValueError too
+        raise DefinitionError(f"@scheduled_workflow: {exc}") from exc
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         wrapped = workflow(**workflow_options)(fn)

@@ -19,7 +19,7 @@ from loguru import logger
 
 from pyworkflow.celery.messages import send_step, send_workflow
 from pyworkflow.core.config import drop_cached_storages, get_config, get_storage
-from pyworkflow.core.exceptions import WorkflowNotFoundError
+from pyworkflow.core.exceptions import RunNotFoundError, WorkflowNotFoundError
 from pyworkflow.core.registry import require_workflow
 from pyworkflow.engine.executor import Outcome
 from pyworkflow.engine.runner import keep_leases, new_owner_id, resume_run
@@ -90,8 +90,11 @@ async def execute_workflow(
             on_child_created=children.append,
             dispatch_steps=not get_config().celery_inline_steps,
         )
-    except WorkflowNotFoundError as exc:
-        logger.error("cannot execute run {} on this worker: {}", run_id, exc)
+    except RunNotFoundError as exc:  # deleted after the message was sent: drop it
+        logger.warning("run {} no longer exists; delivery skipped: {}", run_id, exc)
+        return None
+    except WorkflowNotFoundError as exc:  # its code is not registered in this worker
+        logger.error("cannot execute run {} here: {}", run_id, exc)
         return None
     finally:
         beat.cancel()

@@ -3,7 +3,9 @@
 from pyworkflow.context.base import (
     StepInfo,
     WorkflowContext,
+    current_context,
     current_step,
+    current_step_info,
     get_context,
     has_context,
     set_context,
@@ -12,7 +14,9 @@ from pyworkflow.context.base import (
 __all__ = [
     "StepInfo",
     "WorkflowContext",
+    "current_context",
     "current_step",
+    "current_step_info",
     "get_context",
     "has_context",
     "set_context",

@@ -1,5 +1,10 @@
 """The interface primitives use to reach the current run, and the ContextVars holding it.
 
+Only this module reads the private ``_current`` ContextVar; everything else calls
+:func:`current_context` / :func:`current_step_info` (or ``get_context``/``has_context``),
+and only the engine installs a context (``set_context``/``reset_context``, and
+``current_step.set`` around a step attempt).
+
 ``sleep()``, ``@step`` wrappers and logging call this small interface; the engine
 implements it. Primitives therefore know nothing of storage, replay or runtimes (the
 same split as a user-facing workflow API over its worker-side instance).
@@ -94,11 +99,27 @@ _current: ContextVar[WorkflowContext | None] = ContextVar("pyworkflow_context", 
 current_step: ContextVar[StepInfo | None] = ContextVar("pyworkflow_step", default=None)
 
 
+def current_context() -> WorkflowContext | None:
+    """The context of the workflow run executing in this task, or ``None`` outside a run.
+
+    Also set inside the run's steps (when they execute in the workflow's task); use
+    :func:`current_step_info` to tell workflow code from step code.
+    """
+    return _current.get()
+
+
+def current_step_info() -> StepInfo | None:
+    """The step attempt executing in this task (id, name, attempt), or ``None`` outside
+    a step."""
+    return current_step.get()
+
+
 def get_context() -> WorkflowContext:
     """The context of the workflow run executing in this task.
 
     Raises:
-        RuntimeError: called outside a workflow.
+        RuntimeError: called outside a workflow (:func:`current_context` returns ``None``
+            there instead).
     """
     ctx = _current.get()
     if ctx is None:

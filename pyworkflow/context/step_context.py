@@ -13,7 +13,7 @@ from contextvars import ContextVar
 
 from pydantic import BaseModel, ConfigDict
 
-from pyworkflow.context.base import _current, current_step
+from pyworkflow.context.base import current_context, current_step_info
 
 
 class StepContext(BaseModel):
@@ -50,11 +50,11 @@ async def set_step_context(value: StepContext) -> None:
         TypeError: ``value`` is not a :class:`StepContext`, or not the workflow's
             declared ``context_class``.
     """
-    if current_step.get() is not None:
+    if current_step_info() is not None:
         raise RuntimeError("the step context is read-only inside steps")
     if not isinstance(value, StepContext):
         raise TypeError(f"step context must be a StepContext model, not {type(value).__name__}")
-    ctx = _current.get()
+    ctx = current_context()
     if ctx is not None:
         await ctx.set_step_context(value)
     _step_context.set(value)

@@ -7,10 +7,16 @@ Everything the library raises on purpose derives from :class:`WorkflowError`
     +-- FatalError                 user: fail the step/run now, never retry
     +-- RetryableError             user: retry this step (optionally after ``retry_after``)
     +-- CancellationError          the run was cancelled
-    +-- WorkflowNotFoundError      no registered workflow / no stored run of that name or id
+    +-- NotFoundError              nothing has this name / id (also a ``LookupError``)
+    |   +-- WorkflowNotFoundError  no workflow of that name is registered in this process
+    |   |   +-- RunNotFoundError   no stored run has that id
+    |   |   +-- StepNotFoundError  no step of that name is registered in this process
+    |   +-- HookNotFoundError      no hook has that token
+    |   +-- ScheduleNotFoundError  no schedule has that id
+    +-- DefinitionError            bad decorator option, name conflict (also a ``ValueError``)
     +-- WorkflowAlreadyRunningError
     +-- RunAlreadyExistsError      an explicit ``run_id`` is already taken
-    +-- HookNotFoundError, HookExpiredError, HookAlreadyReceivedError, InvalidTokenError
+    +-- HookExpiredError, HookAlreadyReceivedError, InvalidTokenError
     +-- ChildWorkflowError
     |   +-- ChildWorkflowFailedError
     |   +-- MaxNestingDepthError
@@ -23,6 +29,10 @@ Everything the library raises on purpose derives from :class:`WorkflowError`
     +-- StepFailedError            a step failed and its original error cannot be rebuilt
     +-- StorageError
         +-- SequenceConflictError  another writer appended to the run first
+
+``RunNotFoundError`` and ``StepNotFoundError`` derive from ``WorkflowNotFoundError`` so
+code written as ``except WorkflowNotFoundError`` keeps catching them; catch the precise
+class to tell "this run does not exist" from "this code is not deployed here".
 
 Internal control flow (:class:`SuspensionSignal`, :class:`ContinueAsNewSignal`) derives
 from ``BaseException`` so a user's ``except Exception`` cannot swallow it.
@@ -92,8 +102,34 @@ class CancellationError(WorkflowError):
         self.reason = reason
 
 
-class WorkflowNotFoundError(WorkflowError):
-    """No registered workflow, or no stored run, has this name or id."""
+class NotFoundError(WorkflowError, LookupError):
+    """Root of the not-found family: nothing has this name, id or token.
+
+    Also a ``LookupError``, so ``except LookupError`` works too.
+    """
+
+
+class WorkflowNotFoundError(NotFoundError):
+    """No workflow of this name is registered in this process (its code is not here).
+
+    Base of :class:`RunNotFoundError` and :class:`StepNotFoundError`.
+    """
+
+
+class RunNotFoundError(WorkflowNotFoundError):
+    """No stored run has this id."""
+
+
+class StepNotFoundError(WorkflowNotFoundError):
+    """No step of this name is registered in this process (its code is not here)."""
+
+
+class DefinitionError(WorkflowError, ValueError):
+    """A workflow, step, hook or schedule definition is invalid: a bad decorator option,
+    or a name already registered by another function.
+
+    Raised at import time (when the decorator runs). Also a ``ValueError``.
+    """
 
 
 class WorkflowAlreadyRunningError(WorkflowError):
@@ -104,8 +140,12 @@ class RunAlreadyExistsError(WorkflowError):
     """``start(..., run_id=...)`` named a run id that is already stored."""
 
 
-class HookNotFoundError(WorkflowError):
+class HookNotFoundError(NotFoundError):
     """No hook has this token."""
+
+
+class ScheduleNotFoundError(NotFoundError):
+    """No schedule has this id."""
 
 
 class HookExpiredError(WorkflowError):

@@ -1,15 +1,16 @@
 """Name -> definition maps for workflows and steps.
 
 Resuming a run in a new process finds its code by the workflow *name* stored in the run,
-so names must be unique. Registering a name again with a different function raises;
-the same function re-imported (same module and qualified name) replaces the old entry.
+so names must be unique. Registering a name again with a different function raises
+:class:`DefinitionError`; the same function re-imported (same module and qualified name)
+replaces the old entry.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pyworkflow.core.exceptions import WorkflowNotFoundError
+from pyworkflow.core.exceptions import DefinitionError, StepNotFoundError, WorkflowNotFoundError
 
 if TYPE_CHECKING:
     from pyworkflow.core.step import StepDefinition
@@ -26,7 +27,7 @@ def _origin(fn: Any) -> tuple[str, str]:
 def register_workflow(definition: WorkflowDefinition) -> None:
     existing = _workflows.get(definition.name)
     if existing is not None and _origin(existing.func) != _origin(definition.func):
-        raise ValueError(
+        raise DefinitionError(
             f"workflow name {definition.name!r} is already registered by "
             f"{'.'.join(_origin(existing.func))}; pass a different name=..."
         )
@@ -36,7 +37,7 @@ def register_workflow(definition: WorkflowDefinition) -> None:
 def register_step(definition: StepDefinition) -> None:
     existing = _steps.get(definition.name)
     if existing is not None and _origin(existing.func) != _origin(definition.func):
-        raise ValueError(
+        raise DefinitionError(
             f"step name {definition.name!r} is already registered by "
             f"{'.'.join(_origin(existing.func))}; pass a different name=..."
         )
@@ -81,7 +82,7 @@ def require_step(name: str) -> StepDefinition:
     """Like :func:`get_step` but imports the configured workflow modules first if needed.
 
     Raises:
-        WorkflowNotFoundError: no step of that name is registered in this process.
+        StepNotFoundError: no step of that name is registered in this process.
     """
     definition = _steps.get(name)
     if definition is None:
@@ -90,7 +91,7 @@ def require_step(name: str) -> StepDefinition:
         discover_workflows()
         definition = _steps.get(name)
     if definition is None:
-        raise WorkflowNotFoundError(
+        raise StepNotFoundError(
             f"step {name!r} is not registered in this process; add the module defining it "
             "to the 'modules' option so workers import it"
         )

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar, ParamSpec, TypeVar, overload
 
-from pyworkflow.context.base import _current, current_step
+from pyworkflow.context.base import current_context, current_step_info
+from pyworkflow.core.exceptions import DefinitionError
 from pyworkflow.core.registry import register_step
 from pyworkflow.core.retry import RetryDelay, validate_retry_delay
 from pyworkflow.utils.duration import duration_seconds
@@ -47,12 +48,16 @@ def _make_definition(
     force_local: bool,
 ) -> StepDefinition:
     step_name: str = name or getattr(func, "__name__", None) or type(func).__name__
+    owner = f"step {step_name!r}"
     if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
-        raise ValueError(f"step {step_name!r}: max_retries must be an integer >= 0")
-    validate_retry_delay(retry_delay)
-    seconds = None if timeout is None else duration_seconds(timeout)
+        raise DefinitionError(f"{owner}: max_retries must be an integer >= 0")
+    try:
+        validate_retry_delay(retry_delay)
+        seconds = None if timeout is None else duration_seconds(timeout)
+    except ValueError as exc:  # a TypeError (value of an unsupported type) stays one
+        raise DefinitionError(f"{owner}: {exc}") from None
     if seconds is not None and seconds <= 0:
-        raise ValueError(f"step {step_name!r}: timeout must be positive")
+        raise DefinitionError(f"{owner}: timeout must be positive")
     return StepDefinition(
         name=step_name,
         func=func,
@@ -72,8 +77,8 @@ async def call_step(
 ) -> Any:
     """Run one call of a step: durably inside a workflow, plainly outside (or when nested
     inside another step, where it is part of the outer step's attempt)."""
-    ctx = _current.get()
-    if ctx is None or current_step.get() is not None:
+    ctx = current_context()
+    if ctx is None or current_step_info() is not None:
         return await body()
     return await ctx.run_step(definition, body, args, kwargs)
 
@@ -121,7 +126,8 @@ def step(
 
     Raises:
         TypeError: the decorated object is not an ``async def`` function.
-        ValueError: an option is invalid (the message names it).
+        DefinitionError: an option is invalid (the message names it), or the name is
+            already registered by another function.
     """
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
+from pyworkflow.core.exceptions import DefinitionError
 from pyworkflow.core.registry import register_workflow
 from pyworkflow.utils.duration import parse_duration
 
@@ -35,13 +36,18 @@ class WorkflowDefinition:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _validate_tags(tags: list[str] | tuple[str, ...] | None, owner: str) -> tuple[str, ...]:
+def _validate_tags(
+    tags: list[str] | tuple[str, ...] | None,
+    owner: str,
+    error: type[ValueError] = ValueError,
+) -> tuple[str, ...]:
+    # ``error``: DefinitionError for a decorator option, plain ValueError for start(tags=).
     if tags is None:
         return ()
     if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
-        raise ValueError(f"{owner}: tags must be a list of strings")
+        raise error(f"{owner}: tags must be a list of strings")
     if len(tags) > MAX_TAGS:
-        raise ValueError(f"{owner}: at most {MAX_TAGS} tags are allowed, got {len(tags)}")
+        raise error(f"{owner}: at most {MAX_TAGS} tags are allowed, got {len(tags)}")
     return tuple(tags)
 
 
@@ -53,9 +59,9 @@ def _duration_text(
     try:
         seconds = parse_duration(value).total_seconds()
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{owner}: invalid max_duration {value!r}: {exc}") from None
+        raise DefinitionError(f"{owner}: invalid max_duration {value!r}: {exc}") from None
     if seconds <= 0:
-        raise ValueError(f"{owner}: max_duration must be positive")
+        raise DefinitionError(f"{owner}: max_duration must be positive")
     return (value if isinstance(value, str) else f"{seconds}s"), seconds
 
 
@@ -105,6 +111,11 @@ def workflow(
 
     Calling the decorated function directly just runs its body; use ``start()`` to run
     it durably.
+
+    Raises:
+        TypeError: the decorated object is not an ``async def`` function.
+        DefinitionError: an option is invalid (the message names it), or the name is
+            already registered by another function.
     """
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -114,14 +125,14 @@ def workflow(
         owner = f"workflow {wf_name!r}"
         text, seconds = _duration_text(max_duration, owner)
         if max_recovery_attempts is not None and max_recovery_attempts < 0:
-            raise ValueError(f"{owner}: max_recovery_attempts must be >= 0")
+            raise DefinitionError(f"{owner}: max_recovery_attempts must be >= 0")
         definition = WorkflowDefinition(
             name=wf_name,
             func=fn,
             durable=durable,
             max_duration=text,
             max_duration_seconds=seconds,
-            tags=_validate_tags(tags, owner),
+            tags=_validate_tags(tags, owner, DefinitionError),
             recover_on_worker_loss=recover_on_worker_loss,
             max_recovery_attempts=max_recovery_attempts,
             context_class=context_class,

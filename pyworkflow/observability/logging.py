@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from pyworkflow.context.base import _current, current_step
+from pyworkflow.context.base import current_context, current_step_info
 
 if TYPE_CHECKING:
     from loguru import Logger, Record
@@ -25,11 +25,11 @@ _handler_ids: list[int] = []
 
 def _add_context(record: Record) -> None:
     extra = record["extra"]
-    ctx = _current.get()
+    ctx = current_context()
     if ctx is not None:
         extra.setdefault("run_id", ctx.run_id)
         extra.setdefault("workflow_name", ctx.workflow_name)
-    info = current_step.get()
+    info = current_step_info()
     if info is not None:
         extra.setdefault("step_id", info.step_id)
         extra.setdefault("step_name", info.step_name)

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from pyworkflow.context.base import _current
+from pyworkflow.context.base import current_context
 
 
 @asynccontextmanager
 async def shield() -> AsyncIterator[None]:
     """Defer cancellation while the block runs (a no-op outside workflows)."""
-    ctx = _current.get()
+    ctx = current_context()
     if ctx is None:
         yield
         return

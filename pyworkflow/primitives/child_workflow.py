@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pyworkflow.context.base import _current, current_step
-from pyworkflow.core.exceptions import ChildWorkflowFailedError, WorkflowNotFoundError
+from pyworkflow.context.base import current_context, current_step_info
+from pyworkflow.core.exceptions import ChildWorkflowFailedError, RunNotFoundError
 from pyworkflow.core.workflow import definition_of
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.queries import final_run
@@ -37,7 +37,7 @@ class ChildWorkflowHandle:
     async def _final(self) -> WorkflowRun:
         run = await final_run(self._storage, self.child_run_id)
         if run is None:
-            raise WorkflowNotFoundError(f"child run {self.child_run_id!r} not found")
+            raise RunNotFoundError(f"child run {self.child_run_id!r} not found")
         return run
 
     async def get_status(self) -> RunStatus:
@@ -60,8 +60,8 @@ class ChildWorkflowHandle:
         up by the runtime's recovery pass within seconds; ``cancel_workflow(child_run_id)``
         wakes it at once.
         """
-        ctx = _current.get()
-        if ctx is not None and ctx.run_id == self._parent_run_id and current_step.get() is None:
+        ctx = current_context()
+        if ctx is not None and ctx.run_id == self._parent_run_id and current_step_info() is None:
             return await ctx.cancel_child(self.child_run_id, reason)
         return await self._storage.request_cancellation(self.child_run_id, reason, utcnow())
 
@@ -73,8 +73,8 @@ class ChildWorkflowHandle:
             ChildWorkflowFailedError: the child failed or was cancelled.
             TimeoutError: ``timeout`` passed first (outside workflows only).
         """
-        ctx = _current.get()
-        if ctx is not None and ctx.run_id == self._parent_run_id and current_step.get() is None:
+        ctx = current_context()
+        if ctx is not None and ctx.run_id == self._parent_run_id and current_step_info() is None:
             return await ctx.wait_child(self._op_id)
         async with asyncio.timeout(timeout):
             while True:
@@ -115,8 +115,8 @@ async def start_child_workflow(
             f"parent_close_policy must be one of {', '.join(PARENT_CLOSE_POLICIES)}, "
             f"not {parent_close_policy!r}"
         )
-    ctx = _current.get()
-    if ctx is None or current_step.get() is not None:
+    ctx = current_context()
+    if ctx is None or current_step_info() is not None:
         raise RuntimeError("start_child_workflow() can only be called in workflow code")
     definition = definition_of(workflow)
     if not ctx.durable:

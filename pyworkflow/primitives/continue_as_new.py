@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from pyworkflow.context.base import _current, current_step
+from pyworkflow.context.base import current_context, current_step_info
 from pyworkflow.core.exceptions import ContinueAsNewSignal
 
 
@@ -20,8 +20,8 @@ def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
     Raises:
         RuntimeError: called outside a workflow, or inside a step.
     """
-    if _current.get() is None:
+    if current_context() is None:
         raise RuntimeError("continue_as_new() can only be called inside a workflow")
-    if current_step.get() is not None:
+    if current_step_info() is not None:
         raise RuntimeError("continue_as_new() cannot be called inside a step")
     raise ContinueAsNewSignal(args, kwargs)

@@ -21,7 +21,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from pyworkflow.context.base import _current, current_step
+from pyworkflow.context.base import current_context, current_step_info
+from pyworkflow.core.exceptions import DefinitionError
 from pyworkflow.utils.duration import duration_seconds
 
 M = TypeVar("M", bound=BaseModel)
@@ -57,8 +58,8 @@ async def hook(
         HookExpiredError: the timeout passed first.
         RuntimeError: called outside a workflow or inside a step.
     """
-    ctx = _current.get()
-    if ctx is None or current_step.get() is not None:
+    ctx = current_context()
+    if ctx is None or current_step_info() is not None:
         raise RuntimeError("hook() can only be awaited in workflow code")
     seconds = None if timeout is None else duration_seconds(timeout)
     schema = None
@@ -72,7 +73,7 @@ async def hook(
 def _register(name: str, model: type[BaseModel]) -> None:
     existing = _MODELS.get(name)
     if existing is not None and existing is not model:
-        raise ValueError(f"hook {name!r} is already typed with {existing.__name__}")
+        raise DefinitionError(f"hook {name!r} is already typed with {existing.__name__}")
     _MODELS[name] = model
 
 
@@ -106,7 +107,12 @@ class TypedHook(Generic[M]):
 
 
 def define_hook(name: str, model: type[M]) -> TypedHook[M]:
-    """A typed hook named ``name`` whose payloads must validate as ``model``."""
+    """A typed hook named ``name`` whose payloads must validate as ``model``.
+
+    Raises:
+        TypeError: ``model`` is not a Pydantic model class.
+        DefinitionError: ``name`` is already typed with another model.
+    """
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise TypeError(f"define_hook needs a Pydantic model class, not {model!r}")
     return TypedHook(name, model)

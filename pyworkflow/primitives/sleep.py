@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
-from pyworkflow.context.base import _current, current_step
+from pyworkflow.context.base import current_context, current_step_info
 from pyworkflow.storage.schemas import utcnow
 from pyworkflow.utils.duration import resolve_wake_time
 
@@ -25,8 +25,8 @@ async def sleep(
     """
     now = utcnow()
     wake_at = resolve_wake_time(duration, now)  # validates before anything is recorded
-    ctx = _current.get()
-    if ctx is None or current_step.get() is not None:
+    ctx = current_context()
+    if ctx is None or current_step_info() is not None:
         await asyncio.sleep(max(0.0, (wake_at - now).total_seconds()))
         return
     await ctx.sleep(wake_at, wake_at - now, name)

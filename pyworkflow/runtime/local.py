@@ -27,7 +27,11 @@ from typing import Any
 from loguru import logger
 
 from pyworkflow.core.config import get_config
-from pyworkflow.core.exceptions import WorkflowAlreadyRunningError, WorkflowNotFoundError
+from pyworkflow.core.exceptions import (
+    RunNotFoundError,
+    WorkflowAlreadyRunningError,
+    WorkflowNotFoundError,
+)
 from pyworkflow.engine.context import deliver_cancel
 from pyworkflow.engine.executor import Outcome
 from pyworkflow.engine.recovery import runs_to_recover, signalled_suspended_runs
@@ -152,7 +156,9 @@ class _Service:
                     on_child_created=self.spawn,
                 ),
             )
-        except WorkflowNotFoundError as exc:
+        except RunNotFoundError as exc:  # deleted meanwhile: nothing left to resume
+            logger.warning("run {} no longer exists; not resumed: {}", run_id, exc)
+        except WorkflowNotFoundError as exc:  # its code is not registered in this process
             logger.debug("not resuming {} here: {}", run_id, exc)
         except Exception:  # noqa: BLE001 - a background resume must not kill the service
             logger.exception("resuming run {} failed", run_id)
