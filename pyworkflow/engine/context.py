@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pyworkflow.context.base import WorkflowContext
+from pyworkflow.context.base import WorkflowContext, current_step_info
 from pyworkflow.core.exceptions import (
     CancellationError,
     ChildWorkflowFailedError,
@@ -572,12 +572,17 @@ class RunContext(WorkflowContext):
             self.record(type_, data, force=True)
 
     def log(self, level: str, message: str) -> None:
+        type_ = events.LOG_EVENT_TYPES.get(level, EventType.LOG_INFO)
+        step = current_step_info()
+        if step is not None:
+            # A step body runs live only: its messages are recorded as they come, and
+            # not counted with the workflow's own (which replay runs again).
+            self.record(type_, events.log_message(message, step_id=step.step_id))
+            return
         index = self._log_index
         self._log_index += 1
         if index >= self._history.log_count:
-            self.record(
-                events.LOG_EVENT_TYPES.get(level, EventType.LOG_INFO), events.log_message(message)
-            )
+            self.record(type_, events.log_message(message))
 
 
 def close_out_drafts(

@@ -35,7 +35,7 @@ Data fields (all JSON-native; ``result``/``args`` are encoded by
     child_workflow.completed   child_id, child_run_id, result
     child_workflow.failed      child_id, child_run_id, error
     child_workflow.cancelled   child_id, child_run_id, error
-    log.<level>           message
+    log.<level>           message (+ step_id when a step body wrote it)
     schedule.triggered    schedule_id, tick, run_id, at    (in the schedule's history)
     schedule.skipped      schedule_id, tick, reason, at    (in the schedule's history)
 
@@ -329,8 +329,12 @@ def child_outcome(
 # -- logs and schedules ----------------------------------------------------------------------
 
 
-def log_message(message: str) -> dict[str, Any]:
-    return {"v": FORMAT_VERSION, "message": message}
+def log_message(message: str, step_id: str | None = None) -> dict[str, Any]:
+    """``step_id``: written by that step's body (replay does not count it with the
+    workflow's own messages, which it runs again)."""
+    if step_id is None:
+        return {"v": FORMAT_VERSION, "message": message}
+    return {"v": FORMAT_VERSION, "message": message, "step_id": step_id}
 
 
 def schedule_entry(

@@ -215,8 +215,9 @@ def _on_interrupted(history: History, event: Event) -> None:  # noqa: ARG001
     history.mark_interrupted()
 
 
-def _on_log(history: History, event: Event) -> None:  # noqa: ARG001 - uniform handler shape
-    history.log_count += 1
+def _on_log(history: History, event: Event) -> None:
+    if "step_id" not in event.data:  # the workflow's own messages, which replay repeats
+        history.log_count += 1
 
 
 _HANDLERS = {

@@ -22,12 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from loguru import logger
 
+from pyworkflow.context.base import WorkflowContext, reset_context, set_context
 from pyworkflow.context.step_context import restore_step_context
 from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import SequenceConflictError
@@ -92,10 +94,47 @@ async def _attempts(
     kwargs = decode(input_.get("kwargs") or {})
     restore_step_context(_step_context(run))
     recorder = _DraftRecorder(op_id, definition.name, record.attempts, round_owner, input_)
-    await run_attempts(
-        definition, lambda: definition.func(*args, **kwargs), op_id, record.attempts, recorder
-    )
+    token = set_context(_StepWorkerContext(run))
+    try:
+        await run_attempts(
+            definition, lambda: definition.func(*args, **kwargs), op_id, record.attempts, recorder
+        )
+    finally:
+        reset_context(token)
     return recorder.drafts
+
+
+class _StepWorkerContext(WorkflowContext):
+    """What a step body sees of its run on a step worker (``get_context().run_id``, ...),
+    as it would inline. Only a step runs here, so the workflow operations are those of
+    code inside a step: ``sleep()`` is ``asyncio.sleep``, a nested step runs in place."""
+
+    durable = True
+
+    def __init__(self, run: WorkflowRun) -> None:
+        self.run_id = run.run_id
+        self.workflow_name = run.workflow_name
+
+    @property
+    def is_replaying(self) -> bool:
+        return False
+
+    async def run_step(
+        self,
+        definition: StepDefinition,  # noqa: ARG002 - the body runs through ``call``
+        call: Callable[[], Awaitable[Any]],
+        args: tuple[Any, ...] = (),  # noqa: ARG002
+        kwargs: dict[str, Any] | None = None,  # noqa: ARG002
+    ) -> Any:
+        return await call()
+
+    async def sleep(self, wake_at: datetime, delay: timedelta, name: str | None) -> None:  # noqa: ARG002
+        await asyncio.sleep(max(0.0, (wake_at - utcnow()).total_seconds()))
+
+    def log(self, level: str, message: str) -> None:
+        # Not an event: replay counts the workflow's own log events, and this step's
+        # body never runs on replay. The worker's log gets it, with the run's id.
+        logger.log(level.upper(), "[run {}] {}", self.run_id, message)
 
 
 class _DraftRecorder:
