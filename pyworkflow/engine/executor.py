@@ -421,15 +421,9 @@ async def _store_failure(log: RunLog, error: BaseException, **changes: Any) -> O
     message = f"{type(error).__name__}: {error}"
     logger.error("workflow run {} failed: {}", log.run_id, message)
     log.record(EventType.WORKFLOW_FAILED, events.workflow_failed(encoded), force=True)
+    final = {"status": RunStatus.FAILED, "error": message, "completed_at": utcnow()}
     try:
-        await log.flush(
-            **changes,
-            status=RunStatus.FAILED,
-            error=message,
-            completed_at=utcnow(),
-            wake_at=None,
-            **_RELEASED,
-        )
+        await log.flush(**{**changes, **final, "wake_at": None, **_RELEASED})
     except OwnershipLost:
         return Outcome(status=None)
     return Outcome(status=RunStatus.FAILED, error=error)

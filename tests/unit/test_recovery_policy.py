@@ -157,3 +157,36 @@ async def test_a_hook_payload_is_rewoken_only_until_the_run_has_seen_it(
     await service.recover()
     await asyncio.sleep(0.1)
     assert len(await get_workflow_events(run_id, storage=storage)) == count
+
+
+async def test_a_run_that_may_not_be_recovered_fails_with_a_clear_reason() -> None:
+    """Its holder died and the workflow says recover_on_worker_loss=False: the recovery
+    pass fails it (interrupted, then failed, in one append) instead of resuming it."""
+    from pyworkflow import get_workflow_events, get_workflow_run, workflow
+    from pyworkflow.engine.runs import RunRequest, build_run
+    from pyworkflow.runtime.local import LocalRuntime
+
+    @workflow(name="rp_no_recovery", recover_on_worker_loss=False)
+    async def no_recovery() -> str:
+        return "never"
+
+    storage = InMemoryStorageBackend()
+    dead_owner = f"{socket.gethostname()}:{_dead_pid()}:x"
+    request = RunRequest(definition=no_recovery.__workflow__, args=(), kwargs={})
+    run, started = build_run(request, owner=dead_owner, lease_ttl=600)
+    run.status = RunStatus.RUNNING
+    await storage.create_run(run, [started])
+    await LocalRuntime.default().service(storage).recover()
+    for _ in range(100):
+        stored = await get_workflow_run(run.run_id, storage=storage)
+        if stored.status == "failed":
+            break
+        await asyncio.sleep(0.02)
+    assert stored.status == "failed"
+    assert "cannot be recovered" in stored.error and "recover_on_worker_loss" in stored.error
+    types = [e.type for e in await get_workflow_events(run.run_id, storage=storage)]
+    assert types == [
+        EventType.WORKFLOW_STARTED,
+        EventType.WORKFLOW_INTERRUPTED,
+        EventType.WORKFLOW_FAILED,
+    ]
