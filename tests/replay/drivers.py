@@ -38,7 +38,12 @@ async def drive_local(storage: InMemoryStorageBackend, run_id: str, state: str) 
 
 
 async def drive_dispatched(
-    storage: InMemoryStorageBackend, run_id: str, state: str, *, lose_first_round: bool = False
+    storage: InMemoryStorageBackend,
+    run_id: str,
+    state: str,
+    *,
+    lose_first_round: bool = False,
+    force: bool = False,
 ) -> None:
     """Execute the run as Celery workers do, without Celery: workflow executions that
     dispatch their steps, step workers that run each dispatched attempt and append its
@@ -46,7 +51,9 @@ async def drive_dispatched(
 
     ``state``: ``"new"`` (created, never executed), or a cut state. With
     ``lose_first_round`` the first round's step worker dies before running anything and
-    the recovery sweep takes the run over (``workflow.interrupted``).
+    the recovery sweep takes the run over (``workflow.interrupted``). With ``force`` a
+    suspended run is woken before it is due (as a cancellation wakes it). Returns once
+    the run ended, or waits for longer than a test does (for its cancellation, say).
     """
     run = await storage.get_run(run_id)
     assert run is not None
@@ -63,9 +70,10 @@ async def drive_dispatched(
             lease_ttl=LEASE_TTL,
             recovery=recovery,
             steal_from=steal,
+            force=force,
             dispatch_steps=True,
         )
-        recovery, steal = False, None
+        recovery, steal, force = False, None, False
         if outcome is None or outcome.status is None:
             return
         if outcome.round_owner is not None:
@@ -77,7 +85,10 @@ async def drive_dispatched(
             continue
         if outcome.status != RunStatus.SUSPENDED or outcome.wake_at is None:
             return
-        await asyncio.sleep(max(0.0, (outcome.wake_at - utcnow()).total_seconds()) + 0.01)
+        due_in = (outcome.wake_at - utcnow()).total_seconds()
+        if due_in > WAIT_SECONDS:
+            return
+        await asyncio.sleep(max(0.0, due_in) + 0.01)
 
 
 async def run_round(storage: InMemoryStorageBackend, run_id: str, round_owner: str) -> None:

@@ -3,11 +3,12 @@ what the replay must produce).
 
 The cut run is stored with its events up to the cut, in the state it had there: due
 now if it was suspended (the recorded ``fire_at``/``retry_at`` lie in the past anyway;
-a hook's ``expires_at`` or a sleep meant to outlast the test lie in the future, as
-they did), leased to its dispatch round, or leased to a process that died. Around it
-the world is as the run finds it on waking: the other runs in their final state (not
-those it creates again after the cut), hook payloads delivered (a hook the run itself
-expired or disposed of is still pending), its cancellation requested.
+a hook's ``expires_at``, or a sleep or retry meant to outlast the test, lie in the
+future, as they did), leased to its dispatch round, or leased to a process that died;
+its ``max_duration`` deadline as far ahead as it was when the run went on from there.
+Around it the world is as the run finds it on waking: the other runs in their final
+state (not those it creates again after the cut), hook payloads delivered (a hook the
+run itself expired or disposed of is still pending), its cancellation requested.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from tests.replay.spec import (
     normalize,
     projection,
     runs_of,
+    written_at,
 )
 from tests.replay.workflows import CALLS
 
@@ -71,6 +73,11 @@ def _stored_run(run: dict[str, Any], events: list[RawEvent]) -> WorkflowRun:
         cancel_requested_at=_time(run["cancel_requested_at"]),
         cancel_reason=run["cancel_reason"],
         last_sequence=len(events),
+        # Settings recorded since payloads carry "v"; earlier runs had the defaults.
+        max_duration=run.get("max_duration"),
+        deadline_at=_time(run.get("deadline_at")),
+        recover_on_worker_loss=run.get("recover_on_worker_loss", True),
+        max_recovery_attempts=run.get("max_recovery_attempts", 3),
     )
 
 
@@ -84,6 +91,8 @@ def _run_at_cut(run: dict[str, Any], events: list[RawEvent], cut: Cut) -> Workfl
         stored.context_payload = json.dumps(contexts[-1])
     stored.recovery_attempts = sum(e["type"] == "workflow.interrupted" for e in prefix)
     now = utcnow()
+    if stored.deadline_at is not None:  # as far ahead as when the run went on from the cut
+        stored.deadline_at = now + (stored.deadline_at - written_at(events[cut.after]))
     if cut.state == "suspended":
         stored.status, stored.wake_at = RunStatus.SUSPENDED, now - timedelta(seconds=1)
     elif cut.state == "dispatched":

@@ -29,6 +29,7 @@ from typing import Any
 
 from pyworkflow import cancel_workflow, resume_hook, sleep, start, step, wait_for_run, workflow
 from pyworkflow.core import registry
+from pyworkflow.engine.context import TERMINATE_PREFIX
 from pyworkflow.engine.runs import RunRequest, build_run
 from pyworkflow.runtime import get_runtime
 from pyworkflow.storage.memory import InMemoryStorageBackend
@@ -110,6 +111,33 @@ async def recovered_after_crash(storage: InMemoryStorageBackend, run_id: str) ->
     await drivers.drive_local(storage, run_id, "interrupted")
 
 
+# -- what an ended run leaves open (recorded by the version that added "v") ------------
+
+
+async def retry_wait_cancelled(storage: InMemoryStorageBackend, run_id: str) -> None:
+    await start(w.golden_settle_or_void, "INV-5", storage=storage, run_id=run_id)
+    await cancel_workflow(run_id, "invoice disputed", storage=storage)
+
+
+async def hook_disposed_on_cancel(storage: InMemoryStorageBackend, run_id: str) -> None:
+    await start(w.golden_review_or_cancel, "spec v2", storage=storage, run_id=run_id)
+    await cancel_workflow(run_id, "review no longer needed", storage=storage)
+
+
+async def step_cut_by_deadline(storage: InMemoryStorageBackend, run_id: str) -> None:
+    await start(w.golden_deadline, "ORD-11", storage=storage, run_id=run_id)
+
+
+async def dispatched_retry_terminated(storage: InMemoryStorageBackend, run_id: str) -> None:
+    """Terminated as a schedule's ``terminate_other`` overlap policy (or a parent's
+    ``parent_close_policy="terminate"``) does it: no more of its code runs."""
+    await _queue(storage, w.golden_dispatched_refund, run_id, "ORD-12")
+    await drivers.drive_dispatched(storage, run_id, "new")  # until it waits for the retry
+    reason = f"{TERMINATE_PREFIX}a newer order replaces ORD-12"
+    await storage.request_cancellation(run_id, reason, utcnow())
+    await drivers.drive_dispatched(storage, run_id, "suspended", force=True)
+
+
 # name -> (scenario, mode, description, what the main run must end with)
 SCENARIOS: dict[str, tuple[Scenario, str, str, dict[str, Any]]] = {
     "hook_received_typed": (
@@ -187,6 +215,40 @@ SCENARIOS: dict[str, tuple[Scenario, str, str, dict[str, Any]]] = {
         "the process dies inside a step; recovery runs the step again",
         {"status": "completed", "result": ["label-S2", "box-S2"]},
     ),
+    "retry_wait_cancelled": (
+        retry_wait_cancelled,
+        "local",
+        "a run waiting for a step's retry is cancelled: step.cancelled for the attempt that "
+        "never runs, after a cleanup step",
+        {"status": "cancelled", "error": "CancellationError: invoice disputed"},
+    ),
+    "hook_disposed_on_cancel": (
+        hook_disposed_on_cancel,
+        "local",
+        "a run waiting on a hook is cancelled: hook.disposed",
+        {"status": "cancelled", "error": "CancellationError: review no longer needed"},
+    ),
+    "step_cut_by_deadline": (
+        step_cut_by_deadline,
+        "local",
+        "the max_duration deadline cuts a running step: step.cancelled, workflow.failed",
+        {
+            "status": "failed",
+            "error": (
+                "WorkflowTimeoutError: workflow 'golden_deadline' exceeded its max_duration 2s"
+            ),
+        },
+    ),
+    "dispatched_retry_terminated": (
+        dispatched_retry_terminated,
+        "dispatch",
+        "steps run by step workers; one waits for its retry when the run is terminated: "
+        "step.cancelled, workflow.cancelled without running any more code",
+        {
+            "status": "cancelled",
+            "error": "CancellationError: terminated: a newer order replaces ORD-12",
+        },
+    ),
 }
 
 
@@ -206,7 +268,7 @@ async def snapshot(storage: InMemoryStorageBackend, main: str, mode: str, about:
     cuts = [
         {"run_id": entry["run"]["run_id"], "after": after, "state": state}
         for entry in entries
-        for after, state in spec.resting_points(entry["events"])
+        for after, state in spec.replayable_points(entry["run"], entry["events"])
     ]
     return {
         "format": spec.FORMAT,

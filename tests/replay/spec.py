@@ -22,11 +22,18 @@ for every run it creates again after the cut:
   separately: gapless) and dispatch-round ids are left out, the time fields inside
   payloads (``fire_at``, ``retry_at``, ``wake_at``, ``expires_at``) only count as
   present or null, an error keeps its type and message, wake-ups that found nothing to
-  do are left out (see ``_without_idle_wakes``), and payload keys an event did not have
-  when it was recorded are ignored: a later version may add one (a format version, say)
-  but must keep writing the recorded ones with the same values;
-* step bodies run exactly as often as the step outcomes the replay appends
-  (``executed``), so no step whose outcome the history holds ran again.
+  do are left out (see ``_without_idle_wakes``), as is the payload format version
+  ``"v"`` (each version writes its own), and payload keys an event did not have when it
+  was recorded are ignored: a later version may add one but must keep writing the
+  recorded ones with the same values;
+* step bodies run exactly as often as the step outcomes the replay appends, plus the
+  attempts it cancels while they run (``executed``), so no step whose outcome the
+  history holds ran again.
+
+A cut lies where the run rested, in the world as it was once the run ended (see
+``harness``): its cancellation, if any, already requested. A run only waits there as
+recorded from the point its cancellation was requested on, so the recorder keeps the
+cuts from that point (see ``replayable_points``).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pyworkflow.engine.events import VERSION_FIELD
 from pyworkflow.storage.schemas import HookRecord, WorkflowRun
 
 FORMAT = 2
@@ -110,6 +118,23 @@ def resting_points(events: list[RawEvent]) -> list[tuple[int, str]]:
     return points
 
 
+def replayable_points(run: dict[str, Any], events: list[RawEvent]) -> list[tuple[int, str]]:
+    """The resting points (see :func:`resting_points`) from which a replay can end as
+    recorded: a run that was cancelled is replayed with its cancellation requested from
+    the start, so only the points from its request on (before them the run went on as if
+    nothing had been asked)."""
+    requested = run.get("cancel_requested_at")
+    points = resting_points(events)
+    if requested is None:
+        return points
+    at = datetime.fromisoformat(requested)
+    return [(after, state) for after, state in points if written_at(events[after]) >= at]
+
+
+def written_at(event: RawEvent) -> datetime:
+    return datetime.fromisoformat(event["timestamp"])
+
+
 def created_after(golden: Golden, cut: Cut) -> list[str]:
     """Runs that the cut run (directly or through runs it starts) creates after the cut:
     the replay must create them again, so they are not loaded."""
@@ -141,9 +166,25 @@ def expected(golden: Golden, cut: Cut) -> Outcome:
             "events": normalize(events),
         }
         tail = events[cut.after :] if run_id == cut.run_id else events
-        executed.update(e["data"]["step_name"] for e in tail if e["type"] in _OUTCOMES)
+        executed.update(ran_in(tail))
     outcome.executed = dict(executed)
     return outcome
+
+
+def ran_in(events: list[RawEvent]) -> list[str]:
+    """The step bodies that ran while ``events`` were written: one per step outcome, and
+    one per attempt started here and cancelled while it ran (a ``step.cancelled`` for an
+    attempt that waited for its retry, or was out on a step worker, ran nothing)."""
+    names, live = [], set()
+    for event in events:
+        kind, data = event["type"], event["data"]
+        if kind == "step.started" and not data.get("dispatched"):
+            live.add((data["step_id"], data["attempt"]))
+        elif kind in _OUTCOMES or (
+            kind == "step.cancelled" and (data["step_id"], data["attempt"]) in live
+        ):
+            names.append(data["step_name"])
+    return names
 
 
 def projection(run: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +198,7 @@ def normalize(events: list[RawEvent], like: list[RawEvent] | None = None) -> lis
     like = None if like is None else _without_idle_wakes(like)
     result = []
     for index, event in enumerate(events):
-        data = event["data"]
+        data = {k: v for k, v in event["data"].items() if k != VERSION_FIELD}
         if like is not None and index < len(like):
             data = {k: v for k, v in data.items() if k in like[index]["data"]}
         result.append({"type": event["type"], "data": {k: _stable(k, v) for k, v in data.items()}})
@@ -197,7 +238,9 @@ def _stable(key: str, value: Any) -> Any:
 
 
 def describe_run(run: WorkflowRun) -> dict[str, Any]:
-    """The fields of a run a golden history records."""
+    """The fields of a run a golden history records (goldens recorded before payloads
+    carried ``"v"`` lack the run's settings, from ``max_duration`` on: their runs had
+    the defaults)."""
     return {
         "run_id": run.run_id,
         "workflow_name": run.workflow_name,
@@ -211,6 +254,10 @@ def describe_run(run: WorkflowRun) -> dict[str, Any]:
         "continued_to_run_id": run.continued_to_run_id,
         "cancel_requested_at": _iso(run.cancel_requested_at),
         "cancel_reason": run.cancel_reason,
+        "max_duration": run.max_duration,
+        "deadline_at": _iso(run.deadline_at),
+        "recover_on_worker_loss": run.recover_on_worker_loss,
+        "max_recovery_attempts": run.max_recovery_attempts,
     }
 
 

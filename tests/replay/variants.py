@@ -81,3 +81,23 @@ async def dispatched_order(order_id: str) -> str:
 @workflow(name="golden_shipment_changed")
 async def shipment(order_id: str) -> list[str]:
     return [await w.pack(order_id), await w.label(order_id)]  # was: label first
+
+
+@workflow(name="golden_settle_or_void_changed")
+async def settle_or_void(invoice_id: str) -> str:
+    ledger = await w.open_ledger(invoice_id)
+    return await w.void_invoice(ledger)  # was: settle the invoice (its retry waits)
+
+
+@workflow(name="golden_review_or_cancel_changed")
+async def review_or_cancel(doc: str) -> object:
+    await w.review(doc)
+    return await hook("golden_second_review")  # was: the hook golden_review
+
+
+@workflow(name="golden_deadline_changed", max_duration="2s")
+async def deadline(order_id: str) -> str:
+    stock = await w.reserve_stock(order_id)
+    exported = await w.export(stock)  # was: the pause before_export first
+    await sleep(w.PAUSE, name="before_export")
+    return exported

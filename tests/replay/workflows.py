@@ -386,3 +386,71 @@ async def pack(order_id: str) -> str:
 async def golden_shipment(order_id: str) -> list[str]:
     first = await label(order_id)
     return [first, await pack(order_id)]
+
+
+# -- what an ended run leaves open (step.cancelled, hook.disposed) ---------------------
+# Recorded by the version that added format versions ("v") to every payload.
+
+
+def failing_step(name: str, template: str) -> Callable[[str], Awaitable[str]]:
+    """A step named ``name`` whose every attempt fails with ``template`` filled in with
+    its argument, retried after a wait that outlasts any test."""
+
+    @step(name=name, max_retries=3, retry_delay=FOREVER)
+    async def body(value: str) -> str:
+        ran(name)
+        raise RetryableError(template.format(value))
+
+    return body
+
+
+open_ledger = text_step("golden_open_ledger", "ledger-{}")
+void_invoice = text_step("golden_void_invoice", "voided {}")
+settle_invoice = failing_step("golden_settle_invoice", "bank offline for {}")
+
+
+@workflow(name="golden_settle_or_void")
+async def golden_settle_or_void(invoice_id: str) -> str:
+    ledger = await open_ledger(invoice_id)
+    try:
+        return await settle_invoice(ledger)  # its retry waits (durably) until cancelled
+    except CancellationError:
+        await void_invoice(ledger)  # a run's cancellation is delivered once: this step runs
+        raise
+
+
+review = text_step("golden_request_review", "review of {} requested")
+
+
+@workflow(name="golden_review_or_cancel")
+async def golden_review_or_cancel(doc: str) -> object:
+    await review(doc)
+    return await hook("golden_review", on_created=remember_token)  # no timeout
+
+
+reserve_stock = text_step("golden_reserve_stock", "stock-{}")
+
+
+@step(name="golden_export")
+async def export(what: str) -> str:
+    ran("golden_export")
+    await asyncio.sleep(60)  # far beyond the deadline: cancelled while it runs
+    return f"exported {what}"
+
+
+@workflow(name="golden_deadline", max_duration="2s")
+async def golden_deadline(order_id: str) -> str:
+    stock = await reserve_stock(order_id)
+    await sleep(PAUSE, name="before_export")
+    return await export(stock)
+
+
+notify_refund = text_step("golden_notify_refund", "refund of {} announced")
+refund_payment = failing_step("golden_refund_payment", "payment provider down for {}")
+
+
+@workflow(name="golden_dispatched_refund")
+async def golden_dispatched_refund(order_id: str) -> list[str]:
+    item = await pick(order_id)
+    notice, refunded = await asyncio.gather(notify_refund(item), refund_payment(item))
+    return [notice, refunded]
