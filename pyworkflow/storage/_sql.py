@@ -33,7 +33,6 @@ and row codecs in :mod:`pyworkflow.storage._sql_statements`, the migration runne
 
 from __future__ import annotations
 
-import re
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -75,13 +74,9 @@ from pyworkflow.storage._sql_statements import (
 )
 from pyworkflow.storage.base import RunQuery, StorageBackend
 from pyworkflow.storage.schemas import Event, RunUpdate, WorkflowRun
+from pyworkflow.storage.urls import redact_url  # re-exported for compatibility
 
 T = TypeVar("T")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for error messages and logs)."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
 # -- the backend ----------------------------------------------------------------------------
