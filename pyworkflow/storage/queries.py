@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.base import HOOKS, StorageBackend
 from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
 
 
@@ -20,10 +20,9 @@ async def final_run(storage: StorageBackend, run_id: str) -> WorkflowRun | None:
 async def signalled_suspended_runs(storage: StorageBackend) -> list[str]:
     """Suspended runs with something to see that nobody woke them for: a received hook
     payload, or a cancellation whose requester could not wake the run (it exited)."""
-    try:
+    received = []
+    if HOOKS in storage.capabilities:  # a third-party backend may not store hooks
         received = await storage.list_hooks(status=HookStatus.RECEIVED, limit=100)
-    except NotImplementedError:
-        received = []  # a third-party backend without hook storage
     found: dict[str, None] = {}
     for hook in received:
         run = await storage.get_run(hook.run_id)
