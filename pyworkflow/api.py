@@ -31,7 +31,7 @@ from pyworkflow.engine.context import deliver_cancel, hash_token
 from pyworkflow.engine.runs import RunRequest
 from pyworkflow.primitives.hooks import hook_model
 from pyworkflow.runtime import get_runtime
-from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.base import CANCELLATION, HOOKS, StorageBackend, require_capability
 from pyworkflow.storage.schemas import Event, HookRecord, HookStatus, WorkflowRun, utcnow
 
 T = TypeVar("T")
@@ -204,8 +204,10 @@ async def cancel_workflow(
 
     Raises:
         RunNotFoundError: no such run (a ``WorkflowNotFoundError``).
+        ConfigurationError: the storage cannot record cancellation requests.
     """
     backend = _storage(storage)
+    require_capability(backend, CANCELLATION)
     await backend.connect()
     run = await backend.get_run(run_id)
     if run is None:
@@ -243,10 +245,12 @@ async def resume_hook(
         HookExpiredError: the hook's timeout passed or its run ended.
         pydantic.ValidationError: the payload does not match the hook's model.
         SerializationError: the payload is not JSON-serializable.
+        ConfigurationError: the storage does not store hooks.
     """
     if not isinstance(token, str) or not _TOKEN.fullmatch(token):
         raise InvalidTokenError("malformed hook token")
     backend = _storage(storage)
+    require_capability(backend, HOOKS)
     await backend.connect()
     record = await backend.get_hook(hash_token(token))
     hint = token[:8] + "..."
@@ -305,8 +309,13 @@ async def list_hooks(
     offset: int = 0,
     storage: StorageBackend | str | None = None,
 ) -> list[HookRecord]:
-    """Hooks of one run or of all runs, newest first (tokens are not part of the result)."""
+    """Hooks of one run or of all runs, newest first (tokens are not part of the result).
+
+    Raises:
+        ConfigurationError: the storage does not store hooks.
+    """
     backend = _storage(storage)
+    require_capability(backend, HOOKS)
     await backend.connect()
     hooks = await backend.list_hooks(
         run_id=run_id,

@@ -22,7 +22,7 @@ from pyworkflow.scheduler.model import DEFAULT_CATCHUP_WINDOW, Schedule, Schedul
 from pyworkflow.scheduler.service import Clock, ScheduleService, tick_run_id
 from pyworkflow.scheduler.specs import CalendarSpec, OverlapPolicy, ScheduleSpec, parse_spec
 from pyworkflow.serialization import encode
-from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.base import SCHEDULES, StorageBackend, require_capability
 from pyworkflow.storage.schemas import ScheduleStatus, utcnow
 from pyworkflow.utils.duration import duration_seconds
 
@@ -34,6 +34,7 @@ SpecLike = ScheduleSpec | str | dict[str, Any]
 
 async def _backend(storage: StorageBackend | str | None) -> StorageBackend:
     backend = get_storage() if storage is None else resolve_storage(storage)
+    require_capability(backend, SCHEDULES)
     await backend.connect()
     return backend
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pyworkflow.engine.owners import is_delivery, owner_is_dead
-from pyworkflow.storage.base import StorageBackend, run_cursor
+from pyworkflow.storage.base import HOOKS, StorageBackend, run_cursor
 from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
 
 # Statuses of runs that should have someone working on them.
@@ -93,7 +93,7 @@ async def signalled_suspended_runs(
     a cancellation that arrived after the run's last write (whoever accepted it could not
     wake the run). A run that wrote since has seen it and is left alone."""
     found: dict[str, None] = {}
-    if "hooks" in storage.capabilities or _has_hooks(storage):
+    if HOOKS in storage.capabilities:
         offset = 0
         while True:
             hooks = await storage.list_hooks(
@@ -123,11 +123,6 @@ def _unseen(run: WorkflowRun, arrived_at: datetime | None) -> bool:
     if arrived_at is None or run.updated_at is None:
         return True
     return arrived_at >= run.updated_at - CLOCK_SKEW
-
-
-def _has_hooks(storage: StorageBackend) -> bool:
-    # Backends written before capability flags: the method is overridden when supported.
-    return type(storage).list_hooks is not StorageBackend.list_hooks
 
 
 async def _all_runs(

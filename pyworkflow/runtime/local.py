@@ -42,7 +42,7 @@ from pyworkflow.runtime.base import Runtime
 from pyworkflow.scheduler.declared import activate_declared
 from pyworkflow.scheduler.service import ScheduleService
 from pyworkflow.serialization import dumps
-from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.base import SCHEDULES, StorageBackend
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
 
 _RECOVERY_EVERY_POLLS = 5
@@ -60,7 +60,6 @@ class _Service:
         self.tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._schedules: ScheduleService | None = None
-        self._schedules_supported = True
         self._next_wake: datetime | None = None
         cfg = get_config()
         self.poll = cfg.timer_poll_interval
@@ -207,21 +206,17 @@ class _Service:
 
     async def _fire_schedules(self) -> datetime | None:
         """Start the runs of due schedule ticks; return when the next tick is due."""
-        if not self._schedules_supported:
-            return None
-        try:
-            if self._schedules is None:
-                storage, runtime = self.storage, self.runtime
-                self._schedules = ScheduleService(
-                    storage,
-                    start=lambda request: runtime.start_detached(request, storage),
-                    wake=lambda run_id: runtime.wake(run_id, storage),
-                )
-                await activate_declared(storage)
-            return await self._schedules.tick()
-        except NotImplementedError:
-            self._schedules_supported = False  # a third-party backend without schedules
-            return None
+        if SCHEDULES not in self.storage.capabilities:
+            return None  # a third-party backend without schedule storage
+        if self._schedules is None:
+            storage, runtime = self.storage, self.runtime
+            self._schedules = ScheduleService(
+                storage,
+                start=lambda request: runtime.start_detached(request, storage),
+                wake=lambda run_id: runtime.wake(run_id, storage),
+            )
+            await activate_declared(storage)
+        return await self._schedules.tick()
 
     async def recover(self) -> None:
         """Resume runs whose executing process died (same host) or whose lease expired,

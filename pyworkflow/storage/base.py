@@ -23,10 +23,12 @@ All datetimes given to and returned by a backend are timezone-aware UTC.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from pyworkflow.core.exceptions import ConfigurationError
 from pyworkflow.storage.schemas import (
     Event,
     HookRecord,
@@ -113,16 +115,62 @@ def lease_is_free(
     )
 
 
+#: Capability flag: the backend stores schedules (``save_schedule`` and the rest).
+SCHEDULES = "schedules"
+#: Capability flag: the backend stores hooks (``save_hook``, ``get_hook``, ...).
+HOOKS = "hooks"
+#: Capability flag: the backend records cancellation requests (``request_cancellation``).
+CANCELLATION = "cancellation"
+
+#: The optional method groups; a backend has a group's flag when it overrides every
+#: method of the group (see :meth:`StorageBackend.__init_subclass__`).
+OPTIONAL_GROUPS: Mapping[str, tuple[str, ...]] = {
+    SCHEDULES: (
+        "save_schedule",
+        "get_schedule",
+        "list_schedules",
+        "list_due_schedules",
+        "delete_schedule",
+    ),
+    HOOKS: ("save_hook", "get_hook", "list_hooks", "update_hook"),
+    CANCELLATION: ("request_cancellation",),
+}
+
+
 class StorageBackend(ABC):
     """Async storage of workflow runs and their event logs.
 
     Attributes:
         capabilities: feature flags tests and callers check instead of ``isinstance``
-            (``"cross_process"``: several processes may share this storage safely;
-            ``"persistent"``: data survives the process).
+            or probing for ``NotImplementedError``:
+
+            * ``"cross_process"``: several processes may share this storage safely;
+            * ``"persistent"``: data survives the process;
+            * ``"schedules"``: the schedule methods work (``save_schedule``,
+              ``get_schedule``, ``list_schedules``, ``list_due_schedules``,
+              ``delete_schedule``);
+            * ``"hooks"``: the hook methods work (``save_hook``, ``get_hook``,
+              ``list_hooks``, ``update_hook``);
+            * ``"cancellation"``: ``request_cancellation`` works.
+
+            A subclass declares the first two itself. The last three are derived when
+            the class is created: a class that overrides every method of a group has the
+            group's flag, one that does not lacks it (whatever it declares), so a
+            third-party backend written before the flags existed keeps working. A
+            backend that overrides a group but cannot serve it in some configuration
+            removes the flag from its instance's ``capabilities``.
     """
 
     capabilities: frozenset[str] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        derived = {
+            flag
+            for flag, methods in OPTIONAL_GROUPS.items()
+            if all(getattr(cls, name) is not getattr(StorageBackend, name) for name in methods)
+        }
+        cls.capabilities = frozenset(cls.capabilities).difference(OPTIONAL_GROUPS) | derived
 
     async def connect(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Open connections and create schema; idempotent. Called lazily by the engine."""
@@ -363,3 +411,18 @@ class StorageBackend(ABC):
         unknown or not in ``expected`` status: of two concurrent deliveries exactly one
         wins."""
         raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+
+def require_capability(storage: StorageBackend, capability: str) -> None:
+    """Check that ``storage`` has ``capability`` (one of the flags of
+    :attr:`StorageBackend.capabilities`) before a public entry point relies on it.
+
+    Raises:
+        ConfigurationError: it does not (``"storage FooBackend does not support
+            schedules"``).
+    """
+    if capability not in storage.capabilities:
+        raise ConfigurationError(
+            f"storage {type(storage).__name__} does not support {capability}",
+            capability=capability,
+        )

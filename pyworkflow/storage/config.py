@@ -23,10 +23,11 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
+from urllib.parse import unquote
 
 from pyworkflow.core.exceptions import ConfigurationError
 from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.urls import parse_flag, parse_url, redact_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +49,6 @@ _REGISTRY: dict[str, _Entry] = {
     "dynamodb": _Entry("pyworkflow.storage.dynamodb:DynamoDBStorageBackend", "dynamodb"),
 }
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 _WINDOWS_DRIVE = re.compile(r"^/[A-Za-z]:")
 
 
@@ -87,73 +86,52 @@ def _load(scheme: str) -> type[StorageBackend]:
     return cls
 
 
-def _redact(url: str) -> str:
-    # Never echo a password from a database URL into an error message or log.
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
-
-
-def _query(parts: SplitResult, allowed: set[str], url: str) -> dict[str, str]:
-    params = parse_qs(parts.query, keep_blank_values=True)
-    unknown = set(params) - allowed
-    if unknown:
-        raise ConfigurationError(
-            f"unsupported option(s) {', '.join(sorted(unknown))} in storage URL "
-            f"{_redact(url)!r}; supported: {', '.join(sorted(allowed)) or 'none'}"
-        )
-    return {name: values[-1] for name, values in params.items()}
-
-
-def _flag(name: str, value: str) -> bool:
-    if value.lower() in _TRUE:
-        return True
-    if value.lower() in _FALSE:
-        return False
-    raise ConfigurationError(f"option {name}={value!r} must be true or false")
-
-
 def _local_path(path: str) -> str:
     # "file:///C:/dir" -> "C:/dir": the slash before a drive letter is URL syntax.
     return path[1:] if _WINDOWS_DRIVE.match(path) else path
 
 
-def _sqlite_from_url(parts: SplitResult, url: str) -> StorageBackend:
+def _sqlite_from_url(url: str) -> StorageBackend:
     from pyworkflow.storage.sqlite import SQLiteStorageBackend
 
-    options = _query(parts, {"synchronous"}, url)
-    if parts.netloc:
+    parsed = parse_url(url, options={"synchronous"}, server=False)
+    if parsed.parts.netloc:
         raise ConfigurationError(
-            f"SQLite URL {_redact(url)!r} has a host part; use sqlite:///relative/path.db "
+            f"SQLite URL {parsed.safe!r} has a host part; use sqlite:///relative/path.db "
             "(three slashes) or sqlite:////absolute/path.db (four)"
         )
-    path = unquote(parts.path)
+    path = unquote(parsed.parts.path)
     # sqlite:// and sqlite:///:memory: are the in-memory database (SQLAlchemy's reading);
     # otherwise the first slash ends the (empty) host: sqlite:///rel.db, sqlite:////abs.db.
     db_path = ":memory:" if path in ("", "/", "/:memory:") else _local_path(path[1:])
-    return SQLiteStorageBackend(db_path, synchronous=options.get("synchronous", "NORMAL"))
+    synchronous = parsed.options.get("synchronous", "NORMAL")
+    return SQLiteStorageBackend(db_path, synchronous=synchronous)
 
 
-def _file_from_url(parts: SplitResult, url: str) -> StorageBackend:
+def _file_from_url(url: str) -> StorageBackend:
     from pyworkflow.storage.file import FileStorageBackend
 
-    options = _query(parts, {"fsync"}, url)
-    fsync = _flag("fsync", options["fsync"]) if "fsync" in options else False
+    parsed = parse_url(url, options={"fsync"}, server=False)
+    fsync = parsed.flag("fsync", False)
     # file:///abs/dir has an empty host; file://relative/dir puts "relative" in the host.
-    path = _local_path(unquote(parts.netloc + parts.path))
+    path = _local_path(unquote(parsed.parts.netloc + parsed.parts.path))
     if not path:
         return FileStorageBackend(fsync=fsync)
     return FileStorageBackend(path, fsync=fsync)
 
 
-def _memory_from_url(parts: SplitResult, url: str) -> StorageBackend:
+def _memory_from_url(url: str) -> StorageBackend:
     from pyworkflow.storage.memory import InMemoryStorageBackend
 
-    _query(parts, set(), url)
-    if parts.netloc or parts.path.strip("/"):
-        raise ConfigurationError(f"memory storage takes no path: use 'memory://', not {url!r}")
+    parsed = parse_url(url, server=False)
+    if parsed.parts.netloc or parsed.parts.path.strip("/"):
+        raise ConfigurationError(
+            f"memory storage takes no path: use 'memory://', not {parsed.safe!r}"
+        )
     return InMemoryStorageBackend()
 
 
-_URL_PARSERS: dict[str, Callable[[SplitResult, str], StorageBackend]] = {
+_URL_PARSERS: dict[str, Callable[[str], StorageBackend]] = {
     "memory": _memory_from_url,
     "sqlite": _sqlite_from_url,
     "file": _file_from_url,
@@ -170,16 +148,15 @@ def storage_from_url(url: str) -> StorageBackend:
     scheme, sep, _ = url.partition("://")
     if not sep or not scheme:
         raise ConfigurationError(
-            f"not a storage URL: {_redact(url)!r}; expected scheme://..., one of "
+            f"not a storage URL: {redact_url(url)!r}; expected scheme://..., one of "
             f"{', '.join(s + '://' for s in known_schemes())}"
         )
     scheme = scheme.lower()
     if scheme not in _REGISTRY:
         raise _unknown("URL scheme", scheme)
-    parts = urlsplit(url)
     parser = _URL_PARSERS.get(scheme)
     if parser is not None:
-        return parser(parts, url)
+        return parser(url)
     cls = _load(scheme)
     from_url = getattr(cls, "from_url", None)
     backend = from_url(url) if callable(from_url) else cls(url)  # type: ignore[call-arg]
@@ -204,7 +181,8 @@ def storage_from_config(cfg: Mapping[str, Any]) -> StorageBackend:
     if "url" in options and "type" not in options:
         url = options.pop("url")
         if options:
-            raise ConfigurationError(f"storage config with a url takes no other keys: {options}")
+            names = ", ".join(sorted(map(str, options)))  # names only: a value may be a secret
+            raise ConfigurationError(f"storage config with a url takes no other keys: {names}")
         return storage_from_url(str(url))
     kind = options.pop("type", None)
     if not isinstance(kind, str) or not kind:
@@ -240,7 +218,7 @@ def storage_from_config(cfg: Mapping[str, Any]) -> StorageBackend:
         path = opts.get("path", opts.get("base_path", ".pyworkflow/data"))
         fsync = opts.get("fsync", False)
         if isinstance(fsync, str):
-            fsync = _flag("fsync", fsync)
+            fsync = parse_flag("fsync", fsync)
         return FileStorageBackend(path, fsync=bool(fsync))
     cls = _load(kind)
     try:

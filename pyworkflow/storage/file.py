@@ -52,9 +52,9 @@ from pyworkflow.core.exceptions import (
     StorageError,
     WorkflowNotFoundError,
 )
-from pyworkflow.storage.base import RunQuery, StorageBackend, lease_is_free
+from pyworkflow.storage import _predicates as rules
+from pyworkflow.storage.base import RunQuery, StorageBackend
 from pyworkflow.storage.schemas import (
-    TERMINAL_STATUSES,
     Event,
     HookRecord,
     HookStatus,
@@ -226,18 +226,22 @@ class FileStorageBackend(StorageBackend):
                 f.flush()
                 os.fsync(f.fileno())
 
-    def _all_runs(self) -> Iterator[WorkflowRun]:
+    def _scan(self, directory: Path) -> Iterator[Any]:
+        """The JSON content of every record file in ``directory``."""
         try:
-            entries = list(os.scandir(self._runs))
+            entries = list(os.scandir(directory))
         except FileNotFoundError:
             return
         for entry in entries:
             # Skip temp files (".name.json.<hex>.tmp") and anything foreign.
             if entry.name.startswith(".") or not entry.name.endswith(".json"):
                 continue
-            record = self._read_json(Path(entry.path))
-            if record is not None:
-                yield _run_from_dict(record["run"])
+            raw = self._read_json(Path(entry.path))
+            if raw is not None:  # deleted since the listing
+                yield raw
+
+    def _all_runs(self) -> Iterator[WorkflowRun]:
+        return (_run_from_dict(record["run"]) for record in self._scan(self._runs))
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -351,41 +355,14 @@ class FileStorageBackend(StorageBackend):
     # -- timers and leases --------------------------------------------------------------------
 
     async def list_due_runs(self, now: datetime, limit: int = 100) -> list[str]:
-        def query() -> list[str]:
-            due = [
-                r
-                for r in self._all_runs()
-                if r.status == RunStatus.SUSPENDED and r.wake_at is not None and r.wake_at <= now
-            ]
-            due.sort(key=lambda r: (r.wake_at or now, r.created_at, r.run_id))
-            return [r.run_id for r in due[:limit]]
-
-        return await self._call(query)
+        due = await self._call(lambda: rules.due_runs(self._all_runs(), now, limit))
+        return [r.run_id for r in due]
 
     async def next_wake_time(self) -> datetime | None:
-        def query() -> datetime | None:
-            times = [
-                r.wake_at
-                for r in self._all_runs()
-                if r.status == RunStatus.SUSPENDED and r.wake_at is not None
-            ]
-            return min(times, default=None)
-
-        return await self._call(query)
+        return await self._call(lambda: rules.next_wake_time(self._all_runs()))
 
     async def list_stale_runs(self, now: datetime, limit: int = 100) -> list[WorkflowRun]:
-        def query() -> list[WorkflowRun]:
-            stale = [
-                r
-                for r in self._all_runs()
-                if r.status not in TERMINAL_STATUSES
-                and r.status != RunStatus.SUSPENDED
-                and (r.lease_expires_at is None or r.lease_expires_at < now)
-            ]
-            stale.sort(key=lambda r: (r.created_at, r.run_id))
-            return stale[:limit]
-
-        return await self._call(query)
+        return await self._call(lambda: rules.stale_runs(self._all_runs(), now, limit))
 
     async def acquire_lease(
         self,
@@ -402,13 +379,10 @@ class FileStorageBackend(StorageBackend):
                 if record is None:
                     return False
                 run = _run_from_dict(record["run"])
-                if run.status in TERMINAL_STATUSES:
+                if not rules.take_lease(run, owner, expires_at, now, steal_from):
                     return False
-                free = lease_is_free(run, owner, now, steal_from)
-                if free:
-                    run.lease_owner, run.lease_expires_at = owner, expires_at
-                    self._write_record(run, int(record["events_size"]))
-                return free
+                self._write_record(run, int(record["events_size"]))
+                return True
 
         return await self._call(acquire)
 
@@ -446,10 +420,10 @@ class FileStorageBackend(StorageBackend):
                 if record is None:
                     return False
                 run = _run_from_dict(record["run"])
-                if run.status in TERMINAL_STATUSES:
+                first = run.cancel_requested_at is None
+                if not rules.request_cancel(run, reason, now):
                     return False
-                if run.cancel_requested_at is None:
-                    run.cancel_requested_at, run.cancel_reason = now, reason
+                if first:  # a repeated request changes nothing
                     self._write_record(run, int(record["events_size"]))
                 return True
 
@@ -459,19 +433,14 @@ class FileStorageBackend(StorageBackend):
         return self._hooks / f"{quote(token_hash, safe='')}.json"
 
     def _all_hooks(self) -> Iterator[HookRecord]:
-        for entry in list(os.scandir(self._hooks)):
-            if entry.name.startswith(".") or not entry.name.endswith(".json"):
-                continue
-            raw = self._read_json(Path(entry.path))
-            if raw is not None:
-                yield _hook_from_dict(raw)
+        return (_hook_from_dict(raw) for raw in self._scan(self._hooks))
 
     async def save_hook(self, hook: HookRecord) -> HookRecord:
         def save() -> HookRecord:
             with self._locked("hooks.lock"):
-                for existing in self._all_hooks():
-                    if existing.run_id == hook.run_id and existing.hook_id == hook.hook_id:
-                        return existing
+                existing = rules.same_hook(self._all_hooks(), hook)
+                if existing is not None:
+                    return existing
                 self._write_atomic(self._hook_path(hook.token_hash), _hook_to_dict(hook))
                 return hook.copy()
 
@@ -490,13 +459,8 @@ class FileStorageBackend(StorageBackend):
         offset: int = 0,
     ) -> list[HookRecord]:
         def query() -> list[HookRecord]:
-            hooks = [
-                h
-                for h in self._all_hooks()
-                if (run_id is None or h.run_id == run_id) and (status is None or h.status == status)
-            ]
-            hooks.sort(key=lambda h: (h.created_at, h.token_hash), reverse=True)
-            return hooks[offset : offset + limit]
+            hooks = self._all_hooks()
+            return rules.page_hooks(hooks, run_id=run_id, status=status, limit=limit, offset=offset)
 
         return await self._call(query)
 
@@ -512,14 +476,14 @@ class FileStorageBackend(StorageBackend):
         def update() -> bool:
             with self._locked("hooks.lock"):
                 raw = self._read_json(self._hook_path(token_hash))
-                if raw is None or raw["status"] != expected.value:
+                if raw is None:
                     return False
                 hook = _hook_from_dict(raw)
-                hook.status = status
-                if payload is not None:
-                    hook.payload = payload
-                if received_at is not None:
-                    hook.received_at = received_at
+                moved = rules.move_hook(
+                    hook, expected=expected, status=status, payload=payload, received_at=received_at
+                )
+                if not moved:
+                    return False
                 self._write_atomic(self._hook_path(token_hash), _hook_to_dict(hook))
                 return True
 
@@ -531,19 +495,12 @@ class FileStorageBackend(StorageBackend):
         return self._schedules / f"{self._name(schedule_id)}.json"
 
     def _all_schedules(self) -> Iterator[ScheduleRecord]:
-        for entry in list(os.scandir(self._schedules)):
-            # Skip temp files (".name.json.<hex>.tmp") and anything foreign.
-            if entry.name.startswith(".") or not entry.name.endswith(".json"):
-                continue
-            raw = self._read_json(Path(entry.path))
-            if raw is not None:
-                yield _schedule_from_dict(raw)
+        return (_schedule_from_dict(raw) for raw in self._scan(self._schedules))
 
     async def save_schedule(
         self, schedule: ScheduleRecord, *, expected_version: int | None
     ) -> bool:
         record = schedule.copy()
-        record.version = 1 if expected_version is None else expected_version + 1
 
         def save() -> bool:
             path = self._schedule_path(record.schedule_id)
@@ -551,11 +508,11 @@ class FileStorageBackend(StorageBackend):
             # processes; readers need none (the file is replaced atomically).
             with self._locked(self._striped_lock("schedule", record.schedule_id)):
                 raw = self._read_json(path)
-                if expected_version is None:
-                    if raw is not None:
-                        return False
-                elif raw is None or raw["version"] != expected_version:
+                stored = None if raw is None else raw["version"]
+                version = rules.next_schedule_version(stored, expected_version)
+                if version is None:
                     return False
+                record.version = version
                 self._write_atomic(path, _schedule_to_dict(record))
                 return True
 
@@ -576,30 +533,15 @@ class FileStorageBackend(StorageBackend):
         limit: int = 1000,
     ) -> list[ScheduleRecord]:
         def query() -> list[ScheduleRecord]:
-            chosen = [
-                s
-                for s in self._all_schedules()
-                if (workflow_name is None or s.workflow_name == workflow_name)
-                and (status is None or s.status == status)
-            ]
-            chosen.sort(key=lambda s: s.schedule_id)
-            return chosen[: max(limit, 0)]
+            schedules = self._all_schedules()
+            return rules.select_schedules(
+                schedules, workflow_name=workflow_name, status=status, limit=limit
+            )
 
         return await self._call(query)
 
     async def list_due_schedules(self, now: datetime, limit: int = 100) -> list[ScheduleRecord]:
-        def query() -> list[ScheduleRecord]:
-            due = [
-                s
-                for s in self._all_schedules()
-                if s.status == ScheduleStatus.ACTIVE
-                and s.next_run_time is not None
-                and s.next_run_time <= now
-            ]
-            due.sort(key=lambda s: (s.next_run_time or now, s.schedule_id))
-            return due[: max(limit, 0)]
-
-        return await self._call(query)
+        return await self._call(lambda: rules.due_schedules(self._all_schedules(), now, limit))
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         def delete() -> bool:

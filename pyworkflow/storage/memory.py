@@ -15,13 +15,12 @@ from pyworkflow.core.exceptions import (
     SequenceConflictError,
     WorkflowNotFoundError,
 )
-from pyworkflow.storage.base import RunQuery, StorageBackend, lease_is_free
+from pyworkflow.storage import _predicates as rules
+from pyworkflow.storage.base import RunQuery, StorageBackend
 from pyworkflow.storage.schemas import (
-    TERMINAL_STATUSES,
     Event,
     HookRecord,
     HookStatus,
-    RunStatus,
     RunUpdate,
     ScheduleRecord,
     ScheduleStatus,
@@ -89,31 +88,13 @@ class InMemoryStorageBackend(StorageBackend):
         return [e for e in self._events.get(run_id, ()) if e.sequence > after_sequence]
 
     async def list_due_runs(self, now: datetime, limit: int = 100) -> list[str]:
-        due = [
-            r
-            for r in self._runs.values()
-            if r.status == RunStatus.SUSPENDED and r.wake_at is not None and r.wake_at <= now
-        ]
-        due.sort(key=lambda r: r.wake_at or now)
-        return [r.run_id for r in due[:limit]]
+        return [r.run_id for r in rules.due_runs(self._runs.values(), now, limit)]
 
     async def next_wake_time(self) -> datetime | None:
-        times = [
-            r.wake_at
-            for r in self._runs.values()
-            if r.status == RunStatus.SUSPENDED and r.wake_at is not None
-        ]
-        return min(times, default=None)
+        return rules.next_wake_time(self._runs.values())
 
     async def list_stale_runs(self, now: datetime, limit: int = 100) -> list[WorkflowRun]:
-        stale = [
-            r.copy()
-            for r in self._runs.values()
-            if r.status not in TERMINAL_STATUSES
-            and r.status != RunStatus.SUSPENDED
-            and (r.lease_expires_at is None or r.lease_expires_at < now)
-        ]
-        return stale[:limit]
+        return [r.copy() for r in rules.stale_runs(self._runs.values(), now, limit)]
 
     async def acquire_lease(
         self,
@@ -125,12 +106,7 @@ class InMemoryStorageBackend(StorageBackend):
         steal_from: str | None = None,
     ) -> bool:
         run = self._runs.get(run_id)
-        if run is None or run.status in TERMINAL_STATUSES:
-            return False
-        free = lease_is_free(run, owner, now, steal_from)
-        if free:
-            run.lease_owner, run.lease_expires_at = owner, expires_at
-        return free
+        return run is not None and rules.take_lease(run, owner, expires_at, now, steal_from)
 
     async def renew_leases(self, run_ids: Sequence[str], owner: str, expires_at: datetime) -> None:
         for run_id in run_ids:
@@ -147,14 +123,11 @@ class InMemoryStorageBackend(StorageBackend):
         self, schedule: ScheduleRecord, *, expected_version: int | None
     ) -> bool:
         current = self._schedules.get(schedule.schedule_id)
-        if expected_version is None:
-            if current is not None:
-                return False
-            version = 1
-        else:
-            if current is None or current.version != expected_version:
-                return False
-            version = expected_version + 1
+        version = rules.next_schedule_version(
+            None if current is None else current.version, expected_version
+        )
+        if version is None:
+            return False
         stored = schedule.copy()
         stored.version = version
         self._schedules[schedule.schedule_id] = stored
@@ -172,41 +145,25 @@ class InMemoryStorageBackend(StorageBackend):
         status: ScheduleStatus | None = None,
         limit: int = 1000,
     ) -> list[ScheduleRecord]:
-        chosen = [
-            s
-            for s in self._schedules.values()
-            if (workflow_name is None or s.workflow_name == workflow_name)
-            and (status is None or s.status == status)
-        ]
-        chosen.sort(key=lambda s: s.schedule_id)
-        return [s.copy() for s in chosen[: max(limit, 0)]]
+        chosen = rules.select_schedules(
+            self._schedules.values(), workflow_name=workflow_name, status=status, limit=limit
+        )
+        return [s.copy() for s in chosen]
 
     async def list_due_schedules(self, now: datetime, limit: int = 100) -> list[ScheduleRecord]:
-        due = [
-            s
-            for s in self._schedules.values()
-            if s.status == ScheduleStatus.ACTIVE
-            and s.next_run_time is not None
-            and s.next_run_time <= now
-        ]
-        due.sort(key=lambda s: (s.next_run_time or now, s.schedule_id))
-        return [s.copy() for s in due[: max(limit, 0)]]
+        return [s.copy() for s in rules.due_schedules(self._schedules.values(), now, limit)]
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         return self._schedules.pop(schedule_id, None) is not None
 
     async def request_cancellation(self, run_id: str, reason: str | None, now: datetime) -> bool:
         run = self._runs.get(run_id)
-        if run is None or run.status in TERMINAL_STATUSES:
-            return False
-        if run.cancel_requested_at is None:
-            run.cancel_requested_at, run.cancel_reason = now, reason
-        return True
+        return run is not None and rules.request_cancel(run, reason, now)
 
     async def save_hook(self, hook: HookRecord) -> HookRecord:
-        for existing in self._hooks.values():
-            if existing.run_id == hook.run_id and existing.hook_id == hook.hook_id:
-                return existing.copy()
+        existing = rules.same_hook(self._hooks.values(), hook)
+        if existing is not None:
+            return existing.copy()
         self._hooks[hook.token_hash] = hook.copy()
         return hook.copy()
 
@@ -222,13 +179,10 @@ class InMemoryStorageBackend(StorageBackend):
         limit: int = 100,
         offset: int = 0,
     ) -> list[HookRecord]:
-        hooks = [
-            h
-            for h in self._hooks.values()
-            if (run_id is None or h.run_id == run_id) and (status is None or h.status == status)
-        ]
-        hooks.sort(key=lambda h: (h.created_at, h.token_hash), reverse=True)
-        return [h.copy() for h in hooks[offset : offset + limit]]
+        page = rules.page_hooks(
+            self._hooks.values(), run_id=run_id, status=status, limit=limit, offset=offset
+        )
+        return [h.copy() for h in page]
 
     async def update_hook(
         self,
@@ -240,11 +194,6 @@ class InMemoryStorageBackend(StorageBackend):
         received_at: datetime | None = None,
     ) -> bool:
         hook = self._hooks.get(token_hash)
-        if hook is None or hook.status != expected:
-            return False
-        hook.status = status
-        if payload is not None:
-            hook.payload = payload
-        if received_at is not None:
-            hook.received_at = received_at
-        return True
+        return hook is not None and rules.move_hook(
+            hook, expected=expected, status=status, payload=payload, received_at=received_at
+        )

@@ -52,7 +52,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote
 
 import aiomysql
 
@@ -67,9 +67,9 @@ from pyworkflow.storage._sql import (
     Statements,
     apply_migrations,
     read_schema_version,
-    redact_url,
 )
 from pyworkflow.storage._sql_schedules import SQLScheduleBackend
+from pyworkflow.storage.urls import parse_url, split_url
 
 T = TypeVar("T")
 
@@ -305,9 +305,7 @@ class MySQLStorageBackend(LoopBoundPool, SQLScheduleBackend):
         max_size: int = 10,
         connect_timeout: float = 10,
     ) -> None:
-        parts = urlsplit(url) if url else None
-        if parts is not None and parts.scheme.lower() != "mysql":
-            raise ConfigurationError(f"not a MySQL URL: {redact_url(url or '')!r}")
+        parts = split_url(url, name="MySQL", schemes=("mysql",)) if url else None
         self.host = host or (parts.hostname if parts else None) or "localhost"
         self.port = port or (parts.port if parts else None) or 3306
         self.user = user or (unquote(parts.username) if parts and parts.username else None)
@@ -336,37 +334,12 @@ class MySQLStorageBackend(LoopBoundPool, SQLScheduleBackend):
             ConfigurationError: not a MySQL URL, an unknown option or a bad value (the
                 message never contains the password).
         """
-        options: dict[str, str] = {}
-        for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
-            if name not in URL_OPTIONS:
-                raise ConfigurationError(
-                    f"unsupported option {name!r} in storage URL {redact_url(url)!r}; "
-                    f"supported: {', '.join(URL_OPTIONS)}"
-                )
-            options[name] = value
-        sizes = {"min_size": 1, "max_size": 10}
-        for name in sizes:
-            if name in options:
-                if not options[name].isdigit():
-                    raise ConfigurationError(
-                        f"option {name}={options[name]!r} in storage URL {redact_url(url)!r} "
-                        "must be a non-negative integer"
-                    )
-                sizes[name] = int(options[name])
-        timeout = 10.0
-        if "connect_timeout" in options:
-            try:
-                timeout = float(options["connect_timeout"])
-            except ValueError:
-                raise ConfigurationError(
-                    f"option connect_timeout={options['connect_timeout']!r} in storage URL "
-                    f"{redact_url(url)!r} must be a number of seconds"
-                ) from None
+        parsed = parse_url(url, name="MySQL", schemes=("mysql",), options=URL_OPTIONS)
         return cls(
-            url.partition("?")[0],
-            min_size=sizes["min_size"],
-            max_size=sizes["max_size"],
-            connect_timeout=timeout,
+            parsed.driver_url(),
+            min_size=parsed.count("min_size", 1),
+            max_size=parsed.count("max_size", 10),
+            connect_timeout=parsed.seconds("connect_timeout", 10.0),
         )
 
     def __repr__(self) -> str:

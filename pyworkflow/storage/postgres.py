@@ -53,7 +53,7 @@ import contextlib
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import asyncpg
 
@@ -73,9 +73,9 @@ from pyworkflow.storage._sql import (
     Statements,
     apply_migrations,
     read_schema_version,
-    redact_url,
 )
 from pyworkflow.storage._sql_schedules import SQLScheduleBackend
+from pyworkflow.storage.urls import parse_url, split_url
 
 T = TypeVar("T")
 
@@ -335,7 +335,7 @@ class PostgresStorageBackend(LoopBoundPool, SQLScheduleBackend):
                 f"invalid pool size min_size={min_size}, max_size={max_size}: need "
                 "0 <= min_size <= max_size and max_size >= 1"
             )
-        parts = urlsplit(dsn) if dsn else None
+        parts = split_url(dsn, name="PostgreSQL") if dsn else None
         self.host = host or (parts.hostname if parts else None) or "localhost"
         self.port = port or (parts.port if parts else None) or 5432
         self.user = user or (unquote(parts.username) if parts and parts.username else None)
@@ -368,36 +368,20 @@ class PostgresStorageBackend(LoopBoundPool, SQLScheduleBackend):
             ConfigurationError: not a PostgreSQL URL, or a bad option value (the message
                 never contains the password).
         """
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in ("postgresql", "postgres"):
-            raise ConfigurationError(f"not a PostgreSQL URL: {redact_url(url)!r}")
-        ours: dict[str, str] = {}
-        passthrough: list[tuple[str, str]] = []
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name in URL_OPTIONS:
-                ours[name] = value
-            else:
-                passthrough.append((name, value))
-
-        def number(name: str, default: int) -> int:
-            raw = ours.get(name)
-            if raw is None:
-                return default
-            if not raw.isdigit():
-                raise ConfigurationError(
-                    f"option {name}={raw!r} in storage URL {redact_url(url)!r} must be a "
-                    "non-negative integer"
-                )
-            return int(raw)
-
-        dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(passthrough), ""))
+        parsed = parse_url(
+            url,
+            name="PostgreSQL",
+            schemes=("postgresql", "postgres"),
+            options=URL_OPTIONS,
+            passthrough=None,  # asyncpg's own options (sslmode, ...)
+        )
         return cls(
-            dsn,
-            schema=ours.get("schema") or "public",
-            min_size=number("min_size", 1),
-            max_size=number("max_size", 10),
-            application_name=ours.get("application_name") or "pyworkflow",
-            statement_cache_size=number("statement_cache_size", 100),
+            parsed.driver_url("postgresql"),
+            schema=parsed.options.get("schema") or "public",
+            min_size=parsed.count("min_size", 1),
+            max_size=parsed.count("max_size", 10),
+            application_name=parsed.options.get("application_name") or "pyworkflow",
+            statement_cache_size=parsed.count("statement_cache_size", 100),
         )
 
     def __repr__(self) -> str:

@@ -306,7 +306,7 @@ class SQLiteStorageBackend(SQLScheduleBackend):
         self.synchronous = mode
         if self.path in (MEMORY, ""):
             # A private database dies with its connection: neither persistent nor shared.
-            self.capabilities = frozenset()
+            self.capabilities = self.capabilities - {"persistent", "cross_process"}
         self._db: aiosqlite.Connection | None = None
         # Connections used directly on the event loop's thread (see _call), per thread.
         self._inline: dict[int, sqlite3.Connection] = {}
