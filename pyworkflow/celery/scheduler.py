@@ -24,7 +24,7 @@ from pyworkflow.engine.owners import OwnerKind, new_owner
 from pyworkflow.engine.recovery import runs_to_recover, signalled_suspended_runs
 from pyworkflow.scheduler.declared import activate_declared
 from pyworkflow.scheduler.service import ScheduleService
-from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.base import SCHEDULES, StorageBackend
 from pyworkflow.storage.schemas import utcnow
 
 _BATCH = 100
@@ -53,11 +53,12 @@ class TimerSweeper:
         while nobody could wake their run).
         """
         await self.storage.connect()
-        if not self._activated:
+        with_schedules = SCHEDULES in self.storage.capabilities  # a third-party backend may not
+        if not self._activated and with_schedules:
             await activate_declared(self.storage)  # @scheduled_workflow in imported modules
             self._activated = True
         fired = await self.fire_due()
-        next_schedule = await self.schedules.tick()
+        next_schedule = await self.schedules.tick() if with_schedules else None
         await self.recover()
         if full:
             await self.rewake_signalled()

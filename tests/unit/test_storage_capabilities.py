@@ -167,3 +167,11 @@ async def test_public_api_names_the_missing_capability(calls: list[str]) -> None
     with pytest.raises(ConfigurationError, match="does not support cancellation"):
         await pyworkflow.cancel_workflow("run-1", storage=storage)
     assert calls == []
+
+
+async def test_celery_sweeper_skips_the_groups_a_backend_lacks(calls: list[str]) -> None:
+    from pyworkflow.celery.scheduler import TimerSweeper
+
+    sweeper = TimerSweeper(RunsOnlyBackend())
+    assert await sweeper.tick(full=True) == float("inf")  # nothing due, nothing to fire
+    assert calls == []
