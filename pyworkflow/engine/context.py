@@ -37,7 +37,7 @@ from pyworkflow.engine.log import EventLimits, OwnershipLost, RunLog
 from pyworkflow.engine.replay import ChildRecord, History, HookHistory
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
 from pyworkflow.serialization import decode, decode_error, encode
-from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.base import HOOKS, StorageBackend, require_capability
 from pyworkflow.storage.queries import final_run
 from pyworkflow.storage.schemas import Event, EventType, HookRecord, HookStatus, utcnow
 
@@ -416,6 +416,7 @@ class RunContext(WorkflowContext):
         schema: str | None,
     ) -> Any:
         self._guard()
+        require_capability(self._storage, HOOKS)  # a clear error, before anything is recorded
         op_id = self._next_op("hook", name)
         record = self._history.hooks.get(op_id)
         if record is None:

@@ -175,3 +175,19 @@ async def test_celery_sweeper_skips_the_groups_a_backend_lacks(calls: list[str])
     sweeper = TimerSweeper(RunsOnlyBackend())
     assert await sweeper.tick(full=True) == float("inf")  # nothing due, nothing to fire
     assert calls == []
+
+
+@workflow(name="cap_waits_for_hook")
+async def waits_for_hook() -> object:
+    from pyworkflow import hook
+
+    return await hook("cap_approval")
+
+
+async def test_a_hook_on_a_backend_without_hooks_fails_the_run_naming_it(calls: list[str]) -> None:
+    storage = RunsOnlyBackend()
+    run_id = await start(waits_for_hook, storage=storage)
+    run = await storage.get_run(run_id)
+    assert run.status == "failed"
+    assert "RunsOnlyBackend does not support hooks" in run.error
+    assert calls == []
