@@ -41,9 +41,9 @@ from typing import Any, TypeVar
 
 from pyworkflow.core.exceptions import (
     RunAlreadyExistsError,
+    RunNotFoundError,
     SequenceConflictError,
     StorageError,
-    WorkflowNotFoundError,
 )
 from pyworkflow.storage._sql_dialect import (
     READ,
@@ -225,7 +225,7 @@ class SQLStorageBackend(StorageBackend):
         """Why a fenced update matched no row: the run is missing, or moved on."""
         rows = await conn.fetch(self.sql.last_sequence, (plan.run_id,))
         if not rows:
-            return WorkflowNotFoundError(f"run {plan.run_id!r} not found")
+            return RunNotFoundError(f"run {plan.run_id!r} not found")
         return SequenceConflictError(
             f"run {plan.run_id!r}: expected last sequence {plan.expected}, found {rows[0][0]}"
         )

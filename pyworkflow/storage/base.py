@@ -258,7 +258,8 @@ class StorageBackend(ABC):
         (a pure projection update, still fenced by ``expected_last_sequence``).
 
         Raises:
-            WorkflowNotFoundError: no such run.
+            RunNotFoundError: no such run (a ``WorkflowNotFoundError``, so older
+                ``except WorkflowNotFoundError`` handlers still catch it).
             SequenceConflictError: the run's last sequence is not
                 ``expected_last_sequence`` (another writer got there first); nothing is
                 written.

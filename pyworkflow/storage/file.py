@@ -48,9 +48,9 @@ import filelock
 
 from pyworkflow.core.exceptions import (
     RunAlreadyExistsError,
+    RunNotFoundError,
     SequenceConflictError,
     StorageError,
-    WorkflowNotFoundError,
 )
 from pyworkflow.storage import _predicates as rules
 from pyworkflow.storage.base import RunQuery, StorageBackend
@@ -315,7 +315,7 @@ class FileStorageBackend(StorageBackend):
         with self._locked(self._run_lock(run_id)):
             record = self._read_record(run_id)
             if record is None:
-                raise WorkflowNotFoundError(f"run {run_id!r} not found")
+                raise RunNotFoundError(f"run {run_id!r} not found")
             run = _run_from_dict(record["run"])
             if run.last_sequence != expected:
                 raise SequenceConflictError(

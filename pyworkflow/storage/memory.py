@@ -12,8 +12,8 @@ from datetime import datetime
 
 from pyworkflow.core.exceptions import (
     RunAlreadyExistsError,
+    RunNotFoundError,
     SequenceConflictError,
-    WorkflowNotFoundError,
 )
 from pyworkflow.storage import _predicates as rules
 from pyworkflow.storage.base import RunQuery, StorageBackend
@@ -72,7 +72,7 @@ class InMemoryStorageBackend(StorageBackend):
     ) -> None:
         run = self._runs.get(run_id)
         if run is None:
-            raise WorkflowNotFoundError(f"run {run_id!r} not found")
+            raise RunNotFoundError(f"run {run_id!r} not found")
         if run.last_sequence != expected_last_sequence:
             raise SequenceConflictError(
                 f"run {run_id!r}: expected last sequence {expected_last_sequence}, "

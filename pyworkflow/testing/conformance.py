@@ -38,8 +38,8 @@ import pytest
 
 from pyworkflow.core.exceptions import (
     RunAlreadyExistsError,
+    RunNotFoundError,
     SequenceConflictError,
-    WorkflowNotFoundError,
 )
 from pyworkflow.storage.base import StorageBackend, run_cursor
 from pyworkflow.storage.config import storage_from_url
@@ -367,7 +367,7 @@ class StorageConformance:
         assert await storage.get_events("r1") == before_events
 
     async def test_append_to_unknown_run_raises(self, storage: StorageBackend) -> None:
-        with pytest.raises(WorkflowNotFoundError):
+        with pytest.raises(RunNotFoundError):
             await append(storage, "ghost", 0)
         assert await storage.get_events("ghost") == []
 
@@ -419,7 +419,7 @@ class StorageConformance:
             )
         run = await fetch(storage, "r1")
         assert run.error == "boom"
-        with pytest.raises(WorkflowNotFoundError):
+        with pytest.raises(RunNotFoundError):
             await storage.append_events("ghost", [], expected_last_sequence=0)
 
     async def test_get_events_after_sequence(self, storage: StorageBackend) -> None:

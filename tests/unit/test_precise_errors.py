@@ -4,6 +4,7 @@ from "this code is not here"."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
@@ -34,6 +35,8 @@ from pyworkflow import (
     workflow,
 )
 from pyworkflow.core.registry import require_step, require_workflow
+from pyworkflow.core.workflow import definition_of
+from pyworkflow.engine.runs import RunRequest
 from pyworkflow.runtime import local as local_runtime
 from pyworkflow.scheduler.declared import forget_declared
 from pyworkflow.storage.memory import InMemoryStorageBackend
@@ -123,6 +126,40 @@ async def test_local_runtime_logs_a_vanished_run_apart_from_missing_code(
     service = get_runtime("local").service(InMemoryStorageBackend())  # type: ignore[attr-defined]
     _, logs = await _logs_about("r1", service._resume("r1", recovery=False, steal_from=None))
     assert [(lvl, words in msg) for lvl, msg in logs] == [(level, True)]
+
+
+async def test_a_run_deleted_while_its_step_runs_is_logged_as_gone() -> None:
+    """Not a stubbed error: the backend itself raises RunNotFoundError when the step's
+    completion is appended, and the local runtime reports the run gone, not its code."""
+    storage = InMemoryStorageBackend()
+
+    @step(name="pe_deleting_step")
+    async def delete_own_run(run_id: str) -> str:
+        del storage._runs[run_id]  # deleted by someone else mid-execution
+        return "done"
+
+    @workflow(name="pe_deleted_mid_run")
+    async def deleted_mid_run(run_id: str) -> str:
+        return await delete_own_run(run_id)
+
+    runtime = get_runtime("local")
+    definition = definition_of(deleted_mid_run)
+    request = RunRequest(definition, ("pe_gone",), {}, run_id="pe_gone")
+
+    async def run_detached() -> None:
+        await runtime.start_detached(request, storage)  # type: ignore[attr-defined]
+        service = runtime.service(storage)  # type: ignore[attr-defined]
+        while service.tasks:
+            await asyncio.gather(*service.tasks)
+
+    try:
+        _, logs = await _logs_about("pe_gone", run_detached())
+    finally:
+        await runtime.shutdown()
+    gone = [lvl for lvl, msg in logs if "no longer exists" in msg]
+    assert gone == ["WARNING"]
+    assert not any("not resuming" in msg or "regist" in msg for _, msg in logs)
+    assert await storage.get_run("pe_gone") is None
 
 
 class _FakeWorkerProcess:

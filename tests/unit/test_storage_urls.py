@@ -36,6 +36,10 @@ SECRET = "hunter2"
         ("postgresql://app:hun?ter2@db/x", "postgresql://app:***@db/x"),
         ("postgresql://app:hun#ter2@db/x", "postgresql://app:***@db/x"),
         ("postgresql://app:12/34@db/x", "postgresql://app:***@db/x"),
+        # A user:password that lost its '@' reads as host:port; a "port" that is not a
+        # number is hidden with its host.
+        ("postgresql://app:hunter2/x", "postgresql://***/x"),
+        ("mysql://app:hunter2", "mysql://***"),
         # Not a proper URL at all.
         ("app:hunter2@db/x", "app:***@db/x"),
         ("postgresql:/app:hunter2@db", "postgresql:***@db"),
@@ -63,6 +67,11 @@ def test_redacts_the_password(url: str, expected: str) -> None:
         "api_key",
         "pwd",
         "sig",
+        "key",
+        "private_key",
+        "X-Amz-Credential",
+        "X-Amz-Signature",
+        "authorization",
     ],
 )
 def test_redacts_secret_query_parameters(name: str) -> None:
@@ -89,12 +98,52 @@ def test_redacts_secret_query_parameters(name: str) -> None:
         "mysql://h:3306/db?email=a@b",
         "postgresql://h/db?sslmode=require&application_name=app&schema=wf",
         "http://[::1",
+        "http://[::1]:8000/x",
+        "postgresql://db:5432/x",
+        "file://C:/dir",
         "",
         "no url at all",
     ],
 )
 def test_keeps_what_is_not_secret(url: str) -> None:
     assert redact_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        # keep_user=False: the user name is a credential too (an AWS access key id).
+        ("dynamodb://AKID:hunter2@flows", "dynamodb://***@flows"),
+        ("dynamodb://AKID@flows", "dynamodb://***@flows"),
+        ("dynamodb://AKID:@flows?region=eu", "dynamodb://***@flows?region=eu"),
+        ("dynamodb://flows?region=eu", "dynamodb://flows?region=eu"),
+    ],
+)
+def test_redaction_can_hide_the_user_name(url: str, expected: str) -> None:
+    assert redact_url(url, keep_user=False) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "default", "strict"),
+    [
+        # A password holding an unencoded '?' then '=': by default the '@' may be part of
+        # an option value; for URLs that take no such value it ends the user-info.
+        (
+            "redis://:12?client_name=34@db/0",
+            "redis://:12?client_name=34@db/0",
+            "redis://:***@db/0",
+        ),
+        # With no ':' before it, that '@' hides no password.
+        ("mysql://h/db?email=a@b", "mysql://h/db?email=a@b", None),
+        # An empty host part (a unix socket path) may hold an '@' either way.
+        ("unix:///run/app@1/redis.sock?db=2", "unix:///run/app@1/redis.sock?db=2", None),
+    ],
+)
+def test_redaction_can_take_the_last_at_sign_anywhere(
+    url: str, default: str, strict: str | None
+) -> None:
+    assert redact_url(url) == default
+    assert redact_url(url, query_at=False) == (strict or default)
 
 
 @pytest.mark.parametrize("name", ["schema", "max_size", "prefix", "sslmode", "region", "fsync"])
@@ -181,6 +230,47 @@ def test_split_url_checks_scheme_and_port() -> None:
         split_url("mysql://u:hun/ter2@h/db")
     assert "hun" not in str(info.value) and "ter2" not in str(info.value)
     assert split_url("file://dir:x/y", server=False).netloc == "dir:x"
+    # A password whose '@' was forgotten is read as the port: hidden with its host.
+    with pytest.raises(ConfigurationError, match="host or port is malformed") as info:
+        split_url(f"mysql://u:{SECRET}/db")
+    assert SECRET not in str(info.value) and "'mysql://***/db'" in str(info.value)
+    with pytest.raises(ConfigurationError, match="unsupported scheme"):
+        split_url("http://h/db", name="Redis", schemes=("redis", "unix"))
+
+
+def test_parse_url_redacts_with_the_backends_flavour() -> None:
+    def strict(url: str) -> str:
+        return redact_url(url, keep_user=False, query_at=False)
+
+    url = parse_url(f"x://AKID:{SECRET}@h/?region=eu", options=("region",), redact=strict)
+    assert url.safe == "x://***@h/?region=eu"
+    with pytest.raises(ConfigurationError, match="not a Y URL") as info:
+        parse_url(f"x://AKID:{SECRET}@h/", name="Y", schemes=("y",), redact=strict)
+    assert "AKID" not in str(info.value) and SECRET not in str(info.value)
+
+
+def test_errors_hide_option_names_and_values_the_redacted_url_hides() -> None:
+    # An unencoded '?' in the password: the rest of it reads as the URL's options.
+    def strict(url: str) -> str:
+        return redact_url(url, query_at=False)
+
+    with pytest.raises(ConfigurationError) as info:
+        parse_url("x://u:1234?ter2=1@h/", options=("a",), redact=strict)
+    message = str(info.value)
+    assert "unsupported option(s) in storage URL 'x://u:***@h/'; supported: a" in message
+    assert "1234" not in message and "ter2" not in message
+    url = parse_url("x://u:1234?a=ter2@h/", options=("a",), redact=strict)
+    with pytest.raises(ConfigurationError, match=r"a='\*\*\*'") as info:
+        url.count("a", 1)
+    assert "ter2" not in str(info.value)
+    with pytest.raises(ConfigurationError, match=r"a='lots'"):  # a visible value shows
+        parse_url("x://u:1234@h/?a=lots", options=("a",), redact=strict).count("a", 1)
+
+
+def test_driver_url_keeps_an_empty_host() -> None:
+    url = parse_url("unix:///run/app.sock?db=2&prefix=p", options=("prefix",), passthrough=None)
+    assert url.driver_url() == "unix:///run/app.sock?db=2"
+    assert parse_url("x://h:1/db#frag").driver_url("y") == "y://h:1/db"
 
 
 # -- backends: no password in any URL error --------------------------------------------------

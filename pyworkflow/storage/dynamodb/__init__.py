@@ -96,7 +96,7 @@ Atomicity
 * ``append_events``: one transaction: ``Update`` of the run item with
   ``ConditionExpression last_sequence = :expected`` (the fence) plus one ``Put`` per
   event item with ``attribute_not_exists``. A cancelled transaction is re-read to tell
-  :class:`WorkflowNotFoundError` from :class:`SequenceConflictError`. A pure projection
+  :class:`RunNotFoundError` from :class:`SequenceConflictError`. A pure projection
   update (no events) is a single conditional ``UpdateItem``.
 * ``request_cancellation``: a conditional ``UpdateItem`` of ``cancel_requested_at`` and
   ``cancel_reason`` (run exists, not terminal, no request recorded yet); it leaves

@@ -9,9 +9,9 @@ from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
 from pyworkflow.core.exceptions import (
     RunAlreadyExistsError,
+    RunNotFoundError,
     SequenceConflictError,
     StorageError,
-    WorkflowNotFoundError,
 )
 from pyworkflow.storage.base import RunQuery, parse_cursor
 from pyworkflow.storage.dynamodb.client import _MAX_ATTEMPTS, TableClient, _backoff, _Cancelled
@@ -279,7 +279,7 @@ class RunStore(TableClient):
     @staticmethod
     def _check_sequence(run_id: str, current: Item | None, expected: int) -> None:
         if current is None:
-            raise WorkflowNotFoundError(f"run {run_id!r} not found")
+            raise RunNotFoundError(f"run {run_id!r} not found")
         found = int(current["last_sequence"]["N"])
         if found != expected:
             raise SequenceConflictError(

@@ -1,9 +1,12 @@
 """DynamoDB storage URLs: parsing ``dynamodb://[KEY:SECRET@]TABLE?region=..&endpoint_url=..``
 and redacting URLs for messages.
 
-Parsing and redaction live here alone (no AWS SDK import). A message about a URL quotes
-:func:`redact_url` of it, never a raw part of it: the URL may carry an access key id and
-a secret key, and neither may reach an error message or a log line.
+Parsing and redaction live here alone (no AWS SDK import), on top of what every storage
+URL shares (:mod:`pyworkflow.storage.urls`: splitting, option checks, redaction). This
+module adds the DynamoDB rules: the table is the host, the user-info holds AWS
+credentials. A message about a URL quotes :func:`redact_url` of it, never a raw part of
+it: the URL may carry an access key id and a secret key, and neither may reach an error
+message or a log line.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
 
 from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.storage import urls
 from pyworkflow.storage.dynamodb.table import (
     _TABLE_NAME,
     DEFAULT_REGION,
@@ -21,16 +25,7 @@ from pyworkflow.storage.dynamodb.table import (
     TABLE_NAME_RULE,
 )
 
-_OPTIONS = frozenset({"region", "endpoint_url", "create_table"})
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-REDACTED = "***"
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
-# A host part that is plainly a host: name or [IPv6], with an optional numeric port.
-_HOST_PORT = re.compile(r"(\[[^\]/?#@]*\]|[^:/?#@\[\]]*)(:\d*)?")
-_QUERY_VALUE = re.compile(r"([?&;]([^=&;#]*)=)([^&;#]*)")
-_SECRET_NAME = re.compile(r"secret|token|passw|pwd|key|credential|signature|auth", re.IGNORECASE)
+_OPTIONS = ("region", "endpoint_url", "create_table")
 _ENCODE_HINT = " (URL-encode any '/', '?', '#', '@' or ':' in KEY and SECRET)"
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 
@@ -58,34 +53,19 @@ class DynamoDBURL:
 def redact_url(url: str) -> str:
     """``url`` with every part that may hold a credential replaced by ``***``.
 
-    Conservative on purpose: everything from ``://`` up to the *last* ``@`` goes (an AWS
-    secret key often contains ``/``; left unencoded it pushes part of the secret past the
-    first ``/`` or ``?``), so does a host part that is not ``host[:port]`` (a
+    :func:`pyworkflow.storage.urls.redact_url`, conservative on purpose: the whole
+    user-info goes, the access key id included, up to the *last* ``@`` wherever it is
+    (an AWS secret key often contains ``/``; left unencoded it pushes part of the secret
+    past the first ``/`` or ``?``); so does a host part that is not ``host[:port]`` (a
     ``KEY:SECRET`` that lost its ``@``), and so do the values of query parameters named
-    like credentials (``...secret...``, ``...token...``, ``...key...``). Text that does
-    not start with ``scheme://`` is hidden whole.
+    like credentials (``...secret...``, ``...token...``, ``...access_key...``).
     """
-    scheme, sep, rest = url.partition("://")
-    if not sep or not _SCHEME.fullmatch(scheme):
-        return REDACTED
-    if "@" in rest:
-        rest = f"{REDACTED}@{rest.rpartition('@')[2]}"
-    else:
-        host = re.split(r"[/?#]", rest, maxsplit=1)[0]
-        if not _HOST_PORT.fullmatch(host):
-            rest = REDACTED + rest[len(host) :]
-    return f"{scheme}://{_QUERY_VALUE.sub(_redact_value, rest)}"
+    return urls.redact_url(url, keep_user=False, query_at=False)
 
 
 def redact_text(text: str) -> str:
     """``text`` (e.g. an SDK error message) with every URL in it redacted."""
     return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
-
-
-def _redact_value(match: re.Match[str]) -> str:
-    if _SECRET_NAME.search(unquote(match.group(2))):
-        return match.group(1) + REDACTED
-    return match.group(0)
 
 
 def parse_url(url: str) -> DynamoDBURL:
@@ -96,47 +76,38 @@ def parse_url(url: str) -> DynamoDBURL:
             an unknown option, half a ``KEY:SECRET@`` pair, an invalid flag or an
             invalid table name.
     """
-    shown = redact_url(url)
     # The redacted URL cannot show where a parse went wrong inside the credentials.
     hint = _ENCODE_HINT if "@" in url else ""
+    try:
+        parsed = urls.parse_url(
+            url,
+            name="DynamoDB",
+            schemes=("dynamodb",),
+            options=_OPTIONS,
+            server=False,
+            redact=redact_url,
+        )
+        create_table = parsed.flag("create_table", True)
+    except ConfigurationError as exc:
+        raise ConfigurationError(exc.message + hint, **exc.metadata) from None
 
     def fail(problem: str) -> ConfigurationError:
-        return ConfigurationError(f"{problem}; got {shown!r}{hint}")
+        return ConfigurationError(f"{problem}; got {parsed.safe!r}{hint}")
 
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "dynamodb":
-        raise fail("not a DynamoDB URL: expected dynamodb://TABLE")
-    if parts.path.strip("/"):
+    if parsed.parts.path.strip("/"):
         raise fail("DynamoDB URL takes the table as its host, not a path: use dynamodb://TABLE")
-    options = _options(parts.query, shown, fail)
-    userinfo, _, host = parts.netloc.rpartition("@")
+    userinfo, _, host = parsed.parts.netloc.rpartition("@")
     credentials = _credentials(userinfo, fail) if userinfo else None
-    create_table = options.get("create_table", "true").lower()
-    if create_table not in _TRUE | _FALSE:
-        raise fail("DynamoDB URL option create_table must be true or false")
     table_name = unquote(host) or DEFAULT_TABLE
     if not _TABLE_NAME.match(table_name):
         raise fail(f"invalid DynamoDB table name in the URL ({TABLE_NAME_RULE})")
     return DynamoDBURL(
         table_name,
-        options.get("region") or DEFAULT_REGION,
-        options.get("endpoint_url") or None,
-        create_table in _TRUE,
+        parsed.options.get("region") or DEFAULT_REGION,
+        parsed.options.get("endpoint_url") or None,
+        create_table,
         credentials,
     )
-
-
-def _options(query: str, shown: str, fail: Callable[[str], ConfigurationError]) -> dict[str, str]:
-    params = parse_qs(query, keep_blank_values=True)
-    unknown = set(params) - _OPTIONS
-    if unknown:
-        # Name only the options the redacted URL still shows: text before the last "@"
-        # may be part of a secret.
-        visible = parse_qs(urlsplit(shown).query, keep_blank_values=True)
-        names = "".join(f"{n} " for n in sorted(unknown) if n in visible)
-        supported = ", ".join(sorted(_OPTIONS))
-        raise fail(f"unsupported option(s) {names}in DynamoDB URL; supported: {supported}")
-    return {name: values[-1] for name, values in params.items()}
 
 
 def _credentials(userinfo: str, fail: Callable[[str], ConfigurationError]) -> tuple[str, str]:

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 
 from pyworkflow.core.exceptions import (
     RunAlreadyExistsError,
+    RunNotFoundError,
     SequenceConflictError,
     StorageError,
-    WorkflowNotFoundError,
 )
 from pyworkflow.storage.base import RunQuery, parse_cursor
 from pyworkflow.storage.redis.codec import (
@@ -210,7 +210,7 @@ class RunStore(RedisConnection):
         if outcome in ("ok", "replayed"):  # replayed: a retry of this write that had landed
             return
         if outcome == "missing":
-            raise WorkflowNotFoundError(f"run {run_id!r} not found")
+            raise RunNotFoundError(f"run {run_id!r} not found")
         raise SequenceConflictError(
             f"run {run_id!r}: expected last sequence {expected}, found {text(reply[1])}"
         )

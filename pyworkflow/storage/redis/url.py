@@ -12,23 +12,20 @@ tests can share one database. The other query options are redis-py connection op
 ``storage_from_url`` routes ``redis://``; build ``rediss://`` and ``unix://`` backends
 with :meth:`RedisStorageBackend.from_url` (or the constructor). Passwords are never
 echoed: error messages and ``repr`` show the URL with the password replaced by ``***``.
+
+What every storage URL shares (splitting, option checks, redaction) is
+:mod:`pyworkflow.storage.urls`; this module adds the Redis rules: the key prefix, the
+database number, unix sockets, no ``@`` after the host, and redis-py's own parse.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import (
-    SplitResult,
-    parse_qsl,
-    unquote_plus,
-    urlencode,
-    urlsplit,
-    urlunsplit,
-)
 
 from redis.asyncio.connection import parse_url as _redis_parse_url
 
 from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.storage import urls
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX = "pyworkflow"
@@ -78,39 +75,12 @@ class RedisURL:
 def redact_url(url: str) -> str:
     """``url`` with its password (if any) replaced by ``***``: safe to log.
 
-    Also masks a ``password`` query option, and everything up to the last ``@`` when an
-    ``@`` comes after the host: a password holding an unencoded ``/``, ``?`` or ``#``
-    ends the host part early, and its tail would show.
+    :func:`pyworkflow.storage.urls.redact_url`, for URLs that take no ``@`` in an
+    option: the last ``@`` after the host ends the user-info wherever it is, so a
+    password holding an unencoded ``/``, ``?`` or ``#`` is hidden whole. Secret query
+    options (``password``, ...) are masked too.
     """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable redis URL>"
-    if _misplaced_at(parts):
-        return f"{parts.scheme}://***@{url.rpartition('@')[2]}"
-    redacted = parts
-    if parts.password is not None:
-        userinfo, _, hostinfo = parts.netloc.rpartition("@")
-        user = userinfo.partition(":")[0]
-        redacted = redacted._replace(netloc=f"{user}:***@{hostinfo}")
-    query = "&".join(map(_mask_password_option, parts.query.split("&")))
-    if query != parts.query:
-        redacted = redacted._replace(query=query)
-    # Rebuilt only when something was masked: urlunsplit may normalise the text.
-    return url if redacted is parts else urlunsplit(redacted)
-
-
-def _mask_password_option(pair: str) -> str:
-    # Not an option the backend takes, but its value must not show in the error.
-    name, eq, _ = pair.partition("=")
-    return f"{name}=***" if eq and unquote_plus(name).strip().lower() == "password" else pair
-
-
-def _misplaced_at(parts: SplitResult) -> bool:
-    """Whether an ``@`` follows the host part (a unix socket path may hold one)."""
-    if parts.scheme.lower() == "unix" and not parts.netloc:
-        return False
-    return "@" in parts.path + parts.query + parts.fragment
+    return urls.redact_url(url, query_at=False)
 
 
 def parse_url(url: str, prefix: str = DEFAULT_PREFIX) -> RedisURL:
@@ -125,7 +95,8 @@ def parse_url(url: str, prefix: str = DEFAULT_PREFIX) -> RedisURL:
         ConfigurationError: wrong scheme, malformed port or db, unknown option, a prefix
             given twice, or an invalid prefix (the message never contains the password).
     """
-    clean, url_prefix = _split_prefix(url)
+    parsed = _parse(url)
+    url_prefix = parsed.options.get("prefix")
     if url_prefix is not None:
         if prefix != DEFAULT_PREFIX and prefix != url_prefix:
             raise ConfigurationError(
@@ -133,60 +104,47 @@ def parse_url(url: str, prefix: str = DEFAULT_PREFIX) -> RedisURL:
                 f"?prefix={url_prefix} in the URL"
             )
         prefix = url_prefix
-    names = [value for name, value in parse_qsl(urlsplit(clean).query) if name == "client_name"]
-    return RedisURL(clean, _check_prefix(prefix), names[-1] if names else None)
+    names = [value for name, value in parsed.rest if name == "client_name"]
+    return RedisURL(parsed.driver_url(), _check_prefix(prefix), names[-1] if names else None)
 
 
-def _split_prefix(url: str) -> tuple[str, str | None]:
-    """``(url without the prefix option, prefix or None)``; validates scheme and options."""
-    safe = redact_url(url)
-    parts = _split(url, safe)
-    db = parts.path.strip("/")
-    if parts.scheme.lower() != "unix" and db and not db.isdigit():
-        # redis-py would silently fall back to db 0: the wrong data, quietly.
-        raise ConfigurationError(
-            f"invalid Redis URL {safe!r}: the path must be a database number (/0, /1, ...)"
-        )
-    options = parse_qsl(parts.query, keep_blank_values=True)
-    unknown = {name for name, _ in options if name != "prefix" and name not in URL_OPTIONS}
-    if unknown:
-        raise ConfigurationError(
-            f"unsupported option(s) {', '.join(sorted(unknown))} in Redis URL {safe!r}; "
-            f"supported: {', '.join(sorted(URL_OPTIONS | {'prefix'}))}"
-        )
-    prefixes = [value for name, value in options if name == "prefix"]
-    rest = [(name, value) for name, value in options if name != "prefix"]
-    clean = urlunsplit(parts._replace(query=urlencode(rest)))
-    try:
-        # redis-py's own parser: casts every option, checks the db number.
-        _redis_parse_url(clean)
-    except (ValueError, TypeError) as exc:
-        raise ConfigurationError(f"invalid Redis URL {safe!r}: {exc}") from None
-    return clean, (prefixes[-1] if prefixes else None)
-
-
-def _split(url: str, safe: str) -> SplitResult:
-    """``url``'s parts, once its scheme, host and port are known to be well formed."""
-    invalid = f"invalid Redis URL {safe!r}"
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise ConfigurationError(f"{invalid}: {exc}") from None
-    if _misplaced_at(parts):
+def _parse(url: str) -> urls.StorageURL:
+    """``url`` split, its options checked, and accepted by redis-py."""
+    if _misplaced_at(url):
         # The host, port and db redis-py would read are then pieces of the password.
         raise ConfigurationError(
-            f"{invalid}: '@' after the host; percent-encode '/', '?', '#' and '@' in the "
-            "user name, password and options (%2F, %3F, %23, %40)"
+            f"invalid Redis URL {redact_url(url)!r}: '@' after the host; percent-encode "
+            "'/', '?', '#' and '@' in the user name, password and options (%2F, %3F, %23, "
+            "%40)"
+        )
+    parsed = urls.parse_url(
+        url,
+        name="Redis",
+        schemes=SCHEMES,
+        options=("prefix",),
+        passthrough=URL_OPTIONS,
+        redact=redact_url,
+    )
+    db = parsed.parts.path.strip("/")
+    if parsed.parts.scheme.lower() != "unix" and db and not db.isdigit():
+        # redis-py would silently fall back to db 0: the wrong data, quietly.
+        raise ConfigurationError(
+            f"invalid Redis URL {parsed.safe!r}: the path must be a database number (/0, /1, ...)"
         )
     try:
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as exc:
-        raise ConfigurationError(f"{invalid}: {exc}") from None
-    if parts.scheme.lower() not in SCHEMES:
-        raise ConfigurationError(
-            f"{invalid}: scheme must be one of {', '.join(s + '://' for s in SCHEMES)}"
-        )
-    return parts
+        # redis-py's own parser: casts every option, checks the db number.
+        _redis_parse_url(parsed.driver_url())
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"invalid Redis URL {parsed.safe!r}: {exc}") from None
+    return parsed
+
+
+def _misplaced_at(url: str) -> bool:
+    """Whether an ``@`` follows the host part (an empty one, as in a unix socket URL,
+    excepted: its path may hold one)."""
+    rest = url.partition("://")[2]
+    host_end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    return host_end > 0 and "@" in rest[host_end:]
 
 
 def _check_prefix(prefix: str) -> str:
