@@ -26,6 +26,7 @@ from pyworkflow.core.exceptions import (
     ContinueAsNewSignal,
     NonDeterminismError,
     RunAlreadyExistsError,
+    RunNotFoundError,
     SerializationError,
     SuspensionSignal,
     WorkflowTimeoutError,
@@ -40,7 +41,7 @@ from pyworkflow.engine.context import (
     RunOptions,
     close_out_drafts,
 )
-from pyworkflow.engine.log import EventLimits, OwnershipLost, RunLog
+from pyworkflow.engine.log import EventLimits, OwnershipLost, RunGone, RunLog
 from pyworkflow.engine.owners import OwnerKind, new_owner
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
@@ -122,6 +123,8 @@ async def execute_run(
     finally:
         if LIVE.get(run.run_id) is ctx:
             del LIVE[run.run_id]
+    if isinstance(ctx.fatal, RunGone):  # deleted meanwhile: the runtime says so, once
+        raise RunNotFoundError(f"run {run.run_id!r} no longer exists") from ctx.fatal
     if outcome.status in _ENDED:
         outcome.parent_run_id = run.parent_run_id
         outcome.cancelled_children = await _close_children(ctx, storage, run)

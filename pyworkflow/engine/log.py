@@ -14,13 +14,21 @@ from typing import Any
 
 from loguru import logger
 
-from pyworkflow.core.exceptions import EventLimitExceededError, SequenceConflictError
+from pyworkflow.core.exceptions import (
+    EventLimitExceededError,
+    RunNotFoundError,
+    SequenceConflictError,
+)
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import Event, EventType, RunUpdate, utcnow
 
 
 class OwnershipLost(BaseException):  # noqa: N818 - control flow, not an error
     """Another writer appended to this run first; this execution must stop writing."""
+
+
+class RunGone(OwnershipLost):
+    """The run was deleted while this execution wrote to it; nothing more is written."""
 
 
 class EventLimits:
@@ -114,6 +122,7 @@ class RunLog:
 
         Raises:
             OwnershipLost: another writer appended first; nothing of this batch is stored.
+            RunGone: the run no longer exists (an ``OwnershipLost``).
         """
         self._changes.update(changes)
         async with self._lock:
@@ -134,6 +143,9 @@ class RunLog:
             except SequenceConflictError as exc:
                 self.stored = None
                 raise OwnershipLost(str(exc)) from exc
+            except RunNotFoundError as exc:
+                self.stored = None
+                raise RunGone(str(exc)) from exc
             except asyncio.CancelledError:
                 # Cancelled mid-write (a user's wait_for around a step, the max_duration
                 # timeout): the write may still have landed. The next flush finds out.

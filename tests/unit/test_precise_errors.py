@@ -159,6 +159,7 @@ async def test_a_run_deleted_while_its_step_runs_is_logged_as_gone() -> None:
     gone = [lvl for lvl, msg in logs if "no longer exists" in msg]
     assert gone == ["WARNING"]
     assert not any("not resuming" in msg or "regist" in msg for _, msg in logs)
+    assert not [msg for lvl, msg in logs if lvl == "ERROR"]  # nothing "failed": it is gone
     assert await storage.get_run("pe_gone") is None
 
 
