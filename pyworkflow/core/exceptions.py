@@ -29,6 +29,7 @@ Everything the library raises on purpose derives from :class:`WorkflowError`
     +-- StepFailedError            a step failed and its original error cannot be rebuilt
     +-- StorageError
         +-- SequenceConflictError  another writer appended to the run first
+        +-- StorageUnavailableError  storage did not answer or failed a call (transient)
 
 ``RunNotFoundError`` and ``StepNotFoundError`` derive from ``WorkflowNotFoundError`` so
 code written as ``except WorkflowNotFoundError`` keeps catching them; catch the precise
@@ -237,6 +238,16 @@ class StorageError(WorkflowError):
 
 class SequenceConflictError(StorageError):
     """Another writer appended to the run's event log first (expected sequence mismatch)."""
+
+
+class StorageUnavailableError(StorageError):
+    """Storage did not answer, or failed a call in a way a later retry may not.
+
+    An infrastructure error, never a workflow's: the engine stops the affected execution
+    and the run continues from storage once it answers. Raised to callers of the public
+    API (e.g. ``start()`` when the run could not be stored) with what is known of the
+    outcome in its message.
+    """
 
 
 class ContinueAsNewSignal(BaseException):  # noqa: N818 - a signal, not an error

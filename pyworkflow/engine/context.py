@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pyworkflow.context.base import WorkflowContext, current_step_info
 from pyworkflow.core.exceptions import (
@@ -33,13 +33,21 @@ from pyworkflow.core.step import StepDefinition
 from pyworkflow.engine import events
 from pyworkflow.engine.attempts import run_attempts
 from pyworkflow.engine.events import CANCEL_OP_PREFIX
-from pyworkflow.engine.log import EventLimits, OwnershipLost, RunLog
+from pyworkflow.engine.log import (
+    EventLimits,
+    OwnershipLost,
+    RunLog,
+    StorageFault,
+    is_storage_fault,
+)
 from pyworkflow.engine.replay import ChildRecord, History, HookHistory
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
 from pyworkflow.serialization import decode, decode_error, encode
 from pyworkflow.storage.base import HOOKS, StorageBackend, require_capability
 from pyworkflow.storage.queries import final_run
 from pyworkflow.storage.schemas import Event, EventType, HookRecord, HookStatus, utcnow
+
+T = TypeVar("T")
 
 # A parent waiting on a child is woken by the child's end; this poll only bounds the
 # delay if that wake-up is lost (e.g. the child's process died right after finishing).
@@ -190,6 +198,18 @@ class RunContext(WorkflowContext):
         except OwnershipLost as lost:
             self.fatal = lost
             raise
+
+    async def io(self, call: Awaitable[T]) -> T:
+        """Await a storage call of this execution: a storage failure stops the execution
+        (:class:`StorageFault`, which workflow code cannot catch) instead of reaching
+        workflow code as if its own operation had failed."""
+        try:
+            return await call
+        except Exception as exc:
+            if not is_storage_fault(exc):
+                raise
+            self.fatal = fault = StorageFault(f"storage failed during run {self.run_id!r}: {exc}")
+            raise fault from exc
 
     def _cancel_point(self) -> None:
         """Deliver a cancellation here if the history says it was delivered at this point,
@@ -425,19 +445,22 @@ class RunContext(WorkflowContext):
             return record.payload
         if record.expired:
             raise HookExpiredError(f"hook {name!r} ({op_id}) expired before a payload arrived")
-        stored = await self._storage.get_hook(record.token_hash)
+        stored = await self.io(self._storage.get_hook(record.token_hash))
         now = utcnow()
         if stored is not None and stored.status == HookStatus.PENDING:
             if record.expires_at is not None and record.expires_at <= now:
-                if await self._storage.update_hook(
+                expire = self._storage.update_hook(
                     record.token_hash, expected=HookStatus.PENDING, status=HookStatus.EXPIRED
-                ):
+                )
+                if await self.io(expire):
                     self.record(EventType.HOOK_EXPIRED, events.hook_expired(op_id))
                     record.expired = True
                     raise HookExpiredError(
                         f"hook {name!r} ({op_id}) expired before a payload arrived"
                     )
-                stored = await self._storage.get_hook(record.token_hash)  # delivered meanwhile
+                stored = await self.io(
+                    self._storage.get_hook(record.token_hash)
+                )  # delivered meanwhile
             else:
                 raise self._suspend(record.expires_at, f"hook {op_id}")
         if stored is None or stored.status != HookStatus.RECEIVED:
@@ -457,17 +480,17 @@ class RunContext(WorkflowContext):
         # 192 random bits; only its hash identifies the hook in storage queries and the log.
         token = "whk_" + secrets.token_urlsafe(24)
         expires_at = None if expires_in is None else utcnow() + timedelta(seconds=expires_in)
-        hook = await self._storage.save_hook(
-            HookRecord(
-                token_hash=hash_token(token),
-                run_id=self.run_id,
-                hook_id=op_id,
-                name=name,
-                token=token,
-                expires_at=expires_at,
-                schema=schema,
-            )
-        )  # after a crash before hook.created was recorded: the same hook as before
+        new_hook = HookRecord(
+            token_hash=hash_token(token),
+            run_id=self.run_id,
+            hook_id=op_id,
+            name=name,
+            token=token,
+            expires_at=expires_at,
+            schema=schema,
+        )
+        # After a crash before hook.created was recorded: the same hook as before.
+        hook = await self.io(self._storage.save_hook(new_hook))
         if on_created is not None:
             await on_created(hook.token)
         self.record(
@@ -513,7 +536,7 @@ class RunContext(WorkflowContext):
         )
         child, started = build_run(request, owner=None, lease_ttl=0)
         with contextlib.suppress(RunAlreadyExistsError):
-            await self._storage.create_run(child, [started])
+            await self.io(self._storage.create_run(child, [started]))
         self.record(
             EventType.CHILD_WORKFLOW_STARTED,
             events.child_started(op_id, child.run_id, definition.name, policy),
@@ -528,7 +551,7 @@ class RunContext(WorkflowContext):
         self._guard()
         record = self._history.children[op_id]
         if record.outcome is None:
-            child = await final_run(self._storage, record.child_run_id)
+            child = await self.io(final_run(self._storage, record.child_run_id))
             if child is None or not child.status.is_terminal:
                 # Woken by the child when it ends; the poll is only a safety net.
                 retry = utcnow() + timedelta(seconds=CHILD_POLL_SECONDS)
@@ -547,8 +570,8 @@ class RunContext(WorkflowContext):
         # Not an operation of the history: a replay asks again (a second request changes
         # nothing). The answer replays the same: once the child has ended, whether it was
         # asked to cancel no longer changes.
-        if not await self._storage.request_cancellation(child_run_id, reason, utcnow()):
-            child = await self._storage.get_run(child_run_id)
+        if not await self.io(self._storage.request_cancellation(child_run_id, reason, utcnow())):
+            child = await self.io(self._storage.get_run(child_run_id))
             return child is not None and child.cancel_requested_at is not None
         if not deliver_cancel(child_run_id, reason):
             self.children_to_wake.append(child_run_id)  # woken when this execution ends

@@ -28,6 +28,7 @@ from pyworkflow.core.exceptions import (
     RunAlreadyExistsError,
     RunNotFoundError,
     SerializationError,
+    StorageUnavailableError,
     SuspensionSignal,
     WorkflowTimeoutError,
 )
@@ -41,7 +42,14 @@ from pyworkflow.engine.context import (
     RunOptions,
     close_out_drafts,
 )
-from pyworkflow.engine.log import EventLimits, OwnershipLost, RunGone, RunLog
+from pyworkflow.engine.log import (
+    EventLimits,
+    OwnershipLost,
+    RunGone,
+    RunLog,
+    StorageFault,
+    is_storage_fault,
+)
 from pyworkflow.engine.owners import OwnerKind, new_owner
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
@@ -123,18 +131,38 @@ async def execute_run(
     finally:
         if LIVE.get(run.run_id) is ctx:
             del LIVE[run.run_id]
-    if isinstance(ctx.fatal, RunGone):  # deleted meanwhile: the runtime says so, once
-        raise RunNotFoundError(f"run {run.run_id!r} no longer exists") from ctx.fatal
+    _raise_lost(run, ctx.run_log.failure or ctx.fatal)
+    try:
+        await _after_end(ctx, storage, run, outcome)
+    except Exception as exc:
+        if not is_storage_fault(exc):
+            raise
+        logger.warning("run {} ended, but tidying up after it failed: {}", run.run_id, exc)
+    return outcome
+
+
+def _raise_lost(run: WorkflowRun, reason: BaseException | None) -> None:
+    """Tell the runtime why an execution stopped without an outcome, where it must act."""
+    if isinstance(reason, RunGone):  # deleted meanwhile: the runtime says so, once
+        raise RunNotFoundError(f"run {run.run_id!r} no longer exists") from reason
+    if isinstance(reason, StorageFault):  # the run continues from storage later
+        raise StorageUnavailableError(str(reason)) from reason.__cause__
+
+
+async def _after_end(
+    ctx: RunContext, storage: StorageBackend, run: WorkflowRun, outcome: Outcome
+) -> None:
+    """What follows a stored outcome: children to close, hooks to dispose, the cache."""
     if outcome.status in _ENDED:
         outcome.parent_run_id = run.parent_run_id
-        outcome.cancelled_children = await _close_children(ctx, storage, run)
     if outcome.status is not None:
         outcome.cancelled_children += ctx.children_to_wake
-    if outcome.status is not None and outcome.status.is_terminal:
-        await _dispose_hooks(ctx.history, storage)
     if outcome.status == RunStatus.SUSPENDED and ctx.run_log.stored is not None:
         history_cache.remember(storage, run.run_id, ctx.run_log.stored)
-    return outcome
+    if outcome.status in _ENDED:
+        outcome.cancelled_children[:0] = await _close_children(ctx, storage, run)
+    if outcome.status is not None and outcome.status.is_terminal:
+        await _dispose_hooks(ctx.history, storage)
 
 
 async def _dispose_hooks(history: History, storage: StorageBackend) -> None:
@@ -343,8 +371,11 @@ async def _continue_as_new(
         new_run, started = build_run(request, owner=None, lease_ttl=0)
     except SerializationError as exc:
         return await fail_run(ctx, exc)
-    with contextlib.suppress(RunAlreadyExistsError):  # created before a crash: adopt it
-        await storage.create_run(new_run, [started])
+    try:
+        with contextlib.suppress(RunAlreadyExistsError):  # created before a crash: adopt it
+            await ctx.io(storage.create_run(new_run, [started]))
+    except OwnershipLost:
+        return Outcome(status=None)
     ctx.record_close_out("the run continued as a new run")
     ctx.record(
         EventType.WORKFLOW_CONTINUED_AS_NEW,

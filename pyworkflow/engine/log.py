@@ -10,6 +10,7 @@ reconciles it against storage first. Event-count limits are checked here, in mem
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from loguru import logger
@@ -18,6 +19,8 @@ from pyworkflow.core.exceptions import (
     EventLimitExceededError,
     RunNotFoundError,
     SequenceConflictError,
+    StorageError,
+    StorageUnavailableError,
 )
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import Event, EventType, RunUpdate, utcnow
@@ -29,6 +32,20 @@ class OwnershipLost(BaseException):  # noqa: N818 - control flow, not an error
 
 class RunGone(OwnershipLost):
     """The run was deleted while this execution wrote to it; nothing more is written."""
+
+
+class StorageFault(OwnershipLost):
+    """Storage failed a call of this execution (the server is gone for a moment, the
+    connection dropped). Whether a write landed is unknown, so the execution stops; the
+    run continues from what storage holds once storage answers, as after a crash."""
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is an infrastructure failure of storage, not an answer of it (a
+    conflict, an unknown run, a duplicate id are answers)."""
+    if isinstance(exc, StorageUnavailableError | OSError | TimeoutError):
+        return True
+    return isinstance(exc, StorageError) and not isinstance(exc, SequenceConflictError)
 
 
 class EventLimits:
@@ -47,6 +64,8 @@ class RunLog:
         committed: the last sequence known to be stored.
         stored: the run's whole stored log, kept in step with every flush, or ``None``
             when it is not tracked or no longer known to match storage.
+        failure: why this log stopped being writable (another writer, the run deleted,
+            a storage fault), or ``None``.
     """
 
     __slots__ = (
@@ -60,6 +79,7 @@ class RunLog:
         "_changes",
         "_lock",
         "_unsure",
+        "failure",
     )
 
     def __init__(
@@ -81,6 +101,7 @@ class RunLog:
         self._changes: dict[str, Any] = {}
         self._lock = asyncio.Lock()
         self._unsure: tuple[list[Event], dict[str, Any]] | None = None
+        self.failure: OwnershipLost | None = None  # why flushes stopped, once they did
 
     def record(self, type_: EventType, data: dict[str, Any], *, force: bool = False) -> Event:
         """Buffer an event; it is written by the next :meth:`flush`.
@@ -123,29 +144,23 @@ class RunLog:
         Raises:
             OwnershipLost: another writer appended first; nothing of this batch is stored.
             RunGone: the run no longer exists (an ``OwnershipLost``).
+            StorageFault: storage failed the write (an ``OwnershipLost``); whether it
+                landed is unknown.
         """
         self._changes.update(changes)
         async with self._lock:
             if self._unsure is not None:
-                await self._reconcile()
+                await self._guarded(self._reconcile(), "reading")
             if not self._pending and not self._changes:
                 return
             batch, self._pending = self._pending, []
             update, self._changes = self._changes, {}
             update["updated_at"] = utcnow()
+            append = self._storage.append_events(
+                self.run_id, batch, expected_last_sequence=self.committed, update=RunUpdate(update)
+            )
             try:
-                await self._storage.append_events(
-                    self.run_id,
-                    batch,
-                    expected_last_sequence=self.committed,
-                    update=RunUpdate(update),
-                )
-            except SequenceConflictError as exc:
-                self.stored = None
-                raise OwnershipLost(str(exc)) from exc
-            except RunNotFoundError as exc:
-                self.stored = None
-                raise RunGone(str(exc)) from exc
+                await self._guarded(append, "storing events of")
             except asyncio.CancelledError:
                 # Cancelled mid-write (a user's wait_for around a step, the max_duration
                 # timeout): the write may still have landed. The next flush finds out.
@@ -160,6 +175,26 @@ class RunLog:
                 if self.stored is not None:
                     self.stored.extend(batch)
 
+    async def _guarded(self, call: Awaitable[None], doing: str) -> None:
+        """Await a storage call; turn storage's answers and faults into the reason this
+        log stops being writable (remembered in :attr:`failure`)."""
+        try:
+            await call
+        except SequenceConflictError as exc:
+            raise self._lost(OwnershipLost(str(exc))) from exc
+        except RunNotFoundError as exc:
+            raise self._lost(RunGone(str(exc))) from exc
+        except Exception as exc:
+            if not is_storage_fault(exc):
+                raise
+            fault = StorageFault(f"{doing} run {self.run_id!r} failed: {exc}")
+            raise self._lost(fault) from exc
+
+    def _lost(self, reason: OwnershipLost) -> OwnershipLost:
+        self.stored = None
+        self.failure = reason
+        return reason
+
     async def _reconcile(self) -> None:
         """Settle a write whose caller was cancelled: adopt it if it landed, else redo it."""
         assert self._unsure is not None
@@ -173,4 +208,4 @@ class RunLog:
             self._pending[:0] = batch
             self._changes = {**update, **self._changes}
         else:
-            raise OwnershipLost(f"run {self.run_id!r} was written by another process")
+            raise self._lost(OwnershipLost(f"run {self.run_id!r} was written by another process"))

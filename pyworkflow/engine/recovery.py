@@ -21,6 +21,7 @@ Suspended runs are not scanned: their timers bring them back.
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +29,12 @@ from datetime import datetime, timedelta
 from pyworkflow.engine.owners import is_delivery, owner_is_dead
 from pyworkflow.storage.base import HOOKS, StorageBackend, run_cursor
 from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
+
+# A run whose execution storage failed is resumed again after this backoff (seconds):
+# exponential from BACKOFF_BASE, capped, with jitter so runs hit by one outage do not
+# all return at the same instant.
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 30.0
 
 # Statuses of runs that should have someone working on them.
 ACTIVE_STATUSES = (RunStatus.RUNNING, RunStatus.PENDING)
@@ -49,6 +56,12 @@ class Recovery:
     run_id: str
     steal_from: str | None
     counts: bool
+
+
+def backoff_delay(attempt: int) -> float:
+    """Seconds before the ``attempt``-th retry (1, 2, ...) of a run storage failed."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(attempt - 1, 30))
+    return ceiling * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
 
 
 def never_executed(run: WorkflowRun) -> bool:

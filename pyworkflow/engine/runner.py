@@ -6,6 +6,7 @@ defined here once. Every execution holds the run's lease; every write is fenced.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -13,15 +14,19 @@ from typing import Any
 from loguru import logger
 
 from pyworkflow.core.config import get_config
-from pyworkflow.core.exceptions import WorkflowAlreadyRunningError, WorkflowError
+from pyworkflow.core.exceptions import (
+    StorageUnavailableError,
+    WorkflowAlreadyRunningError,
+    WorkflowError,
+)
 from pyworkflow.core.registry import require_workflow
 from pyworkflow.engine import history_cache
 from pyworkflow.engine.context import LIVE
 from pyworkflow.engine.events import workflow_interrupted, workflow_resumed
 from pyworkflow.engine.executor import Outcome, execute_run, fail_unstarted
-from pyworkflow.engine.log import EventLimits
+from pyworkflow.engine.log import EventLimits, is_storage_fault
 from pyworkflow.engine.owners import owner_is_dead, process_owner
-from pyworkflow.engine.recovery import never_executed
+from pyworkflow.engine.recovery import backoff_delay, never_executed
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest
 from pyworkflow.storage.base import StorageBackend
@@ -30,6 +35,67 @@ from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun,
 # Kept under their earlier names for callers of this module.
 new_owner_id = process_owner
 __all__ = ["never_executed", "new_owner_id", "owner_is_dead", "resume_run", "execute_new"]
+
+
+async def connect(storage: StorageBackend) -> None:
+    """Connect ``storage`` for a public entry point.
+
+    Raises:
+        StorageUnavailableError: storage cannot be reached (nothing was written).
+    """
+    try:
+        await storage.connect()
+    except Exception as exc:
+        if not is_storage_fault(exc):
+            raise
+        raise StorageUnavailableError(f"storage cannot be reached: {exc}") from exc
+
+
+async def store_new_run(
+    storage: StorageBackend, run: WorkflowRun, started: Event, idempotency_key: str | None
+) -> WorkflowRun:
+    """Store a new run with its first event and return what storage holds (another run,
+    when ``idempotency_key`` was taken first).
+
+    A storage fault does not leave the caller guessing: when the write may or may not
+    have landed (the connection dropped during the commit), storage is asked by the run
+    id (or the key) before answering.
+
+    Raises:
+        StorageUnavailableError: the run was not stored, or storage would not say
+            whether it was (the message says which; with an idempotency key a retry is
+            always safe).
+    """
+    try:
+        if idempotency_key is not None:
+            existing = await storage.get_run_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                return existing
+        return await storage.create_run(run, [started])
+    except Exception as exc:
+        if not is_storage_fault(exc):
+            raise
+        failure = exc
+    for attempt in range(1, 4):  # did it land? (answers come back within about a second)
+        await asyncio.sleep(backoff_delay(attempt))
+        try:
+            if idempotency_key is not None:
+                found = await storage.get_run_by_idempotency_key(idempotency_key)
+            else:
+                found = await storage.get_run(run.run_id)
+        except Exception as exc:
+            if not is_storage_fault(exc):
+                raise
+            continue
+        if found is not None:
+            return found
+        raise StorageUnavailableError(
+            f"run of workflow {run.workflow_name!r} was not stored (nothing was written): {failure}"
+        ) from failure
+    raise StorageUnavailableError(
+        f"storing a run of workflow {run.workflow_name!r} failed and storage did not answer "
+        f"whether it was stored ({failure}); retry start() with an idempotency_key to be safe"
+    ) from failure
 
 
 async def keep_leases(

@@ -34,8 +34,16 @@ from pyworkflow.core.exceptions import (
 )
 from pyworkflow.engine.context import deliver_cancel
 from pyworkflow.engine.executor import Outcome
-from pyworkflow.engine.recovery import runs_to_recover, signalled_suspended_runs
-from pyworkflow.engine.runner import execute_new, keep_leases, new_owner_id, resume_run
+from pyworkflow.engine.log import is_storage_fault
+from pyworkflow.engine.recovery import backoff_delay, runs_to_recover, signalled_suspended_runs
+from pyworkflow.engine.runner import (
+    connect,
+    execute_new,
+    keep_leases,
+    new_owner_id,
+    resume_run,
+    store_new_run,
+)
 from pyworkflow.engine.runs import RunRequest, build_run
 from pyworkflow.engine.transient import TransientContext, run_transient
 from pyworkflow.runtime.base import Runtime
@@ -57,6 +65,10 @@ class _Service:
         self.storage = storage
         self.loop = asyncio.get_running_loop()
         self.active: set[str] = set()
+        # Runs whose execution storage failed, waiting to be resumed again (their lease
+        # stays ours meanwhile), and how many times in a row that happened to each.
+        self.backing_off: set[str] = set()
+        self._faults: dict[str, int] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._schedules: ScheduleService | None = None
@@ -159,8 +171,33 @@ class _Service:
             logger.warning("run {} no longer exists; not resumed: {}", run_id, exc)
         except WorkflowNotFoundError as exc:  # its code is not registered in this process
             logger.debug("not resuming {} here: {}", run_id, exc)
-        except Exception:  # noqa: BLE001 - a background resume must not kill the service
-            logger.exception("resuming run {} failed", run_id)
+        except Exception as exc:  # noqa: BLE001 - a background resume must not kill the service
+            if is_storage_fault(exc):
+                self.retry_later(run_id, exc)
+            else:
+                logger.exception("resuming run {} failed", run_id)
+        else:
+            self._faults.pop(run_id, None)
+
+    def retry_later(self, run_id: str, exc: BaseException) -> None:
+        """Storage failed the run's execution: resume it again after a backoff, from what
+        storage holds (as after a crash), keeping its lease meanwhile."""
+        attempt = self._faults.get(run_id, 0) + 1
+        self._faults[run_id] = attempt
+        delay = backoff_delay(attempt)
+        logger.warning(
+            "storage failed while executing run {} ({}); resuming it in {:.2f}s",
+            run_id,
+            exc,
+            delay,
+        )
+        self.backing_off.add(run_id)
+        self._track(self._resume_after(run_id, delay))
+
+    async def _resume_after(self, run_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self.backing_off.discard(run_id)
+        self.spawn(run_id)
 
     async def _timer_loop(self) -> None:
         polls = 0
@@ -233,14 +270,15 @@ class _Service:
         interval = self.lease_ttl / 3
         while True:
             await asyncio.sleep(interval)
-            if self.active:
+            if self.active or self.backing_off:
                 try:
                     await self._beat()
                 except Exception:  # noqa: BLE001 - retried next beat
                     logger.exception("lease renewal failed")
 
     async def _beat(self) -> None:
-        await keep_leases(self.storage, list(self.active), self.runtime.owner, self.lease_ttl)
+        held = list(self.active | self.backing_off)
+        await keep_leases(self.storage, held, self.runtime.owner, self.lease_ttl)
 
     async def stop(self) -> None:
         for task in [*self._loops, *self.tasks]:
@@ -277,30 +315,31 @@ class LocalRuntime(Runtime):
         return service
 
     async def start(self, request: RunRequest, storage: StorageBackend) -> str:
-        await storage.connect()
+        await connect(storage)
         service = self.service(storage)
         run, started = build_run(request, owner=self.owner, lease_ttl=service.lease_ttl)
-        if request.idempotency_key is not None:
-            existing = await storage.get_run_by_idempotency_key(request.idempotency_key)
-            if existing is not None:
-                return existing.run_id
-        stored = await storage.create_run(run, [started])
+        stored = await store_new_run(storage, run, started, request.idempotency_key)
         if stored.run_id != run.run_id:
             return stored.run_id  # another start with the same idempotency key won
-        await service.run(
-            run.run_id,
-            lambda: execute_new(
-                storage, run, request, on_child_created=service.spawn, log=[started]
-            ),
-        )
+        try:
+            await service.run(
+                run.run_id,
+                lambda: execute_new(
+                    storage, run, request, on_child_created=service.spawn, log=[started]
+                ),
+            )
+        except Exception as exc:
+            if not is_storage_fault(exc):
+                raise
+            service.retry_later(run.run_id, exc)  # the run is stored: it goes on later
         return run.run_id
 
     async def start_detached(self, request: RunRequest, storage: StorageBackend) -> str:
         """Create the run 'pending' and execute it in the background on this loop."""
-        await storage.connect()
+        await connect(storage)
         service = self.service(storage)
         run, started = build_run(request, owner=None, lease_ttl=0)
-        stored = await storage.create_run(run, [started])
+        stored = await store_new_run(storage, run, started, request.idempotency_key)
         service.spawn(stored.run_id)
         return stored.run_id
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from pyworkflow.core.exceptions import StorageError
+from pyworkflow.core.exceptions import StorageError, StorageUnavailableError
 from pyworkflow.serialization import compact_json
 
 Mode = Literal["read", "write", "tx"]
@@ -60,7 +60,7 @@ class UniqueViolation(StorageError):
         self.constraint = constraint
 
 
-class ConnectionLost(StorageError):
+class ConnectionLost(StorageUnavailableError):
     """The server connection dropped during a call: whether a write landed is unknown."""
 
 

@@ -128,6 +128,7 @@ EXPECTED_PUBLIC_NAMES = {
     "StepTimeoutError",
     "StepFailedError",
     "StorageError",
+    "StorageUnavailableError",
     "SequenceConflictError",
 }
 

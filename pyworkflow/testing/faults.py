@@ -1,0 +1,74 @@
+"""Storage faults on demand: make chosen writes of a real backend fail as a dropped
+connection would, to test that runs survive them.
+
+    faults = StorageFaults(storage, fail_appends={2}, landed=True)
+    with faults:
+        run_id = await start(my_workflow, storage=storage)
+
+``landed=False``: the write fails before it reaches storage (nothing written).
+``landed=True``: the write is committed, then the caller sees the failure (a connection
+lost during COMMIT): the engine must find out from storage what happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from types import TracebackType
+from typing import Any
+
+from pyworkflow.core.exceptions import StorageUnavailableError
+from pyworkflow.storage.base import StorageBackend
+
+
+class StorageFaults:
+    """Fails the N-th calls (counting from 1) of ``append_events`` / ``create_run`` on
+    one backend instance while installed (a context manager); counts every call."""
+
+    def __init__(
+        self,
+        storage: StorageBackend,
+        *,
+        fail_appends: Collection[int] = (),
+        fail_creates: Collection[int] = (),
+        landed: bool = False,
+    ) -> None:
+        self.storage = storage
+        self.fail_appends = set(fail_appends)
+        self.fail_creates = set(fail_creates)
+        self.landed = landed
+        self.appends = 0
+        self.creates = 0
+        self.injected = 0
+
+    def __enter__(self) -> StorageFaults:
+        append, create = self.storage.append_events, self.storage.create_run
+
+        async def faulty_append(*args: Any, **kwargs: Any) -> None:
+            self.appends += 1
+            await self._call(append, self.appends in self.fail_appends, args, kwargs)
+
+        async def faulty_create(*args: Any, **kwargs: Any) -> Any:
+            self.creates += 1
+            return await self._call(create, self.creates in self.fail_creates, args, kwargs)
+
+        self.storage.append_events = faulty_append  # type: ignore[method-assign]
+        self.storage.create_run = faulty_create  # type: ignore[method-assign]
+        return self
+
+    async def _call(self, method: Any, fail: bool, args: Any, kwargs: Any) -> Any:
+        if not fail:
+            return await method(*args, **kwargs)
+        self.injected += 1
+        if self.landed:
+            await method(*args, **kwargs)
+        raise StorageUnavailableError("injected fault: the connection was lost")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # The instance attributes shadowed the class's methods: removing them restores.
+        del self.storage.append_events
+        del self.storage.create_run
