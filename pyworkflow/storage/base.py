@@ -75,10 +75,11 @@ class RunQuery:
     parent_run_id: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
-    cancel_requested: bool | None = None
     limit: int = 100
     offset: int = 0
     cursor: str | None = None
+    # Added after the first release: last, so positional construction keeps working.
+    cancel_requested: bool | None = None
 
     def matches(self, run: WorkflowRun) -> bool:
         """Whether ``run`` passes every filter (cursor excluded)."""
