@@ -16,7 +16,10 @@ else counts as a recovery attempt (``workflow.interrupted``, bounded by
 
 The candidates are read with cursor-paged, indexed storage queries (runs by status,
 newest first) until the last page: no row cap, so at scale older runs are reached too.
-Suspended runs are not scanned: their timers bring them back.
+Suspended runs are not scanned: their timers bring them back. The only suspended runs
+read are those with a received hook payload or a cancellation request
+(``list_runs(status=SUSPENDED, cancel_requested=True)``, an indexed query), whose
+signal may have arrived while nobody could wake them.
 """
 
 from __future__ import annotations
@@ -139,14 +142,19 @@ def _unseen(run: WorkflowRun, arrived_at: datetime | None) -> bool:
 
 
 async def _all_runs(
-    storage: StorageBackend, status: RunStatus, page_size: int, *, cancel_requested: bool = False
+    storage: StorageBackend,
+    status: RunStatus,
+    page_size: int,
+    *,
+    cancel_requested: bool | None = None,
 ) -> AsyncIterator[WorkflowRun]:
     cursor: str | None = None
     while True:
-        page = await storage.list_runs(status=status, limit=page_size, cursor=cursor)
+        page = await storage.list_runs(
+            status=status, cancel_requested=cancel_requested, limit=page_size, cursor=cursor
+        )
         for run in page:
-            if not cancel_requested or run.cancel_requested_at is not None:
-                yield run
+            yield run
         if len(page) < page_size:
             return
         cursor = run_cursor(page[-1])

@@ -15,7 +15,10 @@ Schema shared by every dialect:
 * ``runs``: one column per :class:`WorkflowRun` field (``tags`` as JSON text, so the list
   round-trips in order), keyed by ``run_id``; a unique index on ``idempotency_key``; and
   ``(filter, created_at, run_id)`` indexes so each :meth:`list_runs` filter, read newest
-  first, is an index range scan that stops after ``limit`` rows.
+  first, is an index range scan that stops after ``limit`` rows; and
+  ``runs_cancel_status_created_at`` for the runs asked to cancel in a status (partial,
+  ``WHERE cancel_requested_at IS NOT NULL``, where the server has partial indexes, else
+  over the dialect's generated ``cancel_flag`` column).
 * ``run_tags(run_id, tag, created_at)``: one row per distinct tag, indexed by
   ``(tag, created_at, run_id)``, so a tag filter is an index lookup too.
 * ``events(run_id, sequence, ...)``: the logs, keyed by ``(run_id, sequence)``; that key

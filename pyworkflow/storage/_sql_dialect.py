@@ -92,6 +92,11 @@ class Dialect:
         array_params: a list binds as an array (``= ANY(?)``) instead of ``IN (...)``.
         tiebreak: orders due runs with equal ``wake_at``.
         stale_order: orders :meth:`list_stale_runs`.
+        cancel_flag: a generated 0/1 column equal to ``cancel_requested_at IS NOT NULL``,
+            for servers without partial indexes: the ``cancel_requested`` filter then
+            compares it to a bound value, an equality an index can seek and order by
+            (``None``: the filter tests ``cancel_requested_at IS [NOT] NULL``, which a
+            partial index answers).
     """
 
     name: str
@@ -109,6 +114,7 @@ class Dialect:
     array_params: bool = False
     tiebreak: str = "run_id"
     stale_order: str = "created_at, run_id"
+    cancel_flag: str | None = None
     ddl_defaults: Mapping[str, str] = field(default_factory=dict)
 
 

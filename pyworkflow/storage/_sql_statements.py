@@ -139,7 +139,7 @@ class Statements:
         self.row_to_run = _run_reader(d.dt_from_db)
         self._update_cache: dict[tuple[str, ...], str] = {}
         self._column_shapes: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._query_cache: dict[tuple[bool, ...], str] = {}
+        self._query_cache: dict[tuple[bool | None, ...], str] = {}
         self._build({**dialect.ddl_defaults, **(ddl_vars or {})})
 
     def convert(self, sql: str) -> str:
@@ -257,6 +257,7 @@ class Statements:
 
         Newest first, ties by ``run_id``; with a tag filter the rows come from the
         ``run_tags`` index (which carries ``created_at``), otherwise from a ``runs`` index.
+        ``cancel_requested`` with a status reads ``runs_cancel_status_created_at``.
         """
         dt = self.dialect.dt_to_db
         params: list[Any] = []
@@ -264,6 +265,8 @@ class Statements:
             params.append(query.tag)
         if query.status is not None:
             params.append(_status_to_db(query.status))
+        if query.cancel_requested is not None and self.dialect.cancel_flag is not None:
+            params.append(self.dialect.bool_to_db(query.cancel_requested))
         for value in (query.workflow_name, query.parent_run_id):
             if value is not None:
                 params.append(value)
@@ -281,6 +284,7 @@ class Statements:
         shape = (
             query.tag is not None,
             query.status is not None,
+            query.cancel_requested,
             query.workflow_name is not None,
             query.parent_run_id is not None,
             query.created_after is not None,
@@ -294,13 +298,14 @@ class Statements:
 
     def _query_template(
         self,
-        tag: bool,
-        status: bool,
-        name: bool,
-        parent: bool,
-        after: bool,
-        before: bool,
-        cursor: bool,
+        tag: bool | None,
+        status: bool | None,
+        cancel: bool | None,
+        name: bool | None,
+        parent: bool | None,
+        after: bool | None,
+        before: bool | None,
+        cursor: bool | None,
     ) -> str:
         columns = ", ".join(f"r.{col}" for col in RUN_COLUMNS)
         if tag:
@@ -313,6 +318,7 @@ class Statements:
             for wanted, clause in (
                 (tag, "t.tag = ?"),
                 (status, "r.status = ?"),
+                (cancel is not None, self._cancel_clause(cancel)),
                 (name, "r.workflow_name = ?"),
                 (parent, "r.parent_run_id = ?"),
                 (after, f"{k}.created_at >= ?"),
@@ -335,6 +341,14 @@ class Statements:
             f"SELECT {columns} FROM {source}{filters} "
             f"ORDER BY {k}.created_at DESC, {k}.run_id DESC LIMIT ? OFFSET ?"
         )
+
+    def _cancel_clause(self, cancel: bool | None) -> str:
+        """The ``cancel_requested`` filter: an equality on the dialect's generated flag
+        column (bound value), else a NULL test that a partial index matches."""
+        flag = self.dialect.cancel_flag
+        if flag is not None:
+            return f"r.{flag} = ?"
+        return f"r.cancel_requested_at IS {'NOT ' if cancel else ''}NULL"
 
     # -- values ----------------------------------------------------------------------------
 

@@ -78,6 +78,8 @@ class RunQuery:
     limit: int = 100
     offset: int = 0
     cursor: str | None = None
+    # Added after the first release: last, so positional construction keeps working.
+    cancel_requested: bool | None = None
 
     def matches(self, run: WorkflowRun) -> bool:
         """Whether ``run`` passes every filter (cursor excluded)."""
@@ -88,6 +90,10 @@ class RunQuery:
             and (self.parent_run_id is None or run.parent_run_id == self.parent_run_id)
             and (self.created_after is None or run.created_at >= self.created_after)
             and (self.created_before is None or run.created_at < self.created_before)
+            and (
+                self.cancel_requested is None
+                or (run.cancel_requested_at is not None) == self.cancel_requested
+            )
         )
 
     def page(self, runs: Iterable[WorkflowRun]) -> list[WorkflowRun]:
@@ -211,6 +217,7 @@ class StorageBackend(ABC):
         parent_run_id: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        cancel_requested: bool | None = None,
         limit: int = 100,
         offset: int = 0,
         cursor: str | None = None,
@@ -218,7 +225,12 @@ class StorageBackend(ABC):
         """Runs matching every given filter, newest ``created_at`` first (ties: ``run_id``
         descending).
 
-        ``created_after`` is inclusive, ``created_before`` exclusive. For stable paging
+        ``created_after`` is inclusive, ``created_before`` exclusive.
+        ``cancel_requested=True`` keeps only runs whose cancellation was requested
+        (``cancel_requested_at`` set, see :meth:`request_cancellation`), ``False`` only
+        the others; ``None`` does not filter. Together with ``status=SUSPENDED`` it is
+        the query crash recovery asks on every pass, so backends answer it from an index
+        (see docs/storage.md for which backends scan instead). For stable paging
         pass ``cursor=run_cursor(last_run_of_previous_page)``: the page then holds only
         runs ordered after that run, unaffected by runs created meanwhile.
         """
@@ -230,6 +242,7 @@ class StorageBackend(ABC):
                 parent_run_id=parent_run_id,
                 created_after=created_after,
                 created_before=created_before,
+                cancel_requested=cancel_requested,
                 limit=limit,
                 offset=offset,
                 cursor=cursor,

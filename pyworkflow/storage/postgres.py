@@ -176,6 +176,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ON {p}schedules (status, next_run_time, schedule_id)",
         "CREATE INDEX schedules_workflow_name ON {p}schedules (workflow_name, schedule_id)",
     ),
+    # 3: runs asked to cancel, by status, newest first (crash recovery looks for the
+    # suspended ones on every pass). Partial: only rows with a request are indexed.
+    # IF NOT EXISTS: an operator may have built it CONCURRENTLY beforehand.
+    (
+        "CREATE INDEX IF NOT EXISTS runs_cancel_status_created_at "
+        "ON {p}runs (status, created_at, run_id) WHERE cancel_requested_at IS NOT NULL",
+    ),
 )
 
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (

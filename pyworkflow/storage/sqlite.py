@@ -171,6 +171,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ON schedules (status, next_run_time, schedule_id)",
         "CREATE INDEX schedules_workflow_name ON schedules (workflow_name, schedule_id)",
     ),
+    # 4: runs asked to cancel, by status, newest first (crash recovery looks for the
+    # suspended ones on every pass). Partial: only rows with a request are indexed.
+    (
+        "CREATE INDEX runs_cancel_status_created_at ON runs (status, created_at, run_id) "
+        "WHERE cancel_requested_at IS NOT NULL",
+    ),
 )
 
 

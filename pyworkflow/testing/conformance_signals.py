@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.base import StorageBackend, run_cursor
 from pyworkflow.storage.schemas import HookRecord, HookStatus, RunStatus, RunUpdate
-from pyworkflow.testing.conformance import T0, at, create, fetch, make_run
+from pyworkflow.testing.conformance import T0, append, at, create, fetch, make_run
 
 
 def make_hook(
@@ -71,6 +71,102 @@ class SignalConformance:
         )
         run = await fetch(storage, "r1")
         assert run.status == RunStatus.CANCELLED and run.cancel_requested_at is None
+
+    async def test_cancel_requested_suspended_runs_page_newest_first(
+        self, storage: StorageBackend
+    ) -> None:
+        # The query crash recovery asks on every pass: suspended runs asked to cancel.
+        for i in range(9):
+            await create(storage, f"s{i}", status=RunStatus.SUSPENDED, created_at=at(i))
+        await create(storage, "s4b", status=RunStatus.SUSPENDED, created_at=at(4))  # a tie
+        await create(storage, "busy", created_at=at(5))
+        asked = ["s8", "s7", "s4b", "s4", "s2", "s0"]
+        for run_id in [*asked, "busy"]:
+            assert await storage.request_cancellation(run_id, "stop", at(20))
+
+        pages, cursor = [], None
+        while True:
+            page = await storage.list_runs(
+                status=RunStatus.SUSPENDED, cancel_requested=True, limit=2, cursor=cursor
+            )
+            pages.append([r.run_id for r in page])
+            if len(page) < 2:
+                break
+            cursor = run_cursor(page[-1])
+        assert pages == [["s8", "s7"], ["s4b", "s4"], ["s2", "s0"], []]
+        quiet = await storage.list_runs(status=RunStatus.SUSPENDED, cancel_requested=False)
+        assert [r.run_id for r in quiet] == ["s6", "s5", "s3", "s1"]
+        everyone = await storage.list_runs(cancel_requested=True)
+        assert [r.run_id for r in everyone] == ["s8", "s7", "busy", "s4b", "s4", "s2", "s0"]
+        offset = await storage.list_runs(
+            status=RunStatus.SUSPENDED, cancel_requested=True, limit=2, offset=3
+        )
+        assert [r.run_id for r in offset] == ["s4", "s2"]
+
+    async def test_cancel_requested_filter_follows_the_runs_writes(
+        self, storage: StorageBackend
+    ) -> None:
+        await create(storage, "r1", status=RunStatus.SUSPENDED, created_at=at(1))
+        await storage.create_run(
+            make_run(
+                "born-asked",
+                status=RunStatus.SUSPENDED,
+                created_at=at(2),
+                cancel_requested_at=at(0),
+            )
+        )
+        await storage.request_cancellation("r1", None, at(3))
+
+        async def asked(status: RunStatus | None = RunStatus.SUSPENDED) -> list[str]:
+            runs = await storage.list_runs(status=status, cancel_requested=True)
+            return [r.run_id for r in runs]
+
+        assert await asked() == ["born-asked", "r1"]
+        await append(storage, "r1", 1, status=RunStatus.RUNNING)  # woken: no longer suspended
+        assert await asked() == ["born-asked"]
+        assert await asked(RunStatus.RUNNING) == ["r1"]
+        await append(storage, "r1", 2, status=RunStatus.SUSPENDED)
+        assert await asked() == ["born-asked", "r1"]
+        await append(storage, "r1", 3, status=RunStatus.CANCELLED)  # finished, request kept
+        assert await asked() == ["born-asked"]
+        assert await asked(RunStatus.CANCELLED) == ["r1"]
+        assert await asked(None) == ["born-asked", "r1"]
+        # The writer may clear the request; then only the other filter value finds it.
+        await storage.append_events(
+            "born-asked",
+            [],
+            expected_last_sequence=0,
+            update=RunUpdate({"cancel_requested_at": None}),
+        )
+        assert await asked() == []
+        quiet = await storage.list_runs(status=RunStatus.SUSPENDED, cancel_requested=False)
+        assert [r.run_id for r in quiet] == ["born-asked"]
+
+    async def test_cancel_requested_combines_with_other_filters(
+        self, storage: StorageBackend
+    ) -> None:
+        for i in range(6):
+            await create(
+                storage,
+                f"r{i}",
+                status=RunStatus.SUSPENDED,
+                created_at=at(i),
+                workflow_name="even" if i % 2 == 0 else "odd",
+                tags=["vip"] if i < 3 else [],
+            )
+            if i != 3:
+                await storage.request_cancellation(f"r{i}", None, at(10))
+        by_name = await storage.list_runs(workflow_name="odd", cancel_requested=True)
+        assert [r.run_id for r in by_name] == ["r5", "r1"]
+        by_tag = await storage.list_runs(
+            tag="vip", status=RunStatus.SUSPENDED, cancel_requested=True, limit=1, offset=1
+        )
+        assert [r.run_id for r in by_tag] == ["r1"]
+        window = await storage.list_runs(
+            cancel_requested=True, created_after=at(2), created_before=at(5)
+        )
+        assert [r.run_id for r in window] == ["r4", "r2"]
+        assert [r.run_id for r in await storage.list_runs(cancel_requested=False)] == ["r3"]
 
     async def test_hook_round_trip_and_lookup_by_token_hash(self, storage: StorageBackend) -> None:
         hook = make_hook("h1", expires_at=at(60), schema='{"type": "object"}')

@@ -38,6 +38,7 @@ from pyworkflow.storage.dynamodb import (  # noqa: E402 - after the importorskip
     add_index_request,
     table_definition,
 )
+from pyworkflow.storage.dynamodb.run_items import _run_item  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -403,6 +404,99 @@ async def test_first_cancellation_request_keeps_its_missing_reason(
     assert (stored.cancel_requested_at, stored.cancel_reason) == (at(1), None)
 
 
+async def run_meta(raw: Any, table: str, run_id: str) -> dict[str, Any]:
+    (meta,) = [i for i in await items_of(raw, table, run_id) if i["SK"]["S"] == "META"]
+    return meta
+
+
+async def test_the_cancel_index_holds_unfinished_runs_asked_to_cancel(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    async def indexed(run_id: str) -> bool:
+        return "gsi_cancel" in await run_meta(raw, table, run_id)
+
+    await backend.create_run(make_run("born", cancel_requested_at=at(0)))
+    await backend.create_run(
+        make_run("done", status=RunStatus.COMPLETED, cancel_requested_at=at(0))
+    )
+    await backend.create_run(make_run("r1", status=RunStatus.SUSPENDED))
+    assert (await indexed("born"), await indexed("done"), await indexed("r1")) == (
+        True,
+        False,
+        False,
+    )
+    assert await backend.request_cancellation("r1", None, at(1))
+    assert await indexed("r1")
+    await backend.append_events(
+        "r1", [], expected_last_sequence=0, update=RunUpdate({"status": RunStatus.RUNNING})
+    )
+    assert await indexed("r1")  # still asked, still unfinished
+    await backend.append_events(
+        "r1", [], expected_last_sequence=0, update=RunUpdate({"status": RunStatus.CANCELLED})
+    )
+    assert not await indexed("r1")  # finished: out of the index, request kept
+    asked = await backend.list_runs(cancel_requested=True)
+    assert [r.run_id for r in asked] == ["r1", "done", "born"]  # not only the index's
+    await backend.append_events(
+        "born", [], expected_last_sequence=0, update=RunUpdate({"cancel_requested_at": None})
+    )
+    assert not await indexed("born")
+
+
+async def test_cancel_requested_suspended_runs_are_read_from_the_cancel_index(
+    backend: DynamoDBStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(3):
+        await backend.create_run(make_run(f"s{i}", status=RunStatus.SUSPENDED, created_at=at(i)))
+    await backend.request_cancellation("s1", None, at(5))
+    await backend.connect()
+    indexes: list[str] = []
+    real = backend._query
+
+    def spy(**params: Any) -> Any:
+        indexes.append(params.get("IndexName", ""))
+        return real(**params)
+
+    monkeypatch.setattr(backend, "_query", spy)
+    listed = await backend.list_runs(status=RunStatus.SUSPENDED, cancel_requested=True)
+    assert [r.run_id for r in listed] == ["s1"]
+    assert indexes == ["runs_cancel_requested"]
+
+
+async def test_an_older_table_gets_the_cancel_index_and_its_requests(
+    table: str, endpoint: str, raw: Any
+) -> None:
+    await create_table_without(raw, table, "runs_cancel_requested", ("gsi_cancel",))
+    # Runs as an older release stored them: requests without gsi_cancel.
+    for i, status in enumerate([RunStatus.SUSPENDED, RunStatus.SUSPENDED, RunStatus.RUNNING]):
+        asked = None if i == 1 else at(10)
+        run = make_run(f"old{i}", status=status, created_at=at(i), cancel_requested_at=asked)
+        item = _run_item(run)
+        item.pop("gsi_cancel", None)
+        await raw.put_item(TableName=table, Item=item)
+
+    fixed = DynamoDBStorageBackend(
+        table, moto.REGION, endpoint, create_table=False, session=moto.emulator_session()
+    )
+    with pytest.raises(StorageError, match="runs_cancel_requested.*add_index_request"):
+        await fixed.connect()
+    await fixed.close()
+
+    upgraded = DynamoDBStorageBackend(table, moto.REGION, endpoint, session=moto.emulator_session())
+    try:
+        await upgraded.connect()
+        asked_runs = await upgraded.list_runs(status=RunStatus.SUSPENDED, cancel_requested=True)
+        assert [r.run_id for r in asked_runs] == ["old0"]
+        running = await upgraded.list_runs(status=RunStatus.RUNNING, cancel_requested=True)
+        assert [r.run_id for r in running] == ["old2"]
+    finally:
+        await upgraded.close()
+    marker = await raw.get_item(
+        TableName=table, Key={"PK": {"S": "MIGRATIONS"}, "SK": {"S": "cancel_index"}}
+    )
+    assert "Item" in marker
+
+
 # -- hooks -----------------------------------------------------------------------------------
 
 
@@ -521,12 +615,17 @@ async def test_a_token_hash_taken_by_another_runs_hook_is_replaced(
 
 async def create_table_without_hooks(raw: Any, table: str) -> None:
     """The table as releases before hooks created it."""
+    await create_table_without(raw, table, INDEX_HOOKS, ("gsi_hook", "hook_sk"))
+
+
+async def create_table_without(raw: Any, table: str, index: str, keys: tuple[str, ...]) -> None:
+    """The table without ``index`` (and the definitions of its only key attributes)."""
     old = table_definition(table)
     old["GlobalSecondaryIndexes"] = [
-        g for g in old["GlobalSecondaryIndexes"] if g["IndexName"] != INDEX_HOOKS
+        g for g in old["GlobalSecondaryIndexes"] if g["IndexName"] != index
     ]
     old["AttributeDefinitions"] = [
-        a for a in old["AttributeDefinitions"] if a["AttributeName"] not in ("gsi_hook", "hook_sk")
+        a for a in old["AttributeDefinitions"] if a["AttributeName"] not in keys
     ]
     await raw.create_table(**old)
 

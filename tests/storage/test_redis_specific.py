@@ -298,6 +298,9 @@ async def test_multi_filter_queries_match_the_reference_backend(
         )
         await memory.create_run(run.copy())
         await backend.create_run(run)
+        if rng.random() < 0.3 and run.status in (RunStatus.RUNNING, RunStatus.SUSPENDED):
+            for storage in (memory, backend):
+                await storage.request_cancellation(run.run_id, None, at(100))
 
     filters: list[dict[str, Any]] = [
         {},
@@ -309,6 +312,12 @@ async def test_multi_filter_queries_match_the_reference_backend(
         {"workflow_name": "order", "created_after": at(10), "created_before": at(30)},
         {"tag": "c", "status": RunStatus.SUSPENDED, "created_after": at(20)},
         {"tag": "missing", "status": RunStatus.RUNNING},
+        {"status": RunStatus.SUSPENDED, "cancel_requested": True},
+        {"status": RunStatus.SUSPENDED, "cancel_requested": False},
+        {"cancel_requested": True},
+        {"cancel_requested": False, "workflow_name": "ship"},
+        {"cancel_requested": True, "tag": "a", "created_after": at(15)},
+        {"cancel_requested": True, "status": RunStatus.COMPLETED},
     ]
     for query in filters:
         for limit, offset in ((1000, 0), (7, 0), (5, 3), (50, 20)):
@@ -325,6 +334,76 @@ async def test_multi_filter_queries_match_the_reference_backend(
                 break
             cursor = run_cursor(page[-1])
         assert pages == [r.run_id for r in await memory.list_runs(limit=1000, **query)], query
+
+
+async def test_cancel_sets_follow_requests_and_status_changes(
+    backend: RedisStorageBackend, raw: aioredis.Redis
+) -> None:
+    k = backend._key
+    await backend.create_run(make_run("r1", status=RunStatus.SUSPENDED))
+    member = await member_of(raw, backend, "r1")
+
+    async def cancel_sets() -> set[str]:
+        keys = [k("idx", "cancel"), *(k("idx", "cancel", s.value) for s in RunStatus)]
+        return {key for key in keys if await raw.zscore(key, member) is not None}
+
+    assert await cancel_sets() == set()
+    assert await backend.request_cancellation("r1", "stop", at(1))
+    assert await cancel_sets() == {k("idx", "cancel"), k("idx", "cancel", "suspended")}
+    await backend.append_events(
+        "r1", [], expected_last_sequence=0, update=RunUpdate({"status": RunStatus.RUNNING})
+    )
+    assert await cancel_sets() == {k("idx", "cancel"), k("idx", "cancel", "running")}
+    await backend.append_events(
+        "r1",
+        [],
+        expected_last_sequence=0,
+        update=RunUpdate({"status": RunStatus.CANCELLED, "cancel_requested_at": None}),
+    )
+    assert await cancel_sets() == set()
+    # Emptied sets are gone, not left behind as empty keys.
+    assert not await raw.exists(k("idx", "cancel"), k("idx", "cancel", "running"))
+
+
+async def test_requests_made_before_the_cancel_index_are_found_after_connect(
+    redis_url: str, prefix: str, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyworkflow.storage.redis import runs
+
+    old = RedisStorageBackend(redis_url, prefix=prefix)
+    for i in range(12):
+        status = RunStatus.SUSPENDED if i % 3 else RunStatus.RUNNING
+        await old.create_run(make_run(f"r{i:02}", status=status, created_at=at(i)))
+        if i % 2 == 0:
+            await old.request_cancellation(f"r{i:02}", None, at(20))
+    await old.close()
+    # What a release without the index left: the requests, but no sets and no marker.
+    await raw.delete(old._key("meta"), *(await raw.keys(old._key("idx", "cancel") + "*")))
+
+    monkeypatch.setattr(runs, "CANCEL_INDEX_BATCH", 5)  # several walk steps
+    upgraded = RedisStorageBackend(redis_url, prefix=prefix)
+    try:
+        await upgraded.connect()
+        assert await raw.hget(upgraded._key("meta"), "cancel_index") == "1"
+        asked = await upgraded.list_runs(status=RunStatus.SUSPENDED, cancel_requested=True)
+        assert [r.run_id for r in asked] == ["r10", "r08", "r04", "r02"]
+        everyone = await upgraded.list_runs(cancel_requested=True)
+        assert [r.run_id for r in everyone] == ["r10", "r08", "r06", "r04", "r02", "r00"]
+    finally:
+        await upgraded.close()
+
+
+async def test_cancel_entries_left_stale_by_an_older_writer_are_skipped(
+    backend: RedisStorageBackend, raw: aioredis.Redis
+) -> None:
+    await backend.create_run(make_run("r1", status=RunStatus.SUSPENDED, created_at=at(1)))
+    await backend.create_run(make_run("r2", status=RunStatus.SUSPENDED, created_at=at(2)))
+    for run_id in ("r1", "r2"):
+        await backend.request_cancellation(run_id, None, at(5))
+    # A release without the cancel sets woke r2: its hash moved, the cancel sets did not.
+    await raw.hset(backend._key("run", "r2"), "status", "running")
+    asked = await backend.list_runs(status=RunStatus.SUSPENDED, cancel_requested=True)
+    assert [r.run_id for r in asked] == ["r1"]
 
 
 # -- sizes -------------------------------------------------------------------------------

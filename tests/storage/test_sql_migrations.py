@@ -5,6 +5,7 @@
   processes connect at once, and refuse a schema newer than they know.
 * Schema (PostgreSQL) and database (MySQL) isolation; keys compare byte for byte.
 * Several instances claiming due runs at once never claim one run twice.
+* A database of the release before the cancellation index gains it, requests kept.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from pyworkflow.core.exceptions import StorageError
+from pyworkflow.storage._sql import WRITE, Conn, SQLStorageBackend
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.config import storage_from_url
 from pyworkflow.storage.schemas import HookRecord, RunStatus
@@ -316,3 +318,71 @@ async def test_instances_claiming_at_once_never_share_a_run(
     finally:
         for b in others:
             await b.close()
+
+
+# -- the cancellation index (the last migration of every dialect) -----------------------------
+
+CANCEL_INDEX = "runs_cancel_status_created_at"
+# What the migration added, undone: the schema of the release before it.
+UNDO_CANCEL_INDEX = {
+    "sqlite": f"DROP INDEX {CANCEL_INDEX}",
+    "postgres": f"DROP INDEX {{prefix}}{CANCEL_INDEX}",
+    "mysql": f"ALTER TABLE runs DROP KEY {CANCEL_INDEX}, DROP COLUMN cancel_requested",
+}
+HAS_INDEX = {
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'index' AND name = ?",
+    "postgres": "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
+    "AND indexname = $1",
+    "mysql": "SELECT DISTINCT index_name FROM information_schema.statistics "
+    "WHERE table_schema = DATABASE() AND index_name = %s",
+}
+
+
+async def _downgrade(backend: SQLStorageBackend, name: str) -> None:
+    sql = backend.sql
+
+    async def undo(conn: Conn) -> None:
+        await conn.execute(UNDO_CANCEL_INDEX[name].format(prefix=sql.prefix), ())
+        await conn.execute(sql.set_version, (len(sql.migrations) - 1,))
+
+    await backend._call(WRITE, undo)
+
+
+async def _has_cancel_index(backend: SQLStorageBackend, name: str) -> bool:
+    sql = HAS_INDEX[name]
+    if name == "postgres":
+        # pg_indexes by the backend's own schema (its search_path is not set to it).
+        sql = sql.replace("current_schema()", "$2")
+        params: tuple[str, ...] = (CANCEL_INDEX, backend.schema)  # type: ignore[attr-defined]
+    else:
+        params = (CANCEL_INDEX,)
+    rows = await backend._call(WRITE, lambda conn: conn.fetch(sql, params))
+    return bool(rows)
+
+
+async def test_previous_schema_gains_the_cancel_index(
+    sql_storage: StorageBackend, storage_url: str | None, backend_name: str
+) -> None:
+    assert isinstance(sql_storage, SQLStorageBackend) and storage_url is not None
+    await sql_storage.create_run(make_run("asked", status=RunStatus.SUSPENDED, created_at=at(1)))
+    await sql_storage.create_run(make_run("quiet", status=RunStatus.SUSPENDED, created_at=at(2)))
+    await sql_storage.create_run(make_run("busy", status=RunStatus.RUNNING, created_at=at(3)))
+    for run_id in ("asked", "busy"):
+        assert await sql_storage.request_cancellation(run_id, "stop", at(5))
+    await _downgrade(sql_storage, backend_name)
+    assert not await _has_cancel_index(sql_storage, backend_name)
+    await sql_storage.close()
+
+    upgraded = storage_from_url(storage_url)
+    assert isinstance(upgraded, SQLStorageBackend)
+    try:
+        asked = await upgraded.list_runs(status=RunStatus.SUSPENDED, cancel_requested=True)
+        assert [(r.run_id, r.cancel_requested_at, r.cancel_reason) for r in asked] == [
+            ("asked", at(5), "stop")
+        ]
+        assert [r.run_id for r in await upgraded.list_runs(cancel_requested=False)] == ["quiet"]
+        assert await _has_cancel_index(upgraded, backend_name)
+        rows = await upgraded._call(WRITE, lambda conn: conn.fetch(upgraded.sql.read_version, ()))
+        assert rows[0][0] == len(upgraded.sql.migrations)
+    finally:
+        await upgraded.close()

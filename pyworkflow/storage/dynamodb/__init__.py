@@ -12,8 +12,9 @@ URL (see :func:`pyworkflow.storage.config.storage_from_url`)::
 AWS chain (environment, profile, IAM role) unless the URL carries ``KEY:SECRET@``, which
 is meant for local emulators (DynamoDB Local, moto); ``endpoint_url`` points at one.
 ``create_table`` (default ``true``) creates the table with on-demand billing when it is
-missing, and adds the ``hooks_by_status`` index to a table created by a release before
-hooks (an ``UpdateTable``; connect waits until the index is active). With ``false`` the
+missing, and adds the ``hooks_by_status`` and ``runs_cancel_requested`` indexes to a table
+created by a release before them (an ``UpdateTable``; connect waits until the index is
+active). With ``false`` the
 table must exist with every index (create it with the layout below, e.g. with provisioned
 capacity; add a missing index with :func:`add_index_request`). Features: persistent,
 shared safely by any number of processes (``cross_process``).
@@ -37,6 +38,7 @@ One table, string keys ``PK`` (partition) and ``SK`` (sort)::
                                                                       + payload_part (version)
     hook payload chunk  HOOK#<token_hash> PART#<version>#<n, 5 dig.>  part (binary)
     run's hook id       RUN#<run_id>      HOOKID#<hook_id>            token_hash
+    migration done      MIGRATIONS        cancel_index                (none)
     schedule            SCHEDULES         SCHEDULE#<schedule_id>      one per ScheduleRecord
                                                                       field (status as
                                                                       schedule_status),
@@ -56,9 +58,15 @@ exactly ``(created_at, run_id)``, the order of ``list_runs``)::
     runs_by_tag         gsi_tag = "T#<tag>" (tag items)        tag=
     runs_due            gsi_due = "DUE", sort due_sk =         list_due_runs, claim_due_runs,
                         "<wake_at digits>#<run_id>"            next_wake_time (sparse)
+    runs_cancel_requested  gsi_cancel = "CANCEL"               status=<unfinished> with
+                                                               cancel_requested=True (sparse)
 
 ``runs_due`` is sparse: a run carries ``gsi_due``/``due_sk`` only while it is
 ``suspended`` with a ``wake_at``, so the index holds exactly the sleeping runs.
+``runs_cancel_requested`` is sparse too: ``gsi_cancel`` is there while the run is asked
+to cancel and not finished (see :mod:`~pyworkflow.storage.dynamodb.cancel_index`); the
+query reads it with a ``FilterExpression`` on ``status``, a filtered scan of the open
+requests. Other uses of ``cancel_requested`` only re-check the runs another index gives.
 Index values are prefixed because DynamoDB rejects empty strings as key values.
 
 Hooks have one index of their own (keys only)::
@@ -190,10 +198,11 @@ Capacity and cost
   on run creation, status changes and timer changes only). A throttled index throttles
   the table; at several hundred run starts per second consider write sharding.
 * A failed conditional write (a lost lease race) still consumes write capacity.
-* ``request_cancellation`` is one normal write. ``save_hook`` is a transaction of two
-  items (plus chunks); ``update_hook`` a consistent read plus one normal write (a
-  transaction only with chunks). A hook write touches ``hooks_by_status`` only when the
-  status changes (keys-only projection).
+* ``request_cancellation`` is one normal write, plus its ``runs_cancel_requested``
+  index entry (rewritten on the run's status changes until it finishes). ``save_hook``
+  is a transaction of two items (plus chunks); ``update_hook`` a consistent read plus
+  one normal write (a transaction only with chunks). A hook write touches
+  ``hooks_by_status`` only when the status changes (keys-only projection).
 
 Modules
 -------
@@ -201,6 +210,7 @@ Modules
 table setup, request helpers with retries), ``table`` (indexes, ``CreateTable``),
 ``keys`` (key layout, index names), ``codec`` (attribute values, compression),
 ``expressions`` (placeholders, conditions), ``run_items``/``runs`` (runs and events),
+``cancel_index`` (the cancellation-request index and its one-time backfill),
 ``leases`` (timers, leases, stale runs), ``hook_items``/``hooks`` (cancellation and
 hooks), ``schedules``.
 """
@@ -215,6 +225,7 @@ from pyworkflow.storage.dynamodb.client import (
 from pyworkflow.storage.dynamodb.codec import CHUNK_BYTES, COMPRESS_OVER
 from pyworkflow.storage.dynamodb.hook_items import MAX_HOOK_SCHEMA_BYTES
 from pyworkflow.storage.dynamodb.keys import (
+    INDEX_CANCEL,
     INDEX_CREATED,
     INDEX_DUE,
     INDEX_HOOKS,

@@ -29,6 +29,7 @@ from pyworkflow.storage.dynamodb.hook_items import (
     _part_items,
 )
 from pyworkflow.storage.dynamodb.keys import (
+    _CANCEL,
     _HOOK,
     _HOOKID,
     INDEX_HOOKS,
@@ -50,7 +51,8 @@ class HookStore(TableClient):
         ``last_sequence``, so the run's writer is not fenced out). It writes only while
         no request is recorded; a failed condition is re-read to tell "already asked"
         (``True``) from a terminal or unknown run (``False``)."""
-        sets: Item = {"cancel_requested_at": _n(_micros(now))}
+        # gsi_cancel puts the run into runs_cancel_requested (its sparse index).
+        sets: Item = {"cancel_requested_at": _n(_micros(now)), "gsi_cancel": _s(_CANCEL)}
         removes: list[str] = []
         if reason is None:
             removes.append("cancel_reason")

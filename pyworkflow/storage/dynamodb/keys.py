@@ -16,6 +16,7 @@ INDEX_PARENT = "runs_by_parent"
 INDEX_TAG = "runs_by_tag"
 INDEX_DUE = "runs_due"
 INDEX_HOOKS = "hooks_by_status"
+INDEX_CANCEL = "runs_cancel_requested"
 
 _RUN_SK = "META"
 _IDEM_SK = "IDEM"
@@ -24,6 +25,7 @@ _EVT_END = "EVT$"  # sorts after every "EVT#..." key
 _TAG = "TAG#"
 _ALL = "RUN"
 _DUE = "DUE"
+_CANCEL = "CANCEL"
 _SEQ_WIDTH = 20
 _CHUNK_WIDTH = 5
 _HOOK = "HOOK#"
@@ -32,6 +34,11 @@ _HOOKID = "HOOKID#"
 _PART = "PART#"
 _SCHEDULES_PK = "SCHEDULES"
 _SCHEDULE = "SCHEDULE#"
+
+
+# The item that records a table-wide migration as done (no index attributes).
+_MIGRATIONS_PK = "MIGRATIONS"
+_CANCEL_INDEX_SK = "cancel_index"
 
 
 def _created_sk(created_at: datetime, run_id: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from pyworkflow.storage.dynamodb.codec import (
 )
 from pyworkflow.storage.dynamodb.keys import (
     _ALL,
+    _CANCEL,
     _CHUNK_WIDTH,
     _DUE,
     _RUN_SK,
@@ -95,6 +97,22 @@ def _due_attrs(run_id: str, status: Any, wake_at: datetime | None) -> tuple[Item
     return {}, ["gsi_due", "due_sk"]
 
 
+def _cancel_attrs(changes: Mapping[str, Any]) -> tuple[Item, list[str]]:
+    """The sparse ``runs_cancel_requested`` key a run update sets or removes.
+
+    A run is in that index while it is asked to cancel and not finished: the write that
+    records a request adds the key, one that clears the request or ends the run removes
+    it. (A request a writer sets on a run that already ended adds it too; listing
+    re-checks the status, so that entry is only skipped.)
+    """
+    ends = "status" in changes and RunStatus(changes["status"]) in TERMINAL_STATUSES
+    if changes.get("cancel_requested_at") is not None and not ends:
+        return {"gsi_cancel": _s(_CANCEL)}, []
+    if ends or "cancel_requested_at" in changes:
+        return {}, ["gsi_cancel"]
+    return {}, []
+
+
 def _run_item(run: WorkflowRun) -> Item:
     item: Item = {
         "PK": _s(_run_pk(run.run_id)),
@@ -121,6 +139,10 @@ def _run_item(run: WorkflowRun) -> Item:
         item["gsi_parent"] = _s(f"P#{run.parent_run_id}")
     due, _ = _due_attrs(run.run_id, run.status, run.wake_at)
     item.update(due)
+    cancel, _ = _cancel_attrs(
+        {"status": run.status, "cancel_requested_at": run.cancel_requested_at}
+    )
+    item.update(cancel)
     return item
 
 

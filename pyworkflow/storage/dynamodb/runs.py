@@ -14,13 +14,16 @@ from pyworkflow.core.exceptions import (
     StorageError,
 )
 from pyworkflow.storage.base import RunQuery, parse_cursor
-from pyworkflow.storage.dynamodb.client import _MAX_ATTEMPTS, TableClient, _backoff, _Cancelled
+from pyworkflow.storage.dynamodb.cancel_index import CancelIndex
+from pyworkflow.storage.dynamodb.client import _MAX_ATTEMPTS, _backoff, _Cancelled
 from pyworkflow.storage.dynamodb.codec import Item, _micros, _n, _opt_dt, _s, _sort_key
 from pyworkflow.storage.dynamodb.expressions import _Expr, _update_expression
 from pyworkflow.storage.dynamodb.keys import (
     _ALL,
+    _CANCEL,
     _EVT_END,
     _IDEM_SK,
+    INDEX_CANCEL,
     INDEX_CREATED,
     INDEX_PARENT,
     INDEX_STATUS,
@@ -31,6 +34,7 @@ from pyworkflow.storage.dynamodb.keys import (
     _run_pk,
 )
 from pyworkflow.storage.dynamodb.run_items import (
+    _cancel_attrs,
     _due_attrs,
     _event_items,
     _EventReader,
@@ -48,7 +52,7 @@ from pyworkflow.storage.schemas import (
 )
 
 
-class RunStore(TableClient):
+class RunStore(CancelIndex):
     """Runs, idempotency keys, tags and events (see the package docstring's atomicity
     notes for ``create_run`` and ``append_events``)."""
 
@@ -111,9 +115,15 @@ class RunStore(TableClient):
         expr = _Expr()
         filters: list[str] = []
         # The most selective filter picks the index; the others become a FilterExpression
-        # on attributes that index projects (and are re-checked in Python below).
+        # on attributes that index projects (and are re-checked in Python below). The
+        # cancel_requested filter has no projected attribute: outside the sparse
+        # runs_cancel_requested index (unfinished runs asked to cancel) only the
+        # re-check applies it.
         if query.parent_run_id is not None:
             index, attr, value = INDEX_PARENT, "gsi_parent", f"P#{query.parent_run_id}"
+        elif self._open_cancel_query(query):
+            await self._ensure_cancel_index()
+            index, attr, value = INDEX_CANCEL, "gsi_cancel", _CANCEL
         elif query.tag is not None:
             index, attr, value = INDEX_TAG, "gsi_tag", f"T#{query.tag}"
         elif query.workflow_name is not None:
@@ -198,6 +208,9 @@ class RunStore(TableClient):
             field_sets, field_removes = _field_attrs(name, value)
             sets.update(field_sets)
             removes.extend(field_removes)
+        cancel_sets, cancel_removes = _cancel_attrs(changes)
+        sets.update(cancel_sets)
+        removes.extend(cancel_removes)
         event_actions: list[Item] = [
             {"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
             for event in events

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from pyworkflow.storage.dynamodb.codec import Item
 from pyworkflow.storage.dynamodb.keys import (
+    INDEX_CANCEL,
     INDEX_CREATED,
     INDEX_DUE,
     INDEX_HOOKS,
@@ -24,7 +25,7 @@ DEFAULT_REGION = "us-east-1"
 TABLE_WAIT_SECONDS = 600.0
 
 # Indexes a later release added: connect() adds them to an existing table (create_table).
-_ADDED_INDEXES = frozenset({INDEX_HOOKS})
+_ADDED_INDEXES = frozenset({INDEX_HOOKS, INDEX_CANCEL})
 
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 TABLE_NAME_RULE = "3-255 characters of A-Z, a-z, 0-9, '_', '-' and '.'"
@@ -70,6 +71,7 @@ _GSIS: list[Item] = [
     _gsi(INDEX_TAG, "gsi_tag", "created_sk", ("run_id", "workflow_name", "parent_run_id")),
     _gsi(INDEX_DUE, "gsi_due", "due_sk", ("run_id", "lease_owner", "lease_expires_at")),
     _gsi(INDEX_HOOKS, "gsi_hook", "hook_sk", ()),
+    _gsi(INDEX_CANCEL, "gsi_cancel", "created_sk", _LISTED),
 ]
 
 

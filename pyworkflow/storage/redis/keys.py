@@ -24,6 +24,11 @@ key                                         content
 ``{p}:idx:wf:<workflow_name>``              zset of the runs of that workflow
 ``{p}:idx:tag:<tag>``                       zset of the runs carrying that tag
 ``{p}:idx:parent:<parent_run_id>``          zset of a parent's child runs
+``{p}:idx:cancel``                          zset of the runs asked to cancel (with a
+                                            ``cancel_requested_at``)
+``{p}:idx:cancel:<status>``                 zset of the runs asked to cancel in that status
+``{p}:meta``                                hash: ``cancel_index`` = ``1`` once the runs asked
+                                            to cancel before ``idx:cancel`` existed are in it
 ``{p}:wake``                                zset: suspended runs with a ``wake_at``, score =
                                             ``wake_at`` in epoch microseconds
 ``{p}:active``                              zset: pending/running/interrupted runs, score =

@@ -13,6 +13,19 @@ Complexity (n = runs under the prefix, k = results):
   the smallest set it reads before it has ``offset + limit`` matches. The walk runs
   inside one script, so a very unselective combination over a huge set blocks Redis
   while it runs; prefer the most selective filter, or paginate with small limits.
+* ``list_runs(cancel_requested=True)`` reads ``idx:cancel`` (or ``idx:cancel:<status>``
+  with a status: the suspended runs asked to cancel, crash recovery's query), which hold
+  only runs asked to cancel: O(log n + offset + k) plus one ``HMGET`` per entry read
+  (the script checks the run's hash, see :meth:`RunStore._filter_sets`).
+  ``cancel_requested=False`` has no set of its own: it walks the other filters' sets
+  and checks each run's hash, O(log n + m) as above.
+
+Runs asked to cancel before ``idx:cancel`` existed (by an older release) are indexed by
+:meth:`RunStore.connect` (and before the first ``cancel_requested=True`` query), which
+walks every run once per prefix, then marks the prefix done in ``{p}:meta``. A request
+an older release still running alongside makes *after* that walk reaches the sets when
+a current release next writes the run (every write re-derives its index entries); until
+then only that older release's recovery, which scans all suspended runs, sees it.
 """
 
 from __future__ import annotations
@@ -57,8 +70,16 @@ def _check_sequences(events: Sequence[Event], first: int) -> None:
             )
 
 
+#: Runs read per script call while indexing the cancellation requests of an old prefix.
+CANCEL_INDEX_BATCH = 500
+#: The ``{p}:meta`` field set once every run asked to cancel is in ``idx:cancel``.
+CANCEL_INDEX_FIELD = "cancel_index"
+
+
 class RunStore(RedisConnection):
     """The runs and events part of :class:`RedisStorageBackend`."""
+
+    _cancel_indexed = False
 
     async def create_run(self, run: WorkflowRun, events: Sequence[Event] = ()) -> WorkflowRun:
         _check_sequences(events, 1)
@@ -119,9 +140,9 @@ class RunStore(RedisConnection):
     async def query_runs(self, query: RunQuery) -> list[WorkflowRun]:
         if query.limit <= 0:
             return []
-        keys = []
-        if query.status is not None:
-            keys.append(self._key("idx", "status", RunStatus(query.status).value))
+        keys, checks = self._filter_sets(query)
+        if query.cancel_requested:
+            await self._ensure_cancel_index()
         if query.workflow_name is not None:
             keys.append(self._key("idx", "wf", query.workflow_name))
         if query.tag is not None:
@@ -152,9 +173,54 @@ class RunStore(RedisConnection):
                     max(query.offset, 0),
                     query.limit,
                     "run:",
+                    *checks,
                 ],
             )
         return [run for run in map(run_from_hash, json.loads(rows)) if run is not None]
+
+    def _filter_sets(self, query: RunQuery) -> tuple[list[str], tuple[str, str]]:
+        """The status/cancellation index sets to walk, and the ``(status, asked)`` checks
+        the script makes on each candidate's hash (``""``: none).
+
+        ``cancel_requested=True`` reads ``idx:cancel[:<status>]``, which holds just those
+        runs; the hash check skips an entry a release without these sets left behind
+        (it changed the run's status without moving it). ``False`` walks the other sets
+        and skips runs whose hash has a request: a filtered walk, not an index read.
+        """
+        status = None if query.status is None else RunStatus(query.status).value
+        if query.cancel_requested:
+            key = (
+                self._key("idx", "cancel") if status is None else self._key("idx", "cancel", status)
+            )
+            return [key], (status or "", "1")
+        keys = [] if status is None else [self._key("idx", "status", status)]
+        return keys, ("", "" if query.cancel_requested is None else "0")
+
+    async def connect(self) -> None:
+        """Check the server (see :class:`RedisConnection`), then build the cancellation
+        index of a prefix written by a release before it (once per prefix)."""
+        await super().connect()
+        await self._ensure_cancel_index()
+
+    async def _ensure_cancel_index(self) -> None:
+        """Index the runs asked to cancel before ``idx:cancel`` existed: walk every run
+        once, ``CANCEL_INDEX_BATCH`` per script call, then mark the prefix done (in
+        ``{p}:meta``). Idempotent; concurrent processes may both walk."""
+        if self._cancel_indexed:
+            return
+        client, scripts = self._client()
+        meta = self._key("meta")
+        with self._errors():
+            if await client.hget(meta, CANCEL_INDEX_FIELD) is None:
+                bound = "+"
+                while bound:
+                    last = await scripts.index_cancels(
+                        keys=[self._key("idx", "all")],
+                        args=[self._base, bound, CANCEL_INDEX_BATCH],
+                    )
+                    bound = "(" + text(last) if text(last) else ""
+                await client.hset(meta, CANCEL_INDEX_FIELD, "1")
+        self._cancel_indexed = True
 
     # -- events ---------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ _PRELUDE = (
 
 # The scripts that write runs share the prelude; the others stand alone.
 _WRITERS = ("create", "append", "acquire", "renew", "release", "claim", "cancel")
+_MEMBER_TS = f"local MEMBER_TS_LEN = {MEMBER_TS_LEN}\n"
 _STANDALONE = (
     "stale",
     "events",
@@ -61,7 +62,8 @@ _STANDALONE = (
 SOURCES: dict[str, str] = {
     **{name: _PRELUDE + _source(name) for name in _WRITERS},
     **{name: _source(name) for name in _STANDALONE},
-    "query": f"local MEMBER_TS_LEN = {MEMBER_TS_LEN}\n" + _source("query"),
+    "query": _MEMBER_TS + _source("query"),
+    "index_cancels": _PRELUDE + _MEMBER_TS + _source("index_cancels"),
 }
 
 
@@ -81,6 +83,7 @@ class Scripts:
         self.next_wake: AsyncScript = client.register_script(SOURCES["next_wake"])
         self.events: AsyncScript = client.register_script(SOURCES["events"])
         self.cancel: AsyncScript = client.register_script(SOURCES["cancel"])
+        self.index_cancels: AsyncScript = client.register_script(SOURCES["index_cancels"])
         self.save_hook: AsyncScript = client.register_script(SOURCES["save_hook"])
         self.update_hook: AsyncScript = client.register_script(SOURCES["update_hook"])
         self.save_schedule: AsyncScript = client.register_script(SOURCES["save_schedule"])

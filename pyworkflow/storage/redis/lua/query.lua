@@ -1,5 +1,7 @@
 -- KEYS: the index sets a record must be in (>= 1). ARGV: base, max, min (lex bounds),
--- offset, limit, record key kind ('run:' or 'hook:'; runs and hooks share it). Returns
+-- offset, limit, record key kind ('run:' or 'hook:'; runs and hooks share it), and for
+-- runs optionally the status the record must have and '1'/'0' (it must / must not have
+-- a cancel_requested_at), both checked on the record's hash ('' = no check). Returns
 -- the matching records' HGETALL lists, newest first, as one JSON array (cjson): one bulk
 -- reply decoded in C rather than thousands of RESP items.
 local P = ARGV[1]
@@ -11,8 +13,23 @@ for i = 1, #KEYS do
 end
 local maxb, minb = ARGV[2], ARGV[3]
 local offset, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local status_is, cancel_is = ARGV[7] or '', ARGV[8] or ''
+local checks = status_is ~= '' or cancel_is ~= ''
+
+local function matches(m)
+  for i = 1, #KEYS do
+    if i ~= best and not redis.call('ZSCORE', KEYS[i], m) then return false end
+  end
+  if not checks then return true end
+  local key = P .. ARGV[6] .. string.sub(m, MEMBER_TS_LEN + 1)
+  local f = redis.call('HMGET', key, 'status', 'cancel_requested_at')
+  if status_is ~= '' and f[1] ~= status_is then return false end
+  if cancel_is ~= '' and (f[2] and '1' or '0') ~= cancel_is then return false end
+  return true
+end
+
 local found = {}
-if #KEYS == 1 then
+if #KEYS == 1 and not checks then
   found = redis.call('ZRANGE', KEYS[1], maxb, minb, 'BYLEX', 'REV', 'LIMIT', offset, limit)
 else
   local batch = math.min(math.max(offset + limit, 64), 1000)
@@ -20,11 +37,7 @@ else
   while #found < limit do
     local members = redis.call('ZRANGE', KEYS[best], maxb, minb, 'BYLEX', 'REV', 'LIMIT', 0, batch)
     for _, m in ipairs(members) do
-      local ok = true
-      for i = 1, #KEYS do
-        if i ~= best and not redis.call('ZSCORE', KEYS[i], m) then ok = false break end
-      end
-      if ok then
+      if matches(m) then
         if skipped < offset then
           skipped = skipped + 1
         else
