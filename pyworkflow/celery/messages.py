@@ -30,11 +30,12 @@ def send_workflow(
     _send(RUN_WORKFLOW, kwargs, eta=eta)
 
 
-def send_step(step: DispatchedStep, round_owner: str) -> None:
+def send_step(step: DispatchedStep, round_owner: str, *, eta: datetime | None = None) -> None:
     """Ask a step worker to run one dispatched step attempt."""
     from pyworkflow.celery.app import RUN_STEP
 
-    _send(RUN_STEP, {"run_id": step.run_id, "op_id": step.op_id, "round_owner": round_owner})
+    kwargs = {"run_id": step.run_id, "op_id": step.op_id, "round_owner": round_owner}
+    _send(RUN_STEP, kwargs, eta=eta)
 
 
 def send_transient(workflow_name: str, run_id: str, payload: str) -> None:

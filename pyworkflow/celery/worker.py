@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from loguru import logger
@@ -21,10 +23,13 @@ from pyworkflow.celery.messages import send_step, send_workflow
 from pyworkflow.core.config import drop_cached_storages, get_config, get_storage
 from pyworkflow.core.exceptions import RunNotFoundError, WorkflowNotFoundError
 from pyworkflow.core.registry import require_workflow
+from pyworkflow.engine.context import DispatchedStep
 from pyworkflow.engine.executor import Outcome
+from pyworkflow.engine.log import is_storage_fault
+from pyworkflow.engine.recovery import BACKOFF_CAP, backoff_delay
 from pyworkflow.engine.runner import keep_leases, new_owner_id, resume_run
 from pyworkflow.engine.runs import RunRequest
-from pyworkflow.engine.step_worker import execute_dispatched_step
+from pyworkflow.engine.step_worker import execute_dispatched_step, steps_in_flight
 from pyworkflow.serialization import decode
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import RunStatus, utcnow
@@ -69,12 +74,75 @@ def current() -> WorkerProcess:
     return _process
 
 
+# Storage failing a task is retried in the task this many times (backoff with jitter,
+# about 25 s in all), then the message is sent again for later: storage faults are never
+# a run's failure, and a worker does not hold a slot for a long outage.
+IN_TASK_ATTEMPTS = 8
+
+
+async def _surviving_storage_faults(
+    what: str, run_id: str, work: Callable[[], Awaitable[T]], resend: Callable[[datetime], None]
+) -> T | None:
+    """Run ``work``; when storage fails it, retry after a backoff, and past
+    :data:`IN_TASK_ATTEMPTS` ``resend`` the message for later (``None`` is returned)."""
+    for attempt in itertools.count(1):
+        try:
+            return await work()
+        except Exception as exc:
+            if not is_storage_fault(exc):
+                raise
+            delay = backoff_delay(attempt)
+            if attempt >= IN_TASK_ATTEMPTS:
+                logger.warning("storage failed {} run {} ({}); sent again", what, run_id, exc)
+                resend(utcnow() + timedelta(seconds=max(delay, BACKOFF_CAP)))
+                return None
+            logger.warning(
+                "storage failed {} run {} ({}); retrying in {:.2f}s", what, run_id, exc, delay
+            )
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 async def execute_workflow(
     run_id: str, *, steal_from: str | None, recovery: bool, force: bool
 ) -> Outcome | None:
-    """Start, resume or recover ``run_id`` here, then send what its outcome calls for."""
+    """Start, resume or recover ``run_id`` here, then send what its outcome calls for.
+    A storage fault is retried (the lease, if taken, is ours: taking it again works)."""
+
+    def resend(eta: datetime) -> None:
+        send_workflow(run_id, steal_from=steal_from, recovery=recovery, force=force, eta=eta)
+
+    attempts = 0
+
+    async def work() -> Outcome | None:
+        nonlocal attempts
+        attempts += 1
+        outcome = await _execute_workflow(
+            run_id, steal_from=steal_from, recovery=recovery, force=force
+        )
+        if outcome is None and attempts > 1:
+            # The failed attempt may have handed the run to a dispatch round (its write
+            # landed) without sending the round's steps: send them (duplicates lose).
+            held = await steps_in_flight(await current().storage(), run_id)
+            if held is not None:
+                round_owner, steps = held
+                for step in steps:
+                    send_step(step, round_owner)
+        return outcome
+
+    return await _surviving_storage_faults("executing", run_id, work, resend)
+
+
+async def _execute_workflow(
+    run_id: str, *, steal_from: str | None, recovery: bool, force: bool
+) -> Outcome | None:
     proc = current()
     storage = await proc.storage()
+    if recovery:
+        run = await storage.get_run(run_id)
+        # Taken over by this process already, before storage failed that attempt: the
+        # recovery is under way (counting it again could exhaust max_recovery_attempts).
+        recovery = run is None or run.lease_owner != proc.owner
     lease_ttl = get_config().lease_ttl
     beat = asyncio.ensure_future(_heartbeat(storage, run_id, proc.owner, lease_ttl))
     children: list[str] = []
@@ -139,14 +207,21 @@ async def _heartbeat(storage: StorageBackend, run_id: str, owner: str, lease_ttl
 
 async def execute_step(run_id: str, op_id: str, round_owner: str) -> bool:
     """Run a dispatched step; resume its run when it was the round's last. Returns
-    whether the body ran here."""
-    storage = await current().storage()
-    result = await execute_dispatched_step(
-        storage, run_id, op_id, round_owner, lease_ttl=get_config().lease_ttl
-    )
-    if result.round_done:
-        send_workflow(run_id, steal_from=round_owner)
-    return result.executed
+    whether the body ran here (a storage fault is retried; the body may run again)."""
+
+    async def work() -> bool:
+        storage = await current().storage()
+        result = await execute_dispatched_step(
+            storage, run_id, op_id, round_owner, lease_ttl=get_config().lease_ttl
+        )
+        if result.round_done:
+            send_workflow(run_id, steal_from=round_owner)
+        return result.executed
+
+    def resend(eta: datetime) -> None:
+        send_step(DispatchedStep(run_id, op_id, "", 0), round_owner, eta=eta)
+
+    return bool(await _surviving_storage_faults("running a step of", run_id, work, resend))
 
 
 async def execute_transient(workflow_name: str, run_id: str, payload: str) -> None:

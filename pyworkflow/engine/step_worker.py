@@ -37,7 +37,9 @@ from pyworkflow.core.registry import require_step
 from pyworkflow.core.step import StepDefinition
 from pyworkflow.engine import events
 from pyworkflow.engine.attempts import run_attempts
+from pyworkflow.engine.context import DispatchedStep
 from pyworkflow.engine.events import Draft
+from pyworkflow.engine.owners import OwnerKind, owner_kind
 from pyworkflow.engine.replay import History, StepRecord
 from pyworkflow.serialization import decode
 from pyworkflow.storage.base import StorageBackend
@@ -206,6 +208,27 @@ async def _append(
         for event in events:
             history.apply(event)
         return _round_done(history, round_owner)
+
+
+async def steps_in_flight(
+    storage: StorageBackend, run_id: str
+) -> tuple[str, list[DispatchedStep]] | None:
+    """The round holding ``run_id`` and its attempts no step worker recorded yet (None:
+    no round holds it): what to send again when the messages of a dispatch may never
+    have left (the dispatching execution's storage call failed after its write landed)."""
+    run = await storage.get_run(run_id)
+    owner = run.lease_owner if run is not None else None
+    if run is None or run.status.is_terminal or owner is None:
+        return None
+    if owner_kind(owner) is not OwnerKind.ROUND:
+        return None
+    history = History.from_events(run_id, await storage.get_events(run_id))
+    steps = [
+        DispatchedStep(run_id, op_id, record.name, record.attempts)
+        for op_id, record in history.steps.items()
+        if record.in_flight and record.round == owner
+    ]
+    return owner, steps
 
 
 def _round_done(history: History, round_owner: str) -> bool:
