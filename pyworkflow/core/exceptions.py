@@ -30,6 +30,7 @@ Everything the library raises on purpose derives from :class:`WorkflowError`
     +-- StorageError
         +-- SequenceConflictError  another writer appended to the run first
         +-- StorageUnavailableError  storage did not answer or failed a call (transient)
+        +-- HistoryCorruptedError  a run's stored events cannot be read back as written
 
 ``RunNotFoundError`` and ``StepNotFoundError`` derive from ``WorkflowNotFoundError`` so
 code written as ``except WorkflowNotFoundError`` keeps catching them; catch the precise
@@ -238,6 +239,31 @@ class StorageError(WorkflowError):
 
 class SequenceConflictError(StorageError):
     """Another writer appended to the run's event log first (expected sequence mismatch)."""
+
+
+class HistoryCorruptedError(StorageError):
+    """A run's stored history cannot be replayed as it is: an event that cannot be
+    decoded, of an unknown type, or a gap in the sequence numbers.
+
+    The run is parked, not failed: its ``error`` says why, runtimes leave it alone, and
+    ``resume()`` tries again once the history is repaired (or once the code that knows a
+    newer event type is deployed).
+
+    Attributes:
+        run_id: the run.
+        sequence: the first sequence number that is wrong (``None`` if unknown).
+        reason: what is wrong there.
+    """
+
+    def __init__(self, run_id: str, sequence: int | None, reason: str) -> None:
+        where = f"at sequence {sequence}" if sequence is not None else "in its events"
+        super().__init__(
+            f"history of run {run_id!r} is corrupted {where}: {reason}",
+            run_id=run_id,
+            sequence=sequence,
+            reason=reason,
+        )
+        self.run_id, self.sequence, self.reason = run_id, sequence, reason
 
 
 class StorageUnavailableError(StorageError):

@@ -115,6 +115,7 @@ EXPECTED_PUBLIC_NAMES = {
     "WorkflowAlreadyRunningError",
     "RunAlreadyExistsError",
     "HookExpiredError",
+    "HistoryCorruptedError",
     "HookAlreadyReceivedError",
     "InvalidTokenError",
     "ChildWorkflowError",
@@ -267,6 +268,8 @@ def _sample(cls: type[BaseException]) -> BaseException:
         return cls("stop", reason="user asked")
     if cls is exceptions.StepFailedError:
         return cls("boom", error_type="mod.Boom")
+    if cls is exceptions.HistoryCorruptedError:
+        return cls("run_1", 4, "unknown event type 'step.exploded'")
     return cls(f"{cls.__name__} message")
 
 
