@@ -15,6 +15,8 @@ from loguru import logger
 
 from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import (
+    HistoryCorruptedError,
+    SequenceConflictError,
     StorageUnavailableError,
     WorkflowAlreadyRunningError,
     WorkflowError,
@@ -30,7 +32,14 @@ from pyworkflow.engine.recovery import backoff_delay, never_executed
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun, utcnow
+from pyworkflow.storage.schemas import (
+    Event,
+    EventType,
+    RunStatus,
+    RunUpdate,
+    WorkflowRun,
+    utcnow,
+)
 
 # Kept under their earlier names for callers of this module.
 new_owner_id = process_owner
@@ -179,9 +188,14 @@ async def resume_run(
         # resume() before the due time does not end a sleep early.
         await storage.release_lease(run_id, owner)
         return Outcome(status=RunStatus.SUSPENDED, wake_at=run.wake_at)
-    events, history = await _load_history(storage, run)
+    try:
+        events, history = await _load_history(storage, run)
+    except HistoryCorruptedError as exc:
+        return await _park(storage, run, exc)
     first: list[tuple[EventType, dict[str, Any]]] = []
     changes: dict[str, Any] = {"status": RunStatus.RUNNING, "wake_at": None}
+    if is_parked(run):
+        changes["error"] = None  # resumed by an operator: the history reads fine now
     if recovery:
         attempt = run.recovery_attempts + 1
         reason = "the process executing this run stopped (worker lost)"
@@ -213,7 +227,12 @@ async def resume_run(
 
 async def _load_history(storage: StorageBackend, run: WorkflowRun) -> tuple[list[Event], History]:
     """The run's log and its fold: from this process's cache when it suspended here
-    (completed with any newer events), else read from storage."""
+    (completed with any newer events), else read from storage. Verified: the sequences
+    run gap-free up to the run's last one, and every event folds.
+
+    Raises:
+        HistoryCorruptedError: the stored log cannot be replayed as it is.
+    """
     cached = history_cache.take(storage, run.run_id)
     if cached is not None:
         last = cached.events[-1].sequence
@@ -221,11 +240,79 @@ async def _load_history(storage: StorageBackend, run: WorkflowRun) -> tuple[list
             return cached.events, cached.history
         if last < run.last_sequence:
             newer = await storage.get_events(run.run_id, after_sequence=last)
-            for event in newer:
-                cached.history.apply(event)
+            _check_sequences(run, newer, first=last + 1)
+            _fold(run.run_id, cached.history, newer)
             return cached.events + newer, cached.history
     events = await storage.get_events(run.run_id)
-    return events, History.from_events(run.run_id, events)
+    _check_sequences(run, events, first=1)
+    history = History(run_id=run.run_id)
+    _fold(run.run_id, history, events)
+    return events, history
+
+
+def _check_sequences(run: WorkflowRun, events: list[Event], first: int) -> None:
+    """Events are read in order and unique per sequence, so the ends and the count tell
+    whether any is missing; only then is the gap looked for (for the message). A log
+    longer than the run's record is not corrupt: a late writer appended meanwhile (the
+    first fenced write of this execution finds out)."""
+    if not events:
+        if run.last_sequence < first:
+            return
+    elif (
+        events[0].sequence == first
+        and events[-1].sequence == first + len(events) - 1
+        and events[-1].sequence >= run.last_sequence
+    ):
+        return
+    expected = first
+    for event in events:
+        if event.sequence != expected:
+            break
+        expected += 1
+    raise HistoryCorruptedError(
+        run.run_id, expected, f"event {expected} is missing (the run's last is {run.last_sequence})"
+    )
+
+
+def _fold(run_id: str, history: History, events: list[Event]) -> None:
+    try:
+        for event in events:
+            history.apply(event)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        reason = f"{event.type.value} event cannot be replayed ({type(exc).__name__}: {exc})"
+        raise HistoryCorruptedError(run_id, event.sequence, reason) from exc
+
+
+PARKED_PREFIX = "HistoryCorruptedError: "
+
+
+def is_parked(run: WorkflowRun) -> bool:
+    """A run set aside because its history cannot be replayed (see :func:`_park`)."""
+    return run.status == RunStatus.SUSPENDED and (run.error or "").startswith(PARKED_PREFIX)
+
+
+async def _park(storage: StorageBackend, run: WorkflowRun, error: HistoryCorruptedError) -> Outcome:
+    """Set a run whose history cannot be replayed aside, not failed: suspended with no
+    wake-up time and the reason in its error, so no timer or recovery takes it again;
+    ``resume()`` tries again (after a repair, or with the code that knows a newer event)."""
+    logger.error("run {} parked: {}", run.run_id, error)
+    update = RunUpdate(
+        {
+            "status": RunStatus.SUSPENDED,
+            "wake_at": None,
+            "error": f"{PARKED_PREFIX}{error}",
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": utcnow(),
+        }
+    )
+    try:
+        await storage.append_events(
+            run.run_id, [], expected_last_sequence=run.last_sequence, update=update
+        )
+    except SequenceConflictError:
+        return Outcome(status=None)  # someone else wrote meanwhile: theirs to deal with
+    return Outcome(status=RunStatus.SUSPENDED, error=error)
 
 
 async def _fail_unrecoverable(
