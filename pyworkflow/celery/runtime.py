@@ -43,10 +43,11 @@ class CeleryRuntime(Runtime):
     async def start_transient(self, request: RunRequest) -> str:
         """Send a ``durable=False`` run to a worker (fire and forget: nothing is stored)."""
         where = f"arguments of workflow {request.definition.name!r}"
+        # Workers never unpickle what comes through the broker: refuse here, clearly.
         payload = json.dumps(
             {
-                "args": encode(list(request.args), where=where),
-                "kwargs": encode(dict(request.kwargs), where=where),
+                "args": encode(list(request.args), where=where, allow_pickle=False),
+                "kwargs": encode(dict(request.kwargs), where=where, allow_pickle=False),
             }
         )
         run_id = request.run_id or f"run_{uuid.uuid4().hex}"

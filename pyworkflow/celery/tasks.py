@@ -1,4 +1,8 @@
-"""pyworkflow's Celery tasks: thin shells that run the engine on the process's loop."""
+"""pyworkflow's Celery tasks: thin shells that run the engine on the process's loop.
+
+Each validates its message first (:mod:`.messages`): a malformed one is refused with a
+``SerializationError`` before anything runs.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,12 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 
 from pyworkflow.celery import worker
 from pyworkflow.celery.app import FIRE_TIMERS, RUN_STEP, RUN_TRANSIENT, RUN_WORKFLOW, app
+from pyworkflow.celery.messages import (
+    StepMessage,
+    TransientMessage,
+    WorkflowMessage,
+    read_message,
+)
 from pyworkflow.celery.scheduler import TimerSweeper
 from pyworkflow.core.config import discover_workflows
 
@@ -20,22 +30,32 @@ def run_workflow(
     run_id: str, steal_from: str | None = None, recovery: bool = False, force: bool = False
 ) -> None:
     """Start, resume or recover a run (its lease decides whether this delivery acts)."""
+    fields = {"run_id": run_id, "steal_from": steal_from, "recovery": recovery, "force": force}
+    msg = read_message(WorkflowMessage, RUN_WORKFLOW, fields)
     proc = worker.current()
-    proc.run(worker.execute_workflow(run_id, steal_from=steal_from, recovery=recovery, force=force))
+    proc.run(
+        worker.execute_workflow(
+            msg.run_id, steal_from=msg.steal_from, recovery=msg.recovery, force=msg.force
+        )
+    )
 
 
 @app.task(name=RUN_STEP)
 def run_step(run_id: str, op_id: str, round_owner: str) -> None:
     """Run one dispatched step attempt and record its outcome."""
+    fields = {"run_id": run_id, "op_id": op_id, "round_owner": round_owner}
+    msg = read_message(StepMessage, RUN_STEP, fields)
     proc = worker.current()
-    proc.run(worker.execute_step(run_id, op_id, round_owner))
+    proc.run(worker.execute_step(msg.run_id, msg.op_id, msg.round_owner))
 
 
 @app.task(name=RUN_TRANSIENT)
 def run_transient(workflow_name: str, run_id: str, payload: str) -> None:
     """Run a ``durable=False`` workflow in this process."""
+    fields = {"workflow_name": workflow_name, "run_id": run_id, "payload": payload}
+    msg = read_message(TransientMessage, RUN_TRANSIENT, fields)
     proc = worker.current()
-    proc.run(worker.execute_transient(workflow_name, run_id, payload))
+    proc.run(worker.execute_transient(msg.workflow_name, msg.run_id, msg.payload))
 
 
 @app.task(name=FIRE_TIMERS)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
@@ -19,7 +18,7 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
-from pyworkflow.celery.messages import send_step, send_workflow
+from pyworkflow.celery.messages import send_step, send_workflow, transient_arguments
 from pyworkflow.core.config import drop_cached_storages, get_config, get_storage
 from pyworkflow.core.exceptions import RunNotFoundError, WorkflowNotFoundError
 from pyworkflow.core.registry import require_workflow
@@ -30,7 +29,6 @@ from pyworkflow.engine.recovery import BACKOFF_CAP, backoff_delay
 from pyworkflow.engine.runner import keep_leases, new_owner_id, resume_run
 from pyworkflow.engine.runs import RunRequest
 from pyworkflow.engine.step_worker import execute_dispatched_step, steps_in_flight
-from pyworkflow.serialization import decode
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import RunStatus, utcnow
 
@@ -225,17 +223,18 @@ async def execute_step(run_id: str, op_id: str, round_owner: str) -> bool:
 
 
 async def execute_transient(workflow_name: str, run_id: str, payload: str) -> None:
-    """Run a ``durable=False`` workflow entirely in this process (nothing is stored)."""
+    """Run a ``durable=False`` workflow entirely in this process (nothing is stored).
+
+    Raises:
+        SerializationError: the payload is refused (not JSON data of the right shape, or
+            it holds a pickled value); nothing ran.
+    """
+    from pyworkflow.celery.app import RUN_TRANSIENT
     from pyworkflow.runtime import get_runtime
 
+    args, kwargs = transient_arguments(RUN_TRANSIENT, payload)
     definition = require_workflow(workflow_name)
-    data = json.loads(payload)
-    request = RunRequest(
-        definition=definition,
-        args=tuple(decode(data["args"])),
-        kwargs=decode(data["kwargs"]),
-        run_id=run_id,
-    )
+    request = RunRequest(definition=definition, args=args, kwargs=kwargs, run_id=run_id)
     await get_runtime("local").start_transient(request)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.serialization import policy
 from pyworkflow.storage.base import StorageBackend
 
 DEFAULT_SQLITE_PATH = ".pyworkflow/pyworkflow.db"
@@ -49,6 +50,12 @@ class PyWorkflowConfig:
     # countdown (low lateness); 0 leaves every wake-up to the scheduler.
     celery_countdown_window: float = 60.0
     logging: dict[str, Any] = field(default_factory=dict)
+    # Store values JSON cannot hold (and read stored ones) with cloudpickle. Unpickling
+    # runs code: only for deployments where every writer to the storage is trusted.
+    allow_pickle: bool = False
+    # Derives hook tokens (HMAC); None: a key file beside the embedded storage. Never
+    # shown by repr().
+    secret_key: str | None = field(default=None, repr=False)
 
 
 _OPTION_NAMES = {f.name for f in dataclasses.fields(PyWorkflowConfig)}
@@ -62,7 +69,8 @@ _INT_OPTIONS = {
 }
 _FLOAT_OPTIONS = {"lease_ttl", "timer_poll_interval", "dispatch_timeout"}
 _NON_NEGATIVE_FLOAT_OPTIONS = {"celery_countdown_window"}
-_BOOL_OPTIONS = {"default_durable", "celery_inline_steps"}
+_BOOL_OPTIONS = {"default_durable", "celery_inline_steps", "allow_pickle"}
+MIN_SECRET_KEY_LENGTH = 16
 
 _explicit: dict[str, Any] = {}
 _config: PyWorkflowConfig | None = None
@@ -219,6 +227,22 @@ def _validate(cfg: PyWorkflowConfig) -> None:
         raise ConfigurationError(
             f"sqlite_synchronous must be NORMAL, FULL or EXTRA, not {cfg.sqlite_synchronous!r}"
         )
+    if not isinstance(cfg.allow_pickle, bool):  # a truthy "false" must not turn it on
+        raise ConfigurationError(
+            f"option 'allow_pickle' must be True or False, not {cfg.allow_pickle!r}"
+        )
+    key = cfg.secret_key
+    # The value itself is never shown: it is a secret.
+    if key is not None and (not isinstance(key, str) or len(key) < MIN_SECRET_KEY_LENGTH):
+        raise ConfigurationError(
+            f"option 'secret_key' must be a string of at least {MIN_SECRET_KEY_LENGTH} "
+            'characters (e.g. the output of: python -c "import secrets; '
+            'print(secrets.token_hex(32))")'
+        )
+
+
+# The serialization layer sits below this module: it asks through this reader.
+policy.use_setting(lambda: get_config().allow_pickle)
 
 
 def _from_env() -> dict[str, Any]:

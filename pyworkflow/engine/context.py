@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +40,8 @@ from pyworkflow.engine.log import (
 )
 from pyworkflow.engine.replay import ChildRecord, History, HookHistory
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
+from pyworkflow.primitives.hook_tokens import derive_token, token_to_hand_out
+from pyworkflow.primitives.hook_tokens import hash_token as hash_token  # api.py imports it here
 from pyworkflow.serialization import decode, decode_error, encode
 from pyworkflow.storage.base import HOOKS, StorageBackend, require_capability
 from pyworkflow.storage.queries import final_run
@@ -60,11 +60,6 @@ TERMINATE_PREFIX = "terminated: "
 
 # Executions in flight in this process, so a cancellation request reaches them at once.
 LIVE: dict[str, RunContext] = {}
-
-
-def hash_token(token: str) -> str:
-    """The lookup key of a hook token (tokens themselves are never indexed or logged)."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def deliver_cancel(run_id: str, reason: str | None) -> bool:
@@ -477,27 +472,26 @@ class RunContext(WorkflowContext):
         on_created: Callable[[str], Awaitable[Any]] | None,
         schema: str | None,
     ) -> HookHistory:
-        # 192 random bits; only its hash identifies the hook in storage queries and the log.
-        token = "whk_" + secrets.token_urlsafe(24)
+        # Derived from the hook's identity under the secret key: a replay hands out the same
+        # token, and only its hash is stored (in the hook record and the log).
+        token = derive_token(self.run_id, op_id)
         expires_at = None if expires_in is None else utcnow() + timedelta(seconds=expires_in)
         new_hook = HookRecord(
             token_hash=hash_token(token),
             run_id=self.run_id,
             hook_id=op_id,
             name=name,
-            token=token,
             expires_at=expires_at,
             schema=schema,
         )
         # After a crash before hook.created was recorded: the same hook as before.
         hook = await self.io(self._storage.save_hook(new_hook))
+        token = token_to_hand_out(hook, token)
         if on_created is not None:
-            await on_created(hook.token)
+            await on_created(token)
         self.record(
             EventType.HOOK_CREATED,
-            events.hook_created(
-                op_id, name, hook.token_hash, hook.token[:8] + "...", hook.expires_at
-            ),
+            events.hook_created(op_id, name, hook.token_hash, token[:8] + "...", hook.expires_at),
         )
         await self.flush()
         record = HookHistory(token_hash=hook.token_hash, expires_at=hook.expires_at)

@@ -3,8 +3,9 @@
 ``await hook("approval", timeout="2d", on_created=send_link)`` suspends the run until
 ``resume_hook(token, payload)`` delivers a payload (or the timeout passes:
 :class:`~pyworkflow.core.exceptions.HookExpiredError` is raised at the await). The token
-is handed to ``on_created`` when the hook is created; it is random (192 bits), single
-use, and only its hash is stored in the event log and used for lookups.
+is handed to ``on_created`` when the hook is created; it is derived from the hook's
+identity under the deployment's secret key (192 bits, see :mod:`.hook_tokens`), single
+use, never stored: only its hash is kept (hook record, event log) and used for lookups.
 
 ``define_hook(name, Model)`` gives a typed hook: payloads are validated with the Pydantic
 model before they are accepted (a bad payload is refused with the validation errors, the

@@ -22,13 +22,16 @@ its payload (itself encoded recursively where it contains values)::
     enum         the member's encoded value          "cls": "module:QualName"
     dataclass    {field name: encoded value}         "cls": "module:QualName"
     pydantic     encoded model_dump(mode="python")   "cls": "module:QualName"
-    pickle       base64 cloudpickle bytes
+    pickle       base64 cloudpickle bytes              (only with ``allow_pickle``)
 
-Classes are referenced by import path only when a worker can import them again; classes
-from ``__main__`` or defined inside functions are pickled by value instead. Anything that
-is neither encodable nor picklable raises
-:class:`~pyworkflow.core.exceptions.SerializationError` naming its type and ``where`` it
-came from. Exceptions have their own format, see :mod:`pyworkflow.serialization.errors`.
+Classes are referenced by import path when a worker can import them again. Anything else
+(a plain class, a class defined inside a function) needs pickle, which only the
+``allow_pickle`` setting permits (:mod:`.policy`): unpickling runs code, so without it
+such a value raises :class:`~pyworkflow.core.exceptions.SerializationError` naming its
+type, ``where`` it came from and the setting, and a stored pickle is refused the same
+way. Classes from ``__main__`` are pickled by value with the setting, and referenced as
+``__main__:Name`` without it (readable by the script that stored them). Exceptions have
+their own format, see :mod:`pyworkflow.serialization.errors`.
 """
 
 from __future__ import annotations

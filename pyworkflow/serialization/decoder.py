@@ -2,7 +2,8 @@
 
 Stored data may outlive the code that wrote it, so every failure (unknown tag, a class that
 moved, a corrupt pickle) is reported as a :class:`SerializationError` naming what was
-being decoded rather than as whatever low-level error happened to surface.
+being decoded rather than as whatever low-level error happened to surface. A pickled
+value is loaded only when the ``allow_pickle`` setting permits it (see :mod:`.policy`).
 """
 
 from __future__ import annotations
@@ -24,25 +25,33 @@ from pydantic import BaseModel
 
 from pyworkflow.core.exceptions import SerializationError
 from pyworkflow.serialization.encoder import NATIVE_TYPES, TAG_KEY
+from pyworkflow.serialization.policy import SETTING_HINT, forced, pickle_allowed, pickle_policy
 
 _Decoder = Callable[[dict[str, Any]], Any]
 
 
-def decode(tree: Any) -> Any:
+def decode(tree: Any, *, allow_pickle: bool | None = None) -> Any:
     """Rebuild the value :func:`~pyworkflow.serialization.encode` turned into ``tree``.
 
     Args:
         tree: A JSON-native tree, as produced by ``encode`` (or read back from JSON).
+        allow_pickle: ``None`` follows the ``allow_pickle`` setting; ``False`` refuses
+            pickled values for this call whatever the setting (data from outside the
+            deployment's storage); ``True`` allows them.
 
     Returns:
         The original value, with its original types.
 
     Raises:
         SerializationError: If the tree holds an unknown tag, a class path that cannot be
-            imported, a corrupt pickle or otherwise malformed tagged data.
+            imported, a pickled value while pickle is not allowed, a corrupt pickle or
+            otherwise malformed tagged data.
     """
     if type(tree) in NATIVE_TYPES:
         return tree
+    if allow_pickle is not None:
+        with pickle_policy(allow_pickle):
+            return decode(tree)
     try:
         return _decode(tree)
     except SerializationError:
@@ -94,8 +103,14 @@ def import_class(path: str) -> type:
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except Exception as exc:
+        hint = (
+            "; it was defined in the script that stored it, which is not this process's "
+            "__main__: define it in an importable module"
+            if module_name == "__main__"
+            else ""
+        )
         raise SerializationError(
-            f"cannot import class {path!r} ({type(exc).__name__}: {exc})"
+            f"cannot import class {path!r} ({type(exc).__name__}: {exc}){hint}"
         ) from exc
     if not isinstance(obj, type):
         raise SerializationError(f"cannot import class {path!r}: it names a non-class object")
@@ -172,6 +187,13 @@ def _decode_dataclass(tree: dict[str, Any]) -> Any:
 
 
 def _decode_pickle(tree: dict[str, Any]) -> Any:
+    if forced():
+        raise SerializationError("cannot decode value: pickled values are not accepted here")
+    if not pickle_allowed():
+        raise SerializationError(
+            "cannot decode stored value: it holds a pickled value (written with allow_pickle "
+            f"on, or by an earlier PyWorkflow version) and unpickling is disabled; {SETTING_HINT}"
+        )
     try:
         return cloudpickle.loads(base64.b64decode(tree["v"], validate=True))
     except Exception as exc:

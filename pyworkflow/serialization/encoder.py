@@ -2,8 +2,9 @@
 
 The native fast path comes first because every step argument and result passes through
 here; everything else dispatches on the exact type, so subclasses we do not know how to
-rebuild faithfully (``OrderedDict``, a ``datetime`` subclass...) go to cloudpickle instead
-of silently losing their type.
+rebuild faithfully (``OrderedDict``, a ``datetime`` subclass...) are not silently stripped
+of their type: they need pickle, which only the ``allow_pickle`` setting permits (see
+:mod:`.policy`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import cloudpickle
 from pydantic import BaseModel
 
 from pyworkflow.core.exceptions import SerializationError
+from pyworkflow.serialization.policy import SETTING_HINT, forced, pickle_allowed, pickle_policy
 
 TAG_KEY = "__pw__"
 """The reserved key that marks a dict as a tagged value rather than a plain mapping."""
@@ -31,27 +33,32 @@ TAG_KEY = "__pw__"
 NATIVE_TYPES: frozenset[type] = frozenset({str, int, float, bool, type(None)})
 
 
-def encode(value: Any, *, where: str = "value") -> Any:
+def encode(value: Any, *, where: str = "value", allow_pickle: bool | None = None) -> Any:
     """Encode ``value`` into a tree of JSON-native values.
 
     Plain JSON data (str/int/float/bool/None, lists, dicts with str keys) comes back as an
     equal plain structure; other supported types become tagged dicts; anything else is
-    pickled with cloudpickle.
+    pickled with cloudpickle, if pickle is allowed.
 
     Args:
         value: The value to encode.
         where: Human description of the value's origin, used in error messages (for
             example ``"result of step 'charge'"``).
+        allow_pickle: ``None`` follows the ``allow_pickle`` setting; ``False`` refuses
+            pickle for this call whatever the setting; ``True`` allows it.
 
     Returns:
         A tree made only of dict (str keys), list, str, int, float, bool and None.
 
     Raises:
-        SerializationError: If the value (or something inside it) is neither encodable nor
-            picklable.
+        SerializationError: If the value (or something inside it) is not encodable and
+            pickle is not allowed, or it cannot be pickled either.
     """
     if type(value) in NATIVE_TYPES:
         return value
+    if allow_pickle is not None:
+        with pickle_policy(allow_pickle):
+            return encode(value, where=where)
     try:
         return _encode(value, where)
     except SerializationError:
@@ -172,7 +179,7 @@ _SCALARS: dict[type, Callable[[Any], Any]] = {
 
 def _encode_object(value: Any, where: str) -> Any:
     cls = type(value)
-    if _importable(cls):
+    if _importable(cls) or (_reachable(cls) and not pickle_allowed()):
         if isinstance(value, Enum):
             return {TAG_KEY: "enum", "cls": class_path(cls), "v": _encode(value.value, where)}
         if isinstance(value, BaseModel):
@@ -188,11 +195,16 @@ def _encode_object(value: Any, where: str) -> Any:
 def _importable(cls: type) -> bool:
     """Whether a worker could find ``cls`` again by its import path.
 
-    Classes in ``__main__`` or defined inside functions are not, so they are pickled by
-    value instead. The module is already loaded (an instance exists), so no import is needed.
+    Classes in ``__main__`` or defined inside functions are not: they are pickled by value
+    when ``allow_pickle`` is on. Without it, a ``__main__`` class is stored by reference,
+    which the script that defined it (the local runtime) can read back, and other
+    processes refuse with a clear error.
     """
-    if cls.__module__ == "__main__":
-        return False
+    return cls.__module__ != "__main__" and _reachable(cls)
+
+
+def _reachable(cls: type) -> bool:
+    """Whether ``cls`` is found by its path in its (already loaded) module."""
     obj: Any = sys.modules.get(cls.__module__)
     for part in cls.__qualname__.split("."):
         obj = getattr(obj, part, None)
@@ -200,6 +212,8 @@ def _importable(cls: type) -> bool:
 
 
 def _pickle(value: Any, where: str) -> Any:
+    if not pickle_allowed():
+        raise SerializationError(_refusal(value, where))
     try:
         data: bytes = cloudpickle.dumps(value)
     except Exception as exc:
@@ -208,3 +222,20 @@ def _pickle(value: Any, where: str) -> Any:
             f"JSON-encodable and cannot be pickled ({type(exc).__name__}: {exc})"
         ) from exc
     return {TAG_KEY: "pickle", "v": _b64(data)}
+
+
+def _refusal(value: Any, where: str) -> str:
+    cls = type(value)
+    why = f"an object of type {cls.__qualname__!r} is not JSON-encodable"
+    encodable_kind = isinstance(value, Enum | BaseModel) or dataclasses.is_dataclass(value)
+    if encodable_kind and not isinstance(value, type):
+        why += (
+            f" (its class {class_path(cls)} is defined inside a function, where it cannot "
+            "be imported again)"
+        )
+    if forced():
+        return f"cannot serialize {where}: {why}, and pickled values are not accepted here"
+    return (
+        f"cannot serialize {where}: {why} and pickling is disabled; use JSON data, or a "
+        f"dataclass, Pydantic model or Enum defined at module level, or {SETTING_HINT}"
+    )

@@ -231,9 +231,10 @@ class HookStatus(StrEnum):
 class HookRecord:
     """A hook a run created: how an outside caller finds and resumes it.
 
-    ``token_hash`` (sha256 hex of the token) is the lookup key; the token itself is kept
-    in ``token`` so a run replayed after a crash can hand the same token to
-    ``on_created`` again. Neither ever appears in the event log or in logs.
+    ``token_hash`` (sha256 hex of the token) is the lookup key. ``token`` is ``""``: a
+    token is derived again from the hook's identity when needed, never stored (hooks
+    created by earlier versions kept their random token here). Neither ever appears in
+    logs; the event log holds only the hash.
     ``payload`` is the received payload, encoded JSON text.
     """
 

@@ -6,12 +6,16 @@ children, cancellation and transient runs."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 
+import cloudpickle
 import pytest
 
 from pyworkflow import cancel_workflow, start
-from pyworkflow.celery.messages import send_step
+from pyworkflow.celery.messages import send_step, send_transient
+from pyworkflow.core.workflow import definition_of
 from pyworkflow.engine.context import DispatchedStep
 from tests.celery.cluster import completions_per_step, wait_all_terminal
 from tests.celery.flows import (
@@ -203,6 +207,37 @@ async def test_transient_workflow_runs_on_a_worker(make_cluster):
 
     await _wait_for(ran, cluster, 30)
     assert await cluster.storage.get_run(run_id) is None
+
+
+class _CreatesFile:
+    """Unpickling this creates a file: what a forged message would make a worker do."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+async def test_a_forged_transient_message_with_a_pickle_is_refused(make_cluster):
+    """Whoever can write to the broker cannot make a worker unpickle: a run_transient
+    message carrying a pickled argument is refused, even with allow_pickle on."""
+    cluster = await make_cluster(PYWORKFLOW_ALLOW_PICKLE="1")
+    marker = cluster.tmp / "pwned"
+    pickled = base64.b64encode(cloudpickle.dumps(_CreatesFile(str(marker)))).decode("ascii")
+    payload = json.dumps({"args": [{"__pw__": "pickle", "v": pickled}], "kwargs": {}})
+    send_transient(definition_of(transient_flow).name, "run_forged", payload)
+    cluster.start_worker("w1", 1)  # one process: the forged message is handled first
+    await start(transient_flow, "after-forged", durable=False)
+
+    async def ran() -> bool:
+        return any(
+            line[0] == "transient" and line[4] == "after-forged" for line in cluster.ledger_lines()
+        )
+
+    await _wait_for(ran, cluster, 30)
+    assert not marker.exists()
+    assert "refused pyworkflow.run_transient message" in cluster.logs()
 
 
 async def test_celery_beat_fires_timers(make_cluster):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -10,13 +12,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from enum import Enum, IntEnum
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import cloudpickle
 import pytest
 from pydantic import BaseModel
 
-from pyworkflow.core.exceptions import RetryableError, SerializationError, StepFailedError
+import pyworkflow
+from pyworkflow.core.exceptions import (
+    NonDeterminismError,
+    RetryableError,
+    SerializationError,
+    StepFailedError,
+)
 from pyworkflow.serialization import decode, decode_error, dumps, encode, encode_error, loads
 
 
@@ -75,6 +85,15 @@ class NeedsTwoArgs(Exception):
 
     def __init__(self, a: str, b: str) -> None:
         super().__init__(f"{a}/{b}")
+
+
+class PaymentRejected(Exception):
+    """Sets an attribute its arguments do not carry."""
+
+    def __init__(self, amount: int) -> None:
+        super().__init__(f"rejected {amount}")
+        self.amount = amount
+        self.when = date(2024, 1, 2)
 
 
 class HoldsLock(Exception):
@@ -243,9 +262,118 @@ def test_str_enum_keys_keep_their_type() -> None:
     assert list(result) == [Color.RED]
 
 
-# --- pickle fallback --------------------------------------------------------------------
+# --- pickle fallback (opt-in) -----------------------------------------------------------
 
 
+@pytest.fixture
+def allow_pickle() -> None:
+    pyworkflow.configure(allow_pickle=True)
+
+
+class CreatesFile:
+    """Unpickling this creates a file: proof that a pickle was (or was not) loaded."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
+def _hostile_pickle(path: Path) -> str:
+    return base64.b64encode(cloudpickle.dumps(CreatesFile(str(path)))).decode("ascii")
+
+
+def test_value_needing_pickle_is_refused_by_default() -> None:
+    where = "argument 'thing' of workflow 'onboarding'"
+    with pytest.raises(SerializationError) as info:
+        encode({"ok": [Opaque(1)]}, where=where)
+    message = str(info.value)
+    assert "'Opaque'" in message
+    assert where in message
+    assert "allow_pickle" in message and "PYWORKFLOW_ALLOW_PICKLE" in message
+
+
+def test_local_class_refusal_says_why() -> None:
+    @dataclass
+    class Local:
+        n: int
+
+    with pytest.raises(SerializationError, match="inside a function") as info:
+        encode(Local(1), where="result of step 's'")
+    assert "allow_pickle" in str(info.value)
+
+
+@pytest.fixture
+def main_class(monkeypatch: pytest.MonkeyPatch) -> type[BaseModel]:
+    """A model class defined in ``__main__`` (as in a script), found there by name."""
+
+    class ScriptModel(BaseModel):
+        name: str
+
+    ScriptModel.__module__ = "__main__"
+    ScriptModel.__qualname__ = "ScriptModel"
+    monkeypatch.setattr(sys.modules["__main__"], "ScriptModel", ScriptModel, raising=False)
+    return ScriptModel
+
+
+def test_main_class_is_stored_by_reference_without_pickle(
+    main_class: type[BaseModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = encode(main_class(name="acme"))
+    assert tree == {"__pw__": "pydantic", "cls": "__main__:ScriptModel", "v": {"name": "acme"}}
+    assert decode(tree) == main_class(name="acme")  # the script that stored it reads it
+    monkeypatch.delattr(sys.modules["__main__"], "ScriptModel")  # another process's __main__
+    with pytest.raises(SerializationError, match="importable module"):
+        decode(tree)
+
+
+@pytest.mark.usefixtures("allow_pickle")
+def test_main_class_is_pickled_by_value_with_the_setting(main_class: type[BaseModel]) -> None:
+    assert encode(main_class(name="acme"))["__pw__"] == "pickle"
+
+
+def test_stored_pickle_is_refused_by_default_and_not_loaded(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    tree = {"args": [{"__pw__": "pickle", "v": _hostile_pickle(marker)}]}
+    with pytest.raises(SerializationError) as info:
+        decode(tree)
+    assert "allow_pickle" in str(info.value)
+    assert "earlier PyWorkflow version" in str(info.value)
+    assert not marker.exists()
+
+
+def test_stored_pickle_is_read_with_the_setting() -> None:
+    tree = encode(Opaque(3), allow_pickle=True)
+    with pytest.raises(SerializationError, match="allow_pickle"):
+        decode(tree)
+    pyworkflow.configure(allow_pickle=True)
+    assert decode(tree) == Opaque(3)
+
+
+def test_environment_variable_enables_pickle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYWORKFLOW_ALLOW_PICKLE", "1")
+    pyworkflow.reset_config()
+    assert encode(Opaque(1))["__pw__"] == "pickle"
+
+
+def test_allow_pickle_must_be_a_bool() -> None:
+    with pytest.raises(pyworkflow.ConfigurationError, match="allow_pickle"):
+        pyworkflow.configure(allow_pickle="false")
+
+
+@pytest.mark.usefixtures("allow_pickle")
+def test_explicit_refusal_wins_over_the_setting(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    with pytest.raises(SerializationError, match="not accepted here"):
+        decode({"__pw__": "pickle", "v": _hostile_pickle(marker)}, allow_pickle=False)
+    assert not marker.exists()
+    with pytest.raises(SerializationError, match="not accepted here"):
+        encode(Opaque(1), allow_pickle=False)
+    assert encode(Opaque(1))["__pw__"] == "pickle"  # the override ended with the call
+
+
+@pytest.mark.usefixtures("allow_pickle")
 def test_unknown_class_falls_back_to_pickle() -> None:
     value = Opaque({"a": [1, 2]})
     assert encode(value)["__pw__"] == "pickle"
@@ -253,6 +381,7 @@ def test_unknown_class_falls_back_to_pickle() -> None:
     assert_same(roundtrip([value, (value,)]), [value, (value,)])
 
 
+@pytest.mark.usefixtures("allow_pickle")
 def test_local_dataclass_is_pickled_by_value() -> None:
     @dataclass
     class Local:
@@ -266,6 +395,7 @@ def _gen() -> Iterator[int]:
     yield 1
 
 
+@pytest.mark.usefixtures("allow_pickle")
 def test_unpicklable_value_raises_serialization_error() -> None:
     where = "argument 'conn' of workflow 'onboarding'"
     with pytest.raises(SerializationError) as info:
@@ -275,6 +405,7 @@ def test_unpicklable_value_raises_serialization_error() -> None:
     assert where in message
 
 
+@pytest.mark.usefixtures("allow_pickle")
 def test_unpicklable_value_nested_names_inner_type() -> None:
     where = "result of step 'charge'"
     with pytest.raises(SerializationError) as info:
@@ -313,6 +444,7 @@ def test_class_of_wrong_kind_raises() -> None:
         decode({"__pw__": "enum", "cls": f"{__name__}:Point", "v": 1})
 
 
+@pytest.mark.usefixtures("allow_pickle")
 def test_corrupt_pickle_raises() -> None:
     with pytest.raises(SerializationError, match="pickle"):
         decode({"__pw__": "pickle", "v": "bm90IGEgcGlja2xl"})
@@ -388,3 +520,58 @@ def test_corrupt_pickled_error_falls_back_to_step_failed() -> None:
     rebuilt = decode_error({"type": "x.Y", "message": "m", "traceback": "", "pickled": "AAAA"})
     assert isinstance(rebuilt, StepFailedError)
     assert rebuilt.error_type == "x.Y"
+
+
+def test_error_is_rebuilt_without_pickle() -> None:
+    data = json.loads(json.dumps(encode_error(_raised(PaymentRejected(99)))))
+    assert data["pickled"] is None
+    assert data["cls"] == f"{__name__}:PaymentRejected"
+    rebuilt = decode_error(data)
+    assert type(rebuilt) is PaymentRejected
+    assert str(rebuilt) == "rejected 99"
+    assert rebuilt.amount == 99 and rebuilt.when == date(2024, 1, 2)
+
+
+def test_library_error_with_its_own_init_is_rebuilt() -> None:
+    original = NonDeterminismError("run_1", 2, "step:a#1", "step:b#1", sequence=7)
+    rebuilt = decode_error(json.loads(json.dumps(encode_error(original))))
+    assert type(rebuilt) is NonDeterminismError
+    assert str(rebuilt) == str(original)
+    assert (rebuilt.run_id, rebuilt.position, rebuilt.sequence) == ("run_1", 2, 7)
+
+
+@pytest.mark.parametrize("path", ["os:system", "builtins:dict", "builtins:SystemExit"])
+def test_only_exception_classes_are_rebuilt(path: str) -> None:
+    data = {"type": "x.Y", "message": "m", "traceback": "", "cls": path, "args": ["m"]}
+    rebuilt = decode_error(data)
+    assert type(rebuilt) is StepFailedError
+    assert str(rebuilt) == "m" and rebuilt.error_type == "x.Y"
+
+
+def test_error_record_from_an_earlier_version_is_rebuilt_without_its_pickle(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "pwned"
+    data = {
+        "type": f"{__name__}.PaymentRejected",
+        "message": "7",
+        "traceback": "",
+        "pickled": _hostile_pickle(marker),
+    }
+    rebuilt = decode_error(data)
+    assert type(rebuilt) is PaymentRejected  # from its type name and message
+    assert not marker.exists()
+    legacy = {"type": "pyworkflow.core.exceptions.RetryableError", "message": "later"}
+    retry = decode_error(legacy)
+    assert type(retry) is RetryableError and str(retry) == "later"
+
+
+@pytest.mark.usefixtures("allow_pickle")
+def test_pickled_error_copy_is_used_with_the_setting() -> None:
+    data = encode_error(_raised(HoldsLock("locked up")))
+    assert data["pickled"] is None  # cannot be pickled: still the fallback
+    data = encode_error(PaymentRejected(5))
+    assert data["pickled"] is not None
+    data["args"] = None  # only the pickled copy can rebuild it now
+    rebuilt = decode_error(data)
+    assert type(rebuilt) is PaymentRejected and rebuilt.amount == 5
