@@ -17,6 +17,7 @@ from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import (
     HistoryCorruptedError,
     SequenceConflictError,
+    SerializationError,
     StorageUnavailableError,
     WorkflowAlreadyRunningError,
     WorkflowError,
@@ -190,6 +191,7 @@ async def resume_run(
         return Outcome(status=RunStatus.SUSPENDED, wake_at=run.wake_at)
     try:
         events, history = await _load_history(storage, run)
+        args, kwargs = _arguments(run)
     except HistoryCorruptedError as exc:
         return await _park(storage, run, exc)
     first: list[tuple[EventType, dict[str, Any]]] = []
@@ -206,17 +208,15 @@ async def resume_run(
         logger.info("recovering run {} (attempt {})", run_id, attempt)
         history.mark_interrupted()  # step attempts dispatched before the crash are lost
     if not (run.status == RunStatus.PENDING and run.last_sequence <= 1):
-        first.append(
-            (EventType.WORKFLOW_RESUMED, workflow_resumed())
-        )  # (a queued run simply starts)
+        first.append((EventType.WORKFLOW_RESUMED, workflow_resumed()))  # (a queued run starts)
     return await execute_run(
         run=run,
         definition=definition,
         history=history,
         storage=storage,
         limits=event_limits(),
-        args=run.input_args,
-        kwargs=run.input_kwargs,
+        args=args,
+        kwargs=kwargs,
         first_events=first,
         first_changes=changes,
         on_child_created=on_child_created,
@@ -248,6 +248,15 @@ async def _load_history(storage: StorageBackend, run: WorkflowRun) -> tuple[list
     history = History(run_id=run.run_id)
     _fold(run.run_id, history, events)
     return events, history
+
+
+def _arguments(run: WorkflowRun) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The run's decoded arguments (e.g. a pickle stored by an earlier version while
+    ``allow_pickle`` is off cannot be: the run is parked until the setting allows it)."""
+    try:
+        return run.input_args, run.input_kwargs
+    except SerializationError as exc:
+        raise HistoryCorruptedError(run.run_id, 1, f"its arguments cannot be read: {exc}") from exc
 
 
 def _check_sequences(run: WorkflowRun, events: list[Event], first: int) -> None:
