@@ -213,7 +213,7 @@ async def execute_step(run_id: str, op_id: str, round_owner: str) -> bool:
             storage, run_id, op_id, round_owner, lease_ttl=get_config().lease_ttl
         )
         if result.round_done:
-            send_workflow(run_id, steal_from=round_owner)
+            send_workflow(run_id, steal_from=result.resume_from or round_owner)
         return result.executed
 
     def resend(eta: datetime) -> None:

@@ -83,7 +83,9 @@ def judge(run: WorkflowRun, now: datetime, me: str) -> Recovery | None:
     if run.status not in ACTIVE_STATUSES:
         return None
     owner = run.lease_owner
-    counts = not never_executed(run)
+    # A run held only for delivery (a queued message, a sweeper's claim) whose lease ran
+    # out lost a message, not a worker: sending it again is no recovery attempt.
+    counts = not never_executed(run) and not is_delivery(owner)
     if owner is None or run.lease_expires_at is None or run.lease_expires_at < now:
         return Recovery(run.run_id, steal_from=None, counts=counts)
     if owner_is_dead(owner, me):

@@ -39,7 +39,7 @@ from pyworkflow.engine import events
 from pyworkflow.engine.attempts import run_attempts
 from pyworkflow.engine.context import DispatchedStep
 from pyworkflow.engine.events import Draft
-from pyworkflow.engine.owners import OwnerKind, owner_kind
+from pyworkflow.engine.owners import OwnerKind, new_owner, owner_kind
 from pyworkflow.engine.replay import History, StepRecord
 from pyworkflow.serialization import decode
 from pyworkflow.storage.base import StorageBackend
@@ -52,6 +52,9 @@ class StepTaskResult:
 
     executed: bool  # the body ran here (False: a stale or duplicate delivery)
     round_done: bool  # no step of the round is in flight any more: resume the run
+    # Who holds the run while the message resuming it waits in the queue (the resuming
+    # worker takes the lease from it).
+    resume_from: str | None = None
 
 
 async def execute_dispatched_step(
@@ -65,7 +68,9 @@ async def execute_dispatched_step(
     record = history.steps.get(op_id)
     if record is None or not record.in_flight or record.round != round_owner:
         # Already recorded (a duplicate delivery): only make sure the run goes on.
-        return StepTaskResult(executed=False, round_done=_round_done(history, round_owner))
+        if not _round_done(history, round_owner):
+            return StepTaskResult(executed=False, round_done=False)
+        return await _round_over(storage, run_id, round_owner, executed=False)
     definition = require_step(record.name)
     heartbeat = asyncio.ensure_future(_renew(storage, run_id, round_owner, lease_ttl))
     try:
@@ -75,11 +80,27 @@ async def execute_dispatched_step(
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
     done = await _append(storage, run_id, op_id, round_owner, record.attempts, history, drafts)
-    if not done:
-        # Siblings may still wait in the queue: give them the queue allowance again.
-        wait = timedelta(seconds=get_config().dispatch_timeout)
-        await storage.renew_leases([run_id], round_owner, utcnow() + wait)
-    return StepTaskResult(executed=True, round_done=done)
+    if done:
+        return await _round_over(storage, run_id, round_owner, executed=True)
+    # Siblings may still wait in the queue: give them the queue allowance again.
+    wait = timedelta(seconds=get_config().dispatch_timeout)
+    await storage.renew_leases([run_id], round_owner, utcnow() + wait)
+    return StepTaskResult(executed=True, round_done=False)
+
+
+async def _round_over(
+    storage: StorageBackend, run_id: str, round_owner: str, *, executed: bool
+) -> StepTaskResult:
+    """The round's last step is recorded: hand the run from the round to a queued
+    holder for as long as a message may wait in a busy queue. A workflow message that
+    waits longer than a lease is then not mistaken for a dead worker, and one that is
+    lost is sent again without counting as a recovery (the holder only delivers)."""
+    now = utcnow()
+    queued = new_owner(OwnerKind.QUEUED, of=round_owner.removeprefix("round:"))
+    expires = now + timedelta(seconds=get_config().dispatch_timeout)
+    if await storage.acquire_lease(run_id, queued, expires, now, steal_from=round_owner):
+        return StepTaskResult(executed=executed, round_done=True, resume_from=queued)
+    return StepTaskResult(executed=executed, round_done=True, resume_from=round_owner)
 
 
 async def _attempts(

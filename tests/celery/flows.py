@@ -127,3 +127,11 @@ async def stamp(label: str) -> str:
     """Started by a schedule in the scheduler tests."""
     await add(1, 1)
     return label
+
+
+@workflow()
+async def five_doubles(x: int) -> int:
+    """Five dispatched slow steps one after another: six workflow tasks, five step tasks."""
+    for _ in range(5):
+        x = await slow_double(x)
+    return x

@@ -20,6 +20,7 @@ from pyworkflow.engine.context import DispatchedStep
 from tests.celery.cluster import completions_per_step, wait_all_terminal
 from tests.celery.flows import (
     fan_out,
+    five_doubles,
     fragile,
     parent_flow,
     pipeline,
@@ -29,7 +30,7 @@ from tests.celery.flows import (
     transient_flow,
 )
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(240)
 
 
 async def _events(cluster, run_id):
@@ -248,3 +249,20 @@ async def test_celery_beat_fires_timers(make_cluster):
     run_ids = [await start(sleeper, 1) for _ in range(3)]
     runs = await wait_all_terminal(cluster.storage, run_ids, 60, cluster)
     assert [r.result for r in runs] == ["woke"] * 3
+
+
+async def test_a_queue_backlog_is_not_a_lost_worker(make_cluster):
+    """One worker with one slot, 50 runs of 5 dispatched 0.1 s steps, a 3 s lease: a
+    run's next message waits behind up to 50 others (about 5 s, longer than a lease)
+    while the sweeper runs all along. Every run completes and none records a recovery:
+    waiting in a queue is not being lost."""
+    cluster = await make_cluster(SLOW_STEP_SECONDS="0.1")
+    cluster.start_worker("w1", 1)
+    cluster.start_scheduler()
+    run_ids = [await start(five_doubles, i) for i in range(50)]
+    runs = await wait_all_terminal(cluster.storage, run_ids, 200, cluster)
+    assert [run.result for run in runs] == [32 * i for i in range(50)]
+    assert [run.recovery_attempts for run in runs] == [0] * 50
+    for run_id in run_ids:
+        types = {e.type.value for e in await _events(cluster, run_id)}
+        assert "workflow.interrupted" not in types
