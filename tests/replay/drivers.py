@@ -60,7 +60,7 @@ async def drive_dispatched(
     steal = None if state == "suspended" else run.lease_owner  # a queue placeholder, a round
     recovery = state == "interrupted"
     if state == "dispatched" and steal is not None:
-        await run_round(storage, run_id, steal)
+        steal = await run_round(storage, run_id, steal)
     owner = new_owner_id()
     while True:
         outcome = await resume_run(
@@ -81,7 +81,7 @@ async def drive_dispatched(
             if lose_first_round:  # its worker died: the recovery sweep takes the run over
                 lose_first_round, recovery = False, True
             else:
-                await run_round(storage, run_id, steal)
+                steal = await run_round(storage, run_id, steal)
             continue
         if outcome.status != RunStatus.SUSPENDED or outcome.wake_at is None:
             return
@@ -91,9 +91,16 @@ async def drive_dispatched(
         await asyncio.sleep(max(0.0, due_in) + 0.01)
 
 
-async def run_round(storage: InMemoryStorageBackend, run_id: str, round_owner: str) -> None:
-    """The step workers of one round: each in-flight attempt of it, in log order."""
+async def run_round(storage: InMemoryStorageBackend, run_id: str, round_owner: str) -> str:
+    """The step workers of one round: each in-flight attempt of it, in log order. Returns
+    the lease holder the run is to be resumed from (the round hands it on when done)."""
     events = [e.to_dict() for e in await storage.get_events(run_id)]
+    resume_from = round_owner
     for op_id, owner in in_flight(events).items():
         if owner == round_owner:
-            await execute_dispatched_step(storage, run_id, op_id, round_owner, lease_ttl=LEASE_TTL)
+            result = await execute_dispatched_step(
+                storage, run_id, op_id, round_owner, lease_ttl=LEASE_TTL
+            )
+            if result.round_done and result.resume_from is not None:
+                resume_from = result.resume_from
+    return resume_from
