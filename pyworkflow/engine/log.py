@@ -17,6 +17,7 @@ from loguru import logger
 
 from pyworkflow.core.exceptions import (
     EventLimitExceededError,
+    HistoryCorruptedError,
     RunNotFoundError,
     SequenceConflictError,
     StorageError,
@@ -45,7 +46,8 @@ def is_storage_fault(exc: BaseException) -> bool:
     conflict, an unknown run, a duplicate id are answers)."""
     if isinstance(exc, StorageUnavailableError | OSError | TimeoutError):
         return True
-    return isinstance(exc, StorageError) and not isinstance(exc, SequenceConflictError)
+    answers = SequenceConflictError | HistoryCorruptedError  # retrying changes nothing
+    return isinstance(exc, StorageError) and not isinstance(exc, answers)
 
 
 class EventLimits:
