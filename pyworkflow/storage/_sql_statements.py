@@ -408,16 +408,11 @@ class Statements:
         return columns
 
     def events_from_rows(self, run_id: str, rows: Sequence[Sequence[Any]]) -> list[Event]:
-        parse_type, dt, loads = Event.parse_type, self.dialect.dt_from_db, json.loads
+        """Events of ``(sequence, event_id, type, timestamp, data)`` rows (raises
+        ``HistoryCorruptedError`` for a row that does not decode)."""
+        from_stored, dt = Event.from_stored, self.dialect.dt_from_db
         return [
-            Event(
-                run_id=run_id,
-                type=parse_type(type_),
-                data=loads(data),
-                sequence=sequence,
-                timestamp=dt(timestamp),
-                event_id=event_id,
-            )
+            from_stored(run_id, sequence, event_id, type_, timestamp, data, dt)
             for sequence, event_id, type_, timestamp, data in rows
         ]
 

@@ -47,6 +47,7 @@ from urllib.parse import quote
 import filelock
 
 from pyworkflow.core.exceptions import (
+    HistoryCorruptedError,
     RunAlreadyExistsError,
     RunNotFoundError,
     SequenceConflictError,
@@ -70,6 +71,7 @@ T = TypeVar("T")
 FORMAT_VERSION = 1
 LOCK_STRIPES = 64  # per-run locks hash onto this many files, so lock files stay bounded
 
+_iso = datetime.fromisoformat
 _RUN_FIELDS = tuple(f.name for f in fields(WorkflowRun))
 _DATETIME_FIELDS = frozenset(f.name for f in fields(WorkflowRun) if "datetime" in str(f.type))
 
@@ -343,13 +345,24 @@ class FileStorageBackend(StorageBackend):
         size = int(record["events_size"])
         if size == 0:
             return []
-        with open(self._events_path(run_id), "rb") as f:
-            data = f.read(size)
-        events = []
-        for line in data.splitlines():
-            raw = json.loads(line)
-            if raw["sequence"] > after_sequence:
-                events.append(Event.from_dict(raw))
+        try:
+            with open(self._events_path(run_id), "rb") as f:
+                data = f.read(size)
+        except FileNotFoundError:
+            data = b""
+        # Line n holds sequence n (appends are consecutive from 1): the lines up to
+        # after_sequence are skipped unread. A damaged line raises HistoryCorruptedError.
+        skip = max(after_sequence, 0)
+        decode = Event.from_stored_record
+        lines = data.splitlines()[skip:]
+        events = [decode(run_id, line, n, _iso) for n, line in enumerate(lines, skip + 1)]
+        if len(data) < size and int(record["run"]["last_sequence"]) > skip:
+            # Committed bytes are gone (the file was cut short, e.g. copied mid-write).
+            raise HistoryCorruptedError(
+                run_id,
+                data.count(b"\n") + 1,
+                f"the event log file is cut short ({len(data)} of {size} committed bytes)",
+            )
         return events
 
     # -- timers and leases --------------------------------------------------------------------

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from pyworkflow.core.exceptions import HistoryCorruptedError
 from pyworkflow.serialization import loads
 
 
@@ -96,6 +99,9 @@ class EventType(StrEnum):
 
 _EVENT_TYPES: dict[str, EventType] = {t.value: t for t in EventType}
 
+# Keys of an event's stored record (``Event.to_dict``): sequence, id, type, timestamp, data.
+EVENT_RECORD_KEYS = ("sequence", "event_id", "type", "timestamp", "data")
+
 
 # Event ids: a random per-process prefix plus a counter. Unique across processes like a
 # uuid4, at a fraction of its cost (one is made for every event on the hot path).
@@ -151,6 +157,177 @@ class Event:
             timestamp=datetime.fromisoformat(raw["timestamp"]),
             event_id=raw.get("event_id") or _new_id(),
         )
+
+    @staticmethod
+    def from_stored(
+        run_id: str,
+        sequence: Any,
+        event_id: Any,
+        type_text: Any,
+        timestamp: Any,
+        data: Any,
+        to_datetime: Callable[[Any], datetime],
+        position: int | None = None,
+    ) -> Event:
+        """The event of one stored row, as a backend read it: the one decoding rule of
+        every backend's ``get_events``.
+
+        Args:
+            run_id: the run whose log is read.
+            sequence: the stored sequence (must be a positive ``int``).
+            event_id: the stored event id.
+            type_text: the stored event type string.
+            timestamp: the stored timestamp, as ``to_datetime`` takes it.
+            data: the event data: JSON text (``str``/``bytes``) or an already parsed dict.
+            to_datetime: the backend's stored-timestamp converter.
+            position: the sequence the row must have, for backends that read by position
+                (its place in a log); named in the error when the stored one is unusable.
+
+        Raises:
+            HistoryCorruptedError: the row cannot be decoded (data not a JSON object, an
+                unknown event type, e.g. one written by a newer version, a bad sequence
+                or timestamp).
+        """
+        # Hot path (every replay decodes the whole log): one constructor call and a few
+        # type checks; the reason is worked out only when something is wrong.
+        try:
+            event = Event(
+                run_id,
+                _EVENT_TYPES[type_text],
+                data if type(data) is dict else json.loads(data),
+                sequence,
+                to_datetime(timestamp),
+                event_id,
+            )
+        except Exception:  # any failure: explained below, off the hot path
+            event = None
+        if (
+            event is not None
+            and type(event.data) is dict
+            and type(sequence) is int
+            and sequence > 0
+            and (position is None or sequence == position)
+        ):
+            return event
+        reason = _row_problem(sequence, type_text, data, timestamp, to_datetime, position)
+        if position is None and type(sequence) is int and sequence > 0:
+            position = sequence
+        raise HistoryCorruptedError(run_id, position, reason)
+
+    @staticmethod
+    def from_stored_record(
+        run_id: str,
+        record: Any,
+        position: int,
+        to_datetime: Callable[[Any], datetime],
+        names: tuple[str, str, str, str, str] = EVENT_RECORD_KEYS,
+    ) -> Event:
+        """The event of one stored record holding all its fields (a JSON line of the
+        file backend, an item of a Redis list), by :meth:`from_stored`'s rules.
+
+        Args:
+            run_id: the run whose log is read.
+            record: the record as JSON text, or already parsed.
+            position: the sequence the record must have (its place in the log).
+            to_datetime: the backend's stored-timestamp converter.
+            names: the record's keys of sequence, event id, type, timestamp and data.
+
+        Raises:
+            HistoryCorruptedError: the record is not a JSON object, or a field is bad.
+        """
+        if type(record) is not dict:
+            text = record
+            try:
+                record = json.loads(text)
+            except (TypeError, ValueError):
+                record = None  # explained below, from the text
+            if type(record) is not dict:
+                problem = _object_problem("stored event", text) or "not a JSON object"
+                raise HistoryCorruptedError(run_id, position, problem)
+        sequence, event_id, type_text, timestamp, data = names
+        get = record.get
+        return Event.from_stored(
+            run_id,
+            get(sequence),
+            get(event_id) or _new_id(),
+            get(type_text),
+            get(timestamp),
+            get(data),
+            to_datetime,
+            position,
+        )
+
+
+def _row_problem(
+    sequence: Any,
+    type_text: Any,
+    data: Any,
+    timestamp: Any,
+    to_datetime: Callable[[Any], datetime],
+    position: int | None,
+) -> str:
+    """Why a stored event row does not decode (the cold path of :meth:`Event.from_stored`).
+
+    Names the type and shows short reprs of a bad sequence or timestamp, never the data
+    (it holds workflow payloads).
+    """
+    if type(sequence) is not int or sequence < 1:
+        return f"stored sequence {_short(sequence)} is not a positive integer"
+    if position is not None and sequence != position:
+        return f"the event stored there has sequence {sequence}"
+    try:
+        known = type_text in _EVENT_TYPES
+    except TypeError:  # unhashable (a JSON list or object)
+        known = False
+    if type_text is None:
+        return "event type is missing"
+    if not known:
+        return (
+            f"unknown event type {_short(type_text)} (written by a newer version of "
+            "pyworkflow, or damaged)"
+        )
+    problem = _object_problem("event data", data)
+    if problem is not None:
+        return problem
+    try:
+        to_datetime(timestamp)
+    except Exception:  # any failure means the same here
+        return (
+            "timestamp is missing"
+            if timestamp is None
+            else f"invalid timestamp {_short(timestamp)}"
+        )
+    return "the stored event cannot be decoded"
+
+
+def _object_problem(what: str, value: Any) -> str | None:
+    """Why ``value`` (JSON text, or a value parsed from JSON) is not a JSON object
+    (``None`` if it is one)."""
+    if value is None:
+        return f"{what} is missing"
+    if isinstance(value, str | bytes | bytearray):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:  # decoder messages name a position, never the text
+            return f"{what} is not valid JSON ({exc})"
+    if type(value) is dict:
+        return None
+    return f"{what} is a JSON {_JSON_KINDS.get(type(value), 'value')}, not an object"
+
+
+_JSON_KINDS: dict[type, str] = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 @dataclass(slots=True)
@@ -327,6 +504,7 @@ class RunUpdate:
 
 
 __all__ = [
+    "EVENT_RECORD_KEYS",
     "Event",
     "EventType",
     "HookRecord",

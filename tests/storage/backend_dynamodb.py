@@ -193,3 +193,20 @@ async def open_backend(tmp_path: Path) -> AsyncIterator[tuple[Any, str | None]]:
     finally:
         await backend.close()
         await delete_table(table, endpoint)
+
+
+async def corrupt_event(backend: Any, run_id: str, sequence: int, how: str) -> None:
+    """Damage the event's item with the backend's own client (``UpdateItem``)."""
+    from pyworkflow.storage.dynamodb.keys import _event_sk, _run_pk
+    from pyworkflow.testing.conformance_corruption import damaged_field
+
+    field, value = damaged_field(how)
+    client = await backend._get_client()
+    await client.update_item(
+        TableName=backend.table_name,
+        Key={"PK": {"S": _run_pk(run_id)}, "SK": {"S": _event_sk(sequence)}},
+        # Compressed data lives in data_z: removing it makes "data" the event's data.
+        UpdateExpression="SET #f = :v REMOVE data_z",
+        ExpressionAttributeNames={"#f": field},
+        ExpressionAttributeValues={":v": {"S": value}},
+    )

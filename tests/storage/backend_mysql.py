@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pytest
 
+from pyworkflow.testing.conformance_corruption import damage_sql
 from tests.services import require_service
 
 NAME = "mysql"
@@ -93,3 +94,10 @@ async def drop_connections(backend: Any) -> int:
     finally:
         conn.close()
     return killed
+
+
+async def corrupt_event(backend: Any, run_id: str, sequence: int, how: str) -> None:
+    """Damage the event's row in the backend's database (a separate connection)."""
+    # The database is a generated identifier (letters, digits, underscore).
+    sql, value = damage_sql(f"`{backend.database}`.events", how, placeholder="%s")
+    await admin_execute(sql, value, run_id, sequence)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pyworkflow.testing.conformance_corruption import damage_sql
 from tests.services import require_service
 
 NAME = "postgres"
@@ -75,3 +76,10 @@ async def drop_connections(backend: Any) -> int:
     finally:
         await conn.close()
     return sum(1 for row in rows if row[0])
+
+
+async def corrupt_event(backend: Any, run_id: str, sequence: int, how: str) -> None:
+    """Damage the event's row in the backend's schema (a separate connection)."""
+    # The schema is a generated identifier (letters, digits, underscore).
+    sql, value = damage_sql(f'"{backend.schema}".events', how, placeholder="${n}")
+    await admin_execute(sql, value, run_id, sequence)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pyworkflow.testing.conformance_corruption import damaged_record
 from tests.services import require_service
 
 NAME = "redis"
@@ -75,3 +76,16 @@ async def drop_connections(backend: Any) -> int:
     finally:
         await admin.aclose()
     return killed
+
+
+async def corrupt_event(backend: Any, run_id: str, sequence: int, how: str) -> None:
+    """Replace the event's item of the run's events list (``LSET``) with a damaged copy."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(require_service("redis"))
+    key, index = backend._key("events", run_id), sequence - 1
+    try:
+        item = await client.lindex(key, index)
+        await client.lset(key, index, damaged_record(item, how, type_key="t"))
+    finally:
+        await client.aclose()

@@ -10,6 +10,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pyworkflow.storage.sqlite import SQLiteStorageBackend
+from tests.storage.backend_sqlite import corrupt_event
+
+__all__ = ["NAME", "corrupt_event", "open_backend"]
 
 NAME = "sqlite_strict"
 

@@ -10,6 +10,11 @@ A backend module may also define ``async def drop_connections(backend)``: make t
 drop every connection ``backend`` holds (the ``drop_connections`` fixture, used by the
 reconnect conformance test; backends without it skip that test).
 
+It may also define ``async def corrupt_event(backend, run_id, sequence, how)``: damage
+one stored event in place with the backend's own client (``how="json"``: its data is not
+JSON; ``how="type"``: its type is ``"step.exploded"``), for the corruption conformance
+tests (the ``corrupt_event`` fixture; backends without it skip them).
+
 ``pytest --backend sqlite`` narrows the run to one backend.
 """
 
@@ -62,18 +67,35 @@ async def storage(_opened: tuple[StorageBackend, str | None]) -> AsyncIterator[S
     await backend.close()
 
 
+def _backend_hook(
+    backend_name: str, opened: tuple[StorageBackend, str | None], name: str
+) -> Callable[..., Awaitable[Any]] | None:
+    """The backend module's ``name`` function bound to the opened backend (``None``
+    when the module has none)."""
+    hook = getattr(BACKENDS[backend_name], name, None)
+    if hook is None:
+        return None
+    backend = opened[0]
+
+    async def call(*args: Any) -> Any:
+        return await hook(backend, *args)
+
+    return call
+
+
 @pytest.fixture
 def drop_connections(
     backend_name: str, _opened: tuple[StorageBackend, str | None]
 ) -> Callable[[], Awaitable[Any]] | None:
     """An async callable that makes the server drop the backend's connections, or
     ``None`` when the backend module defines no ``drop_connections``."""
-    hook = getattr(BACKENDS[backend_name], "drop_connections", None)
-    if hook is None:
-        return None
-    backend = _opened[0]
+    return _backend_hook(backend_name, _opened, "drop_connections")
 
-    async def drop() -> Any:
-        return await hook(backend)
 
-    return drop
+@pytest.fixture
+def corrupt_event(
+    backend_name: str, _opened: tuple[StorageBackend, str | None]
+) -> Callable[[str, int, str], Awaitable[Any]] | None:
+    """An async callable ``corrupt(run_id, sequence, how)`` that damages one stored
+    event, or ``None`` when the backend module defines no ``corrupt_event``."""
+    return _backend_hook(backend_name, _opened, "corrupt_event")

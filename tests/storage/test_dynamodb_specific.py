@@ -19,6 +19,7 @@ import pytest
 
 from pyworkflow.core.exceptions import (
     ConfigurationError,
+    HistoryCorruptedError,
     RunAlreadyExistsError,
     SequenceConflictError,
     StorageError,
@@ -178,6 +179,34 @@ async def test_one_megabyte_event_round_trips_through_chunks(
     for item in await items_of(raw, table, "r1"):
         if "part" in item:
             assert len(item["part"]["B"]) <= CHUNK_BYTES
+
+
+async def test_damaged_event_items_are_named_by_sequence(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    blob = base64.b64encode(os.urandom(750_000)).decode()  # three chunks
+    await backend.create_run(make_run("r1", last_sequence=3), make_events("r1", 1, 3))
+    (event,) = make_events("r1", 4, 1)
+    event.data = {"blob": blob}
+    await backend.append_events("r1", [event], expected_last_sequence=3)
+    key = {"PK": {"S": "RUN#r1"}}
+
+    async def reason_at(after: int = 0) -> tuple[int | None, str]:
+        with pytest.raises(HistoryCorruptedError) as info:
+            await backend.get_events("r1", after_sequence=after)
+        return info.value.sequence, info.value.reason
+
+    await raw.update_item(
+        TableName=table,
+        Key={**key, "SK": {"S": f"EVT#{2:020d}"}},
+        UpdateExpression="REMOVE #t",
+        ExpressionAttributeNames={"#t": "type"},
+    )
+    assert await reason_at() == (2, "event type is missing")
+    await raw.delete_item(TableName=table, Key={**key, "SK": {"S": f"EVT#{4:020d}#00001"}})
+    assert await reason_at(after=2) == (4, "2 of 3 data chunks")
+    await raw.delete_item(TableName=table, Key={**key, "SK": {"S": f"EVT#{4:020d}"}})
+    assert await reason_at(after=3) == (4, "a data chunk without its event item")
 
 
 async def test_compressible_event_is_one_compressed_item(

@@ -18,6 +18,7 @@ import pytest
 
 from pyworkflow.core.exceptions import (
     ConfigurationError,
+    HistoryCorruptedError,
     RunAlreadyExistsError,
     SequenceConflictError,
     StorageError,
@@ -438,6 +439,30 @@ async def test_inconsistent_sequences_are_rejected(backend: RedisStorageBackend)
     with pytest.raises(ValueError, match="consecutive"):
         await backend.append_events("r1", make_events("r1", 3, 1), expected_last_sequence=1)
     assert len(await backend.get_events("r1")) == 1
+
+
+# -- damaged event items ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        ("7", "stored event is a JSON number, not an object"),
+        ('{"s": 2, "i": "e2", "t": "step.completed", "d": {}}', "timestamp is missing"),
+        ('{"s": 2, "i": "e2", "t": "step.completed", "ts": 1, "d": "{}x"}', "event data is not"),
+        ('{"s": 5, "i": "e2", "t": "step.completed", "ts": 1, "d": {}}', "the event stored"),
+    ],
+)
+async def test_damaged_event_items_are_named_by_position(
+    backend: RedisStorageBackend, raw: aioredis.Redis, item: str, reason: str
+) -> None:
+    await backend.create_run(make_run("r1", last_sequence=3), make_events("r1", 1, 3))
+    await raw.lset(backend._key("events", "r1"), 1, item)
+    for after in (0, 1):
+        with pytest.raises(HistoryCorruptedError) as info:
+            await backend.get_events("r1", after_sequence=after)
+        assert (info.value.sequence, info.value.reason[: len(reason)]) == (2, reason)
+    assert [e.sequence for e in await backend.get_events("r1", after_sequence=2)] == [3]
 
 
 # -- retries: an ambiguous write replayed must not report a false conflict -------------------

@@ -3,13 +3,13 @@ chunks), and the reader that rebuilds events from them."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import zlib
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pyworkflow.core.exceptions import StorageError
+from pyworkflow.core.exceptions import HistoryCorruptedError
 from pyworkflow.storage.dynamodb.codec import (
     CHUNK_BYTES,
     COMPRESS_OVER,
@@ -30,7 +30,9 @@ from pyworkflow.storage.dynamodb.keys import (
     _CANCEL,
     _CHUNK_WIDTH,
     _DUE,
+    _EVT,
     _RUN_SK,
+    _SEQ_WIDTH,
     _TAG,
     _created_sk,
     _due_sk,
@@ -227,7 +229,11 @@ def _event_items(run_id: str, event: Event) -> list[Item]:
 
 
 class _EventReader:
-    """Rebuilds events from their items (heads and chunks, in sort-key order)."""
+    """Rebuilds events from their items (heads and chunks, in sort-key order).
+
+    An item that does not decode raises :class:`HistoryCorruptedError` naming its
+    sequence (from its sort key).
+    """
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -238,7 +244,7 @@ class _EventReader:
     def feed(self, item: Item) -> None:
         if "part" in item:
             if self._head is None:
-                raise StorageError(f"dynamodb: orphan event chunk {item['SK']['S']!r}")
+                raise self._corrupted(item, "a data chunk without its event item")
             self._parts.append(_bytes(item["part"]["B"]))
             return
         self._finish()
@@ -257,23 +263,64 @@ class _EventReader:
             return
         self._head, self._parts = None, []
         if len(parts) != int(head["chunks"]["N"]):
-            raise StorageError(
-                f"dynamodb: event {head['SK']['S']!r} of run {self.run_id!r} has "
-                f"{len(parts)} of {head['chunks']['N']} data chunks"
-            )
-        self.events.append(self._event(head, zlib.decompress(b"".join(parts))))
+            raise self._corrupted(head, f"{len(parts)} of {head['chunks']['N']} data chunks")
+        self.events.append(self._event(head, b"".join(parts)))
 
-    def _event(self, item: Item, raw: bytes | None) -> Event:
-        if raw is None:
-            if "data_z" in item:
-                raw = zlib.decompress(_bytes(item["data_z"]["B"]))
-            else:
-                raw = item["data"]["S"].encode()
-        return Event(
-            run_id=self.run_id,
-            type=Event.parse_type(item["type"]["S"]),
-            data=json.loads(raw),
-            sequence=int(item["sequence"]["N"]),
-            timestamp=_from_micros(item["timestamp"]["N"]),
-            event_id=item["event_id"]["S"],
+    def _event(self, item: Item, packed: bytes | None) -> Event:
+        data: str | bytes | None = None
+        try:
+            data = self._data(item, packed)
+            return Event.from_stored(
+                self.run_id,
+                int(item["sequence"]["N"]),
+                item["event_id"]["S"],
+                item["type"]["S"],
+                item["timestamp"]["N"],
+                data,
+                _from_micros,
+            )
+        except (KeyError, TypeError, ValueError):
+            pass
+        # A missing or mistyped attribute: read leniently, so the shared rule names it.
+        return Event.from_stored(
+            self.run_id,
+            _attr(item, "sequence", "N"),
+            _attr(item, "event_id", "S"),
+            _attr(item, "type", "S"),
+            _attr(item, "timestamp", "N"),
+            _attr(item, "data", "S") if data is None else data,
+            _from_micros,
+            position=_sk_sequence(item),
         )
+
+    def _data(self, item: Item, packed: bytes | None) -> str | bytes:
+        try:
+            if packed is not None:
+                return zlib.decompress(packed)
+            if "data_z" in item:
+                return zlib.decompress(_bytes(item["data_z"]["B"]))
+        except zlib.error as exc:
+            raise self._corrupted(item, f"event data does not decompress ({exc})") from None
+        text: str = item["data"]["S"]
+        return text
+
+    def _corrupted(self, item: Item, reason: str) -> HistoryCorruptedError:
+        """The error for a damaged item, at the sequence of its sort key."""
+        return HistoryCorruptedError(self.run_id, _sk_sequence(item), reason)
+
+
+def _attr(item: Item, name: str, kind: str) -> Any:
+    """The value of attribute ``name`` if it has type ``kind`` (``None`` otherwise); a
+    number as ``int`` when it is one."""
+    value = item.get(name)
+    value = value.get(kind) if isinstance(value, dict) else None
+    if kind == "N" and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value)
+    return value
+
+
+def _sk_sequence(item: Item) -> int | None:
+    """The sequence in an event item's sort key (``EVT#<digits>[#chunk]``)."""
+    digits = str(_attr(item, "SK", "S") or "")[len(_EVT) :][:_SEQ_WIDTH]
+    return int(digits) if digits.isdigit() else None

@@ -161,17 +161,25 @@ def encode_event(event: Event) -> str:
     )
 
 
-def decode_events(run_id: str, raw: str | bytes) -> list[Event]:
-    """The events of ``run_id`` from a JSON array of :func:`encode_event` items."""
-    parse_type = Event.parse_type
-    return [
-        Event(
-            run_id=run_id,
-            type=parse_type(e["t"]),
-            data=e["d"],
-            sequence=e["s"],
-            timestamp=_EPOCH + timedelta(microseconds=e["ts"]),
-            event_id=e["i"],
-        )
-        for e in json.loads(raw)
-    ]
+# Keys of an event item (see encode_event), in Event.from_stored_record's order.
+_EVENT_KEYS = ("s", "i", "t", "ts", "d")
+
+
+def decode_events(run_id: str, items: Sequence[Any], after_sequence: int) -> list[Event]:
+    """The events of ``run_id`` from its log items after index ``after_sequence`` (item
+    ``n - 1`` holds sequence ``n``): the parsed objects of the ``events`` script's array,
+    or the raw text of each item.
+
+    Raises:
+        HistoryCorruptedError: an item does not decode.
+    """
+    first = after_sequence + 1
+    from_stored = Event.from_stored
+    try:
+        return [
+            from_stored(run_id, e["s"], e["i"], e["t"], e["ts"], e["d"], from_micros, n)
+            for n, e in enumerate(items, first)
+        ]
+    except (KeyError, TypeError):  # an item that is not an object, or lacks a key
+        decode = Event.from_stored_record
+        return [decode(run_id, e, n, from_micros, _EVENT_KEYS) for n, e in enumerate(items, first)]

@@ -282,9 +282,15 @@ class RunStore(RedisConnection):
         )
 
     async def get_events(self, run_id: str, *, after_sequence: int = 0) -> list[Event]:
-        _, scripts = self._client()
+        client, scripts = self._client()
+        key, first = self._key("events", run_id), max(after_sequence, 0)
         with self._errors():
-            raw = await scripts.events(
-                keys=[self._key("events", run_id)], args=[max(after_sequence, 0)]
-            )
-        return decode_events(run_id, raw)
+            raw = await scripts.events(keys=[key], args=[first])
+        try:
+            items = json.loads(raw)
+        except ValueError:
+            # A damaged item broke the joined array: read the items one by one, so the
+            # error names the damaged one.
+            with self._errors():
+                items = await client.lrange(key, first, -1)
+        return decode_events(run_id, items, first)
