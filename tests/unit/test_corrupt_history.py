@@ -79,3 +79,19 @@ async def test_an_event_that_cannot_be_replayed_names_its_sequence() -> None:
     assert is_parked(run)
     assert "sequence 2" in run.error and "step.started" in run.error
     assert HistoryCorruptedError.__name__ in run.error
+
+
+async def test_an_event_type_from_a_newer_version_parks_the_run_on_sqlite(tmp_path) -> None:
+    """The shape a rolling deploy produces: a newer version wrote an event type this one
+    does not know. The run is parked (not failed, not retried in a loop)."""
+    from pyworkflow.storage.sqlite import SQLiteStorageBackend
+    from tests.storage.backend_sqlite import corrupt_event
+
+    storage = SQLiteStorageBackend(tmp_path / "wf.db")
+    run_id = await start(flow, storage=storage)
+    history_cache.forget(storage, run_id)
+    await corrupt_event(storage, run_id, 3, "type")
+    errors = await _errors_while(0.5)
+    run = await get_workflow_run(run_id, storage=storage)
+    assert is_parked(run) and "sequence 3" in run.error
+    assert len(errors) == 1
