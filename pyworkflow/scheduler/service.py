@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from loguru import logger
 
 from pyworkflow.core.exceptions import RunAlreadyExistsError, WorkflowNotFoundError
-from pyworkflow.core.registry import require_workflow
+from pyworkflow.core.registry import get_workflow, require_workflow
 from pyworkflow.engine.context import TERMINATE_PREFIX
 from pyworkflow.engine.runs import RunRequest, derived_run_id
 from pyworkflow.scheduler.model import Schedule, ScheduleEntry
@@ -66,17 +66,25 @@ class ScheduleService:
         self.clock = clock
 
     async def tick(self, limit: int = 100) -> datetime | None:
-        """Fire every due schedule; return when the next one is due (``None``: none)."""
+        """Fire every due schedule whose workflow this process can start; return when
+        the next such one is due (``None``: none). A schedule of a workflow not imported
+        here is left, unclaimed, to a process that has it."""
         for record in await self.storage.list_due_schedules(self.clock(), limit):
+            if get_workflow(record.workflow_name) is None:
+                continue
             try:
                 await self.fire(Schedule.from_record(record))
             except Exception:  # noqa: BLE001 - one broken schedule must not stop the rest
                 logger.exception("firing schedule {} failed", record.schedule_id)
         return await self.next_due()
 
-    async def next_due(self) -> datetime | None:
-        earliest = await self.storage.list_due_schedules(datetime.max.replace(tzinfo=UTC), 1)
-        return earliest[0].next_run_time if earliest else None
+    async def next_due(self, look_at: int = 100) -> datetime | None:
+        """When the earliest schedule this process can start is due."""
+        ever = datetime.max.replace(tzinfo=UTC)
+        for record in await self.storage.list_due_schedules(ever, look_at):
+            if get_workflow(record.workflow_name) is not None:
+                return record.next_run_time
+        return None
 
     async def fire(self, schedule: Schedule) -> bool:
         """Process one schedule's due ticks; ``False`` if another scheduler won the claim."""

@@ -389,3 +389,24 @@ def test_declaring_an_invalid_schedule_fails_at_import() -> None:
 
         @scheduled_workflow(cron="every day")
         async def broken() -> None: ...
+
+
+async def test_a_process_without_the_workflow_never_claims_its_ticks(
+    storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler that has not imported the schedule's workflow leaves its ticks alone
+    (unclaimed, no run, nothing recorded) and does not wake up for them; a process
+    that has the workflow then fires them."""
+    from pyworkflow.scheduler import service
+
+    clock = Clock(T0)
+    scheduler = await _make(storage, clock, "allow_all", workflow_fn=report)
+    before = await storage.get_schedule("s-allow_all")
+    with monkeypatch.context() as patch:
+        patch.setattr(service, "get_workflow", lambda name: None)  # not imported here
+        clock.advance(minutes=10)
+        assert await scheduler.tick_once() is None
+    after = await storage.get_schedule("s-allow_all")
+    assert after.version == before.version and await storage.list_runs() == []
+    await fire(scheduler, clock, storage)
+    assert len(await started_runs("s-allow_all")) == 1
