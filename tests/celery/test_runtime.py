@@ -266,3 +266,18 @@ async def test_a_queue_backlog_is_not_a_lost_worker(make_cluster):
     for run_id in run_ids:
         types = {e.type.value for e in await _events(cluster, run_id)}
         assert "workflow.interrupted" not in types
+
+
+async def test_a_step_three_leases_long_on_a_live_worker_is_never_taken_over(make_cluster):
+    """A 9 s step with a 3 s lease: its worker renews the lease while the body runs, so
+    the sweeper (running all along) never recovers the run and the body runs once."""
+    cluster = await make_cluster(SLOW_STEP_SECONDS="9")
+    cluster.start_worker("w1", 2)
+    cluster.start_scheduler()
+    run_id = await start(slow_pipeline, 1)
+    [run] = await wait_all_terminal(cluster.storage, [run_id], 90, cluster)
+    assert (run.result, run.recovery_attempts) == (4, 0)
+    starts = [line for line in cluster.ledger_lines() if line[0] == "slow-start"]
+    assert len(starts) == 1
+    types = {e.type.value for e in await _events(cluster, run_id)}
+    assert "workflow.interrupted" not in types
