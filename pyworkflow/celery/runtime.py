@@ -7,9 +7,12 @@ import json
 import uuid
 from datetime import timedelta
 
+from loguru import logger
+
 from pyworkflow.celery.messages import send_transient, send_workflow
 from pyworkflow.core.config import get_config
 from pyworkflow.engine.owners import QUEUED_OWNER
+from pyworkflow.engine.runner import connect, store_new_run
 from pyworkflow.engine.runs import RunRequest, build_run
 from pyworkflow.runtime.base import Runtime
 from pyworkflow.serialization import encode
@@ -23,21 +26,32 @@ class CeleryRuntime(Runtime):
     name = "celery"
 
     async def start(self, request: RunRequest, storage: StorageBackend) -> str:
-        """One storage write plus one enqueue; returns the run id at once."""
-        await storage.connect()
+        """One storage write plus one enqueue; returns the run id once the run is stored.
+
+        Raises:
+            StorageUnavailableError: the run was not stored (or storage would not say).
+        """
+        await connect(storage)
         run, started = build_run(request, owner=None, lease_ttl=0)
         # Queued under a placeholder lease: local runtimes sharing the storage leave it
         # alone, and if the message is lost the sweep re-sends it once the lease expires.
         run.lease_owner = QUEUED_OWNER
         run.lease_expires_at = utcnow() + timedelta(seconds=get_config().dispatch_timeout)
-        if request.idempotency_key is not None:
-            existing = await storage.get_run_by_idempotency_key(request.idempotency_key)
-            if existing is not None:
-                return existing.run_id
-        stored = await storage.create_run(run, [started])
+        stored = await store_new_run(storage, run, started, request.idempotency_key)
         if stored.run_id != run.run_id:
             return stored.run_id  # another start with the same idempotency key won
-        await _off_loop(lambda: send_workflow(run.run_id, steal_from=QUEUED_OWNER))
+        try:
+            await _off_loop(lambda: send_workflow(run.run_id, steal_from=QUEUED_OWNER))
+        except Exception as exc:  # noqa: BLE001 - the run is stored: it is not lost
+            # The broker is the infrastructure's business, not the caller's: the stored
+            # run's queue lease runs out and the scheduler sends it then.
+            logger.warning(
+                "run {} is stored but its message could not be sent ({}: {}); the "
+                "scheduler sends it within dispatch_timeout",
+                run.run_id,
+                type(exc).__name__,
+                exc,
+            )
         return run.run_id
 
     async def start_transient(self, request: RunRequest) -> str:

@@ -97,3 +97,23 @@ async def test_storage_faults_in_tasks_never_fail_or_recover_a_run(
     await storage.close()
     worker.current().loop.close()  # the task shells' loop: unused when called from here
     worker._process = None
+
+
+async def test_start_returns_the_stored_run_when_the_broker_is_down(tmp_path: Any) -> None:
+    """A broker nobody listens on (a real connection refused): the run is stored, so
+    start() returns its id instead of raising (a caller retrying would start it twice);
+    the scheduler sends its message once the queue lease runs out."""
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a free port with nothing listening on it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    pyworkflow.configure(
+        storage=f"sqlite:///{tmp_path}/wf.db", celery_broker=f"redis://127.0.0.1:{port}/0"
+    )
+    began = time.monotonic()
+    run_id = await pyworkflow.start(flow, 1, runtime="celery")
+    assert time.monotonic() - began < 30
+    run = await pyworkflow.get_storage().get_run(run_id)
+    assert run is not None and run.status == "pending"
