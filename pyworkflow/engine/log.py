@@ -18,6 +18,7 @@ from pyworkflow.core.exceptions import (
     EventLimitExceededError,
     RunNotFoundError,
     SequenceConflictError,
+    SerializationError,
 )
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import Event, EventType, RunUpdate, utcnow
@@ -123,6 +124,9 @@ class RunLog:
         Raises:
             OwnershipLost: another writer appended first; nothing of this batch is stored.
             RunGone: the run no longer exists (an ``OwnershipLost``).
+            SerializationError: the storage refused a value of the batch before writing
+                anything (not strict JSON, or a ``PayloadTooLargeError``); the batch is
+                dropped and the sequence rewound, so the failure itself can be recorded.
         """
         self._changes.update(changes)
         async with self._lock:
@@ -146,6 +150,9 @@ class RunLog:
             except RunNotFoundError as exc:
                 self.stored = None
                 raise RunGone(str(exc)) from exc
+            except SerializationError:
+                self._rewind()
+                raise
             except asyncio.CancelledError:
                 # Cancelled mid-write (a user's wait_for around a step, the max_duration
                 # timeout): the write may still have landed. The next flush finds out.
@@ -159,6 +166,15 @@ class RunLog:
                 self.committed = batch[-1].sequence
                 if self.stored is not None:
                     self.stored.extend(batch)
+
+    def _rewind(self) -> None:
+        """Number events recorded after a refused batch from the last committed sequence
+        (no gap: the batch was not written)."""
+        seq = self.committed + 1
+        for event in self._pending:
+            event.sequence = seq
+            seq += 1
+        self._next_seq = seq
 
     async def _reconcile(self) -> None:
         """Settle a write whose caller was cancelled: adopt it if it landed, else redo it."""

@@ -122,6 +122,7 @@ EXPECTED_PUBLIC_NAMES = {
     "MaxNestingDepthError",
     "ConfigurationError",
     "SerializationError",
+    "PayloadTooLargeError",
     "EventLimitExceededError",
     "NonDeterminismError",
     "WorkflowTimeoutError",
