@@ -75,7 +75,11 @@ def strict_json(value: Any, what: str) -> str:
         SerializationError: ``value`` holds a non-finite float; the message names
             ``what`` and the path to it (``data.result[2]``).
     """
-    text = compact_json(value)
+    try:
+        text = compact_json(value)
+    except ValueError:  # an encoder built with allow_nan=False refuses them itself
+        refuse_non_finite(value, what)
+        raise
     # Non-finite floats render as these bare words; only then is the value walked.
     if "NaN" in text or "Infinity" in text:
         refuse_non_finite(value, what)
