@@ -32,6 +32,7 @@ from pyworkflow.engine.runs import RunRequest
 from pyworkflow.primitives.hooks import hook_model
 from pyworkflow.runtime import get_runtime
 from pyworkflow.storage.base import CANCELLATION, HOOKS, StorageBackend, require_capability
+from pyworkflow.storage.payloads import check_size, refuse_non_finite
 from pyworkflow.storage.schemas import Event, HookRecord, HookStatus, WorkflowRun, utcnow
 
 T = TypeVar("T")
@@ -244,8 +245,13 @@ async def resume_hook(
         HookAlreadyReceivedError: the hook already received its payload (single use).
         HookExpiredError: the hook's timeout passed or its run ended.
         pydantic.ValidationError: the payload does not match the hook's model.
-        SerializationError: the payload is not JSON-serializable.
+        SerializationError: the payload is not JSON-serializable, or holds NaN or an
+            infinity (not JSON); the message names where.
+        PayloadTooLargeError: the payload's JSON is over the payload limit
+            (``max_payload_bytes``, or the storage server's lower limit).
         ConfigurationError: the storage does not store hooks.
+
+    A refused payload writes nothing: the hook stays open for a valid one.
     """
     if not isinstance(token, str) or not _TOKEN.fullmatch(token):
         raise InvalidTokenError("malformed hook token")
@@ -261,6 +267,7 @@ async def resume_hook(
     if run is None or run.status.is_terminal:
         raise HookExpiredError(f"hook {record.name!r} ({hint}): its run has ended")
     text = _encode_payload(record.name, payload)
+    check_size(text, f"payload for hook {record.name!r} ({hint})", backend.payload_limit)
     if not await backend.update_hook(
         record.token_hash,
         expected=HookStatus.PENDING,
@@ -296,8 +303,9 @@ def _encode_payload(name: str, payload: Any) -> str:
     elif isinstance(payload, BaseModel):
         payload = payload.model_dump(mode="json")
     try:
-        return json.dumps(payload)
+        return json.dumps(payload, allow_nan=False)
     except (TypeError, ValueError) as exc:
+        refuse_non_finite(payload, f"payload for hook {name!r}")
         raise SerializationError(f"payload for hook {name!r} must be a JSON value: {exc}") from None
 
 

@@ -18,6 +18,7 @@ import yaml
 from pyworkflow.core.exceptions import ConfigurationError
 from pyworkflow.serialization import policy
 from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.payloads import DEFAULT_MAX_PAYLOAD_BYTES, set_max_payload_bytes
 
 DEFAULT_SQLITE_PATH = ".pyworkflow/pyworkflow.db"
 CONFIG_FILE = "pyworkflow.config.yaml"
@@ -49,6 +50,10 @@ class PyWorkflowConfig:
     # Celery runtime: sleeps ending within this many seconds are also sent with a broker
     # countdown (low lateness); 0 leaves every wake-up to the scheduler.
     celery_countdown_window: float = 60.0
+    # The largest value stored in one piece (workflow arguments, a step or workflow
+    # result, an event, a hook payload), in bytes of JSON; lowered per backend to what
+    # its server accepts (MySQL max_allowed_packet).
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     logging: dict[str, Any] = field(default_factory=dict)
     # Store values JSON cannot hold (and read stored ones) with cloudpickle. Unpickling
     # runs code: only for deployments where every writer to the storage is trusted.
@@ -66,6 +71,7 @@ _INT_OPTIONS = {
     "event_warning_interval",
     "max_nesting_depth",
     "default_max_recovery_attempts",
+    "max_payload_bytes",
 }
 _FLOAT_OPTIONS = {"lease_ttl", "timer_poll_interval", "dispatch_timeout"}
 _NON_NEGATIVE_FLOAT_OPTIONS = {"celery_countdown_window"}
@@ -113,6 +119,7 @@ def get_config() -> PyWorkflowConfig:
         merged.update(_explicit)
         config = PyWorkflowConfig(**merged)
         _validate(config)
+        set_max_payload_bytes(config.max_payload_bytes)  # storage checks every write
         _config = config
     return _config
 
@@ -124,6 +131,7 @@ def reset_config() -> None:
     _config = None
     _storage = None
     _by_url.clear()
+    set_max_payload_bytes(DEFAULT_MAX_PAYLOAD_BYTES)
 
 
 def drop_cached_storages() -> None:
@@ -221,6 +229,10 @@ def _validate(cfg: PyWorkflowConfig) -> None:
         value = getattr(cfg, name)
         if not isinstance(value, int | float) or value < 0:
             raise ConfigurationError(f"option {name!r} must be a number >= 0, not {value!r}")
+    if cfg.max_payload_bytes < 1:
+        raise ConfigurationError(
+            f"option 'max_payload_bytes' must be a positive integer, not {cfg.max_payload_bytes!r}"
+        )
     if cfg.event_soft_limit > cfg.event_hard_limit:
         raise ConfigurationError("event_soft_limit must not exceed event_hard_limit")
     if cfg.sqlite_synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):

@@ -22,6 +22,7 @@ Everything the library raises on purpose derives from :class:`WorkflowError`
     |   +-- MaxNestingDepthError
     +-- ConfigurationError         bad option, unknown storage URL, missing extra (a ValueError)
     +-- SerializationError         a value that cannot be stored
+    |   +-- PayloadTooLargeError   a value over the payload size limit (nothing is written)
     +-- EventLimitExceededError    a run's history passed ``event_hard_limit``
     +-- NonDeterminismError        replayed code asked for a different operation
     +-- WorkflowTimeoutError       a run passed its ``max_duration``
@@ -183,6 +184,32 @@ class ConfigurationError(WorkflowError, ValueError):
 
 class SerializationError(WorkflowError):
     """A value cannot be encoded for storage (or a stored value cannot be decoded)."""
+
+
+class PayloadTooLargeError(SerializationError):
+    """A value to be stored is larger than the payload limit; nothing was written.
+
+    The limit is the ``max_payload_bytes`` option (default 2 MiB), or the storage
+    server's own limit when that is lower (MySQL's ``max_allowed_packet``).
+
+    Attributes:
+        field: what was being stored (``"input_payload of run 'run_1'"``).
+        size: its size in bytes of UTF-8 JSON text.
+        limit: the limit it exceeded, in bytes.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        field: str | None = None,
+        size: int | None = None,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.size = size
+        self.limit = limit
 
 
 class EventLimitExceededError(WorkflowError):

@@ -344,6 +344,8 @@ async def _complete(ctx: RunContext, result: Any, run: WorkflowRun) -> Outcome:
         )
     except OwnershipLost:
         return Outcome(status=None)
+    except SerializationError as exc:  # the storage refused the result (e.g. too large)
+        return await fail_run(ctx, exc)
     return Outcome(status=RunStatus.COMPLETED)
 
 
@@ -451,6 +453,18 @@ async def fail_unstarted(
 
 
 async def _store_failure(log: RunLog, error: BaseException, **changes: Any) -> Outcome:
+    try:
+        return await _write_failure(log, error, changes)
+    except SerializationError as refused:
+        # The error itself cannot be stored (a huge message): store why instead, as an
+        # error that was never raised (no traceback to carry).
+        substitute = SerializationError(
+            f"the run failed with an error too large to store: {refused}"
+        )
+        return await _write_failure(log, substitute, changes)
+
+
+async def _write_failure(log: RunLog, error: BaseException, changes: dict[str, Any]) -> Outcome:
     encoded = encode_error(error)
     message = f"{type(error).__name__}: {error}"
     logger.error("workflow run {} failed: {}", log.run_id, message)

@@ -20,6 +20,7 @@ from pyworkflow.core.exceptions import (
     HistoryCorruptedError,
     RunNotFoundError,
     SequenceConflictError,
+    SerializationError,
     StorageError,
     StorageUnavailableError,
 )
@@ -148,6 +149,9 @@ class RunLog:
             RunGone: the run no longer exists (an ``OwnershipLost``).
             StorageFault: storage failed the write (an ``OwnershipLost``); whether it
                 landed is unknown.
+            SerializationError: storage refused a value of the batch before writing
+                anything (not strict JSON, or a ``PayloadTooLargeError``); the batch is
+                dropped and the sequence rewound, so the failure itself can be recorded.
         """
         self._changes.update(changes)
         async with self._lock:
@@ -163,6 +167,9 @@ class RunLog:
             )
             try:
                 await self._guarded(append, "storing events of")
+            except SerializationError:
+                self._rewind()
+                raise
             except asyncio.CancelledError:
                 # Cancelled mid-write (a user's wait_for around a step, the max_duration
                 # timeout): the write may still have landed. The next flush finds out.
@@ -196,6 +203,15 @@ class RunLog:
         self.stored = None
         self.failure = reason
         return reason
+
+    def _rewind(self) -> None:
+        """Number events recorded after a refused batch from the last committed sequence
+        (no gap: the batch was not written)."""
+        seq = self.committed + 1
+        for event in self._pending:
+            event.sequence = seq
+            seq += 1
+        self._next_seq = seq
 
     async def _reconcile(self) -> None:
         """Settle a write whose caller was cancelled: adopt it if it landed, else redo it."""

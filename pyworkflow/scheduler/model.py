@@ -10,6 +10,7 @@ from typing import Any
 from pyworkflow.engine.events import schedule_entry
 from pyworkflow.scheduler.specs import OverlapPolicy, ScheduleSpec
 from pyworkflow.serialization import decode
+from pyworkflow.storage.payloads import refuse_non_finite
 from pyworkflow.storage.schemas import ScheduleRecord, ScheduleStatus
 from pyworkflow.utils.duration import duration_seconds
 
@@ -87,7 +88,7 @@ class Schedule:
             workflow_name=self.workflow_name,
             status=self.status,
             next_run_time=self.next_run_time,
-            data=json.dumps(data),
+            data=_strict_dumps(data, f"data of schedule {self.schedule_id!r}"),
             version=self.version,
         )
         if self.created_at is not None:
@@ -128,6 +129,14 @@ def spec_to_json(spec: ScheduleSpec) -> dict[str, Any]:
         if value is not None:
             out[name] = duration_seconds(value)
     return out
+
+
+def _strict_dumps(data: dict[str, Any], what: str) -> str:
+    try:
+        return json.dumps(data, allow_nan=False)
+    except ValueError:
+        refuse_non_finite(data, what)  # names where the NaN or infinity is
+        raise
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -18,8 +18,16 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from pyworkflow.scheduler.cron import check_cron
 from pyworkflow.utils.duration import duration_seconds
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -57,6 +65,11 @@ class CalendarSpec(BaseModel):
     day_of_month: CronField = "*"
     month: CronField = "*"
     day_of_week: CronField = "*"
+
+    @model_validator(mode="after")
+    def _valid(self) -> CalendarSpec:
+        check_cron(self.cron(), label="invalid calendar spec")  # also: never fires
+        return self
 
     def cron(self) -> str:
         """The equivalent 6-field cron expression (seconds first)."""
@@ -126,26 +139,17 @@ class ScheduleSpec(BaseModel):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        fields = value.split()
-        if len(fields) not in (5, 6) or not croniter.is_valid(
-            value, second_at_beginning=len(fields) == 6
-        ):
-            raise ValueError(
-                f"invalid cron expression {value!r}: expected 5 fields (minute hour "
-                "day-of-month month day-of-week) or 6 with seconds first"
-            )
-        return value
+        # Names the field, value and range, and refuses a cron that can never fire.
+        return None if value is None else check_cron(value)
 
     @field_validator("interval", "jitter")
     @classmethod
-    def _valid_duration(cls, value: Any) -> Any:
+    def _valid_duration(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
             return None
         seconds = duration_seconds(value)  # raises ValueError naming the bad text
         if seconds <= 0:
-            raise ValueError(f"duration must be positive, got {value!r}")
+            raise ValueError(f"{info.field_name} must be a positive duration, got {value!r}")
         return value
 
     @model_validator(mode="after")
@@ -153,10 +157,6 @@ class ScheduleSpec(BaseModel):
         kinds = [k for k in ("cron", "interval", "calendar") if getattr(self, k)]
         if len(kinds) != 1:
             raise ValueError("a schedule needs exactly one of cron, interval or calendar")
-        if self.calendar:
-            for cal in self.calendar:
-                if not croniter.is_valid(cal.cron(), second_at_beginning=True):
-                    raise ValueError(f"invalid calendar spec {cal!r}")
         if self.start_at and self.end_at and self.end_at <= self.start_at:
             raise ValueError("end_at must be after start_at")
         return self

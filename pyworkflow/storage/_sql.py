@@ -131,7 +131,7 @@ class SQLStorageBackend(StorageBackend):
     # -- runs -----------------------------------------------------------------------------
 
     async def create_run(self, run: WorkflowRun, events: Sequence[Event] = ()) -> WorkflowRun:
-        plan = self.sql.create_plan(run, events)
+        plan = self.sql.create_plan(run, events, self.payload_limit)
         insert = partial(self._insert_run, plan)
         try:
             try:
@@ -204,7 +204,9 @@ class SQLStorageBackend(StorageBackend):
         expected_last_sequence: int,
         update: RunUpdate | None = None,
     ) -> None:
-        plan = self.sql.append_plan(run_id, events, expected_last_sequence, update)
+        plan = self.sql.append_plan(
+            run_id, events, expected_last_sequence, update, self.payload_limit
+        )
         append = partial(self._append, plan)
         try:
             await self._call(self._append_mode, append)

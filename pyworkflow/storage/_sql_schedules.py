@@ -37,6 +37,7 @@ from pyworkflow.storage._sql import (
     UniqueViolation,
 )
 from pyworkflow.storage._sql_signals import SQLSignalBackend
+from pyworkflow.storage.payloads import check_schedule
 from pyworkflow.storage.schemas import ScheduleRecord, ScheduleStatus
 
 # Column order of every schedule SELECT and INSERT.
@@ -164,6 +165,7 @@ class SQLScheduleBackend(SQLSignalBackend):
     async def save_schedule(
         self, schedule: ScheduleRecord, *, expected_version: int | None
     ) -> bool:
+        check_schedule(schedule, self.payload_limit)
         version = 1 if expected_version is None else expected_version + 1
         row = self.schedule_sql.schedule_row(schedule, version)
         try:

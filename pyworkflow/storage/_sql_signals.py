@@ -27,6 +27,7 @@ from pyworkflow.storage._sql import (
     Statements,
     UniqueViolation,
 )
+from pyworkflow.storage.payloads import check_hook, check_hook_payload
 from pyworkflow.storage.schemas import TERMINAL_STATUSES, HookRecord, HookStatus
 
 # Column order of every hook SELECT and INSERT (payload_schema holds HookRecord.schema).
@@ -153,6 +154,7 @@ class SQLSignalBackend(SQLStorageBackend):
         return await self._call(WRITE, request, idempotent=True)
 
     async def save_hook(self, hook: HookRecord) -> HookRecord:
+        check_hook(hook, self.payload_limit)
         sql = self.signal_sql
         row = sql.hook_row(hook)
 
@@ -215,6 +217,7 @@ class SQLSignalBackend(SQLStorageBackend):
         payload: str | None = None,
         received_at: datetime | None = None,
     ) -> bool:
+        check_hook_payload(token_hash, payload, self.payload_limit)
         sql = self.signal_sql
         received = None if received_at is None else sql.dialect.dt_to_db(received_at)
         params = (

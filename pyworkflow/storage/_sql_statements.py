@@ -17,6 +17,13 @@ from typing import Any
 
 from pyworkflow.storage._sql_dialect import Dialect, convert_placeholders, dumps, from_micros
 from pyworkflow.storage.base import RunQuery, parse_cursor
+from pyworkflow.storage.payloads import (
+    PayloadLimit,
+    check_changes,
+    check_run,
+    effective_limit,
+    event_json,
+)
 from pyworkflow.storage.schemas import (
     TERMINAL_STATUSES,
     UPDATABLE_RUN_FIELDS,
@@ -355,20 +362,35 @@ class Statements:
     def run_row(self, run: WorkflowRun) -> tuple[Any, ...]:
         return tuple(write(getattr(run, name)) for name, write in self.writers.items())
 
-    def event_rows(self, run_id: str, events: Sequence[Event]) -> list[tuple[Any, ...]]:
-        dt = self.dialect.dt_to_db
+    def event_rows(
+        self, run_id: str, events: Sequence[Event], limit: PayloadLimit | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Event rows; each event's data is strict JSON within ``limit`` (default: the
+        configured ``max_payload_bytes``), else nothing is written."""
+        dt, size = self.dialect.dt_to_db, limit or effective_limit(None)
         return [
-            (run_id, e.sequence, e.event_id, e.type.value, dt(e.timestamp), dumps(e.data))
+            (
+                run_id,
+                e.sequence,
+                e.event_id,
+                e.type.value,
+                dt(e.timestamp),
+                event_json(run_id, e, size),
+            )
             for e in events
         ]
 
-    def create_plan(self, run: WorkflowRun, events: Sequence[Event]) -> CreatePlan:
+    def create_plan(
+        self, run: WorkflowRun, events: Sequence[Event], limit: PayloadLimit | None = None
+    ) -> CreatePlan:
+        size = limit or effective_limit(None)
+        check_run(run, size)
         created = self.dialect.dt_to_db(run.created_at)
         return CreatePlan(
             run=run,
             run_row=self.run_row(run),
             tag_rows=[(run.run_id, tag, created) for tag in dict.fromkeys(run.tags)],
-            event_rows=self.event_rows(run.run_id, events),
+            event_rows=self.event_rows(run.run_id, events, size),
         )
 
     def append_plan(
@@ -377,11 +399,14 @@ class Statements:
         events: Sequence[Event],
         expected: int,
         update: RunUpdate | None,
+        limit: PayloadLimit | None = None,
     ) -> AppendPlan:
+        size = limit or effective_limit(None)
         columns: tuple[str, ...] = ()
         values: list[Any] = []
         if update is not None and update.changes:
             changes = update.changes
+            check_changes(run_id, changes, size)
             columns = self._columns_of(tuple(changes))
             writers = self.writers
             values = [writers[name](changes[name]) for name in columns]
@@ -391,7 +416,7 @@ class Statements:
             last=events[-1].sequence if events else expected,
             columns=columns,
             values=values,
-            event_rows=self.event_rows(run_id, events),
+            event_rows=self.event_rows(run_id, events, size),
         )
 
     def _columns_of(self, keys: tuple[str, ...]) -> tuple[str, ...]:

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.storage.payloads import PayloadLimit, effective_limit
 from pyworkflow.storage.schemas import (
     Event,
     HookRecord,
@@ -165,9 +166,24 @@ class StorageBackend(ABC):
             third-party backend written before the flags existed keeps working. A
             backend that overrides a group but cannot serve it in some configuration
             removes the flag from its instance's ``capabilities``.
+        server_payload_limit: the largest value (bytes of UTF-8 JSON text) the server
+            accepts in one stored field, or ``None`` when only the ``max_payload_bytes``
+            option applies. MySQL sets it from ``max_allowed_packet`` when it connects.
+
+    Every value a backend stores (run payloads, event data, hook payloads, schedule
+    data) is checked against :attr:`payload_limit` before the first write (see
+    :mod:`pyworkflow.storage.payloads`): a larger one raises
+    :class:`~pyworkflow.core.exceptions.PayloadTooLargeError` and nothing is written.
     """
 
     capabilities: frozenset[str] = frozenset()
+    server_payload_limit: PayloadLimit | None = None
+
+    @property
+    def payload_limit(self) -> PayloadLimit:
+        """The limit values stored here must fit: ``max_payload_bytes``, or the server's
+        own limit when that is lower."""
+        return effective_limit(self.server_payload_limit)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -54,6 +54,7 @@ from pyworkflow.core.exceptions import (
     StorageError,
 )
 from pyworkflow.storage import _predicates as rules
+from pyworkflow.storage import payloads
 from pyworkflow.storage.base import RunQuery, StorageBackend
 from pyworkflow.storage.schemas import (
     Event,
@@ -99,9 +100,11 @@ def _run_from_dict(raw: dict[str, Any]) -> WorkflowRun:
     return WorkflowRun(**values)
 
 
-def _event_line(event: Event) -> bytes:
+def _event_line(run_id: str, event: Event, limit: payloads.PayloadLimit) -> bytes:
     # JSON escapes control characters, so one event is always exactly one line.
-    return (json.dumps(event.to_dict(), ensure_ascii=False) + "\n").encode("utf-8")
+    data = payloads.event_json(run_id, event, limit)  # strict JSON within the limit, else raises
+    head = json.dumps({**event.to_dict(), "data": None}, ensure_ascii=False)
+    return f"{head[: -len('null}')]}{data}}}\n".encode()
 
 
 class FileStorageBackend(StorageBackend):
@@ -253,8 +256,9 @@ class FileStorageBackend(StorageBackend):
     # -- runs -------------------------------------------------------------------------------
 
     async def create_run(self, run: WorkflowRun, events: Sequence[Event] = ()) -> WorkflowRun:
-        record_run = run.copy()
-        payload = b"".join(_event_line(e) for e in events)
+        record_run, limit = run.copy(), self.payload_limit
+        payloads.check_run(run, limit)
+        payload = b"".join(_event_line(run.run_id, e, limit) for e in events)
         return await self._call(self._create_run, record_run, payload)
 
     def _create_run(self, run: WorkflowRun, payload: bytes) -> WorkflowRun:
@@ -302,7 +306,10 @@ class FileStorageBackend(StorageBackend):
         expected_last_sequence: int,
         update: RunUpdate | None = None,
     ) -> None:
-        payload = b"".join(_event_line(e) for e in events)
+        limit = self.payload_limit
+        if update is not None:
+            payloads.check_changes(run_id, update.changes, limit)
+        payload = b"".join(_event_line(run_id, e, limit) for e in events)
         last = events[-1].sequence if events else None
         await self._call(self._append, run_id, payload, last, expected_last_sequence, update)
 
@@ -449,6 +456,8 @@ class FileStorageBackend(StorageBackend):
         return (_hook_from_dict(raw) for raw in self._scan(self._hooks))
 
     async def save_hook(self, hook: HookRecord) -> HookRecord:
+        payloads.check_hook(hook, self.payload_limit)
+
         def save() -> HookRecord:
             with self._locked("hooks.lock"):
                 existing = rules.same_hook(self._all_hooks(), hook)
@@ -486,6 +495,8 @@ class FileStorageBackend(StorageBackend):
         payload: str | None = None,
         received_at: datetime | None = None,
     ) -> bool:
+        payloads.check_hook_payload(token_hash, payload, self.payload_limit)
+
         def update() -> bool:
             with self._locked("hooks.lock"):
                 raw = self._read_json(self._hook_path(token_hash))
@@ -513,6 +524,7 @@ class FileStorageBackend(StorageBackend):
     async def save_schedule(
         self, schedule: ScheduleRecord, *, expected_version: int | None
     ) -> bool:
+        payloads.check_schedule(schedule, self.payload_limit)
         record = schedule.copy()
 
         def save() -> bool:

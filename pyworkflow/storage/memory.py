@@ -16,6 +16,7 @@ from pyworkflow.core.exceptions import (
     SequenceConflictError,
 )
 from pyworkflow.storage import _predicates as rules
+from pyworkflow.storage import payloads
 from pyworkflow.storage.base import RunQuery, StorageBackend
 from pyworkflow.storage.schemas import (
     Event,
@@ -43,6 +44,10 @@ class InMemoryStorageBackend(StorageBackend):
         self._schedules: dict[str, ScheduleRecord] = {}
 
     async def create_run(self, run: WorkflowRun, events: Sequence[Event] = ()) -> WorkflowRun:
+        # The same checks as the backends that store JSON, so code tested here fails
+        # here too (a NaN, an oversize value).
+        payloads.check_run(run, self.payload_limit)
+        payloads.check_events(run.run_id, events, self.payload_limit)
         if run.idempotency_key is not None and run.idempotency_key in self._keys:
             return self._runs[self._keys[run.idempotency_key]].copy()
         if run.run_id in self._runs:
@@ -80,6 +85,9 @@ class InMemoryStorageBackend(StorageBackend):
                 f"run {run_id!r}: expected last sequence {expected_last_sequence}, "
                 f"found {run.last_sequence}"
             )
+        if update is not None:
+            payloads.check_changes(run_id, update.changes, self.payload_limit)
+        payloads.check_events(run_id, events, self.payload_limit)
         self._events[run_id].extend(events)
         if events:
             run.last_sequence = events[-1].sequence
@@ -134,6 +142,7 @@ class InMemoryStorageBackend(StorageBackend):
     async def save_schedule(
         self, schedule: ScheduleRecord, *, expected_version: int | None
     ) -> bool:
+        payloads.check_schedule(schedule, self.payload_limit)
         current = self._schedules.get(schedule.schedule_id)
         version = rules.next_schedule_version(
             None if current is None else current.version, expected_version
@@ -173,6 +182,7 @@ class InMemoryStorageBackend(StorageBackend):
         return run is not None and rules.request_cancel(run, reason, now)
 
     async def save_hook(self, hook: HookRecord) -> HookRecord:
+        payloads.check_hook(hook, self.payload_limit)
         existing = rules.same_hook(self._hooks.values(), hook)
         if existing is not None:
             return existing.copy()
@@ -205,6 +215,7 @@ class InMemoryStorageBackend(StorageBackend):
         payload: str | None = None,
         received_at: datetime | None = None,
     ) -> bool:
+        payloads.check_hook_payload(token_hash, payload, self.payload_limit)
         hook = self._hooks.get(token_hash)
         return hook is not None and rules.move_hook(
             hook, expected=expected, status=status, payload=payload, received_at=received_at

@@ -28,7 +28,11 @@ backends (case- and trailing-space-sensitive). Datetimes are ``DATETIME(6)`` hol
 UTC (microsecond precision, independent of the session time zone). Payloads, errors
 and event data are ``LONGTEXT``; identifiers (run ids, workflow names, idempotency
 keys, tags, lease owners) are ``VARCHAR(255)``. A single statement must fit the server's
-``max_allowed_packet`` (MariaDB/MySQL default 16-64 MB).
+``max_allowed_packet`` (MariaDB/MySQL default 16-64 MB): the backend reads it when it
+connects, refuses a value over half of it (escaping can double a value) with
+:class:`~pyworkflow.core.exceptions.PayloadTooLargeError` before writing anything, and
+checks every statement's final size before sending it, so an oversize write never
+reaches the server (where it would fail mid-packet and drop the connection).
 
 Connection loss (server restart, ``KILL``, ``wait_timeout``): the pool drops dead
 connections when it next hands them out; a call whose connection died is retried once
@@ -56,7 +60,7 @@ from urllib.parse import unquote
 
 import aiomysql
 
-from pyworkflow.core.exceptions import ConfigurationError, StorageError
+from pyworkflow.core.exceptions import ConfigurationError, PayloadTooLargeError, StorageError
 from pyworkflow.storage._pool import LoopBoundPool
 from pyworkflow.storage._sql import (
     TX,
@@ -69,6 +73,7 @@ from pyworkflow.storage._sql import (
     read_schema_version,
 )
 from pyworkflow.storage._sql_schedules import SQLScheduleBackend
+from pyworkflow.storage.payloads import PayloadLimit
 from pyworkflow.storage.urls import parse_url, split_url
 
 T = TypeVar("T")
@@ -261,28 +266,76 @@ def server_traits(version: str) -> tuple[bool, str]:
     return numbers[:2] >= (8, 0), "utf8mb4_bin"
 
 
+def packet_limits(max_allowed_packet: int) -> tuple[PayloadLimit, int]:
+    """``(limit per stored value, limit per statement)`` for a server's packet size.
+
+    A value may take twice its size once escaped into a statement, hence half the
+    packet per value; a statement keeps a little room for the protocol's framing.
+    """
+    statement = max(max_allowed_packet - _PACKET_MARGIN, 1)
+    source = f"half of the MySQL server's max_allowed_packet of {max_allowed_packet:,} bytes"
+    return PayloadLimit(max(statement // 2, 1), source), statement
+
+
+_PACKET_MARGIN = 1024
+
+
 class _MySQLConn:
-    """:class:`~pyworkflow.storage._sql.Conn` over an aiomysql connection."""
+    """:class:`~pyworkflow.storage._sql.Conn` over an aiomysql connection.
 
-    __slots__ = ("_c",)
+    With ``max_statement``, a statement that would be larger is refused with
+    :class:`PayloadTooLargeError` before it is sent: the server would drop the
+    connection partway through the packet ("Packet sequence number wrong").
+    """
 
-    def __init__(self, connection: Any) -> None:
+    __slots__ = ("_c", "_max")
+
+    def __init__(self, connection: Any, max_statement: int | None = None) -> None:
         self._c = connection
+        self._max = max_statement
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
         async with self._c.cursor() as cursor:
-            await cursor.execute(sql, params)
+            await self._run(cursor, sql, params)
             rows: Sequence[Sequence[Any]] = await cursor.fetchall()
             return rows
 
     async def execute(self, sql: str, params: Sequence[Any]) -> int:
         async with self._c.cursor() as cursor:
-            return int(await cursor.execute(sql, params))
+            return await self._run(cursor, sql, params)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        # aiomysql folds an INSERT ... VALUES over many rows into multi-row statements.
         async with self._c.cursor() as cursor:
+            if self._max is not None and any(self._may_exceed(sql, row) for row in rows):
+                for row in rows:  # checked one by one (rare: large values only)
+                    await self._run(cursor, sql, row)
+                return
+            # aiomysql folds an INSERT ... VALUES over many rows into multi-row
+            # statements of at most max_stmt_length bytes.
+            if self._max is not None:
+                cursor.max_stmt_length = min(cursor.max_stmt_length, self._max)
             await cursor.executemany(sql, rows)
+
+    def _may_exceed(self, sql: str, params: Sequence[Any]) -> bool:
+        # Escaping at most doubles a character and UTF-8 takes at most 4 bytes for one
+        # (escaped characters are ASCII): 4 bytes per character is an upper bound.
+        chars = sum(len(p) for p in params if isinstance(p, str | bytes))
+        return self._max is not None and len(sql) + 4 * chars + 64 * len(params) > self._max
+
+    async def _run(self, cursor: Any, sql: str, params: Sequence[Any]) -> int:
+        if not self._may_exceed(sql, params):
+            return int(await cursor.execute(sql, params))
+        query: str = cursor.mogrify(sql, params)
+        size = len(query.encode("utf-8", "surrogateescape"))
+        if self._max is not None and size > self._max:
+            raise PayloadTooLargeError(
+                f"a MySQL statement of {size:,} bytes is over the server's limit of "
+                f"{self._max:,} bytes (max_allowed_packet); nothing was written",
+                field="MySQL statement",
+                size=size,
+                limit=self._max,
+            )
+        return int(await cursor.execute(query))  # already formatted: no parameters
 
 
 class MySQLStorageBackend(LoopBoundPool, SQLScheduleBackend):
@@ -335,6 +388,8 @@ class MySQLStorageBackend(LoopBoundPool, SQLScheduleBackend):
         self.min_size, self.max_size = min_size, max_size
         self.connect_timeout = connect_timeout
         self.sql = Statements(MYSQL)
+        # Set from the server's max_allowed_packet when the pool opens.
+        self._max_statement: int | None = None
 
     @classmethod
     def from_url(cls, url: str) -> MySQLStorageBackend:
@@ -400,6 +455,8 @@ class MySQLStorageBackend(LoopBoundPool, SQLScheduleBackend):
             lock = " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
             self.sql = Statements(replace(MYSQL, lock_clause=lock), ddl_vars={"collate": collate})
             conn = _MySQLConn(connection)
+            (packet,), *_ = await conn.fetch("SELECT @@max_allowed_packet", ())
+            self.server_payload_limit, self._max_statement = packet_limits(int(packet))
             if await read_schema_version(conn, self.sql) == len(self.sql.migrations):
                 return
             # DDL commits implicitly here, so a named lock (not a transaction) makes
@@ -439,9 +496,10 @@ class MySQLStorageBackend(LoopBoundPool, SQLScheduleBackend):
             pool = await self._get_pool()
             try:
                 async with pool.acquire() as connection:
+                    conn = _MySQLConn(connection, self._max_statement)
                     if mode != TX:
-                        return await fn(_MySQLConn(connection))
-                    return await _in_transaction(connection, fn)
+                        return await fn(conn)
+                    return await _in_transaction(connection, conn, fn)
             except _DRIVER_ERRORS as exc:
                 error = self._driver_error(exc)
                 if isinstance(error, ConnectionLost):
@@ -455,10 +513,12 @@ class MySQLStorageBackend(LoopBoundPool, SQLScheduleBackend):
         raise AssertionError("unreachable")
 
 
-async def _in_transaction(connection: Any, fn: Callable[[Conn], Awaitable[T]]) -> T:
+async def _in_transaction(
+    connection: Any, conn: _MySQLConn, fn: Callable[[Conn], Awaitable[T]]
+) -> T:
     await connection.begin()
     try:
-        result = await fn(_MySQLConn(connection))
+        result = await fn(conn)
         await connection.commit()
     except asyncio.CancelledError:
         # No await here: the pool closes a connection returned mid-transaction, and the
@@ -471,4 +531,11 @@ async def _in_transaction(connection: Any, fn: Callable[[Conn], Awaitable[T]]) -
     return result
 
 
-__all__ = ["MIGRATIONS", "MYSQL", "URL_OPTIONS", "MySQLStorageBackend", "server_traits"]
+__all__ = [
+    "MIGRATIONS",
+    "MYSQL",
+    "URL_OPTIONS",
+    "MySQLStorageBackend",
+    "packet_limits",
+    "server_traits",
+]

@@ -1,9 +1,14 @@
 """Parse the duration forms users write: ``"30s"``, ``"1h30m"``, ``"2d12h"``, ``"1w"``,
 int/float seconds, ``timedelta``, and ``datetime`` deadlines.
+
+Every duration is finite, not negative and at most :data:`MAX_DURATION` (100 years):
+longer ones (``float("inf")``, ``"99999999999d"``) are refused with a ``ValueError``
+naming the value, instead of overflowing later when a deadline is computed from them.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -13,44 +18,66 @@ _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
 
 DurationLike = str | int | float | timedelta
 
+#: The longest duration accepted anywhere (sleeps, timeouts, retry delays, ``max_duration``,
+#: hook expiry, schedule intervals): 100 years, far beyond any real wait, and far enough
+#: below ``datetime.max`` that "now + duration" can always be computed.
+MAX_DURATION = timedelta(days=36525)
+_MAX_SECONDS = MAX_DURATION.total_seconds()
+
 
 def parse_duration(value: DurationLike) -> timedelta:
     """Turn a duration in any supported form into a ``timedelta``.
 
     Raises:
-        ValueError: the string is malformed (``"5 minutes"``, ``"abc"``, ``""``) or the
-            value is negative.
+        ValueError: the string is malformed (``"5 minutes"``, ``"abc"``, ``""``), or the
+            value is negative, NaN, infinite or longer than :data:`MAX_DURATION`.
         TypeError: the value is of an unsupported type.
     """
     if isinstance(value, bool):
         raise TypeError(f"duration must be a string, number or timedelta, not {value!r}")
     if isinstance(value, timedelta):
-        delta = value
+        seconds: float = value.total_seconds()
     elif isinstance(value, int | float):
-        delta = timedelta(seconds=value)
+        seconds = value
     elif isinstance(value, str):
-        delta = _parse_string(value)
+        seconds = _parse_string(value)
     else:
         raise TypeError(
             f"duration must be a string like '30s', a number of seconds or a timedelta, "
             f"not {type(value).__name__}"
         )
-    if delta < timedelta(0):
-        raise ValueError(f"duration must not be negative: {value!r}")
-    return delta
+    _check_range(seconds, value)
+    return value if isinstance(value, timedelta) else timedelta(seconds=seconds)
 
 
-def _parse_string(text: str) -> timedelta:
+def _check_range(seconds: float, value: DurationLike) -> None:
+    # Ints compare exactly with the float limit, so 10**400 needs no float conversion.
+    if isinstance(seconds, float) and math.isnan(seconds):
+        raise ValueError(f"duration must be a number of seconds, not NaN ({_show(value)})")
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative: {_show(value)}")
+    if seconds > _MAX_SECONDS:  # also +inf, and strings whose number overflows to inf
+        raise ValueError(
+            f"duration {_show(value)} is too long: the maximum is {MAX_DURATION.days} days "
+            "(100 years)"
+        )
+
+
+def _show(value: DurationLike) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _parse_string(text: str) -> float:
     compact = text.strip().lower().replace(" ", "")
     if compact and re.fullmatch(r"\d+(?:\.\d+)?", compact):
-        return timedelta(seconds=float(compact))
+        return float(compact)
     if not compact or not _WHOLE.fullmatch(compact):
         raise ValueError(
             f"invalid duration {text!r}: use a number with a unit, e.g. '30s', '5m', '2h', "
             "'3d', '1w' or combined like '1h30m'"
         )
-    seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _PART.findall(compact))
-    return timedelta(seconds=seconds)
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _PART.findall(compact))
 
 
 def duration_seconds(value: DurationLike) -> float:

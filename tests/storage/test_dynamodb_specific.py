@@ -20,6 +20,7 @@ import pytest
 from pyworkflow.core.exceptions import (
     ConfigurationError,
     HistoryCorruptedError,
+    PayloadTooLargeError,
     RunAlreadyExistsError,
     SequenceConflictError,
     StorageError,
@@ -246,7 +247,7 @@ async def test_run_payloads_are_compressed_and_oversized_ones_rejected(
         assert attr in meta and gone not in meta
 
     noise = base64.b64encode(os.urandom(600_000)).decode()
-    with pytest.raises(StorageError, match="400 KB"):
+    with pytest.raises(PayloadTooLargeError, match="result_payload is .* 400 KB"):
         await backend.append_events(
             "r1",
             make_events("r1", 2, 1),

@@ -115,5 +115,7 @@ async def test_start_returns_the_stored_run_when_the_broker_is_down(tmp_path: An
     began = time.monotonic()
     run_id = await pyworkflow.start(flow, 1, runtime="celery")
     assert time.monotonic() - began < 30
-    run = await pyworkflow.get_storage().get_run(run_id)
+    storage = pyworkflow.get_storage()
+    run = await storage.get_run(run_id)
+    await storage.close()
     assert run is not None and run.status == "pending"

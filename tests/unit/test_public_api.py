@@ -123,6 +123,7 @@ EXPECTED_PUBLIC_NAMES = {
     "MaxNestingDepthError",
     "ConfigurationError",
     "SerializationError",
+    "PayloadTooLargeError",
     "EventLimitExceededError",
     "NonDeterminismError",
     "WorkflowTimeoutError",

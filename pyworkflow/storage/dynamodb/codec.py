@@ -7,8 +7,7 @@ import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from pyworkflow.core.exceptions import StorageError
-from pyworkflow.serialization import compact_json
+from pyworkflow.core.exceptions import PayloadTooLargeError
 
 Item = dict[str, Any]
 
@@ -36,10 +35,6 @@ def _from_micros(value: str) -> datetime:
 def _sort_key(micros: int) -> str:
     """Fixed-width digits whose string order is the numeric order of ``micros``."""
     return f"{micros + _SORT_OFFSET:0{_SORT_WIDTH}d}"
-
-
-def _json(value: Any) -> str:
-    return compact_json(value)
 
 
 def _n(value: int) -> dict[str, str]:
@@ -77,10 +72,14 @@ def _payload_attrs(name: str, value: str | None) -> tuple[Item, list[str]]:
     if parts:
         raw = len(value.encode()) if value is not None else 0
         packed = sum(len(p) for p in parts)
-        raise StorageError(
-            f"dynamodb: run field {name!r} is {raw} bytes ({packed} "
-            f"compressed); a run item must stay under DynamoDB's 400 KB item limit. "
-            "Keep large values in step results (events are chunked) or external storage."
+        raise PayloadTooLargeError(
+            f"dynamodb: {name} is {raw:,} bytes ({packed:,} compressed, over "
+            f"{CHUNK_BYTES:,}); a run item must stay under DynamoDB's 400 KB item limit. "
+            "Keep large values in step results (events are chunked) or external storage; "
+            "nothing was written.",
+            field=name,
+            size=raw,
+            limit=CHUNK_BYTES,
         )
     # Run payloads are never chunked: there is no count attribute to remove.
     return sets, [r for r in removes if r != f"{name}_chunks"]

@@ -40,6 +40,7 @@ from pyworkflow.storage.dynamodb.keys import (
     _run_pk,
 )
 from pyworkflow.storage.dynamodb.run_items import _TERMINAL
+from pyworkflow.storage.payloads import check_hook, check_hook_payload
 from pyworkflow.storage.schemas import HookRecord, HookStatus
 
 
@@ -89,6 +90,7 @@ class HookStore(TableClient):
         item, both ``attribute_not_exists``, plus payload chunks. A failed condition is
         re-read: the run's stored hook with that ``hook_id`` is returned; a token hash
         held by another run's hook is replaced (as the reference backend does)."""
+        check_hook(hook, self.payload_limit)
         version = uuid.uuid4().hex
         head, parts = _hook_items(hook, version)
         pointer: Item = {
@@ -279,6 +281,7 @@ class HookStore(TableClient):
         transaction when payload chunks are written or replaced ones deleted. A lost
         race re-reads: another status answers ``False``; our own write token (an SDK
         retry of a write that did land) answers ``True``."""
+        check_hook_payload(token_hash, payload, self.payload_limit)
         expected_value, status_value = HookStatus(expected).value, HookStatus(status).value
         version = uuid.uuid4().hex
         sets: Item = {

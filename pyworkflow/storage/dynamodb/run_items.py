@@ -16,7 +16,6 @@ from pyworkflow.storage.dynamodb.codec import (
     Item,
     _bytes,
     _from_micros,
-    _json,
     _micros,
     _n,
     _opt_dt,
@@ -39,6 +38,7 @@ from pyworkflow.storage.dynamodb.keys import (
     _event_sk,
     _run_pk,
 )
+from pyworkflow.storage.payloads import PayloadLimit, event_json
 from pyworkflow.storage.schemas import TERMINAL_STATUSES, Event, RunStatus, WorkflowRun
 
 _STATUSES: dict[str, RunStatus] = {s.value: s for s in RunStatus}
@@ -199,8 +199,13 @@ def _item_to_run(item: Item) -> WorkflowRun:
     )
 
 
-def _event_items(run_id: str, event: Event) -> list[Item]:
-    """The event's item, followed by its data chunks when the data is too large."""
+def _event_items(run_id: str, event: Event, limit: PayloadLimit) -> list[Item]:
+    """The event's item, followed by its data chunks when the data is too large.
+
+    Raises:
+        SerializationError: the data holds NaN or an infinity.
+        PayloadTooLargeError: the data is over ``limit``.
+    """
     sk = _event_sk(event.sequence)
     head: Item = {
         "PK": _s(_run_pk(run_id)),
@@ -210,7 +215,7 @@ def _event_items(run_id: str, event: Event) -> list[Item]:
         "type": _s(event.type.value),
         "timestamp": _n(_micros(event.timestamp)),
     }
-    text = _json(event.data)
+    text = event_json(run_id, event, limit)
     raw = text.encode()
     if len(raw) <= COMPRESS_OVER:
         head["data"] = _s(text)

@@ -43,6 +43,7 @@ from pyworkflow.storage.dynamodb.run_items import (
     _run_item,
     _tag_items,
 )
+from pyworkflow.storage.payloads import check_changes, check_run
 from pyworkflow.storage.schemas import (
     UPDATABLE_RUN_FIELDS,
     Event,
@@ -57,6 +58,8 @@ class RunStore(CancelIndex):
     notes for ``create_run`` and ``append_events``)."""
 
     async def create_run(self, run: WorkflowRun, events: Sequence[Event] = ()) -> WorkflowRun:
+        limit = self.payload_limit
+        check_run(run, limit)
         run_item = _run_item(run)
         key = run.idempotency_key
         if key is None and not events and not run.tags:
@@ -80,7 +83,7 @@ class RunStore(CancelIndex):
         actions.extend(
             {"Put": {"Item": item, "ConditionExpression": not_exists}}
             for event in events
-            for item in _event_items(run.run_id, event)
+            for item in _event_items(run.run_id, event, limit)
         )
         try:
             await self._transact(actions, f"create_run({run.run_id!r})")
@@ -200,6 +203,8 @@ class RunStore(CancelIndex):
         unknown = set(changes) - set(UPDATABLE_RUN_FIELDS)
         if unknown:
             raise ValueError(f"RunUpdate cannot change {sorted(unknown)}")
+        limit = self.payload_limit
+        check_changes(run_id, changes, limit)
         sets: Item = {
             "last_sequence": _n(events[-1].sequence if events else expected_last_sequence)
         }
@@ -214,7 +219,7 @@ class RunStore(CancelIndex):
         event_actions: list[Item] = [
             {"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
             for event in events
-            for item in _event_items(run_id, event)
+            for item in _event_items(run_id, event, limit)
         ]
         # The due index needs status and wake_at together; when the update names only
         # one of them (and does not end the suspension) the other is read first, and the

@@ -22,6 +22,7 @@ from pyworkflow.storage.dynamodb.codec import (
 )
 from pyworkflow.storage.dynamodb.expressions import _Expr
 from pyworkflow.storage.dynamodb.keys import _SCHEDULE, _SCHEDULES_PK, _schedule_key
+from pyworkflow.storage.payloads import check_schedule
 from pyworkflow.storage.schemas import ScheduleRecord, ScheduleStatus
 
 _SCHEDULE_STATUSES: dict[str, ScheduleStatus] = {s.value: s for s in ScheduleStatus}
@@ -69,6 +70,7 @@ class ScheduleStore(TableClient):
         """One ``PutItem`` under ``attribute_not_exists`` (insert) or ``version =
         :expected`` (compare-and-set). A failed condition re-reads the write token: our
         own (an SDK retry of a put that did land) answers ``True``, any other ``False``."""
+        check_schedule(schedule, self.payload_limit)
         version = 1 if expected_version is None else expected_version + 1
         token = uuid.uuid4().hex
         item = _schedule_item(schedule, version, token)

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from pyworkflow.serialization import compact_json
+from pyworkflow.storage.payloads import PayloadLimit, effective_limit, event_json
 from pyworkflow.storage.schemas import (
     Event,
     HookRecord,
@@ -148,17 +149,18 @@ def schedule_from_hash(raw: Mapping[Any, Any] | Sequence[Any]) -> ScheduleRecord
     return schedule
 
 
-def encode_event(event: Event) -> str:
-    """An event as one compact JSON list item (its ``run_id`` is the list's)."""
-    return compact_json(
-        {
-            "s": event.sequence,
-            "i": event.event_id,
-            "t": event.type.value,
-            "ts": micros(event.timestamp),
-            "d": event.data,
-        }
-    )
+def encode_event(run_id: str, event: Event, limit: PayloadLimit | None = None) -> str:
+    """An event as one compact JSON list item (its ``run_id`` is the list's).
+
+    Raises:
+        SerializationError: the data holds NaN or an infinity.
+        PayloadTooLargeError: the data is over ``limit`` (default: ``max_payload_bytes``).
+    """
+    data = event_json(run_id, event, limit or effective_limit(None))
+    # The same text compact_json gives for the whole item, with the data checked once.
+    ts = micros(event.timestamp)
+    head = compact_json({"s": event.sequence, "i": event.event_id, "t": event.type.value, "ts": ts})
+    return f'{head[:-1]},"d":{data}}}'
 
 
 # Keys of an event item (see encode_event), in Event.from_stored_record's order.

@@ -11,6 +11,7 @@ import json
 import secrets
 from datetime import datetime
 
+from pyworkflow.storage.payloads import check_hook, check_hook_payload
 from pyworkflow.storage.redis.codec import HOOKS, hook_from_hash, micros, text
 from pyworkflow.storage.redis.connection import RedisConnection
 from pyworkflow.storage.redis.keys import member
@@ -33,6 +34,7 @@ class HookStore(RedisConnection):
         return bool(int(asked))
 
     async def save_hook(self, hook: HookRecord) -> HookRecord:
+        check_hook(hook, self.payload_limit)
         pairs = HOOKS.pairs(hook)
         pairs += ("_m", member(micros(hook.created_at), hook.token_hash))
         keys = [
@@ -93,6 +95,7 @@ class HookStore(RedisConnection):
         payload: str | None = None,
         received_at: datetime | None = None,
     ) -> bool:
+        check_hook_payload(token_hash, payload, self.payload_limit)
         args: list[str | int] = [
             self._base,
             HookStatus(expected).value,

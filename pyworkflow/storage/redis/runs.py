@@ -41,6 +41,7 @@ from pyworkflow.core.exceptions import (
     StorageError,
 )
 from pyworkflow.storage.base import RunQuery, parse_cursor
+from pyworkflow.storage.payloads import check_changes, check_run
 from pyworkflow.storage.redis.codec import (
     RUNS,
     decode_events,
@@ -91,7 +92,9 @@ class RunStore(RedisConnection):
         return await self._create(run, events, secrets.token_hex(8))
 
     async def _create(self, run: WorkflowRun, events: Sequence[Event], token: str) -> WorkflowRun:
-        run_id = run.run_id
+        run_id, limit = run.run_id, self.payload_limit
+        check_run(run, limit)
+        encoded = [encode_event(run_id, e, limit) for e in events]  # checked before writing
         pairs = RUNS.pairs(run)
         pairs += ("_m", member(micros(run.created_at), run_id))
         index_keys = [self._key("idx", "all"), self._key("idx", "wf", run.workflow_name)]
@@ -107,7 +110,7 @@ class RunStore(RedisConnection):
             token,
             len(pairs),
             *pairs,
-            *map(encode_event, events),
+            *encoded,
         ]
         client, scripts = self._client()
         with self._errors():
@@ -244,6 +247,10 @@ class RunStore(RedisConnection):
     ) -> None:
         """:meth:`append_events` with an explicit write token (tests replay a retry)."""
         _check_sequences(events, expected + 1)
+        limit = self.payload_limit
+        if update is not None:
+            check_changes(run_id, update.changes, limit)
+        encoded = [encode_event(run_id, e, limit) for e in events]  # checked before writing
         new_last = events[-1].sequence if events else expected
         sets: list[str] = ["last_sequence", str(new_last), "_w", token]
         deletes: list[str] = []
@@ -265,7 +272,7 @@ class RunStore(RedisConnection):
             *sets,
             len(deletes),
             *deletes,
-            *map(encode_event, events),
+            *encoded,
         ]
         _, scripts = self._client()
         with self._errors():

@@ -12,6 +12,7 @@ import json
 import secrets
 from datetime import datetime
 
+from pyworkflow.storage.payloads import check_schedule
 from pyworkflow.storage.redis.codec import SCHEDULES, micros, schedule_from_hash
 from pyworkflow.storage.redis.connection import RedisConnection
 from pyworkflow.storage.schemas import ScheduleRecord, ScheduleStatus
@@ -32,6 +33,7 @@ class ScheduleStore(RedisConnection):
     ) -> bool:
         """One script: compare the stored ``version`` field with ``expected_version`` (or
         check the schedule is absent), then replace the hash and its index entries."""
+        check_schedule(schedule, self.payload_limit)
         version = 1 if expected_version is None else expected_version + 1
         record = schedule.copy()
         record.version = version
