@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint typecheck bench bench-quick bench-storage bench-peers bench-celery check clean
+.PHONY: install demo test outages lint typecheck bench bench-quick bench-storage bench-peers bench-celery check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,6 +17,11 @@ demo: install
 
 test: install
 	$(BIN)/pytest -q
+
+# Long server-outage tests (100 runs; 2 s, 10 s and frozen outages of private PostgreSQL,
+# Redis and MariaDB instances, ~2-3 min). `make test` runs one short outage per server.
+outages: install
+	$(BIN)/pytest tests/integration/test_outages.py -q -m outages
 
 lint: install
 	$(BIN)/ruff check .

@@ -63,6 +63,7 @@ from pyworkflow.storage._sql_dialect import (
     to_micros,
 )
 from pyworkflow.storage._sql_migrations import apply_migrations, read_schema_version
+from pyworkflow.storage._sql_retry import TransientFailure
 from pyworkflow.storage._sql_statements import (
     DATETIME_COLUMNS,
     EVENT_COLUMNS,
@@ -90,8 +91,10 @@ class SQLStorageBackend(StorageBackend):
 
     Subclasses set ``sql`` and implement :meth:`_call`. Connection loss: reads and the
     idempotent writes (lease acquire/renew/release, due-run claims: repeating them for the
-    same owner gives the same outcome) are retried once on a fresh connection by
-    :meth:`_call`. ``create_run`` and ``append_events`` retry once too, and when the
+    same owner gives the same outcome) are retried on a fresh connection by
+    :meth:`_call` (the server backends: a few times, see
+    :mod:`pyworkflow.storage._sql_retry`). ``create_run`` and ``append_events`` retry a
+    lost connection once more, and when the
     retry hits a conflict they check whether the first attempt had in fact committed
     (the stored run equals the one being created / the stored events at those sequences
     carry these event ids) and report success if so, the conflict otherwise.
@@ -116,7 +119,7 @@ class SQLStorageBackend(StorageBackend):
 
         Driver errors leave as :class:`StorageError` (see :meth:`_driver_error`);
         errors ``fn`` raises on purpose pass through. With ``idempotent``, a lost
-        connection is retried once; otherwise it raises :class:`ConnectionLost`.
+        connection is retried; otherwise it raises :class:`ConnectionLost`.
         """
 
     def _driver_error(self, exc: BaseException) -> StorageError:
@@ -126,6 +129,8 @@ class SQLStorageBackend(StorageBackend):
             return UniqueViolation(f"{self.label}: {exc}", constraint)
         if dialect.connection_lost(exc):
             return ConnectionLost(f"{self.label}: connection lost: {exc}")
+        if dialect.transient(exc):
+            return TransientFailure(f"{self.label}: {exc}")
         return StorageError(f"{self.label}: {exc}")
 
     # -- runs -----------------------------------------------------------------------------

@@ -82,6 +82,8 @@ class Dialect:
         unique_violation: the constraint a driver error violated, or ``None`` if the
             error is not a unique violation.
         connection_lost: whether a driver error means the connection died.
+        transient: whether a driver error means the server rolled the call back for a
+            passing reason (deadlock, serialization failure): repeating it is safe.
         missing_table: whether a driver error means ``schema_version`` does not exist.
         bool_to_db: how a boolean column is bound.
         row_values: the planner turns ``(a, b) < (?, ?)`` into an index range (else the
@@ -106,6 +108,7 @@ class Dialect:
     migrations: tuple[tuple[str, ...], ...]
     unique_violation: Callable[[BaseException], str | None]
     connection_lost: Callable[[BaseException], bool] = _never
+    transient: Callable[[BaseException], bool] = _never
     missing_table: Callable[[BaseException], bool] = _never
     bool_to_db: Callable[[bool], Any] = int
     row_values: bool = True

@@ -5,7 +5,9 @@ Servers: MySQL 8.0+ and MariaDB 10.6+ (older versions work, but claim due runs w
 blocking ``FOR UPDATE`` instead of ``SKIP LOCKED``).
 
 URL: ``mysql://user:password@host:3306/database`` with optional ``?min_size=1&max_size=10``
-(connection pool) and ``connect_timeout=10`` (seconds). The database must exist; the
+(connection pool), ``connect_timeout=10`` (seconds to open a connection) and
+``call_timeout=30`` (seconds one attempt of a storage call may take). The database must
+exist; the
 tables are created in it on first connect. Percent-encode special characters of the
 password; it never appears in ``repr()`` or error messages.
 
@@ -34,12 +36,16 @@ connects, refuses a value over half of it (escaping can double a value) with
 checks every statement's final size before sending it, so an oversize write never
 reaches the server (where it would fail mid-packet and drop the connection).
 
-Connection loss (server restart, ``KILL``, ``wait_timeout``): the pool drops dead
-connections when it next hands them out; a call whose connection died is retried once
-when that is safe, exactly as described for PostgreSQL in
-:mod:`pyworkflow.storage.postgres` (reads, lease changes and claims: retried; creates and
-appends: retried, and a conflict on the retry is checked against what the first attempt
-may have committed).
+Connection loss (server restart or crash, ``KILL``, ``wait_timeout``): a lost session
+makes the pool close its idle connections; a call is retried a few times when no
+connection could be had, when the server rolled it back (deadlock, lock wait timeout),
+and when its connection died midway if that is safe, exactly as described for
+PostgreSQL in :mod:`pyworkflow.storage.postgres` (reads, lease changes and claims:
+retried; creates and appends: retried once, and a conflict on the retry is checked
+against what the first attempt may have committed). Each attempt is bounded by
+``call_timeout``; what still fails is a
+:class:`~pyworkflow.core.exceptions.StorageUnavailableError` (unreachable, dropped,
+no answer) or a :class:`~pyworkflow.core.exceptions.StorageError`.
 
 Tuning: ``max_size`` bounds one process's concurrent storage calls; keep processes x
 ``max_size`` under the server's ``max_connections``. A transaction costs explicit
@@ -61,16 +67,19 @@ from urllib.parse import unquote
 import aiomysql
 
 from pyworkflow.core.exceptions import ConfigurationError, PayloadTooLargeError, StorageError
-from pyworkflow.storage._pool import LoopBoundPool
 from pyworkflow.storage._sql import (
     TX,
     Conn,
-    ConnectionLost,
     Dialect,
     Mode,
     Statements,
     apply_migrations,
     read_schema_version,
+)
+from pyworkflow.storage._sql_retry import (
+    CALL_TIMEOUT,
+    CONNECT_TIMEOUT,
+    RetryingPool,
 )
 from pyworkflow.storage._sql_schedules import SQLScheduleBackend
 from pyworkflow.storage.payloads import PayloadLimit
@@ -78,7 +87,7 @@ from pyworkflow.storage.urls import parse_url, split_url
 
 T = TypeVar("T")
 
-URL_OPTIONS = ("min_size", "max_size", "connect_timeout")
+URL_OPTIONS = ("min_size", "max_size", "connect_timeout", "call_timeout")
 #: pymysql.constants.CLIENT.FOUND_ROWS: UPDATE reports matched rows, not changed rows.
 CLIENT_FOUND_ROWS = 2
 _SESSION_SETUP = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
@@ -193,6 +202,9 @@ _CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *_DRIVER_ERRORS)
 # CR_CONN_HOST_ERROR, CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED,
 # ER_SERVER_SHUTDOWN, ER_CONNECTION_KILLED (MariaDB), ER_CLIENT_INTERACTION_TIMEOUT.
 _LOST_CODES = frozenset({2003, 2006, 2013, 2055, 1053, 1927, 4031})
+# ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK: the statement (or transaction) was rolled back.
+_TRANSIENT_CODES = frozenset({1205, 1213})
+_TOO_MANY_CONNECTIONS = 1040
 _DUPLICATE_KEY = 1062
 _NO_SUCH_TABLE = 1146
 _KEY_NAME = re.compile(r"for key '(?:[^'.]*\.)?([^']*)'")
@@ -217,6 +229,16 @@ def _connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, aiomysql.OperationalError) and _code(exc) in _LOST_CODES
 
 
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, aiomysql.OperationalError) and _code(exc) in _TRANSIENT_CODES
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a failure to get a connection is the server's passing state (down,
+    restarting, full), not a configuration error (bad password, unknown database)."""
+    return _connection_lost(exc) or _code(exc) == _TOO_MANY_CONNECTIONS
+
+
 def _missing_table(exc: BaseException) -> bool:
     return isinstance(exc, aiomysql.ProgrammingError) and _code(exc) == _NO_SUCH_TABLE
 
@@ -238,6 +260,7 @@ MYSQL = Dialect(
     migrations=MIGRATIONS,
     unique_violation=_unique_violation,
     connection_lost=_connection_lost,
+    transient=_transient,
     missing_table=_missing_table,
     bool_to_db=int,
     # Neither MySQL nor MariaDB turns (a, b) < (?, ?) into an index range: spell it out.
@@ -338,7 +361,7 @@ class _MySQLConn:
         return int(await cursor.execute(query))  # already formatted: no parameters
 
 
-class MySQLStorageBackend(LoopBoundPool, SQLScheduleBackend):
+class MySQLStorageBackend(RetryingPool, SQLScheduleBackend):
     """Runs and events in InnoDB tables of one MySQL/MariaDB database, shared by any
     number of processes.
 
@@ -348,6 +371,8 @@ class MySQLStorageBackend(LoopBoundPool, SQLScheduleBackend):
         host, port, user, password, database: connection parameters.
         min_size, max_size: bounds of the connection pool.
         connect_timeout: seconds to wait for a new connection.
+        call_timeout: seconds one attempt of a storage call may take (waiting for a
+            pooled connection included).
 
     The pool opens on first use and belongs to the event loop that opened it; a backend
     used from a new loop opens a new pool.
@@ -366,7 +391,8 @@ class MySQLStorageBackend(LoopBoundPool, SQLScheduleBackend):
         database: str | None = None,
         min_size: int = 1,
         max_size: int = 10,
-        connect_timeout: float = 10,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        call_timeout: float = CALL_TIMEOUT,
     ) -> None:
         parts = split_url(url, name="MySQL", schemes=("mysql",)) if url else None
         self.host = host or (parts.hostname if parts else None) or "localhost"
@@ -386,7 +412,7 @@ class MySQLStorageBackend(LoopBoundPool, SQLScheduleBackend):
                 "0 <= min_size <= max_size and max_size >= 1"
             )
         self.min_size, self.max_size = min_size, max_size
-        self.connect_timeout = connect_timeout
+        self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
         self.sql = Statements(MYSQL)
         # Set from the server's max_allowed_packet when the pool opens.
         self._max_statement: int | None = None
@@ -404,7 +430,8 @@ class MySQLStorageBackend(LoopBoundPool, SQLScheduleBackend):
             parsed.driver_url(),
             min_size=parsed.count("min_size", 1),
             max_size=parsed.count("max_size", 10),
-            connect_timeout=parsed.seconds("connect_timeout", 10.0),
+            connect_timeout=parsed.seconds("connect_timeout", CONNECT_TIMEOUT),
+            call_timeout=parsed.seconds("call_timeout", CALL_TIMEOUT),
         )
 
     def __repr__(self) -> str:
@@ -438,7 +465,7 @@ class MySQLStorageBackend(LoopBoundPool, SQLScheduleBackend):
                 connect_timeout=self.connect_timeout,
             )
         except _DRIVER_ERRORS as exc:
-            raise StorageError(f"{self.label}: cannot connect: {exc}") from exc
+            raise self._cannot_connect(exc) from exc
         try:
             await self._migrate(pool)
         except BaseException as exc:
@@ -488,29 +515,23 @@ class MySQLStorageBackend(LoopBoundPool, SQLScheduleBackend):
         except _CLOSE_ERRORS:
             pool.terminate()
 
-    async def _call(
-        self, mode: Mode, fn: Callable[[Conn], Awaitable[T]], *, idempotent: bool = False
-    ) -> T:
-        attempts = 2 if idempotent else 1
-        for attempt in range(1, attempts + 1):
-            pool = await self._get_pool()
-            try:
-                async with pool.acquire() as connection:
-                    conn = _MySQLConn(connection, self._max_statement)
-                    if mode != TX:
-                        return await fn(conn)
-                    return await _in_transaction(connection, conn, fn)
-            except _DRIVER_ERRORS as exc:
-                error = self._driver_error(exc)
-                if isinstance(error, ConnectionLost):
-                    # Whatever dropped this session (restart, KILL, wait_timeout) most
-                    # likely dropped its idle siblings too: close them all.
-                    with contextlib.suppress(*_DRIVER_ERRORS):
-                        await pool.clear()
-                    if attempt < attempts:
-                        continue
-                raise error from exc
-        raise AssertionError("unreachable")
+    # -- hooks of RetryingPool -------------------------------------------------------------
+
+    _unreachable = staticmethod(_unreachable)
+    _driver_errors = _DRIVER_ERRORS
+
+    async def _run(self, connection: Any, mode: Mode, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        conn = _MySQLConn(connection, self._max_statement)
+        if mode != TX:
+            return await fn(conn)
+        return await _in_transaction(connection, conn, fn)
+
+    def _drop(self, connection: Any) -> None:
+        connection.close()
+
+    async def _expire(self, pool: Any) -> None:
+        with contextlib.suppress(*_DRIVER_ERRORS):
+            await pool.clear()
 
 
 async def _in_transaction(

@@ -4,10 +4,12 @@ Extra: ``pip install 'pyworkflow-engine[postgres]'`` (the ``asyncpg`` driver).
 
 URL: ``postgresql://user:password@host:5432/database?schema=workflows`` (``postgres://``
 works too). Options in the query string: ``schema`` (default ``public``; created if
-missing), ``min_size`` / ``max_size`` (connection pool, default 1 / 10) and
-``application_name`` (default ``pyworkflow``, shown in ``pg_stat_activity``) and
-``statement_cache_size`` (default 100; 0 behind PgBouncer in transaction mode); any other
-option (``sslmode=require``, ...) is passed to asyncpg. Percent-encode special characters
+missing), ``min_size`` / ``max_size`` (connection pool, default 1 / 10),
+``application_name`` (default ``pyworkflow``, shown in ``pg_stat_activity``),
+``statement_cache_size`` (default 100; 0 behind PgBouncer in transaction mode),
+``connect_timeout`` (seconds to open a connection, default 10) and ``call_timeout``
+(seconds one attempt of a storage call may take, default 30); any other option
+(``sslmode=require``, ...) is passed to asyncpg. Percent-encode special characters
 of the password. The password never appears in ``repr()`` or error messages.
 
 Guarantees (the :class:`~pyworkflow.storage.base.StorageBackend` contract, across any
@@ -27,14 +29,19 @@ number of processes and hosts):
 * Every query named in the contract is an index range scan (see the module docstring
   of :mod:`pyworkflow.storage._sql` and ``tests/storage/test_sql_indexes.py``).
 
-Connection loss (server restart, failover, ``pg_terminate_backend``, an idle timeout):
-asyncpg's pool replaces dead connections when they are next acquired. A call that
-fails because its connection died is retried once on a fresh connection when that is
-safe: reads, lease acquire/renew/release and due-run claims (repeating them for the same
-owner gives the same result). ``create_run`` and ``append_events`` are retried once too;
-if the retry conflicts, the backend checks whether the first attempt had committed (same
-stored run / same event ids at those sequences) and reports success only then. Any
-other failure surfaces as :class:`~pyworkflow.core.exceptions.StorageError`.
+Connection loss (server restart or crash, failover, ``pg_terminate_backend``, an idle
+timeout): a lost session makes the pool replace every pooled connection. A call is
+retried a few times with short pauses (about half a second in all,
+:mod:`pyworkflow.storage._sql_retry`) when no connection could be had, when the server
+rolled it back (deadlock, serialization failure), and when its connection died midway
+if repeating it is safe: reads, lease acquire/renew/release and due-run claims.
+``create_run`` and ``append_events`` retry a lost connection once; if the retry
+conflicts, the backend checks whether the first attempt had committed (same stored run /
+same event ids at those sequences) and reports success only then. Each attempt is
+bounded by ``call_timeout``, so a server that stops answering never hangs a caller.
+What still fails is a :class:`~pyworkflow.core.exceptions.StorageUnavailableError` (the
+server is unreachable, dropped the call, or did not answer) or, for any other failure,
+a :class:`~pyworkflow.core.exceptions.StorageError`.
 
 Tuning: each in-flight storage call holds one pooled connection for one round trip, so
 ``max_size`` bounds the concurrency of one process (total connections = processes x
@@ -57,8 +64,7 @@ from urllib.parse import unquote
 
 import asyncpg
 
-from pyworkflow.core.exceptions import ConfigurationError, StorageError
-from pyworkflow.storage._pool import LoopBoundPool
+from pyworkflow.core.exceptions import ConfigurationError
 from pyworkflow.storage._sql import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
@@ -66,7 +72,6 @@ from pyworkflow.storage._sql import (
     WRITE,
     AppendPlan,
     Conn,
-    ConnectionLost,
     CreatePlan,
     Dialect,
     Mode,
@@ -74,13 +79,26 @@ from pyworkflow.storage._sql import (
     apply_migrations,
     read_schema_version,
 )
+from pyworkflow.storage._sql_retry import (
+    CALL_TIMEOUT,
+    CONNECT_TIMEOUT,
+    RetryingPool,
+)
 from pyworkflow.storage._sql_schedules import SQLScheduleBackend
 from pyworkflow.storage.urls import parse_url, split_url
 
 T = TypeVar("T")
 
 #: URL query options this backend reads itself (the rest go to asyncpg).
-URL_OPTIONS = ("schema", "min_size", "max_size", "application_name", "statement_cache_size")
+URL_OPTIONS = (
+    "schema",
+    "min_size",
+    "max_size",
+    "application_name",
+    "statement_cache_size",
+    "connect_timeout",
+    "call_timeout",
+)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 # Schema migrations, applied in order; ``{p}`` is the quoted schema plus a dot. Never
@@ -219,6 +237,16 @@ def _connection_lost(exc: BaseException) -> bool:
     )
 
 
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, asyncpg.SerializationError | asyncpg.DeadlockDetectedError)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a failure to get a connection is the server's passing state (down,
+    restarting, full), not a configuration error (bad password, unknown database)."""
+    return _connection_lost(exc) or isinstance(exc, asyncpg.TooManyConnectionsError)
+
+
 def _missing_table(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.UndefinedTableError | asyncpg.InvalidSchemaNameError)
 
@@ -235,6 +263,7 @@ POSTGRES = Dialect(
     migrations=MIGRATIONS,
     unique_violation=_unique_violation,
     connection_lost=_connection_lost,
+    transient=_transient,
     missing_table=_missing_table,
     bool_to_db=bool,
     row_values=True,
@@ -295,7 +324,7 @@ def _event_arrays(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     return columns
 
 
-class PostgresStorageBackend(LoopBoundPool, SQLScheduleBackend):
+class PostgresStorageBackend(RetryingPool, SQLScheduleBackend):
     """Runs and events in PostgreSQL tables of one schema, shared by any number of
     processes.
 
@@ -307,6 +336,9 @@ class PostgresStorageBackend(LoopBoundPool, SQLScheduleBackend):
         min_size, max_size: bounds of the connection pool.
         application_name: shown in ``pg_stat_activity``.
         statement_cache_size: prepared statements asyncpg caches per connection.
+        connect_timeout: seconds to open one connection.
+        call_timeout: seconds one attempt of a storage call may take (waiting for a
+            pooled connection included).
 
     The pool opens on first use and belongs to the event loop that opened it; a backend
     used from a new loop opens a new pool.
@@ -331,6 +363,8 @@ class PostgresStorageBackend(LoopBoundPool, SQLScheduleBackend):
         max_size: int = 10,
         application_name: str = "pyworkflow",
         statement_cache_size: int = 100,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        call_timeout: float = CALL_TIMEOUT,
     ) -> None:
         if not isinstance(schema, str) or not _IDENTIFIER.fullmatch(schema):
             raise ConfigurationError(
@@ -351,6 +385,7 @@ class PostgresStorageBackend(LoopBoundPool, SQLScheduleBackend):
         self.min_size, self.max_size = min_size, max_size
         self.application_name = application_name
         self.statement_cache_size = statement_cache_size
+        self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
         self._dsn = dsn
         self._connect_kwargs: dict[str, Any] = {
             name: value
@@ -389,6 +424,8 @@ class PostgresStorageBackend(LoopBoundPool, SQLScheduleBackend):
             max_size=parsed.count("max_size", 10),
             application_name=parsed.options.get("application_name") or "pyworkflow",
             statement_cache_size=parsed.count("statement_cache_size", 100),
+            connect_timeout=parsed.seconds("connect_timeout", CONNECT_TIMEOUT),
+            call_timeout=parsed.seconds("call_timeout", CALL_TIMEOUT),
         )
 
     def __repr__(self) -> str:
@@ -413,10 +450,11 @@ class PostgresStorageBackend(LoopBoundPool, SQLScheduleBackend):
                 reset=_keep_session,
                 statement_cache_size=self.statement_cache_size,
                 server_settings={"application_name": self.application_name},
+                timeout=self.connect_timeout,
                 **self._connect_kwargs,
             )
         except _CONNECT_ERRORS as exc:
-            raise StorageError(f"{self.label}: cannot connect: {exc}") from exc
+            raise self._cannot_connect(exc) from exc
         try:
             await self._migrate(pool)
         except BaseException as exc:
@@ -460,33 +498,23 @@ class PostgresStorageBackend(LoopBoundPool, SQLScheduleBackend):
         except _CLOSE_ERRORS:
             pool.terminate()
 
-    async def _call(
-        self, mode: Mode, fn: Callable[[Conn], Awaitable[T]], *, idempotent: bool = False
-    ) -> T:
-        attempts = 2 if idempotent else 1
-        for attempt in range(1, attempts + 1):
-            pool = await self._get_pool()
-            try:
-                async with pool.acquire() as connection:
-                    try:
-                        if mode != TX:
-                            return await fn(_PgConn(connection))
-                        async with connection.transaction():
-                            return await fn(_PgConn(connection))
-                    except _DRIVER_ERRORS as exc:
-                        if _connection_lost(exc):
-                            _discard(connection)
-                        raise
-            except _DRIVER_ERRORS as exc:
-                error = self._driver_error(exc)
-                if isinstance(error, ConnectionLost):
-                    # Whatever dropped this session (restart, failover, an admin) most
-                    # likely dropped its idle siblings too: replace them all on next use.
-                    await pool.expire_connections()
-                    if attempt < attempts:
-                        continue
-                raise error from exc
-        raise AssertionError("unreachable")
+    # -- hooks of RetryingPool -------------------------------------------------------------
+
+    _unreachable = staticmethod(_unreachable)
+    _driver_errors = _DRIVER_ERRORS
+
+    async def _run(self, connection: Any, mode: Mode, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        if mode != TX:
+            return await fn(_PgConn(connection))
+        async with connection.transaction():
+            return await fn(_PgConn(connection))
+
+    def _drop(self, connection: Any) -> None:
+        # Also spares asyncpg waiting on the server to cancel a statement on release.
+        _discard(connection)
+
+    async def _expire(self, pool: Any) -> None:
+        await pool.expire_connections()
 
     # -- single-statement writes ------------------------------------------------------------
 

@@ -4,10 +4,15 @@ Retries and reconnection
 ------------------------
 redis-py reconnects by itself. The backend's client (unless you pass your own
 ``client``) is configured to retry every command up to :data:`RETRIES` times with a
-short jittered exponential backoff on ``ConnectionError``/``TimeoutError``, so a
-connection killed by the server (``CLIENT KILL``, an idle timeout, a failover) does not
-break the next call. Bad credentials (``AuthenticationError``, a ``ConnectionError``
-subclass) are not retried. Retrying is only safe if every command is idempotent, and a
+short jittered exponential backoff on ``ConnectionError`` (refused, dropped, the server
+still loading its data), so a connection killed by the server (``CLIENT KILL``, an idle
+timeout, a failover) does not break the next call, and a server that is really gone is
+reported within about a second. Bad credentials (``AuthenticationError``, a
+``ConnectionError`` subclass) are not retried, nor is a timeout: connecting and each
+reply are bounded by :data:`CONNECT_TIMEOUT` and :data:`SOCKET_TIMEOUT` seconds (URL
+``socket_connect_timeout`` / ``socket_timeout``), so a server that stops answering
+never hangs a caller, and a server that does not answer within that long is not
+retried. Retrying is only safe if every command is idempotent, and a
 command whose connection died after Redis ran it is *ambiguous*: it may have applied.
 Reads and ``acquire_lease``/``renew_leases``/``release_lease``/``claim_due_runs`` are
 idempotent for a given owner (a retried acquire finds its own lease and succeeds again).
@@ -19,7 +24,9 @@ token that the script stores in the run hash (``_w``); when the fence fails but 
 run's token is the caller's and the sequence is exactly where this write would have put
 it, the script reports success instead of a conflict. A genuine conflicting writer still
 gets the conflict. Errors that survive the retries are raised as
-:class:`~pyworkflow.core.exceptions.StorageError`.
+:class:`~pyworkflow.core.exceptions.StorageUnavailableError` when the server could not
+be reached, dropped the connection, did not answer in time or cannot take writes (a
+replica after a failover), else as :class:`~pyworkflow.core.exceptions.StorageError`.
 
 Connections come from a *blocking* pool of :data:`MAX_CONNECTIONS` (URL
 ``max_connections``): more concurrent calls than connections wait up to
@@ -43,22 +50,30 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
-from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import AuthenticationError, ReadOnlyError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pyworkflow.core.exceptions import ConfigurationError, StorageError
+from pyworkflow.core.exceptions import (
+    ConfigurationError,
+    StorageError,
+    StorageUnavailableError,
+)
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.redis.scripts import Scripts
 from pyworkflow.storage.redis.url import DEFAULT_PREFIX, DEFAULT_URL, parse_url
 
-#: Attempts after the first on a connection error or timeout (see "Retries" above), with
-#: jittered exponential backoff from RETRY_BASE s capped at RETRY_CAP s: about 1.5 to 3 s
-#: in all, enough to ride out a dropped connection or a quick restart, short enough to
-#: fail fast when the server is really gone.
-RETRIES = 6
+#: Attempts after the first on a connection error (see "Retries" above), with jittered
+#: exponential backoff from RETRY_BASE s capped at RETRY_CAP s: about 0.6 to 1.2 s in
+#: all, enough to ride out a dropped connection, short enough to fail fast when the
+#: server is gone (the engine then resumes its runs once storage answers).
+RETRIES = 4
 RETRY_BASE = 0.05
-RETRY_CAP = 2.0
+RETRY_CAP = 0.5
+#: Default seconds to open a connection (URL ``socket_connect_timeout``).
+CONNECT_TIMEOUT = 10.0
+#: Default seconds to wait for a reply (URL ``socket_timeout``).
+SOCKET_TIMEOUT = 30.0
 MIN_SERVER_VERSION = (6, 2)
 #: Pooled connections per backend (URL ``max_connections``). Redis runs commands one at
 #: a time, so a few dozen connections already saturate it; more callers wait their turn.
@@ -92,6 +107,14 @@ class _Retry(Retry):
 _RETRY_CLASS = (
     _Retry if "is_retryable" in inspect.signature(Retry.call_with_retry).parameters else Retry
 )
+
+
+def _unavailable(exc: RedisError) -> bool:
+    """Whether the server could not be reached, dropped the call, did not answer or
+    cannot take writes: a passing state, unlike bad credentials or a script error."""
+    if isinstance(exc, AuthenticationError):
+        return False
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError | ReadOnlyError)
 
 
 class RedisConnection(StorageBackend):
@@ -131,14 +154,16 @@ class RedisConnection(StorageBackend):
         retry = _RETRY_CLASS(
             EqualJitterBackoff(cap=RETRY_CAP, base=RETRY_BASE),
             RETRIES,
-            supported_errors=(RedisConnectionError, RedisTimeoutError),
+            supported_errors=(RedisConnectionError,),
         )
         options: dict[str, Any] = {
             "retry": retry,
-            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+            "retry_on_error": [RedisConnectionError],
             "client_name": self.client_name,
             "max_connections": MAX_CONNECTIONS,
             "timeout": POOL_TIMEOUT,
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_timeout": SOCKET_TIMEOUT,
         }
         # A blocking pool: more concurrent calls than connections wait for one, where
         # redis-py's default pool raises "Too many connections". (URL options win.)
@@ -163,7 +188,10 @@ class RedisConnection(StorageBackend):
         try:
             yield
         except RedisError as exc:
-            raise StorageError(f"redis ({self.url}, prefix {self.prefix!r}): {exc}") from exc
+            where = f"redis ({self.url}, prefix {self.prefix!r})"
+            if _unavailable(exc):
+                raise StorageUnavailableError(f"{where}: {exc}") from exc
+            raise StorageError(f"{where}: {exc}") from exc
 
     def _key(self, *parts: str) -> str:
         """``{prefix}:part:part...`` (internal, also used by tests and tooling)."""
