@@ -209,8 +209,8 @@ class _Service:
                 delay = await self._fire_due()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - storage hiccups must not stop the timers
-                logger.exception("timer loop error; retrying")
+            except Exception as exc:  # noqa: BLE001 - storage hiccups must not stop the timers
+                _log_loop_error("timer loop", exc)
                 delay = self.poll
             self._wake.clear()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
@@ -273,8 +273,8 @@ class _Service:
             if self.active or self.backing_off:
                 try:
                     await self._beat()
-                except Exception:  # noqa: BLE001 - retried next beat
-                    logger.exception("lease renewal failed")
+                except Exception as exc:  # noqa: BLE001 - retried next beat
+                    _log_loop_error("lease renewal", exc)
 
     async def _beat(self) -> None:
         held = list(self.active | self.backing_off)
@@ -284,6 +284,14 @@ class _Service:
         for task in [*self._loops, *self.tasks]:
             task.cancel()
         await asyncio.gather(*self._loops, *self.tasks, return_exceptions=True)
+
+
+def _log_loop_error(what: str, exc: Exception) -> None:
+    """A storage outage is expected weather: one line per failed pass, not a traceback."""
+    if is_storage_fault(exc):
+        logger.warning("{} failed, storage unavailable ({}); retrying", what, exc)
+    else:
+        logger.opt(exception=exc).error("{} failed; retrying", what)
 
 
 class LocalRuntime(Runtime):
