@@ -120,6 +120,11 @@ def non_finite_path(value: Any, path: str = "") -> tuple[str, float] | None:
 
 def event_json(run_id: str, event: Event, limit: PayloadLimit) -> str:
     """An event's ``data`` as strict JSON text, checked against ``limit``."""
+    # The hot path of every write: render once, and look closer (and name the event)
+    # only when the text could be refused.
+    text = compact_json(event.data)
+    if len(text) * 4 <= limit.size and "NaN" not in text and "Infinity" not in text:
+        return text
     what = f"data of event {event.sequence} ({event.type.value}) of run {run_id!r}"
     text = strict_json(event.data, what)
     check_size(text, what, limit)
