@@ -226,11 +226,6 @@ class RunContext(WorkflowContext):
         )
         raise CancellationError(reason=self.cancel_reason)
 
-    def open_hooks(self) -> list[tuple[str, HookHistory]]:
-        """``(hook_id, hook)`` of hooks this run created and neither received nor saw
-        expire."""
-        return [(i, h) for i, h in self._history.hooks.items() if not (h.received or h.expired)]
-
     def open_children(self) -> list[ChildRecord]:
         """Children started by this run whose outcome the run never recorded."""
         return [c for c in self._history.children.values() if c.outcome is None]
@@ -611,8 +606,7 @@ def close_out_drafts(
     worker (``dispatched``: sent by this execution) or waiting to be retried."""
     drafts: list[events.Draft] = [
         (EventType.HOOK_DISPOSED, events.hook_disposed(hook_id, reason))
-        for hook_id, hook in history.hooks.items()
-        if not (hook.received or hook.expired)
+        for hook_id, _ in history.open_hooks()
     ]
     abandoned = [  # an attempt out on a worker, or the next one, waiting for its retry
         (step_id, r.name, r.attempts if r.in_flight else r.attempts + 1)

@@ -168,9 +168,7 @@ async def _after_end(
 async def _dispose_hooks(history: History, storage: StorageBackend) -> None:
     """Close the hooks an ended run never consumed (its log says ``hook.disposed``):
     later deliveries are refused."""
-    for record in history.hooks.values():
-        if record.received or record.expired:
-            continue
+    for _, record in history.open_hooks():
         await storage.update_hook(
             record.token_hash, expected=HookStatus.PENDING, status=HookStatus.DISPOSED
         )

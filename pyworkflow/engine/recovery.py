@@ -138,7 +138,7 @@ def _unseen(run: WorkflowRun, arrived_at: datetime | None) -> bool:
     """Whether a signal that arrived at ``arrived_at`` may not have been seen by the run."""
     if run.status != RunStatus.SUSPENDED:
         return False
-    if arrived_at is None or run.updated_at is None:
+    if arrived_at is None:
         return True
     return arrived_at >= run.updated_at - CLOCK_SKEW
 

@@ -106,6 +106,11 @@ class History:
         for record in self.steps.values():
             record.in_flight = False
 
+    def open_hooks(self) -> list[tuple[str, HookHistory]]:
+        """``(hook_id, hook)`` of hooks the run created and neither received nor saw
+        expire."""
+        return [(i, h) for i, h in self.hooks.items() if not (h.received or h.expired)]
+
     def sequence_at(self, position: int) -> int | None:
         return self.op_sequences[position] if position < len(self.op_sequences) else None
 
