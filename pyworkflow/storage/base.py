@@ -38,6 +38,7 @@ from pyworkflow.storage.schemas import (
     RunUpdate,
     ScheduleRecord,
     ScheduleStatus,
+    WorkerRecord,
     WorkflowRun,
 )
 
@@ -128,6 +129,8 @@ SCHEDULES = "schedules"
 HOOKS = "hooks"
 #: Capability flag: the backend records cancellation requests (``request_cancellation``).
 CANCELLATION = "cancellation"
+#: Capability flag: the backend keeps the worker registry (``save_worker`` and the rest).
+WORKERS = "workers"
 
 #: The optional method groups; a backend has a group's flag when it overrides every
 #: method of the group (see :meth:`StorageBackend.__init_subclass__`).
@@ -141,6 +144,7 @@ OPTIONAL_GROUPS: Mapping[str, tuple[str, ...]] = {
     ),
     HOOKS: ("save_hook", "get_hook", "list_hooks", "update_hook"),
     CANCELLATION: ("request_cancellation",),
+    WORKERS: ("save_worker", "list_workers", "delete_worker"),
 }
 
 
@@ -158,9 +162,11 @@ class StorageBackend(ABC):
               ``delete_schedule``);
             * ``"hooks"``: the hook methods work (``save_hook``, ``get_hook``,
               ``list_hooks``, ``update_hook``);
-            * ``"cancellation"``: ``request_cancellation`` works.
+            * ``"cancellation"``: ``request_cancellation`` works;
+            * ``"workers"``: the worker registry works (``save_worker``,
+              ``list_workers``, ``delete_worker``).
 
-            A subclass declares the first two itself. The last three are derived when
+            A subclass declares the first two itself. The others are derived when
             the class is created: a class that overrides every method of a group has the
             group's flag, one that does not lacks it (whatever it declares), so a
             third-party backend written before the flags existed keeps working. A
@@ -440,6 +446,22 @@ class StorageBackend(ABC):
         ``received_at`` when given). Returns ``False`` and writes nothing if the hook is
         unknown or not in ``expected`` status: of two concurrent deliveries exactly one
         wins."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+    # -- the worker registry ---------------------------------------------------------------
+
+    async def save_worker(self, worker: WorkerRecord) -> None:
+        """Insert the worker's record, or replace the one stored under its ``worker_id``
+        (every field, ``last_beat`` included). Unfenced and idempotent: a worker writes
+        only its own record."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+    async def list_workers(self, *, limit: int = 1000) -> list[WorkerRecord]:
+        """Stored worker records, live and stale, ordered by ``worker_id``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+    async def delete_worker(self, worker_id: str) -> bool:
+        """Remove a worker's record; ``False`` if there was none."""
         raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
 
 

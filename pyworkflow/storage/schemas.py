@@ -10,6 +10,7 @@ Status and event-type enums are ``str`` enums: ``run.status == "completed"`` and
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import uuid
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from pyworkflow.core.exceptions import HistoryCorruptedError
 from pyworkflow.serialization import loads
@@ -429,6 +432,92 @@ class HookRecord:
 
     def copy(self) -> HookRecord:
         return copy.copy(self)
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    """A process that executes runs, as the worker registry keeps it.
+
+    ``worker_id`` is the process's lease-owner id (what a run it executes stores as
+    ``lease_owner``). The process writes its record again every beat; a record whose
+    ``last_beat`` is older than the lease TTL belongs to a process that stopped (killed,
+    frozen, or cut off from storage): the runs it held are recovered without waiting for
+    their leases. ``runs`` are the runs it was working on at its last beat (executing,
+    or running one of their dispatched steps): while it beats, nobody takes them.
+
+    Storage keeps ``worker_id`` and ``last_beat`` as fields of their own (the key, and
+    what stale records are found by) and everything else as the JSON text of
+    :meth:`data_json`, read back by :meth:`from_stored`.
+    """
+
+    worker_id: str
+    host: str = ""
+    pid: int = 0
+    kind: str = "celery"  # what runs it: "celery" (a pool process), "local", ...
+    queues: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    started_at: datetime = field(default_factory=utcnow)
+    last_beat: datetime = field(default_factory=utcnow)
+    version: str = ""  # the pyworkflow version it runs
+
+    def copy(self) -> WorkerRecord:
+        return dataclasses.replace(self, queues=list(self.queues), runs=list(self.runs))
+
+    def data_json(self) -> str:
+        """Every field but ``worker_id`` and ``last_beat``, as JSON text."""
+        return json.dumps(
+            {
+                "host": self.host,
+                "pid": self.pid,
+                "kind": self.kind,
+                "queues": self.queues,
+                "runs": self.runs,
+                "started_at": self.started_at.isoformat(),
+                "version": self.version,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_stored(cls, worker_id: str, last_beat: datetime, data: str | bytes) -> WorkerRecord:
+        """A record from its stored parts. ``data`` is validated, not trusted: unknown
+        fields are ignored (written by a newer version) and a missing one takes its
+        default; a field of the wrong type, or text that is not a JSON object, gives a
+        record with no runs (a worker nobody can rely on is treated as holding nothing).
+        """
+        try:
+            parsed = _WorkerData.model_validate_json(data)
+        except ValueError:
+            parsed = _WorkerData()
+        return cls(
+            worker_id=worker_id,
+            last_beat=_aware(last_beat),
+            host=parsed.host,
+            pid=parsed.pid,
+            kind=parsed.kind,
+            queues=list(parsed.queues),
+            runs=list(parsed.runs),
+            started_at=_aware(parsed.started_at) if parsed.started_at else _aware(last_beat),
+            version=parsed.version,
+        )
+
+
+class _WorkerData(BaseModel):
+    """The stored JSON of a WorkerRecord (see :meth:`WorkerRecord.from_stored`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    host: str = ""
+    pid: int = 0
+    kind: str = ""
+    queues: list[str] = []
+    runs: list[str] = []
+    started_at: datetime | None = None
+    version: str = ""
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class ScheduleStatus(StrEnum):
