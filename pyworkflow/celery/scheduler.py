@@ -22,6 +22,7 @@ from pyworkflow.celery.runtime import CeleryRuntime
 from pyworkflow.core.config import discover_workflows, get_config
 from pyworkflow.engine.owners import OwnerKind, new_owner
 from pyworkflow.engine.recovery import runs_to_recover, signalled_suspended_runs
+from pyworkflow.engine.workers import prune_workers
 from pyworkflow.scheduler.declared import activate_declared
 from pyworkflow.scheduler.service import ScheduleService
 from pyworkflow.storage.base import SCHEDULES, StorageBackend
@@ -62,6 +63,7 @@ class TimerSweeper:
         await self.recover()
         if full:
             await self.rewake_signalled()
+            await prune_workers(self.storage, utcnow())
         nxt = await self.storage.next_wake_time()
         if next_schedule is not None and (nxt is None or next_schedule < nxt):
             nxt = next_schedule
@@ -85,11 +87,13 @@ class TimerSweeper:
         return len(claimed)
 
     async def recover(self) -> None:
-        """Runs whose worker died (lease expired, or a same-host holder that no longer
-        exists) or whose queued message was lost: claim each, then re-send it."""
+        """Runs whose worker died (stopped beating in the worker registry, lease expired,
+        or a same-host holder that no longer exists) or whose queued message was lost:
+        claim each, then re-send it."""
         now = utcnow()
         expires = now + timedelta(seconds=get_config().dispatch_timeout)
-        async for found in runs_to_recover(self.storage, now, self.owner):
+        ttl = get_config().lease_ttl
+        async for found in runs_to_recover(self.storage, now, self.owner, lease_ttl=ttl):
             if await self.storage.acquire_lease(
                 found.run_id, self.owner, expires, now, steal_from=found.steal_from
             ):

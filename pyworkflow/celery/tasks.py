@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    celeryd_after_setup,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 from pyworkflow.celery import worker
 from pyworkflow.celery.app import FIRE_TIMERS, RUN_STEP, RUN_TRANSIENT, RUN_WORKFLOW, app
@@ -80,6 +85,14 @@ def _import_workflows(**_: Any) -> None:
     # In the main process before forking: a bad module name fails the worker at start,
     # and pool processes inherit the registered workflows.
     discover_workflows()
+
+
+@celeryd_after_setup.connect
+def _remember_queues(instance: Any = None, **_: Any) -> None:
+    # In the main process: the queues it consumes, shown in the worker registry.
+    queues = getattr(getattr(getattr(instance, "app", None), "amqp", None), "queues", None)
+    consumed = getattr(queues, "consume_from", None) or {}
+    worker.consumed_queues = tuple(sorted(consumed))
 
 
 @worker_process_init.connect

@@ -12,14 +12,17 @@ import asyncio
 import contextlib
 import itertools
 import os
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
+from kombu.exceptions import KombuError
 from loguru import logger
 
+from pyworkflow import __version__
 from pyworkflow.celery.messages import send_step, send_workflow, transient_arguments
-from pyworkflow.core.config import drop_cached_storages, get_config, get_storage
+from pyworkflow.core.config import drop_cached_storages, get_config, get_storage, new_storage
 from pyworkflow.core.exceptions import RunNotFoundError, WorkflowNotFoundError
 from pyworkflow.core.registry import require_workflow
 from pyworkflow.engine.context import DispatchedStep
@@ -29,10 +32,18 @@ from pyworkflow.engine.recovery import BACKOFF_CAP, backoff_delay
 from pyworkflow.engine.runner import keep_leases, new_owner_id, resume_run
 from pyworkflow.engine.runs import RunRequest
 from pyworkflow.engine.step_worker import execute_dispatched_step, steps_in_flight
-from pyworkflow.storage.base import StorageBackend
+from pyworkflow.engine.workers import WorkerBeat
+from pyworkflow.storage.base import WORKERS, StorageBackend
 from pyworkflow.storage.schemas import RunStatus, utcnow
 
 T = TypeVar("T")
+# A message to send: calling it publishes it.
+Message = Callable[[], None]
+
+
+# The queues this worker consumes (set in the main process when the worker is set up,
+# inherited by the pool processes it forks): what the worker registry shows.
+consumed_queues: tuple[str, ...] = ()
 
 
 class WorkerProcess:
@@ -43,6 +54,11 @@ class WorkerProcess:
         self.loop = asyncio.new_event_loop()
         self.owner = new_owner_id()
         self._storage: StorageBackend | None = None
+        self.beat = _start_beat(self.owner)
+
+    def holding(self, run_id: str) -> contextlib.AbstractContextManager[None]:
+        """Mark ``run_id`` as worked on here (listed by this process's beats) meanwhile."""
+        return self.beat.holding(run_id) if self.beat is not None else contextlib.nullcontext()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -54,12 +70,33 @@ class WorkerProcess:
         return self._storage
 
     def close(self) -> None:
+        if self.beat is not None:
+            self.beat.stop()
         if self._storage is not None:
             self.run(self._storage.close())
         self.loop.close()
 
 
 _process: WorkerProcess | None = None
+
+
+def _start_beat(owner: str) -> WorkerBeat | None:
+    """This process's beat in the worker registry (``None`` where the storage keeps none:
+    a backend object given to ``configure()``, or one without the capability)."""
+    cfg = get_config()
+    probe = new_storage(cfg.storage)
+    if probe is None or not {WORKERS, "cross_process"} <= probe.capabilities:
+        return None
+    beat = WorkerBeat(
+        owner,
+        lambda: new_storage(cfg.storage) or probe,
+        interval=cfg.lease_ttl / 3,
+        kind="celery",
+        queues=consumed_queues,
+        version=__version__,
+    )
+    beat.start()
+    return beat
 
 
 def current() -> WorkerProcess:
@@ -124,8 +161,7 @@ async def execute_workflow(
             held = await steps_in_flight(await current().storage(), run_id)
             if held is not None:
                 round_owner, steps = held
-                for step in steps:
-                    send_step(step, round_owner)
+                await publish(run_id, [partial(send_step, step, round_owner) for step in steps])
         return outcome
 
     return await _surviving_storage_faults("executing", run_id, work, resend)
@@ -145,17 +181,18 @@ async def _execute_workflow(
     beat = asyncio.ensure_future(_heartbeat(storage, run_id, proc.owner, lease_ttl))
     children: list[str] = []
     try:
-        outcome = await resume_run(
-            storage,
-            run_id,
-            owner=proc.owner,
-            lease_ttl=lease_ttl,
-            recovery=recovery,
-            steal_from=steal_from,
-            force=force,
-            on_child_created=children.append,
-            dispatch_steps=not get_config().celery_inline_steps,
-        )
+        with proc.holding(run_id):
+            outcome = await resume_run(
+                storage,
+                run_id,
+                owner=proc.owner,
+                lease_ttl=lease_ttl,
+                recovery=recovery,
+                steal_from=steal_from,
+                force=force,
+                on_child_created=children.append,
+                dispatch_steps=not get_config().celery_inline_steps,
+            )
     except RunNotFoundError as exc:  # deleted after the message was sent: drop it
         logger.warning("run {} no longer exists; delivery skipped: {}", run_id, exc)
         return None
@@ -166,30 +203,71 @@ async def _execute_workflow(
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beat
-    for child in children:
-        send_workflow(child)
+    messages: list[Message] = [partial(send_workflow, child) for child in children]
     if outcome is not None:
-        follow_up(outcome, run_id)
+        messages += follow_up(outcome, run_id)
+    await publish(run_id, messages)
     return outcome
 
 
-def follow_up(outcome: Outcome, run_id: str) -> None:
-    """Send the messages an execution's outcome calls for."""
+def follow_up(outcome: Outcome, run_id: str) -> list[Message]:
+    """The messages an execution's outcome calls for (each sends one when called)."""
+    messages: list[Message] = []
     if outcome.round_owner is not None:
-        for step in outcome.dispatched:
-            send_step(step, outcome.round_owner)
+        messages += [partial(send_step, step, outcome.round_owner) for step in outcome.dispatched]
     # A sleep ending soon is also sent with a countdown, so it wakes on time without
     # waiting for the scheduler's next poll (the stored wake-up time stays the truth).
     wake_at, window = outcome.wake_at, get_config().celery_countdown_window
     soon = wake_at is not None and (wake_at - utcnow()).total_seconds() < window
     if outcome.status == RunStatus.SUSPENDED and soon:
-        send_workflow(run_id, eta=wake_at)
+        messages.append(partial(send_workflow, run_id, eta=wake_at))
     if outcome.next_run_id is not None:
-        send_workflow(outcome.next_run_id)  # the continue_as_new run
+        messages.append(partial(send_workflow, outcome.next_run_id))  # continue_as_new
     if outcome.parent_run_id is not None:
-        send_workflow(outcome.parent_run_id, force=True)  # a child ended: wake its parent
-    for child in outcome.cancelled_children:
-        send_workflow(child, force=True)  # parent_close_policy: the child cleans up now
+        # A child ended: wake its parent.
+        messages.append(partial(send_workflow, outcome.parent_run_id, force=True))
+    # parent_close_policy: the cancelled children clean up now.
+    messages += [partial(send_workflow, child, force=True) for child in outcome.cancelled_children]
+    return messages
+
+
+# A publish the broker refuses is tried this many times (backoff with jitter, about 25 s
+# in all) before it is given up: the run's state is already stored, and what the message
+# would have done is done later by the sweeper (an expired lease, a due timer).
+PUBLISH_ATTEMPTS = 8
+
+
+async def publish(run_id: str, messages: Sequence[Message]) -> None:
+    """Send ``messages`` (for ``run_id``), surviving a broker outage: a broker fault is
+    retried, then logged at WARNING and the rest given up; any other error is raised."""
+    for index, send in enumerate(messages):
+        for attempt in itertools.count(1):
+            try:
+                send()
+                break
+            except Exception as exc:
+                if not is_broker_fault(exc):
+                    raise
+                if attempt >= PUBLISH_ATTEMPTS:
+                    logger.warning(
+                        "broker unreachable: {} message(s) for run {} not sent ({}: {}); "
+                        "the scheduler resends what they did once the run's lease or "
+                        "timer is due",
+                        len(messages) - index,
+                        run_id,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    return
+                await asyncio.sleep(backoff_delay(attempt))
+
+
+def is_broker_fault(exc: BaseException) -> bool:
+    """True for the errors of a broker that cannot be reached (never a bug of ours)."""
+    return isinstance(exc, KombuError | OSError | ConnectionError | TimeoutError) or (
+        type(exc).__module__.startswith(("redis.", "amqp.", "kombu."))
+        and "Error" in type(exc).__name__
+    )
 
 
 async def _heartbeat(storage: StorageBackend, run_id: str, owner: str, lease_ttl: float) -> None:
@@ -208,12 +286,15 @@ async def execute_step(run_id: str, op_id: str, round_owner: str) -> bool:
     whether the body ran here (a storage fault is retried; the body may run again)."""
 
     async def work() -> bool:
-        storage = await current().storage()
-        result = await execute_dispatched_step(
-            storage, run_id, op_id, round_owner, lease_ttl=get_config().lease_ttl
-        )
+        proc = current()
+        storage = await proc.storage()
+        with proc.holding(run_id):
+            result = await execute_dispatched_step(
+                storage, run_id, op_id, round_owner, lease_ttl=get_config().lease_ttl
+            )
         if result.round_done:
-            send_workflow(run_id, steal_from=result.resume_from or round_owner)
+            resume_from = result.resume_from or round_owner
+            await publish(run_id, [partial(send_workflow, run_id, steal_from=resume_from)])
         return result.executed
 
     def resend(eta: datetime) -> None:

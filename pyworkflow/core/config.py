@@ -157,25 +157,42 @@ def get_storage() -> StorageBackend:
     return _storage
 
 
-def resolve_storage(spec: StorageBackend | str | dict[str, Any] | None) -> StorageBackend:
-    """Turn a backend object, URL, config dict or ``None`` (embedded default) into a backend."""
+def new_storage(spec: StorageBackend | str | dict[str, Any] | None) -> StorageBackend | None:
+    """A backend of its own for the storage ``spec`` names, shared with nobody (for a
+    thread with its own event loop: connections belong to one loop); ``None`` when
+    ``spec`` is a backend object, which cannot be duplicated.
+
+    Raises:
+        ConfigurationError: ``spec`` is none of the accepted forms.
+    """
     if isinstance(spec, StorageBackend):
-        return spec
+        return None
     from pyworkflow.storage.config import storage_from_config, storage_from_url
 
     if spec is None:
         sync = get_config().sqlite_synchronous
         return storage_from_url(f"sqlite:///{DEFAULT_SQLITE_PATH}?synchronous={sync}")
     if isinstance(spec, str):
-        backend = _by_url.get(spec)
-        if backend is None:
-            backend = _by_url[spec] = storage_from_url(spec)
-        return backend
+        return storage_from_url(spec)
     if isinstance(spec, dict):
         return storage_from_config(spec)
     raise ConfigurationError(
         f"storage must be a StorageBackend, a URL string or a dict, not {type(spec).__name__}"
     )
+
+
+def resolve_storage(spec: StorageBackend | str | dict[str, Any] | None) -> StorageBackend:
+    """Turn a backend object, URL, config dict or ``None`` (embedded default) into a
+    backend (one per URL in this process)."""
+    if isinstance(spec, StorageBackend):
+        return spec
+    if isinstance(spec, str) and spec in _by_url:
+        return _by_url[spec]
+    backend = new_storage(spec)
+    assert backend is not None  # only a backend object has no new instance
+    if isinstance(spec, str):
+        _by_url[spec] = backend
+    return backend
 
 
 def discover_workflows(module_path: str | list[str] | None = None) -> list[str]:

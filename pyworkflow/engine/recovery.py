@@ -5,8 +5,12 @@ by a dispatch round) and nobody is working on it any more:
 
 * its lease expired (the holder stopped renewing: it died, or a queued message was
   lost), or it was never leased;
-* or its holder is a process on this host that no longer exists (no need to wait for
-  the lease to expire).
+* or its holder is a process on this host that no longer exists, or a registered worker
+  whose beats stopped (:mod:`pyworkflow.engine.workers`; no need to wait for the lease
+  to expire).
+
+A run that a live registered worker lists as being worked on is never recovered, even
+past its lease (its step may block the event loop that renews it).
 
 Runtimes only act on the policy's answers: the local runtime resumes each run here, the
 Celery sweeper claims it and sends it to a worker. A run that never began executing
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pyworkflow.engine.owners import is_delivery, owner_is_dead
+from pyworkflow.engine.workers import NOBODY, Liveness, read_liveness
 from pyworkflow.storage.base import HOOKS, StorageBackend, run_cursor
 from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
 
@@ -78,14 +83,17 @@ def never_executed(run: WorkflowRun) -> bool:
     )
 
 
-def judge(run: WorkflowRun, now: datetime, me: str) -> Recovery | None:
-    """Whether ``run`` (as listed) needs recovering by ``me``, and how."""
-    if run.status not in ACTIVE_STATUSES:
+def judge(run: WorkflowRun, now: datetime, me: str, liveness: Liveness = NOBODY) -> Recovery | None:
+    """Whether ``run`` (as listed) needs recovering by ``me``, and how; ``liveness``:
+    the worker registry as read for this pass."""
+    if run.status not in ACTIVE_STATUSES or run.run_id in liveness.held:
         return None
     owner = run.lease_owner
     # A run held only for delivery (a queued message, a sweeper's claim) whose lease ran
     # out lost a message, not a worker: sending it again is no recovery attempt.
     counts = not never_executed(run) and not is_delivery(owner)
+    if owner is not None and owner in liveness.dead:
+        return Recovery(run.run_id, steal_from=owner, counts=counts)
     if owner is None or run.lease_expires_at is None or run.lease_expires_at < now:
         return Recovery(run.run_id, steal_from=None, counts=counts)
     if owner_is_dead(owner, me):
@@ -94,12 +102,20 @@ def judge(run: WorkflowRun, now: datetime, me: str) -> Recovery | None:
 
 
 async def runs_to_recover(
-    storage: StorageBackend, now: datetime, me: str, *, page_size: int = PAGE_SIZE
+    storage: StorageBackend,
+    now: datetime,
+    me: str,
+    *,
+    lease_ttl: float,
+    page_size: int = PAGE_SIZE,
 ) -> AsyncIterator[Recovery]:
-    """Every active run that needs recovering, found by paging through all of them."""
+    """Every active run that needs recovering, found by paging through all of them
+    (the worker registry is read first: a worker is dead after ``lease_ttl`` without
+    a beat)."""
+    liveness = await read_liveness(storage, now, lease_ttl)
     for status in ACTIVE_STATUSES:
         async for run in _all_runs(storage, status, page_size):
-            found = judge(run, now, me)
+            found = judge(run, now, me, liveness)
             if found is not None:
                 yield found
 

@@ -263,7 +263,9 @@ class _Service:
             self.wake(run_id)
 
     async def _recover_runs(self) -> None:
-        async for found in runs_to_recover(self.storage, utcnow(), self.runtime.owner):
+        async for found in runs_to_recover(
+            self.storage, utcnow(), self.runtime.owner, lease_ttl=self.lease_ttl
+        ):
             self.spawn(found.run_id, recovery=found.counts, steal_from=found.steal_from)
 
     async def _heartbeat_loop(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 from pyworkflow import sleep, step, workflow
@@ -33,6 +34,16 @@ async def slow_double(x: int) -> int:
     _ledger("slow-start", x)
     await asyncio.sleep(float(os.environ.get("SLOW_STEP_SECONDS", "3")))
     _ledger("slow-done", x)
+    return 2 * x
+
+
+@step()
+async def blocking_double(x: int) -> int:
+    """A step whose body blocks its event loop (synchronous I/O in an ``async def``):
+    no coroutine of its process, lease renewals included, runs until it returns."""
+    _ledger("blocking-start", x)
+    time.sleep(float(os.environ.get("SLOW_STEP_SECONDS", "3")))  # noqa: ASYNC251
+    _ledger("blocking-done", x)
     return 2 * x
 
 
@@ -65,6 +76,13 @@ async def pipeline(x: int, nap: str = "1s") -> int:
 async def slow_pipeline(x: int) -> int:
     a = await add(x, 1)
     b = await slow_double(a)
+    return await add(b, 0)
+
+
+@workflow()
+async def blocking_pipeline(x: int) -> int:
+    a = await add(x, 1)
+    b = await blocking_double(a)
     return await add(b, 0)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import time
 
 import cloudpickle
@@ -17,8 +18,10 @@ from pyworkflow import cancel_workflow, start
 from pyworkflow.celery.messages import send_step, send_transient
 from pyworkflow.core.workflow import definition_of
 from pyworkflow.engine.context import DispatchedStep
+from pyworkflow.storage.schemas import utcnow
 from tests.celery.cluster import completions_per_step, wait_all_terminal
 from tests.celery.flows import (
+    blocking_pipeline,
     fan_out,
     five_doubles,
     fragile,
@@ -281,3 +284,45 @@ async def test_a_step_three_leases_long_on_a_live_worker_is_never_taken_over(mak
     assert len(starts) == 1
     types = {e.type.value for e in await _events(cluster, run_id)}
     assert "workflow.interrupted" not in types
+
+
+async def test_a_step_blocking_its_event_loop_for_three_leases_is_never_taken_over(make_cluster):
+    """A 9 s step that blocks its process's event loop (no lease renewal can run) with a
+    3 s lease: the worker's beat thread keeps listing the run in the worker registry, so
+    the sweeper never recovers it and the body runs once."""
+    cluster = await make_cluster(SLOW_STEP_SECONDS="9")
+    cluster.start_worker("w1", 2)
+    cluster.start_scheduler()
+    run_id = await start(blocking_pipeline, 1)
+    [run] = await wait_all_terminal(cluster.storage, [run_id], 90, cluster)
+    assert (run.result, run.recovery_attempts) == (4, 0)
+    starts = [line for line in cluster.ledger_lines() if line[0] == "blocking-start"]
+    assert len(starts) == 1
+    types = {e.type.value for e in await _events(cluster, run_id)}
+    assert "workflow.interrupted" not in types
+
+
+async def test_workers_appear_in_the_registry_and_leave_it_on_shutdown(make_cluster):
+    """Each pool process of a running worker has a record (host, pid, queues, a recent
+    beat, the runs it is on); a worker stopped cleanly removes its records."""
+    cluster = await make_cluster(SLOW_STEP_SECONDS="6")
+    cluster.start_worker("w1", 2)
+    run_id = await start(slow_pipeline, 1)
+    deadline = time.monotonic() + 30
+    workers = []
+    while time.monotonic() < deadline:
+        workers = await cluster.storage.list_workers()
+        if any(run_id in w.runs for w in workers):
+            break
+        await asyncio.sleep(0.2)
+    assert len(workers) == 2, workers
+    pids = {w.pid for w in workers}
+    assert all(cluster.worker_of_pid(pid) == "w1" for pid in pids)
+    for w in workers:
+        assert w.kind == "celery" and w.host == socket.gethostname()
+        assert "pyworkflow.workflows" in w.queues and "pyworkflow.steps" in w.queues
+        assert (utcnow() - w.last_beat).total_seconds() < 3
+    assert any(run_id in w.runs for w in workers), "the step's run is listed while it runs"
+    await wait_all_terminal(cluster.storage, [run_id], 60, cluster)
+    cluster.stop()
+    assert await cluster.storage.list_workers() == []

@@ -5,6 +5,7 @@ from "this code is not here"."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from typing import Any
 
@@ -171,6 +172,9 @@ class _FakeWorkerProcess:
 
     async def storage(self) -> InMemoryStorageBackend:
         return self._storage
+
+    def holding(self, run_id: str) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 @pytest.mark.parametrize(("exc", "level", "celery_level", "words"), _CASES)

@@ -22,8 +22,16 @@ from pyworkflow.engine.owners import (
     process_owner,
 )
 from pyworkflow.engine.recovery import judge, never_executed, runs_to_recover
+from pyworkflow.engine.workers import Liveness
 from pyworkflow.storage.memory import InMemoryStorageBackend
-from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun, utcnow
+from pyworkflow.storage.schemas import (
+    Event,
+    EventType,
+    RunStatus,
+    WorkerRecord,
+    WorkflowRun,
+    utcnow,
+)
 
 
 def _dead_pid() -> int:
@@ -104,7 +112,12 @@ async def test_every_stale_run_is_found_however_many_and_however_old() -> None:
         await _store(storage, _run(f"live-{i:04d}", RunStatus.RUNNING, "h2:1:x", 600))
     for i in range(100):
         await _store(storage, _run(f"expired-{i:03d}", RunStatus.PENDING, "h2:1:x", -5))
-    found = [r async for r in runs_to_recover(storage, utcnow(), process_owner(), page_size=70)]
+    found = [
+        r
+        async for r in runs_to_recover(
+            storage, utcnow(), process_owner(), lease_ttl=30, page_size=70
+        )
+    ]
     ids = {r.run_id for r in found}
     assert "oldest-dead" in ids
     assert {f"expired-{i:03d}" for i in range(100)} <= ids
@@ -190,3 +203,44 @@ async def test_a_run_that_may_not_be_recovered_fails_with_a_clear_reason() -> No
         EventType.WORKFLOW_INTERRUPTED,
         EventType.WORKFLOW_FAILED,
     ]
+
+
+def _worker(worker_id: str, beat_ago: float, runs: list[str] | None = None) -> WorkerRecord:
+    return WorkerRecord(
+        worker_id=worker_id, last_beat=utcnow() - timedelta(seconds=beat_ago), runs=runs or []
+    )
+
+
+def test_liveness_splits_the_registry_into_runs_held_and_dead_workers() -> None:
+    live = Liveness.of(
+        [_worker("h1:1:a", 2, ["r1", "r2"]), _worker("h2:2:b", 40, ["r3"])], utcnow(), ttl=30
+    )
+    assert live.held == {"r1", "r2"}  # a dead worker's list is no proof of anything
+    assert live.dead == {"h2:2:b"}
+
+
+def test_a_run_a_live_worker_is_on_is_never_taken_even_past_its_lease() -> None:
+    """The 10-minute step whose event loop is blocked: its lease ran out, its worker
+    still beats and lists the run."""
+    run = _run("r1", RunStatus.RUNNING, "h1:1:a", expires_in=-60)
+    live = Liveness.of([_worker("h1:1:a", 1, ["r1"])], utcnow(), ttl=30)
+    assert judge(run, utcnow(), process_owner(), live) is None
+    assert judge(run, utcnow(), process_owner()) is not None  # without the registry: expired
+
+
+def test_a_run_of_a_worker_that_stopped_beating_is_taken_before_its_lease_ends() -> None:
+    """Another host's worker (no pid check possible) whose beats stopped: its run is
+    taken from it at once, and that counts as a recovery."""
+    run = _run("r1", RunStatus.RUNNING, "elsewhere:1:a", expires_in=600)
+    assert judge(run, utcnow(), process_owner()) is None  # lease alone: wait 10 minutes
+    live = Liveness.of([_worker("elsewhere:1:a", 31, ["r1"])], utcnow(), ttl=30)
+    found = judge(run, utcnow(), process_owner(), live)
+    assert found is not None
+    assert found.steal_from == "elsewhere:1:a" and found.counts
+
+
+def test_a_live_worker_that_no_longer_lists_a_run_leaves_it_to_its_lease() -> None:
+    run = _run("r1", RunStatus.RUNNING, "h1:1:a", expires_in=-1)
+    live = Liveness.of([_worker("h1:1:a", 1, [])], utcnow(), ttl=30)
+    found = judge(run, utcnow(), process_owner(), live)
+    assert found is not None and found.steal_from is None

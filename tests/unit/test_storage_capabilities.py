@@ -24,12 +24,13 @@ from pyworkflow.storage.base import (
     HOOKS,
     OPTIONAL_GROUPS,
     SCHEDULES,
+    WORKERS,
     RunQuery,
     require_capability,
 )
 from pyworkflow.storage.schemas import Event, HookRecord, WorkflowRun
 
-OPTIONAL = {SCHEDULES, HOOKS, CANCELLATION}
+OPTIONAL = {SCHEDULES, HOOKS, CANCELLATION, WORKERS}
 
 
 class RunsOnlyBackend(StorageBackend):
