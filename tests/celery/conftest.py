@@ -60,15 +60,18 @@ async def _drop_schema(schema: str) -> None:
 
 @pytest.fixture
 async def make_cluster(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Cluster]]]:
-    """``await make_cluster(storage="sqlite"|"postgres", broker="redis"|"rabbitmq", **env)``:
-    configures this process as the application and returns the (empty) cluster; its
+    """``await make_cluster(storage="sqlite"|"postgres", broker="redis"|"rabbitmq"|URL,
+    **env)``: configures this process as the application and returns the (empty) cluster; its
     ``storage`` attribute is the connected backend the test reads."""
     made: list[tuple[Cluster, str | None]] = []
 
     async def make(
         storage: str = "sqlite", broker: str = "redis", dispatch_timeout: float = 300, **env: str
     ) -> Cluster:
-        broker_url = _redis_broker() if broker == "redis" else require_service("rabbitmq")
+        if "://" in broker:
+            broker_url = broker  # a private broker the test started
+        else:
+            broker_url = _redis_broker() if broker == "redis" else require_service("rabbitmq")
         _purge(broker_url)
         storage_url, schema = _storage_url(storage, tmp_path)
         env = {"PYWORKFLOW_DISPATCH_TIMEOUT": str(dispatch_timeout), **env}
