@@ -1,29 +1,113 @@
-"""The ``pyworkflow`` command (Click). For now: the processes of a Celery deployment,
-``pyworkflow worker`` and ``pyworkflow scheduler``; both also accept ``run``."""
+"""The ``pyworkflow`` command (Click + Rich): see ``docs/cli.md``.
+
+``main`` holds the global options and the error policy; each command group lives in a
+module of its own (``processes``: ``worker`` and ``scheduler``; the others are named
+after their group) and receives a :class:`CliContext`.
+
+Error policy: a problem the user can fix (an unknown run, a refused payload, storage
+that does not answer) prints one line on stderr, ``error: ...``, and exits 1; ``-v``
+adds the traceback. Usage errors exit 2 (Click's own). Nothing is printed on success
+but the result.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from typing import Any
+import sys
+import traceback
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import click
 
-from pyworkflow.core.config import configure
+from pyworkflow.cli.output import FORMATS
+from pyworkflow.core.config import configure, get_storage
+from pyworkflow.core.exceptions import WorkflowError
+from pyworkflow.storage.base import StorageBackend
 
-_QUEUE_ALIASES = {
-    "workflows": "pyworkflow.workflows",
-    "steps": "pyworkflow.steps",
-    "schedules": "pyworkflow.schedules",
-}
+T = TypeVar("T")
 
 
-@click.group()
+@dataclass
+class CliContext:
+    """What the global options decided, passed to every command (``ctx.obj``)."""
+
+    output: str = "table"
+    verbose: int = 0
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one command's coroutine to completion on a fresh event loop."""
+        return asyncio.run(coro)
+
+    async def storage(self) -> StorageBackend:
+        """The configured storage, connected."""
+        storage = get_storage()
+        await storage.connect()
+        return storage
+
+
+pass_cli = click.make_pass_decorator(CliContext, ensure=True)
+
+
+class _Main(click.Group):
+    """Turns the errors a user can act on into one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except (WorkflowError, OSError, ValueError) as exc:
+            verbose = isinstance(ctx.obj, CliContext) and ctx.obj.verbose > 0
+            if verbose:
+                traceback.print_exc()
+            click.echo(f"error: {_describe(exc)}", err=True)
+            sys.exit(1)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _version() -> str:
+    from pyworkflow import __version__
+
+    return __version__
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--module", "-m", "modules", multiple=True, help="Workflow module to import.")
 @click.option("--storage", help="Storage URL (e.g. postgresql://..., sqlite:///path.db).")
 @click.option("--broker", help="Celery broker URL (default: redis://localhost:6379/0).")
-def main(modules: tuple[str, ...], storage: str | None, broker: str | None) -> None:
+@click.option(
+    "--runtime",
+    type=click.Choice(["local", "celery"]),
+    help="Where started runs execute (default: config, else local).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table for people, json for scripts (stable shape), plain for shell pipes.",
+)
+@click.option("-v", "--verbose", count=True, help="More detail; -v shows tracebacks.")
+@click.version_option(version=_version(), prog_name="pyworkflow")
+@click.pass_context
+def main(
+    ctx: click.Context,
+    modules: tuple[str, ...],
+    storage: str | None,
+    broker: str | None,
+    runtime: str | None,
+    output: str,
+    verbose: int,
+) -> None:
     """PyWorkflow: durable workflows for Python."""
+    ctx.obj = CliContext(output=output, verbose=verbose)
     options: dict[str, Any] = {}
     if modules:
         options["modules"] = list(modules)
@@ -31,99 +115,19 @@ def main(modules: tuple[str, ...], storage: str | None, broker: str | None) -> N
         options["storage"] = storage
     if broker:
         options["celery_broker"] = broker
+    if runtime:
+        options["default_runtime"] = runtime
     if options:
         configure(**options)
 
 
-def _worker_options(fn: Any) -> Any:
-    fn = click.option(
-        "--queues",
-        "-Q",
-        default="workflows,steps,schedules",
-        show_default=True,
-        help="Comma-separated queues: workflows, steps, schedules (or full names).",
-    )(fn)
-    fn = click.option("--concurrency", "-c", type=int, help="Pool processes (default: CPUs).")(fn)
-    fn = click.option("--loglevel", "-l", default="info", show_default=True)(fn)
-    fn = click.option("--beat", is_flag=True, help="Also run Celery beat in this worker.")(fn)
-    fn = click.option("--pool", "-P", help="Celery pool (prefork, solo, threads).")(fn)
-    fn = click.option("--hostname", "-n", help="Worker node name (e.g. w1@%h).")(fn)
-    return fn
+def _register() -> None:
+    from pyworkflow.cli import processes
+
+    for command in processes.COMMANDS:
+        main.add_command(command)
 
 
-@main.group(invoke_without_command=True)
-@_worker_options
-@click.pass_context
-def worker(ctx: click.Context, /, **options: Any) -> None:
-    """Run a Celery worker for pyworkflow's queues."""
-    if ctx.invoked_subcommand is None:
-        _start_worker(**options)
+_register()
 
-
-@worker.command("run")
-@_worker_options
-def worker_run(**options: Any) -> None:
-    """Run a Celery worker for pyworkflow's queues."""
-    _start_worker(**options)
-
-
-def _start_worker(
-    queues: str,
-    concurrency: int | None,
-    loglevel: str,
-    beat: bool,
-    pool: str | None,
-    hostname: str | None,
-) -> None:
-    from pyworkflow.celery.app import app
-
-    names = [_QUEUE_ALIASES.get(q.strip(), q.strip()) for q in queues.split(",") if q.strip()]
-    argv = ["worker", f"--loglevel={loglevel}", f"--queues={','.join(names)}"]
-    if concurrency:
-        argv.append(f"--concurrency={concurrency}")
-    if beat:
-        argv.append("--beat")
-    if pool:
-        argv.append(f"--pool={pool}")
-    if hostname:
-        argv.append(f"--hostname={hostname}")
-    app.worker_main(argv)
-
-
-def _scheduler_options(fn: Any) -> Any:
-    fn = click.option(
-        "--poll-interval", type=float, help="Longest sleep between checks (s); default: config."
-    )(fn)
-    fn = click.option("--duration", type=float, help="Stop after this many seconds.")(fn)
-    return fn
-
-
-@main.group(invoke_without_command=True)
-@_scheduler_options
-@click.pass_context
-def scheduler(ctx: click.Context, poll_interval: float | None, duration: float | None) -> None:
-    """Fire due timers and recover runs of dead workers (instead of Celery beat)."""
-    if ctx.invoked_subcommand is None:
-        _start_scheduler(poll_interval, duration)
-
-
-@scheduler.command("run")
-@_scheduler_options
-def scheduler_run(poll_interval: float | None, duration: float | None) -> None:
-    """Fire due timers and recover runs of dead workers (instead of Celery beat)."""
-    _start_scheduler(poll_interval, duration)
-
-
-def _start_scheduler(poll_interval: float | None, duration: float | None) -> None:
-    from pyworkflow.celery.scheduler import run_scheduler
-    from pyworkflow.core.config import get_storage
-
-    async def serve() -> None:
-        storage = get_storage()
-        try:
-            await run_scheduler(storage, poll_interval=poll_interval, duration=duration)
-        finally:
-            await storage.close()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+__all__ = ["CliContext", "main", "pass_cli"]

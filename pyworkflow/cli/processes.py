@@ -1,0 +1,125 @@
+"""``pyworkflow worker`` and ``pyworkflow scheduler``: the processes of a Celery
+deployment (both also accept ``run``). They need the ``celery`` extra; without it they
+say so in one line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import click
+
+_QUEUE_ALIASES = {
+    "workflows": "pyworkflow.workflows",
+    "steps": "pyworkflow.steps",
+    "schedules": "pyworkflow.schedules",
+}
+
+
+def _require_celery() -> None:
+    try:
+        import celery  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            'this command needs Celery: pip install "pyworkflow-engine[celery]"'
+        ) from None
+
+
+def _worker_options(fn: Any) -> Any:
+    fn = click.option(
+        "--queues",
+        "-Q",
+        default="workflows,steps,schedules",
+        show_default=True,
+        help="Comma-separated queues: workflows, steps, schedules (or full names).",
+    )(fn)
+    fn = click.option("--concurrency", "-c", type=int, help="Pool processes (default: CPUs).")(fn)
+    fn = click.option("--loglevel", "-l", default="info", show_default=True)(fn)
+    fn = click.option("--beat", is_flag=True, help="Also run Celery beat in this worker.")(fn)
+    fn = click.option("--pool", "-P", help="Celery pool (prefork, solo, threads).")(fn)
+    fn = click.option("--hostname", "-n", help="Worker node name (e.g. w1@%h).")(fn)
+    return fn
+
+
+@click.group(invoke_without_command=True)
+@_worker_options
+@click.pass_context
+def worker(ctx: click.Context, /, **options: Any) -> None:
+    """Run a Celery worker for pyworkflow's queues."""
+    if ctx.invoked_subcommand is None:
+        _start_worker(**options)
+
+
+@worker.command("run")
+@_worker_options
+def worker_run(**options: Any) -> None:
+    """Run a Celery worker for pyworkflow's queues."""
+    _start_worker(**options)
+
+
+def _start_worker(
+    queues: str,
+    concurrency: int | None,
+    loglevel: str,
+    beat: bool,
+    pool: str | None,
+    hostname: str | None,
+) -> None:
+    _require_celery()
+    from pyworkflow.celery.app import app
+
+    names = [_QUEUE_ALIASES.get(q.strip(), q.strip()) for q in queues.split(",") if q.strip()]
+    argv = ["worker", f"--loglevel={loglevel}", f"--queues={','.join(names)}"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    if beat:
+        argv.append("--beat")
+    if pool:
+        argv.append(f"--pool={pool}")
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    app.worker_main(argv)
+
+
+def _scheduler_options(fn: Any) -> Any:
+    fn = click.option(
+        "--poll-interval", type=float, help="Longest sleep between checks (s); default: config."
+    )(fn)
+    fn = click.option("--duration", type=float, help="Stop after this many seconds.")(fn)
+    return fn
+
+
+@click.group(invoke_without_command=True)
+@_scheduler_options
+@click.pass_context
+def scheduler(ctx: click.Context, poll_interval: float | None, duration: float | None) -> None:
+    """Fire due timers and recover runs of dead workers (instead of Celery beat)."""
+    if ctx.invoked_subcommand is None:
+        _start_scheduler(poll_interval, duration)
+
+
+@scheduler.command("run")
+@_scheduler_options
+def scheduler_run(poll_interval: float | None, duration: float | None) -> None:
+    """Fire due timers and recover runs of dead workers (instead of Celery beat)."""
+    _start_scheduler(poll_interval, duration)
+
+
+def _start_scheduler(poll_interval: float | None, duration: float | None) -> None:
+    _require_celery()
+    from pyworkflow.celery.scheduler import run_scheduler
+    from pyworkflow.core.config import get_storage
+
+    async def serve() -> None:
+        storage = get_storage()
+        try:
+            await run_scheduler(storage, poll_interval=poll_interval, duration=duration)
+        finally:
+            await storage.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+COMMANDS = [worker, scheduler]
