@@ -81,7 +81,7 @@ from pyworkflow.storage._sql_retry import (
     CONNECT_TIMEOUT,
     RetryingPool,
 )
-from pyworkflow.storage._sql_schedules import SQLScheduleBackend
+from pyworkflow.storage._sql_workers import SQLWorkerBackend
 from pyworkflow.storage.payloads import PayloadLimit
 from pyworkflow.storage.urls import parse_url, split_url
 
@@ -194,6 +194,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN cancel_requested TINYINT "
         "AS (cancel_requested_at IS NOT NULL) VIRTUAL, "
         "ADD KEY runs_cancel_status_created_at (status, cancel_requested, created_at, run_id)",
+    ),
+    # 4: the worker registry, one row per worker process, replaced at every beat;
+    # last_beat is indexed to find the stale ones.
+    (
+        f"""CREATE TABLE IF NOT EXISTS workers (
+            worker_id VARCHAR(255) NOT NULL PRIMARY KEY,
+            last_beat DATETIME(6) NOT NULL,
+            data LONGTEXT NOT NULL,
+            KEY workers_last_beat (last_beat)
+        ) {_TABLE_OPTIONS}""",
     ),
 )
 
@@ -361,7 +371,7 @@ class _MySQLConn:
         return int(await cursor.execute(query))  # already formatted: no parameters
 
 
-class MySQLStorageBackend(RetryingPool, SQLScheduleBackend):
+class MySQLStorageBackend(RetryingPool, SQLWorkerBackend):
     """Runs and events in InnoDB tables of one MySQL/MariaDB database, shared by any
     number of processes.
 

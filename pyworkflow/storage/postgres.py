@@ -84,7 +84,7 @@ from pyworkflow.storage._sql_retry import (
     CONNECT_TIMEOUT,
     RetryingPool,
 )
-from pyworkflow.storage._sql_schedules import SQLScheduleBackend
+from pyworkflow.storage._sql_workers import SQLWorkerBackend
 from pyworkflow.storage.urls import parse_url, split_url
 
 T = TypeVar("T")
@@ -200,6 +200,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "CREATE INDEX IF NOT EXISTS runs_cancel_status_created_at "
         "ON {p}runs (status, created_at, run_id) WHERE cancel_requested_at IS NOT NULL",
+    ),
+    # 4: the worker registry, one row per worker process, replaced at every beat;
+    # last_beat is indexed to find the stale ones.
+    (
+        """CREATE TABLE {p}workers (
+            worker_id TEXT COLLATE "C" PRIMARY KEY,
+            last_beat TIMESTAMPTZ NOT NULL,
+            data TEXT NOT NULL
+        )""",
+        "CREATE INDEX workers_last_beat ON {p}workers (last_beat)",
     ),
 )
 
@@ -324,7 +334,7 @@ def _event_arrays(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     return columns
 
 
-class PostgresStorageBackend(RetryingPool, SQLScheduleBackend):
+class PostgresStorageBackend(RetryingPool, SQLWorkerBackend):
     """Runs and events in PostgreSQL tables of one schema, shared by any number of
     processes.
 

@@ -57,7 +57,7 @@ from pyworkflow.storage._sql import (
     read_schema_version,
     to_micros,
 )
-from pyworkflow.storage._sql_schedules import SQLScheduleBackend
+from pyworkflow.storage._sql_workers import SQLWorkerBackend
 from pyworkflow.storage._sqlite_checkpoint import WalCheckpointer
 
 T = TypeVar("T")
@@ -177,6 +177,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX runs_cancel_status_created_at ON runs (status, created_at, run_id) "
         "WHERE cancel_requested_at IS NOT NULL",
     ),
+    # 5: the worker registry, one row per worker process, replaced at every beat;
+    # last_beat (encoded like wake_at) is indexed to find the stale ones.
+    (
+        """CREATE TABLE workers (
+            worker_id TEXT PRIMARY KEY,
+            last_beat INTEGER NOT NULL,
+            data TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX workers_last_beat ON workers (last_beat)",
+    ),
 )
 
 
@@ -285,7 +295,7 @@ def _daemonize(conn: aiosqlite.Connection) -> None:
         thread.daemon = True
 
 
-class SQLiteStorageBackend(SQLScheduleBackend):
+class SQLiteStorageBackend(SQLWorkerBackend):
     """Runs and events in one SQLite database file, shared safely between processes.
 
     The backend connects on first use. One object may be used from successive event

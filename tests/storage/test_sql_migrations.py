@@ -6,6 +6,7 @@
 * Schema (PostgreSQL) and database (MySQL) isolation; keys compare byte for byte.
 * Several instances claiming due runs at once never claim one run twice.
 * A database of the release before the cancellation index gains it, requests kept.
+* A database of the release before the worker registry gains its table, runs kept.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pyworkflow.core.exceptions import StorageError
 from pyworkflow.storage._sql import WRITE, Conn, SQLStorageBackend
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.config import storage_from_url
-from pyworkflow.storage.schemas import HookRecord, RunStatus
+from pyworkflow.storage.schemas import HookRecord, RunStatus, WorkerRecord
 from pyworkflow.storage.sqlite import MIGRATIONS, SQLiteStorageBackend
 from pyworkflow.testing.conformance import at, make_events, make_run
 from tests.services import require_service
@@ -154,6 +155,9 @@ async def test_sqlite_v1_database_upgrades_in_place(
         )
         hook = HookRecord(token_hash="h", run_id="old-1", hook_id="hook:x#1", name="x")
         assert await backend.save_hook(hook) == hook
+        worker = WorkerRecord(worker_id="w1", runs=["old-1"], last_beat=at(8))
+        await backend.save_worker(worker)
+        assert await backend.list_workers() == [worker]
     finally:
         await backend.close()
 
@@ -320,14 +324,19 @@ async def test_instances_claiming_at_once_never_share_a_run(
             await b.close()
 
 
-# -- the cancellation index (the last migration of every dialect) -----------------------------
+# -- the latest migrations: a database of an earlier release gains them ----------------------
 
 CANCEL_INDEX = "runs_cancel_status_created_at"
-# What the migration added, undone: the schema of the release before it.
-UNDO_CANCEL_INDEX = {
-    "sqlite": f"DROP INDEX {CANCEL_INDEX}",
-    "postgres": f"DROP INDEX {{prefix}}{CANCEL_INDEX}",
-    "mysql": f"ALTER TABLE runs DROP KEY {CANCEL_INDEX}, DROP COLUMN cancel_requested",
+WORKERS_INDEX = "workers_last_beat"
+# What the latest migrations added, undone, newest first: undoing the first n gives the
+# schema of the release n migrations back.
+UNDO_LATEST = {
+    "sqlite": ("DROP TABLE workers", f"DROP INDEX {CANCEL_INDEX}"),
+    "postgres": ("DROP TABLE {prefix}workers", f"DROP INDEX {{prefix}}{CANCEL_INDEX}"),
+    "mysql": (
+        "DROP TABLE workers",
+        f"ALTER TABLE runs DROP KEY {CANCEL_INDEX}, DROP COLUMN cancel_requested",
+    ),
 }
 HAS_INDEX = {
     "sqlite": "SELECT name FROM sqlite_master WHERE type = 'index' AND name = ?",
@@ -338,26 +347,33 @@ HAS_INDEX = {
 }
 
 
-async def _downgrade(backend: SQLStorageBackend, name: str) -> None:
+async def _downgrade(backend: SQLStorageBackend, name: str, migrations: int) -> None:
+    """Take the database back by the last ``migrations`` migrations."""
     sql = backend.sql
 
     async def undo(conn: Conn) -> None:
-        await conn.execute(UNDO_CANCEL_INDEX[name].format(prefix=sql.prefix), ())
-        await conn.execute(sql.set_version, (len(sql.migrations) - 1,))
+        for statement in UNDO_LATEST[name][:migrations]:
+            await conn.execute(statement.format(prefix=sql.prefix), ())
+        await conn.execute(sql.set_version, (len(sql.migrations) - migrations,))
 
     await backend._call(WRITE, undo)
 
 
-async def _has_cancel_index(backend: SQLStorageBackend, name: str) -> bool:
+async def _has_index(backend: SQLStorageBackend, name: str, index: str) -> bool:
     sql = HAS_INDEX[name]
     if name == "postgres":
         # pg_indexes by the backend's own schema (its search_path is not set to it).
         sql = sql.replace("current_schema()", "$2")
-        params: tuple[str, ...] = (CANCEL_INDEX, backend.schema)  # type: ignore[attr-defined]
+        params: tuple[str, ...] = (index, backend.schema)  # type: ignore[attr-defined]
     else:
-        params = (CANCEL_INDEX,)
+        params = (index,)
     rows = await backend._call(WRITE, lambda conn: conn.fetch(sql, params))
     return bool(rows)
+
+
+async def _schema_version(backend: SQLStorageBackend) -> int:
+    rows = await backend._call(WRITE, lambda conn: conn.fetch(backend.sql.read_version, ()))
+    return int(rows[0][0])
 
 
 async def test_previous_schema_gains_the_cancel_index(
@@ -369,8 +385,8 @@ async def test_previous_schema_gains_the_cancel_index(
     await sql_storage.create_run(make_run("busy", status=RunStatus.RUNNING, created_at=at(3)))
     for run_id in ("asked", "busy"):
         assert await sql_storage.request_cancellation(run_id, "stop", at(5))
-    await _downgrade(sql_storage, backend_name)
-    assert not await _has_cancel_index(sql_storage, backend_name)
+    await _downgrade(sql_storage, backend_name, migrations=2)
+    assert not await _has_index(sql_storage, backend_name, CANCEL_INDEX)
     await sql_storage.close()
 
     upgraded = storage_from_url(storage_url)
@@ -381,8 +397,35 @@ async def test_previous_schema_gains_the_cancel_index(
             ("asked", at(5), "stop")
         ]
         assert [r.run_id for r in await upgraded.list_runs(cancel_requested=False)] == ["quiet"]
-        assert await _has_cancel_index(upgraded, backend_name)
-        rows = await upgraded._call(WRITE, lambda conn: conn.fetch(upgraded.sql.read_version, ()))
-        assert rows[0][0] == len(upgraded.sql.migrations)
+        assert await _has_index(upgraded, backend_name, CANCEL_INDEX)
+        assert await _schema_version(upgraded) == len(upgraded.sql.migrations)
+    finally:
+        await upgraded.close()
+
+
+async def test_previous_schema_gains_the_workers_table(
+    sql_storage: StorageBackend, storage_url: str | None, backend_name: str
+) -> None:
+    assert isinstance(sql_storage, SQLStorageBackend) and storage_url is not None
+    await sql_storage.create_run(make_run("kept", tags=["eu"]))
+    await sql_storage.append_events("kept", make_events("kept", 1, 2), expected_last_sequence=0)
+    await _downgrade(sql_storage, backend_name, migrations=1)
+    with pytest.raises(StorageError):  # the release before had no worker registry
+        await sql_storage.list_workers()
+    await sql_storage.close()
+
+    upgraded = storage_from_url(storage_url)
+    assert isinstance(upgraded, SQLStorageBackend)
+    try:
+        kept = await upgraded.get_run("kept")
+        assert kept is not None and kept.tags == ["eu"]
+        assert [e.sequence for e in await upgraded.get_events("kept")] == [1, 2]
+        assert [r.run_id for r in await upgraded.list_runs(tag="eu")] == ["kept"]
+        assert await upgraded.list_workers() == []
+        worker = WorkerRecord(worker_id="w1", runs=["kept"], last_beat=at(7))
+        await upgraded.save_worker(worker)
+        assert await upgraded.list_workers() == [worker]
+        assert await _has_index(upgraded, backend_name, WORKERS_INDEX)
+        assert await _schema_version(upgraded) == len(upgraded.sql.migrations)
     finally:
         await upgraded.close()

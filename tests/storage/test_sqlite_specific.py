@@ -85,10 +85,10 @@ async def test_schema_version_is_recorded_once(tmp_path: Path) -> None:
     backend = SQLiteStorageBackend(path)
     await backend.connect()
     await backend.close()
-    assert len(MIGRATIONS) == 4
+    assert len(MIGRATIONS) == 5
     assert query(path, "SELECT version FROM schema_version") == [(len(MIGRATIONS),)]
     tables = {r[0] for r in query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"runs", "events", "schema_version", "schedules"} <= tables
+    assert {"runs", "events", "schema_version", "schedules", "workers"} <= tables
     indexes = {r[0] for r in query(path, "SELECT name FROM sqlite_master WHERE type='index'")}
     assert {
         "runs_idempotency_key",
@@ -96,6 +96,7 @@ async def test_schema_version_is_recorded_once(tmp_path: Path) -> None:
         "runs_workflow_name_created_at",
         "runs_created_at",
         "runs_cancel_status_created_at",
+        "workers_last_beat",
     } <= indexes
 
 
