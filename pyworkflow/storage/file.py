@@ -211,6 +211,15 @@ class FileStorageBackend(StorageBackend):
             raise
 
     @staticmethod
+    def _unlink(path: Path) -> bool:
+        """Remove a record file; whether it was there."""
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    @staticmethod
     def _read_json(path: Path) -> Any:
         try:
             with open(path, encoding="utf-8") as f:
@@ -577,11 +586,7 @@ class FileStorageBackend(StorageBackend):
     async def delete_schedule(self, schedule_id: str) -> bool:
         def delete() -> bool:
             with self._locked(self._striped_lock("schedule", schedule_id)):
-                try:
-                    self._schedule_path(schedule_id).unlink()
-                except FileNotFoundError:
-                    return False
-                return True
+                return self._unlink(self._schedule_path(schedule_id))
 
         return await self._call(delete)
 
@@ -609,14 +614,7 @@ class FileStorageBackend(StorageBackend):
         return await self._call(query)
 
     async def delete_worker(self, worker_id: str) -> bool:
-        def delete() -> bool:
-            try:
-                self._worker_path(worker_id).unlink()
-            except FileNotFoundError:
-                return False
-            return True
-
-        return await self._call(delete)
+        return await self._call(self._unlink, self._worker_path(worker_id))
 
 
 def _worker_from_dict(raw: Any) -> WorkerRecord | None:

@@ -11,8 +11,6 @@ second, i.e. thousands of worker processes beating every few seconds.
 
 from __future__ import annotations
 
-from botocore.exceptions import ClientError  # type: ignore[import-untyped]
-
 from pyworkflow.storage.dynamodb.client import TableClient
 from pyworkflow.storage.dynamodb.codec import (
     Item,
@@ -79,15 +77,4 @@ class WorkerStore(TableClient):
         return found[:limit]
 
     async def delete_worker(self, worker_id: str) -> bool:
-        expr = _Expr()
-        try:
-            await self._call(
-                "delete_item",
-                expected=("ConditionalCheckFailedException",),
-                Key=_worker_key(worker_id),
-                ConditionExpression=f"attribute_exists({expr.name('PK')})",
-                **expr.params(),
-            )
-        except ClientError:
-            return False
-        return True
+        return await self._delete_item(_worker_key(worker_id))
