@@ -17,11 +17,14 @@ Layout under ``base_path``::
     hooks/<token_hash>.json a hook record (listing hooks scans this folder)
     schedules/<id>.json     a schedule record, replaced atomically under a striped
                             per-schedule lock (listing schedules scans this folder)
+    workers/<id>.json       a worker's registry record (worker_id, last_beat, data),
+                            replaced atomically at each beat (listing scans this folder)
     locks/                  lock files (striped per-run and per-schedule locks, and one
                             for creation)
 
-Run and schedule ids are percent-encoded into file names. The run record also stores the byte length
-of the committed event log: it is written last, so it is the commit point of an append.
+Run, schedule and worker ids are percent-encoded into file names. The run record also
+stores the byte length of the committed event log: it is written last, so it is the
+commit point of an append.
 Bytes past that length (left by a crash between the two writes) are invisible to
 readers and overwritten by the next append, which keeps "events and projection move
 together" true across crashes. By default files are not fsynced (data survives process
@@ -64,6 +67,7 @@ from pyworkflow.storage.schemas import (
     RunUpdate,
     ScheduleRecord,
     ScheduleStatus,
+    WorkerRecord,
     WorkflowRun,
 )
 
@@ -128,6 +132,7 @@ class FileStorageBackend(StorageBackend):
         self._locks = self.base_path / "locks"
         self._hooks = self.base_path / "hooks"
         self._schedules = self.base_path / "schedules"
+        self._workers = self.base_path / "workers"
         self._ready = False
 
     def __repr__(self) -> str:
@@ -147,6 +152,7 @@ class FileStorageBackend(StorageBackend):
                 self._locks,
                 self._hooks,
                 self._schedules,
+                self._workers,
             ):
                 directory.mkdir(parents=True, exist_ok=True)
             self._ready = True
@@ -203,6 +209,15 @@ class FileStorageBackend(StorageBackend):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+    @staticmethod
+    def _unlink(path: Path) -> bool:
+        """Remove a record file; whether it was there."""
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     @staticmethod
     def _read_json(path: Path) -> Any:
@@ -571,13 +586,48 @@ class FileStorageBackend(StorageBackend):
     async def delete_schedule(self, schedule_id: str) -> bool:
         def delete() -> bool:
             with self._locked(self._striped_lock("schedule", schedule_id)):
-                try:
-                    self._schedule_path(schedule_id).unlink()
-                except FileNotFoundError:
-                    return False
-                return True
+                return self._unlink(self._schedule_path(schedule_id))
 
         return await self._call(delete)
+
+    # -- the worker registry ----------------------------------------------------------------
+
+    def _worker_path(self, worker_id: str) -> Path:
+        return self._workers / f"{self._name(worker_id)}.json"
+
+    async def save_worker(self, worker: WorkerRecord) -> None:
+        """No lock: a save reads nothing, and the file is replaced atomically, so of two
+        concurrent beats of one worker the last one wins whole (as on every backend)."""
+        record = {
+            "worker_id": worker.worker_id,
+            "last_beat": worker.last_beat.isoformat(),
+            "data": worker.data_json(),
+        }
+        await self._call(self._write_atomic, self._worker_path(worker.worker_id), record)
+
+    async def list_workers(self, *, limit: int = 1000) -> list[WorkerRecord]:
+        def query() -> list[WorkerRecord]:
+            found = [w for w in map(_worker_from_dict, self._scan(self._workers)) if w]
+            found.sort(key=lambda w: w.worker_id)
+            return found[: max(limit, 0)]
+
+        return await self._call(query)
+
+    async def delete_worker(self, worker_id: str) -> bool:
+        return await self._call(self._unlink, self._worker_path(worker_id))
+
+
+def _worker_from_dict(raw: Any) -> WorkerRecord | None:
+    """A worker record from its file, or ``None`` for a file that is not one (foreign,
+    or edited by hand): the registry then simply lacks that worker, whose runs are
+    recovered when their leases expire, instead of every listing failing."""
+    try:
+        worker_id, last_beat, data = raw["worker_id"], raw["last_beat"], raw["data"]
+        if not (isinstance(worker_id, str) and isinstance(data, str)):
+            return None
+        return WorkerRecord.from_stored(worker_id, datetime.fromisoformat(last_beat), data)
+    except (TypeError, KeyError, ValueError):
+        return None
 
 
 _HOOK_DATETIMES = ("created_at", "expires_at", "received_at")

@@ -25,6 +25,7 @@ from pyworkflow.storage.schemas import (
     RunUpdate,
     ScheduleRecord,
     ScheduleStatus,
+    WorkerRecord,
     WorkflowRun,
 )
 
@@ -42,6 +43,7 @@ class InMemoryStorageBackend(StorageBackend):
         self._keys: dict[str, str] = {}
         self._hooks: dict[str, HookRecord] = {}
         self._schedules: dict[str, ScheduleRecord] = {}
+        self._workers: dict[str, WorkerRecord] = {}
 
     async def create_run(self, run: WorkflowRun, events: Sequence[Event] = ()) -> WorkflowRun:
         # The same checks as the backends that store JSON, so code tested here fails
@@ -176,6 +178,16 @@ class InMemoryStorageBackend(StorageBackend):
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         return self._schedules.pop(schedule_id, None) is not None
+
+    async def save_worker(self, worker: WorkerRecord) -> None:
+        self._workers[worker.worker_id] = worker.copy()
+
+    async def list_workers(self, *, limit: int = 1000) -> list[WorkerRecord]:
+        chosen = sorted(self._workers)[: max(limit, 0)]
+        return [self._workers[worker_id].copy() for worker_id in chosen]
+
+    async def delete_worker(self, worker_id: str) -> bool:
+        return self._workers.pop(worker_id, None) is not None
 
     async def request_cancellation(self, run_id: str, reason: str | None, now: datetime) -> bool:
         run = self._runs.get(run_id)

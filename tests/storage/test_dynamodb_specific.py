@@ -29,6 +29,7 @@ from pyworkflow.core.exceptions import (
 from pyworkflow.storage.schemas import EventType, HookStatus, RunStatus, RunUpdate
 from pyworkflow.testing.conformance import at, make_events, make_run
 from pyworkflow.testing.conformance_signals import make_hook
+from pyworkflow.testing.conformance_workers import make_worker
 from tests.storage import backend_dynamodb as moto
 
 pytest.importorskip("aioboto3")
@@ -688,6 +689,74 @@ async def test_add_index_request_adds_the_index(table: str, raw: Any) -> None:
     await raw.update_table(**add_index_request(table, INDEX_HOOKS))
     description = (await raw.describe_table(TableName=table))["Table"]
     assert INDEX_HOOKS in {i["IndexName"] for i in description["GlobalSecondaryIndexes"]}
+
+
+# -- the worker registry ---------------------------------------------------------------------
+
+
+async def test_worker_items_live_in_their_own_partition_outside_every_index(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    await backend.create_run(make_run("r1", status=RunStatus.PENDING))
+    await backend.save_worker(make_worker("w1", runs=["r1"], last_beat=at(4)))
+    response = await raw.query(
+        TableName=table,
+        KeyConditionExpression="PK = :pk",
+        ExpressionAttributeValues={":pk": {"S": "WORKERS"}},
+        ConsistentRead=True,
+    )
+    (item,) = response["Items"]
+    assert item["SK"] == {"S": "WORKER#w1"}
+    # No attribute any index is keyed on (status, gsi_*, created_sk, ...).
+    assert set(item) == {"PK", "SK", "worker_id", "last_beat", "data"}
+    assert [r.run_id for r in await backend.list_runs()] == ["r1"]
+    assert await backend.list_schedules() == []
+    [worker] = await backend.list_workers()
+    assert (worker.runs, worker.last_beat) == (["r1"], at(4))
+
+
+async def test_a_table_of_the_previous_release_keeps_the_worker_registry(
+    table: str, endpoint: str, raw: Any
+) -> None:
+    """The registry needs no index: a table created before it (with exactly the indexes
+    this release defines, and no create_table) serves it as it is."""
+    await raw.create_table(**table_definition(table))
+    storage = DynamoDBStorageBackend(
+        table, moto.REGION, endpoint, create_table=False, session=moto.emulator_session()
+    )
+    try:
+        await storage.save_worker(make_worker("w1"))
+        assert [w.worker_id for w in await storage.list_workers()] == ["w1"]
+    finally:
+        await storage.close()
+
+
+async def test_a_damaged_worker_item_is_read_as_holding_no_runs(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    await backend.save_worker(make_worker("w1", runs=["r1"]))
+    await raw.update_item(
+        TableName=table,
+        Key={"PK": {"S": "WORKERS"}, "SK": {"S": "WORKER#w1"}},
+        UpdateExpression="SET #d = :v",
+        ExpressionAttributeNames={"#d": "data"},
+        ExpressionAttributeValues={":v": {"S": '{"runs": "not a list"}'}},
+    )
+    [stored] = await backend.list_workers()
+    assert (stored.worker_id, stored.runs) == ("w1", [])
+
+
+async def test_a_large_worker_record_is_compressed(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    runs = [f"run_{i:06d}" for i in range(5000)]  # ~60 KB of JSON
+    await backend.save_worker(make_worker("w1", runs=runs))
+    item = (
+        await raw.get_item(TableName=table, Key={"PK": {"S": "WORKERS"}, "SK": {"S": "WORKER#w1"}})
+    )["Item"]
+    assert "data_z" in item and "data" not in item
+    [stored] = await backend.list_workers()
+    assert stored.runs == runs
 
 
 # -- URLs ----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pyworkflow.storage.config import storage_from_url
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.schemas import Event, EventType, RunStatus, RunUpdate
 from pyworkflow.testing.conformance import at, make_events, make_run
+from pyworkflow.testing.conformance_workers import make_worker
 from tests.services import require_service
 from tests.storage.backend_redis import delete_prefix, drop_connections, new_prefix, with_prefix
 
@@ -405,6 +406,46 @@ async def test_cancel_entries_left_stale_by_an_older_writer_are_skipped(
     await raw.hset(backend._key("run", "r2"), "status", "running")
     asked = await backend.list_runs(status=RunStatus.SUSPENDED, cancel_requested=True)
     assert [r.run_id for r in asked] == ["r1"]
+
+
+# -- the worker registry ---------------------------------------------------------------------
+
+
+async def test_a_beat_keeps_one_hash_and_one_id_entry_per_worker(
+    backend: RedisStorageBackend, raw: aioredis.Redis, prefix: str
+) -> None:
+    await backend.save_worker(make_worker("w1", runs=["r1"]))
+    await backend.save_worker(make_worker("w1", runs=[], last_beat=at(7)))
+    assert sorted(await raw.keys(f"{{{prefix}}}:*")) == [
+        backend._key("widx", "all"),
+        backend._key("worker", "w1"),
+    ]
+    stored = await raw.hgetall(backend._key("worker", "w1"))
+    assert set(stored) == {"last_beat", "data"}
+    assert int(stored["last_beat"]) == (at(7) - EPOCH) // timedelta(microseconds=1)
+    assert await backend.delete_worker("w1") is True
+    assert await raw.keys(f"{{{prefix}}}:*") == []
+
+
+async def test_a_damaged_worker_record_is_read_as_holding_no_runs(
+    backend: RedisStorageBackend, raw: aioredis.Redis
+) -> None:
+    await backend.save_worker(make_worker("w1", runs=["r1"]))
+    await raw.hset(backend._key("worker", "w1"), "data", "\x80\x04not json")
+    [stored] = await backend.list_workers()
+    assert (stored.worker_id, stored.runs, stored.last_beat) == ("w1", [], at(0))
+
+
+async def test_workers_list_with_a_decoding_client(redis_url: str, prefix: str) -> None:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    backend = RedisStorageBackend(redis_url, prefix=prefix, client=client)
+    try:
+        await backend.save_worker(make_worker("w\u00e9", runs=["r1"]))
+        await backend.save_worker(make_worker("w2"))
+        listed = await backend.list_workers()
+        assert [(w.worker_id, w.runs) for w in listed] == [("w2", []), ("w\u00e9", ["r1"])]
+    finally:
+        await client.aclose()
 
 
 # -- sizes -------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ One table, string keys ``PK`` (partition) and ``SK`` (sort)::
                                                                       schedule_status),
                                                                       data | data_z,
                                                                       write_token
+    worker              WORKERS           WORKER#<worker_id>          worker_id, last_beat,
+                                                                      data | data_z
 
 A run's events share its partition and sort by sequence, so ``get_events`` is one
 (paged) ``Query``. Run indexes (global secondary indexes), all but ``runs_due`` sorted
@@ -85,6 +87,11 @@ sorted by ``schedule_id``. ``list_schedules`` is a consistent ``Query`` of that 
 in key order (filters as a ``FilterExpression``); ``list_due_schedules`` reads the whole
 partition with a filter on ``schedule_status`` and ``next_run_time`` and orders the
 matches in Python. A schedule carries no index key attributes, so it is in no index.
+
+The worker registry needs no index either (see
+:mod:`~pyworkflow.storage.dynamodb.workers`): one ``WORKERS`` partition sorted by
+``worker_id``, read by one consistent ``Query`` that never touches a run item; a table
+created before the registry serves it unchanged.
 
 Indexes project keys plus the few small attributes their filters need (``INCLUDE``:
 ``run_id``, ``status``, ``workflow_name``, ``parent_run_id``, ``tags``; the due index
@@ -212,7 +219,7 @@ table setup, request helpers with retries), ``table`` (indexes, ``CreateTable``)
 ``expressions`` (placeholders, conditions), ``run_items``/``runs`` (runs and events),
 ``cancel_index`` (the cancellation-request index and its one-time backfill),
 ``leases`` (timers, leases, stale runs), ``hook_items``/``hooks`` (cancellation and
-hooks), ``schedules``.
+hooks), ``schedules``, ``workers`` (the worker registry).
 """
 
 # Every public name of the former single module stays importable from the package.

@@ -1,6 +1,6 @@
 """The DynamoDB storage backend class: the parts of the storage contract (runs, timers
-and leases, hooks, schedules) over one shared table client, built from arguments or a
-``dynamodb://`` URL."""
+and leases, hooks, schedules, the worker registry) over one shared table client, built
+from arguments or a ``dynamodb://`` URL."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pyworkflow.storage.dynamodb.leases import LeaseStore
 from pyworkflow.storage.dynamodb.runs import RunStore
 from pyworkflow.storage.dynamodb.schedules import ScheduleStore
 from pyworkflow.storage.dynamodb.url import parse_url, redact_url
+from pyworkflow.storage.dynamodb.workers import WorkerStore
 
 
-class DynamoDBStorageBackend(RunStore, LeaseStore, HookStore, ScheduleStore):
+class DynamoDBStorageBackend(RunStore, LeaseStore, HookStore, ScheduleStore, WorkerStore):
     """Runs and events in one DynamoDB table, shared safely between processes.
 
     Args:

@@ -323,6 +323,21 @@ class TableClient(StorageBackend):
         response = await self._call("get_item", **params)
         return cast(Item | None, response.get("Item"))
 
+    async def _delete_item(self, key: Item) -> bool:
+        """Delete one item; whether it existed (a conditional ``DeleteItem``)."""
+        expr = _Expr()
+        try:
+            await self._call(
+                "delete_item",
+                expected=("ConditionalCheckFailedException",),
+                Key=key,
+                ConditionExpression=f"attribute_exists({expr.name('PK')})",
+                **expr.params(),
+            )
+        except ClientError:
+            return False
+        return True
+
     async def _query(self, **params: Any) -> AsyncIterator[list[Item]]:
         """Pages of a ``Query`` (follows ``LastEvaluatedKey``)."""
         start: Item | None = None

@@ -34,6 +34,8 @@ _HOOKID = "HOOKID#"
 _PART = "PART#"
 _SCHEDULES_PK = "SCHEDULES"
 _SCHEDULE = "SCHEDULE#"
+_WORKERS_PK = "WORKERS"
+_WORKER = "WORKER#"
 
 
 # The item that records a table-wide migration as done (no index attributes).
@@ -88,3 +90,7 @@ def _part_sk(version: str, index: int) -> str:
 
 def _schedule_key(schedule_id: str) -> Item:
     return {"PK": _s(_SCHEDULES_PK), "SK": _s(f"{_SCHEDULE}{schedule_id}")}
+
+
+def _worker_key(worker_id: str) -> Item:
+    return {"PK": _s(_WORKERS_PK), "SK": _s(f"{_WORKER}{worker_id}")}

@@ -152,15 +152,4 @@ class ScheduleStore(TableClient):
         return due[:limit]
 
     async def delete_schedule(self, schedule_id: str) -> bool:
-        expr = _Expr()
-        try:
-            await self._call(
-                "delete_item",
-                expected=("ConditionalCheckFailedException",),
-                Key=_schedule_key(schedule_id),
-                ConditionExpression=f"attribute_exists({expr.name('PK')})",
-                **expr.params(),
-            )
-        except ClientError:
-            return False
-        return True
+        return await self._delete_item(_schedule_key(schedule_id))

@@ -18,8 +18,9 @@ The package, by what each module holds:
 * :mod:`~pyworkflow.storage.redis.backend`: :class:`RedisStorageBackend`, assembled from
   :mod:`~pyworkflow.storage.redis.runs` (runs, event logs, queries),
   :mod:`~pyworkflow.storage.redis.leases` (timers and leases),
-  :mod:`~pyworkflow.storage.redis.hooks` (cancellation, hooks) and
-  :mod:`~pyworkflow.storage.redis.schedules`, all on
+  :mod:`~pyworkflow.storage.redis.hooks` (cancellation, hooks),
+  :mod:`~pyworkflow.storage.redis.schedules` and
+  :mod:`~pyworkflow.storage.redis.workers` (the worker registry), all on
   :mod:`~pyworkflow.storage.redis.connection` (client, pool, retries, error mapping).
 * :mod:`~pyworkflow.storage.redis.url`: URL syntax, options, validation, redaction.
 * :mod:`~pyworkflow.storage.redis.keys`: the key layout and index members.

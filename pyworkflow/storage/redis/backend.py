@@ -1,6 +1,7 @@
 """The public class, :class:`RedisStorageBackend`, assembled from its parts (one module
-each: runs and events, timers and leases, hooks and cancellation, schedules), which all
-build on :class:`~pyworkflow.storage.redis.connection.RedisConnection`.
+each: runs and events, timers and leases, hooks and cancellation, schedules, the worker
+registry), which all build on
+:class:`~pyworkflow.storage.redis.connection.RedisConnection`.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from pyworkflow.storage.redis.hooks import HookStore
 from pyworkflow.storage.redis.leases import LeaseStore
 from pyworkflow.storage.redis.runs import RunStore
 from pyworkflow.storage.redis.schedules import ScheduleStore
+from pyworkflow.storage.redis.workers import WorkerStore
 
 
-class RedisStorageBackend(RunStore, LeaseStore, HookStore, ScheduleStore):
+class RedisStorageBackend(RunStore, LeaseStore, HookStore, ScheduleStore, WorkerStore):
     """Runs and events in Redis (see :mod:`pyworkflow.storage.redis` for guarantees and
     :mod:`pyworkflow.storage.redis.keys` for the layout).
 

@@ -48,6 +48,10 @@ key                                         content
                                             order is id order)
 ``{p}:sidx:due``                            zset: active schedules with a ``next_run_time``,
                                             score = ``next_run_time`` in epoch microseconds
+``{p}:worker:<worker_id>``                  hash: ``last_beat`` (epoch microseconds) and
+                                            ``data`` (the record's other fields as JSON)
+``{p}:widx:all``                            zset of every worker id (every score 0: member
+                                            order is id order)
 ==========================================  ====================================================
 
 The ``idx:*`` sets are *lexicographic* sorted sets (every score 0) whose members are

@@ -57,6 +57,9 @@ _STANDALONE = (
     "delete_schedule",
     "list_schedules",
     "due_schedules",
+    "save_worker",
+    "list_workers",
+    "delete_worker",
 )
 #: Script name -> Lua source, as sent to Redis.
 SOURCES: dict[str, str] = {
@@ -90,3 +93,6 @@ class Scripts:
         self.delete_schedule: AsyncScript = client.register_script(SOURCES["delete_schedule"])
         self.list_schedules: AsyncScript = client.register_script(SOURCES["list_schedules"])
         self.due_schedules: AsyncScript = client.register_script(SOURCES["due_schedules"])
+        self.save_worker: AsyncScript = client.register_script(SOURCES["save_worker"])
+        self.list_workers: AsyncScript = client.register_script(SOURCES["list_workers"])
+        self.delete_worker: AsyncScript = client.register_script(SOURCES["delete_worker"])
