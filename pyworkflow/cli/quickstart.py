@@ -162,7 +162,7 @@ def scaffold(directory: Path, *, force: bool = False) -> list[Path]:
     return written
 
 
-@click.command()
+@click.command(short_help="Scaffold a runnable project: workflow, config, test.")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--force", is_flag=True, help="Write into a directory that is not empty.")
 @pass_cli

@@ -298,7 +298,7 @@ def _ask(
         assert storage is not None
     if runtime is None:
         runtime = click.prompt(
-            "Runtime (local: runs execute in your process; celery: on workers)",
+            "Runtime (local: in your process; celery: on workers)",
             type=click.Choice(["local", "celery"]),
             default="local",
         )
@@ -320,7 +320,7 @@ def _env_overrides() -> list[str]:
     return sorted({var for var in _ENV_OVERRIDES.values() if os.environ.get(var)})
 
 
-@click.command()
+@click.command(short_help="Write pyworkflow.config.yaml and check its services.")
 @click.option("--storage", "storage", help="Storage URL, or a kind for its default URL.")
 @click.option("--runtime", type=click.Choice(["local", "celery"]), help="Where runs execute.")
 @click.option("--broker", help=f"Celery broker URL (runtime celery; default {DEFAULT_BROKER}).")
