@@ -37,6 +37,7 @@ from pyworkflow.core.config import (
     get_config,
     new_storage,
 )
+from pyworkflow.storage.config import known_schemes
 from pyworkflow.storage.urls import REDACTED, redact_url
 
 #: Storage kinds offered by ``setup``, with the URL proposed for each.
@@ -190,8 +191,9 @@ def check_broker(url: str, timeout: float) -> Check:
 
 
 def check_module(name: str) -> Check:
-    """Whether module ``name`` can be found from this directory (it is not imported:
-    a script's top level may start runs)."""
+    """Whether module ``name`` can be found from this directory. The module itself is
+    not imported (a script's top level may start runs); the packages above a dotted
+    name are, as finding it requires."""
     cwd = os.getcwd()
     added = cwd not in sys.path
     if added:  # workers and `pyworkflow --module` import from the project directory
@@ -238,7 +240,7 @@ def config_text(storage: str, runtime: str, broker: str | None, modules: list[st
     data: dict[str, Any] = {"storage": storage, "runtime": runtime}
     if modules:
         data["modules"] = modules
-    if runtime == "celery":
+    if runtime == "celery" or broker:
         data["celery"] = {"broker": broker or DEFAULT_BROKER}
     header = (
         "# PyWorkflow configuration, read from the directory a process starts in.\n"
@@ -261,6 +263,12 @@ def _write_config(path: Path, text: str, secret: bool) -> None:
 def _storage_url(value: str) -> str:
     """A ``--storage`` value: a URL as given, or a kind name for its default URL."""
     if "://" in value:
+        scheme = value.partition("://")[0].lower()
+        if scheme not in known_schemes():
+            raise click.BadParameter(
+                f"unknown storage URL scheme {scheme!r}; known: {', '.join(known_schemes())}",
+                param_hint="--storage",
+            )
         return value
     kind = _KIND_ALIASES.get(value.lower(), value.lower())
     if kind == "memory":
@@ -300,7 +308,7 @@ def _ask(
         runtime = click.prompt(
             "Runtime (local: in your process; celery: on workers)",
             type=click.Choice(["local", "celery"]),
-            default="local",
+            default="celery" if broker else "local",
         )
     if runtime == "celery" and broker is None:
         broker = click.prompt("Celery broker URL", default=DEFAULT_BROKER)
@@ -375,7 +383,7 @@ def setup(
         chosen = _split_modules(modules or tuple(root.get("modules") or ()))
         if yes:
             url = _storage_url(storage or "sqlite")
-            runtime = runtime or "local"
+            runtime = runtime or ("celery" if broker else "local")
             module_list = chosen
         else:
             url, runtime, broker, module_list = _ask(

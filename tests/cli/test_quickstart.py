@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,17 +24,6 @@ FILES = [
     "pyproject.toml",
     ".gitignore",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("PYWORKFLOW_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    pyworkflow.reset_config()
-    yield
-    pyworkflow.reset_config()
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -121,38 +109,25 @@ def test_directory_is_required() -> None:
     assert "DIRECTORY" in err
 
 
+def run(cwd: Path, *argv: str | Path) -> subprocess.CompletedProcess[str]:
+    """``argv`` in a fresh process, as typed in a user's shell."""
+    return subprocess.run(
+        [str(a) for a in argv], cwd=cwd, env=clean_env(), capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+
+
 def test_installed_quickstart_runs_and_its_tests_pass(tmp_path: Path) -> None:
     """What the next steps promise, each in a fresh process of the installed tools."""
-    proc = subprocess.run(
-        [str(BIN / "pyworkflow"), "quickstart", "demo"],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run(tmp_path, BIN / "pyworkflow", "quickstart", "demo")
     assert proc.returncode == 0, proc.stderr
     project = tmp_path / "demo"
 
-    ran = subprocess.run(
-        [sys.executable, "-m", "workflows"],
-        cwd=project,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    ran = run(project, sys.executable, "-m", "workflows")
     assert ran.returncode == 0, ran.stderr
     assert "completed: {'order_id': 'ORD-1', 'status': 'completed'" in ran.stdout
     assert (project / ".pyworkflow" / "pyworkflow.db").is_file()
 
-    tested = subprocess.run(
-        [str(BIN / "pytest"), "-q"],
-        cwd=project,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    tested = run(project, BIN / "pytest", "-q")
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "1 passed" in tested.stdout

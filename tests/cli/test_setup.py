@@ -24,18 +24,6 @@ from tests.services import require_service
 SECRET = "s3cr3t-Pw"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """An empty project directory, no PYWORKFLOW_* variables, default configuration."""
-    for name in list(os.environ):
-        if name.startswith("PYWORKFLOW_") and not name.startswith("PYWORKFLOW_TEST_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    pyworkflow.reset_config()
-    yield
-    pyworkflow.reset_config()
-
-
 def invoke(*args: str, input: str | None = None) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, list(args), input=input)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -151,6 +139,21 @@ def test_an_unknown_storage_kind_is_a_usage_error(tmp_path: Path) -> None:
     assert code == 2
     assert "oracle" in err
     assert not (tmp_path / "pyworkflow.config.yaml").exists()
+
+
+def test_an_unknown_url_scheme_is_refused_before_writing(tmp_path: Path) -> None:
+    code, _, err = invoke("setup", "--yes", "--storage", "postgress://db/x")
+    assert code == 2
+    assert "postgress" in err and "postgresql" in err
+    assert not (tmp_path / "pyworkflow.config.yaml").exists()
+
+
+def test_a_broker_alone_means_the_celery_runtime(tmp_path: Path) -> None:
+    code, _, err = invoke("setup", "--yes", "--no-check", "--broker", "redis://mq:6379/0")
+    assert code == 0, err
+    config = read_back(tmp_path)
+    assert config.default_runtime == "celery"
+    assert config.celery_broker == "redis://mq:6379/0"
 
 
 def test_global_options_count_as_setup_flags(tmp_path: Path) -> None:
