@@ -126,6 +126,10 @@ def _register() -> None:
 
     for command in processes.COMMANDS:
         main.add_command(command)
+    from pyworkflow.cli import quickstart, setup
+
+    for first_steps in [*setup.COMMANDS, *quickstart.COMMANDS]:
+        main.add_command(first_steps)
 
 
 _register()
