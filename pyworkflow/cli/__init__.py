@@ -13,6 +13,7 @@ but the result.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import traceback
 from collections.abc import Coroutine
@@ -56,8 +57,11 @@ class _Main(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (click.exceptions.Exit, click.UsageError, click.Abort):
             raise
+        except click.ClickException as exc:  # a command's own refusal: the same one line
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
         except (WorkflowError, OSError, ValueError) as exc:
             verbose = isinstance(ctx.obj, CliContext) and ctx.obj.verbose > 0
             if verbose:
@@ -108,6 +112,10 @@ def main(
 ) -> None:
     """PyWorkflow: durable workflows for Python."""
     ctx.obj = CliContext(output=output, verbose=verbose)
+    # Workflow modules are found in the project directory the command runs from, as
+    # `celery -A proj` and `python -m` do (a console script's path does not hold it).
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     options: dict[str, Any] = {}
     if modules:
         options["modules"] = list(modules)
