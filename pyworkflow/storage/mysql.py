@@ -76,12 +76,12 @@ from pyworkflow.storage._sql import (
     apply_migrations,
     read_schema_version,
 )
+from pyworkflow.storage._sql_retention import SQLRetentionBackend
 from pyworkflow.storage._sql_retry import (
     CALL_TIMEOUT,
     CONNECT_TIMEOUT,
     RetryingPool,
 )
-from pyworkflow.storage._sql_retention import SQLRetentionBackend
 from pyworkflow.storage.payloads import PayloadLimit
 from pyworkflow.storage.urls import parse_url, split_url
 

@@ -79,12 +79,12 @@ from pyworkflow.storage._sql import (
     apply_migrations,
     read_schema_version,
 )
+from pyworkflow.storage._sql_retention import SQLRetentionBackend
 from pyworkflow.storage._sql_retry import (
     CALL_TIMEOUT,
     CONNECT_TIMEOUT,
     RetryingPool,
 )
-from pyworkflow.storage._sql_retention import SQLRetentionBackend
 from pyworkflow.storage.urls import parse_url, split_url
 
 T = TypeVar("T")
