@@ -41,7 +41,7 @@ from pyworkflow.storage.base import (
     require_capability,
 )
 from pyworkflow.storage.payloads import check_size, refuse_non_finite
-from pyworkflow.storage.retention import PurgeResult
+from pyworkflow.storage.retention import PurgeResult as PurgeResult
 from pyworkflow.storage.schemas import (
     Event,
     HookRecord,
