@@ -62,8 +62,10 @@ class RetentionStore(TableClient):
         await self._batch_delete(keys)
         key = meta.get("idempotency_key", {}).get("S")
         if key is not None:
-            await self._delete_if({"PK": _s(f"IDEM#{key}"), "SK": _s(_IDEM_SK)}, "run_id", [run_id])
-        return await self._delete_if({"PK": meta["PK"], "SK": meta["SK"]}, "status", _TERMINAL)
+            idem = {"PK": _s(f"IDEM#{key}"), "SK": _s(_IDEM_SK)}
+            await self._delete_item(idem, attribute="run_id", allowed=[run_id])
+        meta_key = {"PK": meta["PK"], "SK": meta["SK"]}
+        return await self._delete_item(meta_key, attribute="status", allowed=_TERMINAL)
 
     async def _partition(self, pk: str, attributes: Sequence[str]) -> list[Item]:
         """Every item of partition ``pk``: its keys and ``attributes`` (when present)."""
@@ -107,22 +109,6 @@ class RetentionStore(TableClient):
                 raise StorageError(
                     f"dynamodb ({self.table_name}): batch delete kept being throttled"
                 )
-
-    async def _delete_if(self, key: Item, attribute: str, allowed: Sequence[str]) -> bool:
-        """Delete the item if ``attribute`` is one of ``allowed``; whether it did."""
-        expr = _Expr()
-        values = ", ".join(expr.value(_s(v)) for v in allowed)
-        try:
-            await self._call(
-                "delete_item",
-                expected=("ConditionalCheckFailedException",),
-                Key=key,
-                ConditionExpression=f"{expr.name(attribute)} IN ({values})",
-                **expr.params(),
-            )
-        except ClientError:
-            return False
-        return True
 
 
 __all__ = ["MAX_BATCH_WRITE", "PARALLEL", "RetentionStore"]
