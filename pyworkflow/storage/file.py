@@ -29,6 +29,8 @@ Bytes past that length (left by a crash between the two writes) are invisible to
 readers and overwritten by the next append, which keeps "events and projection move
 together" true across crashes. By default files are not fsynced (data survives process
 crashes, not necessarily power loss); pass ``fsync=True`` for the stronger guarantee.
+Deleting a finished run (:meth:`delete_runs`, retention) removes its files in the
+reverse order, the run file last.
 Blocking file I/O runs in worker threads (``asyncio.to_thread``).
 """
 
