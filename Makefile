@@ -25,7 +25,7 @@ outages: install
 
 # Chaos run on the Celery runtime (not CI): 1,000 runs on a private PostgreSQL + 2 workers,
 # random worker SIGKILLs, two PostgreSQL restarts; prints completed / lost / duplicate /
-# early wake-ups, exits 1 on any. CHAOS_RUNS=100 for a quick try. ~5-10 min at 1,000.
+# early wake-ups, exits 1 on any. CHAOS_RUNS=100 for a quick try. ~7 min at 1,000.
 chaos: install
 	$(BIN)/python -m tests.chaos
 
