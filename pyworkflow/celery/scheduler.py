@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from loguru import logger
@@ -106,7 +106,9 @@ class TimerSweeper:
         async for found in runs_to_recover(
             self.storage, now, self.owner, lease_ttl=ttl, liveness=liveness
         ):
-            if await self.storage.acquire_lease(
+            if found.lost_round is not None:
+                await self._redispatch(found.run_id, found.lost_round, expires)
+            elif await self.storage.acquire_lease(
                 found.run_id, self.owner, expires, now, steal_from=found.steal_from
             ):
                 self._resend(found.run_id, fresh=not found.counts)
@@ -114,6 +116,21 @@ class TimerSweeper:
         self._deaths_seen = liveness.dead
         if died:
             await self.redeliver(liveness, died)
+
+    async def _redispatch(self, run_id: str, round_owner: str, expires: datetime) -> None:
+        """A round's step messages were lost: give the round the queue allowance again
+        and send its unrecorded steps (or, with none left, the run) once more."""
+        if not await self.storage.acquire_lease(
+            run_id, round_owner, expires, utcnow(), steal_from=round_owner
+        ):
+            return  # taken meanwhile
+        held = await steps_in_flight(self.storage, run_id)
+        if held is not None and held[1]:
+            messages = [partial(send_step, step, held[0]) for step in held[1]]
+        else:
+            messages = [partial(send_workflow, run_id, steal_from=round_owner)]
+        logger.warning("run {} lost its step messages; sending them again", run_id)
+        await publish(run_id, messages)
 
     async def redeliver(self, liveness: Liveness, died: frozenset[str]) -> None:
         """Workers stopped beating: send again the messages of runs that wait for one

@@ -59,11 +59,16 @@ class Recovery:
             (``None``: only a free or expired lease may be taken, so a lease renewed since
             the run was listed stays with its holder).
         counts: a recovery attempt (the run was executing), not a plain first start.
+        lost_round: the dispatch round holding the run, when what was lost is its step
+            messages (no worker died on it): sending the round's steps again is enough,
+            and no recovery attempt (``counts`` is false). A runtime that cannot send
+            step messages recovers the run as an attempt instead.
     """
 
     run_id: str
     steal_from: str | None
     counts: bool
+    lost_round: str | None = None
 
 
 def backoff_delay(attempt: int) -> float:
@@ -93,7 +98,8 @@ def judge(run: WorkflowRun, now: datetime, me: str, liveness: Liveness = NOBODY)
     if owner is not None and owner in liveness.dead:
         return Recovery(run.run_id, steal_from=owner, counts=counts)
     if owner is None or run.lease_expires_at is None or run.lease_expires_at < now:
-        return Recovery(run.run_id, steal_from=None, counts=counts)
+        lost_round = owner if _is_round(owner) and not counts else None
+        return Recovery(run.run_id, steal_from=None, counts=counts, lost_round=lost_round)
     if owner_is_dead(owner, me):
         return Recovery(run.run_id, steal_from=owner, counts=counts)
     return None
@@ -113,9 +119,13 @@ def _counts(run: WorkflowRun, liveness: Liveness) -> bool:
     owner = run.lease_owner
     if never_executed(run) or is_delivery(owner):
         return False
-    if liveness.registry and owner is not None and owner_kind(owner) is OwnerKind.ROUND:
+    if liveness.registry and _is_round(owner):
         return run.run_id in liveness.orphaned
     return True
+
+
+def _is_round(owner: str | None) -> bool:
+    return owner is not None and owner_kind(owner) is OwnerKind.ROUND
 
 
 async def runs_to_recover(
@@ -152,7 +162,7 @@ async def awaiting_delivery(
             owner = run.lease_owner
             if owner is None or run.run_id in liveness.held:
                 continue
-            if is_delivery(owner) or owner_kind(owner) is OwnerKind.ROUND:
+            if is_delivery(owner) or _is_round(owner):
                 yield run
 
 

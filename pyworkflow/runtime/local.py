@@ -266,7 +266,10 @@ class _Service:
         async for found in runs_to_recover(
             self.storage, utcnow(), self.runtime.owner, lease_ttl=self.lease_ttl
         ):
-            self.spawn(found.run_id, recovery=found.counts, steal_from=found.steal_from)
+            # This runtime sends no step messages: a round that lost its messages is
+            # recovered here as an attempt (its steps run again inline).
+            recovery = found.counts or found.lost_round is not None
+            self.spawn(found.run_id, recovery=recovery, steal_from=found.steal_from)
 
     async def _heartbeat_loop(self) -> None:
         interval = self.lease_ttl / 3

@@ -255,6 +255,7 @@ def test_a_round_whose_messages_were_lost_is_no_recovery_attempt() -> None:
     registry = Liveness.of([_worker("h1:1:a", 40, [])], utcnow(), ttl=30)
     found = judge(run, utcnow(), process_owner(), registry)
     assert found is not None and not found.counts
+    assert found.lost_round == run.lease_owner  # the Celery sweep re-sends its steps
     assert judge(run, utcnow(), process_owner()).counts  # no registry: cannot tell
 
 
