@@ -28,6 +28,7 @@ from pyworkflow.api import (
     resume,
     resume_hook,
     start,
+    start_by_name,
     wait_for_run,
 )
 from pyworkflow.context import (
@@ -235,6 +236,7 @@ __all__ = [
     "shield",
     "sleep",
     "start",
+    "start_by_name",
     "start_child_workflow",
     "step",
     "trigger_schedule",

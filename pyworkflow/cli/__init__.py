@@ -13,6 +13,7 @@ but the result.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import traceback
 from collections.abc import Coroutine
@@ -108,6 +109,7 @@ def main(
 ) -> None:
     """PyWorkflow: durable workflows for Python."""
     ctx.obj = CliContext(output=output, verbose=verbose)
+    _importable_cwd()
     options: dict[str, Any] = {}
     if modules:
         options["modules"] = list(modules)
@@ -121,11 +123,21 @@ def main(
         configure(**options)
 
 
-def _register() -> None:
-    from pyworkflow.cli import processes
+def _importable_cwd() -> None:
+    """Let ``--module name`` (and the config's ``modules``) find modules in the current
+    directory, as ``python -m`` and ``celery -A`` do: the installed script's own
+    ``sys.path`` starts at its ``bin`` directory, not where the user stands."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
 
-    for command in processes.COMMANDS:
-        main.add_command(command)
+
+def _register() -> None:
+    from pyworkflow.cli import processes, schedules, workflows
+
+    for module in (processes, workflows, schedules):
+        for command in module.COMMANDS:
+            main.add_command(command)
 
 
 _register()
