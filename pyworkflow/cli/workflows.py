@@ -392,8 +392,12 @@ class StepView:
             )
         for event in events:
             self._apply(event)
-        finished = run.status.is_terminal
-        self.progress.update(self._run_task, state=run.status.value, completed=1 if finished else 0)
+        self.progress.update(
+            self._run_task,
+            state=run.status.value,
+            completed=1 if run.status.is_terminal else 0,
+            failed=run.status == RunStatus.FAILED,
+        )
 
     def _apply(self, event: Event) -> None:
         data: Mapping[str, Any] = event.data or {}
