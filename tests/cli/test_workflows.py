@@ -260,7 +260,9 @@ def test_info_of_an_unknown_workflow_is_an_error(project: Path) -> None:
 SCRIPT = Path(sys.executable).parent / "pyworkflow"
 
 
-def script(project: Path, storage: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def script(
+    project: Path, storage: str, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYWORKFLOW_")}
     env.pop("PYTHONPATH", None)
     return subprocess.run(
