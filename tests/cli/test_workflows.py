@@ -331,3 +331,47 @@ def test_installed_script_imports_modules_from_the_project_directory(project: Pa
                  "workflows", "run", "echo", "--arg", "x=1")  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["result"] == {"args": [], "kwargs": {"x": 1}}
+
+
+def test_celery_run_by_name_from_a_process_without_the_code(project: Path) -> None:
+    """A worker imports the module; the shell that starts the run never does: it enqueues
+    by name, then follows the steps the worker records until the run completes."""
+    from tests.services import require_service
+
+    redis_url = require_service("redis")
+    pytest.importorskip("celery")
+    import redis
+
+    broker = redis_url.rsplit("/", 1)[0] + "/14"  # a database of its own: no shared queues
+    storage = f"sqlite:///{project}/celery.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYWORKFLOW_")}
+    env.pop("PYTHONPATH", None)
+    with (project / "worker.log").open("w") as log:
+        worker = subprocess.Popen(
+            [str(SCRIPT), "--broker", broker, "--storage", storage, "-m", MODULE,
+             "worker", "run", "--pool", "solo", "--loglevel", "warning"],
+            cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        celery = ("--runtime", "celery", "--broker", broker)
+        ran = script(project, storage, *celery, "workflows", "run", "order",
+                     "--arg", "item=fig", "--arg", "qty=4")  # fmt: skip
+        assert ran.returncode == 0, ran.stderr + (project / "worker.log").read_text()
+        assert '"charge": "charged 10.0"' in ran.stdout
+        assert "step reserve" in ran.stderr and "step charge" in ran.stderr
+
+        queued = script(project, storage, *celery, "workflows", "run", "echo", "--no-wait")
+        assert queued.returncode == 0, queued.stderr
+        assert queued.stdout.strip().startswith("run_")
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        client = redis.Redis.from_url(broker)
+        keys = list(client.scan_iter("*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
