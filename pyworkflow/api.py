@@ -99,6 +99,11 @@ def start(
         SerializationError: an argument cannot be stored (nothing is written).
     """
     coro = _start(workflow, args, kwargs, runtime, durable, storage, idempotency_key, run_id, tags)
+    return _awaitable_or_done(coro, runtime)
+
+
+def _awaitable_or_done(coro: Coroutine[Any, Any, str], runtime: str | None) -> Any:
+    """``coro`` itself in async code; its result, run on a private loop, otherwise."""
     if _in_async_context():
         return coro
     return run_sync(coro, runtime_name=runtime or get_config().default_runtime)
@@ -135,8 +140,10 @@ def start_by_name(
         WorkflowNotFoundError: local runtime and no workflow of that name is registered.
         SerializationError: an argument cannot be stored (nothing is written).
     """
-    coro = _start_named(
-        workflow_name,
+    if not isinstance(workflow_name, str) or not workflow_name:
+        raise TypeError("start_by_name() needs the workflow's name as a non-empty string")
+    coro = _start(
+        _ByName(workflow_name),
         tuple(args),
         dict(kwargs or {}),
         runtime,
@@ -146,34 +153,23 @@ def start_by_name(
         run_id,
         tags,
     )
-    if _in_async_context():
-        return coro
-    return run_sync(coro, runtime_name=runtime or get_config().default_runtime)
+    return _awaitable_or_done(coro, runtime)
 
 
-async def _start_named(
-    name: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    runtime: str | None,
-    durable: bool | None,
-    storage: StorageBackend | str | None,
-    idempotency_key: str | None,
-    run_id: str | None,
-    tags: list[str] | None,
-) -> str:
-    if not isinstance(name, str) or not name:
-        raise TypeError("start_by_name() needs the workflow's name as a non-empty string")
-    chosen = runtime or get_config().default_runtime
+@dataclass(frozen=True, slots=True)
+class _ByName:
+    """A workflow named by ``start_by_name`` (resolved once the runtime is known)."""
+
+    name: str
+
+
+def _by_name(name: str, runtime: str) -> WorkflowDefinition:
     try:
-        definition = require_workflow(name)
+        return require_workflow(name)
     except (WorkflowNotFoundError, ConfigurationError):
-        if chosen == "local":
+        if runtime == "local":
             raise  # the code runs here: without it there is nothing to run
-        definition = WorkflowDefinition(name=name, func=_code_elsewhere)
-    return await _start(
-        definition, args, kwargs, runtime, durable, storage, idempotency_key, run_id, tags
-    )
+        return WorkflowDefinition(name=name, func=_code_elsewhere)
 
 
 async def _code_elsewhere(*args: Any, **kwargs: Any) -> Any:  # noqa: ARG001
@@ -194,8 +190,11 @@ async def _start(
 ) -> str:
     from pyworkflow.core.workflow import _validate_tags
 
-    definition = workflow if isinstance(workflow, WorkflowDefinition) else definition_of(workflow)
     cfg = get_config()
+    if isinstance(workflow, _ByName):
+        definition = _by_name(workflow.name, runtime or cfg.default_runtime)
+    else:
+        definition = definition_of(workflow)
     request = RunRequest(
         definition=definition,
         args=args,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -237,28 +237,27 @@ def show_command(cli: CliContext, schedule_id: str) -> None:
     emit_one(cli.output, _detail(schedule), title=f"schedule {schedule_id}")
 
 
-@schedules.command("pause")
-@click.argument("schedule_id")
-@pass_cli
-def pause_command(cli: CliContext, schedule_id: str) -> None:
-    """Stop firing (ticks while paused are not run later)."""
+def _status_command(name: str, change: Any, help_text: str) -> click.Command:
+    """``pause`` and ``resume``: one call of ``change`` on a schedule, which is shown."""
 
-    async def pause() -> Schedule:
-        return await pause_schedule(schedule_id, storage=await cli.storage())
+    @schedules.command(name, help=help_text)
+    @click.argument("schedule_id")
+    @pass_cli
+    def command(cli: CliContext, schedule_id: str) -> None:
+        async def apply() -> Schedule:
+            return cast(Schedule, await change(schedule_id, storage=await cli.storage()))
 
-    emit_one(cli.output, _row(cli.run(pause())), title=f"schedule {schedule_id}")
+        emit_one(cli.output, _row(cli.run(apply())), title=f"schedule {schedule_id}")
+
+    return command
 
 
-@schedules.command("resume")
-@click.argument("schedule_id")
-@pass_cli
-def resume_command(cli: CliContext, schedule_id: str) -> None:
-    """Fire again, from the next tick after now."""
-
-    async def resume() -> Schedule:
-        return await resume_schedule(schedule_id, storage=await cli.storage())
-
-    emit_one(cli.output, _row(cli.run(resume())), title=f"schedule {schedule_id}")
+pause_command = _status_command(
+    "pause", pause_schedule, "Stop firing (ticks while paused are not run later)."
+)
+resume_command = _status_command(
+    "resume", resume_schedule, "Fire again, from the next tick after now."
+)
 
 
 @schedules.command("update")

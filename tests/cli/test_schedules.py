@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,31 +14,22 @@ from click.testing import CliRunner, Result
 
 import pyworkflow
 from pyworkflow.cli import main
+from tests.cli.project_support import project_dir, script, storage_urls
 
 MODULE = "cli_wfs_reports"
 MODULE_TEXT = """from pyworkflow import workflow
 
 
 @workflow()
-async def report(region: str = "all", *extra) -> str:
+async def cli_wfs_report(region: str = "all", *extra) -> str:
     return f"report {region} {list(extra)}"
 """
-SCRIPT = Path(sys.executable).parent / "pyworkflow"
 
 
 @pytest.fixture(autouse=True)
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for name in list(os.environ):
-        if name.startswith("PYWORKFLOW_"):
-            monkeypatch.delenv(name)
-    (tmp_path / f"{MODULE}.py").write_text(MODULE_TEXT)
-    monkeypatch.chdir(tmp_path)
-    pyworkflow.reset_config()
-    yield tmp_path
-    pyworkflow.reset_config()
-    sys.modules.pop(MODULE, None)
-    if str(tmp_path) in sys.path:
-        sys.path.remove(str(tmp_path))
+    """An empty project directory holding the workflow module, as cwd, with fresh config."""
+    yield from project_dir(tmp_path, monkeypatch, MODULE, MODULE_TEXT)
 
 
 def cli(project: Path, *args: str, module: bool = False) -> Result:
@@ -59,14 +46,14 @@ def cli_json(project: Path, *args: str, module: bool = False) -> dict:
 
 
 def create(project: Path, *extra: str) -> dict:
-    return cli_json(project, "schedules", "create", "--workflow", "report", *extra)
+    return cli_json(project, "schedules", "create", "--workflow", "cli_wfs_report", *extra)
 
 
 def test_create_with_cron_timezone_policy_id_and_arguments(project: Path) -> None:
     out = create(project, "--cron", "0 9 * * mon-fri", "--timezone", "Europe/Paris",
                  "--overlap", "buffer_one", "--id", "paris", "--catchup-window", "10m",
                  "--arg", "region=emea")  # fmt: skip
-    assert out["schedule_id"] == "paris" and out["workflow_name"] == "report"
+    assert out["schedule_id"] == "paris" and out["workflow_name"] == "cli_wfs_report"
     assert out["spec"] == {"cron": "0 9 * * mon-fri", "timezone": "Europe/Paris"}
     assert out["overlap_policy"] == "buffer_one" and out["catchup_window"] == 600
     assert out["kwargs"] == {"region": "emea"} and out["args"] == []
@@ -83,13 +70,14 @@ def test_create_with_interval_and_positional_args_json(project: Path) -> None:
 
 
 def test_create_without_the_code_notes_it(project: Path) -> None:
-    result = cli(project, "schedules", "create", "--workflow", "report", "--interval", "1h")
+    result = cli(project, "schedules", "create", "--workflow", "cli_wfs_never_imported",
+                 "--interval", "1h")  # fmt: skip
     assert result.exit_code == 0
     assert "not registered in this process" in result.stderr
 
 
 def test_create_with_the_code_says_nothing_more(project: Path) -> None:
-    result = cli(project, "schedules", "create", "--workflow", "report", "--interval", "1h",
+    result = cli(project, "schedules", "create", "--workflow", "cli_wfs_report", "--interval", "1h",
                  module=True)  # fmt: skip
     assert result.exit_code == 0 and result.stderr == ""
 
@@ -104,7 +92,7 @@ def test_create_with_the_code_says_nothing_more(project: Path) -> None:
     ],
 )
 def test_create_usage_errors(project: Path, args: list[str], message: str) -> None:
-    result = cli(project, "schedules", "create", "--workflow", "report", *args)
+    result = cli(project, "schedules", "create", "--workflow", "cli_wfs_report", *args)
     assert result.exit_code == 2 and message in result.output
 
 
@@ -113,7 +101,7 @@ def test_create_usage_errors(project: Path, args: list[str], message: str) -> No
              "--timezone", "Mars/Olympus"]],
 )  # fmt: skip
 def test_invalid_specs_are_one_line_errors(project: Path, args: list[str]) -> None:
-    result = cli(project, "schedules", "create", "--workflow", "report", *args)
+    result = cli(project, "schedules", "create", "--workflow", "cli_wfs_report", *args)
     assert result.exit_code == 1 and result.stderr.startswith("error: ")
     assert "Traceback" not in result.output
     assert cli_json(project, "schedules", "list")["schedules"] == []
@@ -121,7 +109,7 @@ def test_invalid_specs_are_one_line_errors(project: Path, args: list[str]) -> No
 
 def test_create_with_an_existing_id_is_refused(project: Path) -> None:
     create(project, "--interval", "1h", "--id", "dup")
-    result = cli(project, "schedules", "create", "--workflow", "report", "--interval", "2h",
+    result = cli(project, "schedules", "create", "--workflow", "cli_wfs_report", "--interval", "2h",
                  "--id", "dup")  # fmt: skip
     assert result.exit_code == 1 and "already exists" in result.stderr
 
@@ -243,28 +231,9 @@ def asyncio_run_get(project: Path, run_id: str) -> pyworkflow.WorkflowRun:
 # -- the installed script ---------------------------------------------------------------
 
 
-def script(project: Path, storage: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYWORKFLOW_")}
-    env.pop("PYTHONPATH", None)
-    return subprocess.run(
-        [str(SCRIPT), "--storage", storage, *args],
-        cwd=project, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def storage_url(request: pytest.FixtureRequest, project: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{project}/script.db"
-        return
-    from tests.cli.test_workflows import drop_schema
-    from tests.services import require_service
-
-    base = require_service("postgres")
-    pytest.importorskip("asyncpg")
-    schema = f"cli_wfs_{uuid.uuid4().hex[:12]}"
-    yield f"{base}?schema={schema}"
-    drop_schema(base, schema)
+    yield from storage_urls(request.param, project)
 
 
 def test_installed_script_manages_a_schedule(project: Path, storage_url: str) -> None:
@@ -273,7 +242,7 @@ def test_installed_script_manages_a_schedule(project: Path, storage_url: str) ->
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
-    created = run("schedules", "create", "--workflow", "report", "--cron", "*/5 * * * *",
+    created = run("schedules", "create", "--workflow", "cli_wfs_report", "--cron", "*/5 * * * *",
                   "--id", "nightly", "--arg", "region=eu")  # fmt: skip
     assert created["kwargs"] == {"region": "eu"}
     assert [s["schedule_id"] for s in run("schedules", "list")["schedules"]] == ["nightly"]

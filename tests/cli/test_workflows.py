@@ -8,8 +8,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from click.testing import CliRunner, Result
 
 import pyworkflow
 from pyworkflow.cli import main
+from tests.cli.project_support import SCRIPT, project_dir, script, storage_urls
 
 MODULE = "cli_wfs_shop"
 MODULE_TEXT = '''"""Workflows the CLI tests run."""
@@ -87,17 +86,7 @@ def seed_ghost_run(project: Path) -> None:
 @pytest.fixture(autouse=True)
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty project directory holding the workflow module, as cwd, with fresh config."""
-    for name in list(os.environ):
-        if name.startswith("PYWORKFLOW_"):
-            monkeypatch.delenv(name)
-    (tmp_path / f"{MODULE}.py").write_text(MODULE_TEXT)
-    monkeypatch.chdir(tmp_path)
-    pyworkflow.reset_config()
-    yield tmp_path
-    pyworkflow.reset_config()
-    sys.modules.pop(MODULE, None)
-    if str(tmp_path) in sys.path:
-        sys.path.remove(str(tmp_path))
+    yield from project_dir(tmp_path, monkeypatch, MODULE, MODULE_TEXT)
 
 
 def cli(project: Path, *args: str, module: bool = True) -> Result:
@@ -258,45 +247,9 @@ def test_info_of_an_unknown_workflow_is_an_error(project: Path) -> None:
 # -- the installed script ---------------------------------------------------------------
 
 
-SCRIPT = Path(sys.executable).parent / "pyworkflow"
-
-
-def script(
-    project: Path, storage: str, *args: str, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYWORKFLOW_")}
-    env.pop("PYTHONPATH", None)
-    return subprocess.run(
-        [str(SCRIPT), "--storage", storage, *args],
-        cwd=project, env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def storage_url(request: pytest.FixtureRequest, project: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{project}/script.db"
-        return
-    from tests.services import require_service
-
-    base = require_service("postgres")
-    pytest.importorskip("asyncpg")
-    schema = f"cli_wfs_{uuid.uuid4().hex[:12]}"
-    yield f"{base}?schema={schema}"
-    drop_schema(base, schema)
-
-
-def drop_schema(url: str, schema: str) -> None:
-    import asyncpg
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # generated name
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+    yield from storage_urls(request.param, project)
 
 
 def test_installed_script_lists_inspects_and_runs(project: Path, storage_url: str) -> None:
