@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from pyworkflow.api import start_by_name
+from pyworkflow.api import get_workflow_run, start_by_name
 from pyworkflow.cli import CliContext, pass_cli
 from pyworkflow.cli.arguments import argument_options, workflow_arguments
 from pyworkflow.cli.output import emit_list, emit_one, to_json_data
@@ -295,8 +295,8 @@ async def _run(
     try:
         if view is not None:
             with view.progress:
-                return await _follow(storage, started, run_id, view)
-        return await _follow(storage, started, run_id, None)
+                return await _follow(storage, name, started, run_id, view)
+        return await _follow(storage, name, started, run_id, None)
     finally:
         if not started.done():
             started.cancel()
@@ -304,6 +304,7 @@ async def _run(
 
 async def _follow(
     storage: StorageBackend,
+    name: str,
     started: asyncio.Future[str],
     run_id: str,
     view: StepView | None,
@@ -315,7 +316,11 @@ async def _follow(
         done = started.done()
         if done:
             run_id = started.result()  # raises what the start raised; another id: idempotency
-        run = await storage.get_run(run_id)
+        run = await get_workflow_run(run_id, storage=storage)  # also a transient run here
+        if run is None and done:
+            # A transient run (durable=False) sent to workers: nothing stores it.
+            click.echo(f"note: run {run_id} is not stored (transient): nothing to follow", err=True)
+            return WorkflowRun(run_id=run_id, workflow_name=name, status=RunStatus.PENDING)
         if run is not None:
             events = await storage.get_events(run_id, after_sequence=seen)
             if events:

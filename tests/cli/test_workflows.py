@@ -46,6 +46,11 @@ async def echo(*args, **kwargs) -> dict:
     return {"args": list(args), "kwargs": kwargs}
 
 
+@workflow(durable=False)
+async def quick(n: int) -> int:
+    return n * 2
+
+
 @workflow()
 async def waits() -> str:
     await sleep("1h")
@@ -132,6 +137,11 @@ def test_arg_overrides_the_same_key_of_args_json(project: Path) -> None:
     assert out["result"]["kwargs"] == {"k": 2}
 
 
+def test_transient_workflow_runs_and_shows_its_result(project: Path) -> None:
+    out = cli_json(project, "workflows", "run", "quick", "--arg", "n=21")
+    assert out["status"] == "completed" and out["result"] == 42
+
+
 def test_plain_output(project: Path) -> None:
     result = cli(project, "-o", "plain", "workflows", "run", "echo", "--arg", "x=1")
     assert result.exit_code == 0
@@ -198,7 +208,7 @@ def test_list_shows_registered_workflows_options_and_run_counts(project: Path) -
     out = cli_json(project, "workflows", "list")
     rows = {row["name"]: row for row in out["workflows"]}
     # (other tests of this process may have registered more workflows)
-    assert {"order", "echo", "waits", "broken"} <= set(rows) and out["next_cursor"] is None
+    assert {"order", "echo", "quick", "waits", "broken"} <= set(rows) and out["next_cursor"] is None
     assert rows["order"]["registered"] is True
     assert rows["order"]["tags"] == ["shop"] and rows["order"]["max_recovery_attempts"] == 5
     assert rows["order"]["module"] == f"{MODULE}:order"
