@@ -72,8 +72,11 @@ class _Main(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (click.exceptions.Exit, click.UsageError, click.Abort):
             raise
+        except click.ClickException as exc:  # a command's own refusal: the same one line
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
         except (WorkflowError, OSError, ValueError) as exc:
             verbose = isinstance(ctx.obj, CliContext) and ctx.obj.verbose > 0
             if verbose:
@@ -124,7 +127,10 @@ def main(
 ) -> None:
     """PyWorkflow: durable workflows for Python."""
     ctx.obj = CliContext(output=output, verbose=verbose)
-    _importable_cwd()
+    # Workflow modules are found in the project directory the command runs from, as
+    # `celery -A proj` and `python -m` do (a console script's path does not hold it).
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     options: dict[str, Any] = {}
     if modules:
         options["modules"] = list(modules)
@@ -138,21 +144,16 @@ def main(
         configure(**options)
 
 
-def _importable_cwd() -> None:
-    """Let ``--module name`` (and the config's ``modules``) find modules in the current
-    directory, as ``python -m`` and ``celery -A`` do: the installed script's own
-    ``sys.path`` starts at its ``bin`` directory, not where the user stands."""
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-
-
 def _register() -> None:
     from pyworkflow.cli import processes, schedules, workflows
 
     for module in (processes, workflows, schedules):
         for command in module.COMMANDS:
             main.add_command(command)
+    from pyworkflow.cli import quickstart, setup
+
+    for first_steps in [*setup.COMMANDS, *quickstart.COMMANDS]:
+        main.add_command(first_steps)
 
 
 _register()

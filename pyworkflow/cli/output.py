@@ -76,7 +76,8 @@ def emit_list(
         return
     table = Table(title=title, show_lines=False)
     for column in columns:
-        table.add_column(column.replace("_", " "))
+        # fold, never "…": an id or URL cut short cannot be copied into the next command
+        table.add_column(column.replace("_", " "), overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
     out = console()

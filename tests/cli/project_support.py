@@ -23,9 +23,10 @@ def project_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, text: str
 ) -> Iterator[Path]:
     """``tmp_path`` as cwd with ``module``.py in it and fresh configuration (no
-    ``PYWORKFLOW_*`` variables); the module is forgotten afterwards."""
+    ``PYWORKFLOW_*`` settings; the test servers' addresses are kept); the module is
+    forgotten afterwards."""
     for name in list(os.environ):
-        if name.startswith("PYWORKFLOW_"):
+        if name.startswith("PYWORKFLOW_") and not name.startswith("PYWORKFLOW_TEST_"):
             monkeypatch.delenv(name)
     (tmp_path / f"{module}.py").write_text(text)
     monkeypatch.chdir(tmp_path)
