@@ -30,6 +30,7 @@ from pyworkflow.api import (
     resume,
     resume_hook,
     start,
+    start_by_name,
     wait_for_run,
 )
 from pyworkflow.context import (
@@ -239,6 +240,7 @@ __all__ = [
     "shield",
     "sleep",
     "start",
+    "start_by_name",
     "start_child_workflow",
     "step",
     "trigger_schedule",

@@ -11,7 +11,7 @@ import asyncio
 import json
 import re
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -20,14 +20,17 @@ from pydantic import BaseModel
 
 from pyworkflow.core.config import discover_workflows, get_config, get_storage, resolve_storage
 from pyworkflow.core.exceptions import (
+    ConfigurationError,
     HookAlreadyReceivedError,
     HookExpiredError,
     HookNotFoundError,
     InvalidTokenError,
     RunNotFoundError,
     SerializationError,
+    WorkflowNotFoundError,
 )
-from pyworkflow.core.workflow import definition_of
+from pyworkflow.core.registry import require_workflow
+from pyworkflow.core.workflow import WorkflowDefinition, definition_of
 from pyworkflow.engine.context import deliver_cancel, hash_token
 from pyworkflow.engine.runs import RunRequest
 from pyworkflow.primitives.hooks import hook_model
@@ -113,9 +116,82 @@ def start(
         SerializationError: an argument cannot be stored (nothing is written).
     """
     coro = _start(workflow, args, kwargs, runtime, durable, storage, idempotency_key, run_id, tags)
+    return _awaitable_or_done(coro, runtime)
+
+
+def _awaitable_or_done(coro: Coroutine[Any, Any, str], runtime: str | None) -> Any:
+    """``coro`` itself in async code; its result, run on a private loop, otherwise."""
     if _in_async_context():
         return coro
     return run_sync(coro, runtime_name=runtime or get_config().default_runtime)
+
+
+def start_by_name(
+    workflow_name: str,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    runtime: str | None = None,
+    durable: bool | None = None,
+    storage: StorageBackend | str | None = None,
+    idempotency_key: str | None = None,
+    run_id: str | None = None,
+    tags: list[str] | None = None,
+) -> Any:
+    """Start a run of the workflow called ``workflow_name``; returns its id (awaitable in
+    async code, the id itself in synchronous code, like :func:`start`).
+
+    The workflow's own arguments go only through ``args`` and ``kwargs``, so a workflow
+    parameter called ``storage`` or ``runtime`` cannot clash with an option (the command
+    line and admin tools start runs this way).
+
+    Under the local runtime the workflow must be registered here (imported, or found in
+    the configured ``modules``). Under a runtime that executes elsewhere (``celery``) a
+    name this process does not know is enqueued as it is: the workers import the code.
+    The run then gets the configured defaults for what the decorator would have set
+    (``durable``, ``max_duration``, ``tags``, ``max_recovery_attempts``,
+    ``recover_on_worker_loss``), since only the code knows them; import the module
+    (``--module``) to start with the workflow's own options.
+
+    Raises:
+        WorkflowNotFoundError: local runtime and no workflow of that name is registered.
+        SerializationError: an argument cannot be stored (nothing is written).
+    """
+    if not isinstance(workflow_name, str) or not workflow_name:
+        raise TypeError("start_by_name() needs the workflow's name as a non-empty string")
+    coro = _start(
+        _ByName(workflow_name),
+        tuple(args),
+        dict(kwargs or {}),
+        runtime,
+        durable,
+        storage,
+        idempotency_key,
+        run_id,
+        tags,
+    )
+    return _awaitable_or_done(coro, runtime)
+
+
+@dataclass(frozen=True, slots=True)
+class _ByName:
+    """A workflow named by ``start_by_name`` (resolved once the runtime is known)."""
+
+    name: str
+
+
+def _by_name(name: str, runtime: str) -> WorkflowDefinition:
+    try:
+        return require_workflow(name)
+    except (WorkflowNotFoundError, ConfigurationError):
+        if runtime == "local":
+            raise  # the code runs here: without it there is nothing to run
+        return WorkflowDefinition(name=name, func=_code_elsewhere)
+
+
+async def _code_elsewhere(*args: Any, **kwargs: Any) -> Any:  # noqa: ARG001
+    # Stands in for a workflow whose code only the workers have; never called here.
+    raise WorkflowNotFoundError("this workflow's code is not imported in this process")
 
 
 async def _start(
@@ -131,8 +207,11 @@ async def _start(
 ) -> str:
     from pyworkflow.core.workflow import _validate_tags
 
-    definition = definition_of(workflow)
     cfg = get_config()
+    if isinstance(workflow, _ByName):
+        definition = _by_name(workflow.name, runtime or cfg.default_runtime)
+    else:
+        definition = definition_of(workflow)
     request = RunRequest(
         definition=definition,
         args=args,

@@ -57,8 +57,8 @@ def _window(value: str | int | float | timedelta | None) -> float:
 
 
 async def create_schedule(
-    workflow: Any,
-    spec: SpecLike,
+    workflow: Any = None,
+    spec: SpecLike | None = None,
     *args: Any,
     overlap_policy: OverlapPolicy | str = OverlapPolicy.SKIP,
     schedule_id: str | None = None,
@@ -67,6 +67,17 @@ async def create_schedule(
     **kwargs: Any,
 ) -> Schedule:
     """Create a schedule that starts ``workflow(*args, **kwargs)`` at each tick of ``spec``.
+
+    Two forms:
+
+    * ``create_schedule(workflow, spec, *args, **kwargs)``: ``workflow`` is a
+      ``@workflow`` function or its registered name; extra positional and keyword
+      arguments are the workflow's.
+    * ``create_schedule(workflow_name="...", spec=..., args=(...), kwargs={...})`` (no
+      workflow object): the workflow's arguments go only through ``args`` and
+      ``kwargs``, so they cannot clash with the options. The name need not be
+      registered in this process (a tool without the code can create schedules); the
+      process that fires the schedule must have the code.
 
     Args:
         workflow: a ``@workflow`` function or its registered name.
@@ -80,15 +91,22 @@ async def create_schedule(
     Raises:
         ValueError: invalid spec, time zone, dates, policy, or the id exists (nothing is
             stored).
+        TypeError: no spec, neither ``workflow`` nor ``workflow_name``, or another
+            keyword next to ``workflow_name=`` than ``args`` and ``kwargs``.
         SerializationError: an argument cannot be stored.
     """
-    definition = definition_of(workflow)
+    if workflow is None:
+        name, args, kwargs = _keyword_form(args, kwargs)
+    else:
+        name = definition_of(workflow).name
+    if spec is None:
+        raise TypeError("create_schedule() needs a spec (cron text, interval or ScheduleSpec)")
     parsed = parse_spec(spec)
-    where = f"arguments of scheduled workflow {definition.name!r}"
+    where = f"arguments of scheduled workflow {name!r}"
     now = utcnow()
     schedule = Schedule(
         schedule_id=schedule_id or f"sched_{uuid.uuid4().hex}",
-        workflow_name=definition.name,
+        workflow_name=name,
         spec=parsed,
         overlap_policy=_policy(overlap_policy),
         catchup_window=_window(catchup_window),
@@ -103,6 +121,38 @@ async def create_schedule(
     if not await backend.save_schedule(record, expected_version=None):
         raise ValueError(f"schedule {schedule.schedule_id!r} already exists")
     return Schedule.from_record(record)  # as it reads back (durations in seconds)
+
+
+def _keyword_form(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """The workflow name and arguments of ``create_schedule(workflow_name=..., args=...,
+    kwargs=...)``."""
+    options = dict(kwargs)
+    name = options.pop("workflow_name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(
+            "create_schedule() needs a workflow: a @workflow function, its name, or "
+            "workflow_name='...'"
+        )
+    if args:
+        raise TypeError(
+            "create_schedule(workflow_name=...) takes the workflow's arguments only "
+            "through args=(...) and kwargs={...}"
+        )
+    wf_args = options.pop("args", ())
+    wf_kwargs = options.pop("kwargs", None) or {}
+    if options:
+        unknown = ", ".join(sorted(options))
+        raise TypeError(
+            f"create_schedule(workflow_name=...) got unexpected keyword(s) {unknown}; pass "
+            "the workflow's arguments through args=(...) and kwargs={...}"
+        )
+    if isinstance(wf_args, str | bytes) or not isinstance(wf_args, list | tuple):
+        raise TypeError("create_schedule(): args must be a tuple or list")
+    if not isinstance(wf_kwargs, dict) or not all(isinstance(k, str) for k in wf_kwargs):
+        raise TypeError("create_schedule(): kwargs must be a dict with string keys")
+    return name, tuple(wf_args), dict(wf_kwargs)
 
 
 def _first_run_time(schedule: Schedule) -> datetime | None:

@@ -17,7 +17,7 @@ import os
 import sys
 import traceback
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import click
@@ -25,6 +25,7 @@ import click
 from pyworkflow.cli.output import FORMATS
 from pyworkflow.core.config import configure, get_storage
 from pyworkflow.core.exceptions import WorkflowError
+from pyworkflow.runtime import get_runtime
 from pyworkflow.storage.base import StorageBackend
 
 T = TypeVar("T")
@@ -37,14 +38,28 @@ class CliContext:
     output: str = "table"
     verbose: int = 0
 
+    _opened: list[StorageBackend] = field(default_factory=list)
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run one command's coroutine to completion on a fresh event loop."""
-        return asyncio.run(coro)
+        """Run one command's coroutine to completion on a fresh event loop, then stop
+        what it started there (local runtime services, storage connections): they are
+        bound to that loop, which ends here."""
+        return asyncio.run(self._then_tidy(coro))
+
+    async def _then_tidy(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            return await coro
+        finally:
+            await get_runtime("local").shutdown()
+            while self._opened:
+                await self._opened.pop().close()
 
     async def storage(self) -> StorageBackend:
-        """The configured storage, connected."""
+        """The configured storage, connected (closed again when :meth:`run` ends)."""
         storage = get_storage()
         await storage.connect()
+        if storage not in self._opened:
+            self._opened.append(storage)
         return storage
 
 
@@ -130,10 +145,11 @@ def main(
 
 
 def _register() -> None:
-    from pyworkflow.cli import processes
+    from pyworkflow.cli import processes, schedules, workflows
 
-    for command in processes.COMMANDS:
-        main.add_command(command)
+    for module in (processes, workflows, schedules):
+        for command in module.COMMANDS:
+            main.add_command(command)
     from pyworkflow.cli import quickstart, setup
 
     for first_steps in [*setup.COMMANDS, *quickstart.COMMANDS]:

@@ -32,6 +32,7 @@ EXPECTED_PUBLIC_NAMES = {
     "list_steps",
     # starting, inspecting and controlling runs
     "start",
+    "start_by_name",
     "resume",
     "wait_for_run",
     "get_workflow_run",
