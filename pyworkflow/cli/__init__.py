@@ -122,9 +122,9 @@ def main(
 
 
 def _register() -> None:
-    from pyworkflow.cli import processes
+    from pyworkflow.cli import hooks, processes
 
-    for command in processes.COMMANDS:
+    for command in [*processes.COMMANDS, *hooks.COMMANDS]:
         main.add_command(command)
 
 

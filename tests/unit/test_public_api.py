@@ -40,8 +40,10 @@ EXPECTED_PUBLIC_NAMES = {
     "get_workflow_chain",
     "cancel_workflow",
     "resume_hook",
+    "resume_run_hook",
     "ResumeResult",
     "list_hooks",
+    "get_hook",
     # inside a workflow or a step
     "sleep",
     "hook",
@@ -118,6 +120,7 @@ EXPECTED_PUBLIC_NAMES = {
     "HistoryCorruptedError",
     "HookAlreadyReceivedError",
     "InvalidTokenError",
+    "HookPayloadError",
     "ChildWorkflowError",
     "ChildWorkflowFailedError",
     "MaxNestingDepthError",
