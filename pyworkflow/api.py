@@ -236,7 +236,11 @@ class ResumeResult:
 
 
 async def resume_hook(
-    token: str, payload: Any, *, storage: StorageBackend | str | None = None
+    token: str,
+    payload: Any,
+    *,
+    storage: StorageBackend | str | None = None,
+    wake_here: bool = True,
 ) -> ResumeResult:
     """Deliver ``payload`` to the hook with ``token`` and wake its run.
 
@@ -245,6 +249,11 @@ async def resume_hook(
     modules), else against the JSON Schema the hook stored when it was created (so a
     process without the workflow's code refuses what the workflow would). Payloads must
     be JSON values (or a model of the hook's type).
+
+    Under the local runtime the run is then resumed on the caller's event loop if its
+    workflow is registered here. ``wake_here=False`` is for callers that exit at once (the
+    CLI): only the payload is stored, and a process serving runs resumes the run (its
+    recovery pass). Other runtimes are told either way (Celery enqueues the run by name).
 
     Raises:
         InvalidTokenError: the token is malformed.
@@ -289,10 +298,11 @@ async def resume_hook(
         _check_open(latest or record, hint)
         raise HookAlreadyReceivedError(f"hook {record.name!r} ({hint}) already received a payload")
     runtime_name = get_config().default_runtime
-    if runtime_name != "local" or get_workflow(run.workflow_name) is not None:
+    local = runtime_name == "local"
+    if not local or (wake_here and get_workflow(run.workflow_name) is not None):
         await get_runtime(runtime_name).wake(record.run_id, backend)
-    # else: the workflow's code is not here; a process serving runs picks the run up
-    # (its recovery pass resumes suspended runs whose hook received a payload).
+    # else: a process serving runs picks the run up (its recovery pass resumes suspended
+    # runs whose hook received a payload); this one has not the code, or will not stay.
     return ResumeResult(run_id=record.run_id, hook_id=record.hook_id, status=HookStatus.RECEIVED)
 
 
@@ -302,6 +312,7 @@ async def resume_run_hook(
     payload: Any,
     *,
     storage: StorageBackend | str | None = None,
+    wake_here: bool = True,
 ) -> ResumeResult:
     """Deliver ``payload`` to a hook named by its run and its hook id (``hook:approval#1``)
     or name (``approval``), without its token: for operators holding the deployment's
@@ -330,7 +341,7 @@ async def resume_run_hook(
                 f"{run_id!r} was created under: set PYWORKFLOW_SECRET_KEY to the deployment's "
                 "key, or deliver with the hook's token"
             )
-    return await resume_hook(token, payload, storage=backend)
+    return await resume_hook(token, payload, storage=backend, wake_here=wake_here)
 
 
 async def get_hook(

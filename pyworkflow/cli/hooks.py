@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -27,7 +27,10 @@ from pyworkflow.api import get_hook, list_hooks, resume_hook, resume_run_hook
 from pyworkflow.cli import CliContext, pass_cli
 from pyworkflow.cli.output import emit_list, emit_one
 from pyworkflow.core.exceptions import HookPayloadError
+from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import HookRecord, HookStatus
+
+T = TypeVar("T")
 
 _LIST_COLUMNS = ("hook_id", "name", "run_id", "status", "created_at", "expires_at")
 _HINT_CHARS = 12
@@ -57,12 +60,10 @@ def hooks() -> None:
 def list_command(cli: CliContext, run_id: str | None, status: str | None, limit: int) -> None:
     """Hooks, newest first: `hooks info --run RUN HOOK_ID` shows one."""
 
-    async def fetch() -> list[HookRecord]:
-        return await list_hooks(
-            run_id=run_id, status=status, limit=limit, storage=await cli.storage()
-        )
+    async def fetch(storage: StorageBackend) -> list[HookRecord]:
+        return await list_hooks(run_id=run_id, status=status, limit=limit, storage=storage)
 
-    rows = [_summary(record) for record in cli.run(fetch())]
+    rows = [_summary(record) for record in cli.run(_with_storage(cli, fetch))]
     emit_list(cli.output, "hooks", rows, _LIST_COLUMNS, title="hooks")
 
 
@@ -117,7 +118,8 @@ def resume_command(
     (approval); the latter derives the token and needs the deployment's secret key
     (PYWORKFLOW_SECRET_KEY). The payload comes from --payload, --payload-file, or, on a
     terminal, from prompts built from the hook's schema. A payload the hook's schema
-    refuses is not delivered: the hook stays open.
+    refuses is not delivered: the hook stays open. The run itself is resumed by a process
+    serving runs (a worker, or an application on the local runtime), not by this command.
     """
     _check_reference(hook, run_id)
     if payload_text is not None and payload_file is not None:
@@ -141,19 +143,20 @@ def resume_command(
             "the interactive prompt needs a terminal"
         )
 
-    async def deliver() -> dict[str, Any]:
-        storage = await cli.storage()
+    async def deliver(storage: StorageBackend) -> dict[str, Any]:
         try:
             if hook.startswith("whk_"):
-                result = await resume_hook(hook, payload, storage=storage)
+                result = await resume_hook(hook, payload, storage=storage, wake_here=False)
             else:
                 assert run_id is not None  # checked by _check_reference
-                result = await resume_run_hook(run_id, hook, payload, storage=storage)
+                result = await resume_run_hook(
+                    run_id, hook, payload, storage=storage, wake_here=False
+                )
         except ValidationError as exc:  # the model is here: Pydantic's errors, one line
             raise _payload_error(hook, exc) from exc
         return {"run_id": result.run_id, "hook_id": result.hook_id, "status": result.status}
 
-    emit_one(cli.output, cli.run(deliver()), title="delivered")
+    emit_one(cli.output, cli.run(_with_storage(cli, deliver)), title="delivered")
 
 
 COMMANDS = [hooks]
@@ -170,12 +173,25 @@ def _check_reference(hook: str, run_id: str | None) -> None:
         )
 
 
+async def _with_storage(cli: CliContext, work: Callable[[StorageBackend], Awaitable[T]]) -> T:
+    """``work`` on the configured storage, closed afterwards: the command's event loop
+    ends with it, and connections left open would complain at exit."""
+    storage = await cli.storage()
+    try:
+        return await work(storage)
+    finally:
+        await storage.close()
+
+
 async def _find(cli: CliContext, hook: str, run_id: str | None) -> HookRecord:
     _check_reference(hook, run_id)
-    storage = await cli.storage()
-    if hook.startswith("whk_"):
-        return await get_hook(hook, storage=storage)
-    return await get_hook(run_id=run_id, hook=hook, storage=storage)
+
+    async def find(storage: StorageBackend) -> HookRecord:
+        if hook.startswith("whk_"):
+            return await get_hook(hook, storage=storage)
+        return await get_hook(run_id=run_id, hook=hook, storage=storage)
+
+    return await _with_storage(cli, find)
 
 
 def _summary(record: HookRecord) -> dict[str, Any]:
