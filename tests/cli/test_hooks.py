@@ -6,6 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Coroutine, Iterator
 from datetime import datetime
 from enum import StrEnum
@@ -444,3 +449,317 @@ def test_a_hook_without_schema_prompts_for_one_json_value(
     assert result.exit_code == 0, result.output
     assert "payload (JSON)" in result.output and "not a JSON value" in result.output
     assert finish(url, run_id) == "t-1: {'text': 'thanks'}"
+
+
+# -- processes without the workflow's code (the installed console script) ------------------
+
+WORKFLOW_MODULE = """
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from pyworkflow import define_hook, workflow
+
+
+class Approval(BaseModel):
+    approved: bool
+    approver: str
+
+
+approval = define_hook("approval", Approval)
+
+
+async def save_token(token: str) -> None:
+    Path("token.txt").write_text(token)
+
+
+@workflow()
+async def order(order_id: str) -> str:
+    decision = await approval(on_created=save_token)
+    verdict = "approved" if decision.approved else "rejected"
+    return f"{order_id} {verdict} by {decision.approver}"
+"""
+
+START = "import approvals, pyworkflow; print(pyworkflow.start(approvals.order, 'o-1'))"
+
+# A process serving runs on the local runtime, with the code: it finishes the run once a
+# payload was delivered elsewhere (its recovery pass), then prints the run's result.
+SERVE = """
+import asyncio, sys
+import approvals, pyworkflow
+from pyworkflow.runtime import get_runtime
+
+async def main():
+    serving = asyncio.create_task(get_runtime("local").serve())
+    run = await pyworkflow.wait_for_run(sys.argv[1], timeout=60)
+    serving.cancel()
+    print(run.status.value, run.result)
+
+asyncio.run(main())
+"""
+
+# Never imports the workflow module: only the stored schema can judge the payload.
+CODELESS = """
+import asyncio, json, sys
+import pyworkflow
+from pyworkflow import HookPayloadError, list_hooks, resume_hook
+
+async def main():
+    token, payload = sys.argv[1], json.loads(sys.argv[2])
+    assert "approvals" not in sys.modules
+    try:
+        result = await resume_hook(token, payload)
+    except HookPayloadError as exc:
+        print(json.dumps({"refused": exc.errors}))
+    else:
+        print(json.dumps({"accepted": result.hook_id}))
+    (record,) = await list_hooks(limit=1)
+    print(record.status.value)
+    await pyworkflow.get_storage().close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    from tests.services import require_service
+    from tests.storage import backend_postgres
+
+    pytest.importorskip("asyncpg")
+    base = require_service("postgres")
+    schema = backend_postgres.new_schema()
+    yield backend_postgres.with_options(base, schema=schema)
+    asyncio.run(backend_postgres.admin_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+class Project:
+    """A project directory with the workflow module, and an operator's directory without it."""
+
+    def __init__(self, root: Path, storage: str) -> None:
+        self.app = root / "app"
+        self.ops = root / "ops"
+        self.app.mkdir()
+        self.ops.mkdir()
+        (self.app / "approvals.py").write_text(WORKFLOW_MODULE)
+        self.storage = storage
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PYWORKFLOW_")}
+        self.env.update(
+            PYWORKFLOW_SECRET_KEY=SECRET,
+            PYWORKFLOW_STORAGE=storage,
+            PYWORKFLOW_TIMER_POLL_INTERVAL="0.2",
+            COLUMNS="200",
+        )
+
+    def python(self, cwd: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", code, *args],
+            cwd=cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+
+    def pyworkflow(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        script = Path(sys.executable).parent / "pyworkflow"
+        return subprocess.run(
+            [str(script), "--storage", self.storage, *args],
+            cwd=self.ops,
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+
+    def start(self) -> tuple[str, str]:
+        started = self.python(self.app, START)
+        assert started.returncode == 0, started.stderr
+        return started.stdout.strip().splitlines()[-1], (self.app / "token.txt").read_text()
+
+    def serve(self, run_id: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", SERVE, run_id],
+            cwd=self.app,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+def test_a_process_without_the_code_refuses_an_invalid_payload_and_accepts_a_valid_one(
+    tmp_path: Path, storage_url: str
+) -> None:
+    project = Project(tmp_path, storage_url)
+    run_id, token = project.start()
+
+    refused = project.python(
+        project.ops, CODELESS, token, '{"approved": "notabool", "approver": "ada"}'
+    )
+    assert refused.returncode == 0, refused.stderr
+    verdict, status = refused.stdout.splitlines()
+    assert json.loads(verdict) == {
+        "refused": [{"path": "approved", "message": "'notabool' is not of type 'boolean'"}]
+    }
+    assert status == "pending"
+
+    accepted = project.python(project.ops, CODELESS, token, '{"approved": true, "approver": "ada"}')
+    assert accepted.stdout.splitlines() == ['{"accepted": "hook:approval#1"}', "received"]
+    assert "Traceback" not in accepted.stderr and "ERROR" not in accepted.stderr
+
+    served = project.python(project.app, SERVE, run_id)  # the code's process, later
+    assert served.stdout.strip() == "completed o-1 approved by ada", served.stderr
+
+
+def test_the_cli_without_the_code_lists_shows_and_resumes_while_a_worker_serves_the_run(
+    tmp_path: Path, storage_url: str
+) -> None:
+    project = Project(tmp_path, storage_url)
+    run_id, token = project.start()
+    server = project.serve(run_id)
+    try:
+        listed = project.pyworkflow("hooks", "list", "--status", "pending")
+        assert listed.returncode == 0, listed.stderr
+        assert "hook:approval#1" in listed.stdout and run_id in listed.stdout
+        assert token not in listed.stdout
+
+        info = project.pyworkflow("-o", "json", "hooks", "info", "--run", run_id, "approval")
+        assert info.returncode == 0, info.stderr
+        assert json.loads(info.stdout)["schema"]["properties"]["approved"] == {
+            "title": "Approved",
+            "type": "boolean",
+        }
+
+        bad = project.pyworkflow(
+            "hooks", "resume", token, "--payload", '{"approved": "notabool", "approver": "ada"}'
+        )
+        assert bad.returncode == 1
+        assert bad.stderr == (
+            "error: payload refused by hook 'approval' (hook:approval#1): "
+            "approved: 'notabool' is not of type 'boolean'\n"
+        )
+        still = project.pyworkflow("-o", "plain", "hooks", "list", "--run", run_id)
+        assert still.stdout.split("\t")[3] == "pending"
+
+        good = project.pyworkflow(
+            "hooks",
+            "resume",
+            "--run",
+            run_id,
+            "approval",
+            "--payload-file",
+            "-",
+            input='{"approved": true, "approver": "ada"}',
+        )
+        assert good.returncode == 0, good.stderr
+        assert "received" in good.stdout
+        assert good.stderr == ""  # no traceback, no warning: nothing ran here
+
+        out, err = server.communicate(timeout=60)
+        assert out.strip() == "completed o-1 approved by ada", err
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+
+
+def test_the_cli_without_payload_off_a_terminal_is_a_usage_error(
+    tmp_path: Path, storage_url: str
+) -> None:
+    project = Project(tmp_path, storage_url)
+    _, token = project.start()
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "pyworkflow"),
+            "--storage",
+            project.storage,
+            "hooks",
+            "resume",
+            token,
+        ],
+        cwd=project.ops,
+        env=project.env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "no payload" in result.stderr
+
+
+def _pane(socket: str) -> str:
+    return subprocess.run(
+        ["tmux", "-L", socket, "capture-pane", "-p", "-t", "prompt"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def _wait_for(socket: str, text: str, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        pane = _pane(socket)
+        if text in pane:
+            return pane
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not on screen:\n{pane}")
+        time.sleep(0.1)
+
+
+def test_on_a_terminal_resume_asks_for_each_field_of_the_schema(tmp_path: Path) -> None:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    project = Project(tmp_path, f"sqlite:///{tmp_path / 'shared.db'}")
+    run_id, token = project.start()
+    socket = f"pwtest-{os.getpid()}-{time.monotonic_ns()}"
+    env = " ".join(
+        f"{k}={shlex.quote(v)}" for k, v in project.env.items() if k.startswith("PYWORKFLOW_")
+    )
+    script = Path(sys.executable).parent / "pyworkflow"
+    command = (
+        f"cd {shlex.quote(str(project.ops))} && env {env} {shlex.quote(str(script))} "
+        f"--storage {shlex.quote(project.storage)} hooks resume --run {run_id} approval; "
+        "echo EXIT=$?; sleep 60"
+    )
+    subprocess.run(
+        [
+            "tmux",
+            "-L",
+            socket,
+            "new-session",
+            "-d",
+            "-s",
+            "prompt",
+            "-x",
+            "150",
+            "-y",
+            "40",
+            command,
+        ],
+        check=True,
+    )
+    try:
+
+        def answer(prompt: str, text: str) -> None:
+            _wait_for(socket, prompt)
+            subprocess.run(
+                ["tmux", "-L", socket, "send-keys", "-t", "prompt", text, "Enter"], check=True
+            )
+
+        answer("approved (yes/no):", "perhaps")
+        answer("Error: answer yes or no", "yes")
+        answer("approver (text):", "ada")
+        answer("deliver this payload? [Y/n]", "")
+        screen = _wait_for(socket, "EXIT=")
+        assert "EXIT=0" in screen, screen
+        assert '"approver": "ada"' in screen and "received" in screen
+    finally:
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
+    served = project.python(project.app, SERVE, run_id)
+    assert served.stdout.strip() == "completed o-1 approved by ada", served.stderr
