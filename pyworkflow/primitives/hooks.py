@@ -9,8 +9,9 @@ use, never stored: only its hash is kept (hook record, event log) and used for l
 
 ``define_hook(name, Model)`` gives a typed hook: payloads are validated with the Pydantic
 model before they are accepted (a bad payload is refused with the validation errors, the
-hook stays open), and the workflow receives a ``Model`` instance. Payloads are JSON,
-never pickled.
+hook stays open), and the workflow receives a ``Model`` instance. The model's JSON Schema
+is stored with the hook, so a process without the model (no workflow code) validates
+against that instead (:func:`schema_violations`). Payloads are JSON, never pickled.
 """
 
 from __future__ import annotations

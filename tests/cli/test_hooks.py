@@ -565,15 +565,19 @@ class Project:
         )
 
     def pyworkflow(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """The installed console script, run from the directory without the code."""
         script = Path(sys.executable).parent / "pyworkflow"
+        stdin: dict[str, Any] = (
+            {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
+        )
         return subprocess.run(
             [str(script), "--storage", self.storage, *args],
             cwd=self.ops,
             env=self.env,
-            input=input,
             capture_output=True,
             text=True,
             timeout=90,
+            **stdin,
         )
 
     def start(self) -> tuple[str, str]:
@@ -672,24 +676,11 @@ def test_the_cli_without_payload_off_a_terminal_is_a_usage_error(
     tmp_path: Path, storage_url: str
 ) -> None:
     project = Project(tmp_path, storage_url)
-    _, token = project.start()
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "pyworkflow"),
-            "--storage",
-            project.storage,
-            "hooks",
-            "resume",
-            token,
-        ],
-        cwd=project.ops,
-        env=project.env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run_id, token = project.start()
+    result = project.pyworkflow("hooks", "resume", token)  # standard input: /dev/null
     assert result.returncode == 2 and "no payload" in result.stderr
+    listed = project.pyworkflow("-o", "plain", "hooks", "list", "--run", run_id)
+    assert listed.stdout.split("\t")[3] == "pending"
 
 
 def _pane(socket: str) -> str:
