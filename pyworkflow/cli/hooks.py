@@ -26,7 +26,11 @@ from pydantic import ValidationError
 from pyworkflow.api import get_hook, list_hooks, resume_hook, resume_run_hook
 from pyworkflow.cli import CliContext, pass_cli
 from pyworkflow.cli.output import emit_list, emit_one
-from pyworkflow.core.exceptions import HookPayloadError
+from pyworkflow.core.exceptions import (
+    HookAlreadyReceivedError,
+    HookExpiredError,
+    HookPayloadError,
+)
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import HookRecord, HookStatus
 
@@ -112,7 +116,7 @@ def resume_command(
     payload_file: Any,
     yes: bool,
 ) -> None:
-    """Deliver a payload to HOOK and wake its run.
+    """Deliver a payload to HOOK; a process serving runs then continues its run.
 
     HOOK is the hook's token (whk_...), or with --run its hook id (hook:approval#1) or name
     (approval); the latter derives the token and needs the deployment's secret key
@@ -130,8 +134,10 @@ def resume_command(
         payload = _parse_json(payload_file.read(), "--payload-file")
     elif _interactive():
         record = cli.run(_find(cli, hook, run_id))
+        if record.status == HookStatus.RECEIVED:  # say so before asking anything
+            raise HookAlreadyReceivedError(f"hook {record.hook_id} already received a payload")
         if record.status != HookStatus.PENDING:
-            raise click.ClickException(f"hook {record.hook_id} is {record.status.value}")
+            raise HookExpiredError(f"hook {record.hook_id} is {record.status.value}")
         click.echo(f"payload for hook {record.hook_id} of run {record.run_id}", err=True)
         payload = prompt_payload(record.schema)
         if not yes:

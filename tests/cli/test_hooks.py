@@ -438,6 +438,9 @@ def test_prompted_payload_is_not_delivered_when_the_operator_says_no(
     skipped = cli(url, "hooks", "resume", token, "--yes", input="no\nbo\nnull\nlow\nhi\n")
     assert skipped.exit_code == 0, skipped.output
     assert finish(url, run_id) == "o-1 rejected by bo (low, None)"
+    again = cli(url, "hooks", "resume", token)  # nothing is asked for a received hook
+    assert again.exit_code == 1
+    assert again.output == "error: hook hook:cli_review#1 already received a payload\n"
 
 
 def test_a_hook_without_schema_prompts_for_one_json_value(
