@@ -24,16 +24,18 @@ from pyworkflow.core.exceptions import (
     HookAlreadyReceivedError,
     HookExpiredError,
     HookNotFoundError,
+    HookPayloadError,
     InvalidTokenError,
     RunNotFoundError,
     SerializationError,
     WorkflowNotFoundError,
 )
-from pyworkflow.core.registry import require_workflow
+from pyworkflow.core.registry import get_workflow, require_workflow
 from pyworkflow.core.workflow import WorkflowDefinition, definition_of
 from pyworkflow.engine.context import deliver_cancel, hash_token
 from pyworkflow.engine.runs import RunRequest
-from pyworkflow.primitives.hooks import hook_model
+from pyworkflow.primitives.hook_tokens import derive_token
+from pyworkflow.primitives.hooks import hook_model, schema_violations
 from pyworkflow.runtime import get_runtime
 from pyworkflow.storage import retention
 from pyworkflow.storage.base import (
@@ -328,19 +330,34 @@ class ResumeResult:
 
 
 async def resume_hook(
-    token: str, payload: Any, *, storage: StorageBackend | str | None = None
+    token: str,
+    payload: Any,
+    *,
+    storage: StorageBackend | str | None = None,
+    wake_here: bool = True,
 ) -> ResumeResult:
     """Deliver ``payload`` to the hook with ``token`` and wake its run.
 
-    Typed hooks (``define_hook``) validate the payload first; a refused payload leaves
-    the hook open. Payloads must be JSON values (or a model of the hook's type).
+    Typed hooks validate the payload first: with the hook's Pydantic model where it is
+    registered in this process (``define_hook``, after importing the configured workflow
+    modules), else against the JSON Schema the hook stored when it was created (so a
+    process without the workflow's code refuses what the workflow would). Payloads must
+    be JSON values (or a model of the hook's type).
+
+    Under the local runtime the run is then resumed on the caller's event loop if its
+    workflow is registered here. ``wake_here=False`` is for callers that exit at once (the
+    CLI): only the payload is stored, and a process serving runs resumes the run (its
+    recovery pass). Other runtimes are told either way (Celery enqueues the run by name).
 
     Raises:
         InvalidTokenError: the token is malformed.
         HookNotFoundError: no hook has this token.
         HookAlreadyReceivedError: the hook already received its payload (single use).
-        HookExpiredError: the hook's timeout passed or its run ended.
+        HookExpiredError: the hook's timeout passed, or its run ended (the hook was
+            disposed).
         pydantic.ValidationError: the payload does not match the hook's model.
+        HookPayloadError: the model is not here and the payload does not match the
+            stored schema (``errors`` lists each violation's path and message).
         SerializationError: the payload is not JSON-serializable, or holds NaN or an
             infinity (not JSON); the message names where.
         PayloadTooLargeError: the payload's JSON is over the payload limit
@@ -362,7 +379,7 @@ async def resume_hook(
     run = await backend.get_run(record.run_id)
     if run is None or run.status.is_terminal:
         raise HookExpiredError(f"hook {record.name!r} ({hint}): its run has ended")
-    text = _encode_payload(record.name, payload)
+    text = _encode_payload(record, payload)
     check_size(text, f"payload for hook {record.name!r} ({hint})", backend.payload_limit)
     if not await backend.update_hook(
         record.token_hash,
@@ -374,8 +391,113 @@ async def resume_hook(
         latest = await backend.get_hook(record.token_hash)
         _check_open(latest or record, hint)
         raise HookAlreadyReceivedError(f"hook {record.name!r} ({hint}) already received a payload")
-    await get_runtime(get_config().default_runtime).wake(record.run_id, backend)
+    runtime_name = get_config().default_runtime
+    local = runtime_name == "local"
+    if not local or (wake_here and get_workflow(run.workflow_name) is not None):
+        await get_runtime(runtime_name).wake(record.run_id, backend)
+    # else: a process serving runs picks the run up (its recovery pass resumes suspended
+    # runs whose hook received a payload); this one has not the code, or will not stay.
     return ResumeResult(run_id=record.run_id, hook_id=record.hook_id, status=HookStatus.RECEIVED)
+
+
+async def resume_run_hook(
+    run_id: str,
+    hook: str,
+    payload: Any,
+    *,
+    storage: StorageBackend | str | None = None,
+    wake_here: bool = True,
+) -> ResumeResult:
+    """Deliver ``payload`` to a hook named by its run and its hook id (``hook:approval#1``)
+    or name (``approval``), without its token: for operators holding the deployment's
+    secret key (``PYWORKFLOW_SECRET_KEY``, or the key file in the working directory).
+
+    The token is derived from the hook's identity under that key, exactly as when the hook
+    was created, then delivered as :func:`resume_hook` does (same validation, same errors).
+
+    Raises:
+        RunNotFoundError: no run has this id.
+        HookNotFoundError: the run has no such hook.
+        ValueError: ``hook`` is a name that several of the run's open hooks share.
+        ConfigurationError: no secret key here, or not the key the hook was created under.
+        ...: everything :func:`resume_hook` raises.
+    """
+    backend = _storage(storage)
+    record = await _find_run_hook(backend, run_id, hook)
+    stored = await backend.get_hook(record.token_hash)
+    if stored is not None and stored.token:  # a hook of an earlier version kept its token
+        token = stored.token
+    else:
+        token = derive_token(record.run_id, record.hook_id, create_key=False)
+        if hash_token(token) != record.token_hash:
+            raise ConfigurationError(
+                f"the secret key of this process is not the one hook {record.hook_id!r} of run "
+                f"{run_id!r} was created under: set PYWORKFLOW_SECRET_KEY to the deployment's "
+                "key, or deliver with the hook's token"
+            )
+    return await resume_hook(token, payload, storage=backend, wake_here=wake_here)
+
+
+async def get_hook(
+    token: str | None = None,
+    *,
+    run_id: str | None = None,
+    hook: str | None = None,
+    storage: StorageBackend | str | None = None,
+) -> HookRecord:
+    """One hook, by its token, or by ``run_id`` and ``hook`` (its hook id, e.g.
+    ``hook:approval#1``, or its name). Like :func:`list_hooks`, the result carries no
+    token.
+
+    Raises:
+        InvalidTokenError: ``token`` is malformed.
+        HookNotFoundError: no such hook.
+        RunNotFoundError: ``run_id`` names no run.
+        ValueError: neither a token nor ``run_id`` and ``hook`` were given, or ``hook`` is
+            a name that several of the run's open hooks share.
+        ConfigurationError: the storage does not store hooks.
+    """
+    backend = _storage(storage)
+    if token is not None:
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            raise InvalidTokenError("malformed hook token")
+        require_capability(backend, HOOKS)
+        await backend.connect()
+        found = await backend.get_hook(hash_token(token))
+        if found is None:
+            raise HookNotFoundError(f"no hook with token {token[:8]}...")
+    elif run_id is not None and hook is not None:
+        found = await _find_run_hook(backend, run_id, hook)
+    else:
+        raise ValueError("get_hook needs a token, or a run_id and a hook id or name")
+    found.token = ""  # a token is a capability; inspection does not hand it out
+    return found
+
+
+async def _find_run_hook(backend: StorageBackend, run_id: str, hook: str) -> HookRecord:
+    """The run's hook with id ``hook``, else its only open (else only) hook named ``hook``."""
+    require_capability(backend, HOOKS)
+    await backend.connect()
+    if await backend.get_run(run_id) is None:
+        raise RunNotFoundError(f"no run with id {run_id!r}")
+    hooks: list[HookRecord] = []
+    while True:
+        page = await backend.list_hooks(run_id=run_id, limit=500, offset=len(hooks))
+        hooks.extend(page)
+        if len(page) < 500:
+            break
+    for record in hooks:
+        if record.hook_id == hook:
+            return record
+    named = [r for r in hooks if r.name == hook]
+    pending = [r for r in named if r.status == HookStatus.PENDING]
+    candidates = pending if pending else named
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise HookNotFoundError(f"run {run_id!r} has no hook {hook!r}")
+    ids = ", ".join(sorted(r.hook_id for r in candidates))
+    raise ValueError(f"run {run_id!r} has several hooks named {hook!r} ({ids}): give the hook id")
 
 
 _TOKEN = re.compile(r"whk_[A-Za-z0-9_-]{32}")
@@ -389,7 +511,8 @@ def _check_open(record: HookRecord, hint: str) -> None:
         raise HookExpiredError(f"hook {record.name!r} ({hint}) is {record.status.value}")
 
 
-def _encode_payload(name: str, payload: Any) -> str:
+def _encode_payload(record: HookRecord, payload: Any) -> str:
+    name = record.name
     model = hook_model(name)
     if model is None:
         discover_workflows()  # the hook's model may live in a configured workflow module
@@ -399,10 +522,22 @@ def _encode_payload(name: str, payload: Any) -> str:
     elif isinstance(payload, BaseModel):
         payload = payload.model_dump(mode="json")
     try:
-        return json.dumps(payload, allow_nan=False)
+        text = json.dumps(payload, allow_nan=False)
     except (TypeError, ValueError) as exc:
         refuse_non_finite(payload, f"payload for hook {name!r}")
         raise SerializationError(f"payload for hook {name!r} must be a JSON value: {exc}") from None
+    if model is None and record.schema:
+        # The model is not here (no workflow code in this process): the schema the hook
+        # stored from it decides, so the workflow never receives what it would refuse.
+        errors = schema_violations(record.schema, json.loads(text))
+        if errors:
+            listed = "; ".join(f"{e['path'] or '(payload)'}: {e['message']}" for e in errors)
+            raise HookPayloadError(
+                f"payload refused by hook {name!r} ({record.hook_id}): {listed}",
+                hook_id=record.hook_id,
+                errors=errors,
+            )
+    return text
 
 
 async def list_hooks(

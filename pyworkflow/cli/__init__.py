@@ -145,15 +145,11 @@ def main(
 
 
 def _register() -> None:
-    from pyworkflow.cli import processes, schedules, workflows
+    from pyworkflow.cli import hooks, processes, quickstart, schedules, setup, workflows
 
-    for module in (processes, workflows, schedules):
+    for module in (processes, workflows, schedules, hooks, setup, quickstart):
         for command in module.COMMANDS:
             main.add_command(command)
-    from pyworkflow.cli import quickstart, setup
-
-    for first_steps in [*setup.COMMANDS, *quickstart.COMMANDS]:
-        main.add_command(first_steps)
 
 
 _register()

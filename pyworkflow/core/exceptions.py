@@ -17,6 +17,7 @@ Everything the library raises on purpose derives from :class:`WorkflowError`
     +-- WorkflowAlreadyRunningError
     +-- RunAlreadyExistsError      an explicit ``run_id`` is already taken
     +-- HookExpiredError, HookAlreadyReceivedError, InvalidTokenError
+    +-- HookPayloadError           a payload does not match the hook's stored schema (ValueError)
     +-- ChildWorkflowError
     |   +-- ChildWorkflowFailedError
     |   +-- MaxNestingDepthError
@@ -161,6 +162,32 @@ class HookAlreadyReceivedError(WorkflowError):
 
 class InvalidTokenError(WorkflowError):
     """The hook token is malformed."""
+
+
+class HookPayloadError(WorkflowError, ValueError):
+    """A payload does not match the JSON Schema the hook stored; nothing was written and
+    the hook stays open.
+
+    Raised where the hook's Pydantic model is not importable (the delivering process does
+    not have the workflow's code), so the schema stored with the hook is the contract.
+
+    Attributes:
+        hook_id: the hook's operation id (``hook:approval#1``).
+        errors: one ``{"path": ..., "message": ...}`` per violation; ``path`` is the
+            location in the payload (``approved``, ``items/0/qty``; ``""`` for the whole
+            payload).
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        hook_id: str | None = None,
+        errors: list[dict[str, str]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.hook_id = hook_id
+        self.errors = list(errors or [])
 
 
 class ChildWorkflowError(WorkflowError):

@@ -42,14 +42,19 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def derive_token(run_id: str, hook_id: str) -> str:
+def derive_token(run_id: str, hook_id: str, *, create_key: bool = True) -> str:
     """The token of hook ``hook_id`` (its operation id) of run ``run_id``.
 
+    ``create_key=False`` is for processes that only deliver (an operator's shell): a key
+    generated there could not match the one the hook was created under.
+
     Raises:
-        ConfigurationError: the key file exists but holds no usable key.
+        ConfigurationError: the key file exists but holds no usable key, or (with
+            ``create_key=False``) no key is configured and there is no key file.
     """
     message = f"pyworkflow-hook\0{run_id}\0{hook_id}".encode()
-    digest = hmac.new(secret_key(), message, hashlib.sha256).digest()[:_TOKEN_BYTES]
+    key = secret_key(create=create_key)
+    digest = hmac.new(key, message, hashlib.sha256).digest()[:_TOKEN_BYTES]
     return TOKEN_PREFIX + base64.urlsafe_b64encode(digest).decode("ascii")
 
 
@@ -71,12 +76,24 @@ def token_to_hand_out(stored: HookRecord, derived: str) -> str:
     return derived
 
 
-def secret_key() -> bytes:
-    """The deployment's secret key: the ``secret_key`` setting, else the key file."""
+def secret_key(*, create: bool = True) -> bytes:
+    """The deployment's secret key: the ``secret_key`` setting, else the key file (made on
+    first use unless ``create`` is false).
+
+    Raises:
+        ConfigurationError: the key file holds no usable key, or it is missing and
+            ``create`` is false.
+    """
     configured = get_config().secret_key
     if configured:
         return configured.encode("utf-8")
-    return _file_key(Path.cwd() / KEY_FILE)
+    path = Path.cwd() / KEY_FILE
+    if not create and path not in _file_keys and not path.exists():
+        raise ConfigurationError(
+            "no secret key here: set PYWORKFLOW_SECRET_KEY to the deployment's key (or run "
+            f"where its key file {KEY_FILE} is), or use the hook's token"
+        )
+    return _file_key(path)
 
 
 def _file_key(path: Path) -> bytes:

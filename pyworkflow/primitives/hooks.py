@@ -9,17 +9,21 @@ use, never stored: only its hash is kept (hook record, event log) and used for l
 
 ``define_hook(name, Model)`` gives a typed hook: payloads are validated with the Pydantic
 model before they are accepted (a bad payload is refused with the validation errors, the
-hook stays open), and the workflow receives a ``Model`` instance. Payloads are JSON,
-never pickled.
+hook stays open), and the workflow receives a ``Model`` instance. The model's JSON Schema
+is stored with the hook, so a process without the model (no workflow code) validates
+against that instead (:func:`schema_violations`). Payloads are JSON, never pickled.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Generator
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from typing import Any, Generic, TypeVar
 
+from jsonschema import FormatChecker
+from jsonschema.exceptions import SchemaError
+from jsonschema.validators import validator_for
 from pydantic import BaseModel
 
 from pyworkflow.context.base import current_context, current_step_info
@@ -117,3 +121,51 @@ def define_hook(name: str, model: type[M]) -> TypedHook[M]:
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise TypeError(f"define_hook needs a Pydantic model class, not {model!r}")
     return TypedHook(name, model)
+
+
+def schema_violations(schema_text: str, value: Any) -> list[dict[str, str]]:
+    """What in ``value`` (a decoded JSON payload) breaks the hook's stored JSON Schema:
+    one ``{"path", "message"}`` per violation, in payload order; empty when it matches.
+
+    This is how a process without the hook's model (it does not have the workflow's code)
+    checks a payload: the schema was stored from the model when the hook was created.
+    Formats are checked too (``date-time``, ``date``, ``time``, ``uuid``, ``email``...), so a
+    payload accepted here also validates as the model at the workflow's ``await``.
+
+    An unreadable stored schema is itself reported as a violation (at path ``""``): a
+    payload that cannot be checked is not accepted blind.
+    """
+    try:
+        schema = json.loads(schema_text)
+        validator_class = validator_for(schema)
+        validator_class.check_schema(schema)
+    except (ValueError, SchemaError) as exc:
+        reason = exc.message if isinstance(exc, SchemaError) else str(exc)
+        return [{"path": "", "message": f"the hook's stored schema is unreadable: {reason}"}]
+    validator = validator_class(schema, format_checker=_format_checker())
+    found = sorted(validator.iter_errors(value), key=lambda error: error.json_path)
+    return [
+        {"path": "/".join(str(p) for p in error.absolute_path), "message": error.message}
+        for error in found
+    ]
+
+
+def _format_checker() -> FormatChecker:
+    # jsonschema checks date-time and time only with an optional extra installed; the
+    # standard library's ISO 8601 parsers accept what Pydantic's models are built from.
+    checker = FormatChecker()
+    checker.checks("date-time", raises=ValueError)(_is_datetime)
+    checker.checks("time", raises=ValueError)(_is_time)
+    return checker
+
+
+def _is_datetime(value: object) -> bool:
+    if isinstance(value, str):
+        datetime.fromisoformat(value)
+    return True
+
+
+def _is_time(value: object) -> bool:
+    if isinstance(value, str):
+        time.fromisoformat(value)
+    return True

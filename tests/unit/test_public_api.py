@@ -42,8 +42,10 @@ EXPECTED_PUBLIC_NAMES = {
     "cancel_workflow",
     "resume_hook",
     "PurgeResult",
+    "resume_run_hook",
     "ResumeResult",
     "list_hooks",
+    "get_hook",
     # inside a workflow or a step
     "sleep",
     "hook",
@@ -121,6 +123,7 @@ EXPECTED_PUBLIC_NAMES = {
     "HistoryCorruptedError",
     "HookAlreadyReceivedError",
     "InvalidTokenError",
+    "HookPayloadError",
     "ChildWorkflowError",
     "ChildWorkflowFailedError",
     "MaxNestingDepthError",
