@@ -27,6 +27,7 @@ from pyworkflow.api import (
     list_hooks,
     resume,
     resume_hook,
+    retry_workflow,
     start,
     wait_for_run,
 )
@@ -214,6 +215,7 @@ __all__ = [
     "get_storage",
     "get_workflow",
     "get_workflow_chain",
+    "retry_workflow",
     "get_workflow_events",
     "get_workflow_run",
     "get_workflow_run_by_idempotency_key",

@@ -13,6 +13,7 @@ but the result.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import traceback
 from collections.abc import Coroutine
@@ -111,6 +112,7 @@ def main(
     options: dict[str, Any] = {}
     if modules:
         options["modules"] = list(modules)
+        _importable_cwd()
     if storage:
         options["storage"] = storage
     if broker:
@@ -121,11 +123,21 @@ def main(
         configure(**options)
 
 
-def _register() -> None:
-    from pyworkflow.cli import processes
+def _importable_cwd() -> None:
+    """Put the working directory first on ``sys.path`` (as ``celery -A`` does) so that
+    ``--module name`` finds ``./name.py``: the installed ``pyworkflow`` script's own
+    directory is what Python puts there, not the project the user is in."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
 
-    for command in processes.COMMANDS:
-        main.add_command(command)
+
+def _register() -> None:
+    from pyworkflow.cli import processes, runs
+
+    for module in (processes, runs):
+        for command in module.COMMANDS:
+            main.add_command(command)
 
 
 _register()
