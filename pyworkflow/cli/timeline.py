@@ -427,7 +427,8 @@ class TailView:
             return Text("")
         total = max((op.until - op.began).total_seconds(), 0.001)
         done = total if op.state == "done" else (now - op.began).total_seconds()
-        return ProgressBar(total=total, completed=min(max(done, 0.0), total), width=20)
+        percent = round(100 * min(max(done / total, 0.0), 1.0))
+        return ProgressBar(total=100, completed=percent, width=20)
 
 
 def _parse_time(value: Any) -> datetime | None:
