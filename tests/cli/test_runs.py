@@ -5,6 +5,7 @@ real terminal (tmux)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
 import json
 import os
@@ -711,3 +712,49 @@ def test_tail_in_a_terminal_shows_steps_progressing(tmp_path: Path) -> None:
     assert "EXIT=0" in final
     assert f"run {run_id} completed after" in final
     assert final.count("sleep done after") == 4
+
+
+# -- runs retry under the Celery runtime: enqueued by name, without the code ------------------
+
+
+def test_retry_under_celery_enqueues_by_name_without_the_code(tmp_path: Path) -> None:
+    pytest.importorskip("celery", reason="pip install 'pyworkflow-engine[celery]'")
+    redis_lib = pytest.importorskip("redis")
+    base = require_service("redis")
+    broker = base.rsplit("/", 1)[0] + "/15"  # a database of its own: nobody consumes it
+    client = redis_lib.Redis.from_url(broker)
+    client.flushdb()
+    url = f"sqlite:///{tmp_path / 'celery.db'}"
+    old = foreign_run("run_failed_on_a_worker", status=RunStatus.FAILED, tags=["nightly"])
+    old.max_duration = "1h"
+    old.max_recovery_attempts = 7
+    store_run(url, old)
+    try:
+        done = subprocess.run(
+            [str(SCRIPT), "--storage", url, "--runtime", "celery", "--broker", broker]
+            + ["-o", "json", "runs", "retry", old.run_id],
+            cwd=tmp_path,  # no workflow module anywhere near
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        new = json.loads(done.stdout)
+        assert new["status"] == "pending" and new["retry_of"] == old.run_id
+        messages = [json.loads(m) for m in client.lrange("pyworkflow.workflows", 0, -1)]
+    finally:
+        client.flushdb()
+        client.close()
+    bodies = [json.loads(base64.b64decode(m["body"])) for m in messages]
+    assert [b[1]["run_id"] for b in bodies] == [new["run_id"]]
+
+    status = CliRunner().invoke(
+        main, ["--storage", url, "-o", "json", "runs", "status", new["run_id"]]
+    )
+    item = json.loads(status.output)
+    assert item["workflow_name"] == "clirun_not_here"
+    assert item["args"] == [1, "two"] and item["kwargs"] == {"k": True}  # as stored
+    assert item["tags"] == ["nightly", f"retry-of:{old.run_id}"]
+    assert item["max_recovery_attempts"] == 7  # the old run's settings, without its code
+    assert item["deadline_at"] is not None
