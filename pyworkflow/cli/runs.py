@@ -18,7 +18,7 @@ from typing import Any
 import click
 from rich.live import Live
 
-from pyworkflow.api import cancel_workflow, get_workflow_chain, retry_workflow
+from pyworkflow.api import cancel_workflow, get_workflow_chain, retry_workflow, wait_for_run
 from pyworkflow.cli import CliContext, pass_cli
 from pyworkflow.cli.output import console, emit_list, emit_one, to_json_data
 from pyworkflow.cli.timeline import (
@@ -506,14 +506,20 @@ def chain(cli: CliContext, run_id: str) -> None:
 
 @runs.command("retry")
 @click.argument("run_id")
+@click.option("--wait", is_flag=True, help="Wait until the new run has ended.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    help="With --wait: give up after this many seconds (exit 1; the run goes on).",
+)
 @pass_cli
-def retry(cli: CliContext, run_id: str) -> None:
+def retry(cli: CliContext, run_id: str, wait: bool, timeout: float | None) -> None:
     """Start a new run of the same workflow with the run's stored input, linked to it
     (tag retry-of:RUN_ID and retry_of in its started event); prints the new run.
 
     Under the local runtime the workflow's code must be importable (--module): the new
-    run executes here until it completes or suspends. With --runtime celery it is
-    enqueued by name and a worker runs it.
+    run executes here until it completes or suspends (with --wait, until it ends, timers
+    included). With --runtime celery it is enqueued by name and a worker runs it.
     """
 
     async def start_again() -> WorkflowRun:
@@ -521,6 +527,13 @@ def retry(cli: CliContext, run_id: str) -> None:
         runtime = get_config().default_runtime
         try:
             new_id = await _awaitable(retry_workflow(run_id, runtime=runtime, storage=storage))
+            if wait:
+                try:
+                    return await wait_for_run(new_id, timeout=timeout, storage=storage)
+                except TimeoutError:
+                    raise click.ClickException(
+                        f"run {new_id} (retry of {run_id}) has not ended within {timeout:g}s"
+                    ) from None
             return await _run_or_fail(storage, new_id)
         finally:
             await get_runtime(runtime).shutdown()

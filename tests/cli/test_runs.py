@@ -473,6 +473,21 @@ def test_retry_keeps_tags_and_skips_the_link_tag_when_full(db: str, flows: Modul
     assert retried["result"] == 10
 
 
+def test_retry_with_wait_serves_the_new_run_until_it_ends(db: str, flows: ModuleType) -> None:
+    original = run_flow(db, flows.clirun_sleepy, 2, 0.3)
+    started = cli_json(db, "runs", "retry", original)
+    assert started["status"] == "suspended"  # ran here until its first sleep
+    waited = cli_json(db, "runs", "retry", original, "--wait", "--timeout", "30")
+    assert waited["status"] == "completed"
+    assert cli_json(db, "runs", "status", waited["run_id"])["result"] == "done"
+
+    result = CliRunner().invoke(
+        main, ["--storage", db, "runs", "retry", original, "--wait", "--timeout", "0.1"]
+    )
+    assert result.exit_code == 1
+    assert f"(retry of {original}) has not ended within 0.1s" in result.output
+
+
 def test_retry_under_the_local_runtime_needs_the_code(db: str) -> None:
     store_run(db, foreign_run("run_codeless", status=RunStatus.FAILED))
     result = CliRunner().invoke(main, ["--storage", db, "runs", "retry", "run_codeless"])
@@ -484,7 +499,17 @@ def test_retry_under_the_local_runtime_needs_the_code(db: str) -> None:
 def test_every_runs_command_has_help() -> None:
     result = CliRunner().invoke(main, ["runs", "--help"])
     assert result.exit_code == 0
-    for command in ("list", "status", "events", "logs", "tail", "cancel", "children", "chain"):
+    for command in (
+        "list",
+        "status",
+        "events",
+        "logs",
+        "tail",
+        "cancel",
+        "children",
+        "chain",
+        "retry",
+    ):
         assert command in result.output
         assert CliRunner().invoke(main, ["runs", command, "--help"]).exit_code == 0
 
