@@ -115,5 +115,5 @@ def emit_one(fmt: str, item: Mapping[str, Any], *, title: str | None = None) -> 
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in item.items():
-        table.add_row(key.replace("_", " "), _cell(value))
+        table.add_row(key.replace("_", " "), _table_cell(value))
     console().print(table)

@@ -496,7 +496,7 @@ def chain(cli: CliContext, run_id: str) -> None:
         cli.output,
         "runs",
         rows,
-        ("position", "current", "run_id", "status", "created_at", "duration"),
+        ("position", "current", "run_id", "status", "created_at"),
         title=f"chain of {run_id}",
     )
 
