@@ -180,19 +180,14 @@ def status(cli: CliContext, run_id: str) -> None:
     started = next((e for e in events if e.type is EventType.WORKFLOW_STARTED), None)
     origin = started.data if started is not None else {}
     stored_input = _tree(run.input_payload) or {}
+    listed = run_row(run)
+    del listed["duration"]  # duration_seconds says it
     item: dict[str, Any] = {
-        "run_id": run.run_id,
-        "workflow_name": run.workflow_name,
-        "status": run.status,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "completed_at": run.completed_at,
-        "duration_seconds": _seconds(run.started_at or run.created_at, run.completed_at),
+        **listed,
         "args": stored_input.get("args", []),
         "kwargs": stored_input.get("kwargs", {}),
         "result": _tree(run.result_payload),
         "error": run.error,
-        "tags": list(run.tags),
         "idempotency_key": run.idempotency_key,
         "recovery_attempts": run.recovery_attempts,
         "max_recovery_attempts": run.max_recovery_attempts,
@@ -202,7 +197,6 @@ def status(cli: CliContext, run_id: str) -> None:
         "lease_expires_at": run.lease_expires_at,
         "cancel_requested_at": run.cancel_requested_at,
         "cancel_reason": run.cancel_reason,
-        "parent_run_id": run.parent_run_id,
         "continued_from_run_id": run.continued_from_run_id,
         "continued_to_run_id": run.continued_to_run_id,
         "retry_of": origin.get("retry_of"),
@@ -378,15 +372,20 @@ def _tail_live(cli: CliContext, run_id: str, interval: float) -> None:
 # -- cancel ----------------------------------------------------------------------------------
 
 
+def _wait_options(fn: Any) -> Any:
+    """``--wait`` and ``--timeout`` (of ``cancel`` and ``retry``)."""
+    fn = click.option(
+        "--timeout",
+        type=click.FloatRange(0, min_open=True),
+        help="With --wait: give up after this many seconds (exit 1; the run goes on).",
+    )(fn)
+    return click.option("--wait", is_flag=True, help="Wait until the run has ended.")(fn)
+
+
 @runs.command("cancel")
 @click.argument("run_id")
 @click.option("--reason", help="Recorded with the request; the workflow sees it.")
-@click.option("--wait", is_flag=True, help="Wait until the run has ended.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0, min_open=True),
-    help="With --wait: give up after this many seconds (exit 1).",
-)
+@_wait_options
 @pass_cli
 def cancel(
     cli: CliContext, run_id: str, reason: str | None, wait: bool, timeout: float | None
@@ -506,12 +505,7 @@ def chain(cli: CliContext, run_id: str) -> None:
 
 @runs.command("retry")
 @click.argument("run_id")
-@click.option("--wait", is_flag=True, help="Wait until the new run has ended.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0, min_open=True),
-    help="With --wait: give up after this many seconds (exit 1; the run goes on).",
-)
+@_wait_options
 @pass_cli
 def retry(cli: CliContext, run_id: str, wait: bool, timeout: float | None) -> None:
     """Start a new run of the same workflow with the run's stored input, linked to it

@@ -575,6 +575,23 @@ def drive(project: Path, url: str, flow: str, *args: Any) -> str:
     return run_id
 
 
+def start_driver(
+    project: Path, url: str, flow: str, args_json: str
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``flow`` in a process of its own that serves it until it ends; returns the
+    process and the run id (known as soon as the run is stored)."""
+    runner = subprocess.Popen(
+        [sys.executable, "driver.py", url, flow, args_json],
+        cwd=project,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert runner.stdout is not None
+    return runner, runner.stdout.readline().strip()
+
+
 def test_installed_script_runs_commands(tmp_path: Path, storage_url: str) -> None:
     project = write_project(tmp_path / "project")
     url = storage_url
@@ -619,16 +636,7 @@ def test_installed_script_runs_commands(tmp_path: Path, storage_url: str) -> Non
 def test_installed_script_follows_and_cancels_a_live_run(tmp_path: Path, storage_url: str) -> None:
     project = write_project(tmp_path / "project")
     url = storage_url
-    runner = subprocess.Popen(
-        [sys.executable, "driver.py", url, "clirun_sleepy", "[3, 0.4]"],
-        cwd=project,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert runner.stdout is not None
-    run_id = runner.stdout.readline().strip()
+    runner, run_id = start_driver(project, url, "clirun_sleepy", "[3, 0.4]")
     tail = script(project, url, "-o", "json", "runs", "tail", run_id, "--interval", "0.1")
     assert runner.wait(timeout=30) == 0
     events = [json.loads(line) for line in tail.stdout.splitlines()]
@@ -638,16 +646,7 @@ def test_installed_script_follows_and_cancels_a_live_run(tmp_path: Path, storage
 
     # Cancelled from a process without the code: the serving process acts on the request
     # when the run wakes (its next step raises CancellationError).
-    runner = subprocess.Popen(
-        [sys.executable, "driver.py", url, "clirun_sleepy", "[2, 1.0]"],
-        cwd=project,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert runner.stdout is not None
-    run_id = runner.stdout.readline().strip()
+    runner, run_id = start_driver(project, url, "clirun_sleepy", "[2, 1.0]")
     cancelled = script(
         project,
         url,
@@ -665,7 +664,7 @@ def test_installed_script_follows_and_cancels_a_live_run(tmp_path: Path, storage
     assert json.loads(cancelled.stdout)["status"] == "cancelled"
     assert "Traceback" not in cancelled.stderr and "ERROR" not in cancelled.stderr
     assert runner.wait(timeout=30) == 0
-    assert runner.stdout.read().strip() == "cancelled"
+    assert runner.stdout is not None and runner.stdout.read().strip() == "cancelled"
 
 
 def test_ctrl_c_stops_tail_with_exit_0(tmp_path: Path) -> None:
@@ -701,16 +700,7 @@ def test_tail_in_a_terminal_shows_steps_progressing(tmp_path: Path) -> None:
         pytest.skip("tmux is not installed (apt-get install tmux)")
     project = write_project(tmp_path / "project")
     url = f"sqlite:///{project / 'tail.db'}"
-    runner = subprocess.Popen(
-        [sys.executable, "driver.py", url, "clirun_sleepy", "[4, 1.0]"],
-        cwd=project,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert runner.stdout is not None
-    run_id = runner.stdout.readline().strip()
+    runner, run_id = start_driver(project, url, "clirun_sleepy", "[4, 1.0]")
     session = f"pwtail{uuid.uuid4().hex[:8]}"
     command = f"{SCRIPT} --storage {url} runs tail {run_id} --interval 0.2; echo EXIT=$?"
     _tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50", "-c", str(project))
