@@ -20,6 +20,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 FORMATS = ("table", "json", "plain")
 
@@ -93,7 +94,7 @@ def emit_list(
         else:
             table.add_column(column.replace("_", " "))
     for line in cells:
-        table.add_row(*line)
+        table.add_row(*(Text(cell) for cell in line))  # data, not Rich markup
     out = console()
     out.print(table)
     if not rows:
@@ -115,5 +116,5 @@ def emit_one(fmt: str, item: Mapping[str, Any], *, title: str | None = None) -> 
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in item.items():
-        table.add_row(key.replace("_", " "), _table_cell(value))
+        table.add_row(key.replace("_", " "), Text(_table_cell(value)))
     console().print(table)

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 from rich.live import Live
+from rich.text import Text
 
 from pyworkflow.api import cancel_workflow, get_workflow_chain, retry_workflow, wait_for_run
 from pyworkflow.cli import CliContext, pass_cli
@@ -338,23 +339,19 @@ async def _tail_lines(cli: CliContext, run_id: str, interval: float) -> None:
 def _tail_live(cli: CliContext, run_id: str, interval: float) -> None:
     out = console()
     builder = TimelineBuilder()
-    state: dict[str, Any] = {}
 
     async def watch() -> WorkflowRun:
         storage = await cli.storage()
         first = await _run_or_fail(storage, run_id)
         view = TailView(first)
-        state["view"] = view
         with Live(view, console=out, refresh_per_second=4, transient=False) as live:
 
             def on_event(event: Event) -> None:
                 view.feed(event)
                 for entry in builder.feed(event):
-                    live.console.print(
-                        f"[dim]+{entry.row()['elapsed'][1:]:>8}[/dim]  {entry.message}",
-                        highlight=False,
-                        markup=True,
-                    )
+                    # A Text, not markup: messages hold brackets ("[info] ...", "[0, 2]").
+                    elapsed = Text(f"+{entry.row()['elapsed'][1:]:>8}  ", style="dim")
+                    live.console.print(elapsed + Text(entry.message), highlight=False)
 
             def on_run(run: WorkflowRun) -> None:
                 view.run = run

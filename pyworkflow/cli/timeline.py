@@ -413,7 +413,7 @@ class TailView:
             table.add_row(
                 Text(mark, style=style),
                 op.kind,
-                op.name,
+                Text(op.name),
                 Text(op.state, style=style),
                 "-" if op.attempt is None else str(op.attempt),
                 human_duration(took),

@@ -7,8 +7,11 @@ from pathlib import Path
 SOURCE = """
 from pyworkflow import (
     FatalError,
+    HookExpiredError,
     RetryableError,
     continue_as_new,
+    get_context,
+    hook,
     sleep,
     start_child_workflow,
     step,
@@ -71,6 +74,24 @@ async def clirun_sleepy(rounds: int, pause: float) -> str:
 @workflow()
 async def clirun_fails() -> None:
     await clirun_boom()
+
+
+TOKENS: list[str] = []
+
+
+async def keep_token(token: str) -> None:
+    TOKENS.append(token)
+
+
+@workflow()
+async def clirun_gatekeeper(note: str) -> str:
+    get_context().log("info", f"checking [{note}]")
+    try:
+        await hook("clirun_late", timeout=0.2)
+    except HookExpiredError:
+        pass
+    answer = await hook("clirun_gate", on_created=keep_token)
+    return f"answer {answer['ok']}"
 """
 
 # Starts runs and waits for them, printing one run id per line (used as a script in the

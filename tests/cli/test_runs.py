@@ -318,6 +318,38 @@ def test_logs_show_children_and_failures(db: str, flows: ModuleType) -> None:
     assert messages[-1].startswith("failed after ")
 
 
+def test_logs_and_tail_show_hooks_and_log_messages_verbatim(db: str, flows: ModuleType) -> None:
+    async def approve() -> str:
+        pyworkflow.configure(storage=db)
+        try:
+            run_id: str = await pyworkflow.start(flows.clirun_gatekeeper, "card")
+            for _ in range(600):  # the first hook expires, then the second is created
+                if flows.TOKENS:
+                    break
+                await asyncio.sleep(0.05)
+            await pyworkflow.resume_hook(flows.TOKENS.pop(), {"ok": True})
+            await pyworkflow.wait_for_run(run_id, timeout=30)
+            return run_id
+        finally:
+            await get_runtime("local").shutdown()
+            await pyworkflow.get_storage().close()
+
+    run_id = asyncio.run(approve())
+    messages = [t["message"] for t in cli_json(db, "runs", "logs", run_id)["timeline"]]
+    assert "[info] checking [card]" in messages
+    assert "waiting for hook clirun_late (expires " in "\n".join(messages)
+    assert any(m.startswith("hook clirun_late expired after") for m in messages)
+    assert "waiting for hook clirun_gate" in messages
+    assert any(m.startswith("hook clirun_gate received after") for m in messages)
+    assert messages[-1].endswith(": answer True")
+
+    # Tables print data as it is: brackets are not taken for Rich markup.
+    assert "[info] checking [card]" in cli(db, "runs", "logs", run_id).output
+    tail = cli(db, "runs", "tail", run_id).output
+    assert "[info] checking [card]" in tail
+    assert re.search(r"hook\s+clirun_gate\s+received", tail)
+
+
 def test_events_and_logs_of_an_unknown_run_fail(db: str) -> None:
     for command in ("events", "logs", "tail", "children", "chain", "cancel", "retry"):
         result = CliRunner().invoke(main, ["--storage", db, "runs", command, "run_nope"])
