@@ -396,7 +396,7 @@ def cancel(
     async def request() -> tuple[bool, WorkflowRun]:
         storage = await cli.storage()
         try:
-            requested = await _request_cancel(storage, run_id, reason)
+            requested = await _request_cancel(storage, run_id, reason, serve=wait)
             run = await _run_or_fail(storage, run_id)
             if wait and requested:
                 run = await _until_ended(storage, run_id, timeout)
@@ -417,15 +417,18 @@ def cancel(
     )
 
 
-async def _request_cancel(storage: StorageBackend, run_id: str, reason: str | None) -> bool:
-    """``cancel_workflow``, except that under the local runtime without the workflow's
-    code the request is only recorded: waking the run here could not run its cleanup
-    (this process cannot execute it), and the process serving the run acts on the
-    recorded request itself (at its wake-up, or its next recovery pass)."""
+async def _request_cancel(
+    storage: StorageBackend, run_id: str, reason: str | None, *, serve: bool
+) -> bool:
+    """``cancel_workflow`` (which also wakes the run: on a worker under Celery, in this
+    process under the local runtime), except under the local runtime when this process
+    will not stay to run the cleanup (``serve`` false: no ``--wait``) or cannot (the
+    workflow's code is not here). Then the request is only recorded, and the process
+    serving the run acts on it (at the run's wake-up, or its next recovery pass)."""
     run = await _run_or_fail(storage, run_id)
     if get_config().default_runtime == "local":
         discover_workflows()
-        if get_workflow(run.workflow_name) is None:
+        if not serve or get_workflow(run.workflow_name) is None:
             require_capability(storage, CANCELLATION)
             return await storage.request_cancellation(run_id, reason, utcnow())
     return await cancel_workflow(run_id, reason, storage=storage)

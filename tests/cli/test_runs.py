@@ -402,6 +402,11 @@ def test_cancel_with_wait_runs_the_cleanup_when_the_code_is_here(
     run_id = asyncio.run(start_sleeper())
     assert cli_json(db, "runs", "status", run_id)["status"] == "suspended"
 
+    recorded = cli_json(db, "runs", "cancel", run_id, "--reason", "not needed")
+    assert recorded["cancel_requested"] is True
+    assert recorded["status"] == "suspended"  # no --wait: the serving process acts on it
+    assert cli_json(db, "runs", "status", run_id)["lease_owner"] is None
+
     item = cli_json(db, "runs", "cancel", run_id, "--reason", "not needed", "--wait")
     assert item == {
         "run_id": run_id,
