@@ -18,6 +18,7 @@ Quick start::
 """
 
 from pyworkflow.api import (
+    PurgeResult,
     ResumeResult,
     cancel_workflow,
     get_workflow_chain,
@@ -25,6 +26,7 @@ from pyworkflow.api import (
     get_workflow_run,
     get_workflow_run_by_idempotency_key,
     list_hooks,
+    purge_runs,
     resume,
     resume_hook,
     retry_workflow,
@@ -161,6 +163,7 @@ __all__ = [
     "NotFoundError",
     "OverlapPolicy",
     "PayloadTooLargeError",
+    "PurgeResult",
     "PyWorkflowConfig",
     "PyWorkflowError",
     "ResumeResult",
@@ -226,6 +229,7 @@ __all__ = [
     "list_steps",
     "list_workflows",
     "pause_schedule",
+    "purge_runs",
     "register_runtime",
     "reset_config",
     "resume",

@@ -11,8 +11,9 @@ import asyncio
 import json
 import re
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -32,10 +33,25 @@ from pyworkflow.engine.context import deliver_cancel, hash_token
 from pyworkflow.engine.runs import RunRequest
 from pyworkflow.primitives.hooks import hook_model
 from pyworkflow.runtime import get_runtime
-from pyworkflow.storage.base import CANCELLATION, HOOKS, StorageBackend, require_capability
+from pyworkflow.storage import retention
+from pyworkflow.storage.base import (
+    CANCELLATION,
+    HOOKS,
+    RETENTION,
+    StorageBackend,
+    require_capability,
+)
 from pyworkflow.storage.payloads import check_size, refuse_non_finite
-from pyworkflow.storage.schemas import Event, HookRecord, HookStatus, WorkflowRun, utcnow
-from pyworkflow.utils.duration import duration_seconds
+from pyworkflow.storage.retention import PurgeResult as PurgeResult
+from pyworkflow.storage.schemas import (
+    Event,
+    HookRecord,
+    HookStatus,
+    RunStatus,
+    WorkflowRun,
+    utcnow,
+)
+from pyworkflow.utils.duration import DurationLike, duration_seconds, parse_duration
 
 T = TypeVar("T")
 
@@ -489,3 +505,57 @@ async def wait_for_run(
 
     async with asyncio.timeout(timeout):
         return await poll()
+
+
+async def purge_runs(
+    older_than: DurationLike | datetime,
+    *,
+    status: RunStatus | str | Iterable[RunStatus | str] | None = None,
+    workflow_name: str | None = None,
+    batch_size: int = retention.DEFAULT_BATCH_SIZE,
+    dry_run: bool = False,
+    on_batch: Callable[[int, int], object] | None = None,
+    storage: StorageBackend | str | None = None,
+) -> PurgeResult:
+    """Delete finished runs older than ``older_than``, with their events, hooks, tags and
+    idempotency keys (retention). Returns what was done; ``result.count`` runs went.
+
+    A run goes when its status is terminal (``completed``, ``failed``, ``cancelled``,
+    ``continued_as_new``; narrowed by ``status``) and it finished (``completed_at``, or
+    ``updated_at`` for a run without one) before the cutoff: ``older_than`` ago (a
+    duration like ``"30d"``, seconds, a ``timedelta``), or that moment (an aware
+    ``datetime``; a naive one is taken as UTC). Pending, running, suspended and
+    ``interrupted`` runs are never deleted, whatever their age. Each run is judged on
+    its own: children of a purged run, and the other runs of its ``continue_as_new``
+    chain, stay unless they match too.
+
+    Deletion is batched: ``batch_size`` runs per storage call, each call its own
+    transaction on the SQL backends, so a large purge holds no lock for long and keeps
+    at most two batches of ids in memory. ``on_batch(deleted, total)`` is called after
+    each batch (progress). ``dry_run`` deletes nothing and counts the runs that would
+    go (``on_batch`` then reports the matches of each page read).
+
+    Raises:
+        ValueError: a status that is not terminal, a malformed duration, or a
+            ``batch_size`` below 1.
+        ConfigurationError: the storage cannot delete runs (no ``retention``
+            capability; a dry run still works).
+    """
+    statuses = retention.purgeable_statuses(status)
+    if isinstance(older_than, datetime):
+        cutoff = older_than if older_than.tzinfo else older_than.replace(tzinfo=UTC)
+    else:
+        cutoff = utcnow() - parse_duration(older_than)
+    backend = _storage(storage)
+    if not dry_run:
+        require_capability(backend, RETENTION)
+    await backend.connect()
+    return await retention.purge(
+        backend,
+        cutoff,
+        statuses=statuses,
+        workflow_name=workflow_name,
+        batch_size=batch_size,
+        dry_run=dry_run,
+        on_batch=on_batch,
+    )

@@ -13,16 +13,24 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
+from functools import partial
 
 from loguru import logger
 
 from pyworkflow.celery.app import sending_app
-from pyworkflow.celery.messages import send_workflow
+from pyworkflow.celery.messages import send_step, send_workflow
 from pyworkflow.celery.runtime import CeleryRuntime
+from pyworkflow.celery.worker import is_broker_fault, publish
 from pyworkflow.core.config import discover_workflows, get_config
-from pyworkflow.engine.owners import OwnerKind, new_owner
-from pyworkflow.engine.recovery import runs_to_recover, signalled_suspended_runs
-from pyworkflow.engine.workers import prune_workers
+from pyworkflow.engine.log import is_storage_fault
+from pyworkflow.engine.owners import OwnerKind, new_owner, owner_kind
+from pyworkflow.engine.recovery import (
+    awaiting_delivery,
+    runs_to_recover,
+    signalled_suspended_runs,
+)
+from pyworkflow.engine.step_worker import steps_in_flight
+from pyworkflow.engine.workers import Liveness, prune_workers, read_liveness
 from pyworkflow.scheduler.declared import activate_declared
 from pyworkflow.scheduler.service import ScheduleService
 from pyworkflow.storage.base import SCHEDULES, StorageBackend
@@ -46,6 +54,7 @@ class TimerSweeper:
             wake=lambda run_id: runtime.wake(run_id, storage),
         )
         self._activated = False
+        self._deaths_seen: frozenset[str] = frozenset()
 
     async def tick(self, *, full: bool = True) -> float:
         """Fire due timers and recover dead runs; return seconds until the next timer.
@@ -93,11 +102,42 @@ class TimerSweeper:
         now = utcnow()
         expires = now + timedelta(seconds=get_config().dispatch_timeout)
         ttl = get_config().lease_ttl
-        async for found in runs_to_recover(self.storage, now, self.owner, lease_ttl=ttl):
+        liveness = await read_liveness(self.storage, now, ttl)
+        async for found in runs_to_recover(
+            self.storage, now, self.owner, lease_ttl=ttl, liveness=liveness
+        ):
             if await self.storage.acquire_lease(
                 found.run_id, self.owner, expires, now, steal_from=found.steal_from
             ):
                 self._resend(found.run_id, fresh=not found.counts)
+        died = liveness.dead - self._deaths_seen
+        self._deaths_seen = liveness.dead
+        if died:
+            await self.redeliver(liveness, died)
+
+    async def redeliver(self, liveness: Liveness, died: frozenset[str]) -> None:
+        """Workers stopped beating: send again the messages of runs that wait for one
+        (they may have been fetched by a dead worker, which a Redis broker hands out again
+        only after its visibility timeout; duplicates lose harmlessly)."""
+        sent = 0
+        async for run in awaiting_delivery(self.storage, liveness):
+            owner = run.lease_owner
+            if owner is not None and owner_kind(owner) is OwnerKind.ROUND:
+                held = await steps_in_flight(self.storage, run.run_id)
+                if held is None:
+                    continue
+                round_owner, steps = held
+                messages = [partial(send_step, step, round_owner) for step in steps]
+            else:
+                messages = [partial(send_workflow, run.run_id, steal_from=owner)]
+            await publish(run.run_id, messages)
+            sent += 1
+        logger.warning(
+            "{} worker process(es) stopped beating ({}); re-sent the messages of {} waiting run(s)",
+            len(died),
+            ", ".join(sorted(died)),
+            sent,
+        )
 
     def _resend(self, run_id: str, *, fresh: bool) -> None:
         if not fresh:
@@ -124,11 +164,19 @@ async def run_scheduler(
     stop_at = None if duration is None else loop.time() + duration
     passes = 0
     logger.info("pyworkflow scheduler {} polling every {}s", sweeper.owner, poll)
+    failing = False
     while stop_at is None or loop.time() < stop_at:
         try:
             delay = await sweeper.tick(full=passes % 5 == 0)
-        except Exception:  # noqa: BLE001 - a storage hiccup must not stop the timers
-            logger.exception("scheduler pass failed; retrying")
+            if failing:
+                logger.info("scheduler passes work again")
+            failing = False
+        except Exception as exc:  # noqa: BLE001 - an outage must not stop the timers
+            if not (is_storage_fault(exc) or is_broker_fault(exc)):
+                logger.exception("scheduler pass failed; retrying")
+            elif not failing:  # one line per outage, not one traceback per pass
+                logger.warning("scheduler pass failed ({}: {}); retrying", type(exc).__name__, exc)
+            failing = True
             delay = poll
         passes += 1
         delay = min(delay, poll)

@@ -57,8 +57,11 @@ class _Main(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (click.exceptions.Exit, click.UsageError, click.Abort):
             raise
+        except click.ClickException as exc:  # a command's own refusal: the same one line
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
         except (WorkflowError, OSError, ValueError) as exc:
             verbose = isinstance(ctx.obj, CliContext) and ctx.obj.verbose > 0
             if verbose:
@@ -109,10 +112,13 @@ def main(
 ) -> None:
     """PyWorkflow: durable workflows for Python."""
     ctx.obj = CliContext(output=output, verbose=verbose)
+    # Workflow modules are found in the project directory the command runs from, as
+    # `celery -A proj` and `python -m` do (a console script's path does not hold it).
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     options: dict[str, Any] = {}
     if modules:
         options["modules"] = list(modules)
-        _importable_cwd()
     if storage:
         options["storage"] = storage
     if broker:
@@ -123,21 +129,17 @@ def main(
         configure(**options)
 
 
-def _importable_cwd() -> None:
-    """Put the working directory first on ``sys.path`` (as ``celery -A`` does) so that
-    ``--module name`` finds ``./name.py``: the installed ``pyworkflow`` script's own
-    directory is what Python puts there, not the project the user is in."""
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-
-
 def _register() -> None:
-    from pyworkflow.cli import processes, runs
+    from pyworkflow.cli import processes, purge, runs
 
     for module in (processes, runs):
         for command in module.COMMANDS:
             main.add_command(command)
+    purge.attach(runs.runs)
+    from pyworkflow.cli import quickstart, setup
+
+    for first_steps in [*setup.COMMANDS, *quickstart.COMMANDS]:
+        main.add_command(first_steps)
 
 
 _register()

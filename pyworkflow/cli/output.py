@@ -92,7 +92,8 @@ def emit_list(
             widest = max((len(line[i]) for line in cells), default=0)
             table.add_column(column.replace("_", " "), no_wrap=True, min_width=widest)
         else:
-            table.add_column(column.replace("_", " "))
+            # fold, never "…": a value cut short cannot be copied into the next command
+            table.add_column(column.replace("_", " "), overflow="fold")
     for line in cells:
         table.add_row(*(Text(cell) for cell in line))  # data, not Rich markup
     out = console()

@@ -46,7 +46,10 @@ def _worker_options(fn: Any) -> Any:
 @_worker_options
 @click.pass_context
 def worker(ctx: click.Context, /, **options: Any) -> None:
-    """Run a Celery worker for pyworkflow's queues."""
+    """Run a Celery worker for pyworkflow's queues.
+
+    Needs the celery extra when run: pip install "pyworkflow-engine[celery]".
+    """
     if ctx.invoked_subcommand is None:
         _start_worker(**options)
 
@@ -54,7 +57,10 @@ def worker(ctx: click.Context, /, **options: Any) -> None:
 @worker.command("run")
 @_worker_options
 def worker_run(**options: Any) -> None:
-    """Run a Celery worker for pyworkflow's queues."""
+    """Run a Celery worker for pyworkflow's queues.
+
+    Needs the celery extra when run: pip install "pyworkflow-engine[celery]".
+    """
     _start_worker(**options)
 
 
@@ -94,7 +100,10 @@ def _scheduler_options(fn: Any) -> Any:
 @_scheduler_options
 @click.pass_context
 def scheduler(ctx: click.Context, poll_interval: float | None, duration: float | None) -> None:
-    """Fire due timers and recover runs of dead workers (instead of Celery beat)."""
+    """Fire due timers and recover runs of dead workers (instead of Celery beat).
+
+    Needs the celery extra when run: pip install "pyworkflow-engine[celery]".
+    """
     if ctx.invoked_subcommand is None:
         _start_scheduler(poll_interval, duration)
 
@@ -102,7 +111,10 @@ def scheduler(ctx: click.Context, poll_interval: float | None, duration: float |
 @scheduler.command("run")
 @_scheduler_options
 def scheduler_run(poll_interval: float | None, duration: float | None) -> None:
-    """Fire due timers and recover runs of dead workers (instead of Celery beat)."""
+    """Fire due timers and recover runs of dead workers (instead of Celery beat).
+
+    Needs the celery extra when run: pip install "pyworkflow-engine[celery]".
+    """
     _start_scheduler(poll_interval, duration)
 
 

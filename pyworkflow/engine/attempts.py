@@ -20,6 +20,7 @@ from loguru import logger
 from pyworkflow.context.base import StepInfo, current_step
 from pyworkflow.core.exceptions import (
     FatalError,
+    PayloadTooLargeError,
     RetryableError,
     SerializationError,
     StepTimeoutError,
@@ -27,7 +28,9 @@ from pyworkflow.core.exceptions import (
 from pyworkflow.core.retry import retry_after_seconds, retry_delay_seconds
 from pyworkflow.core.step import StepDefinition
 from pyworkflow.engine import events
+from pyworkflow.engine.log import check_storable
 from pyworkflow.serialization import encode, encode_error
+from pyworkflow.storage.payloads import PayloadLimit
 from pyworkflow.storage.schemas import EventType, utcnow
 
 
@@ -74,12 +77,21 @@ async def run_attempts(
     recorder: AttemptRecorder,
     *,
     durable: bool = True,
+    limit: PayloadLimit | None = None,
 ) -> StepOutcome:
     """Run attempts of one step call, starting with attempt number ``attempt``.
 
     A retry delay of 0 retries at once. A positive delay ends the loop with ``retry_at``
-    when ``durable`` (the caller waits durably), else sleeps in memory and goes on. A
-    durable result is encoded here: one that cannot be stored fails the step for good.
+    when ``durable`` (the caller waits durably), else sleeps in memory and goes on.
+
+    A durable result is encoded here, and checked against ``limit`` (what storage
+    accepts) before its ``step.completed`` is recorded: a result storage would refuse is
+    this attempt's failure, recorded like any exception the body raised. Found only when
+    the log is flushed, it would be refused with every event buffered beside it (those of
+    sibling steps under ``asyncio.gather``) and be nobody's step failure. A result that
+    cannot be encoded fails the step for good; one over the limit
+    (:class:`PayloadTooLargeError`) is retried per the step's policy, as the next attempt
+    may return less.
     """
     name = definition.name
     while True:
@@ -87,6 +99,7 @@ async def run_attempts(
         token = current_step.set(StepInfo(step_id, name, attempt))
         try:
             result = await run_attempt(call, definition.timeout, name, attempt)
+            completed = _completion(step_id, name, attempt, result, limit) if durable else None
         except asyncio.CancelledError:
             reason = "the attempt was cancelled while running"
             recorder.record(
@@ -96,11 +109,11 @@ async def run_attempts(
         except Exception as exc:  # noqa: BLE001 - every user failure is recorded
             delay = retry_delay_for(definition, exc, attempt)
             retry_at = None if delay is None else utcnow() + timedelta(seconds=delay)
-            _record_failure(recorder, step_id, name, attempt, exc, delay, retry_at)
+            message = _record_failure(recorder, step_id, name, attempt, exc, delay, retry_at)
             if delay is None or retry_at is None:
                 return StepOutcome(attempt, error=exc)
             logger.warning(
-                "step {} attempt {} failed ({}); retry in {}s", step_id, attempt, exc, delay
+                "step {} attempt {} failed ({}); retry in {}s", step_id, attempt, message, delay
             )
             attempt += 1
             if delay > 0:
@@ -110,9 +123,26 @@ async def run_attempts(
             continue
         finally:
             current_step.reset(token)
-        if not durable:
+        if completed is None:
             return StepOutcome(attempt, result=result)
-        return _completed(recorder, step_id, name, attempt, result)
+        recorder.record(EventType.STEP_COMPLETED, completed)
+        return StepOutcome(attempt, result=result, encoded=completed["result"])
+
+
+def _completion(
+    step_id: str, name: str, attempt: int, result: Any, limit: PayloadLimit | None
+) -> dict[str, Any]:
+    """The ``step.completed`` payload of ``result``.
+
+    Raises:
+        SerializationError: ``result`` cannot be encoded, or holds ``NaN``/``Infinity``.
+        PayloadTooLargeError: the payload is over ``limit``.
+    """
+    what = f"result of step {name!r} ({step_id})"
+    data = events.step_completed(step_id, name, attempt, encode(result, where=what))
+    if limit is not None:
+        check_storable(data, what, limit)
+    return data
 
 
 def _record_failure(
@@ -123,12 +153,13 @@ def _record_failure(
     exc: Exception,
     delay: float | None,
     retry_at: datetime | None,
-) -> None:
-    fatal = isinstance(exc, FatalError)
+) -> str:
+    """Record a failed attempt; returns the error's message as stored (size capped)."""
+    error = encode_error(exc)
     recorder.record(
         EventType.STEP_FAILED,
         events.step_failed(
-            step_id, name, attempt, encode_error(exc), fatal=fatal, will_retry=delay is not None
+            step_id, name, attempt, error, fatal=never_retried(exc), will_retry=delay is not None
         ),
     )
     if delay is not None and retry_at is not None:
@@ -136,25 +167,7 @@ def _record_failure(
             EventType.STEP_RETRYING,
             events.step_retrying(step_id, name, attempt + 1, retry_at, delay),
         )
-
-
-def _completed(
-    recorder: AttemptRecorder, step_id: str, name: str, attempt: int, result: Any
-) -> StepOutcome:
-    try:
-        encoded = encode(result, where=f"result of step {name!r}")
-    except SerializationError as exc:
-        recorder.record(
-            EventType.STEP_FAILED,
-            events.step_failed(
-                step_id, name, attempt, encode_error(exc), fatal=True, will_retry=False
-            ),
-        )
-        return StepOutcome(attempt, error=exc)
-    recorder.record(
-        EventType.STEP_COMPLETED, events.step_completed(step_id, name, attempt, encoded)
-    )
-    return StepOutcome(attempt, result=result, encoded=encoded)
+    return str(error["message"])
 
 
 async def run_attempt(
@@ -174,9 +187,18 @@ async def run_attempt(
         raise
 
 
+def never_retried(exc: Exception) -> bool:
+    """Whether ``exc`` fails its step for good whatever the retry policy: a
+    ``FatalError``, or a value that can never be stored (not encodable, ``NaN``). A
+    :class:`PayloadTooLargeError` is retried: the next attempt may produce less."""
+    if isinstance(exc, PayloadTooLargeError):
+        return False
+    return isinstance(exc, FatalError | SerializationError)
+
+
 def retry_delay_for(definition: StepDefinition, exc: Exception, attempt: int) -> float | None:
     """Seconds until the next attempt, or None when the failure is final."""
-    if isinstance(exc, FatalError | SerializationError) or attempt > definition.max_retries:
+    if never_retried(exc) or attempt > definition.max_retries:
         return None
     if isinstance(exc, RetryableError) and exc.retry_after is not None:
         try:

@@ -25,6 +25,7 @@ from pyworkflow.core.exceptions import (
     MaxNestingDepthError,
     NonDeterminismError,
     RunAlreadyExistsError,
+    SerializationError,
     SuspensionSignal,
 )
 from pyworkflow.core.step import StepDefinition
@@ -36,13 +37,14 @@ from pyworkflow.engine.log import (
     OwnershipLost,
     RunLog,
     StorageFault,
+    check_storable,
     is_storage_fault,
 )
 from pyworkflow.engine.replay import ChildRecord, History, HookHistory
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
 from pyworkflow.primitives.hook_tokens import derive_token, token_to_hand_out
 from pyworkflow.primitives.hook_tokens import hash_token as hash_token  # api.py imports it here
-from pyworkflow.serialization import decode, decode_error, encode
+from pyworkflow.serialization import decode, decode_error, encode, encode_error
 from pyworkflow.storage.base import HOOKS, StorageBackend, require_capability
 from pyworkflow.storage.queries import final_run
 from pyworkflow.storage.schemas import Event, EventType, HookRecord, HookStatus, utcnow
@@ -324,22 +326,34 @@ class RunContext(WorkflowContext):
         ``suspending`` is left unset on purpose: sibling branches of an
         ``asyncio.gather`` still start (and dispatch) their steps in this execution, so
         parallel steps run in parallel on the workers.
+
+        Arguments that cannot be stored with the attempt (not encodable, over the payload
+        limit) fail the step for good, recorded as its failure: its operation id stays
+        taken, so a replay finds the failure where the code asks for the step again.
         """
-        where = f"arguments of step {definition.name!r}"
-        step_input = {
-            "args": encode(list(args), where=where),
-            "kwargs": encode(kwargs, where=where),
-        }
-        self.record(
-            EventType.STEP_STARTED,
-            events.step_started(
+        where = f"arguments of step {definition.name!r} ({op_id})"
+        try:
+            step_input = {
+                "args": encode(list(args), where=where),
+                "kwargs": encode(kwargs, where=where),
+            }
+            data = events.step_started(
                 op_id,
                 definition.name,
                 attempt,
                 round_owner=self.options.round_owner,
                 step_input=step_input,
-            ),
-        )
+            )
+            check_storable(data, where, self._storage.payload_limit)
+        except SerializationError as exc:
+            name = definition.name
+            self.record(EventType.STEP_STARTED, events.step_started(op_id, name, attempt))
+            failed = events.step_failed(
+                op_id, name, attempt, encode_error(exc), fatal=True, will_retry=False
+            )
+            self.record(EventType.STEP_FAILED, failed)
+            raise
+        self.record(EventType.STEP_STARTED, data)
         self.dispatched.append(DispatchedStep(self.run_id, op_id, definition.name, attempt))
         return self._hold(f"step {op_id} dispatched")
 
@@ -373,7 +387,12 @@ class RunContext(WorkflowContext):
         attempt: int,
     ) -> Any:
         outcome = await run_attempts(
-            definition, call, op_id, attempt + 1, _LogRecorder(self, op_id, definition.name)
+            definition,
+            call,
+            op_id,
+            attempt + 1,
+            _LogRecorder(self, op_id, definition.name),
+            limit=self._storage.payload_limit,
         )
         if outcome.retry_at is not None:
             raise self._suspend(outcome.retry_at, f"retry of {op_id}")
@@ -412,8 +431,18 @@ class RunContext(WorkflowContext):
         op_id = self._next_op("step_context", "set")
         if op_id in self._history.contexts:
             return  # recorded: replay restores the same value the code computes again
-        encoded = encode(value, where=f"step context of workflow {self.workflow_name!r}")
-        self.record(EventType.STEP_CONTEXT_SET, events.step_context_set(op_id, encoded))
+        where = f"step context of workflow {self.workflow_name!r}"
+        encoded = encode(value, where=where)
+        data = events.step_context_set(op_id, encoded)
+        try:
+            check_storable(data, where, self._storage.payload_limit)
+        except SerializationError as exc:
+            # Refused here, not by the next flush (with the events of whatever operation
+            # flushes next). It fails the run: the operation has its id but no event, so
+            # code that caught it and went on could not be replayed.
+            self.fatal = self.fatal or exc
+            raise
+        self.record(EventType.STEP_CONTEXT_SET, data)
         self.set_changes(context_payload=json.dumps(encoded))
 
     # -- hooks -------------------------------------------------------------------------

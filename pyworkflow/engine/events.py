@@ -58,6 +58,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pyworkflow.serialization.errors import truncate_text
 from pyworkflow.storage.schemas import Event, EventType
 
 FORMAT_VERSION = 1
@@ -336,7 +337,10 @@ def child_outcome(
 
 def log_message(message: str, step_id: str | None = None) -> dict[str, Any]:
     """``step_id``: written by that step's body (replay does not count it with the
-    workflow's own messages, which it runs again)."""
+    workflow's own messages, which it runs again). A message longer than
+    :data:`~pyworkflow.serialization.errors.ERROR_TEXT_LIMIT` characters is cut (the
+    cut marked), so a huge log line is never an oversize event that fails the run."""
+    message = truncate_text(message)
     if step_id is None:
         return {"v": FORMAT_VERSION, "message": message}
     return {"v": FORMAT_VERSION, "message": message, "step_id": step_id}

@@ -464,7 +464,8 @@ async def _store_failure(log: RunLog, error: BaseException, **changes: Any) -> O
 
 async def _write_failure(log: RunLog, error: BaseException, changes: dict[str, Any]) -> Outcome:
     encoded = encode_error(error)
-    message = f"{type(error).__name__}: {error}"
+    # The run's error field and the log line carry the message as stored (its size capped).
+    message = f"{type(error).__name__}: {encoded['message']}"
     logger.error("workflow run {} failed: {}", log.run_id, message)
     log.record(EventType.WORKFLOW_FAILED, events.workflow_failed(encoded), force=True)
     final = {"status": RunStatus.FAILED, "error": message, "completed_at": utcnow()}

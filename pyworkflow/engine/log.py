@@ -25,6 +25,7 @@ from pyworkflow.core.exceptions import (
     StorageUnavailableError,
 )
 from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.payloads import PayloadLimit, check_size, strict_json
 from pyworkflow.storage.schemas import Event, EventType, RunUpdate, utcnow
 
 
@@ -49,6 +50,22 @@ def is_storage_fault(exc: BaseException) -> bool:
         return True
     answers = SequenceConflictError | HistoryCorruptedError  # retrying changes nothing
     return isinstance(exc, StorageError) and not isinstance(exc, answers)
+
+
+def check_storable(data: dict[str, Any], what: str, limit: PayloadLimit) -> None:
+    """Refuse event ``data`` storage would refuse, before it is buffered.
+
+    A value is checked where the operation that produced it can fail with it (a step
+    result, a step context): found only by the flush, it would be refused with every
+    event buffered beside it, those of other operations too.
+
+    Raises:
+        SerializationError: ``data`` holds ``NaN`` or an infinity (the message names
+            ``what`` and where in ``data``).
+        PayloadTooLargeError: its JSON text is over ``limit`` (``field`` is ``what``;
+            the value is not stored, what it fails is stored instead).
+    """
+    check_size(strict_json(data, what), what, limit)
 
 
 class EventLimits:
@@ -152,6 +169,8 @@ class RunLog:
             SerializationError: storage refused a value of the batch before writing
                 anything (not strict JSON, or a ``PayloadTooLargeError``); the batch is
                 dropped and the sequence rewound, so the failure itself can be recorded.
+                Values an operation produces are checked before they are buffered
+                (:func:`check_storable`), so this drops no other operation's events.
         """
         self._changes.update(changes)
         async with self._lock:

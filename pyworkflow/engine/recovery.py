@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pyworkflow.engine.owners import is_delivery, owner_is_dead
+from pyworkflow.engine.owners import OwnerKind, is_delivery, owner_is_dead, owner_kind
 from pyworkflow.engine.workers import NOBODY, Liveness, read_liveness
 from pyworkflow.storage.base import HOOKS, StorageBackend, run_cursor
 from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
@@ -89,9 +89,7 @@ def judge(run: WorkflowRun, now: datetime, me: str, liveness: Liveness = NOBODY)
     if run.status not in ACTIVE_STATUSES or run.run_id in liveness.held:
         return None
     owner = run.lease_owner
-    # A run held only for delivery (a queued message, a sweeper's claim) whose lease ran
-    # out lost a message, not a worker: sending it again is no recovery attempt.
-    counts = not never_executed(run) and not is_delivery(owner)
+    counts = _counts(run, liveness)
     if owner is not None and owner in liveness.dead:
         return Recovery(run.run_id, steal_from=owner, counts=counts)
     if owner is None or run.lease_expires_at is None or run.lease_expires_at < now:
@@ -101,23 +99,61 @@ def judge(run: WorkflowRun, now: datetime, me: str, liveness: Liveness = NOBODY)
     return None
 
 
+def _counts(run: WorkflowRun, liveness: Liveness) -> bool:
+    """Whether taking ``run`` over is a recovery attempt (bounded by
+    ``max_recovery_attempts``) rather than a delivery sent again.
+
+    A run held only for delivery (a queued message, a sweeper's claim) whose lease ran
+    out lost a message, not a worker. So did a dispatch round whose lease ran out while
+    no worker listed the run (its step messages were lost, e.g. fetched by a worker that
+    was killed before it began them) - unless a dead worker's last beat listed it: then
+    a worker died running its step, which counts (a step that kills its worker every
+    time must not be retried forever).
+    """
+    owner = run.lease_owner
+    if never_executed(run) or is_delivery(owner):
+        return False
+    if liveness.registry and owner is not None and owner_kind(owner) is OwnerKind.ROUND:
+        return run.run_id in liveness.orphaned
+    return True
+
+
 async def runs_to_recover(
     storage: StorageBackend,
     now: datetime,
     me: str,
     *,
     lease_ttl: float,
+    liveness: Liveness | None = None,
     page_size: int = PAGE_SIZE,
 ) -> AsyncIterator[Recovery]:
     """Every active run that needs recovering, found by paging through all of them
-    (the worker registry is read first: a worker is dead after ``lease_ttl`` without
-    a beat)."""
-    liveness = await read_liveness(storage, now, lease_ttl)
+    (the worker registry is read first unless ``liveness`` is given: a worker is dead
+    after ``lease_ttl`` without a beat)."""
+    if liveness is None:
+        liveness = await read_liveness(storage, now, lease_ttl)
     for status in ACTIVE_STATUSES:
         async for run in _all_runs(storage, status, page_size):
             found = judge(run, now, me, liveness)
             if found is not None:
                 yield found
+
+
+async def awaiting_delivery(
+    storage: StorageBackend, liveness: Liveness, *, page_size: int = PAGE_SIZE
+) -> AsyncIterator[WorkflowRun]:
+    """Active runs that wait for a broker message (held by a dispatch round or for
+    delivery) and that no live worker is on: when a worker was killed, their messages may
+    have been among those it had fetched, which a broker such as Redis hands out again
+    only after its visibility timeout. Sending them again loses nothing (a duplicate
+    finds the work done or the lease taken) and is no recovery attempt."""
+    for status in ACTIVE_STATUSES:
+        async for run in _all_runs(storage, status, page_size):
+            owner = run.lease_owner
+            if owner is None or run.run_id in liveness.held:
+                continue
+            if is_delivery(owner) or owner_kind(owner) is OwnerKind.ROUND:
+                yield run
 
 
 async def signalled_suspended_runs(

@@ -16,6 +16,7 @@ from loguru import logger
 from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import (
     HistoryCorruptedError,
+    RunAlreadyExistsError,
     SequenceConflictError,
     SerializationError,
     StorageUnavailableError,
@@ -68,13 +69,15 @@ async def store_new_run(
     when ``idempotency_key`` was taken first).
 
     A storage fault does not leave the caller guessing: when the write may or may not
-    have landed (the connection dropped during the commit), storage is asked by the run
-    id (or the key) before answering.
+    have landed (the connection dropped during the commit), the same create is sent
+    again. Storage's answer to it is definite, also while the first write is still in
+    flight on a stalled connection (the second waits on the first's row lock): stored
+    now, or "exists" because the first landed. A read would not do: it can say "not
+    found" before a stalled commit lands.
 
     Raises:
-        StorageUnavailableError: the run was not stored, or storage would not say
-            whether it was (the message says which; with an idempotency key a retry is
-            always safe).
+        StorageUnavailableError: storage did not answer within about a second and a half
+            (with an idempotency key a retry of ``start()`` is always safe).
     """
     try:
         if idempotency_key is not None:
@@ -86,22 +89,20 @@ async def store_new_run(
         if not is_storage_fault(exc):
             raise
         failure = exc
-    for attempt in range(1, 4):  # did it land? (answers come back within about a second)
+    for attempt in range(1, 4):
         await asyncio.sleep(backoff_delay(attempt))
         try:
-            if idempotency_key is not None:
-                found = await storage.get_run_by_idempotency_key(idempotency_key)
-            else:
+            try:
+                return await storage.create_run(run, [started])
+            except RunAlreadyExistsError:
                 found = await storage.get_run(run.run_id)
+                if found is not None and found.workflow_name == run.workflow_name:
+                    return found  # the first write landed
+                raise
         except Exception as exc:
             if not is_storage_fault(exc):
                 raise
-            continue
-        if found is not None:
-            return found
-        raise StorageUnavailableError(
-            f"run of workflow {run.workflow_name!r} was not stored (nothing was written): {failure}"
-        ) from failure
+            failure = exc
     raise StorageUnavailableError(
         f"storing a run of workflow {run.workflow_name!r} failed and storage did not answer "
         f"whether it was stored ({failure}); retry start() with an idempotency_key to be safe"

@@ -43,6 +43,7 @@ from pyworkflow.engine.owners import OwnerKind, new_owner, owner_kind
 from pyworkflow.engine.replay import History, StepRecord
 from pyworkflow.serialization import decode
 from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.payloads import PayloadLimit
 from pyworkflow.storage.schemas import Event, EventType, RunUpdate, WorkflowRun, utcnow
 
 
@@ -74,7 +75,7 @@ async def execute_dispatched_step(
     definition = require_step(record.name)
     heartbeat = asyncio.ensure_future(_renew(storage, run_id, round_owner, lease_ttl))
     try:
-        drafts = await _attempts(definition, run, record, op_id, round_owner)
+        drafts = await _attempts(definition, run, record, op_id, round_owner, storage.payload_limit)
     finally:
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -109,6 +110,7 @@ async def _attempts(
     record: StepRecord,
     op_id: str,
     round_owner: str,
+    limit: PayloadLimit,
 ) -> list[Draft]:
     """Run attempts until one succeeds, fails for good, or must wait to be retried; the
     events to append (a wait: the run dispatches the next attempt at ``retry_at``)."""
@@ -120,7 +122,12 @@ async def _attempts(
     token = set_context(_StepWorkerContext(run))
     try:
         await run_attempts(
-            definition, lambda: definition.func(*args, **kwargs), op_id, record.attempts, recorder
+            definition,
+            lambda: definition.func(*args, **kwargs),
+            op_id,
+            record.attempts,
+            recorder,
+            limit=limit,  # an oversize result is the step's failure, not a refused append
         )
     finally:
         reset_context(token)

@@ -53,21 +53,28 @@ class Liveness:
     Attributes:
         held: runs some live worker listed at its last beat.
         dead: ids (lease owners) of registered workers whose beats stopped.
+        orphaned: runs a dead worker listed at its last beat (it died on them).
+        registry: whether a registry was read at all (without one, nobody is known to
+            be alive or dead and leases alone decide).
     """
 
     held: frozenset[str] = frozenset()
     dead: frozenset[str] = frozenset()
+    orphaned: frozenset[str] = frozenset()
+    registry: bool = False
 
     @classmethod
     def of(cls, workers: Iterable[WorkerRecord], now: datetime, ttl: float) -> Liveness:
         held: set[str] = set()
         dead: set[str] = set()
+        orphaned: set[str] = set()
         for worker in workers:
             if is_alive(worker, now, ttl):
                 held.update(worker.runs)
             else:
                 dead.add(worker.worker_id)
-        return cls(frozenset(held), frozenset(dead))
+                orphaned.update(worker.runs)
+        return cls(frozenset(held), frozenset(dead), frozenset(orphaned - held), True)
 
 
 NOBODY = Liveness()

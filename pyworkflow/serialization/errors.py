@@ -18,6 +18,15 @@ called with the message.
 setting is on. When the exception cannot be rebuilt, decoding yields a
 :class:`~pyworkflow.core.exceptions.StepFailedError` carrying the message and the
 original type name.
+
+Sizes are capped, so an exception with a huge message is recorded as a normal failure
+instead of making its own failure event too large to store. ``message`` keeps its first
+:data:`ERROR_TEXT_LIMIT` (32 KiB) characters and ``traceback`` as many, its start and its
+end (the innermost frames; a single line over 8 KiB, such as a huge message repeated in
+the last line, is cut first); each cut is marked ``... [truncated N chars]``. Strings at
+the top of ``args`` and ``attrs`` are cut like the message; if either is still over
+:data:`ERROR_DATA_LIMIT` (64 KiB) both are dropped, and the error decodes as a
+``StepFailedError`` with the recorded type name. An over-size ``pickled`` is dropped.
 """
 
 from __future__ import annotations
@@ -35,8 +44,37 @@ from pyworkflow.core.exceptions import (
     _rebuild_error,  # the library errors' own __reduce__ rebuilder
 )
 from pyworkflow.serialization.decoder import decode, import_class
-from pyworkflow.serialization.encoder import class_path, encode
+from pyworkflow.serialization.encoder import class_path, compact_json, encode
 from pyworkflow.serialization.policy import pickle_allowed
+
+#: The most characters of an error's message and of its traceback stored with it (the cut
+#: mark comes on top); strings in its ``args`` and ``attrs`` are cut to it as well.
+ERROR_TEXT_LIMIT = 32 * 1024
+#: The most characters of each of an error's encoded ``args``, ``attrs`` and ``pickled``
+#: (room for the message, cut, and a little more).
+ERROR_DATA_LIMIT = 2 * ERROR_TEXT_LIMIT
+# A traceback line longer than this (a huge message, as the final line repeats it) is
+# cut on its own first, so the frames around it survive the cut of the whole.
+_TRACEBACK_LINE_LIMIT = ERROR_TEXT_LIMIT // 4
+
+
+def truncate_text(text: str, limit: int = ERROR_TEXT_LIMIT, *, keep_end: bool = False) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked ``... [truncated N chars]``.
+
+    Args:
+        text: what to shorten.
+        limit: the most characters kept.
+        keep_end: keep the start and the end and cut the middle (a traceback's last
+            lines are its innermost frames and the error itself), instead of keeping the
+            start only.
+    """
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    if not keep_end:
+        return f"{text[:limit]}... [truncated {cut:,} chars]"
+    head = limit // 2
+    return f"{text[:head]}\n... [truncated {cut:,} chars] ...\n{text[head - limit :]}"
 
 
 def encode_error(exc: BaseException) -> dict[str, Any]:
@@ -51,14 +89,15 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
     """
     cls = type(exc)
     args, attrs = _constructor_data(exc)
+    pickled = _pickle(exc) if pickle_allowed() else None
     return {
         "type": f"{cls.__module__}.{cls.__qualname__}",
-        "message": _message(exc),
-        "traceback": "".join(traceback.format_exception(exc)) if exc.__traceback__ else "",
+        "message": truncate_text(_message(exc)),
+        "traceback": _traceback(exc),
         "cls": class_path(cls),
         "args": args,
         "attrs": attrs,
-        "pickled": _pickle(exc) if pickle_allowed() else None,
+        "pickled": pickled if pickled is None or len(pickled) <= ERROR_DATA_LIMIT else None,
     }
 
 
@@ -90,17 +129,44 @@ def _message(exc: BaseException) -> str:
         return repr(exc.args)
 
 
+def _traceback(exc: BaseException) -> str:
+    if exc.__traceback__ is None:
+        return ""
+    lines = traceback.format_exception(exc)
+    text = "".join(_cut_line(line) for line in lines)
+    return truncate_text(text, keep_end=True)
+
+
+def _cut_line(line: str) -> str:
+    if len(line) <= _TRACEBACK_LINE_LIMIT:
+        return line
+    body = line.removesuffix("\n")
+    return truncate_text(body, _TRACEBACK_LINE_LIMIT) + line[len(body) :]
+
+
 def _constructor_data(exc: BaseException) -> tuple[Any, Any]:
     state = dict(getattr(exc, "__dict__", None) or {})
     # A library error is rebuilt from its message and attributes, as by its __reduce__.
     args = [exc.message] if isinstance(exc, WorkflowError) else list(exc.args)
     where = f"arguments of exception {type(exc).__qualname__!r}"
     try:
-        return encode(args, where=where, allow_pickle=False), encode(
-            state, where=where, allow_pickle=False
-        )
+        encoded_args = _cut_strings(encode(args, where=where, allow_pickle=False))
+        encoded_attrs = _cut_strings(encode(state, where=where, allow_pickle=False))
     except SerializationError:
         return None, None
+    if max(len(compact_json(encoded_args)), len(compact_json(encoded_attrs))) > ERROR_DATA_LIMIT:
+        return None, None  # still too large: decoded from the message and type alone
+    return encoded_args, encoded_attrs
+
+
+def _cut_strings(encoded: Any) -> Any:
+    """An encoded list or dict with its top-level strings cut to the size limit (the
+    message an exception was constructed with, usually)."""
+    if isinstance(encoded, list):
+        return [truncate_text(v) if isinstance(v, str) else v for v in encoded]
+    if isinstance(encoded, dict):
+        return {k: truncate_text(v) if isinstance(v, str) else v for k, v in encoded.items()}
+    return encoded
 
 
 def _rebuild(data: dict[str, Any]) -> Exception | None:

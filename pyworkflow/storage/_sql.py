@@ -162,8 +162,10 @@ class SQLStorageBackend(StorageBackend):
             await conn.executemany(sql.insert_event, plan.event_rows)
 
     async def _existing_run(self, run: WorkflowRun, exc: UniqueViolation) -> WorkflowRun:
-        # The insert rolled back. Runs are never deleted, so what it collided with is
-        # still there: the key's run wins (the idempotency contract), then the run id.
+        # The insert rolled back. What it collided with is normally still there: the
+        # key's run wins (the idempotency contract), then the run id. (Only retention
+        # deletes runs, finished ones: one deleted in between ends in the StorageError
+        # below, and a repeated create then succeeds.)
         if run.idempotency_key is not None:
             existing = await self.get_run_by_idempotency_key(run.idempotency_key)
             if existing is not None:

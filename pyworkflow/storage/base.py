@@ -131,6 +131,8 @@ HOOKS = "hooks"
 CANCELLATION = "cancellation"
 #: Capability flag: the backend keeps the worker registry (``save_worker`` and the rest).
 WORKERS = "workers"
+#: Capability flag: the backend deletes finished runs with their data (``delete_runs``).
+RETENTION = "retention"
 
 #: The optional method groups; a backend has a group's flag when it overrides every
 #: method of the group (see :meth:`StorageBackend.__init_subclass__`).
@@ -145,6 +147,7 @@ OPTIONAL_GROUPS: Mapping[str, tuple[str, ...]] = {
     HOOKS: ("save_hook", "get_hook", "list_hooks", "update_hook"),
     CANCELLATION: ("request_cancellation",),
     WORKERS: ("save_worker", "list_workers", "delete_worker"),
+    RETENTION: ("delete_runs",),
 }
 
 
@@ -164,7 +167,9 @@ class StorageBackend(ABC):
               ``list_hooks``, ``update_hook``);
             * ``"cancellation"``: ``request_cancellation`` works;
             * ``"workers"``: the worker registry works (``save_worker``,
-              ``list_workers``, ``delete_worker``).
+              ``list_workers``, ``delete_worker``);
+            * ``"retention"``: finished runs can be deleted with everything stored for
+              them (``delete_runs``; :func:`pyworkflow.purge_runs` finds them).
 
             A subclass declares the first two itself. The others are derived when
             the class is created: a class that overrides every method of a group has the
@@ -475,6 +480,32 @@ class StorageBackend(ABC):
 
     async def delete_worker(self, worker_id: str) -> bool:
         """Remove a worker's record; ``False`` if there was none."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+    # -- retention -------------------------------------------------------------------------
+
+    async def delete_runs(self, run_ids: Sequence[str]) -> int:
+        """Delete the *terminal* runs among ``run_ids`` with everything stored for them;
+        return how many were deleted.
+
+        Gone with a run: its record, its event log, its hooks (``get_hook`` of their
+        token hashes answers ``None``), its tags and every index entry (no listing
+        returns it), and its idempotency key (a new run may use the key again). An id
+        of a run that is not terminal (:attr:`RunStatus.is_terminal`: ``interrupted``
+        runs are recoverable, so kept) or does not exist is skipped, checked at the
+        moment of deletion, so a caller's stale view can never delete a live run. Runs
+        that merely point at a deleted one are left alone: its children keep their
+        ``parent_run_id`` and a continue-as-new successor its ``continued_from_run_id``.
+
+        Atomicity: a run disappears as a whole or is still fully readable, and a
+        repeated call finishes an interrupted one (a backend that needs several writes
+        per run removes the run record last, so an interrupted deletion leaves the run
+        findable and terminal, and the next call removes the rest). The SQL backends
+        delete the whole batch in one transaction. Finding candidates is the caller's
+        part (:func:`pyworkflow.purge_runs` pages :meth:`list_runs` by status, newest
+        first, and passes batches of a few hundred ids); keep batches that size, so one
+        call neither holds locks long nor builds a huge request.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
 
 

@@ -29,6 +29,8 @@ Bytes past that length (left by a crash between the two writes) are invisible to
 readers and overwritten by the next append, which keeps "events and projection move
 together" true across crashes. By default files are not fsynced (data survives process
 crashes, not necessarily power loss); pass ``fsync=True`` for the stronger guarantee.
+Deleting a finished run (:meth:`delete_runs`, retention) removes its files in the
+reverse order, the run file last.
 Blocking file I/O runs in worker threads (``asyncio.to_thread``).
 """
 
@@ -589,6 +591,48 @@ class FileStorageBackend(StorageBackend):
                 return self._unlink(self._schedule_path(schedule_id))
 
         return await self._call(delete)
+
+    # -- retention ------------------------------------------------------------------------
+
+    async def delete_runs(self, run_ids: Sequence[str]) -> int:
+        """Per run, under its lock: hooks, idempotency key, event log, then the run record
+        (the commit point, as for creation): an interrupted deletion leaves the run
+        readable and terminal, and the next call removes what is left."""
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return 0
+
+        def delete() -> int:
+            wanted = set(ids)
+            hooks: dict[str, list[str]] = {}
+            for hook in self._all_hooks():  # one scan per batch, not per run
+                if hook.run_id in wanted:
+                    hooks.setdefault(hook.run_id, []).append(hook.token_hash)
+            return sum(self._delete_run(run_id, hooks.get(run_id, ())) for run_id in ids)
+
+        return await self._call(delete)
+
+    def _delete_run(self, run_id: str, token_hashes: Sequence[str]) -> bool:
+        with self._locked(self._run_lock(run_id)):
+            record = self._read_record(run_id)
+            if record is None:
+                return False
+            run = _run_from_dict(record["run"])
+            if not run.status.is_terminal:
+                return False
+            if token_hashes:
+                # Under the hooks lock: a concurrent update_hook must not write one back.
+                with self._locked("hooks.lock"):
+                    for token_hash in token_hashes:
+                        self._unlink(self._hook_path(token_hash))
+            key = run.idempotency_key
+            if key is not None:
+                with self._locked("create.lock"):
+                    entry = self._read_json(self._key_path(key))
+                    if entry is not None and entry.get("run_id") == run_id:
+                        self._unlink(self._key_path(key))
+            self._unlink(self._events_path(run_id))
+            return self._unlink(self._run_path(run_id))
 
     # -- the worker registry ----------------------------------------------------------------
 

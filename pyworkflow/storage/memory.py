@@ -22,6 +22,7 @@ from pyworkflow.storage.schemas import (
     Event,
     HookRecord,
     HookStatus,
+    RunStatus,
     RunUpdate,
     ScheduleRecord,
     ScheduleStatus,
@@ -232,3 +233,20 @@ class InMemoryStorageBackend(StorageBackend):
         return hook is not None and rules.move_hook(
             hook, expected=expected, status=status, payload=payload, received_at=received_at
         )
+
+    async def delete_runs(self, run_ids: Sequence[str]) -> int:
+        gone: set[str] = set()
+        for run_id in dict.fromkeys(run_ids):
+            run = self._runs.get(run_id)
+            if run is None or not RunStatus(run.status).is_terminal:
+                continue
+            del self._runs[run_id]
+            self._events.pop(run_id, None)
+            key = run.idempotency_key
+            if key is not None and self._keys.get(key) == run_id:
+                del self._keys[key]
+            gone.add(run_id)
+        if gone:
+            for token_hash in [h.token_hash for h in self._hooks.values() if h.run_id in gone]:
+                del self._hooks[token_hash]
+        return len(gone)

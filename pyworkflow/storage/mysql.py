@@ -76,12 +76,12 @@ from pyworkflow.storage._sql import (
     apply_migrations,
     read_schema_version,
 )
+from pyworkflow.storage._sql_retention import SQLRetentionBackend
 from pyworkflow.storage._sql_retry import (
     CALL_TIMEOUT,
     CONNECT_TIMEOUT,
     RetryingPool,
 )
-from pyworkflow.storage._sql_workers import SQLWorkerBackend
 from pyworkflow.storage.payloads import PayloadLimit
 from pyworkflow.storage.urls import parse_url, split_url
 
@@ -371,7 +371,7 @@ class _MySQLConn:
         return int(await cursor.execute(query))  # already formatted: no parameters
 
 
-class MySQLStorageBackend(RetryingPool, SQLWorkerBackend):
+class MySQLStorageBackend(RetryingPool, SQLRetentionBackend):
     """Runs and events in InnoDB tables of one MySQL/MariaDB database, shared by any
     number of processes.
 

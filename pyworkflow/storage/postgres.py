@@ -79,12 +79,12 @@ from pyworkflow.storage._sql import (
     apply_migrations,
     read_schema_version,
 )
+from pyworkflow.storage._sql_retention import SQLRetentionBackend
 from pyworkflow.storage._sql_retry import (
     CALL_TIMEOUT,
     CONNECT_TIMEOUT,
     RetryingPool,
 )
-from pyworkflow.storage._sql_workers import SQLWorkerBackend
 from pyworkflow.storage.urls import parse_url, split_url
 
 T = TypeVar("T")
@@ -334,7 +334,7 @@ def _event_arrays(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     return columns
 
 
-class PostgresStorageBackend(RetryingPool, SQLWorkerBackend):
+class PostgresStorageBackend(RetryingPool, SQLRetentionBackend):
     """Runs and events in PostgreSQL tables of one schema, shared by any number of
     processes.
 

@@ -57,7 +57,7 @@ from pyworkflow.storage._sql import (
     read_schema_version,
     to_micros,
 )
-from pyworkflow.storage._sql_workers import SQLWorkerBackend
+from pyworkflow.storage._sql_retention import SQLRetentionBackend
 from pyworkflow.storage._sqlite_checkpoint import WalCheckpointer
 
 T = TypeVar("T")
@@ -295,7 +295,7 @@ def _daemonize(conn: aiosqlite.Connection) -> None:
         thread.daemon = True
 
 
-class SQLiteStorageBackend(SQLWorkerBackend):
+class SQLiteStorageBackend(SQLRetentionBackend):
     """Runs and events in one SQLite database file, shared safely between processes.
 
     The backend connects on first use. One object may be used from successive event

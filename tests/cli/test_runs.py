@@ -51,15 +51,10 @@ def flows(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("PYWORKFLOW_"):
-            monkeypatch.delenv(name)
+def _wide_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables as wide as a terminal's (the project directory and configuration are made
+    fresh by ``tests/cli/conftest.py``)."""
     monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.chdir(tmp_path)
-    pyworkflow.reset_config()
-    yield
-    pyworkflow.reset_config()
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from pyworkflow import (
     wait_for_run,
     workflow,
 )
+from pyworkflow.core.workflow import definition_of
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.testing.faults import StorageFaults
 from tests.storage import backend_postgres, backend_sqlite
@@ -92,16 +93,42 @@ async def test_any_failed_append_leaves_a_sound_completed_run(
         assert faults.injected == 1, n
 
 
-async def test_start_raises_only_when_the_run_was_not_stored(storage: StorageBackend) -> None:
-    lost = StorageFaults(storage, fail_creates={1}, landed=False)
-    with lost, pytest.raises(StorageUnavailableError, match="not stored"):
-        await start(careful, storage=storage, idempotency_key="sf-lost")
-    assert await storage.get_run_by_idempotency_key("sf-lost") is None
+async def test_start_raises_only_when_storage_never_answers(storage: StorageBackend) -> None:
+    away = StorageFaults(storage, fail_creates={1, 2, 3, 4}, landed=False)
+    with away, pytest.raises(StorageUnavailableError, match="did not answer whether"):
+        await start(careful, storage=storage, idempotency_key="sf-away")
+    assert await storage.get_run_by_idempotency_key("sf-away") is None
+
+
+async def test_a_create_lost_once_is_stored_by_start_itself(storage: StorageBackend) -> None:
+    """The first create never reached storage: start() sends it again and returns the
+    stored run's id (one run, sound)."""
+    with StorageFaults(storage, fail_creates={1}, landed=False) as faults:
+        run_id = await start(careful, storage=storage, idempotency_key="sf-lost")
+        await _assert_sound(storage, run_id)
+    assert faults.creates == 2
+    stored = await storage.get_run_by_idempotency_key("sf-lost")
+    assert stored is not None and stored.run_id == run_id
+
+
+async def test_a_create_that_landed_unseen_is_found_not_doubled(storage: StorageBackend) -> None:
     with StorageFaults(storage, fail_creates={1}, landed=True):
         run_id = await start(careful, storage=storage, idempotency_key="sf-landed")
         await _assert_sound(storage, run_id)
     # Retrying with the same key is safe: the same run, not a second one.
     assert await start(careful, storage=storage, idempotency_key="sf-landed") == run_id
+
+
+async def test_without_a_key_a_create_that_landed_unseen_is_one_run(
+    storage: StorageBackend,
+) -> None:
+    name = definition_of(careful).name
+    before = len(await storage.list_runs(workflow_name=name, limit=1000))
+    with StorageFaults(storage, fail_creates={1}, landed=True):
+        run_id = await start(careful, storage=storage)
+        await _assert_sound(storage, run_id)
+    after = await storage.list_runs(workflow_name=name, limit=1000)
+    assert len(after) == before + 1
 
 
 async def test_a_fault_never_reaches_workflow_code_as_a_step_error(

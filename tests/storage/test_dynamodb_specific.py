@@ -850,3 +850,44 @@ async def test_url_reopens_the_same_data(backend: DynamoDBStorageBackend, endpoi
         assert event.type == EventType.STEP_COMPLETED
     finally:
         await reopened.close()
+
+
+async def all_keys(raw: Any, table: str) -> list[tuple[str, str]]:
+    """The (PK, SK) of every item in the table (scan pages followed)."""
+    keys: list[tuple[str, str]] = []
+    params: dict[str, Any] = {"TableName": table, "ProjectionExpression": "PK, SK"}
+    while True:
+        page = await raw.scan(**params)
+        keys += [(i["PK"]["S"], i["SK"]["S"]) for i in page["Items"]]
+        if "LastEvaluatedKey" not in page:
+            return sorted(keys)
+        params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+async def test_deleting_runs_leaves_no_item(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    await backend.connect()
+    before = await all_keys(raw, table)
+    # An event and a hook payload that stay large compressed: stored as chunk items.
+    big = base64.b64encode(os.urandom(600_000)).decode()
+    run = make_run(
+        "r1",
+        status=RunStatus.COMPLETED,
+        tags=["eu", "vip"],
+        idempotency_key="k1",
+        cancel_requested_at=at(1),
+        last_sequence=2,
+    )
+    events = make_events("r1", 1, 2)
+    events[1].data = {"blob": big}
+    await backend.create_run(run, events)
+    await backend.save_hook(
+        make_hook("h1", run_id="r1", status=HookStatus.RECEIVED, payload=f'"{big}"')
+    )
+    sort_keys = [sk for _, sk in await all_keys(raw, table)]
+    assert any(k.startswith("PART#") for k in sort_keys)  # hook payload chunks
+    assert any(k.startswith("EVT#") and k.count("#") == 2 for k in sort_keys)  # event chunks
+    assert {"TAG#eu", "TAG#vip", "IDEM", "HOOKID#hook:approval#1"} <= set(sort_keys)
+    assert await backend.delete_runs(["r1"]) == 1
+    assert await all_keys(raw, table) == before

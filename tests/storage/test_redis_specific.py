@@ -427,6 +427,29 @@ async def test_a_beat_keeps_one_hash_and_one_id_entry_per_worker(
     assert await raw.keys(f"{{{prefix}}}:*") == []
 
 
+async def test_deleting_runs_leaves_no_key_or_index_entry(
+    backend: RedisStorageBackend, raw: aioredis.Redis, prefix: str
+) -> None:
+    from pyworkflow.testing.conformance_signals import make_hook
+
+    await backend.connect()  # writes {p}:meta (the cancel-index marker), which stays
+    before = set(await raw.keys(f"{{{prefix}}}:*"))
+    for run_id, status in (("a", RunStatus.COMPLETED), ("b", RunStatus.CANCELLED)):
+        run = make_run(
+            run_id,
+            status=status,
+            tags=["eu", "vip"],
+            idempotency_key=f"key-{run_id}",
+            parent_run_id="p",
+            cancel_requested_at=at(1),
+            last_sequence=2,
+        )
+        await backend.create_run(run, make_events(run_id, 1, 2))
+        await backend.save_hook(make_hook(f"h-{run_id}", run_id=run_id))
+    assert await backend.delete_runs(["a", "b"]) == 2
+    assert set(await raw.keys(f"{{{prefix}}}:*")) == before
+
+
 async def test_a_damaged_worker_record_is_read_as_holding_no_runs(
     backend: RedisStorageBackend, raw: aioredis.Redis
 ) -> None:

@@ -41,6 +41,7 @@ EXPECTED_PUBLIC_NAMES = {
     "cancel_workflow",
     "retry_workflow",
     "resume_hook",
+    "PurgeResult",
     "ResumeResult",
     "list_hooks",
     # inside a workflow or a step
@@ -66,6 +67,7 @@ EXPECTED_PUBLIC_NAMES = {
     "list_schedules",
     "update_schedule",
     "pause_schedule",
+    "purge_runs",
     "resume_schedule",
     "delete_schedule",
     "trigger_schedule",

@@ -21,7 +21,7 @@ from pyworkflow.engine.owners import (
     owner_kind,
     process_owner,
 )
-from pyworkflow.engine.recovery import judge, never_executed, runs_to_recover
+from pyworkflow.engine.recovery import awaiting_delivery, judge, never_executed, runs_to_recover
 from pyworkflow.engine.workers import Liveness
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.schemas import (
@@ -244,3 +244,35 @@ def test_a_live_worker_that_no_longer_lists_a_run_leaves_it_to_its_lease() -> No
     live = Liveness.of([_worker("h1:1:a", 1, [])], utcnow(), ttl=30)
     found = judge(run, utcnow(), process_owner(), live)
     assert found is not None and found.steal_from is None
+
+
+def test_a_round_whose_messages_were_lost_is_no_recovery_attempt() -> None:
+    """A dispatch round's lease ran out while no worker was on the run: its step
+    messages were lost (fetched by a killed worker before it began them). Taking it
+    over re-dispatches them; that is a delivery, not a recovery attempt."""
+    run = _run("r1", RunStatus.RUNNING, new_owner(OwnerKind.ROUND), expires_in=-1)
+    run.last_sequence = 5
+    registry = Liveness.of([_worker("h1:1:a", 40, [])], utcnow(), ttl=30)
+    found = judge(run, utcnow(), process_owner(), registry)
+    assert found is not None and not found.counts
+    assert judge(run, utcnow(), process_owner()).counts  # no registry: cannot tell
+
+
+def test_a_round_whose_step_worker_died_on_it_counts() -> None:
+    run = _run("r1", RunStatus.RUNNING, new_owner(OwnerKind.ROUND), expires_in=-1)
+    run.last_sequence = 5
+    registry = Liveness.of([_worker("h1:1:a", 40, ["r1"])], utcnow(), ttl=30)
+    assert registry.orphaned == {"r1"}
+    found = judge(run, utcnow(), process_owner(), registry)
+    assert found is not None and found.counts
+
+
+async def test_runs_awaiting_delivery_are_those_no_live_worker_is_on() -> None:
+    storage = InMemoryStorageBackend()
+    await _store(storage, _run("round", RunStatus.RUNNING, new_owner(OwnerKind.ROUND), 600))
+    await _store(storage, _run("queued", RunStatus.PENDING, QUEUED_OWNER, 600))
+    await _store(storage, _run("busy", RunStatus.RUNNING, new_owner(OwnerKind.ROUND), 600))
+    await _store(storage, _run("executing", RunStatus.RUNNING, "h1:1:a", 600))
+    live = Liveness.of([_worker("h1:1:a", 1, ["busy", "executing"])], utcnow(), ttl=30)
+    found = {run.run_id async for run in awaiting_delivery(storage, live)}
+    assert found == {"round", "queued"}

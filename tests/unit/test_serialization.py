@@ -28,6 +28,7 @@ from pyworkflow.core.exceptions import (
     StepFailedError,
 )
 from pyworkflow.serialization import decode, decode_error, dumps, encode, encode_error, loads
+from pyworkflow.serialization.errors import ERROR_TEXT_LIMIT, truncate_text
 
 
 class Color(Enum):
@@ -467,6 +468,14 @@ def test_invalid_json_text_raises() -> None:
 # --- exceptions -------------------------------------------------------------------------
 
 
+def _raised_by(fn: Any) -> BaseException:
+    try:
+        fn()
+    except BaseException as caught:
+        return caught
+    raise AssertionError(f"{fn} did not raise")
+
+
 def _raised(exc: BaseException) -> BaseException:
     try:
         raise exc
@@ -530,6 +539,79 @@ def test_error_is_rebuilt_without_pickle() -> None:
     assert type(rebuilt) is PaymentRejected
     assert str(rebuilt) == "rejected 99"
     assert rebuilt.amount == 99 and rebuilt.when == date(2024, 1, 2)
+
+
+HUGE = 5_000_000  # characters: a failure event holding them whole would be refused
+
+
+def _raise_huge() -> None:
+    raise ValueError("e" * HUGE)
+
+
+def test_a_huge_error_message_is_stored_cut_and_marked() -> None:
+    data = encode_error(_raised_by(_raise_huge))
+    cut = HUGE - ERROR_TEXT_LIMIT
+    assert data["message"] == "e" * ERROR_TEXT_LIMIT + f"... [truncated {cut:,} chars]"
+    assert data["args"] == [data["message"]]
+    # The traceback keeps its frames and the start of the error's line.
+    text = data["traceback"]
+    assert len(text) < ERROR_TEXT_LIMIT
+    assert text.startswith("Traceback (most recent call last):")
+    assert "in _raise_huge" in text and "ValueError: eee" in text
+    assert text.endswith(" chars]\n")
+    assert len(json.dumps(data)) < 3 * ERROR_TEXT_LIMIT
+    rebuilt = decode_error(json.loads(json.dumps(data)))
+    assert type(rebuilt) is ValueError and str(rebuilt) == data["message"]
+
+
+def test_a_small_error_is_stored_whole() -> None:
+    text = "x" * ERROR_TEXT_LIMIT  # exactly at the cap: kept whole
+    data = encode_error(_raised(RetryableError(text, retry_after="5s")))
+    assert data["message"] == text and data["args"] == [text]
+    assert data["attrs"]["message"] == text
+    rebuilt = decode_error(json.loads(json.dumps(data)))
+    assert type(rebuilt) is RetryableError and str(rebuilt) == text
+
+
+def test_a_huge_library_error_keeps_its_class_and_attributes() -> None:
+    data = json.loads(json.dumps(encode_error(RetryableError("r" * HUGE, retry_after="5s"))))
+    rebuilt = decode_error(data)
+    assert type(rebuilt) is RetryableError and rebuilt.retry_after == "5s"
+    assert str(rebuilt).endswith(f"... [truncated {HUGE - ERROR_TEXT_LIMIT:,} chars]")
+
+
+def test_huge_constructor_data_is_dropped_and_the_type_kept() -> None:
+    err = NeedsTwoArgs("a" * HUGE, "b")
+    err.extra = ["c" * HUGE]  # not a top-level string: cannot be cut, so it is dropped
+    data = encode_error(err)
+    assert data["args"] is None and data["attrs"] is None
+    rebuilt = decode_error(json.loads(json.dumps(data)))
+    assert isinstance(rebuilt, StepFailedError)
+    assert rebuilt.error_type == f"{__name__}.NeedsTwoArgs"
+    assert len(str(rebuilt)) < ERROR_TEXT_LIMIT + 100
+
+
+def test_a_long_traceback_keeps_its_start_and_end() -> None:
+    def chain(depth: int) -> None:
+        try:
+            if depth == 0:
+                raise KeyError("deepest")
+            chain(depth - 1)
+        except Exception as exc:
+            raise ValueError(f"level {depth} " + "z" * 200) from exc
+
+    data = encode_error(_raised_by(lambda: chain(200)))  # a chain of ~100 KB of text
+    text = data["traceback"]
+    assert len(text) < ERROR_TEXT_LIMIT + 100 and "chars] ...\n" in text
+    assert text.startswith("Traceback (most recent call last):")
+    assert "KeyError: 'deepest'" in text  # the first cause, at the start
+    assert text.endswith("ValueError: level 200 " + "z" * 200 + "\n")  # the error raised
+
+
+def test_truncate_text_marks_the_cut() -> None:
+    assert truncate_text("abcdef", 6) == "abcdef"
+    assert truncate_text("abcdefgh", 4) == "abcd... [truncated 4 chars]"
+    assert truncate_text("abcdefgh", 4, keep_end=True) == "ab\n... [truncated 4 chars] ...\ngh"
 
 
 def test_library_error_with_its_own_init_is_rebuilt() -> None:

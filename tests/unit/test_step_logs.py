@@ -61,3 +61,26 @@ async def test_a_dispatched_step_sees_its_run_through_get_context() -> None:
     # On a step worker a step's messages go to the worker's log, not into the history.
     events = await get_workflow_events(run.run_id, storage=storage)
     assert _messages(events) == ["after a", "after sleep"]
+
+
+@workflow(name="sl_huge_log")
+async def huge_log() -> str:
+    get_context().log("warning", "x" * 5_000_000)
+    await sleep("0.01s")
+    return "done"
+
+
+async def test_a_huge_log_message_is_cut_not_a_failed_run() -> None:
+    storage = InMemoryStorageBackend()
+    run_id = await start(huge_log, storage=storage)
+    from pyworkflow import wait_for_run
+
+    run = await wait_for_run(run_id, timeout=5, storage=storage)
+    assert (run.status.value, run.result) == ("completed", "done")
+    [entry] = [
+        e
+        for e in await get_workflow_events(run_id, storage=storage)
+        if e.type.value == "log.warning"
+    ]
+    assert len(entry.data["message"]) < 40_000
+    assert "truncated 4,967,232 chars" in entry.data["message"]

@@ -23,6 +23,7 @@ from pyworkflow.storage.base import (
     CANCELLATION,
     HOOKS,
     OPTIONAL_GROUPS,
+    RETENTION,
     SCHEDULES,
     WORKERS,
     RunQuery,
@@ -30,7 +31,7 @@ from pyworkflow.storage.base import (
 )
 from pyworkflow.storage.schemas import Event, HookRecord, WorkflowRun
 
-OPTIONAL = {SCHEDULES, HOOKS, CANCELLATION, WORKERS}
+OPTIONAL = {SCHEDULES, HOOKS, CANCELLATION, WORKERS, RETENTION}
 
 
 class RunsOnlyBackend(StorageBackend):
@@ -167,6 +168,8 @@ async def test_public_api_names_the_missing_capability(calls: list[str]) -> None
         await pyworkflow.resume_hook("whk_" + "a" * 32, {}, storage=storage)
     with pytest.raises(ConfigurationError, match="does not support cancellation"):
         await pyworkflow.cancel_workflow("run-1", storage=storage)
+    with pytest.raises(ConfigurationError, match="does not support retention"):
+        await pyworkflow.purge_runs("30d", storage=storage)
     assert calls == []
 
 

@@ -219,7 +219,8 @@ table setup, request helpers with retries), ``table`` (indexes, ``CreateTable``)
 ``expressions`` (placeholders, conditions), ``run_items``/``runs`` (runs and events),
 ``cancel_index`` (the cancellation-request index and its one-time backfill),
 ``leases`` (timers, leases, stale runs), ``hook_items``/``hooks`` (cancellation and
-hooks), ``schedules``, ``workers`` (the worker registry).
+hooks), ``schedules``, ``workers`` (the worker registry), ``retention`` (deleting
+finished runs with all their items).
 """
 
 # Every public name of the former single module stays importable from the package.

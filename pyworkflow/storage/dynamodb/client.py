@@ -323,15 +323,23 @@ class TableClient(StorageBackend):
         response = await self._call("get_item", **params)
         return cast(Item | None, response.get("Item"))
 
-    async def _delete_item(self, key: Item) -> bool:
-        """Delete one item; whether it existed (a conditional ``DeleteItem``)."""
+    async def _delete_item(
+        self, key: Item, *, attribute: str = "PK", allowed: Sequence[str] | None = None
+    ) -> bool:
+        """Delete one item if it exists (``allowed=None``), or if its string
+        ``attribute`` is one of ``allowed``; whether it did (a conditional ``DeleteItem``)."""
         expr = _Expr()
+        name = expr.name(attribute)
+        if allowed is None:
+            condition = f"attribute_exists({name})"
+        else:
+            condition = f"{name} IN ({', '.join(expr.value({'S': v}) for v in allowed)})"
         try:
             await self._call(
                 "delete_item",
                 expected=("ConditionalCheckFailedException",),
                 Key=key,
-                ConditionExpression=f"attribute_exists({expr.name('PK')})",
+                ConditionExpression=condition,
                 **expr.params(),
             )
         except ClientError:

@@ -58,7 +58,8 @@ Redis keeps data in memory; what survives a crash is what its persistence wrote:
   with ``maxmemory-policy noeviction``: an eviction policy that drops keys silently
   corrupts runs (a lost event list, an index pointing nowhere). Under ``noeviction``
   a full Redis rejects writes, which surface as ``StorageError``.
-* Nothing here expires: finished runs stay until you delete them.
+* Nothing here expires: finished runs stay until you delete them
+  (:func:`pyworkflow.purge_runs`, ``pyworkflow runs purge``).
 """
 
 from pyworkflow.storage.redis.backend import RedisStorageBackend

@@ -1,6 +1,6 @@
 """The public class, :class:`RedisStorageBackend`, assembled from its parts (one module
 each: runs and events, timers and leases, hooks and cancellation, schedules, the worker
-registry), which all build on
+registry, retention), which all build on
 :class:`~pyworkflow.storage.redis.connection.RedisConnection`.
 """
 
@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from pyworkflow.storage.redis.hooks import HookStore
 from pyworkflow.storage.redis.leases import LeaseStore
+from pyworkflow.storage.redis.retention import RetentionStore
 from pyworkflow.storage.redis.runs import RunStore
 from pyworkflow.storage.redis.schedules import ScheduleStore
 from pyworkflow.storage.redis.workers import WorkerStore
 
 
-class RedisStorageBackend(RunStore, LeaseStore, HookStore, ScheduleStore, WorkerStore):
+class RedisStorageBackend(
+    RunStore, LeaseStore, HookStore, ScheduleStore, WorkerStore, RetentionStore
+):
     """Runs and events in Redis (see :mod:`pyworkflow.storage.redis` for guarantees and
     :mod:`pyworkflow.storage.redis.keys` for the layout).
 

@@ -44,7 +44,16 @@ _PRELUDE = (
 
 
 # The scripts that write runs share the prelude; the others stand alone.
-_WRITERS = ("create", "append", "acquire", "renew", "release", "claim", "cancel")
+_WRITERS = (
+    "create",
+    "append",
+    "acquire",
+    "renew",
+    "release",
+    "claim",
+    "cancel",
+    "delete_runs",
+)
 _MEMBER_TS = f"local MEMBER_TS_LEN = {MEMBER_TS_LEN}\n"
 _STANDALONE = (
     "stale",
@@ -96,3 +105,4 @@ class Scripts:
         self.save_worker: AsyncScript = client.register_script(SOURCES["save_worker"])
         self.list_workers: AsyncScript = client.register_script(SOURCES["list_workers"])
         self.delete_worker: AsyncScript = client.register_script(SOURCES["delete_worker"])
+        self.delete_runs: AsyncScript = client.register_script(SOURCES["delete_runs"])
