@@ -31,7 +31,7 @@ from pyworkflow.core.exceptions import (
     WorkflowNotFoundError,
 )
 from pyworkflow.core.registry import get_workflow, require_workflow
-from pyworkflow.core.workflow import WorkflowDefinition, definition_of
+from pyworkflow.core.workflow import MAX_TAGS, WorkflowDefinition, definition_of
 from pyworkflow.engine.context import deliver_cancel, hash_token
 from pyworkflow.engine.runs import RunRequest
 from pyworkflow.primitives.hook_tokens import derive_token
@@ -55,7 +55,7 @@ from pyworkflow.storage.schemas import (
     WorkflowRun,
     utcnow,
 )
-from pyworkflow.utils.duration import DurationLike, parse_duration
+from pyworkflow.utils.duration import DurationLike, duration_seconds, parse_duration
 
 T = TypeVar("T")
 
@@ -592,6 +592,100 @@ async def get_workflow_chain(
             break
         chain.append(following)
     return chain
+
+
+#: The tag linking a run started by :func:`retry_workflow` to the run it retries.
+RETRY_TAG_PREFIX = "retry-of:"
+
+
+def retry_workflow(
+    run_id: str,
+    *,
+    runtime: str | None = None,
+    storage: StorageBackend | str | None = None,
+) -> Any:
+    """Start a new run of ``run_id``'s workflow with its stored input, linked to it.
+
+    The arguments are reused exactly as stored (not decoded and re-encoded), so a retry
+    works where the argument classes are not importable. The link is recorded twice,
+    without a storage column of its own: as ``retry_of`` in the new run's
+    ``workflow.started`` event (always), and as the tag ``retry-of:<run_id>`` (so
+    ``list_runs(tag="retry-of:<run_id>")`` finds the retries from an index) when the
+    tags the old run had, without its own ``retry-of:`` tag, leave room for it (at most
+    3). The new run keeps the old run's other tags.
+
+    Under the local runtime the workflow's code must be importable here (registered,
+    or in the configured ``modules``): the run executes in this process, and the call
+    returns once it has completed or suspended. Under another runtime (Celery) the run
+    is enqueued by name, also without the code: the run's settings (``max_duration``,
+    recovery) are then copied from the old run.
+
+    Dual use like :func:`start`: awaitable in async code, a plain call in synchronous
+    code returns the new run id directly.
+
+    Raises:
+        RunNotFoundError: no run ``run_id`` (a ``WorkflowNotFoundError``).
+        WorkflowNotFoundError: local runtime, and the workflow's code is not here.
+    """
+    name = runtime or get_config().default_runtime
+    coro = _retry(run_id, name, storage)
+    if _in_async_context():
+        return coro
+    return run_sync(coro, runtime_name=name)
+
+
+async def _retry(run_id: str, runtime: str, storage: StorageBackend | str | None) -> str:
+    backend = _storage(storage)
+    await backend.connect()
+    old = await backend.get_run(run_id)
+    if old is None:
+        raise RunNotFoundError(f"no run with id {run_id!r}")
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+    try:
+        definition = definition_of(old.workflow_name)
+        if runtime == "local":  # it executes here, from these decoded values
+            args, kwargs = old.input_args, old.input_kwargs
+    except WorkflowNotFoundError:
+        if runtime == "local":
+            raise WorkflowNotFoundError(
+                f"workflow {old.workflow_name!r} is not registered in this process: the "
+                "local runtime runs the retry here, so import its module (--module / "
+                "configure(modules=[...])), or enqueue it with the celery runtime"
+            ) from None
+        definition = _stand_in_definition(old)
+    stored = json.loads(old.input_payload) if old.input_payload else {}
+    tags = [t for t in old.tags if not t.startswith(RETRY_TAG_PREFIX)]
+    if len(tags) < MAX_TAGS:
+        tags.append(f"{RETRY_TAG_PREFIX}{run_id}")
+    request = RunRequest(
+        definition=definition,
+        args=args,
+        kwargs=kwargs,
+        tags=tags,
+        encoded_input=(list(stored.get("args", [])), dict(stored.get("kwargs", {}))),
+        retry_of=run_id,
+    )
+    return await get_runtime(runtime).start(request, backend)
+
+
+def _stand_in_definition(run: WorkflowRun) -> WorkflowDefinition:
+    """The options of a workflow whose code is not here, as its stored run recorded them
+    (only for enqueueing: the worker that executes the run has the real code)."""
+
+    async def not_here(*_args: Any, **_kwargs: Any) -> Any:
+        raise WorkflowNotFoundError(f"workflow {run.workflow_name!r} is not registered here")
+
+    seconds = duration_seconds(run.max_duration) if run.max_duration else None
+    return WorkflowDefinition(
+        name=run.workflow_name,
+        func=not_here,
+        durable=True,
+        max_duration=run.max_duration,
+        max_duration_seconds=seconds,
+        recover_on_worker_loss=run.recover_on_worker_loss,
+        max_recovery_attempts=run.max_recovery_attempts,
+    )
 
 
 async def wait_for_run(

@@ -145,11 +145,22 @@ def main(
 
 
 def _register() -> None:
-    from pyworkflow.cli import hooks, processes, quickstart, schedules, setup, workflows
+    from pyworkflow.cli import (
+        hooks,
+        processes,
+        purge,
+        quickstart,
+        runs,
+        schedules,
+        setup,
+        workflows,
+    )
 
-    for module in (processes, workflows, schedules, hooks, setup, quickstart):
+    modules = (processes, workflows, runs, hooks, schedules, setup, quickstart)
+    for module in modules:
         for command in module.COMMANDS:
             main.add_command(command)
+    purge.attach(runs.runs)
 
 
 _register()

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 FORMATS = ("table", "json", "plain")
 
@@ -52,6 +53,14 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _table_cell(value: Any) -> str:
+    """:func:`_cell` for people: times as ``YYYY-MM-DD HH:MM:SS`` UTC (JSON and plain keep
+    the full ISO 8601 value)."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return _cell(value)
+
+
 def console() -> Console:
     """Where tables go (stdout; no colours when it is not a terminal)."""
     return Console(highlight=False, soft_wrap=False)
@@ -75,11 +84,18 @@ def emit_list(
             click.echo("\t".join(_cell(row.get(c)) for c in columns))
         return
     table = Table(title=title, show_lines=False)
-    for column in columns:
-        # fold, never "…": an id or URL cut short cannot be copied into the next command
-        table.add_column(column.replace("_", " "), overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
+    cells = [[_table_cell(row.get(c)) for c in columns] for row in rows]
+    for i, column in enumerate(columns):
+        if column == "id" or column.endswith(("_id", "_at")):
+            # Ids are what people copy into the next command, times are read at a
+            # glance: neither is cut or wrapped (other columns give way).
+            widest = max((len(line[i]) for line in cells), default=0)
+            table.add_column(column.replace("_", " "), no_wrap=True, min_width=widest)
+        else:
+            # fold, never "…": a value cut short cannot be copied into the next command
+            table.add_column(column.replace("_", " "), overflow="fold")
+    for line in cells:
+        table.add_row(*(Text(cell) for cell in line))  # data, not Rich markup
     out = console()
     out.print(table)
     if not rows:
@@ -101,5 +117,5 @@ def emit_one(fmt: str, item: Mapping[str, Any], *, title: str | None = None) -> 
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in item.items():
-        table.add_row(key.replace("_", " "), _cell(value))
+        table.add_row(key.replace("_", " "), Text(_table_cell(value)))
     console().print(table)

@@ -10,7 +10,8 @@ change a reader must understand bumps the version.
 Data fields (all JSON-native; ``result``/``args`` are encoded by
 :mod:`pyworkflow.serialization`, ``error`` by ``encode_error``)::
 
-    workflow.started      workflow_name, args, kwargs, tags (+ schedule_id, scheduled_time)
+    workflow.started      workflow_name, args, kwargs, tags (+ schedule_id, scheduled_time;
+                          + retry_of for a run retry_workflow started)
     workflow.resumed      (none)
     workflow.suspended    reason, wake_at (ISO-8601 or null)
     workflow.interrupted  reason, recovery_attempt
@@ -121,8 +122,9 @@ def workflow_started(
     kwargs: Any,
     tags: list[str],
     schedule: dict[str, Any] | None = None,
+    retry_of: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    data = {
         "v": FORMAT_VERSION,
         "workflow_name": workflow_name,
         "args": args,
@@ -130,6 +132,9 @@ def workflow_started(
         "tags": tags,
         **(schedule or {}),
     }
+    if retry_of is not None:
+        data["retry_of"] = retry_of
+    return data
 
 
 def workflow_resumed() -> dict[str, Any]:

@@ -38,6 +38,10 @@ class RunRequest:
     nesting_depth: int = 0
     continued_from_run_id: str | None = None
     schedule: dict[str, str] | None = None  # {"schedule_id", "scheduled_time"} of its tick
+    # A retry of a stored run: its arguments exactly as stored (the ``args`` list and
+    # ``kwargs`` dict trees, so values are not decoded and re-encoded) and its run id.
+    encoded_input: tuple[list[Any], dict[str, Any]] | None = None
+    retry_of: str | None = None
 
 
 def build_run(
@@ -47,8 +51,11 @@ def build_run(
     cannot be stored fails here, before anything is written)."""
     definition = request.definition
     where = f"arguments of workflow {definition.name!r}"
-    args_tree = encode(list(request.args), where=where)
-    kwargs_tree = encode(dict(request.kwargs), where=where)
+    if request.encoded_input is not None:
+        args_tree, kwargs_tree = request.encoded_input
+    else:
+        args_tree = encode(list(request.args), where=where)
+        kwargs_tree = encode(dict(request.kwargs), where=where)
     now = utcnow()
     run_id = request.run_id or f"run_{uuid.uuid4().hex}"
     tags = list(request.tags if request.tags is not None else definition.tags)
@@ -86,7 +93,12 @@ def build_run(
         run_id=run_id,
         type=EventType.WORKFLOW_STARTED,
         data=events.workflow_started(
-            definition.name, args_tree, kwargs_tree, tags, schedule=request.schedule
+            definition.name,
+            args_tree,
+            kwargs_tree,
+            tags,
+            schedule=request.schedule,
+            retry_of=request.retry_of,
         ),
         sequence=1,
         timestamp=now,

@@ -280,6 +280,19 @@ class StorageBackend(ABC):
     async def query_runs(self, query: RunQuery) -> list[WorkflowRun]:
         """:meth:`list_runs` with its filters in one object (what backends implement)."""
 
+    async def get_children(
+        self, run_id: str, *, limit: int = 1000, cursor: str | None = None
+    ) -> list[WorkflowRun]:
+        """The child runs ``run_id`` started (``start_child_workflow``), newest first, as
+        :meth:`list_runs` orders them; an unknown or childless run has none.
+
+        Built on the ``parent_run_id`` filter of :meth:`list_runs`, which the server
+        backends answer from an index (SQL ``runs_parent_created_at``, the Redis parent
+        set, the DynamoDB parent index), so a backend gets it without writing anything.
+        Page with ``cursor=run_cursor(last_child_of_previous_page)``.
+        """
+        return await self.list_runs(parent_run_id=run_id, limit=limit, cursor=cursor)
+
     # -- events ---------------------------------------------------------------------------
 
     @abstractmethod

@@ -620,6 +620,28 @@ class StorageConformance:
         window = await storage.list_runs(created_after=at(1), created_before=at(3))
         assert [r.run_id for r in window] == ["child-2", "child-1"]  # after inclusive
 
+    async def test_get_children_lists_the_runs_a_parent_started(
+        self, storage: StorageBackend
+    ) -> None:
+        await storage.create_run(make_run("parent", created_at=at(0)))
+        for i in range(3):
+            await storage.create_run(
+                make_run(f"child-{i}", created_at=at(i + 1), parent_run_id="parent")
+            )
+        await storage.create_run(make_run("grandchild", created_at=at(5), parent_run_id="child-0"))
+        await storage.create_run(make_run("stranger", created_at=at(6)))
+
+        children = await storage.get_children("parent")
+        assert [r.run_id for r in children] == ["child-2", "child-1", "child-0"]
+        assert all(r.parent_run_id == "parent" for r in children)
+        assert [r.run_id for r in await storage.get_children("child-0")] == ["grandchild"]
+        assert await storage.get_children("stranger") == []
+        assert await storage.get_children("no-such-run") == []
+        first = await storage.get_children("parent", limit=2)
+        assert [r.run_id for r in first] == ["child-2", "child-1"]
+        rest = await storage.get_children("parent", limit=2, cursor=run_cursor(first[-1]))
+        assert [r.run_id for r in rest] == ["child-0"]
+
     async def test_cursor_paging_is_stable_while_runs_are_added(
         self, storage: StorageBackend
     ) -> None:

@@ -40,6 +40,7 @@ EXPECTED_PUBLIC_NAMES = {
     "get_workflow_events",
     "get_workflow_chain",
     "cancel_workflow",
+    "retry_workflow",
     "resume_hook",
     "PurgeResult",
     "resume_run_hook",
