@@ -12,6 +12,7 @@ Datetimes are ISO 8601 in UTC; keys are the column names, snake_case.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
@@ -61,9 +62,17 @@ def _table_cell(value: Any) -> str:
     return _cell(value)
 
 
+# Tables written to a pipe or file are as wide as this (a terminal's own width otherwise,
+# or COLUMNS when set): a log or `| grep` should get whole cells, not 80-column wraps.
+PIPE_WIDTH = 160
+
+
 def console() -> Console:
     """Where tables go (stdout; no colours when it is not a terminal)."""
-    return Console(highlight=False, soft_wrap=False)
+    out = Console(highlight=False, soft_wrap=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out = Console(highlight=False, soft_wrap=False, width=PIPE_WIDTH)
+    return out
 
 
 def emit_list(
