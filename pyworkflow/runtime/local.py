@@ -83,10 +83,13 @@ class _Absent:
     Attributes:
         attempts: how many times in a row this process found it could not resume it.
         until: loop time before which the run is not touched again.
+        due: it was found waiting for its timer (not crashed mid-execution): the timer
+            loop lists due runs and leases only the others while it is left to others.
     """
 
     attempts: int
     until: float
+    due: bool = False
 
 
 class _Service:
@@ -233,7 +236,8 @@ class _Service:
         absent = self._absent.get(run_id)
         attempts = 1 if absent is None else absent.attempts + 1
         delay = max(self.poll, backoff_delay(attempts))
-        self._absent[run_id] = _Absent(attempts, self.loop.time() + delay)
+        entry = _Absent(attempts, self.loop.time() + delay, absent is not None and absent.due)
+        self._absent[run_id] = entry
         try:
             await self.storage.release_lease(run_id, self.runtime.owner)
             if absent is not None:
@@ -246,9 +250,9 @@ class _Service:
             logger.debug("not resuming {} here: {}", run_id, exc)
         else:
             name = run.workflow_name
-            due = run.status == RunStatus.SUSPENDED and (
-                run.wake_at is None or run.wake_at <= utcnow()
-            )
+            suspended = run.status == RunStatus.SUSPENDED
+            entry.due = suspended
+            due = suspended and (run.wake_at is None or run.wake_at <= utcnow())
             logger.info(
                 "run {} of workflow {!r} {} but {!r} is not registered here; leaving it to "
                 "a process that has it",
@@ -315,6 +319,12 @@ class _Service:
         fresh = 0
         claimed, left = await self._claim_due(now, expires)
         for run_id in claimed:
+            if self._left_to_others(run_id):
+                # Claimed in one batch although left to others (it was not waiting when
+                # last seen): give it back now, and list around it from now on.
+                self._absent[run_id].due = True
+                await self.storage.release_lease(run_id, self.runtime.owner)
+                continue
             fresh += run_id not in self.active
             self.spawn(run_id)
         nxt = await self.storage.next_wake_time()
@@ -343,16 +353,16 @@ class _Service:
         one left to others (see :meth:`_leave_to_others`), the loop time the first of
         their backoffs ends (else ``None``).
 
-        With no run left to others, one atomic ``claim_due_runs``. Otherwise the due runs
+        With no waiting run left to others, one atomic ``claim_due_runs``. Otherwise the due runs
         are listed first and only the others are leased, one by one, so a run left to a
         process with the code is never leased (and so never held from it) during its
         backoff, and the runs behind it are still reached.
         """
         owner = self.runtime.owner
-        if not self._absent:
+        around = sum(absent.due for absent in self._absent.values())
+        if not around:
             return await self.storage.claim_due_runs(now, owner, expires, _CLAIM_BATCH), None
-        self._forget_absent()
-        due = await self.storage.list_due_runs(now, _CLAIM_BATCH + len(self._absent))
+        due = await self.storage.list_due_runs(now, _CLAIM_BATCH + around)
         claimed: list[str] = []
         skipped: list[float] = []
         for run_id in due:
@@ -401,6 +411,7 @@ class _Service:
         """Resume runs whose executing process died (same host) or whose lease expired,
         and runs whose hook payload arrived while nobody could wake them (cancellations:
         :meth:`_pass_cancellations`, every poll)."""
+        self._forget_absent()
         await self._recover_runs()
         for run_id in await payload_signalled_runs(self.storage):
             self.wake(run_id)
@@ -565,9 +576,9 @@ class LocalRuntime(Runtime):
 
     async def wake(self, run_id: str, storage: StorageBackend) -> None:
         """Resume the run here if this process has its workflow. Otherwise (an operator's
-        script without the code) do nothing: what woke it (a cancellation, a hook
-        payload) is stored, and a process serving the run with the code acts on it
-        within its poll interval."""
+        script without the code) do nothing: what woke it is stored, and a process
+        serving the run with the code acts on it (a cancellation within its poll
+        interval, a hook payload within a few)."""
         await storage.connect()
         run = await storage.get_run(run_id)
         if run is None or run.status.is_terminal:
@@ -575,7 +586,7 @@ class LocalRuntime(Runtime):
         if find_workflow(run.workflow_name) is None:
             logger.debug(
                 "run {}: workflow {!r} is not registered in this process; a process "
-                "serving it picks up the change within its poll interval",
+                "serving it with the code picks up the change",
                 run_id,
                 run.workflow_name,
             )

@@ -30,9 +30,10 @@ from pyworkflow.core import registry
 from pyworkflow.core.exceptions import StorageUnavailableError
 from pyworkflow.core.workflow import definition_of
 from pyworkflow.runtime import get_runtime
+from pyworkflow.runtime import local as local_runtime
 from pyworkflow.runtime.local import LocalRuntime
 from pyworkflow.storage.memory import InMemoryStorageBackend
-from pyworkflow.storage.schemas import utcnow
+from pyworkflow.storage.schemas import RunStatus, utcnow
 
 
 @workflow(name="ncu_napper")
@@ -56,18 +57,12 @@ async def busy() -> int:
 
 
 class CountingStorage(InMemoryStorageBackend):
-    """Counts lease writes: what a spinning timer loop would multiply."""
+    """Counts lease writes (a batch claim here leases one by one): what a spinning timer
+    loop would multiply."""
 
     def __init__(self) -> None:
         super().__init__()
         self.lease_writes = 0
-
-    async def claim_due_runs(
-        self, now: datetime, owner: str, expires_at: datetime, limit: int = 100
-    ) -> list[str]:
-        claimed = await super().claim_due_runs(now, owner, expires_at, limit)
-        self.lease_writes += len(claimed)
-        return claimed
 
     async def acquire_lease(self, run_id: str, owner: str, *args: Any, **kwargs: Any) -> bool:
         self.lease_writes += 1
@@ -107,7 +102,8 @@ async def test_cancel_without_the_code_records_the_request_quietly(
     assert run is not None and run.status == "suspended"
     assert run.cancel_requested_at is not None and run.cancel_reason == "not needed"
     assert [r["level"].name for r in records] == ["DEBUG"]  # one quiet line, no traceback
-    assert not LocalRuntime.default()._services  # nothing started to serve the run here
+    services = LocalRuntime.default()._services.values()
+    assert all(s.storage is not storage for s in services)  # nothing started to serve it here
 
 
 async def test_the_serving_process_acts_on_it_within_its_poll_interval(
@@ -216,3 +212,30 @@ async def test_a_stopped_service_stops_even_if_storage_swallows_the_cancellation
     await asyncio.sleep(0.1)  # the timer loop now waits in next_wake_time
     serving.cancel()
     await asyncio.wait_for(LocalRuntime.default().shutdown(), 2.0)
+
+
+async def test_a_run_left_to_others_is_not_held_when_it_starts_waiting(
+    monkeypatch: pytest.MonkeyPatch, records: list[Any]
+) -> None:
+    """First seen mid-execution (recovery found it), then waiting and due: the timer
+    loop's batch claim takes it, and gives it back at once."""
+    pyworkflow.configure(timer_poll_interval=0.1)
+    monkeypatch.setattr(local_runtime, "backoff_delay", lambda attempt: 5.0)  # one try here
+    storage = CountingStorage()
+    run_id = await _sleeping_run(storage, 3600)
+    _without_code(monkeypatch, "ncu_napper")
+    stored = storage._runs[run_id]
+    stored.status, stored.wake_at = RunStatus.RUNNING, None  # its executor died
+
+    serving = asyncio.ensure_future(LocalRuntime.default().serve(storage))
+    await asyncio.sleep(0.2)  # recovery tried it and left it to others
+    stored.status, stored.wake_at = RunStatus.SUSPENDED, utcnow()  # another process moved it
+    await asyncio.sleep(0.5)
+    serving.cancel()
+
+    run = await get_workflow_run(run_id, storage=storage)
+    assert run is not None and run.lease_owner is None
+    assert storage.lease_writes <= 1  # at most claimed once in a batch and given back
+    about = [r for r in records if run_id in r["message"]]
+    assert [r["level"].name for r in about] == ["INFO"]
+    assert "needs resuming" in about[0]["message"]
