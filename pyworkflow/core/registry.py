@@ -49,8 +49,14 @@ def get_workflow(name: str) -> WorkflowDefinition | None:
     return _workflows.get(name)
 
 
-def require_workflow(name: str) -> WorkflowDefinition:
-    """Like :func:`get_workflow` but raises :class:`WorkflowNotFoundError` with a hint."""
+def find_workflow(name: str) -> WorkflowDefinition | None:
+    """The workflow called ``name`` if this process has its code: registered already, or
+    once the configured workflow modules are imported; else ``None`` (an operator's
+    process often does not have it, and leaves the run to a process that does).
+
+    Raises:
+        ConfigurationError: a configured workflow module cannot be imported.
+    """
     definition = _workflows.get(name)
     if definition is None:
         # A process resuming stored runs may not have imported their code yet: import
@@ -59,6 +65,12 @@ def require_workflow(name: str) -> WorkflowDefinition:
 
         discover_workflows()
         definition = _workflows.get(name)
+    return definition
+
+
+def require_workflow(name: str) -> WorkflowDefinition:
+    """Like :func:`find_workflow` but raises :class:`WorkflowNotFoundError` with a hint."""
+    definition = find_workflow(name)
     if definition is None:
         raise WorkflowNotFoundError(
             f"no workflow named {name!r} is registered in this process; import the module "

@@ -172,6 +172,15 @@ async def signalled_suspended_runs(
     """Suspended runs with something to see that nobody woke them for: a hook payload or
     a cancellation that arrived after the run's last write (whoever accepted it could not
     wake the run). A run that wrote since has seen it and is left alone."""
+    found = dict.fromkeys(await payload_signalled_runs(storage, page_size=page_size))
+    found.update(dict.fromkeys(await cancel_signalled_runs(storage, page_size=page_size)))
+    return list(found)
+
+
+async def payload_signalled_runs(
+    storage: StorageBackend, *, page_size: int = PAGE_SIZE
+) -> list[str]:
+    """Suspended runs with a hook payload that arrived after the run's last write."""
     found: dict[str, None] = {}
     if HOOKS in storage.capabilities:
         offset = 0
@@ -186,10 +195,28 @@ async def signalled_suspended_runs(
             if len(hooks) < page_size:
                 break
             offset += page_size
-    async for run in _all_runs(storage, RunStatus.SUSPENDED, page_size, cancel_requested=True):
-        if _unseen(run, run.cancel_requested_at):
-            found[run.run_id] = None
     return list(found)
+
+
+async def cancel_signalled_runs(
+    storage: StorageBackend, *, page_size: int = PAGE_SIZE
+) -> list[str]:
+    """Suspended runs asked to cancel after their last write: one indexed query (a page
+    per ``page_size`` such runs), cheap enough for every poll of a timer loop, so a
+    cancellation recorded by a process without the workflow code is acted on within the
+    serving process's poll interval."""
+    return [
+        run.run_id
+        async for run in _all_runs(storage, RunStatus.SUSPENDED, page_size, cancel_requested=True)
+        if _unseen(run, run.cancel_requested_at)
+    ]
+
+
+async def cancel_requested_runs(
+    storage: StorageBackend, status: RunStatus, *, page_size: int = PAGE_SIZE
+) -> list[WorkflowRun]:
+    """Runs in ``status`` whose cancellation was requested (an indexed query)."""
+    return [run async for run in _all_runs(storage, status, page_size, cancel_requested=True)]
 
 
 # Clocks of the processes that write a run and accept its signals may differ this much.

@@ -9,7 +9,16 @@ serves, the runtime keeps one small service on the running event loop:
 * a **heartbeat** renewing the leases of runs executing here;
 * **recovery**: when the service starts (and every few poll intervals) it resumes runs
   whose process died mid-execution: same-host owners that no longer exist, or leases
-  that expired.
+  that expired;
+* **cancellations** recorded by other processes (an operator's script without the
+  workflow code records the request and returns): checked once per poll interval, so a
+  waiting run is woken to cancel, and a run executing here sees the request, within
+  that interval.
+
+A run whose workflow is not registered in this process (its code is not imported here)
+is left to a process that has it: its lease is released at once, one INFO line says so,
+and the run is not touched again for a backoff (:func:`backoff_delay`, at least one poll
+interval), so a due run of another application never makes the timer loop spin.
 
 The service lives as long as its event loop; a synchronous ``start()`` stops it again
 before returning.
@@ -21,6 +30,7 @@ import asyncio
 import contextlib
 import contextvars
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,10 +42,18 @@ from pyworkflow.core.exceptions import (
     WorkflowAlreadyRunningError,
     WorkflowNotFoundError,
 )
+from pyworkflow.core.registry import find_workflow
 from pyworkflow.engine.context import deliver_cancel
 from pyworkflow.engine.executor import Outcome
 from pyworkflow.engine.log import is_storage_fault
-from pyworkflow.engine.recovery import backoff_delay, runs_to_recover, signalled_suspended_runs
+from pyworkflow.engine.recovery import (
+    BACKOFF_CAP,
+    backoff_delay,
+    cancel_requested_runs,
+    cancel_signalled_runs,
+    payload_signalled_runs,
+    runs_to_recover,
+)
 from pyworkflow.engine.runner import (
     connect,
     execute_new,
@@ -55,6 +73,23 @@ from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
 
 _RECOVERY_EVERY_POLLS = 5
 _TRANSIENT_MEMORY = 1000
+_CLAIM_BATCH = 100  # due runs claimed per timer pass (claim_due_runs' default)
+
+
+@dataclass(slots=True)
+class _Absent:
+    """A run whose workflow is not registered in this process, left to other processes.
+
+    Attributes:
+        attempts: how many times in a row this process found it could not resume it.
+        until: loop time before which the run is not touched again.
+        due: it was found waiting for its timer (not crashed mid-execution): the timer
+            loop lists due runs and leases only the others while it is left to others.
+    """
+
+    attempts: int
+    until: float
+    due: bool = False
 
 
 class _Service:
@@ -69,6 +104,9 @@ class _Service:
         # stays ours meanwhile), and how many times in a row that happened to each.
         self.backing_off: set[str] = set()
         self._faults: dict[str, int] = {}
+        # Runs whose workflow is not registered here (see the module docstring).
+        self._absent: dict[str, _Absent] = {}
+        self._cancels_checked = float("-inf")  # loop time of the last cancellation check
         self.tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._schedules: ScheduleService | None = None
@@ -107,14 +145,15 @@ class _Service:
             self._wake.set()
 
     def spawn(self, run_id: str, *, recovery: bool = False, steal_from: str | None = None) -> None:
-        if run_id in self.active:
+        if run_id in self.active or self._left_to_others(run_id):
             return
         self.active.add(run_id)  # reserve before the task starts: no double spawn
         self._track(self._resume(run_id, recovery, steal_from))
 
     def wake(self, run_id: str) -> None:
         """Resume ``run_id`` now even if its timer is not due (what it waits for happened)."""
-        self._track(self._wake_up(run_id))
+        if not self._left_to_others(run_id):
+            self._track(self._wake_up(run_id))
 
     def _track(self, work: Coroutine[Any, Any, None]) -> None:
         # A fresh context: a run resumed from inside another run's task (a child started
@@ -132,6 +171,11 @@ class _Service:
             if run_id not in self.active:
                 try:
                     outcome = await self.run(run_id, lambda: self._resume_now(run_id))
+                except RunNotFoundError:
+                    return  # deleted meanwhile: nothing to wake
+                except WorkflowNotFoundError as exc:  # its code is not registered here
+                    await self._leave_to_others(run_id, exc)
+                    return
                 except Exception:  # noqa: BLE001 - the poll fallback will still wake it
                     logger.exception("waking run {} failed", run_id)
                     return
@@ -170,7 +214,7 @@ class _Service:
         except RunNotFoundError as exc:  # deleted meanwhile: nothing left to resume
             logger.warning("run {} no longer exists; not resumed: {}", run_id, exc)
         except WorkflowNotFoundError as exc:  # its code is not registered in this process
-            logger.debug("not resuming {} here: {}", run_id, exc)
+            await self._leave_to_others(run_id, exc)
         except Exception as exc:  # noqa: BLE001 - a background resume must not kill the service
             if is_storage_fault(exc):
                 self.retry_later(run_id, exc)
@@ -178,6 +222,53 @@ class _Service:
                 logger.exception("resuming run {} failed", run_id)
         else:
             self._faults.pop(run_id, None)
+            self._absent.pop(run_id, None)
+
+    def _left_to_others(self, run_id: str) -> bool:
+        """Whether ``run_id``'s workflow was missing here and its backoff has not passed."""
+        absent = self._absent.get(run_id)
+        return absent is not None and self.loop.time() < absent.until
+
+    async def _leave_to_others(self, run_id: str, exc: WorkflowNotFoundError) -> None:
+        """The run's workflow is not registered here: give back the lease this process
+        may hold on it (a claim of the timer loop) so a process with the code takes it
+        now, and leave it alone for a backoff. One INFO line the first time."""
+        absent = self._absent.get(run_id)
+        attempts = 1 if absent is None else absent.attempts + 1
+        delay = max(self.poll, backoff_delay(attempts))
+        entry = _Absent(attempts, self.loop.time() + delay, absent is not None and absent.due)
+        self._absent[run_id] = entry
+        try:
+            await self.storage.release_lease(run_id, self.runtime.owner)
+            if absent is not None:
+                return
+            run = await self.storage.get_run(run_id)
+        except Exception as error:  # noqa: BLE001 - the lease expires on its own
+            _log_loop_error(f"releasing run {run_id}", error)
+            return
+        if run is None:
+            logger.debug("not resuming {} here: {}", run_id, exc)
+        else:
+            name = run.workflow_name
+            suspended = run.status == RunStatus.SUSPENDED
+            entry.due = suspended
+            due = suspended and (run.wake_at is None or run.wake_at <= utcnow())
+            logger.info(
+                "run {} of workflow {!r} {} but {!r} is not registered here; leaving it to "
+                "a process that has it",
+                run_id,
+                name,
+                "is due" if due else "needs resuming",
+                name,
+            )
+
+    def _forget_absent(self) -> None:
+        """Drop runs left to others that nobody asked this process about for a while
+        (another process took them): the map stays as small as what is left over."""
+        grace = 2 * max(BACKOFF_CAP, _RECOVERY_EVERY_POLLS * self.poll)
+        now = self.loop.time()
+        for run_id in [r for r, a in self._absent.items() if now > a.until + grace]:
+            del self._absent[run_id]
 
     def retry_later(self, run_id: str, exc: BaseException) -> None:
         """Storage failed the run's execution: resume it again after a backoff, from what
@@ -206,10 +297,12 @@ class _Service:
                 if polls % _RECOVERY_EVERY_POLLS == 0:
                     await self.recover()
                 polls += 1
+                await self._pass_cancellations()
                 delay = await self._fire_due()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - storage hiccups must not stop the timers
+                _stop_if_cancelled(exc)
                 _log_loop_error("timer loop", exc)
                 delay = self.poll
             self._wake.clear()
@@ -224,7 +317,14 @@ class _Service:
         now = utcnow()
         expires = now + timedelta(seconds=self.lease_ttl)
         fresh = 0
-        for run_id in await self.storage.claim_due_runs(now, self.runtime.owner, expires):
+        claimed, left = await self._claim_due(now, expires)
+        for run_id in claimed:
+            if self._left_to_others(run_id):
+                # Claimed in one batch although left to others (it was not waiting when
+                # last seen): give it back now, and list around it from now on.
+                self._absent[run_id].due = True
+                await self.storage.release_lease(run_id, self.runtime.owner)
+                continue
             fresh += run_id not in self.active
             self.spawn(run_id)
         nxt = await self.storage.next_wake_time()
@@ -237,9 +337,61 @@ class _Service:
         remaining = (nxt - utcnow()).total_seconds()
         if remaining > 0:
             return min(self.poll, remaining)
+        if left is not None:
+            # Every due run is one this process leaves to others: the earliest stored
+            # wake-up is one of theirs, so check again when a backoff ends or after a
+            # poll interval (this process's own runs still wake the loop through notify).
+            delay = max(0.005, min(self.poll, left - self.loop.time()))
+            self._next_wake = utcnow() + timedelta(seconds=delay)
+            return delay
         # A due run stays 'suspended' until its resumer's first write (here, or in another
         # process that claimed it); a pause keeps this loop from spinning meanwhile.
         return min(self.poll, 0.005 if fresh else 0.05)
+
+    async def _claim_due(self, now: datetime, expires: datetime) -> tuple[list[str], float | None]:
+        """Lease due runs to this process: the ids it got, and, when every due run was
+        one left to others (see :meth:`_leave_to_others`), the loop time the first of
+        their backoffs ends (else ``None``).
+
+        With no waiting run left to others, one atomic ``claim_due_runs``. Otherwise the due runs
+        are listed first and only the others are leased, one by one, so a run left to a
+        process with the code is never leased (and so never held from it) during its
+        backoff, and the runs behind it are still reached.
+        """
+        owner = self.runtime.owner
+        around = sum(absent.due for absent in self._absent.values())
+        if not around:
+            return await self.storage.claim_due_runs(now, owner, expires, _CLAIM_BATCH), None
+        due = await self.storage.list_due_runs(now, _CLAIM_BATCH + around)
+        claimed: list[str] = []
+        skipped: list[float] = []
+        for run_id in due:
+            absent = self._absent.get(run_id)
+            if absent is not None and self.loop.time() < absent.until:
+                skipped.append(absent.until)
+            elif len(claimed) < _CLAIM_BATCH and await self.storage.acquire_lease(
+                run_id, owner, expires, now
+            ):
+                claimed.append(run_id)
+        if skipped and len(skipped) == len(due):
+            return claimed, min(skipped)
+        return claimed, None
+
+    async def _pass_cancellations(self) -> None:
+        """Once per poll interval: wake waiting runs asked to cancel since their last
+        write (by a process that could not wake them), and hand requests to runs
+        executing here (the heartbeat does too, but only every ``lease_ttl / 3``)."""
+        now = self.loop.time()
+        if now - self._cancels_checked < self.poll:
+            return
+        self._cancels_checked = now
+        for run_id in await cancel_signalled_runs(self.storage):
+            if run_id not in self.active:
+                self.wake(run_id)
+        if self.active:
+            for run in await cancel_requested_runs(self.storage, RunStatus.RUNNING):
+                if run.run_id in self.active and not deliver_cancel(run.run_id, run.cancel_reason):
+                    self.wake(run.run_id)  # it is suspending: resumed, it sees the request
 
     async def _fire_schedules(self) -> datetime | None:
         """Start the runs of due schedule ticks; return when the next tick is due."""
@@ -257,9 +409,11 @@ class _Service:
 
     async def recover(self) -> None:
         """Resume runs whose executing process died (same host) or whose lease expired,
-        and runs whose hook payload arrived while nobody could wake them."""
+        and runs whose hook payload arrived while nobody could wake them (cancellations:
+        :meth:`_pass_cancellations`, every poll)."""
+        self._forget_absent()
         await self._recover_runs()
-        for run_id in await signalled_suspended_runs(self.storage):
+        for run_id in await payload_signalled_runs(self.storage):
             self.wake(run_id)
 
     async def _recover_runs(self) -> None:
@@ -279,6 +433,7 @@ class _Service:
                 try:
                     await self._beat()
                 except Exception as exc:  # noqa: BLE001 - retried next beat
+                    _stop_if_cancelled(exc)
                     _log_loop_error("lease renewal", exc)
 
     async def _beat(self) -> None:
@@ -289,6 +444,15 @@ class _Service:
         for task in [*self._loops, *self.tasks]:
             task.cancel()
         await asyncio.gather(*self._loops, *self.tasks, return_exceptions=True)
+
+
+def _stop_if_cancelled(exc: Exception) -> None:
+    """Stop a service loop whose task was cancelled even if the cancellation surfaced as
+    another error (a driver that closes its connection when a call is cancelled can
+    raise its own error in the cleanup): retrying would keep a stopped service alive."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
 
 
 def _log_loop_error(what: str, exc: Exception) -> None:
@@ -414,7 +578,22 @@ class LocalRuntime(Runtime):
         await asyncio.sleep(float("inf") if duration is None else duration)
 
     async def wake(self, run_id: str, storage: StorageBackend) -> None:
+        """Resume the run here if this process has its workflow. Otherwise (an operator's
+        script without the code) do nothing: what woke it is stored, and a process
+        serving the run with the code acts on it (a cancellation within its poll
+        interval, a hook payload within a few)."""
         await storage.connect()
+        run = await storage.get_run(run_id)
+        if run is None or run.status.is_terminal:
+            return
+        if find_workflow(run.workflow_name) is None:
+            logger.debug(
+                "run {}: workflow {!r} is not registered in this process; a process "
+                "serving it with the code picks up the change",
+                run_id,
+                run.workflow_name,
+            )
+            return
         self.service(storage).wake(run_id)
 
     async def shutdown(self) -> None:

@@ -66,17 +66,32 @@ def _unknown(kind: str, name: str) -> ConfigurationError:
     )
 
 
+# Backend classes by name, for ``from pyworkflow.storage import PostgresStorageBackend``.
+_CLASSES: dict[str, _Entry] = {
+    entry.target.partition(":")[2]: entry for entry in _REGISTRY.values()
+}
+
+
+def backend_names() -> list[str]:
+    """The class names of the built-in backends (importable from ``pyworkflow.storage``)."""
+    return sorted(_CLASSES)
+
+
 def _load(scheme: str) -> type[StorageBackend]:
-    entry = _REGISTRY[scheme]
+    return _import(_REGISTRY[scheme], f"storage {scheme!r}")
+
+
+def _import(entry: _Entry, what: str) -> type[StorageBackend]:
     module_name, _, attr = entry.target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if entry.extra is None:
+        # Only a missing driver is a missing extra; a missing module of ours is a bug.
+        if entry.extra is None or (exc.name or "").startswith("pyworkflow"):
             raise
         raise ConfigurationError(
-            f"storage {scheme!r} needs the optional dependencies of the {entry.extra!r} "
-            f"extra (missing module {exc.name!r}); install them with: "
+            f"{what} needs the optional dependencies of the {entry.extra!r} extra "
+            f"(missing module {exc.name!r}); install them with: "
             f"pip install 'pyworkflow-engine[{entry.extra}]'",
             extra=entry.extra,
         ) from exc
@@ -84,6 +99,38 @@ def _load(scheme: str) -> type[StorageBackend]:
     if not (isinstance(cls, type) and issubclass(cls, StorageBackend)):
         raise ConfigurationError(f"{entry.target} is not a StorageBackend")
     return cls
+
+
+def backend_class(name: str) -> type[StorageBackend]:
+    """The backend class called ``name``, its module (and driver) imported now.
+
+    When its driver is not installed, a stand-in class of that name is returned instead:
+    importing the name works on a base install (code that only names the class, in a
+    type hint or an ``isinstance`` check, keeps working), and building one raises the
+    :class:`ConfigurationError` that names the extra to install.
+
+    Raises:
+        KeyError: no built-in backend has this name.
+    """
+    try:
+        return _import(_CLASSES[name], name)
+    except ConfigurationError as exc:
+        if "extra" not in exc.metadata:
+            raise
+        return _unavailable(name, exc)
+
+
+def _unavailable(name: str, error: ConfigurationError) -> type[StorageBackend]:
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise ConfigurationError(error.message, **error.metadata) from error.__cause__
+
+    namespace: dict[str, Any] = {
+        "__new__": refuse,
+        "from_url": staticmethod(refuse),
+        "__module__": "pyworkflow.storage",
+        "__doc__": f"Not available: {error.message}",
+    }
+    return type(name, (StorageBackend,), namespace)
 
 
 def _local_path(path: str) -> str:
