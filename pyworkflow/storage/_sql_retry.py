@@ -24,6 +24,7 @@ an infrastructure fault (the run goes on from storage once it answers).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -162,7 +163,15 @@ class RetryingPool(LoopBoundPool):
                 await self._expire(pool)
             raise error from exc
         finally:
-            await pool.release(connection)
+            try:
+                await pool.release(connection)
+            except Exception:  # noqa: BLE001 - the call's own outcome must win
+                # Releasing a session the driver already considers broken can fail; that
+                # must not replace what the call ended with: its answer, its mapped
+                # error or, above all, a cancellation (a cancelled loop would otherwise
+                # take it for an outage and retry forever).
+                with contextlib.suppress(Exception):
+                    self._drop(connection)
 
     def _cannot_connect(self, exc: BaseException) -> StorageError:
         """The error for a connection that could not be opened (nothing was sent)."""
