@@ -20,10 +20,10 @@ from loguru import logger
 from pyworkflow.celery.app import sending_app
 from pyworkflow.celery.messages import send_step, send_workflow
 from pyworkflow.celery.runtime import CeleryRuntime
-from pyworkflow.celery.worker import is_broker_fault, publish
+from pyworkflow.celery.worker import is_broker_fault, publish, start_beat
 from pyworkflow.core.config import discover_workflows, get_config
 from pyworkflow.engine.log import is_storage_fault
-from pyworkflow.engine.owners import OwnerKind, new_owner, owner_kind
+from pyworkflow.engine.owners import OwnerKind, new_owner, owner_kind, sweeper_of
 from pyworkflow.engine.recovery import (
     awaiting_delivery,
     runs_to_recover,
@@ -177,6 +177,17 @@ async def run_scheduler(
     discover_workflows()  # schedules start runs by workflow name; declarations register
     sending_app()  # build the Celery app now, not while the first due timer waits
     sweeper = TimerSweeper(storage)
+    # In the registry as well: a run this scheduler claimed and could not send before it
+    # died is taken back as soon as its beats stop, not when the claim's lease runs out.
+    beat = start_beat(sweeper_of(sweeper.owner) or sweeper.owner, kind="scheduler")
+    try:
+        await _serve(sweeper, poll, duration)
+    finally:
+        if beat is not None:
+            await asyncio.to_thread(beat.stop)
+
+
+async def _serve(sweeper: TimerSweeper, poll: float, duration: float | None) -> None:
     loop = asyncio.get_running_loop()
     stop_at = None if duration is None else loop.time() + duration
     passes = 0

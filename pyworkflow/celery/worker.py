@@ -54,7 +54,7 @@ class WorkerProcess:
         self.loop = asyncio.new_event_loop()
         self.owner = new_owner_id()
         self._storage: StorageBackend | None = None
-        self.beat = _start_beat(self.owner)
+        self.beat = start_beat(self.owner)
 
     def holding(self, run_id: str) -> contextlib.AbstractContextManager[None]:
         """Mark ``run_id`` as worked on here (listed by this process's beats) meanwhile."""
@@ -80,9 +80,10 @@ class WorkerProcess:
 _process: WorkerProcess | None = None
 
 
-def _start_beat(owner: str) -> WorkerBeat | None:
-    """This process's beat in the worker registry (``None`` where the storage keeps none:
-    a backend object given to ``configure()``, or one without the capability)."""
+def start_beat(owner: str, kind: str = "celery") -> WorkerBeat | None:
+    """This process's beat in the worker registry, as ``owner`` (``None`` where the
+    storage keeps none: a backend object given to ``configure()``, or one without the
+    capability)."""
     cfg = get_config()
     probe = new_storage(cfg.storage)
     if probe is None or not {WORKERS, "cross_process"} <= probe.capabilities:
@@ -91,8 +92,8 @@ def _start_beat(owner: str) -> WorkerBeat | None:
         owner,
         lambda: new_storage(cfg.storage) or probe,
         interval=cfg.lease_ttl / 3,
-        kind="celery",
-        queues=consumed_queues,
+        kind=kind,
+        queues=consumed_queues if kind == "celery" else (),
         version=__version__,
     )
     beat.start()

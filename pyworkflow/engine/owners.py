@@ -83,6 +83,14 @@ def is_delivery(owner: str | None) -> bool:
     return owner is not None and owner_kind(owner) in DELIVERY_KINDS
 
 
+def sweeper_of(owner: str | None) -> str | None:
+    """The process owner id of the sweeper that holds a run as ``owner`` (a ``sweep:``
+    owner, with or without its ``/claim`` suffix); ``None`` for other kinds."""
+    if owner is None or owner_kind(owner) is not OwnerKind.SWEEP:
+        return None
+    return owner.removeprefix("sweep:").partition("/")[0] or None
+
+
 def same_host_prefix() -> str:
     """The prefix every process owner of this host starts with."""
     return f"{_HOST}:"

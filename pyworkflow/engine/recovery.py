@@ -33,7 +33,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pyworkflow.engine.owners import OwnerKind, is_delivery, owner_is_dead, owner_kind
+from pyworkflow.engine.owners import (
+    OwnerKind,
+    is_delivery,
+    owner_is_dead,
+    owner_kind,
+    sweeper_of,
+)
 from pyworkflow.engine.workers import NOBODY, Liveness, read_liveness
 from pyworkflow.storage.base import HOOKS, StorageBackend, run_cursor
 from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
@@ -95,7 +101,9 @@ def judge(run: WorkflowRun, now: datetime, me: str, liveness: Liveness = NOBODY)
         return None
     owner = run.lease_owner
     counts = _counts(run, liveness)
-    if owner is not None and owner in liveness.dead:
+    if owner is not None and (owner in liveness.dead or sweeper_of(owner) in liveness.dead):
+        # Its worker, or the scheduler that claimed it and died before sending it,
+        # stopped beating: take it now rather than when the lease runs out.
         return Recovery(run.run_id, steal_from=owner, counts=counts)
     if owner is None or run.lease_expires_at is None or run.lease_expires_at < now:
         lost_round = owner if _is_round(owner) and not counts else None

@@ -20,6 +20,7 @@ from pyworkflow.engine.owners import (
     owner_is_dead,
     owner_kind,
     process_owner,
+    sweeper_of,
 )
 from pyworkflow.engine.recovery import awaiting_delivery, judge, never_executed, runs_to_recover
 from pyworkflow.engine.workers import Liveness
@@ -277,3 +278,18 @@ async def test_runs_awaiting_delivery_are_those_no_live_worker_is_on() -> None:
     live = Liveness.of([_worker("h1:1:a", 1, ["busy", "executing"])], utcnow(), ttl=30)
     found = {run.run_id async for run in awaiting_delivery(storage, live)}
     assert found == {"round", "queued"}
+
+
+def test_a_claim_of_a_scheduler_that_stopped_beating_is_taken_back_at_once() -> None:
+    """A scheduler claimed a due run (a 5-minute claim lease) and was killed before it
+    sent it: once its registry record goes stale the run is sent again, as a delivery."""
+    scheduler = "elsewhere:7:abc"
+    run = _run("r1", RunStatus.RUNNING, f"sweep:{scheduler}/1a2b3c4d", expires_in=300)
+    run.last_sequence = 6
+    assert sweeper_of(run.lease_owner) == scheduler
+    assert judge(run, utcnow(), process_owner()) is None  # leases alone: wait 5 minutes
+    live = Liveness.of([_worker(scheduler, 31)], utcnow(), ttl=30)
+    found = judge(run, utcnow(), process_owner(), live)
+    assert found is not None and found.steal_from == run.lease_owner and not found.counts
+    alive = Liveness.of([_worker(scheduler, 1)], utcnow(), ttl=30)
+    assert judge(run, utcnow(), process_owner(), alive) is None
