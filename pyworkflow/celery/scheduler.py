@@ -18,9 +18,9 @@ from functools import partial
 from loguru import logger
 
 from pyworkflow.celery.app import sending_app
-from pyworkflow.celery.messages import send_step, send_workflow
+from pyworkflow.celery.messages import send_workflow
 from pyworkflow.celery.runtime import CeleryRuntime
-from pyworkflow.celery.worker import is_broker_fault, publish, start_beat
+from pyworkflow.celery.worker import is_broker_fault, publish, round_messages, start_beat
 from pyworkflow.core.config import discover_workflows, get_config
 from pyworkflow.engine.log import is_storage_fault
 from pyworkflow.engine.owners import OwnerKind, new_owner, owner_kind, sweeper_of
@@ -29,7 +29,6 @@ from pyworkflow.engine.recovery import (
     runs_to_recover,
     signalled_suspended_runs,
 )
-from pyworkflow.engine.step_worker import steps_in_flight
 from pyworkflow.engine.workers import Liveness, prune_workers, read_liveness
 from pyworkflow.scheduler.declared import activate_declared
 from pyworkflow.scheduler.service import ScheduleService
@@ -124,10 +123,8 @@ class TimerSweeper:
             run_id, round_owner, expires, utcnow(), steal_from=round_owner
         ):
             return  # taken meanwhile
-        held = await steps_in_flight(self.storage, run_id)
-        if held is not None and held[1]:
-            messages = [partial(send_step, step, held[0]) for step in held[1]]
-        else:
+        messages = await round_messages(self.storage, run_id)
+        if not messages:  # every step recorded: the run itself waits to go on
             messages = [partial(send_workflow, run_id, steal_from=round_owner)]
         logger.warning("run {} lost its step messages; sending them again", run_id)
         await publish(run_id, messages)
@@ -140,11 +137,9 @@ class TimerSweeper:
         async for run in awaiting_delivery(self.storage, liveness):
             owner = run.lease_owner
             if owner is not None and owner_kind(owner) is OwnerKind.ROUND:
-                held = await steps_in_flight(self.storage, run.run_id)
-                if held is None:
+                messages = await round_messages(self.storage, run.run_id)
+                if messages is None:
                     continue
-                round_owner, steps = held
-                messages = [partial(send_step, step, round_owner) for step in steps]
             else:
                 messages = [partial(send_workflow, run.run_id, steal_from=owner)]
             await publish(run.run_id, messages)

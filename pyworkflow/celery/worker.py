@@ -159,10 +159,7 @@ async def execute_workflow(
         if outcome is None and attempts > 1:
             # The failed attempt may have handed the run to a dispatch round (its write
             # landed) without sending the round's steps: send them (duplicates lose).
-            held = await steps_in_flight(await current().storage(), run_id)
-            if held is not None:
-                round_owner, steps = held
-                await publish(run_id, [partial(send_step, step, round_owner) for step in steps])
+            await publish(run_id, await round_messages(await current().storage(), run_id) or [])
         return outcome
 
     return await _surviving_storage_faults("executing", run_id, work, resend)
@@ -209,6 +206,16 @@ async def _execute_workflow(
         messages += follow_up(outcome, run_id)
     await publish(run_id, messages)
     return outcome
+
+
+async def round_messages(storage: StorageBackend, run_id: str) -> list[Message] | None:
+    """The messages of the dispatch round holding ``run_id``: one per step attempt no
+    step worker recorded yet (``None``: no round holds the run)."""
+    held = await steps_in_flight(storage, run_id)
+    if held is None:
+        return None
+    round_owner, steps = held
+    return [partial(send_step, step, round_owner) for step in steps]
 
 
 def follow_up(outcome: Outcome, run_id: str) -> list[Message]:
