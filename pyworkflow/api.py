@@ -139,6 +139,7 @@ def start_by_name(
     idempotency_key: str | None = None,
     run_id: str | None = None,
     tags: list[str] | None = None,
+    detached: bool = False,
 ) -> Any:
     """Start a run of the workflow called ``workflow_name``; returns its id (awaitable in
     async code, the id itself in synchronous code, like :func:`start`).
@@ -154,6 +155,10 @@ def start_by_name(
     (``durable``, ``max_duration``, ``tags``, ``max_recovery_attempts``,
     ``recover_on_worker_loss``), since only the code knows them; import the module
     (``--module``) to start with the workflow's own options.
+
+    ``detached=True`` returns as soon as the run is stored; under the local runtime it
+    then executes in the background on the caller's event loop (a server answering a
+    request must not wait for the workflow's first suspension).
 
     Raises:
         WorkflowNotFoundError: local runtime and no workflow of that name is registered.
@@ -171,6 +176,7 @@ def start_by_name(
         idempotency_key,
         run_id,
         tags,
+        detached,
     )
     return _awaitable_or_done(coro, runtime)
 
@@ -206,6 +212,7 @@ async def _start(
     idempotency_key: str | None,
     run_id: str | None,
     tags: list[str] | None,
+    detached: bool = False,
 ) -> str:
     from pyworkflow.core.workflow import _validate_tags
 
@@ -230,6 +237,8 @@ async def _start(
         is_durable = cfg.default_durable
     if not is_durable:
         return await chosen.start_transient(request)
+    if detached:
+        return await chosen.start_detached(request, _storage(storage))
     return await chosen.start(request, _storage(storage))
 
 
@@ -375,6 +384,38 @@ async def resume_hook(
     hint = token[:8] + "..."
     if record is None:
         raise HookNotFoundError(f"no hook with token {hint}")
+    return await _deliver(backend, record, payload, hint, wake_here)
+
+
+async def resume_hook_by_key(
+    key: str,
+    payload: Any,
+    *,
+    storage: StorageBackend | str | None = None,
+    wake_here: bool = True,
+) -> ResumeResult:
+    """Deliver ``payload`` to the hook whose key is ``key`` (``HookRecord.token_hash``,
+    the id the HTTP API lists hooks by): for callers already authorised to act on any
+    hook (the dashboard's admin), who hold no token. Validation, waking and errors are
+    those of :func:`resume_hook`.
+
+    Raises:
+        HookNotFoundError: no hook has this key.
+        ...: everything :func:`resume_hook` raises.
+    """
+    backend = _storage(storage)
+    require_capability(backend, HOOKS)
+    await backend.connect()
+    record = await backend.get_hook(key) if _HOOK_KEY.fullmatch(key) else None
+    if record is None:
+        raise HookNotFoundError(f"no hook with key {key[:12]}...")
+    hint = f"{record.hook_id} of run {record.run_id}"
+    return await _deliver(backend, record, payload, hint, wake_here)
+
+
+async def _deliver(
+    backend: StorageBackend, record: HookRecord, payload: Any, hint: str, wake_here: bool
+) -> ResumeResult:
     _check_open(record, hint)
     run = await backend.get_run(record.run_id)
     if run is None or run.status.is_terminal:
@@ -501,6 +542,7 @@ async def _find_run_hook(backend: StorageBackend, run_id: str, hook: str) -> Hoo
 
 
 _TOKEN = re.compile(r"whk_[A-Za-z0-9_-]{32}")
+_HOOK_KEY = re.compile(r"[0-9a-f]{64}")  # HookRecord.token_hash: sha256 hex
 
 
 def _check_open(record: HookRecord, hint: str) -> None:
@@ -603,6 +645,7 @@ def retry_workflow(
     *,
     runtime: str | None = None,
     storage: StorageBackend | str | None = None,
+    detached: bool = False,
 ) -> Any:
     """Start a new run of ``run_id``'s workflow with its stored input, linked to it.
 
@@ -618,7 +661,8 @@ def retry_workflow(
     or in the configured ``modules``): the run executes in this process, and the call
     returns once it has completed or suspended. Under another runtime (Celery) the run
     is enqueued by name, also without the code: the run's settings (``max_duration``,
-    recovery) are then copied from the old run.
+    recovery) are then copied from the old run. ``detached=True`` returns once the new run
+    is stored (see :func:`start_by_name`).
 
     Dual use like :func:`start`: awaitable in async code, a plain call in synchronous
     code returns the new run id directly.
@@ -628,13 +672,15 @@ def retry_workflow(
         WorkflowNotFoundError: local runtime, and the workflow's code is not here.
     """
     name = runtime or get_config().default_runtime
-    coro = _retry(run_id, name, storage)
+    coro = _retry(run_id, name, storage, detached)
     if _in_async_context():
         return coro
     return run_sync(coro, runtime_name=name)
 
 
-async def _retry(run_id: str, runtime: str, storage: StorageBackend | str | None) -> str:
+async def _retry(
+    run_id: str, runtime: str, storage: StorageBackend | str | None, detached: bool = False
+) -> str:
     backend = _storage(storage)
     await backend.connect()
     old = await backend.get_run(run_id)
@@ -666,6 +712,8 @@ async def _retry(run_id: str, runtime: str, storage: StorageBackend | str | None
         encoded_input=(list(stored.get("args", [])), dict(stored.get("kwargs", {}))),
         retry_of=run_id,
     )
+    if detached:
+        return await get_runtime(runtime).start_detached(request, backend)
     return await get_runtime(runtime).start(request, backend)
 
 

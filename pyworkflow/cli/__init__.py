@@ -146,6 +146,7 @@ def main(
 
 def _register() -> None:
     from pyworkflow.cli import (
+        dashboard,
         hooks,
         processes,
         purge,
@@ -156,7 +157,7 @@ def _register() -> None:
         workflows,
     )
 
-    modules = (processes, workflows, runs, hooks, schedules, setup, quickstart)
+    modules = (processes, workflows, runs, hooks, schedules, setup, quickstart, dashboard)
     for module in modules:
         for command in module.COMMANDS:
             main.add_command(command)

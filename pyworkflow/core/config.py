@@ -61,6 +61,12 @@ class PyWorkflowConfig:
     # Derives hook tokens (HMAC); None: a key file beside the embedded storage. Never
     # shown by repr().
     secret_key: str | None = field(default=None, repr=False)
+    # HTTP API and dashboard (`pyworkflow dashboard`): the admin token (every route) and
+    # the read-only token (GET routes). Never shown by repr().
+    dashboard_token: str | None = field(default=None, repr=False)
+    dashboard_read_token: str | None = field(default=None, repr=False)
+    # Serve /metrics without a token (for a scraper on a trusted network).
+    dashboard_public_metrics: bool = False
 
 
 _OPTION_NAMES = {f.name for f in dataclasses.fields(PyWorkflowConfig)}
@@ -75,7 +81,12 @@ _INT_OPTIONS = {
 }
 _FLOAT_OPTIONS = {"lease_ttl", "timer_poll_interval", "dispatch_timeout"}
 _NON_NEGATIVE_FLOAT_OPTIONS = {"celery_countdown_window"}
-_BOOL_OPTIONS = {"default_durable", "celery_inline_steps", "allow_pickle"}
+_BOOL_OPTIONS = {
+    "default_durable",
+    "celery_inline_steps",
+    "allow_pickle",
+    "dashboard_public_metrics",
+}
 MIN_SECRET_KEY_LENGTH = 16
 
 _explicit: dict[str, Any] = {}

@@ -82,6 +82,7 @@ class RunQuery:
     cursor: str | None = None
     # Added after the first release: last, so positional construction keeps working.
     cancel_requested: bool | None = None
+    run_id_prefix: str | None = None
 
     def matches(self, run: WorkflowRun) -> bool:
         """Whether ``run`` passes every filter (cursor excluded)."""
@@ -96,6 +97,7 @@ class RunQuery:
                 self.cancel_requested is None
                 or (run.cancel_requested_at is not None) == self.cancel_requested
             )
+            and (self.run_id_prefix is None or run.run_id.startswith(self.run_id_prefix))
         )
 
     def page(self, runs: Iterable[WorkflowRun]) -> list[WorkflowRun]:
@@ -245,6 +247,7 @@ class StorageBackend(ABC):
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         cancel_requested: bool | None = None,
+        run_id_prefix: str | None = None,
         limit: int = 100,
         offset: int = 0,
         cursor: str | None = None,
@@ -257,7 +260,8 @@ class StorageBackend(ABC):
         (``cancel_requested_at`` set, see :meth:`request_cancellation`), ``False`` only
         the others; ``None`` does not filter. Together with ``status=SUSPENDED`` it is
         the query crash recovery asks on every pass, so backends answer it from an index
-        (see docs/storage.md for which backends scan instead). For stable paging
+        (see docs/storage.md for which backends scan instead). ``run_id_prefix`` keeps
+        runs whose id starts with it (the dashboard's search box). For stable paging
         pass ``cursor=run_cursor(last_run_of_previous_page)``: the page then holds only
         runs ordered after that run, unaffected by runs created meanwhile.
         """
@@ -270,6 +274,7 @@ class StorageBackend(ABC):
                 created_after=created_after,
                 created_before=created_before,
                 cancel_requested=cancel_requested,
+                run_id_prefix=run_id_prefix,
                 limit=limit,
                 offset=offset,
                 cursor=cursor,

@@ -1,0 +1,72 @@
+"""The library's errors as HTTP answers: one JSON shape, ``{"detail": "..."}``, with the
+status a client can act on. Nothing internal (tracebacks, storage URLs) is sent."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from loguru import logger
+from pydantic import ValidationError
+
+from pyworkflow.core.exceptions import (
+    ConfigurationError,
+    HookAlreadyReceivedError,
+    HookExpiredError,
+    HookPayloadError,
+    NotFoundError,
+    PayloadTooLargeError,
+    StorageUnavailableError,
+)
+
+#: Error class -> HTTP status, most specific first.
+STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (NotFoundError, 404),
+    (HookAlreadyReceivedError, 409),
+    (HookExpiredError, 409),
+    (PayloadTooLargeError, 413),
+    (HookPayloadError, 422),
+    (ConfigurationError, 409),
+    (StorageUnavailableError, 503),
+)
+
+
+def status_of(exc: Exception) -> int | None:
+    """The HTTP status for ``exc``, or ``None`` when it is not a known client error."""
+    for kind, status in STATUS:
+        if isinstance(exc, kind):
+            return status
+    return None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map the library's errors to answers on ``app``."""
+
+    async def known(_request: Request, exc: Exception) -> JSONResponse:
+        status = status_of(exc) or 500
+        body: dict[str, object] = {"detail": _first_line(exc)}
+        if isinstance(exc, HookPayloadError):
+            body["errors"] = list(exc.errors)
+        return JSONResponse(body, status_code=status)
+
+    async def invalid(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ValidationError)
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": "payload is invalid", "errors": errors}, status_code=422)
+
+    async def bad_value(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": _first_line(exc)}, status_code=400)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.opt(exception=exc).error("dashboard: {} {} failed", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error (see the server's log)"}, status_code=500)
+
+    for kind, _status in STATUS:
+        app.add_exception_handler(kind, known)
+    app.add_exception_handler(ValidationError, invalid)
+    app.add_exception_handler(ValueError, bad_value)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

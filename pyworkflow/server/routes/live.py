@@ -1,0 +1,7 @@
+"""Placeholder: filled in by the live work of issue 16."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/api")

@@ -1,0 +1,231 @@
+"""``/api/runs``: list and read runs, their events, children and chains; cancel, retry,
+and start runs by workflow name."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, Field
+
+from pyworkflow.api import cancel_workflow, get_workflow_chain, retry_workflow, start_by_name
+from pyworkflow.core.config import get_config
+from pyworkflow.core.exceptions import RunNotFoundError, WorkflowNotFoundError
+from pyworkflow.server.app import storage_of
+from pyworkflow.server.auth import Principal, require_admin, require_read
+from pyworkflow.server.models import (
+    EventOut,
+    EventPage,
+    RunDetail,
+    RunList,
+    RunPage,
+)
+from pyworkflow.storage.base import RunQuery, StorageBackend, parse_cursor
+from pyworkflow.storage.schemas import RunStatus, WorkflowRun
+
+router = APIRouter(prefix="/api", tags=["runs"])
+Storage = Annotated[StorageBackend, Depends(storage_of)]
+Reader = Annotated[Principal, Depends(require_read)]
+Admin = Annotated[Principal, Depends(require_admin)]
+
+MAX_PAGE = 500
+
+
+class RunFilters(BaseModel):
+    """The filters of ``GET /api/runs`` (also used by the dashboard's runs page)."""
+
+    status: RunStatus | None = None
+    workflow: str | None = None
+    tag: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    run_id_prefix: str | None = None
+    idempotency_key: str | None = None
+
+    def query(self, limit: int, cursor: str | None) -> RunQuery:
+        return RunQuery(
+            status=self.status,
+            workflow_name=self.workflow or None,
+            tag=self.tag or None,
+            created_after=_utc(self.since),
+            created_before=_utc(self.until),
+            run_id_prefix=self.run_id_prefix or None,
+            limit=limit,
+            cursor=cursor,
+        )
+
+
+async def find_runs(
+    storage: StorageBackend, filters: RunFilters, limit: int, cursor: str | None
+) -> RunPage:
+    """One page of runs matching ``filters`` (one storage query; an idempotency key is
+    an exact lookup)."""
+    if cursor is not None:
+        try:
+            parse_cursor(cursor)
+        except ValueError:
+            raise HTTPException(400, "invalid cursor: pass a next_cursor value back") from None
+    query = filters.query(limit + 1, cursor)  # one more tells whether a next page exists
+    if filters.idempotency_key:
+        run = await storage.get_run_by_idempotency_key(filters.idempotency_key)
+        runs = query.page([run] if run is not None else [])
+    else:
+        runs = await storage.query_runs(query)
+    return RunPage.of(runs, limit)
+
+
+@router.get("/runs", response_model=RunPage, summary="List runs, newest first")
+async def list_runs(
+    storage: Storage,
+    _: Reader,
+    status: RunStatus | None = None,
+    workflow: str | None = Query(None, description="Exact workflow name."),
+    tag: str | None = None,
+    since: datetime | None = Query(None, description="Created at or after (ISO 8601)."),
+    until: datetime | None = Query(None, description="Created before (ISO 8601)."),
+    run_id_prefix: str | None = Query(None, max_length=200),
+    idempotency_key: str | None = Query(None, max_length=500),
+    limit: int = Query(50, ge=1, le=MAX_PAGE),
+    cursor: str | None = Query(None, max_length=300, description="next_cursor of a page."),
+) -> RunPage:
+    filters = RunFilters(
+        status=status,
+        workflow=workflow,
+        tag=tag,
+        since=since,
+        until=until,
+        run_id_prefix=run_id_prefix,
+        idempotency_key=idempotency_key,
+    )
+    return await find_runs(storage, filters, limit, cursor)
+
+
+async def run_or_404(storage: StorageBackend, run_id: str) -> WorkflowRun:
+    run = await storage.get_run(run_id)
+    if run is None:
+        raise HTTPException(404, f"no run with id {run_id!r}")
+    return run
+
+
+@router.get("/runs/{run_id}", response_model=RunDetail, summary="One run")
+async def get_run(run_id: str, storage: Storage, _: Reader) -> RunDetail:
+    return RunDetail.of(await run_or_404(storage, run_id))
+
+
+@router.get("/runs/{run_id}/events", response_model=EventPage, summary="A run's event log")
+async def get_events(
+    run_id: str,
+    storage: Storage,
+    _: Reader,
+    after: int = Query(0, ge=0, description="Only events with a higher sequence."),
+) -> EventPage:
+    await run_or_404(storage, run_id)
+    events = await storage.get_events(run_id, after_sequence=after)
+    return EventPage(events=[EventOut.of(e) for e in events])
+
+
+@router.get("/runs/{run_id}/children", response_model=RunPage, summary="Child runs")
+async def get_children(
+    run_id: str,
+    storage: Storage,
+    _: Reader,
+    limit: int = Query(100, ge=1, le=MAX_PAGE),
+    cursor: str | None = Query(None, max_length=300),
+) -> RunPage:
+    await run_or_404(storage, run_id)
+    if cursor is not None:
+        try:
+            parse_cursor(cursor)
+        except ValueError:
+            raise HTTPException(400, "invalid cursor: pass a next_cursor value back") from None
+    children = await storage.get_children(run_id, limit=limit + 1, cursor=cursor)
+    return RunPage.of(children, limit)
+
+
+@router.get("/runs/{run_id}/chain", response_model=RunList, summary="continue_as_new chain")
+async def get_chain(run_id: str, storage: Storage, _: Reader) -> RunList:
+    from pyworkflow.server.models import RunSummary
+
+    chain = await get_workflow_chain(run_id, storage=storage)
+    return RunList(runs=[RunSummary.of(r) for r in chain])
+
+
+class CancelRequest(BaseModel):
+    reason: str | None = Field(None, max_length=2000)
+
+
+class CancelAnswer(BaseModel):
+    cancelled: bool = Field(description="False: the run had already ended.")
+    run: RunDetail
+
+
+@router.post("/runs/{run_id}/cancel", response_model=CancelAnswer, status_code=202)
+async def cancel_run(
+    run_id: str, storage: Storage, _: Admin, body: CancelRequest | None = None
+) -> CancelAnswer:
+    """Ask the run to cancel (it runs its cleanup, then ends ``cancelled``)."""
+    await run_or_404(storage, run_id)
+    done = await cancel_workflow(run_id, body.reason if body else None, storage=storage)
+    return CancelAnswer(cancelled=done, run=RunDetail.of(await run_or_404(storage, run_id)))
+
+
+class Started(BaseModel):
+    run_id: str
+    runtime: str
+
+
+@router.post("/runs/{run_id}/retry", response_model=Started, status_code=202)
+async def retry_run(run_id: str, storage: Storage, _: Admin) -> Started:
+    """Start a new run of this run's workflow with the same stored input."""
+    await run_or_404(storage, run_id)
+    runtime = get_config().default_runtime
+    try:
+        new_id = await retry_workflow(run_id, storage=storage, detached=True)
+    except RunNotFoundError:
+        raise
+    except WorkflowNotFoundError as exc:
+        raise HTTPException(409, _no_code(exc)) from None
+    return Started(run_id=new_id, runtime=runtime)
+
+
+class StartRequest(BaseModel):
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+    tags: list[str] | None = None
+
+
+@router.post("/workflows/{name}/runs", response_model=Started, status_code=202, tags=["workflows"])
+async def start_run(name: str, storage: Storage, _: Admin, body: StartRequest) -> Started:
+    """Start a run of workflow ``name``: executed by this server when it imported the
+    workflow's module (``--module``), enqueued under the Celery runtime, refused (409)
+    otherwise. A known idempotency key returns the run it started."""
+    runtime = get_config().default_runtime
+    try:
+        run_id = await start_by_name(
+            name,
+            body.args,
+            body.kwargs,
+            storage=storage,
+            idempotency_key=body.idempotency_key,
+            tags=body.tags,
+            detached=True,
+        )
+    except WorkflowNotFoundError as exc:
+        raise HTTPException(409, _no_code(exc)) from None
+    return Started(run_id=run_id, runtime=runtime)
+
+
+def _no_code(exc: Exception) -> str:
+    return (
+        f"{exc}. This server runs workflows only when it imported their module "
+        "(pyworkflow --module MODULE dashboard) or when the Celery runtime is configured "
+        "(workers run them)"
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

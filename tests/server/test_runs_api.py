@@ -1,0 +1,89 @@
+"""``/api/runs``: listing with filters and cursors, a run, its events; start and cancel."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI
+
+from pyworkflow import get_workflow_run, start
+from tests.server.conftest import READ_TOKEN, client
+from tests.server.flows import srv_quick, srv_sleeper
+
+
+async def _wait_status(run_id: str, wanted: str, within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        run = await get_workflow_run(run_id)
+        if run is not None and run.status == wanted:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} never became {wanted}")
+
+
+async def test_list_filters_and_pages(app: FastAPI) -> None:
+    ids = [await start(srv_quick, i) for i in range(5)]
+    sleeping = await start(srv_sleeper, 3600)
+    async with client(app, READ_TOKEN) as http:
+        page = (await http.get("/api/runs", params={"limit": 2})).json()
+        assert len(page["runs"]) == 2 and page["next_cursor"]
+        seen = [r["run_id"] for r in page["runs"]]
+        while page["next_cursor"]:
+            page = (
+                await http.get("/api/runs", params={"limit": 2, "cursor": page["next_cursor"]})
+            ).json()
+            seen += [r["run_id"] for r in page["runs"]]
+        assert sorted(seen) == sorted([*ids, sleeping])
+
+        suspended = (await http.get("/api/runs", params={"status": "suspended"})).json()
+        assert [r["run_id"] for r in suspended["runs"]] == [sleeping]
+        by_name = (await http.get("/api/runs", params={"workflow": "srv_quick"})).json()
+        assert sorted(r["run_id"] for r in by_name["runs"]) == sorted(ids)
+        tagged = (await http.get("/api/runs", params={"tag": "srv-test"})).json()
+        assert len(tagged["runs"]) == 5
+
+        bad = await http.get("/api/runs", params={"cursor": "nonsense"})
+        assert bad.status_code == 400 and "cursor" in bad.json()["detail"]
+
+
+async def test_run_detail_and_events(app: FastAPI) -> None:
+    run_id = await start(srv_quick, 21)
+    async with client(app, READ_TOKEN) as http:
+        run = (await http.get(f"/api/runs/{run_id}")).json()
+        assert run["status"] == "completed" and run["result"] == 42 and run["args"] == [21]
+        events = (await http.get(f"/api/runs/{run_id}/events")).json()["events"]
+        assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+        assert events[0]["type"] == "workflow.started"
+        missing = await http.get("/api/runs/nope")
+        assert missing.status_code == 404
+
+
+async def test_start_by_name_and_cancel(app: FastAPI) -> None:
+    async with client(app) as http:
+        answer = await http.post(
+            "/api/workflows/srv_sleeper/runs", json={"args": [3600], "idempotency_key": "k1"}
+        )
+        assert answer.status_code == 202, answer.text
+        run_id = answer.json()["run_id"]
+        again = await http.post(
+            "/api/workflows/srv_sleeper/runs", json={"args": [3600], "idempotency_key": "k1"}
+        )
+        assert again.json()["run_id"] == run_id
+        await _wait_status(run_id, "suspended")
+        cancelled = await http.post(f"/api/runs/{run_id}/cancel", json={"reason": "test"})
+        assert cancelled.status_code == 202 and cancelled.json()["cancelled"] is True
+        await _wait_status(run_id, "cancelled")
+        unknown = await http.post("/api/workflows/not_here/runs", json={})
+        assert unknown.status_code == 409 and "--module" in unknown.json()["detail"]
+
+
+async def test_tokens(app: FastAPI) -> None:
+    async with client(app, token=None) as anonymous:
+        assert (await anonymous.get("/api/runs")).status_code == 401
+        assert (await anonymous.get("/healthz")).status_code == 200
+    async with client(app, READ_TOKEN) as reader:
+        assert (await reader.get("/api/runs")).status_code == 200
+        refused = await reader.post("/api/workflows/srv_quick/runs", json={"args": [1]})
+        assert refused.status_code == 403
+    async with client(app, "wrong-token-0123456789") as stranger:
+        assert (await stranger.get("/api/runs")).status_code == 401
