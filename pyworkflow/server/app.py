@@ -104,7 +104,8 @@ def _include_routers(app: FastAPI, *, ui: bool) -> None:
     from pyworkflow.server import webhooks
     from pyworkflow.server.routes import hooks, live, runs, schedules, system
 
-    for module in (system, runs, live, hooks, schedules, webhooks):
+    # live before runs: /api/runs/stream must not be taken for /api/runs/{run_id}.
+    for module in (system, live, runs, hooks, schedules, webhooks):
         app.include_router(module.router)
     if ui:
         from pyworkflow.server import ui as pages

@@ -202,6 +202,13 @@ class SQLStorageBackend(StorageBackend):
         read = self.sql.row_to_run
         return [read(row) for row in rows]
 
+    async def workflow_names(self, *, limit: int = 1000) -> list[str] | None:
+        if limit <= 0:
+            return []
+        statement = self.sql.workflow_names
+        rows = await self._call(READ, partial(_fetch, statement, (limit,)), idempotent=True)
+        return [str(row[0]) for row in rows]
+
     # -- events ---------------------------------------------------------------------------
 
     async def append_events(

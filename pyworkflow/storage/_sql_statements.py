@@ -118,6 +118,26 @@ class CreatePlan:
     event_rows: list[tuple[Any, ...]]
 
 
+def _workflow_names_sql(dialect: str, runs: str) -> str:
+    """The distinct workflow names, sorted, at most ``?`` of them, read from the
+    ``(workflow_name, created_at, run_id)`` index one probe per name.
+
+    MySQL/MariaDB do that loose index scan for ``DISTINCT`` by themselves; PostgreSQL
+    and SQLite would read the whole index, so they walk it with a recursive query that
+    jumps to the next name each step.
+    """
+    if dialect == "mysql":
+        return f"SELECT DISTINCT workflow_name FROM {runs} ORDER BY workflow_name LIMIT ?"
+    return (
+        f"WITH RECURSIVE names(name, n) AS ("
+        f"SELECT MIN(workflow_name), 1 FROM {runs} "
+        f"UNION ALL SELECT (SELECT MIN(workflow_name) FROM {runs} "
+        f"WHERE workflow_name > names.name), n + 1 FROM names "
+        f"WHERE names.name IS NOT NULL AND n < ?"
+        f") SELECT name FROM names WHERE name IS NOT NULL ORDER BY name"
+    )
+
+
 class Statements:
     """Every statement of the contract for one dialect and table prefix, built once."""
 
@@ -197,6 +217,7 @@ class Statements:
         self.next_wake = c(
             f"SELECT MIN(wake_at) FROM {runs} WHERE status = ? AND wake_at IS NOT NULL"
         )
+        self.workflow_names = c(_workflow_names_sql(d.name, runs))
         self.list_stale = c(
             f"{self.select_run} WHERE status IN ({_marks(len(STALE_CANDIDATE_VALUES))}) "
             f"AND (lease_expires_at IS NULL OR lease_expires_at < ?) "

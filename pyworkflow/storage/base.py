@@ -298,6 +298,16 @@ class StorageBackend(ABC):
         """
         return await self.list_runs(parent_run_id=run_id, limit=limit, cursor=cursor)
 
+    async def workflow_names(self, *, limit: int = 1000) -> list[str] | None:  # noqa: ARG002
+        """The distinct workflow names of the stored runs, sorted, at most ``limit``; or
+        ``None`` when this backend cannot list them without reading every run (the
+        default: callers then look at the newest runs instead, as the dashboard does).
+
+        The SQL backends answer from their ``(workflow_name, ...)`` index, one index
+        probe per name, whatever the number of runs.
+        """
+        return None
+
     # -- events ---------------------------------------------------------------------------
 
     @abstractmethod
