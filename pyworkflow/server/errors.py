@@ -3,6 +3,8 @@ status a client can act on. Nothing internal (tracebacks, storage URLs) is sent.
 
 from __future__ import annotations
 
+import traceback
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from loguru import logger
@@ -15,6 +17,7 @@ from pyworkflow.core.exceptions import (
     HookPayloadError,
     NotFoundError,
     PayloadTooLargeError,
+    SerializationError,
     StorageUnavailableError,
 )
 
@@ -25,6 +28,7 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (HookExpiredError, 409),
     (PayloadTooLargeError, 413),
     (HookPayloadError, 422),
+    (SerializationError, 422),  # a value JSON cannot hold (after PayloadTooLargeError)
     (ConfigurationError, 409),
     (StorageUnavailableError, 503),
 )
@@ -57,7 +61,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": _first_line(exc)}, status_code=400)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.opt(exception=exc).error("dashboard: {} {} failed", request.method, request.url.path)
+        # A plain traceback: loguru's own (``opt(exception=...)``) shows the values of
+        # locals where the handler has ``diagnose`` on (its default), and the request's
+        # path and headers hold hook tokens and API tokens.
+        trace = "".join(traceback.format_exception(exc)).rstrip()
+        logger.error("dashboard: {} {} failed\n{}", request.method, _route(request), trace)
         return JSONResponse({"detail": "internal error (see the server's log)"}, status_code=500)
 
     for kind, _status in STATUS:
@@ -65,6 +73,14 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, invalid)
     app.add_exception_handler(ValueError, bad_value)
     app.add_exception_handler(Exception, unexpected)
+
+
+def _route(request: Request) -> str:
+    """The path template that matched (``/hooks/{token}``): the path itself may hold a
+    hook token, which must not reach the log."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", None)
+    return template if isinstance(template, str) else "(no route)"
 
 
 def _first_line(exc: BaseException) -> str:
