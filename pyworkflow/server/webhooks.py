@@ -145,15 +145,24 @@ async def read_json(request: Request) -> Any:
 
 
 def decode_json(body: bytes) -> Any:
-    """``body`` as a JSON value (strict JSON: no NaN or Infinity), or 400 saying why."""
+    """``body`` as a JSON value (strict JSON: no NaN or Infinity, no unpaired surrogate
+    escapes), or 400 saying why."""
     if not body.strip():
         raise HTTPException(400, "the request body is empty: send the payload as JSON")
     try:
-        return json.loads(body, parse_constant=_refuse_constant)
+        value = json.loads(body, parse_constant=_refuse_constant)
+        # "\ud800" parses, but no storage can hold half a surrogate pair: refused here
+        # rather than accepted for a run that could then never record it.
+        json.dumps(value, ensure_ascii=False).encode()
     except RecursionError:
         raise HTTPException(400, "the request body is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise HTTPException(
+            400, "the request body holds an unpaired surrogate (\\ud800-\\udfff): not Unicode text"
+        ) from None
     except ValueError as exc:  # not JSON, undecodable bytes, or a constant refused below
         raise HTTPException(400, f"the request body is not valid JSON: {exc}") from None
+    return value
 
 
 def _refuse_constant(name: str) -> Any:
