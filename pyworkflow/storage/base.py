@@ -55,7 +55,9 @@ def parse_cursor(cursor: str) -> tuple[int, str]:
         ValueError: the cursor was not made by :func:`run_cursor`.
     """
     micros, sep, run_id = cursor.partition(":")
-    if not sep or not micros.isdigit():
+    # ASCII digits only ("²" is a digit to str.isdigit), and no later than any time a
+    # run can be created at (a larger number overflows where it becomes a datetime).
+    if not sep or not micros.isascii() or not micros.isdigit() or int(micros) > _MAX_MICROS:
         raise ValueError(f"invalid run cursor {cursor!r}")
     return int(micros), run_id
 
@@ -65,6 +67,7 @@ def _micros(value: datetime) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_MICROS = _micros(datetime.max.replace(tzinfo=UTC))
 
 
 @dataclass(frozen=True, slots=True)
