@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pyworkflow.core.config import configure, discover_workflows, get_storage
 from pyworkflow.server.auth import Authenticator, require_read
 from pyworkflow.server.errors import install_error_handlers
+from pyworkflow.server.limits import BodyLimit
 from pyworkflow.server.settings import ServerSettings
 from pyworkflow.storage.base import StorageBackend
 
@@ -82,6 +83,7 @@ def create_app(
         modules=list(modules or []),
     )
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _include_routers(app, ui=ui)
     _include_docs(app)
     return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 import traceback
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from loguru import logger
 from pydantic import ValidationError
@@ -50,6 +51,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if refused := _unstorable(exc):
             return refused
         status = status_of(exc) or 500
+        if status == 503:
+            # The message names the server (user@host/db): for the log, not the client.
+            logger.warning("dashboard: storage unavailable: {}", _first_line(exc))
+            return JSONResponse(
+                {"detail": "storage is unavailable; try again shortly"}, status_code=503
+            )
         body: dict[str, object] = {"detail": _first_line(exc)}
         if isinstance(exc, HookPayloadError):
             body["errors"] = list(exc.errors)
@@ -59,6 +66,19 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ValidationError)
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": "payload is invalid", "errors": errors}, status_code=422)
+
+    async def bad_request(_request: Request, exc: Exception) -> JSONResponse:
+        # FastAPI's own shape is a bare list under "detail"; keep one shape everywhere.
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(part) for part in first["loc"]) or "request"
+        return JSONResponse(
+            {"detail": f"invalid {where}: {first['msg']}", "errors": errors}, status_code=422
+        )
 
     async def bad_value(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": _first_line(exc)}, status_code=400)
@@ -79,6 +99,7 @@ def install_error_handlers(app: FastAPI) -> None:
     for kind, _status in STATUS:
         app.add_exception_handler(kind, known)
     app.add_exception_handler(ValidationError, invalid)
+    app.add_exception_handler(RequestValidationError, bad_request)
     app.add_exception_handler(ValueError, bad_value)
     app.add_exception_handler(StorageError, storage_failed)
     app.add_exception_handler(Exception, unexpected)
