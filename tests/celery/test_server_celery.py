@@ -51,3 +51,10 @@ async def test_runs_started_through_the_api_execute_on_workers(make_cluster):
         assert (await http.post(f"/api/runs/{sleeping['run_id']}/cancel")).status_code == 202
         [cancelled] = await wait_all_terminal(cluster.storage, [sleeping["run_id"]], 60, cluster)
         assert cancelled.status.value == "cancelled"
+
+        workers = (await http.get("/api/workers")).json()["workers"]
+        kinds = {w["kind"] for w in workers if w["alive"]}
+        assert kinds == {"celery", "scheduler"}, workers
+        pool = [w for w in workers if w["kind"] == "celery"]
+        assert len(pool) == 2  # worker w1 runs 2 pool processes, each beats
+        assert all("pyworkflow.workflows" in w["queues"] for w in pool)
