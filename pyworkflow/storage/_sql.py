@@ -197,10 +197,26 @@ class SQLStorageBackend(StorageBackend):
         return await self._fetch_run(self.sql.get_run_by_key, key)
 
     async def query_runs(self, query: RunQuery) -> list[WorkflowRun]:
-        sql, params = self.sql.query(query)
-        rows = await self._call(READ, partial(_fetch, sql, params), idempotent=True)
+        if self.sql.unmatchable(query):
+            return []
+
+        async def fetch(conn: Conn) -> Sequence[Sequence[Any]]:
+            return await conn.fetch(*await self._query_statement(query, conn))
+
+        rows = await self._call(READ, fetch, idempotent=True)
         read = self.sql.row_to_run
         return [read(row) for row in rows]
+
+    async def _query_statement(self, query: RunQuery, conn: Conn) -> tuple[str, list[Any]]:
+        """The statement and parameters :meth:`query_runs` runs for ``query`` (a prefix
+        is probed first where the dialect asks for it, see ``Dialect.prefix_probe``)."""
+        statements = self.sql
+        probe = statements.prefix_probe(query.run_id_prefix or "")
+        walk = False
+        if probe is not None:
+            (count,), *_ = await conn.fetch(*probe)
+            walk = count >= statements.dialect.prefix_probe
+        return statements.query(query, walk=walk)
 
     # -- events ---------------------------------------------------------------------------
 

@@ -113,7 +113,7 @@ class RunStore(CancelIndex):
 
     async def query_runs(self, query: RunQuery) -> list[WorkflowRun]:
         wanted = query.offset + query.limit
-        if query.limit <= 0:
+        if query.limit <= 0 or not _is_text(query.run_id_prefix):
             return []
         expr = _Expr()
         filters: list[str] = []
@@ -143,6 +143,10 @@ class RunStore(CancelIndex):
             filters.append(f"{expr.name('workflow_name')} = {expr.value(_s(query.workflow_name))}")
         if query.tag is not None and index != INDEX_TAG:
             filters.append(f"contains({expr.name('tags')}, {expr.value(_s(query.tag))})")
+        if query.run_id_prefix:
+            # No index orders runs by id: the prefix filters the chosen index's items.
+            prefix = expr.value(_s(query.run_id_prefix))
+            filters.append(f"begins_with({expr.name('run_id')}, {prefix})")
 
         # Key range on created_sk: lower bound inclusive, upper bounds exclusive.
         lower = None if query.created_after is None else _sort_key(_micros(query.created_after))
@@ -318,3 +322,14 @@ class RunStore(CancelIndex):
             for item in page:
                 reader.feed(item)
         return reader.done()
+
+
+def _is_text(value: str | None) -> bool:
+    """Whether ``value`` is storable text (no lone surrogate): a prefix that is not
+    matches no stored id, and DynamoDB would reject the request."""
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True

@@ -13,6 +13,12 @@ Complexity (n = runs under the prefix, k = results):
   the smallest set it reads before it has ``offset + limit`` matches. The walk runs
   inside one script, so a very unselective combination over a huge set blocks Redis
   while it runs; prefer the most selective filter, or paginate with small limits.
+* ``list_runs(run_id_prefix=...)`` has no index of its own (the sets are ordered by
+  creation time, not id): the walk above compares each member's id with the prefix
+  (a byte compare, no extra command), so it costs O(log n + m) too. Alone, or with
+  filters that leave most runs, a selective prefix makes m the whole set (``idx:all``:
+  every run), read in one script: about 10 ms per 100,000 runs, during which Redis
+  serves nothing else. Narrow it with another filter (workflow, status, time range).
 * ``list_runs(cancel_requested=True)`` reads ``idx:cancel`` (or ``idx:cancel:<status>``
   with a status: the suspended runs asked to cancel, crash recovery's query), which hold
   only runs asked to cancel: O(log n + offset + k) plus one ``HMGET`` per entry read
@@ -177,6 +183,8 @@ class RunStore(RedisConnection):
                     query.limit,
                     "run:",
                     *checks,
+                    # A lone surrogate survives as bytes no stored (UTF-8) id starts with.
+                    (query.run_id_prefix or "").encode("utf-8", "surrogatepass"),
                 ],
             )
         return [run for run in map(run_from_hash, json.loads(rows)) if run is not None]

@@ -1,7 +1,8 @@
 -- KEYS: the index sets a record must be in (>= 1). ARGV: base, max, min (lex bounds),
 -- offset, limit, record key kind ('run:' or 'hook:'; runs and hooks share it), and for
 -- runs optionally the status the record must have and '1'/'0' (it must / must not have
--- a cancel_requested_at), both checked on the record's hash ('' = no check). Returns
+-- a cancel_requested_at), both checked on the record's hash ('' = no check), and the
+-- prefix its id must start with, checked on the member itself ('' = any). Returns
 -- the matching records' HGETALL lists, newest first, as one JSON array (cjson): one bulk
 -- reply decoded in C rather than thousands of RESP items.
 local P = ARGV[1]
@@ -14,13 +15,18 @@ end
 local maxb, minb = ARGV[2], ARGV[3]
 local offset, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
 local status_is, cancel_is = ARGV[7] or '', ARGV[8] or ''
-local checks = status_is ~= '' or cancel_is ~= ''
+local prefix = ARGV[9] or ''
+local id_from, id_to = MEMBER_TS_LEN + 1, MEMBER_TS_LEN + #prefix
+local hash_checks = status_is ~= '' or cancel_is ~= ''
+local checks = hash_checks or prefix ~= ''
 
 local function matches(m)
+  -- Byte comparison: a UTF-8 byte prefix is exactly a character prefix.
+  if prefix ~= '' and string.sub(m, id_from, id_to) ~= prefix then return false end
   for i = 1, #KEYS do
     if i ~= best and not redis.call('ZSCORE', KEYS[i], m) then return false end
   end
-  if not checks then return true end
+  if not hash_checks then return true end
   local key = P .. ARGV[6] .. string.sub(m, MEMBER_TS_LEN + 1)
   local f = redis.call('HMGET', key, 'status', 'cancel_requested_at')
   if status_is ~= '' and f[1] ~= status_is then return false end
