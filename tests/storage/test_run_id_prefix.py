@@ -9,6 +9,9 @@ with a few dozen runs. Two SQL paths need more than that to be taken:
 * MySQL tables whose ``run_id`` collation pads with spaces (``utf8mb4_bin``, what
   MySQL 8.0.0 to 8.0.16 created) match with a byte-wise ``LIKE``: checked on a real
   table created with that collation.
+* Redis reads few matches from its id set and sorts them in Lua, or walks the creation
+  order when many match; both against the in-memory reference, and the id set built for
+  runs an older release stored.
 
 And the two value helpers the SQL filter is built from, against ``str.startswith``.
 """
@@ -25,7 +28,9 @@ from hypothesis import strategies as st
 
 from pyworkflow.storage._sql_dialect import like_prefix, prefix_successor
 from pyworkflow.storage._sql_statements import Statements
-from pyworkflow.storage.base import RunQuery, StorageBackend
+from pyworkflow.storage.base import RunQuery, StorageBackend, run_cursor
+from pyworkflow.storage.memory import InMemoryStorageBackend
+from pyworkflow.storage.schemas import RunStatus
 from pyworkflow.storage.sqlite import SQLITE, SQLiteStorageBackend
 from pyworkflow.testing.conformance import at, make_run
 from pyworkflow.testing.conformance_queries import (
@@ -33,7 +38,8 @@ from pyworkflow.testing.conformance_queries import (
     TRICKY_PREFIXES,
     RunQueryConformance,
 )
-from tests.storage import backend_mysql
+from tests.services import require_service
+from tests.storage import backend_mysql, backend_redis
 
 # Characters around the edges a successor must step over: the last ASCII and BMP code
 # points, the surrogate gap, the last code point, and LIKE's special characters.
@@ -111,3 +117,71 @@ async def test_mysql_table_with_a_padding_collation_matches_exactly(
             found = [r.run_id for r in await storage.list_runs(run_id_prefix=prefix)]
             assert found == [i for i in reversed(ids) if i.startswith(prefix)], prefix
         assert storage.sql.dialect.prefix_like  # connected: the column's collation read
+
+
+@pytest.fixture
+async def redis_storage() -> AsyncIterator[StorageBackend]:
+    url = require_service("redis")
+    pytest.importorskip("redis", reason="pip install 'pyworkflow-engine[redis]'")
+    from pyworkflow.storage.redis import RedisStorageBackend
+
+    prefix = backend_redis.new_prefix()
+    backend = RedisStorageBackend(url, prefix=prefix)
+    yield backend
+    await backend.close()
+    await backend_redis.delete_prefix(url, prefix)
+
+
+async def test_redis_prefix_plans_answer_like_the_reference(
+    redis_storage: StorageBackend,
+) -> None:
+    """300 runs; ties on ``created_at`` whose ids order differently by bytes than in a
+    locale (``B`` < ``a`` < ``é``), which the Lua sort of the few-matches plan must
+    follow. Few matches with a big page take the id set, many with a small page walk."""
+    reference = InMemoryStorageBackend()
+    ids = [f"run_{c}{i:03}" for i in range(100) for c in "aBé"]
+    for n, run_id in enumerate(ids):
+        run = make_run(
+            run_id,
+            created_at=at(n // 6),  # six runs per timestamp
+            status=RunStatus.FAILED if n % 4 == 0 else RunStatus.COMPLETED,
+        )
+        await redis_storage.create_run(run)
+        await reference.create_run(run)
+    middle = await reference.list_runs(limit=150)
+    queries = [
+        RunQuery(run_id_prefix="run_a00", limit=100),  # 10 of 300: the id set
+        RunQuery(run_id_prefix="run_é0", limit=100, status=RunStatus.FAILED),
+        RunQuery(run_id_prefix="run_a0", limit=100, cursor=run_cursor(middle[-1])),
+        RunQuery(run_id_prefix="run_B", limit=60, created_after=at(10), created_before=at(20)),
+        RunQuery(run_id_prefix="run_B0", limit=100, offset=5),
+        RunQuery(run_id_prefix="run_", limit=7),  # 300 of 300: the walk
+        RunQuery(run_id_prefix="run_", limit=7, offset=3, cursor=run_cursor(middle[-1])),
+        RunQuery(run_id_prefix="run_a", limit=5, status=RunStatus.FAILED),
+        RunQuery(run_id_prefix="run_x", limit=5),
+    ]
+    for query in queries:
+        expected = [r.run_id for r in await reference.query_runs(query)]
+        assert [r.run_id for r in await redis_storage.query_runs(query)] == expected, query
+
+
+async def test_redis_runs_stored_before_the_id_index_are_found_after_connect(
+    redis_storage: StorageBackend,
+) -> None:
+    from pyworkflow.storage.redis import RedisStorageBackend
+
+    assert isinstance(redis_storage, RedisStorageBackend)
+    for i in range(7):
+        await redis_storage.create_run(make_run(f"old-{i}", created_at=at(i)))
+    client, _ = redis_storage._client()
+    # What a release without the id set left: the runs, no set, no marker.
+    await client.delete(redis_storage._key("idx", "id"))
+    await client.hdel(redis_storage._key("meta"), "id_index")
+    await redis_storage.close()
+
+    upgraded = RedisStorageBackend(require_service("redis"), prefix=redis_storage.prefix)
+    try:
+        found = await upgraded.list_runs(run_id_prefix="old-", limit=100)
+        assert [r.run_id for r in found] == [f"old-{i}" for i in reversed(range(7))]
+    finally:
+        await upgraded.close()

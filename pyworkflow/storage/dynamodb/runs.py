@@ -178,22 +178,31 @@ class RunStore(CancelIndex):
         if filters:
             params["FilterExpression"] = " AND ".join(filters)
         matched: list[WorkflowRun] = []
-        async for page in self._query(**params):
+        async for page in self._query(grow=bool(filters), **params):
             ids = [i["run_id"]["S"] for i in page if i["created_sk"]["S"] != upper]
-            items = await self._batch_get_runs(ids)
-            for run_id in ids:
-                item = items.get(run_id)
-                if item is None:
-                    continue
-                run = _item_to_run(item)
-                # Re-check against the consistent item: index entries may lag behind.
-                if query.matches(run) and (
-                    after is None or (_micros(run.created_at), run_id) < after
-                ):
-                    matched.append(run)
+            # Read only the runs the page still needs: a grown page may hold many more.
+            while ids and len(matched) < wanted:
+                chunk, ids = ids[: wanted - len(matched)], ids[wanted - len(matched) :]
+                matched += await self._rechecked(chunk, query, after)
             if len(matched) >= wanted:
                 break
         return matched[query.offset : wanted]
+
+    async def _rechecked(
+        self, run_ids: Sequence[str], query: RunQuery, after: tuple[int, str] | None
+    ) -> list[WorkflowRun]:
+        """The runs of ``run_ids`` (in that order) that match ``query`` when read
+        consistently: index entries may lag behind their run."""
+        items = await self._batch_get_runs(run_ids)
+        runs = []
+        for run_id in run_ids:
+            item = items.get(run_id)
+            if item is None:
+                continue
+            run = _item_to_run(item)
+            if query.matches(run) and (after is None or (_micros(run.created_at), run_id) < after):
+                runs.append(run)
+        return runs
 
     async def append_events(
         self,
