@@ -184,6 +184,9 @@ class SQLStorageBackend(StorageBackend):
         return [e.event_id for e in await self.get_events(plan.run.run_id)] == ids
 
     async def _fetch_run(self, sql: str, value: str) -> WorkflowRun | None:
+        if not self.sql.dialect.storable(value):
+            return None  # binding it would fail; no stored key holds it
+
         async def fetch(conn: Conn) -> WorkflowRun | None:
             rows = await conn.fetch(sql, (value,))
             return self.sql.row_to_run(rows[0]) if rows else None
@@ -265,6 +268,8 @@ class SQLStorageBackend(StorageBackend):
         return [row[0] for row in rows] == [row[2] for row in plan.event_rows]
 
     async def get_events(self, run_id: str, *, after_sequence: int = 0) -> list[Event]:
+        if not self.sql.dialect.storable(run_id):
+            return []
         params = (run_id, after_sequence)
         rows = await self._call(READ, partial(_fetch, self.sql.get_events, params), idempotent=True)
         return self.sql.events_from_rows(run_id, rows)

@@ -103,6 +103,17 @@ class RunQueryConformance:
         every = await storage.list_runs(run_id_prefix="", limit=100)
         assert [r.run_id for r in every] == list(newest_first)
 
+    async def test_reads_of_text_with_a_nul_find_nothing(self, storage: StorageBackend) -> None:
+        # What an HTTP client sends as %00: PostgreSQL cannot even bind it.
+        await storage.create_run(make_run("a", idempotency_key="k", tags=["t"]))
+        assert await storage.get_run("a\x00") is None
+        assert await storage.get_run_by_idempotency_key("k\x00") is None
+        assert await storage.get_events("a\x00") == []
+        assert await storage.list_runs(run_id_prefix="a\x00") == []
+        assert await storage.list_runs(workflow_name="order\x00") == []
+        assert await storage.list_runs(tag="t\x00", run_id_prefix="a") == []
+        assert [r.run_id for r in await storage.list_runs(run_id_prefix="a")] == ["a"]
+
     async def test_prefix_combines_with_the_other_filters(self, storage: StorageBackend) -> None:
         statuses = (RunStatus.FAILED, RunStatus.COMPLETED, RunStatus.RUNNING)
         for i in range(12):
