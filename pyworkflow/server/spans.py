@@ -95,6 +95,11 @@ class _Builder:
         if kind is EventType.WORKFLOW_STARTED:
             name = str(event.data.get("workflow_name") or "workflow")
             self.spans["workflow"] = Span("workflow", "workflow", name, event.timestamp)
+        elif kind in (EventType.WORKFLOW_SUSPENDED, EventType.WORKFLOW_RESUMED):
+            workflow = self.spans.get("workflow")
+            if workflow is not None and workflow.end is None:
+                suspended = kind is EventType.WORKFLOW_SUSPENDED
+                workflow.status = "suspended" if suspended else "running"
         elif kind in _WORKFLOW_ENDS:
             self.ended = event.timestamp
             self._close("workflow", event, _WORKFLOW_ENDS[kind])
@@ -210,11 +215,13 @@ class Bar:
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the chart: the span, its bar and its segments' bars."""
+    """One line of the chart: the span, its bar, its segments' bars, and how long it
+    took (so far, while open)."""
 
     span: Span
     bar: Bar
     segments: list[Bar]
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -248,6 +255,7 @@ def layout(spans: list[Span], now: datetime, ticks: int = 4) -> Chart | None:
             span,
             bar(span.start, span.end, span.status),
             [bar(seg.start, seg.end, seg.status) for seg in span.segments],
+            ((span.end or now) - span.start).total_seconds(),
         )
         for span in spans
     ]

@@ -346,6 +346,11 @@ def test_cancel_a_sleeping_run(admin: WebDriver, server: Server) -> None:
 
 
 def test_resume_a_hook_from_its_form(admin: WebDriver, server: Server, shots: Any) -> None:
+    admin.get(f"{server.url}/runs/{server.runs['approval']}")
+    waiting = admin.find_element(By.XPATH, "//tr[.//span[text()='manager_approval']]")
+    assert "waiting" in waiting.text and "until" in waiting.text  # its expiry
+    shots(admin, "run-waiting")
+
     admin.get(f"{server.url}/hooks")
     card = admin.find_element(By.CSS_SELECTOR, "article.hook[data-hook-name=manager_approval]")
     assert server.runs["approval"] in card.text

@@ -98,21 +98,17 @@ def test_a_retried_step_has_its_attempts_and_the_wait_as_segments() -> None:
 
 def test_operations_still_going_are_open() -> None:
     fire_at = (T0 + timedelta(hours=1)).isoformat()
-    spans = build_spans(
-        _log(
-            (0.0, EventType.WORKFLOW_STARTED, {"workflow_name": "ship"}),
-            (
-                1.0,
-                EventType.SLEEP_STARTED,
-                {"sleep_id": "sleep:s#1", "name": None, "fire_at": fire_at},
-            ),
-            (1.0, EventType.WORKFLOW_SUSPENDED, {"reason": "waiting", "wake_at": fire_at}),
-        )
+    log = _log(
+        (0.0, EventType.WORKFLOW_STARTED, {"workflow_name": "ship"}),
+        (1.0, EventType.SLEEP_STARTED, {"sleep_id": "sleep:s#1", "name": None, "fire_at": fire_at}),
+        (1.0, EventType.WORKFLOW_SUSPENDED, {"reason": "waiting", "wake_at": fire_at}),
+        (2.0, EventType.WORKFLOW_RESUMED, {}),
     )
-    workflow, sleep = spans
-    assert workflow.end is None and workflow.status == "running"
+    workflow, sleep = build_spans(log[:3])
+    assert workflow.end is None and workflow.status == "suspended"
     assert sleep.end is None and sleep.status == "sleeping" and sleep.name == "sleep:s#1"
     assert sleep.planned_end == T0 + timedelta(hours=1)
+    assert build_spans(log)[0].status == "running"  # resumed (a recovery, a cancel)
 
 
 def test_what_a_finished_run_left_open_ends_with_it() -> None:
@@ -185,6 +181,6 @@ def test_layout_draws_open_spans_until_now_and_instants_visibly() -> None:
     chart = layout(build_spans(events), now=T0 + timedelta(seconds=4))
     assert chart is not None and chart.seconds == 4.0
     workflow, step = chart.rows
-    assert workflow.bar.width == 100.0  # still running: drawn until now
+    assert workflow.bar.width == 100.0 and workflow.seconds == 4.0  # open: until now
     assert step.bar.left == 50.0 and step.bar.width > 0  # an instant is still drawn
     assert layout([], now=T0) is None

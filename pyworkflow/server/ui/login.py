@@ -28,7 +28,7 @@ def _safe_next(request: Request, target: str) -> str:
 
 
 @router.get("/login", name="ui_login")
-async def login_form(request: Request, next: str = "") -> Response:  # noqa: A002 - query name
+async def login_form(request: Request, next: str = "") -> Response:
     auth = state(request).auth
     principal = auth.identify(request)
     if principal is not None:  # logged in already, or an open server: nothing to ask
