@@ -188,6 +188,7 @@ def browser() -> Iterator[WebDriver]:
     chromium, driver_path = _browser_paths()
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console
     for argument in (
         "--headless=new",
         "--no-sandbox",
@@ -222,6 +223,20 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Callable[[WebDriver, str]
         return path
 
     return shoot
+
+
+@pytest.fixture(autouse=True)
+def _no_script_errors(browser: WebDriver) -> Iterator[None]:
+    """Every flow ends without a script error or a Content-Security-Policy violation in
+    the console (HTMX and app.js run under the pages' strict policy)."""
+    browser.get_log("browser")  # what earlier tests left
+    yield
+    problems = [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if "Content Security Policy" in entry["message"] or "Uncaught" in entry["message"]
+    ]
+    assert not problems
 
 
 def _log_in(driver: WebDriver, server: Server, token: str) -> None:
