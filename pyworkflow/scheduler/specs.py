@@ -163,19 +163,6 @@ class ScheduleSpec(BaseModel):
 
     # -- computing ticks -----------------------------------------------------------------
 
-    def describe(self) -> str:
-        """One line for people: ``cron 0 9 * * 1-5 Europe/Paris``, ``every 15m``,
-        ``calendar (2 entries)``."""
-        if self.cron is not None:
-            text = f"cron {self.cron}"
-        elif self.interval is not None:
-            text = f"every {_seconds_text(duration_seconds(self.interval))}"
-        else:
-            text = f"calendar ({len(self.calendar or [])} entries)"
-        if self.timezone != "UTC" and self.interval is None:
-            text += f" {self.timezone}"
-        return text
-
     def next_tick(self, after: datetime) -> datetime | None:
         """The first nominal tick strictly after ``after`` (UTC), or ``None`` past the end."""
         if self.start_at is not None and after < self.start_at:
@@ -205,6 +192,19 @@ class ScheduleSpec(BaseModel):
         digest = hashlib.sha256(f"{schedule_id}\0{tick.isoformat()}".encode()).digest()
         fraction = int.from_bytes(digest[:8], "big") / 2**64
         return timedelta(seconds=duration_seconds(self.jitter) * fraction)
+
+    def describe(self) -> str:
+        """One line for people: ``cron 0 9 * * 1-5 Europe/Paris``, ``every 15m``,
+        ``calendar (2 entries)``."""
+        if self.cron is not None:
+            text = f"cron {self.cron}"
+        elif self.interval is not None:
+            text = f"every {_seconds_text(duration_seconds(self.interval))}"
+        else:
+            text = f"calendar ({len(self.calendar or [])} entries)"
+        if self.timezone != "UTC" and self.interval is None:
+            text += f" {self.timezone}"
+        return text
 
     def _next_interval(self, after: datetime) -> datetime:
         assert self.interval is not None

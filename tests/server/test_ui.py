@@ -96,7 +96,7 @@ async def test_logout_ends_the_session(app: FastAPI) -> None:
 async def test_an_open_server_needs_no_login(backend_url: str) -> None:
     application = create_app(backend_url, settings=ServerSettings())
     try:
-        async with browser(application) as http:
+        async with browser(application, "http://127.0.0.1:8080") as http:
             page = await http.get("/")
             assert page.status_code == 200 and "open server" in page.text
             assert "Log out" not in page.text

@@ -28,7 +28,7 @@ from loguru import logger
 from pydantic import ValidationError
 
 from pyworkflow.server.app import state
-from pyworkflow.server.auth import Principal
+from pyworkflow.server.auth import Principal, current_principal
 from pyworkflow.server.errors import status_of
 from pyworkflow.storage.schemas import utcnow
 from pyworkflow.utils.duration import human_duration
@@ -193,11 +193,14 @@ def page(
 
 
 async def viewer(request: Request) -> Principal:
-    """Dependency of every page: the logged-in caller (else a redirect to the login)."""
-    principal = state(request).auth.identify(request)
-    if principal is None:
-        raise LoginRequired
-    return principal
+    """Dependency of every page: the caller, as the API knows it; a missing or stale login
+    (401) becomes a redirect to the login page."""
+    try:
+        return await current_principal(request)
+    except HTTPException as exc:
+        if exc.status_code == 401:
+            raise LoginRequired from None
+        raise
 
 
 async def admin(request: Request) -> Principal:
