@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test screenshots outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery check clean
+.PHONY: install demo test outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,7 @@ test: install
 
 # The dashboard's browser tests (headless Chromium), saving their screenshots into docs/img
 # for docs/dashboard.md (look at them before committing).
+.PHONY: screenshots
 screenshots: install
 	PYWORKFLOW_TEST_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/pytest tests/server/test_browser.py -q
 
