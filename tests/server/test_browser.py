@@ -35,7 +35,10 @@ from tests.server.conftest import ADMIN_TOKEN, READ_TOKEN
 
 webdriver = pytest.importorskip("selenium.webdriver")
 
-from selenium.common.exceptions import NoSuchElementException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
@@ -258,7 +261,9 @@ def admin(browser: WebDriver, server: Server) -> WebDriver:
 
 
 def _until(driver: WebDriver, condition: Callable[[WebDriver], Any]) -> Any:
-    return WebDriverWait(driver, WAIT, ignored_exceptions=[NoSuchElementException]).until(condition)
+    # While a page loads, what the condition looks at may be missing or replaced.
+    ignored = [NoSuchElementException, StaleElementReferenceException]
+    return WebDriverWait(driver, WAIT, ignored_exceptions=ignored).until(condition)
 
 
 def _heading_status(driver: WebDriver) -> str:
