@@ -18,18 +18,17 @@ def dashboard(cli: CliContext, host: str, port: int, no_ui: bool) -> None:
 
     Tokens: PYWORKFLOW_DASHBOARD_TOKEN (admin) and PYWORKFLOW_DASHBOARD_READ_TOKEN
     (read-only). Without a token the server listens on a loopback address only.
+    Needs the server extra: pip install "pyworkflow-engine[server]".
     """
     # Raises ConfigurationError (one line: which extra to install) without the extra.
-    import uvicorn
-
     from pyworkflow.server import ServerSettings, check_bind, create_app
+    from pyworkflow.server.serve import serve
 
     settings = ServerSettings.from_config()
     check_bind(host, settings)
     app = create_app(settings=settings, modules=list(get_config().modules) or None, ui=not no_ui)
     click.echo(f"pyworkflow dashboard on http://{_shown(host)}:{port}/", err=True)
-    # uvicorn's access log prints paths, and /hooks/TOKEN paths carry secrets: off.
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+    serve(app, host, port)
     del cli  # the global options were applied by the group already
 
 

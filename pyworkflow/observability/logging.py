@@ -72,11 +72,11 @@ def configure_logging(
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         sinks.append(log_file)
+    # diagnose=False: loguru's tracebacks would show the values of local variables, which
+    # can hold hook tokens, API tokens and payloads.
     for sink in sinks:
-        if json_logs:
-            _handler_ids.append(logger.add(sink, level=level.upper(), serialize=True))
-        else:
-            _handler_ids.append(logger.add(sink, level=level.upper(), format=fmt))
+        shape: dict[str, Any] = {"serialize": True} if json_logs else {"format": fmt}
+        _handler_ids.append(logger.add(sink, level=level.upper(), diagnose=False, **shape))
 
 
 def get_logger(**bound: Any) -> Logger:

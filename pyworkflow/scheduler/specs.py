@@ -164,14 +164,18 @@ class ScheduleSpec(BaseModel):
     # -- computing ticks -----------------------------------------------------------------
 
     def next_tick(self, after: datetime) -> datetime | None:
-        """The first nominal tick strictly after ``after`` (UTC), or ``None`` past the end."""
+        """The first nominal tick strictly after ``after`` (UTC), or ``None`` past the end
+        (or past the year 9999, which ``datetime`` cannot hold)."""
         if self.start_at is not None and after < self.start_at:
             after = self.start_at - timedelta(microseconds=1)
-        if self.interval is not None:
-            tick = self._next_interval(after)
-        else:
-            exprs = [self.cron] if self.cron else [c.cron() for c in self.calendar or ()]
-            tick = min(self._next_cron(expr, after) for expr in exprs if expr)
+        try:
+            if self.interval is not None:
+                tick = self._next_interval(after)
+            else:
+                exprs = [self.cron] if self.cron else [c.cron() for c in self.calendar or ()]
+                tick = min(self._next_cron(expr, after) for expr in exprs if expr)
+        except OverflowError:
+            return None
         if self.end_at is not None and tick > self.end_at:
             return None
         return tick

@@ -18,10 +18,10 @@ from pyworkflow.core.exceptions import ConfigurationError
 
 try:
     import fastapi  # noqa: F401 - probe for the extra before importing what needs it
+    import uvicorn  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised by the base-install test
     raise ConfigurationError(
-        "the HTTP API and dashboard need the 'server' extra: "
-        "pip install 'pyworkflow-engine[server]'"
+        'the HTTP API and dashboard need the server extra: pip install "pyworkflow-engine[server]"'
     ) from exc
 
 from pyworkflow.server.app import ServerState, create_app

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from pyworkflow.core.config import configure, discover_workflows, get_storage
-from pyworkflow.server.auth import Authenticator
+from pyworkflow.server.auth import Authenticator, require_read
 from pyworkflow.server.errors import install_error_handlers
+from pyworkflow.server.limits import BodyLimit
 from pyworkflow.server.settings import ServerSettings
 from pyworkflow.storage.base import StorageBackend
 
@@ -68,8 +71,9 @@ def create_app(
         title="PyWorkflow",
         summary="Durable workflow runs: inspect, control, deliver hooks.",
         version=_version(),
-        openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        # Served by _include_docs behind the read token, like every other route.
+        openapi_url=None,
+        docs_url=None,
         redoc_url=None,
     )
     app.state.pyworkflow = ServerState(
@@ -79,15 +83,31 @@ def create_app(
         modules=list(modules or []),
     )
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _include_routers(app, ui=ui)
+    _include_docs(app)
     return app
+
+
+def _include_docs(app: FastAPI) -> None:
+    """``/api/openapi.json`` and the interactive ``/api/docs``, for read-token holders."""
+
+    @app.get("/api/openapi.json", include_in_schema=False, dependencies=[Depends(require_read)])
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/api/docs", include_in_schema=False, dependencies=[Depends(require_read)])
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=f"{root}/api/openapi.json", title="PyWorkflow API")
 
 
 def _include_routers(app: FastAPI, *, ui: bool) -> None:
     from pyworkflow.server import webhooks
     from pyworkflow.server.routes import hooks, live, runs, schedules, system
 
-    for module in (system, runs, live, hooks, schedules, webhooks):
+    # live before runs: /api/runs/stream must not be taken for /api/runs/{run_id}.
+    for module in (system, live, runs, hooks, schedules, webhooks):
         app.include_router(module.router)
     if ui:
         from pyworkflow.server import ui as pages

@@ -7,6 +7,9 @@ role, an expiry and an HMAC of both keyed by that role's token, so changing a to
 its sessions. A state-changing request that a browser made (cookie, or an open server)
 must come from this origin and carry the page's CSRF token (``X-CSRF-Token`` header or
 ``csrf_token`` form field); bearer requests carry no ambient credential and need neither.
+An open server (no token; loopback addresses only) treats every request addressed to
+``localhost``/``127.0.0.1``/``[::1]`` as an admin's and refuses other ``Host`` names, so
+a page that re-points its own host name at 127.0.0.1 (DNS rebinding) gets nothing.
 ``POST /hooks/{token}`` is outside all of this: the hook token is its credential.
 """
 
@@ -14,19 +17,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 
-from pyworkflow.server.settings import ServerSettings
+from pyworkflow.server.settings import ServerSettings, is_loopback
 
 Role = Literal["read", "admin"]
 SESSION_COOKIE = "pyworkflow_session"
 CSRF_HEADER = "X-CSRF-Token"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_EXPIRY = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() accepts "²"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +71,8 @@ class Authenticator:
 
     def identify(self, request: Request) -> Principal | None:
         """The caller of ``request``, or ``None`` when it proved nothing."""
+        if self.settings.open:  # no token to check: the Host header decides
+            return Principal("admin", "open") if addressed_to_loopback(request) else None
         header = request.headers.get("authorization", "")
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() == "bearer" and credentials:
@@ -75,8 +83,6 @@ class Authenticator:
             role = self._session_role(cookie)
             if role:
                 return Principal(role, "cookie", session=cookie)
-        if self.settings.open:
-            return Principal("admin", "open")
         return None
 
     # -- browser sessions -------------------------------------------------------------------
@@ -90,12 +96,12 @@ class Authenticator:
     def _session_role(self, value: str) -> Role | None:
         role, _, rest = value.partition(".")
         expires, _, signature = rest.partition(".")
-        if role not in ("read", "admin") or not expires.isdigit():
+        if role not in ("read", "admin") or not _EXPIRY.fullmatch(expires):
             return None
         if int(expires) < time.time():
             return None
         expected = self._sign(role, f"{role}.{expires}")  # type: ignore[arg-type]
-        if not expected or not hmac.compare_digest(signature, expected):
+        if not expected or not _same(signature, expected):
             return None
         return role  # type: ignore[return-value]
 
@@ -128,8 +134,26 @@ class Authenticator:
         if not from_browser:
             return  # an open server's script client (curl): no ambient credential to abuse
         sent = request.headers.get(CSRF_HEADER) or form_token or ""
-        if not hmac.compare_digest(sent, self.csrf_token(principal)):
+        if not _same(sent, self.csrf_token(principal)):
             raise HTTPException(403, "missing or wrong CSRF token: reload the page")
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality of a client's string (``compare_digest`` of two ``str``
+    raises ``TypeError`` when one holds a non-ASCII character: a 500 for a junk cookie)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def addressed_to_loopback(request: Request) -> bool:
+    """Whether the request's ``Host`` names this machine (``localhost``, ``127.0.0.1``,
+    ``[::1]``). An open server answers only those: a web page whose host name an
+    attacker re-points at 127.0.0.1 (DNS rebinding) is same-origin with it otherwise."""
+    host = request.headers.get("host", "")
+    try:
+        name = urlsplit(f"//{host}").hostname
+    except ValueError:
+        return False
+    return name is not None and is_loopback(name)
 
 
 def _own_origin(request: Request) -> str:
@@ -141,6 +165,12 @@ async def current_principal(request: Request) -> Principal:
     """Dependency: the caller, or 401."""
     auth: Authenticator = request.app.state.pyworkflow.auth
     principal = auth.identify(request)
+    if principal is None and auth.settings.open:
+        raise HTTPException(
+            403,
+            "this server has no token, so it answers requests addressed to localhost or "
+            "127.0.0.1 only: set PYWORKFLOW_DASHBOARD_TOKEN to serve other host names",
+        )
     if principal is None:
         raise HTTPException(401, "missing or invalid token", headers={"WWW-Authenticate": "Bearer"})
     return principal

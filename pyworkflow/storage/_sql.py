@@ -184,6 +184,9 @@ class SQLStorageBackend(StorageBackend):
         return [e.event_id for e in await self.get_events(plan.run.run_id)] == ids
 
     async def _fetch_run(self, sql: str, value: str) -> WorkflowRun | None:
+        if not self.sql.dialect.storable(value):
+            return None  # binding it would fail; no stored key holds it
+
         async def fetch(conn: Conn) -> WorkflowRun | None:
             rows = await conn.fetch(sql, (value,))
             return self.sql.row_to_run(rows[0]) if rows else None
@@ -197,10 +200,33 @@ class SQLStorageBackend(StorageBackend):
         return await self._fetch_run(self.sql.get_run_by_key, key)
 
     async def query_runs(self, query: RunQuery) -> list[WorkflowRun]:
-        sql, params = self.sql.query(query)
-        rows = await self._call(READ, partial(_fetch, sql, params), idempotent=True)
+        if self.sql.unmatchable(query):
+            return []
+
+        async def fetch(conn: Conn) -> Sequence[Sequence[Any]]:
+            return await conn.fetch(*await self._query_statement(query, conn))
+
+        rows = await self._call(READ, fetch, idempotent=True)
         read = self.sql.row_to_run
         return [read(row) for row in rows]
+
+    async def workflow_names(self, *, limit: int = 1000) -> list[str] | None:
+        if limit <= 0:
+            return []
+        statement = self.sql.workflow_names
+        rows = await self._call(READ, partial(_fetch, statement, (limit,)), idempotent=True)
+        return [str(row[0]) for row in rows]
+
+    async def _query_statement(self, query: RunQuery, conn: Conn) -> tuple[str, list[Any]]:
+        """The statement and parameters :meth:`query_runs` runs for ``query`` (a prefix
+        is probed first where the dialect asks for it, see ``Dialect.prefix_probe``)."""
+        statements = self.sql
+        probe = statements.prefix_probe(query.run_id_prefix or "")
+        walk = False
+        if probe is not None:
+            (count,), *_ = await conn.fetch(*probe)
+            walk = count >= statements.dialect.prefix_probe
+        return statements.query(query, walk=walk)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -249,6 +275,8 @@ class SQLStorageBackend(StorageBackend):
         return [row[0] for row in rows] == [row[2] for row in plan.event_rows]
 
     async def get_events(self, run_id: str, *, after_sequence: int = 0) -> list[Event]:
+        if not self.sql.dialect.storable(run_id):
+            return []
         params = (run_id, after_sequence)
         rows = await self._call(READ, partial(_fetch, self.sql.get_events, params), idempotent=True)
         return self.sql.events_from_rows(run_id, rows)

@@ -11,6 +11,7 @@ dialect uses.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,32 @@ def to_micros(value: datetime) -> int:
 
 def from_micros(value: int) -> datetime:
     return EPOCH + timedelta(microseconds=value)
+
+
+#: The escape character of :func:`like_prefix` patterns (bound with ``ESCAPE ?``).
+LIKE_ESCAPE = "\\"
+_LIKE_SPECIAL = re.compile(r"([%_\\])")
+_MAX_CHAR = chr(0x10FFFF)
+
+
+def like_prefix(prefix: str) -> str:
+    """The ``LIKE`` pattern of the strings that start with ``prefix`` (its ``%``, ``_``
+    and escape characters escaped with :data:`LIKE_ESCAPE`)."""
+    return _LIKE_SPECIAL.sub(r"\\\1", prefix) + "%"
+
+
+def prefix_successor(prefix: str) -> str | None:
+    """The least string above every string that starts with ``prefix``, in code point
+    order (UTF-8 byte order), or ``None`` when there is none (the prefix is all
+    U+10FFFF): ``s.startswith(prefix)`` iff ``prefix <= s < prefix_successor(prefix)``.
+    """
+    head = prefix.rstrip(_MAX_CHAR)
+    if not head:
+        return None
+    following = ord(head[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates are not text; no stored id holds one
+        following = 0xE000
+    return head[:-1] + chr(following)
 
 
 def dumps(value: Any) -> str:
@@ -94,6 +121,24 @@ class Dialect:
         array_params: a list binds as an array (``= ANY(?)``) instead of ``IN (...)``.
         tiebreak: orders due runs with equal ``wake_at``.
         stale_order: orders :meth:`list_stale_runs`.
+        prefix_like: the run id column's collation pads with spaces (MySQL's
+            ``utf8mb4_bin``: ``'a'`` equals ``'a '`` and sorts above ``'a\\tb'``), so no
+            key range is exact: the run id prefix filter is then a byte-wise ``LIKE`` on
+            ``CAST(run_id AS BINARY)``, checked row by row. Otherwise it is the key range
+            ``run_id >= prefix AND run_id < successor`` (:func:`prefix_successor`), exact
+            under a byte-order (code point) collation and seekable even in a generic
+            prepared plan. (A plain ``LIKE 'prefix%'`` is neither: PostgreSQL cannot seek
+            a bound pattern in a generic plan, SQLite's ``LIKE`` ignores ASCII case, and
+            MariaDB's range for it stops below U+10000, losing ids with emoji after the
+            prefix.)
+        prefix_probe: for a planner without statistics on key ranges (SQLite, built
+            without stat4), which reads a prefix's ids from the primary key even when
+            nearly every id matches (and then sorts them all): the run id prefix filter
+            first counts the matching ids from the key, stopping at this many, and when
+            it reaches the limit the query walks the ``created_at`` order and filters
+            instead (it then reads at most ``(offset + limit) * runs / prefix_probe``
+            entries). ``0``: the planner chooses by itself.
+        text_nul: a text column can hold the NUL character (PostgreSQL's cannot).
         cancel_flag: a generated 0/1 column equal to ``cancel_requested_at IS NOT NULL``,
             for servers without partial indexes: the ``cancel_requested`` filter then
             compares it to a bound value, an equality an index can seek and order by
@@ -117,8 +162,21 @@ class Dialect:
     array_params: bool = False
     tiebreak: str = "run_id"
     stale_order: str = "created_at, run_id"
+    prefix_like: bool = False
+    prefix_probe: int = 0
+    text_nul: bool = True
     cancel_flag: str | None = None
     ddl_defaults: Mapping[str, str] = field(default_factory=dict)
+
+    def storable(self, text: str) -> bool:
+        """Whether a text column of this server can hold ``text``."""
+        if not self.text_nul and "\x00" in text:
+            return False
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate
+            return False
+        return True
 
 
 def convert_placeholders(sql: str, paramstyle: str) -> str:
@@ -149,6 +207,7 @@ class Conn(Protocol):
 
 __all__ = [
     "EPOCH",
+    "LIKE_ESCAPE",
     "READ",
     "TX",
     "WRITE",
@@ -160,5 +219,7 @@ __all__ = [
     "convert_placeholders",
     "dumps",
     "from_micros",
+    "like_prefix",
+    "prefix_successor",
     "to_micros",
 ]

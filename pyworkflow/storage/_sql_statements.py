@@ -15,7 +15,15 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from pyworkflow.storage._sql_dialect import Dialect, convert_placeholders, dumps, from_micros
+from pyworkflow.storage._sql_dialect import (
+    LIKE_ESCAPE,
+    Dialect,
+    convert_placeholders,
+    dumps,
+    from_micros,
+    like_prefix,
+    prefix_successor,
+)
 from pyworkflow.storage.base import RunQuery, parse_cursor
 from pyworkflow.storage.payloads import (
     PayloadLimit,
@@ -118,6 +126,26 @@ class CreatePlan:
     event_rows: list[tuple[Any, ...]]
 
 
+def _workflow_names_sql(dialect: str, runs: str) -> str:
+    """The distinct workflow names, sorted, at most ``?`` of them, read from the
+    ``(workflow_name, created_at, run_id)`` index one probe per name.
+
+    MySQL/MariaDB do that loose index scan for ``DISTINCT`` by themselves; PostgreSQL
+    and SQLite would read the whole index, so they walk it with a recursive query that
+    jumps to the next name each step.
+    """
+    if dialect == "mysql":
+        return f"SELECT DISTINCT workflow_name FROM {runs} ORDER BY workflow_name LIMIT ?"
+    return (
+        f"WITH RECURSIVE names(name, n) AS ("
+        f"SELECT MIN(workflow_name), 1 FROM {runs} "
+        f"UNION ALL SELECT (SELECT MIN(workflow_name) FROM {runs} "
+        f"WHERE workflow_name > names.name), n + 1 FROM names "
+        f"WHERE names.name IS NOT NULL AND n < ?"
+        f") SELECT name FROM names WHERE name IS NOT NULL ORDER BY name"
+    )
+
+
 class Statements:
     """Every statement of the contract for one dialect and table prefix, built once."""
 
@@ -146,7 +174,7 @@ class Statements:
         self.row_to_run = _run_reader(d.dt_from_db)
         self._update_cache: dict[tuple[str, ...], str] = {}
         self._column_shapes: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._query_cache: dict[tuple[bool | None, ...], str] = {}
+        self._query_cache: dict[tuple[int | None, ...], str] = {}
         self._build({**dialect.ddl_defaults, **(ddl_vars or {})})
 
     def convert(self, sql: str) -> str:
@@ -197,6 +225,7 @@ class Statements:
         self.next_wake = c(
             f"SELECT MIN(wake_at) FROM {runs} WHERE status = ? AND wake_at IS NOT NULL"
         )
+        self.workflow_names = c(_workflow_names_sql(d.name, runs))
         self.list_stale = c(
             f"{self.select_run} WHERE status IN ({_marks(len(STALE_CANDIDATE_VALUES))}) "
             f"AND (lease_expires_at IS NULL OR lease_expires_at < ?) "
@@ -259,12 +288,17 @@ class Statements:
             f"UPDATE {self.runs} SET lease_expires_at = ? WHERE lease_owner = ? AND run_id", count
         )
 
-    def query(self, query: RunQuery) -> tuple[str, list[Any]]:
+    def query(self, query: RunQuery, *, walk: bool = False) -> tuple[str, list[Any]]:
         """The :meth:`StorageBackend.query_runs` statement and its parameters.
 
         Newest first, ties by ``run_id``; with a tag filter the rows come from the
         ``run_tags`` index (which carries ``created_at``), otherwise from a ``runs`` index.
         ``cancel_requested`` with a status reads ``runs_cancel_status_created_at``.
+        ``run_id_prefix`` is a key range on ``run_id`` (see :attr:`Dialect.prefix_like`):
+        the planner reads the matching ids from the primary key and sorts them when the
+        prefix is selective, or walks the ``created_at`` order and filters when it is not.
+        ``walk`` takes the second plan whatever the planner thinks (see
+        :attr:`Dialect.prefix_probe`).
         """
         dt = self.dialect.dt_to_db
         params: list[Any] = []
@@ -280,6 +314,8 @@ class Statements:
         for moment in (query.created_after, query.created_before):
             if moment is not None:
                 params.append(dt(moment))
+        prefix = self._prefix_params(query.run_id_prefix)
+        params.extend(prefix)
         if query.cursor is not None:
             micros, run_id = parse_cursor(query.cursor)
             created = dt(from_micros(micros))
@@ -296,6 +332,8 @@ class Statements:
             query.parent_run_id is not None,
             query.created_after is not None,
             query.created_before is not None,
+            len(prefix),
+            walk and bool(prefix) and self.dialect.prefix_probe > 0,
             query.cursor is not None,
         )
         sql = self._query_cache.get(shape)
@@ -312,6 +350,8 @@ class Statements:
         parent: bool | None,
         after: bool | None,
         before: bool | None,
+        prefix: int,
+        walk: bool,
         cursor: bool | None,
     ) -> str:
         columns = ", ".join(f"r.{col}" for col in RUN_COLUMNS)
@@ -330,6 +370,7 @@ class Statements:
                 (parent, "r.parent_run_id = ?"),
                 (after, f"{k}.created_at >= ?"),
                 (before, f"{k}.created_at < ?"),
+                (prefix, self._prefix_clause(k, prefix, walk)),
             )
             if wanted
         ]
@@ -348,6 +389,42 @@ class Statements:
             f"SELECT {columns} FROM {source}{filters} "
             f"ORDER BY {k}.created_at DESC, {k}.run_id DESC LIMIT ? OFFSET ?"
         )
+
+    def unmatchable(self, query: RunQuery) -> bool:
+        """Whether a text filter of ``query`` holds a character the server cannot store
+        (a lone surrogate; NUL on PostgreSQL): no stored run matches it, and binding it
+        would fail."""
+        values = (query.workflow_name, query.tag, query.parent_run_id, query.run_id_prefix)
+        return any(value is not None and not self.dialect.storable(value) for value in values)
+
+    def _prefix_params(self, prefix: str | None) -> tuple[str, ...]:
+        """The bound values of the ``run_id_prefix`` filter (none for no filter or ``""``,
+        which every id starts with)."""
+        if not prefix:
+            return ()
+        if self.dialect.prefix_like:
+            return (like_prefix(prefix), LIKE_ESCAPE)
+        upper = prefix_successor(prefix)
+        return (prefix,) if upper is None else (prefix, upper)
+
+    def _prefix_clause(self, table: str, bounds: int, walk: bool) -> str:
+        if self.dialect.prefix_like:
+            return f"CAST({table}.run_id AS BINARY) LIKE ? ESCAPE ?"
+        # SQLite's unary + (a no-op on text) hides the column from the planner.
+        column = f"{'+' if walk else ''}{table}.run_id"
+        upper = f" AND {column} < ?" if bounds == 2 else ""
+        return f"{column} >= ?{upper}"
+
+    def prefix_probe(self, prefix: str) -> tuple[str, list[Any]] | None:
+        """How many ids start with ``prefix``, counted from the primary key up to
+        :attr:`Dialect.prefix_probe` (``None`` when the dialect does not probe)."""
+        limit = self.dialect.prefix_probe
+        if not limit or not prefix or self.dialect.prefix_like:
+            return None
+        bounds = self._prefix_params(prefix)
+        where = "run_id >= ?" + (" AND run_id < ?" if len(bounds) == 2 else "")
+        sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM {self.runs} WHERE {where} LIMIT ?)"
+        return self.convert(sql), [*bounds, limit]
 
     def _cancel_clause(self, cancel: bool | None) -> str:
         """The ``cancel_requested`` filter: an equality on the dialect's generated flag

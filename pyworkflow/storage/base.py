@@ -55,7 +55,9 @@ def parse_cursor(cursor: str) -> tuple[int, str]:
         ValueError: the cursor was not made by :func:`run_cursor`.
     """
     micros, sep, run_id = cursor.partition(":")
-    if not sep or not micros.isdigit():
+    # ASCII digits only ("²" is a digit to str.isdigit), and no later than any time a
+    # run can be created at (a larger number overflows where it becomes a datetime).
+    if not sep or not micros.isascii() or not micros.isdigit() or int(micros) > _MAX_MICROS:
         raise ValueError(f"invalid run cursor {cursor!r}")
     return int(micros), run_id
 
@@ -65,6 +67,7 @@ def _micros(value: datetime) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_MICROS = _micros(datetime.max.replace(tzinfo=UTC))
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +300,16 @@ class StorageBackend(ABC):
         Page with ``cursor=run_cursor(last_child_of_previous_page)``.
         """
         return await self.list_runs(parent_run_id=run_id, limit=limit, cursor=cursor)
+
+    async def workflow_names(self, *, limit: int = 1000) -> list[str] | None:  # noqa: ARG002
+        """The distinct workflow names of the stored runs, sorted, at most ``limit``; or
+        ``None`` when this backend cannot list them without reading every run (the
+        default: callers then look at the newest runs instead, as the dashboard does).
+
+        The SQL backends answer from their ``(workflow_name, ...)`` index, one index
+        probe per name, whatever the number of runs.
+        """
+        return None
 
     # -- events ---------------------------------------------------------------------------
 

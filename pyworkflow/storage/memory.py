@@ -72,6 +72,9 @@ class InMemoryStorageBackend(StorageBackend):
     async def query_runs(self, query: RunQuery) -> list[WorkflowRun]:
         return [r.copy() for r in query.page(self._runs.values())]
 
+    async def workflow_names(self, *, limit: int = 1000) -> list[str] | None:
+        return sorted({r.workflow_name for r in self._runs.values()})[: max(limit, 0)]
+
     async def append_events(
         self,
         run_id: str,

@@ -286,6 +286,18 @@ MYSQL = Dialect(
 )
 
 
+_RUN_ID_COLLATION = (
+    "SELECT COLLATION_NAME FROM information_schema.COLUMNS "
+    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?"
+)
+
+
+def pads_spaces(collation: str) -> bool:
+    """Whether ``collation`` compares with PAD SPACE (``'a' = 'a '``): every collation
+    but MariaDB's ``*_nopad_*``, MySQL's ``*_0900_*`` and ``binary``."""
+    return not ("_nopad_" in collation or "_0900_" in collation or collation == "binary")
+
+
 def server_traits(version: str) -> tuple[bool, str]:
     """``(SKIP LOCKED available, table collation)`` for a server version string."""
     mariadb = "MariaDB" in version
@@ -490,25 +502,33 @@ class MySQLStorageBackend(RetryingPool, SQLRetentionBackend):
         async with pool.acquire() as connection:
             skip_locked, collate = server_traits(connection.get_server_info())
             lock = " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
-            self.sql = Statements(replace(MYSQL, lock_clause=lock), ddl_vars={"collate": collate})
+            dialect, ddl_vars = replace(MYSQL, lock_clause=lock), {"collate": collate}
+            self.sql = Statements(dialect, ddl_vars=ddl_vars)
             conn = _MySQLConn(connection)
             (packet,), *_ = await conn.fetch("SELECT @@max_allowed_packet", ())
             self.server_payload_limit, self._max_statement = packet_limits(int(packet))
-            if await read_schema_version(conn, self.sql) == len(self.sql.migrations):
-                return
-            # DDL commits implicitly here, so a named lock (not a transaction) makes
-            # concurrent first connects migrate one after the other.
-            name = f"pyworkflow:{self.database}"[:64]
-            rows = await conn.fetch(self.sql.convert("SELECT GET_LOCK(?, ?)"), (name, 60))
-            if not rows or rows[0][0] != 1:
-                raise StorageError(f"{self.label}: timed out waiting for the migration lock")
-            try:
-                with warnings.catch_warnings():
-                    # CREATE TABLE IF NOT EXISTS notes an existing table as a warning.
-                    warnings.filterwarnings("ignore", "Table .* already exists")
-                    await apply_migrations(conn, self.sql)
-            finally:
-                await conn.fetch(self.sql.convert("SELECT RELEASE_LOCK(?)"), (name,))
+            if await read_schema_version(conn, self.sql) != len(self.sql.migrations):
+                await self._apply_migrations(conn)
+            # The tables may predate this server (created with a padding collation).
+            rows = await conn.fetch(self.sql.convert(_RUN_ID_COLLATION), (self.sql.runs, "run_id"))
+            if rows and pads_spaces(str(rows[0][0])):
+                self.sql = Statements(replace(dialect, prefix_like=True), ddl_vars=ddl_vars)
+
+    async def _apply_migrations(self, conn: _MySQLConn) -> None:
+        """Create or upgrade the tables, one connecting process at a time."""
+        # DDL commits implicitly here, so a named lock (not a transaction) makes
+        # concurrent first connects migrate one after the other.
+        name = f"pyworkflow:{self.database}"[:64]
+        rows = await conn.fetch(self.sql.convert("SELECT GET_LOCK(?, ?)"), (name, 60))
+        if not rows or rows[0][0] != 1:
+            raise StorageError(f"{self.label}: timed out waiting for the migration lock")
+        try:
+            with warnings.catch_warnings():
+                # CREATE TABLE IF NOT EXISTS notes an existing table as a warning.
+                warnings.filterwarnings("ignore", "Table .* already exists")
+                await apply_migrations(conn, self.sql)
+        finally:
+            await conn.fetch(self.sql.convert("SELECT RELEASE_LOCK(?)"), (name,))
 
     async def close(self) -> None:
         pool, loop = self._pool, self._pool_loop
@@ -568,5 +588,6 @@ __all__ = [
     "URL_OPTIONS",
     "MySQLStorageBackend",
     "packet_limits",
+    "pads_spaces",
     "server_traits",
 ]

@@ -280,6 +280,7 @@ POSTGRES = Dialect(
     update_returning=True,
     lock_clause=" FOR UPDATE SKIP LOCKED",
     array_params=True,
+    text_nul=False,
     tiebreak="run_id",
     stale_order="created_at, run_id",
 )

@@ -218,6 +218,7 @@ SQLITE = Dialect(
     # rowid ends every index key for free and follows creation order.
     tiebreak="rowid",
     stale_order="rowid",
+    prefix_probe=1000,
 )
 SQL = Statements(SQLITE)
 

@@ -339,6 +339,17 @@ class StorageConformance:
         assert [r.run_id for r in await storage.list_runs(limit=2, offset=4)] == expected[4:]
         assert await storage.list_runs(offset=10) == []
 
+    async def test_workflow_names_are_distinct_and_sorted(self, storage: StorageBackend) -> None:
+        if await storage.workflow_names() is None:
+            pytest.skip("this backend does not list workflow names (optional)")
+        assert await storage.workflow_names() == []
+        names = ["refund", "order", "Order", "order.v2", "zeta", "refund"]
+        for i, name in enumerate(names):
+            await create(storage, f"r{i}", workflow_name=name, created_at=at(-i))
+        assert await storage.workflow_names() == ["Order", "order", "order.v2", "refund", "zeta"]
+        assert await storage.workflow_names(limit=2) == ["Order", "order"]
+        assert await storage.workflow_names(limit=0) == []
+
     # -- events ---------------------------------------------------------------------------
 
     async def test_append_then_read_gap_free(self, storage: StorageBackend) -> None:

@@ -25,6 +25,7 @@ from pyworkflow.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 CELERY_HINT = 'pip install "pyworkflow-engine[celery]"'
+SERVER_HINT = 'pip install "pyworkflow-engine[server]"'
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -95,7 +96,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_no_extra_was_installed(base: BaseInstall, project: Path) -> None:
-    for driver in ("celery", "kombu", "asyncpg", "aiomysql", "redis", "aioboto3"):
+    for driver in ("celery", "kombu", "asyncpg", "aiomysql", "redis", "aioboto3", "fastapi"):
         proc = run(project, base.python, "-c", f"import {driver}")
         assert proc.returncode == 1, f"{driver} is importable on the base install"
     print(f"base install: venv + pip install took {base.seconds:.1f} s")
@@ -134,6 +135,17 @@ def test_celery_commands_name_the_extra(base: BaseInstall, project: Path, comman
     assert ran.stdout == ""
     assert ran.stderr.count("\n") == 1, ran.stderr  # one line, no traceback
     assert CELERY_HINT in ran.stderr
+
+
+def test_dashboard_names_the_extra(base: BaseInstall, project: Path) -> None:
+    helped = run(project, base.pyworkflow, "dashboard", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert SERVER_HINT in " ".join(helped.stdout.split())
+
+    ran = run(project, base.pyworkflow, "dashboard")
+    assert ran.returncode == 1
+    assert ran.stderr.count("\n") == 1, ran.stderr  # one line, no traceback
+    assert SERVER_HINT in ran.stderr
 
 
 def test_setup_names_missing_extras(base: BaseInstall, project: Path) -> None:

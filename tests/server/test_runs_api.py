@@ -42,6 +42,20 @@ async def test_list_filters_and_pages(app: FastAPI) -> None:
         tagged = (await http.get("/api/runs", params={"tag": "srv-test"})).json()
         assert len(tagged["runs"]) == 5
 
+        prefix = (await http.get("/api/runs", params={"run_id_prefix": ids[0]})).json()
+        assert [r["run_id"] for r in prefix["runs"]] == [ids[0]]
+
+        async def prefixed(text: str) -> list[str]:
+            answer = await http.get("/api/runs", params={"run_id_prefix": text})
+            return [r["run_id"] for r in answer.json()["runs"]]
+
+        short = ids[0][:6]
+        assert sorted(await prefixed(short)) == sorted(
+            i for i in [*ids, sleeping] if i.startswith(short)
+        )
+        assert sorted(await prefixed("run_")) == sorted([*ids, sleeping])
+        assert await prefixed("run%") == []  # a literal %, not a wildcard
+
         bad = await http.get("/api/runs", params={"cursor": "nonsense"})
         assert bad.status_code == 400 and "cursor" in bad.json()["detail"]
 

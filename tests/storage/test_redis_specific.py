@@ -382,7 +382,7 @@ async def test_requests_made_before_the_cancel_index_are_found_after_connect(
     # What a release without the index left: the requests, but no sets and no marker.
     await raw.delete(old._key("meta"), *(await raw.keys(old._key("idx", "cancel") + "*")))
 
-    monkeypatch.setattr(runs, "CANCEL_INDEX_BATCH", 5)  # several walk steps
+    monkeypatch.setattr(runs, "BACKFILL_BATCH", 5)  # several walk steps
     upgraded = RedisStorageBackend(redis_url, prefix=prefix)
     try:
         await upgraded.connect()

@@ -110,6 +110,21 @@ def test_start_and_end_bound_the_ticks() -> None:
     assert spec.next_tick(utc(2026, 1, 1, 12)) is None
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ScheduleSpec(interval="1h", start_at=utc(9999, 12, 31, 23)),
+        ScheduleSpec(cron="0 9 * * *", start_at=utc(9999, 12, 31)),
+        ScheduleSpec(calendar=CalendarSpec(hour=9), start_at=utc(9999, 12, 31)),
+    ],
+)
+def test_no_tick_after_the_last_representable_year(spec: ScheduleSpec) -> None:
+    assert spec.next_tick(utc(9999, 12, 31, 23, 30)) is None
+    assert spec.ticks_between(utc(9999, 12, 30), utc(9999, 12, 31, 23, 59)) == (
+        [utc(9999, 12, 31, 23)] if spec.interval else [utc(9999, 12, 31, 9)]
+    )
+
+
 def test_naive_start_is_utc() -> None:
     spec = ScheduleSpec(interval="1h", start_at=datetime(2026, 1, 1, 10))
     assert spec.start_at == utc(2026, 1, 1, 10)

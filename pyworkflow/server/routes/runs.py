@@ -30,6 +30,8 @@ Reader = Annotated[Principal, Depends(require_read)]
 Admin = Annotated[Principal, Depends(require_admin)]
 
 MAX_PAGE = 500
+# Sequence numbers are 64-bit integers in storage; a larger one cannot even be a query.
+MAX_SEQUENCE = 2**63 - 1
 
 
 class RunFilters(BaseModel):
@@ -118,7 +120,7 @@ async def get_events(
     run_id: str,
     storage: Storage,
     _: Reader,
-    after: int = Query(0, ge=0, description="Only events with a higher sequence."),
+    after: int = Query(0, ge=0, le=MAX_SEQUENCE, description="Only events with a higher sequence."),
 ) -> EventPage:
     await run_or_404(storage, run_id)
     events = await storage.get_events(run_id, after_sequence=after)
@@ -228,4 +230,7 @@ def _no_code(exc: Exception) -> str:
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is before the first representable UTC time
+        raise HTTPException(400, f"{value.isoformat()} is out of range in UTC") from None

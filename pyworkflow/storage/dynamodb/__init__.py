@@ -198,8 +198,13 @@ Capacity and cost
 * ``list_runs`` reads index items (eventually consistent, 0.5 RCU per 4 KB) plus a
   consistent ``BatchGetItem`` of the returned runs (1 RCU per 4 KB per run). Filters not
   covered by the chosen index key (e.g. ``status`` together with ``workflow_name``) are
-  a ``FilterExpression``: filtered-out index items are still read and billed. ``offset``
-  reads and discards the skipped runs: page with ``cursor`` (keyset on ``created_sk``).
+  a ``FilterExpression``: filtered-out index items are still read and billed (each page
+  reads up to four times as many as the last). ``offset`` reads and discards the skipped
+  runs: page with ``cursor`` (keyset on ``created_sk``).
+* ``run_id_prefix`` has no index (none orders runs by id): a ``FilterExpression``
+  ``begins_with(run_id, P)`` on the index the other filters choose. Alone, a selective
+  prefix reads all of ``runs_by_created``: per 100,000 runs about 20 MB of index items,
+  some 2,500 read units and 20 sequential requests.
 * ``runs_by_created``, ``runs_by_status`` and ``runs_due`` use low-cardinality partition
   keys, so each key takes on the order of 1,000 index writes per second (writes happen
   on run creation, status changes and timer changes only). A throttled index throttles

@@ -39,6 +39,9 @@ from pyworkflow.storage.dynamodb.url import redact_text
 MAX_TRANSACTION_ITEMS = 100
 MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
 MAX_BATCH_GET = 100
+#: The largest ``Limit`` a growing ``Query`` reaches (a 1 MB page holds about 5,000 run
+#: index items anyway).
+MAX_GROWN_LIMIT = 20_000
 
 # Transaction cancellation reasons worth retrying (nothing was written).
 _RETRY_REASONS = frozenset(
@@ -346,8 +349,11 @@ class TableClient(StorageBackend):
             return False
         return True
 
-    async def _query(self, **params: Any) -> AsyncIterator[list[Item]]:
-        """Pages of a ``Query`` (follows ``LastEvaluatedKey``)."""
+    async def _query(self, *, grow: bool = False, **params: Any) -> AsyncIterator[list[Item]]:
+        """Pages of a ``Query`` (follows ``LastEvaluatedKey``). With ``grow``, each page
+        may read four times as many items as the last (``Limit`` counts items read before
+        a ``FilterExpression``: a selective filter would otherwise take many round trips;
+        DynamoDB still ends a page at 1 MB)."""
         start: Item | None = None
         while True:
             if start is not None:
@@ -357,6 +363,8 @@ class TableClient(StorageBackend):
             start = response.get("LastEvaluatedKey")
             if not start:
                 return
+            if grow and "Limit" in params:
+                params["Limit"] = min(params["Limit"] * 4, MAX_GROWN_LIMIT)
 
     async def _batch_get_runs(
         self, run_ids: Sequence[str], projection: Sequence[str] = ()

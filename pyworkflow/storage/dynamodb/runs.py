@@ -113,7 +113,7 @@ class RunStore(CancelIndex):
 
     async def query_runs(self, query: RunQuery) -> list[WorkflowRun]:
         wanted = query.offset + query.limit
-        if query.limit <= 0:
+        if query.limit <= 0 or not _is_text(query.run_id_prefix):
             return []
         expr = _Expr()
         filters: list[str] = []
@@ -143,6 +143,10 @@ class RunStore(CancelIndex):
             filters.append(f"{expr.name('workflow_name')} = {expr.value(_s(query.workflow_name))}")
         if query.tag is not None and index != INDEX_TAG:
             filters.append(f"contains({expr.name('tags')}, {expr.value(_s(query.tag))})")
+        if query.run_id_prefix:
+            # No index orders runs by id: the prefix filters the chosen index's items.
+            prefix = expr.value(_s(query.run_id_prefix))
+            filters.append(f"begins_with({expr.name('run_id')}, {prefix})")
 
         # Key range on created_sk: lower bound inclusive, upper bounds exclusive.
         lower = None if query.created_after is None else _sort_key(_micros(query.created_after))
@@ -174,22 +178,31 @@ class RunStore(CancelIndex):
         if filters:
             params["FilterExpression"] = " AND ".join(filters)
         matched: list[WorkflowRun] = []
-        async for page in self._query(**params):
+        async for page in self._query(grow=bool(filters), **params):
             ids = [i["run_id"]["S"] for i in page if i["created_sk"]["S"] != upper]
-            items = await self._batch_get_runs(ids)
-            for run_id in ids:
-                item = items.get(run_id)
-                if item is None:
-                    continue
-                run = _item_to_run(item)
-                # Re-check against the consistent item: index entries may lag behind.
-                if query.matches(run) and (
-                    after is None or (_micros(run.created_at), run_id) < after
-                ):
-                    matched.append(run)
+            # Read only the runs the page still needs: a grown page may hold many more.
+            while ids and len(matched) < wanted:
+                chunk, ids = ids[: wanted - len(matched)], ids[wanted - len(matched) :]
+                matched += await self._rechecked(chunk, query, after)
             if len(matched) >= wanted:
                 break
         return matched[query.offset : wanted]
+
+    async def _rechecked(
+        self, run_ids: Sequence[str], query: RunQuery, after: tuple[int, str] | None
+    ) -> list[WorkflowRun]:
+        """The runs of ``run_ids`` (in that order) that match ``query`` when read
+        consistently: index entries may lag behind their run."""
+        items = await self._batch_get_runs(run_ids)
+        runs = []
+        for run_id in run_ids:
+            item = items.get(run_id)
+            if item is None:
+                continue
+            run = _item_to_run(item)
+            if query.matches(run) and (after is None or (_micros(run.created_at), run_id) < after):
+                runs.append(run)
+        return runs
 
     async def append_events(
         self,
@@ -318,3 +331,14 @@ class RunStore(CancelIndex):
             for item in page:
                 reader.feed(item)
         return reader.done()
+
+
+def _is_text(value: str | None) -> bool:
+    """Whether ``value`` is storable text (no lone surrogate): a prefix that is not
+    matches no stored id, and DynamoDB would reject the request."""
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True

@@ -20,6 +20,8 @@ key                                         content
                                             (``RPUSH``), sequence ``n`` at index ``n - 1``
 ``{p}:idem:<key>``                          string: idempotency key -> run id
 ``{p}:idx:all``                             zset of every run
+``{p}:idx:id``                              zset of every run id (every score 0: member
+                                            order is id order; prefix search)
 ``{p}:idx:status:<status>``                 zset of the runs in that status
 ``{p}:idx:wf:<workflow_name>``              zset of the runs of that workflow
 ``{p}:idx:tag:<tag>``                       zset of the runs carrying that tag
@@ -28,7 +30,9 @@ key                                         content
                                             ``cancel_requested_at``)
 ``{p}:idx:cancel:<status>``                 zset of the runs asked to cancel in that status
 ``{p}:meta``                                hash: ``cancel_index`` = ``1`` once the runs asked
-                                            to cancel before ``idx:cancel`` existed are in it
+                                            to cancel before ``idx:cancel`` existed are in it;
+                                            ``id_index`` = ``1`` once every run stored before
+                                            ``idx:id`` existed is in it
 ``{p}:wake``                                zset: suspended runs with a ``wake_at``, score =
                                             ``wake_at`` in epoch microseconds
 ``{p}:active``                              zset: pending/running/interrupted runs, score =

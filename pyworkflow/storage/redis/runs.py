@@ -13,6 +13,14 @@ Complexity (n = runs under the prefix, k = results):
   the smallest set it reads before it has ``offset + limit`` matches. The walk runs
   inside one script, so a very unselective combination over a huge set blocks Redis
   while it runs; prefer the most selective filter, or paginate with small limits.
+* ``list_runs(run_id_prefix=...)``: the script counts the c ids with the prefix in
+  ``idx:id`` (every id, in id order; ``ZLEXCOUNT``, O(log n)) and takes the cheaper of
+  two plans. Few matches (c * c <= (offset + limit) * n): read those ids and their
+  members (one ``HGET`` each), check the other filters, sort, O(log n + c log c).
+  Many: walk the chosen set newest first comparing each member's id with the prefix (a
+  byte compare, no command), reading about (offset + limit) * n / c entries. Either way
+  at most about sqrt((offset + limit) * n) entries: 2,300 for 100,000 runs and a page
+  of 51, where a walk of every run takes Redis about 250 ms.
 * ``list_runs(cancel_requested=True)`` reads ``idx:cancel`` (or ``idx:cancel:<status>``
   with a status: the suspended runs asked to cancel, crash recovery's query), which hold
   only runs asked to cancel: O(log n + offset + k) plus one ``HMGET`` per entry read
@@ -20,12 +28,13 @@ Complexity (n = runs under the prefix, k = results):
   ``cancel_requested=False`` has no set of its own: it walks the other filters' sets
   and checks each run's hash, O(log n + m) as above.
 
-Runs asked to cancel before ``idx:cancel`` existed (by an older release) are indexed by
-:meth:`RunStore.connect` (and before the first ``cancel_requested=True`` query), which
-walks every run once per prefix, then marks the prefix done in ``{p}:meta``. A request
-an older release still running alongside makes *after* that walk reaches the sets when
-a current release next writes the run (every write re-derives its index entries); until
-then only that older release's recovery, which scans all suspended runs, sees it.
+Runs stored before ``idx:cancel`` and ``idx:id`` existed (by an older release) are
+indexed by :meth:`RunStore.connect` (and before the first query that needs them), which
+walks every run once per prefix, then marks the prefix done in ``{p}:meta``. A run an
+older release still running alongside creates, or a request it makes, *after* that walk
+reaches the sets when a current release next writes the run (every write re-derives its
+index entries); until then a prefix search may miss that run, and only that older
+release's recovery, which scans all suspended runs, sees the request.
 """
 
 from __future__ import annotations
@@ -71,16 +80,18 @@ def _check_sequences(events: Sequence[Event], first: int) -> None:
             )
 
 
-#: Runs read per script call while indexing the cancellation requests of an old prefix.
-CANCEL_INDEX_BATCH = 500
+#: Runs read per script call while indexing the runs of a prefix an older release wrote.
+BACKFILL_BATCH = 500
 #: The ``{p}:meta`` field set once every run asked to cancel is in ``idx:cancel``.
 CANCEL_INDEX_FIELD = "cancel_index"
+#: The ``{p}:meta`` field set once every run is in ``idx:id``.
+ID_INDEX_FIELD = "id_index"
 
 
 class RunStore(RedisConnection):
     """The runs and events part of :class:`RedisStorageBackend`."""
 
-    _cancel_indexed = False
+    _backfilled = False
 
     async def create_run(self, run: WorkflowRun, events: Sequence[Event] = ()) -> WorkflowRun:
         _check_sequences(events, 1)
@@ -144,8 +155,8 @@ class RunStore(RedisConnection):
         if query.limit <= 0:
             return []
         keys, checks = self._filter_sets(query)
-        if query.cancel_requested:
-            await self._ensure_cancel_index()
+        if query.cancel_requested or query.run_id_prefix:
+            await self._backfill()
         if query.workflow_name is not None:
             keys.append(self._key("idx", "wf", query.workflow_name))
         if query.tag is not None:
@@ -177,6 +188,8 @@ class RunStore(RedisConnection):
                     query.limit,
                     "run:",
                     *checks,
+                    # A lone surrogate survives as bytes no stored (UTF-8) id starts with.
+                    (query.run_id_prefix or "").encode("utf-8", "surrogatepass"),
                 ],
             )
         return [run for run in map(run_from_hash, json.loads(rows)) if run is not None]
@@ -200,30 +213,30 @@ class RunStore(RedisConnection):
         return keys, ("", "" if query.cancel_requested is None else "0")
 
     async def connect(self) -> None:
-        """Check the server (see :class:`RedisConnection`), then build the cancellation
-        index of a prefix written by a release before it (once per prefix)."""
+        """Check the server (see :class:`RedisConnection`), then build the indexes a
+        release before them did not keep, for the runs it stored (once per prefix)."""
         await super().connect()
-        await self._ensure_cancel_index()
+        await self._backfill()
 
-    async def _ensure_cancel_index(self) -> None:
-        """Index the runs asked to cancel before ``idx:cancel`` existed: walk every run
-        once, ``CANCEL_INDEX_BATCH`` per script call, then mark the prefix done (in
-        ``{p}:meta``). Idempotent; concurrent processes may both walk."""
-        if self._cancel_indexed:
+    async def _backfill(self) -> None:
+        """Put the runs stored before ``idx:cancel`` and ``idx:id`` existed into them:
+        walk every run once, ``BACKFILL_BATCH`` per script call, then mark the prefix
+        done (in ``{p}:meta``). Idempotent; concurrent processes may both walk."""
+        if self._backfilled:
             return
         client, scripts = self._client()
-        meta = self._key("meta")
+        meta, fields = self._key("meta"), (CANCEL_INDEX_FIELD, ID_INDEX_FIELD)
         with self._errors():
-            if await client.hget(meta, CANCEL_INDEX_FIELD) is None:
+            if None in await client.hmget(meta, fields):
                 bound = "+"
                 while bound:
-                    last = await scripts.index_cancels(
+                    last = await scripts.backfill(
                         keys=[self._key("idx", "all")],
-                        args=[self._base, bound, CANCEL_INDEX_BATCH],
+                        args=[self._base, bound, BACKFILL_BATCH],
                     )
                     bound = "(" + text(last) if text(last) else ""
-                await client.hset(meta, CANCEL_INDEX_FIELD, "1")
-        self._cancel_indexed = True
+                await client.hset(meta, mapping=dict.fromkeys(fields, "1"))
+        self._backfilled = True
 
     # -- events ---------------------------------------------------------------------------
 

@@ -75,7 +75,7 @@ SOURCES: dict[str, str] = {
     **{name: _PRELUDE + _source(name) for name in _WRITERS},
     **{name: _source(name) for name in _STANDALONE},
     "query": _MEMBER_TS + _source("query"),
-    "index_cancels": _PRELUDE + _MEMBER_TS + _source("index_cancels"),
+    "backfill": _PRELUDE + _MEMBER_TS + _source("backfill"),
 }
 
 
@@ -95,7 +95,7 @@ class Scripts:
         self.next_wake: AsyncScript = client.register_script(SOURCES["next_wake"])
         self.events: AsyncScript = client.register_script(SOURCES["events"])
         self.cancel: AsyncScript = client.register_script(SOURCES["cancel"])
-        self.index_cancels: AsyncScript = client.register_script(SOURCES["index_cancels"])
+        self.backfill: AsyncScript = client.register_script(SOURCES["backfill"])
         self.save_hook: AsyncScript = client.register_script(SOURCES["save_hook"])
         self.update_hook: AsyncScript = client.register_script(SOURCES["update_hook"])
         self.save_schedule: AsyncScript = client.register_script(SOURCES["save_schedule"])

@@ -1,7 +1,7 @@
 -- KEYS: none (every key is derived from the base; one prefix lives in one slot).
 -- ARGV: base, run ids... Deletes each run that is terminal now, with everything stored
--- for it: its index entries (all, status, workflow, tags, parent, cancellation, wake,
--- active), its idempotency key (if it still names this run), its hooks and their index
+-- for it: its index entries (all, id, status, workflow, tags, parent, cancellation,
+-- wake, active), its idempotency key (if it still names this run), its hooks and their index
 -- entries, its hook-id map, its event log and its hash. Returns how many it deleted.
 -- The run's own children index (idx:parent:<run_id>) stays: its children stay too.
 local deleted = 0
@@ -14,6 +14,7 @@ for i = 2, #ARGV do
   local status, m = f[1], f[2]
   if status and TERMINAL[status] and m then
     redis.call('ZREM', P .. 'idx:all', m)
+    redis.call('ZREM', P .. 'idx:id', run_id)
     redis.call('ZREM', P .. 'idx:status:' .. status, m)
     if f[3] then redis.call('ZREM', P .. 'idx:wf:' .. f[3], m) end
     if f[4] then

@@ -16,8 +16,10 @@ local function index_cancel(member, status, old_status, asked)
   end
 end
 
--- Re-derive the run's status/cancel/wake/active index entries from its hash.
+-- Re-derive the run's status/cancel/wake/active index entries from its hash, and list
+-- its id (again: a run an older release created reaches idx:id at its next write).
 local function reindex(run_id, run_key, old_status)
+  redis.call('ZADD', P .. 'idx:id', 0, run_id)
   local f = redis.call(
     'HMGET', run_key, 'status', 'wake_at', 'lease_expires_at', '_m', 'cancel_requested_at')
   local status, wake, lease, member = f[1], f[2], f[3], f[4]
