@@ -18,6 +18,12 @@ demo: install
 test: install
 	$(BIN)/pytest -q
 
+# The dashboard's browser tests (headless Chromium), saving their screenshots into docs/img
+# for docs/dashboard.md (look at them before committing).
+.PHONY: screenshots
+screenshots: install
+	PYWORKFLOW_TEST_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/pytest tests/server/test_browser.py -q
+
 # Long server-outage tests (100 runs; 2 s, 10 s and frozen outages of private PostgreSQL,
 # Redis and MariaDB instances, ~2-3 min). `make test` runs one short outage per server.
 outages: install

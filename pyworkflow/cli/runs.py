@@ -25,7 +25,6 @@ from pyworkflow.cli.output import console, emit_list, emit_one, to_json_data
 from pyworkflow.cli.timeline import (
     TailView,
     TimelineBuilder,
-    human_duration,
     summarize,
     timeline,
 )
@@ -41,7 +40,7 @@ from pyworkflow.storage.base import (
     run_cursor,
 )
 from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun, utcnow
-from pyworkflow.utils.duration import parse_duration
+from pyworkflow.utils.duration import human_duration, parse_duration
 
 #: The columns ``runs list`` (and ``children``, ``chain``) show; JSON has every field.
 RUN_COLUMNS = ("run_id", "workflow_name", "status", "created_at", "duration")

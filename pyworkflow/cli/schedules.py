@@ -56,31 +56,11 @@ def schedules() -> None:
     """Create, inspect, change and fire schedules."""
 
 
-def _spec_text(schedule: Schedule) -> str:
-    spec = schedule.spec
-    if spec.cron is not None:
-        text = f"cron {spec.cron}"
-    elif spec.interval is not None:
-        text = f"every {_seconds_text(duration_seconds(spec.interval))}"
-    else:
-        text = f"calendar ({len(spec.calendar or [])} entries)"
-    if spec.timezone != "UTC" and spec.interval is None:
-        text += f" {spec.timezone}"
-    return text
-
-
-def _seconds_text(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
 def _row(schedule: Schedule) -> dict[str, Any]:
     return {
         "schedule_id": schedule.schedule_id,
         "workflow_name": schedule.workflow_name,
-        "spec": _spec_text(schedule),
+        "spec": schedule.spec.describe(),
         "status": schedule.status,
         "overlap_policy": schedule.overlap_policy,
         "next_run_time": schedule.next_run_time,

@@ -18,7 +18,9 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from pyworkflow.serialization.errors import error_summary
 from pyworkflow.storage.schemas import Event, EventType, WorkflowRun, utcnow
+from pyworkflow.utils.duration import human_duration, parse_time
 
 # Fields left out of summaries: the format version, secrets' hashes, encoded step inputs.
 _HIDDEN = frozenset({"v", "token_hash", "input"})
@@ -27,34 +29,6 @@ _HIDDEN = frozenset({"v", "token_hash", "input"})
 def clip(text: str, width: int) -> str:
     """``text`` cut to ``width`` characters (with an ellipsis when cut)."""
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
-
-
-def human_duration(seconds: float | None) -> str:
-    """``0.4ms``, ``12ms``, ``1.23s``, ``2m05s``, ``3h02m``, ``2d04h``."""
-    if seconds is None:
-        return "-"
-    if seconds < 0.001:
-        return f"{seconds * 1000:.1f}ms"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
-
-
-def _error_text(error: Any) -> str:
-    if isinstance(error, dict):
-        kind = str(error.get("type") or "Error").rsplit(".", 1)[-1]
-        message = str(error.get("message") or "")
-        return f"{kind}: {message}" if message else kind
-    return str(error)
 
 
 def _value_text(value: Any) -> str:
@@ -67,7 +41,7 @@ def summarize(event: Event, width: int = 100) -> str:
     for key, value in event.data.items():
         if key in _HIDDEN or value is None:
             continue
-        text = _error_text(value) if key == "error" else _value_text(value)
+        text = error_summary(value) if key == "error" else _value_text(value)
         parts.append(f"{key}={clip(text, 48)}")
     return clip(" ".join(parts), width)
 
@@ -165,7 +139,7 @@ class TimelineBuilder:
             return "workflow", f"completed in {human_duration(took)}: {result}", took
         if kind is EventType.WORKFLOW_FAILED:
             took = self._since("workflow", event)
-            error = clip(_error_text(data.get("error")), 80)
+            error = clip(error_summary(data.get("error")), 80)
             return "workflow", f"failed after {human_duration(took)}: {error}", took
         if kind is EventType.WORKFLOW_CANCELLED:
             took = self._since("workflow", event)
@@ -224,7 +198,7 @@ class TimelineBuilder:
                 took,
             )
         if kind is EventType.STEP_FAILED:
-            error = clip(_error_text(data.get("error")), 80)
+            error = clip(error_summary(data.get("error")), 80)
             then = "; will retry" if data.get("will_retry") else ""
             fatal = " (fatal)" if data.get("fatal") else ""
             message = (
@@ -268,7 +242,7 @@ class TimelineBuilder:
         if kind is EventType.CHILD_WORKFLOW_COMPLETED:
             return "child", f"child {name} completed after {human_duration(took)}", took
         verb = "failed" if kind is EventType.CHILD_WORKFLOW_FAILED else "cancelled"
-        error = clip(_error_text(data.get("error")), 80)
+        error = clip(error_summary(data.get("error")), 80)
         return "child", f"child {name} {verb} after {human_duration(took)}: {error}", took
 
 
@@ -359,13 +333,13 @@ class TailView:
             elif kind is EventType.STEP_FAILED:
                 op.state, op.ended = ("retrying" if data.get("will_retry") else "failed"), at
             elif kind is EventType.STEP_RETRYING:
-                op.state, op.until = "retrying", _parse_time(data.get("retry_at"))
+                op.state, op.until = "retrying", parse_time(data.get("retry_at"))
             else:
                 op.state, op.ended = "cancelled", at
         elif kind is EventType.SLEEP_STARTED:
             key = str(data.get("sleep_id"))
             name = str(data.get("name") or f"sleep {human_duration(data.get('duration_seconds'))}")
-            until = _parse_time(data.get("fire_at"))
+            until = parse_time(data.get("fire_at"))
             self.operations[key] = _Operation("sleep", name, "sleeping", began=at, until=until)
         elif kind is EventType.SLEEP_COMPLETED:
             sleeping = self.operations.get(str(data.get("sleep_id")))
@@ -429,15 +403,6 @@ class TailView:
         done = total if op.state == "done" else (now - op.began).total_seconds()
         percent = round(100 * min(max(done / total, 0.0), 1.0))
         return ProgressBar(total=100, completed=percent, width=20)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 def _status_style(status: str) -> str:

@@ -197,6 +197,19 @@ class ScheduleSpec(BaseModel):
         fraction = int.from_bytes(digest[:8], "big") / 2**64
         return timedelta(seconds=duration_seconds(self.jitter) * fraction)
 
+    def describe(self) -> str:
+        """One line for people: ``cron 0 9 * * 1-5 Europe/Paris``, ``every 15m``,
+        ``calendar (2 entries)``."""
+        if self.cron is not None:
+            text = f"cron {self.cron}"
+        elif self.interval is not None:
+            text = f"every {_seconds_text(duration_seconds(self.interval))}"
+        else:
+            text = f"calendar ({len(self.calendar or [])} entries)"
+        if self.timezone != "UTC" and self.interval is None:
+            text += f" {self.timezone}"
+        return text
+
     def _next_interval(self, after: datetime) -> datetime:
         assert self.interval is not None
         step = timedelta(seconds=duration_seconds(self.interval))
@@ -219,6 +232,13 @@ class ScheduleSpec(BaseModel):
             if instant > after:
                 return instant
         raise ValueError(f"cron expression {expr!r} has no time after {after.isoformat()}")
+
+
+def _seconds_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def parse_spec(spec: ScheduleSpec | str | dict[str, Any]) -> ScheduleSpec:

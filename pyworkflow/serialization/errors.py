@@ -77,6 +77,15 @@ def truncate_text(text: str, limit: int = ERROR_TEXT_LIMIT, *, keep_end: bool = 
     return f"{text[:head]}\n... [truncated {cut:,} chars] ...\n{text[head - limit :]}"
 
 
+def error_summary(error: Any) -> str:
+    """An encoded error (or any value) as one line, ``Type: message``."""
+    if isinstance(error, dict):
+        kind = str(error.get("type") or "Error").rsplit(".", 1)[-1]
+        message = str(error.get("message") or "")
+        return f"{kind}: {message}" if message else kind
+    return str(error)
+
+
 def encode_error(exc: BaseException) -> dict[str, Any]:
     """Encode an exception as a JSON-native dict.
 

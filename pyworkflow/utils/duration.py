@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -95,3 +96,34 @@ def resolve_wake_time(value: DurationLike | datetime, now: datetime) -> datetime
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
     return now + parse_duration(value)
+
+
+def human_duration(seconds: float | None) -> str:
+    """``0.4ms``, ``12ms``, ``1.23s``, ``2m05s``, ``3h02m``, ``2d04h`` (``-`` for ``None``)."""
+    if seconds is None:
+        return "-"
+    if seconds < 0.001:
+        return f"{seconds * 1000:.1f}ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO-8601 time from event data, or ``None`` when it is missing or malformed
+    (readers of old or foreign logs show what they can)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
