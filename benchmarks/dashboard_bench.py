@@ -220,6 +220,11 @@ def cases(runs: list[WorkflowRun], rng: random.Random, requests: int) -> list[Ca
             lambda i: {"cursor": run_cursor(deep[i % len(deep)])},
         ),
         Case("HTML runs page GET /", "/", same({})),
+        Case(
+            f"HTML runs page, status=failed&workflow={popular}",
+            "/",
+            same({"status": "failed", "workflow": popular}),
+        ),
     ]
 
 
