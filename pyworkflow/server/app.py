@@ -104,10 +104,10 @@ def _include_docs(app: FastAPI) -> None:
 
 def _include_routers(app: FastAPI, *, ui: bool) -> None:
     from pyworkflow.server import webhooks
-    from pyworkflow.server.routes import hooks, live, runs, schedules, system
+    from pyworkflow.server.routes import hooks, live, metrics, runs, schedules, system
 
     # live before runs: /api/runs/stream must not be taken for /api/runs/{run_id}.
-    for module in (system, live, runs, hooks, schedules, webhooks):
+    for module in (system, live, runs, hooks, schedules, webhooks, metrics):
         app.include_router(module.router)
     if ui:
         from pyworkflow.server import ui as pages
