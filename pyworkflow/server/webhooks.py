@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from loguru import logger
 from pydantic import BaseModel, Field, ValidationError
@@ -29,12 +29,12 @@ from pyworkflow.core.exceptions import (
     HookPayloadError,
 )
 from pyworkflow.primitives.hook_tokens import TOKEN_PREFIX, hash_token
-from pyworkflow.server.app import state, storage_of
+from pyworkflow.server.app import state
+from pyworkflow.server.deps import Storage
 from pyworkflow.storage.base import HOOKS, StorageBackend, require_capability
 from pyworkflow.storage.schemas import HookRecord
 
 router = APIRouter(tags=["webhooks"])
-Storage = Annotated[StorageBackend, Depends(storage_of)]
 
 #: The one answer for every token that cannot take a payload (see the module docstring).
 NO_HOOK = {"detail": "no open hook for this token"}

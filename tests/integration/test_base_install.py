@@ -65,9 +65,9 @@ def run(cwd: Path, *argv: str | Path, timeout: float = 120) -> subprocess.Comple
     )
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> BaseInstall:
-    root = tmp_path_factory.mktemp("base-install")
+def install_checkout(root: Path, extras: str = "") -> Path:
+    """A new venv under ``root`` with a copy of this checkout installed, non-editable,
+    with ``extras`` (e.g. ``"[server]"``); its ``bin`` directory."""
     source = root / "src"
     # A copy, so the build's own build/ directory never lands in (or goes stale in) the
     # checkout.
@@ -79,12 +79,19 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> BaseInstall:
             ".pyworkflow", ".peer-venvs", "results",
         ),
     )  # fmt: skip
-    started = time.monotonic()
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    proc = run(root, venv / "bin" / "python", "-m", "pip", "install", "-q", source, timeout=500)
+    target = f"{source}{extras}"
+    proc = run(root, venv / "bin" / "python", "-m", "pip", "install", "-q", target, timeout=500)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return BaseInstall(venv / "bin", time.monotonic() - started)
+    return venv / "bin"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> BaseInstall:
+    started = time.monotonic()
+    bin_dir = install_checkout(tmp_path_factory.mktemp("base-install"))
+    return BaseInstall(bin_dir, time.monotonic() - started)
 
 
 @pytest.fixture

@@ -6,15 +6,14 @@ next to the user's shell is found without PYTHONPATH."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.test_base_install import REPO, run, user_env
-from tests.server.test_dashboard_command import free_port
+from tests.integration.test_base_install import install_checkout, user_env
+from tests.server.test_dashboard_command import free_port, wait_healthy
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -36,23 +35,7 @@ async def greeter(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def server_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import shutil
-
-    root = tmp_path_factory.mktemp("server-install")
-    source = root / "src"
-    shutil.copytree(
-        REPO,
-        source,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
-            ".pyworkflow", ".peer-venvs", "results",
-        ),
-    )  # fmt: skip
-    venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    proc = run(root, venv / "bin" / "python", "-m", "pip", "install", "-q", f"{source}[server]")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return venv / "bin"
+    return install_checkout(tmp_path_factory.mktemp("server-install"), "[server]")
 
 
 def test_installed_dashboard_serves_pages_and_runs(server_bin: Path, tmp_path: Path) -> None:
@@ -70,13 +53,7 @@ def test_installed_dashboard_serves_pages_and_runs(server_bin: Path, tmp_path: P
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
-        for _ in range(300):
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.communicate()[1]
-                time.sleep(0.1)
+        wait_healthy(base, proc)
         login = httpx.get(f"{base}/login", timeout=10)
         assert login.status_code == 200 and "<form" in login.text
         assert httpx.get(f"{base}/static/htmx.min.js", timeout=10).status_code == 200

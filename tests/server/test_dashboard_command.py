@@ -48,6 +48,19 @@ def pyworkflow_command() -> str:
     return str(Path(sys.executable).with_name("pyworkflow"))
 
 
+def wait_healthy(base: str, proc: subprocess.Popen[str], seconds: float = 30) -> None:
+    """Return once the server at ``base`` answers ``/healthz``; fail if it exits first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.1)
+    raise AssertionError(f"{base} did not answer /healthz within {seconds} s")
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
     """``pyworkflow --module myflows dashboard`` on a free port; its base URL."""
@@ -66,14 +79,7 @@ def served(tmp_path: Path) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.communicate()[1]
-                time.sleep(0.1)
+        wait_healthy(base, proc)
         yield base
     finally:
         proc.terminate()

@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from pyworkflow.api import list_hooks
-from pyworkflow.server.app import storage_of
-from pyworkflow.server.auth import Principal, require_admin, require_read
+from pyworkflow.server.deps import Admin, Reader, Storage
 from pyworkflow.server.models import tree
 from pyworkflow.server.webhooks import JSON_BODY, Delivered, deliver_payload, read_json
 from pyworkflow.storage.base import HOOKS, StorageBackend, require_capability
 from pyworkflow.storage.schemas import HookRecord, HookStatus, utcnow
 
 router = APIRouter(prefix="/api", tags=["hooks"])
-Storage = Annotated[StorageBackend, Depends(storage_of)]
-Reader = Annotated[Principal, Depends(require_read)]
-Admin = Annotated[Principal, Depends(require_admin)]
 
 MAX_PAGE = 500
 # Deep offsets are slow on every backend; the bound also keeps the value a 64-bit integer.

@@ -18,21 +18,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from loguru import logger
 from pydantic import BaseModel
 
-from pyworkflow.server.app import state, storage_of
-from pyworkflow.server.auth import Principal, require_read
+from pyworkflow.server.app import state
+from pyworkflow.server.deps import Reader, Storage
 from pyworkflow.server.models import EventOut, RunSummary
 from pyworkflow.server.routes.runs import MAX_PAGE, RunFilters, run_or_404
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun
 
 router = APIRouter(prefix="/api", tags=["live"])
-Storage = Annotated[StorageBackend, Depends(storage_of)]
-Reader = Annotated[Principal, Depends(require_read)]
 
 #: An idle stream sends a comment this often (proxies close silent connections).
 HEARTBEAT_SECONDS = 15.0

@@ -4,30 +4,27 @@ and start runs by workflow name."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from pyworkflow.api import cancel_workflow, get_workflow_chain, retry_workflow, start_by_name
 from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import RunNotFoundError, WorkflowNotFoundError
-from pyworkflow.server.app import storage_of
-from pyworkflow.server.auth import Principal, require_admin, require_read
+from pyworkflow.server.deps import Admin, Reader, Storage
 from pyworkflow.server.models import (
     EventOut,
     EventPage,
     RunDetail,
     RunList,
     RunPage,
+    RunSummary,
 )
 from pyworkflow.storage.base import RunQuery, StorageBackend, parse_cursor
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun
 
 router = APIRouter(prefix="/api", tags=["runs"])
-Storage = Annotated[StorageBackend, Depends(storage_of)]
-Reader = Annotated[Principal, Depends(require_read)]
-Admin = Annotated[Principal, Depends(require_admin)]
 
 MAX_PAGE = 500
 # Sequence numbers are 64-bit integers in storage; a larger one cannot even be a query.
@@ -63,11 +60,7 @@ async def find_runs(
 ) -> RunPage:
     """One page of runs matching ``filters`` (one storage query; an idempotency key is
     an exact lookup)."""
-    if cursor is not None:
-        try:
-            parse_cursor(cursor)
-        except ValueError:
-            raise HTTPException(400, "invalid cursor: pass a next_cursor value back") from None
+    _check_cursor(cursor)
     query = filters.query(limit + 1, cursor)  # one more tells whether a next page exists
     if filters.idempotency_key:
         run = await storage.get_run_by_idempotency_key(filters.idempotency_key)
@@ -136,19 +129,13 @@ async def get_children(
     cursor: str | None = Query(None, max_length=300),
 ) -> RunPage:
     await run_or_404(storage, run_id)
-    if cursor is not None:
-        try:
-            parse_cursor(cursor)
-        except ValueError:
-            raise HTTPException(400, "invalid cursor: pass a next_cursor value back") from None
+    _check_cursor(cursor)
     children = await storage.get_children(run_id, limit=limit + 1, cursor=cursor)
     return RunPage.of(children, limit)
 
 
 @router.get("/runs/{run_id}/chain", response_model=RunList, summary="continue_as_new chain")
 async def get_chain(run_id: str, storage: Storage, _: Reader) -> RunList:
-    from pyworkflow.server.models import RunSummary
-
     chain = await get_workflow_chain(run_id, storage=storage)
     return RunList(runs=[RunSummary.of(r) for r in chain])
 
@@ -217,6 +204,14 @@ async def start_run(name: str, storage: Storage, _: Admin, body: StartRequest) -
     except WorkflowNotFoundError as exc:
         raise HTTPException(409, _no_code(exc)) from None
     return Started(run_id=run_id, runtime=runtime)
+
+
+def _check_cursor(cursor: str | None) -> None:
+    if cursor is not None:
+        try:
+            parse_cursor(cursor)
+        except ValueError:
+            raise HTTPException(400, "invalid cursor: pass a next_cursor value back") from None
 
 
 def _no_code(exc: Exception) -> str:

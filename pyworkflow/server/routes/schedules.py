@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
 from pyworkflow.core.config import get_config
@@ -34,16 +34,12 @@ from pyworkflow.schedules import (
     trigger_schedule,
     update_schedule,
 )
-from pyworkflow.server.app import storage_of
-from pyworkflow.server.auth import Principal, require_admin, require_read
+from pyworkflow.server.deps import Admin, Reader, Storage
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import utcnow
 from pyworkflow.utils.duration import duration_seconds
 
 router = APIRouter(prefix="/api", tags=["schedules"])
-Storage = Annotated[StorageBackend, Depends(storage_of)]
-Reader = Annotated[Principal, Depends(require_read)]
-Admin = Annotated[Principal, Depends(require_admin)]
 
 #: How many upcoming fire times an answer shows.
 NEXT_FIRE_TIMES = 5

@@ -17,9 +17,9 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from pyworkflow.core.config import discover_workflows, get_config
@@ -27,14 +27,11 @@ from pyworkflow.core.exceptions import ConfigurationError
 from pyworkflow.core.registry import list_workflows
 from pyworkflow.core.workflow import WorkflowDefinition
 from pyworkflow.engine.workers import is_alive
-from pyworkflow.server.app import storage_of
-from pyworkflow.server.auth import Principal, require_read
+from pyworkflow.server.deps import Reader, Storage
 from pyworkflow.storage.base import SCHEDULES, WORKERS, StorageBackend
 from pyworkflow.storage.schemas import WorkerRecord, WorkflowRun, utcnow
 
 router = APIRouter()
-Storage = Annotated[StorageBackend, Depends(storage_of)]
-Reader = Annotated[Principal, Depends(require_read)]
 
 #: How many of the newest runs the workflow listing counts (one query on any store).
 RECENT_RUNS_SCANNED = 1000

@@ -16,15 +16,14 @@ from pydantic import ValidationError
 
 from pyworkflow.api import list_hooks, resume_hook_by_key
 from pyworkflow.core.exceptions import HookPayloadError, SerializationError
-from pyworkflow.server.app import storage_of
 from pyworkflow.server.auth import Principal
+from pyworkflow.server.deps import Storage
 from pyworkflow.server.ui.hook_form import FormError, form_fields, payload_from
 from pyworkflow.server.ui.render import Form, PageRoute, admin, admin_form, page, path_for
 from pyworkflow.storage.base import HOOKS, StorageBackend
 from pyworkflow.storage.schemas import HookRecord, HookStatus, utcnow
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-Storage = Annotated[StorageBackend, Depends(storage_of)]
 
 PENDING_SHOWN = 100
 RECEIVED_SHOWN = 20

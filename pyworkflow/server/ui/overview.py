@@ -7,18 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from pyworkflow.server.app import storage_of
 from pyworkflow.server.auth import Principal
+from pyworkflow.server.deps import Storage
 from pyworkflow.server.routes.system import (
     RECENT_RUNS_SCANNED,
     list_workers,
     list_workflow_names,
 )
 from pyworkflow.server.ui.render import PageRoute, page, viewer
-from pyworkflow.storage.base import StorageBackend
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-Storage = Annotated[StorageBackend, Depends(storage_of)]
 Viewer = Annotated[Principal, Depends(viewer)]
 
 

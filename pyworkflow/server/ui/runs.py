@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from pyworkflow.api import RETRY_TAG_PREFIX, get_workflow_chain
 from pyworkflow.core.registry import list_workflows
-from pyworkflow.server.app import storage_of
 from pyworkflow.server.auth import Principal
+from pyworkflow.server.deps import Storage
 from pyworkflow.server.models import RunDetail, RunSummary
 from pyworkflow.server.routes.runs import (
     CancelRequest,
@@ -40,7 +40,6 @@ from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun, utcnow
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-Storage = Annotated[StorageBackend, Depends(storage_of)]
 Viewer = Annotated[Principal, Depends(viewer)]
 AdminForm = Annotated[Form, Depends(admin_form)]
 

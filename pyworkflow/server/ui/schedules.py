@@ -16,14 +16,13 @@ from pyworkflow.schedules import (
     resume_schedule,
     trigger_schedule,
 )
-from pyworkflow.server.app import storage_of
 from pyworkflow.server.auth import Principal
+from pyworkflow.server.deps import Storage
 from pyworkflow.server.routes.runs import _no_code
 from pyworkflow.server.ui.render import Form, PageRoute, admin_form, page, path_for, viewer
-from pyworkflow.storage.base import SCHEDULES, StorageBackend
+from pyworkflow.storage.base import SCHEDULES
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-Storage = Annotated[StorageBackend, Depends(storage_of)]
 AdminForm = Annotated[Form, Depends(admin_form)]
 
 
