@@ -7,6 +7,7 @@ storage and broker and starts runs with ``runtime="celery"``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import pyworkflow
 from tests.celery.cluster import Cluster, unique_db_name
 from tests.services import require_service
 
-REDIS_BROKER_DB = 13  # a database of its own: flushed before each test
+# A database of its own, flushed before each test; PYWORKFLOW_TEST_BROKER_DB lets parallel
+# checkouts on one machine keep out of each other's way.
+REDIS_BROKER_DB = int(os.environ.get("PYWORKFLOW_TEST_BROKER_DB", "13"))
 
 
 def _redis_broker() -> str:
