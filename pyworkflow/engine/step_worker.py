@@ -79,8 +79,12 @@ async def execute_dispatched_step(
     message that resumes the run elsewhere. One write per step completion either way.
     """
     run = await storage.get_run(run_id)
-    if run is None or run.status.is_terminal or run.lease_owner != round_owner:
+    # Held by the round, or by whom the round's last outcome handed it to (that write
+    # landed but its answer was lost: a retry of this task finds it so).
+    holders = {round_owner, _queued_holder(round_owner), take_over}
+    if run is None or run.status.is_terminal or run.lease_owner not in holders:
         return StepTaskResult(executed=False, round_done=False)  # the round is over
+    holder_now = run.lease_owner
     try:
         log, history = await load_history(storage, run)
     except HistoryCorruptedError as exc:
@@ -93,7 +97,7 @@ async def execute_dispatched_step(
         # Already recorded (a duplicate delivery): only make sure the run goes on.
         if not _round_done(history, round_owner):
             return StepTaskResult(executed=False, round_done=False)
-        return await _round_over(storage, run_id, round_owner, log, history, take_over, False)
+        return await _round_over(storage, run_id, holder_now, log, history, take_over, False)
     definition = require_step(record.name)
     if take_over is not None and find_workflow(run.workflow_name) is None:
         take_over = None  # this process cannot go on with the run: a worker that can will
@@ -107,10 +111,14 @@ async def execute_dispatched_step(
     appended = await _append(
         storage, run_id, op_id, round_owner, record.attempts, log, history, drafts, take_over
     )
-    if appended is _GONE or not _round_done(history, round_owner):
+    if appended is _GONE:
+        return StepTaskResult(executed=True, round_done=False)
+    if not _round_done(history, round_owner):
+        if appended is not _ELSEWHERE:  # for a sibling of the round that runs here next
+            history_cache.remember(storage, run_id, log, history)
         return StepTaskResult(executed=True, round_done=False)
     if appended is _ELSEWHERE:  # a duplicate recorded it first: make sure the run goes on
-        return await _round_over(storage, run_id, round_owner, log, history, take_over, True)
+        return await _round_over(storage, run_id, holder_now, log, history, take_over, True)
     if appended == take_over:
         history_cache.remember(storage, run_id, log, history)
         return StepTaskResult(True, round_done=True, resume_from=take_over, continue_here=True)
@@ -120,21 +128,23 @@ async def execute_dispatched_step(
 async def _round_over(
     storage: StorageBackend,
     run_id: str,
-    round_owner: str,
+    holder_now: str,
     log: list[Event],
     history: History,
     take_over: str | None,
     executed: bool,
 ) -> StepTaskResult:
     """The round's last step is recorded (by a task whose own hand-over may not have
-    happened): hand the run from the round to ``take_over`` or to a queued holder."""
+    happened, or not been confirmed): hand the run from its current holder (the round,
+    or the holder that hand-over chose) to ``take_over`` or to a queued holder."""
     now = utcnow()
-    holder, expires = _next_holder(round_owner, take_over, now)
-    if await storage.acquire_lease(run_id, holder, expires, now, steal_from=round_owner):
+    round_owner = holder_now if owner_kind(holder_now) is OwnerKind.ROUND else None
+    holder, expires = _next_holder(round_owner or holder_now, take_over, now)
+    if await storage.acquire_lease(run_id, holder, expires, now, steal_from=holder_now):
         if holder == take_over:
             history_cache.remember(storage, run_id, log, history)
         return StepTaskResult(executed, True, resume_from=holder, continue_here=holder == take_over)
-    return StepTaskResult(executed=executed, round_done=True, resume_from=round_owner)
+    return StepTaskResult(executed=executed, round_done=True, resume_from=holder_now)
 
 
 def _next_holder(round_owner: str, take_over: str | None, now: datetime) -> tuple[str, datetime]:
@@ -144,8 +154,15 @@ def _next_holder(round_owner: str, take_over: str | None, now: datetime) -> tupl
     worker, and one that is lost is sent again without counting as a recovery)."""
     if take_over is not None:
         return take_over, now + timedelta(seconds=get_config().lease_ttl)
-    queued = new_owner(OwnerKind.QUEUED, of=round_owner.removeprefix("round:"))
-    return queued, now + timedelta(seconds=get_config().dispatch_timeout)
+    return _queued_holder(round_owner), now + timedelta(seconds=get_config().dispatch_timeout)
+
+
+def _queued_holder(round_owner: str) -> str:
+    """The queued holder a round hands its run to (one per round: a retried hand-over
+    recognises its own)."""
+    if owner_kind(round_owner) is not OwnerKind.ROUND:
+        return round_owner  # already handed over
+    return new_owner(OwnerKind.QUEUED, of=round_owner.removeprefix("round:"))
 
 
 async def _attempts(
