@@ -82,9 +82,9 @@ async def execute_dispatched_step(
     # Held by the round, or by whom the round's last outcome handed it to (that write
     # landed but its answer was lost: a retry of this task finds it so).
     holders = {round_owner, _queued_holder(round_owner), take_over}
-    if run is None or run.status.is_terminal or run.lease_owner not in holders:
+    holder_now = run.lease_owner if run is not None else None
+    if run is None or run.status.is_terminal or holder_now is None or holder_now not in holders:
         return StepTaskResult(executed=False, round_done=False)  # the round is over
-    holder_now = run.lease_owner
     try:
         log, history = await load_history(storage, run)
     except HistoryCorruptedError as exc:
