@@ -69,7 +69,14 @@ class _PoolProcess:
         self.previous_term: _Handler = None  # billiard's SIGTERM handler, chained to
 
 
-_state = _PoolProcess()
+# Set in prefork pool processes only: the solo and threads pools run tasks in the main
+# process (or its threads), whose signals belong to Celery.
+_state: _PoolProcess | None = None
+
+
+def _mine() -> _PoolProcess | None:
+    state = _state
+    return state if state is not None and state.pid == os.getpid() else None
 
 
 def pool_process_started() -> None:
@@ -81,8 +88,8 @@ def pool_process_started() -> None:
 
 def task_started(name: str, kwargs: dict[str, Any]) -> None:
     """A task begins in this pool process (Celery's ``task_prerun``)."""
-    state = _state
-    if state.pid != os.getpid():
+    state = _mine()
+    if state is None:
         return
     if state.previous_term is None:
         # Installed at the first task, not at process start: billiard sets its own
@@ -98,8 +105,8 @@ def task_started(name: str, kwargs: dict[str, Any]) -> None:
 
 def task_ended() -> None:
     """The task ends (Celery's ``task_postrun``)."""
-    state = _state
-    if state.pid != os.getpid() or not state.tasks:
+    state = _mine()
+    if state is None or not state.tasks:
         return
     state.tasks.pop()
     if not state.tasks:
@@ -123,8 +130,13 @@ def _pool_pids(worker: Any) -> list[int]:
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    state = _state
-    if state.handing_back or state.pid != os.getpid():
+    state = _mine()
+    if state is None:
+        if signum == signal.SIGTERM:  # a process forked by a task inherited the handler
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return
+    if state.handing_back:
         return
     if signum == HANDBACK_SIGNAL and not state.due:
         # The warm shutdown begins: the running task gets the grace to end.
