@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery bench-dashboard check clean
+.PHONY: install demo test outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery bench-lost bench-dashboard check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -59,6 +59,10 @@ bench-peers: install
 
 bench-celery: install
 	$(BIN)/python benchmarks/celery_bench.py
+
+# How long until a lost broker message's run is sent again (Redis and RabbitMQ, ~4 min).
+bench-lost: install
+	$(BIN)/python benchmarks/lost_messages.py
 
 # GET /api/runs over 100,000 runs on the local PostgreSQL (private schema, dropped after),
 # served by `pyworkflow dashboard`; p50/p95 per filter. Not run in CI (~2 min).

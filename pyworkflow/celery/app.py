@@ -4,6 +4,12 @@ Built from pyworkflow's configuration (``PYWORKFLOW_*`` environment variables,
 ``pyworkflow.config.yaml``, or ``configure()`` before this module is imported): the
 broker (``celery_broker``, default Redis on localhost), the storage and the workflow
 modules workers import. Messages carry ids only; all state lives in storage.
+
+Broker settings that keep a long task from being handed out twice follow one option,
+``celery_ack_timeout`` (the longest a worker may hold a message unacknowledged): Redis's
+``visibility_timeout`` and, on RabbitMQ, the ``x-consumer-timeout`` consumer argument of
+every queue (honoured by RabbitMQ 3.11.15 and later, ignored by older servers, which use
+their ``consumer_timeout`` setting). See docs/deployment.md, "Brokers".
 """
 
 from __future__ import annotations
@@ -31,6 +37,17 @@ RUN_TRANSIENT = "pyworkflow.run_transient"
 FIRE_TIMERS = "pyworkflow.fire_timers"
 
 
+def queues(ack_timeout: float) -> list[Queue]:
+    """pyworkflow's queues, consumed with ``ack_timeout`` as RabbitMQ's per-consumer
+    acknowledgement timeout (a consumer argument, not a queue argument: queues declared
+    by earlier versions need no redeclaration; other brokers ignore it)."""
+    timeout_ms = int(ack_timeout * 1000)
+    return [
+        Queue(name, consumer_arguments={"x-consumer-timeout": timeout_ms})  # type: ignore[no-untyped-call]
+        for name in QUEUES
+    ]
+
+
 def create_app() -> Celery:
     """A Celery app configured from pyworkflow's current configuration."""
     cfg = get_config()
@@ -49,8 +66,11 @@ def create_app() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Redis hands a message that stayed unacknowledged this long to another worker:
+        # it must outlast the longest task and the countdown window (validated in config).
+        broker_transport_options={"visibility_timeout": cfg.celery_ack_timeout},
         task_default_queue=WORKFLOWS_QUEUE,
-        task_queues=[Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
+        task_queues=queues(cfg.celery_ack_timeout),
         task_routes={
             RUN_WORKFLOW: {"queue": WORKFLOWS_QUEUE},
             RUN_TRANSIENT: {"queue": WORKFLOWS_QUEUE},
@@ -105,3 +125,19 @@ def sending_app() -> Celery:
     if sender is None:
         sender = _senders[broker] = create_app()
     return sender
+
+
+def ack_timeout_warnings() -> list[str]:
+    """What is wrong with ``celery_ack_timeout`` for the registered steps: a step whose
+    ``timeout`` allows it to run longer (its message would be handed to a second worker
+    while the first still runs it: Redis redelivers it, RabbitMQ closes the channel)."""
+    from pyworkflow.core.registry import list_steps
+
+    limit = get_config().celery_ack_timeout
+    return [
+        f"step {name!r} may run for {definition.timeout:g} s, longer than "
+        f"celery_ack_timeout ({limit:g} s): raise celery_ack_timeout above the longest "
+        "step, or the broker hands its message to a second worker while it runs"
+        for name, definition in sorted(list_steps().items())
+        if definition.timeout is not None and definition.timeout >= limit
+    ]

@@ -8,10 +8,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    celeryd_after_setup,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutting_down,
+)
+from loguru import logger
 
-from pyworkflow.celery import worker
-from pyworkflow.celery.app import FIRE_TIMERS, RUN_STEP, RUN_TRANSIENT, RUN_WORKFLOW, app
+from pyworkflow.celery import shutdown, worker
+from pyworkflow.celery.app import (
+    FIRE_TIMERS,
+    RUN_STEP,
+    RUN_TRANSIENT,
+    RUN_WORKFLOW,
+    ack_timeout_warnings,
+    app,
+)
 from pyworkflow.celery.messages import (
     StepMessage,
     TransientMessage,
@@ -22,6 +38,8 @@ from pyworkflow.celery.scheduler import TimerSweeper
 
 _sweeper: TimerSweeper | None = None
 _sweeps = 0
+# The worker (Celery's WorkController) of this main process, once set up.
+_worker: Any = None
 
 
 @app.task(name=RUN_WORKFLOW)
@@ -74,9 +92,19 @@ def fire_timers() -> None:
     _sweeps += 1
 
 
+@worker_init.connect
+def _warn_about_ack_timeout(**_: Any) -> None:
+    # In the main process, after the workflow modules were imported (app.py's
+    # import_modules hook): steps allowed to outrun the broker's ack timeout.
+    for warning in ack_timeout_warnings():
+        logger.warning(warning)
+
+
 @celeryd_after_setup.connect
 def _remember_queues(instance: Any = None, **_: Any) -> None:
     # In the main process: the queues it consumes, shown in the worker registry.
+    global _worker
+    _worker = instance
     queues = getattr(getattr(getattr(instance, "app", None), "amqp", None), "queues", None)
     consumed = getattr(queues, "consume_from", None) or {}
     worker.consumed_queues = tuple(sorted(consumed))
@@ -84,7 +112,26 @@ def _remember_queues(instance: Any = None, **_: Any) -> None:
 
 @worker_process_init.connect
 def _fresh_process(**_: Any) -> None:
+    shutdown.pool_process_started()
     worker.current()
+
+
+@worker_shutting_down.connect
+def _warm_shutdown(how: str = "", **_: Any) -> None:
+    # In the main process: running tasks get the grace to end, then are handed back
+    # (a cold shutdown terminates the pool: each process hands back at once).
+    if how == "Warm" and _worker is not None:
+        shutdown.ask_pool_to_finish(_worker)
+
+
+@task_prerun.connect
+def _task_started(task: Any = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+    shutdown.task_started(getattr(task, "name", "?"), kwargs or {})
+
+
+@task_postrun.connect
+def _task_ended(**_: Any) -> None:
+    shutdown.task_ended()
 
 
 @worker_process_shutdown.connect

@@ -52,6 +52,15 @@ class PyWorkflowConfig:
     # Celery runtime: sleeps ending within this many seconds are also sent with a broker
     # countdown (low lateness); 0 leaves every wake-up to the scheduler.
     celery_countdown_window: float = 60.0
+    # Celery runtime: how long a worker may hold a message unacknowledged (acks_late: until
+    # the task ends) before the broker gives it to another worker: Redis's
+    # visibility_timeout, RabbitMQ's consumer timeout (x-consumer-timeout). Must exceed
+    # the longest task (a step body, or a workflow task with its inline steps) and the
+    # countdown window (a sleep's countdown message is held unacknowledged until due).
+    celery_ack_timeout: float = 3600.0
+    # Celery runtime: seconds a warm-shutdown worker (SIGTERM to its main process) lets a
+    # running task go on before it hands the task's run back to the other workers.
+    celery_shutdown_grace: float = 5.0
     # The largest value stored in one piece (workflow arguments, a step or workflow
     # result, an event, a hook payload), in bytes of JSON; lowered per backend to what
     # its server accepts (MySQL max_allowed_packet).
@@ -81,8 +90,8 @@ _INT_OPTIONS = {
     "default_max_recovery_attempts",
     "max_payload_bytes",
 }
-_FLOAT_OPTIONS = {"lease_ttl", "timer_poll_interval", "dispatch_timeout"}
-_NON_NEGATIVE_FLOAT_OPTIONS = {"celery_countdown_window"}
+_FLOAT_OPTIONS = {"lease_ttl", "timer_poll_interval", "dispatch_timeout", "celery_ack_timeout"}
+_NON_NEGATIVE_FLOAT_OPTIONS = {"celery_countdown_window", "celery_shutdown_grace"}
 _BOOL_OPTIONS = {
     "default_durable",
     "celery_inline_steps",
@@ -339,6 +348,13 @@ def _validate(cfg: PyWorkflowConfig) -> None:
         raise ConfigurationError(
             f"option 'max_payload_bytes' must be a positive integer, not {cfg.max_payload_bytes!r}"
         )
+    if cfg.celery_countdown_window >= cfg.celery_ack_timeout:
+        # A countdown message waits unacknowledged in a worker until due: past the ack
+        # timeout Redis hands it out again (and again), RabbitMQ closes the channel.
+        raise ConfigurationError(
+            f"celery_countdown_window ({cfg.celery_countdown_window:g} s) must be shorter "
+            f"than celery_ack_timeout ({cfg.celery_ack_timeout:g} s)"
+        )
     if cfg.event_soft_limit > cfg.event_hard_limit:
         raise ConfigurationError("event_soft_limit must not exceed event_hard_limit")
     if cfg.sqlite_synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
@@ -408,8 +424,6 @@ def _from_file(path: Path, *, required: bool = False) -> dict[str, Any]:
     celery = data.pop("celery", None) or {}
     if not isinstance(celery, dict):
         raise ConfigurationError(f"config file {str(path)!r}: 'celery' must be a mapping")
-    if "broker" in celery:
-        data["celery_broker"] = celery["broker"]
-    if "result_backend" in celery:
-        data["celery_result_backend"] = celery["result_backend"]
+    for key, value in celery.items():  # celery: {broker: ..., ack_timeout: ...}
+        data[f"celery_{key}"] = value
     return _normalize(data, source=str(path))

@@ -18,6 +18,10 @@ as a :class:`Liveness` snapshot:
 Runs held by processes that keep no record (the local runtime, earlier versions) are
 judged by their leases as before. Records of stopped workers are kept for
 :data:`RETENTION` after their last beat (an operator can see what died), then pruned.
+
+A worker that stops on purpose (a graceful shutdown) first hands its runs back
+(:func:`hand_back`), then deletes its record: nothing it held waits for a lease to
+expire, and nothing counts as a recovery attempt.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from datetime import datetime, timedelta
 
 from loguru import logger
 
+from pyworkflow.engine.owners import OwnerKind, new_owner
 from pyworkflow.storage.base import WORKERS, StorageBackend
 from pyworkflow.storage.schemas import WorkerRecord, utcnow
 
@@ -97,6 +102,34 @@ async def prune_workers(storage: StorageBackend, now: datetime) -> int:
         if worker.last_beat < now - RETENTION and await storage.delete_worker(worker.worker_id):
             pruned += 1
     return pruned
+
+
+async def hand_back(
+    storage: StorageBackend, run_ids: Iterable[str], owner: str, *, wait: float
+) -> list[tuple[str, str]]:
+    """Give up the runs ``owner`` is executing so that another worker takes each at once.
+
+    Each run whose lease ``owner`` holds is moved (compare-and-set) to a fresh delivery
+    placeholder for ``wait`` seconds, as if its message had just been queued: the caller
+    sends a message that takes it over from that placeholder. A resume from a delivery
+    is no recovery attempt, and if the message is lost the sweep sends the run again once
+    ``wait`` ran out (again without counting). Runs held by someone else (a dispatch
+    round, whose step message the broker hands out again) are left as they are.
+
+    Returns:
+        ``(run_id, placeholder)`` for each run handed back.
+    """
+    handed: list[tuple[str, str]] = []
+    for run_id in run_ids:
+        run = await storage.get_run(run_id)
+        if run is None or run.status.is_terminal or run.lease_owner != owner:
+            continue
+        placeholder = new_owner(OwnerKind.QUEUED, of=f"handback-{os.getpid()}")
+        now = utcnow()
+        expires = now + timedelta(seconds=wait)
+        if await storage.acquire_lease(run_id, placeholder, expires, now, steal_from=owner):
+            handed.append((run_id, placeholder))
+    return handed
 
 
 class WorkerBeat:

@@ -95,6 +95,22 @@ class Cluster:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
+    def terminate_worker(self, name: str, *, group: bool = False, timeout: float = 60) -> int:
+        """SIGTERM the worker's main process (as ``docker stop`` and Kubernetes do) or,
+        with ``group``, its whole process group (systemd's default); wait for it to exit
+        and return its exit code."""
+        proc = self.workers.pop(name)
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError(f"worker {name} still running {timeout} s after SIGTERM") from None
+
     def kill_scheduler(self, proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

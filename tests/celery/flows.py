@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from pyworkflow import sleep, step, workflow
+from pyworkflow import hook, sleep, step, workflow
 from pyworkflow.context.base import current_step
 
 
@@ -153,3 +153,23 @@ async def five_doubles(x: int) -> int:
     for _ in range(5):
         x = await slow_double(x)
     return x
+
+
+async def _note_token(token: str) -> None:
+    """A hook's token, written where the test can read it (it is created on a worker)."""
+    path = os.environ.get("CELERY_LEDGER")
+    if path:
+        line = f"hook-token - - {os.getpid()} {token}\n"
+
+        def append() -> None:
+            with Path(path).open("a") as fh:
+                fh.write(line)
+
+        await asyncio.to_thread(append)
+
+
+@workflow()
+async def approval(x: int) -> int:
+    """Waits for a hook payload (no worker held meanwhile), then runs a step with it."""
+    decision = await hook("approval", on_created=_note_token)
+    return await add(x, int(decision["amount"]))

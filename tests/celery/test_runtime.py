@@ -1,7 +1,8 @@
-"""Behaviour of the Celery runtime users rely on, on real worker processes (Redis
-broker, SQLite storage): starts return at once, parallel steps spread over workers,
-inline steps, retries, exactly-once under duplicate delivery, unrecoverable runs,
-children, cancellation and transient runs."""
+"""Behaviour of the Celery runtime users rely on, on real worker processes (SQLite
+storage; Redis broker, and RabbitMQ too for the main scenarios: start, dispatched steps,
+sleep wake-ups, a worker killed with SIGKILL, hooks, cancellation): starts return at
+once, parallel steps spread over workers, inline steps, retries, exactly-once under
+duplicate delivery, unrecoverable runs, children, cancellation and transient runs."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ import time
 import cloudpickle
 import pytest
 
-from pyworkflow import cancel_workflow, start
+from pyworkflow import cancel_workflow, resume_hook, start
 from pyworkflow.celery.messages import send_step, send_transient
 from pyworkflow.core.workflow import definition_of
 from pyworkflow.engine.context import DispatchedStep
 from pyworkflow.storage.schemas import utcnow
 from tests.celery.cluster import completions_per_step, wait_all_terminal
 from tests.celery.flows import (
+    approval,
     blocking_pipeline,
     fan_out,
     five_doubles,
@@ -35,6 +37,9 @@ from tests.celery.flows import (
 
 pytestmark = pytest.mark.timeout(240)
 
+# The main scenarios run on both brokers; the rest on Redis (the default) only.
+BROKERS = pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+
 
 async def _events(cluster, run_id):
     return await cluster.storage.get_events(run_id)
@@ -47,10 +52,11 @@ async def _wait_for(predicate, cluster, limit: float = 60) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_start_returns_before_the_run_executes(make_cluster):
+@BROKERS
+async def test_start_returns_before_the_run_executes(make_cluster, broker):
     """start() with the celery runtime is a write and an enqueue: with no worker running
     the run is stored 'pending'; the first worker to come up executes it."""
-    cluster = await make_cluster()
+    cluster = await make_cluster(broker=broker)
     began = time.perf_counter()
     run_id = await start(pipeline, 1, nap="1s")
     elapsed = time.perf_counter() - began
@@ -62,10 +68,11 @@ async def test_start_returns_before_the_run_executes(make_cluster):
     assert run.result == 16
 
 
-async def test_parallel_steps_run_in_parallel_on_the_workers(make_cluster):
+@BROKERS
+async def test_parallel_steps_run_in_parallel_on_the_workers(make_cluster, broker):
     """Steps awaited together are dispatched together: four 2-second steps on two
     workers finish in about one step's time, not four."""
-    cluster = await make_cluster(SLOW_STEP_SECONDS="2")
+    cluster = await make_cluster(broker=broker, SLOW_STEP_SECONDS="2")
     cluster.start_worker("w1", 2)
     cluster.start_worker("w2", 2)
     began = time.monotonic()
@@ -148,10 +155,11 @@ async def test_duplicate_step_delivery_records_one_completion(make_cluster):
     assert events[-1].type.value == "workflow.completed"
 
 
-async def test_run_beyond_max_recovery_attempts_fails_with_reason(make_cluster):
+@BROKERS
+async def test_run_beyond_max_recovery_attempts_fails_with_reason(make_cluster, broker):
     """A run whose worker dies and that may not be recovered (max_recovery_attempts=0)
     ends 'failed' with a message saying why; the attempt is recorded."""
-    cluster = await make_cluster(SLOW_STEP_SECONDS="30")
+    cluster = await make_cluster(broker=broker, SLOW_STEP_SECONDS="30")
     cluster.start_worker("w1", 1)
     cluster.start_worker("w2", 1)
     cluster.start_scheduler()
@@ -182,10 +190,32 @@ async def test_child_workflow_runs_on_the_workers(make_cluster):
     assert run.result == 106
 
 
-async def test_cancel_a_sleeping_run(make_cluster):
+@BROKERS
+async def test_a_hook_payload_wakes_its_run_on_a_worker(make_cluster, broker):
+    """A run waits on a hook (suspended, holding no worker); the payload delivered from
+    this process (the application) wakes it on a worker, and it completes with it."""
+    cluster = await make_cluster(broker=broker)
+    cluster.start_worker("w1")
+    cluster.start_scheduler()
+    run_id = await start(approval, 10)
+
+    async def waiting() -> bool:
+        run = await cluster.storage.get_run(run_id)
+        tokens = [ln for ln in cluster.ledger_lines() if ln[0] == "hook-token"]
+        return run.status.value == "suspended" and bool(tokens)
+
+    await _wait_for(waiting, cluster)
+    token = next(ln[4] for ln in cluster.ledger_lines() if ln[0] == "hook-token")
+    await resume_hook(token, {"amount": 5})
+    [run] = await wait_all_terminal(cluster.storage, [run_id], 60, cluster)
+    assert (run.status.value, run.result) == ("completed", 15), run.error
+
+
+@BROKERS
+async def test_cancel_a_sleeping_run(make_cluster, broker):
     """cancel_workflow on a run sleeping for an hour: a worker wakes it and it ends
     'cancelled' at once."""
-    cluster = await make_cluster()
+    cluster = await make_cluster(broker=broker)
     cluster.start_worker("w1")
     cluster.start_scheduler()
     run_id = await start(sleeper, 3600)
@@ -244,10 +274,11 @@ async def test_a_forged_transient_message_with_a_pickle_is_refused(make_cluster)
     assert "refused pyworkflow.run_transient message" in cluster.logs()
 
 
-async def test_celery_beat_fires_timers(make_cluster):
+@BROKERS
+async def test_celery_beat_fires_timers(make_cluster, broker):
     """`celery beat` (embedded here with --beat) is enough to wake sleeping runs: its
     timer task claims due runs from storage (no scheduler process, no countdown)."""
-    cluster = await make_cluster(PYWORKFLOW_CELERY_COUNTDOWN_WINDOW="0")
+    cluster = await make_cluster(broker=broker, PYWORKFLOW_CELERY_COUNTDOWN_WINDOW="0")
     cluster.start_worker("w1", 2, "--beat", "--schedule=" + str(cluster.tmp / "beat-schedule"))
     run_ids = [await start(sleeper, 1) for _ in range(3)]
     runs = await wait_all_terminal(cluster.storage, run_ids, 60, cluster)

@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 
 import pyworkflow
+from pyworkflow import step
 from pyworkflow.celery.app import (
     FIRE_TIMERS,
+    QUEUES,
     RUN_STEP,
     RUN_WORKFLOW,
     STEPS_QUEUE,
     WORKFLOWS_QUEUE,
+    ack_timeout_warnings,
     create_app,
     sending_app,
 )
@@ -61,3 +64,55 @@ def test_bad_celery_options_are_refused() -> None:
         pyworkflow.configure(celery_countdown_window=-1)
     with pytest.raises(ValueError, match="dispatch_timeout"):
         pyworkflow.configure(dispatch_timeout=0)
+
+
+def test_the_ack_timeout_sets_both_brokers_limits(tmp_path: Path) -> None:
+    """celery_ack_timeout (here from the YAML celery: mapping) is Redis's visibility
+    timeout and RabbitMQ's per-consumer acknowledgement timeout on every queue."""
+    (tmp_path / "pyworkflow.config.yaml").write_text(
+        "celery:\n  broker: amqp://mq//\n  ack_timeout: 7200\n  shutdown_grace: 12\n"
+    )
+    pyworkflow.reset_config()
+    cfg = pyworkflow.get_config()
+    assert (cfg.celery_ack_timeout, cfg.celery_shutdown_grace) == (7200, 12)
+    conf = create_app().conf
+    assert conf.broker_transport_options["visibility_timeout"] == 7200
+    assert {q.name: q.consumer_arguments for q in conf.task_queues} == {
+        name: {"x-consumer-timeout": 7_200_000} for name in QUEUES
+    }
+
+
+def test_the_default_ack_timeout_is_an_hour() -> None:
+    conf = create_app().conf
+    assert conf.broker_transport_options == {"visibility_timeout": 3600.0}
+
+
+def test_an_ack_timeout_not_above_the_countdown_window_is_refused() -> None:
+    # A countdown message waits unacknowledged in a worker until due.
+    with pytest.raises(ValueError, match=r"celery_countdown_window \(60 s\) must be shorter"):
+        pyworkflow.configure(celery_ack_timeout=60)
+    pyworkflow.configure(celery_ack_timeout=120, celery_countdown_window=30)
+    with pytest.raises(ValueError, match="celery_shutdown_grace"):
+        pyworkflow.configure(celery_shutdown_grace=-1)
+
+
+def test_an_unknown_key_of_the_celery_mapping_is_named(tmp_path: Path) -> None:
+    (tmp_path / "pyworkflow.config.yaml").write_text("celery:\n  ack_timeuot: 7200\n")
+    pyworkflow.reset_config()
+    with pytest.raises(ValueError, match="celery_ack_timeuot"):
+        pyworkflow.get_config()
+
+
+def test_steps_allowed_to_outrun_the_ack_timeout_are_warned_about() -> None:
+    @step(timeout="2h")
+    async def long_export() -> None: ...
+
+    @step(timeout="10m")
+    async def short_export() -> None: ...
+
+    warnings = ack_timeout_warnings()
+    assert [w for w in warnings if "export" in w] == [
+        "step 'long_export' may run for 7200 s, longer than "
+        "celery_ack_timeout (3600 s): raise celery_ack_timeout above the longest step, or "
+        "the broker hands its message to a second worker while it runs"
+    ]

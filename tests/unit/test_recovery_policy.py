@@ -23,7 +23,7 @@ from pyworkflow.engine.owners import (
     sweeper_of,
 )
 from pyworkflow.engine.recovery import awaiting_delivery, judge, never_executed, runs_to_recover
-from pyworkflow.engine.workers import Liveness
+from pyworkflow.engine.workers import Liveness, hand_back
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.schemas import (
     Event,
@@ -293,3 +293,28 @@ def test_a_claim_of_a_scheduler_that_stopped_beating_is_taken_back_at_once() -> 
     assert found is not None and found.steal_from == run.lease_owner and not found.counts
     alive = Liveness.of([_worker(scheduler, 1)], utcnow(), ttl=30)
     assert judge(run, utcnow(), process_owner(), alive) is None
+
+
+async def test_a_handed_back_run_is_a_delivery_not_a_recovery() -> None:
+    """A stopping worker hands back the runs it executes: each moves to a delivery
+    placeholder for the queue allowance. The sweep leaves it alone meanwhile (the
+    hand-back message takes it), and if that message is lost, sends it again once the
+    allowance ran out without counting a recovery attempt. Runs the worker does not
+    hold (another worker's, a dispatch round's) are not touched."""
+    storage = InMemoryStorageBackend()
+    me, other, round_owner = process_owner(), process_owner(), new_owner(OwnerKind.ROUND)
+    await _store(storage, _run("mine", RunStatus.RUNNING, me, 30))
+    await _store(storage, _run("theirs", RunStatus.RUNNING, other, 30))
+    await _store(storage, _run("round", RunStatus.RUNNING, round_owner, 30))
+    handed = await hand_back(storage, ["mine", "theirs", "round", "gone"], me, wait=300)
+    [(run_id, placeholder)] = handed
+    run = await storage.get_run("mine")
+    assert run_id == "mine" and run.lease_owner == placeholder and is_delivery(placeholder)
+    assert 299 < (run.lease_expires_at - utcnow()).total_seconds() <= 300
+    assert (await storage.get_run("theirs")).lease_owner == other
+    assert (await storage.get_run("round")).lease_owner == round_owner
+    sweeper = new_owner(OwnerKind.SWEEP)
+    assert judge(run, utcnow(), sweeper, Liveness(registry=True)) is None
+    later = utcnow() + timedelta(seconds=301)
+    found = judge(run, later, sweeper, Liveness(registry=True))
+    assert found is not None and not found.counts
