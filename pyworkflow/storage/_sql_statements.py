@@ -72,6 +72,7 @@ RUN_COLUMNS = (
     # Added after the first release: appended, as ALTER TABLE ADD COLUMN appends them.
     "cancel_requested_at",
     "cancel_reason",
+    "queue",
 )
 EVENT_COLUMNS = ("run_id", "sequence", "event_id", "type", "timestamp", "data")
 DATETIME_COLUMNS = frozenset(f.name for f in fields(WorkflowRun) if "datetime" in str(f.type))
@@ -553,6 +554,7 @@ def _run_reader(dt: Callable[[Any], datetime]) -> Callable[[Sequence[Any]], Work
             last_sequence=row[25],
             cancel_requested_at=opt(row[26]),
             cancel_reason=row[27],
+            queue=row[28],
         )
 
     return read

@@ -245,6 +245,7 @@ class StorageConformance:
             lease_owner="worker-1",
             lease_expires_at=at(60),
             last_sequence=0,
+            queue="billing.eu",
         )
         returned = await storage.create_run(run)
         assert returned == run
