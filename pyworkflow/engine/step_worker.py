@@ -56,6 +56,9 @@ class StepTaskResult:
     # Who holds the run while the message resuming it waits in the queue (the resuming
     # worker takes the lease from it).
     resume_from: str | None = None
+    # The run's workflow and broker queue (round_done: where the resuming message goes).
+    workflow_name: str | None = None
+    queue: str | None = None
 
 
 async def execute_dispatched_step(
@@ -71,7 +74,7 @@ async def execute_dispatched_step(
         # Already recorded (a duplicate delivery): only make sure the run goes on.
         if not _round_done(history, round_owner):
             return StepTaskResult(executed=False, round_done=False)
-        return await _round_over(storage, run_id, round_owner, executed=False)
+        return _routed(await _round_over(storage, run_id, round_owner, executed=False), run)
     definition = require_step(record.name)
     heartbeat = asyncio.ensure_future(_renew(storage, run_id, round_owner, lease_ttl))
     try:
@@ -82,11 +85,16 @@ async def execute_dispatched_step(
             await heartbeat
     done = await _append(storage, run_id, op_id, round_owner, record.attempts, history, drafts)
     if done:
-        return await _round_over(storage, run_id, round_owner, executed=True)
+        return _routed(await _round_over(storage, run_id, round_owner, executed=True), run)
     # Siblings may still wait in the queue: give them the queue allowance again.
     wait = timedelta(seconds=get_config().dispatch_timeout)
     await storage.renew_leases([run_id], round_owner, utcnow() + wait)
     return StepTaskResult(executed=True, round_done=False)
+
+
+def _routed(result: StepTaskResult, run: WorkflowRun) -> StepTaskResult:
+    result.workflow_name, result.queue = run.workflow_name, run.queue
+    return result
 
 
 async def _round_over(
@@ -118,7 +126,9 @@ async def _attempts(
     args = decode(input_.get("args") or [])
     kwargs = decode(input_.get("kwargs") or {})
     restore_step_context(_step_context(run))
-    recorder = _DraftRecorder(op_id, definition.name, record.attempts, round_owner, input_)
+    recorder = _DraftRecorder(
+        op_id, definition.name, record.attempts, round_owner, input_, queue=definition.queue
+    )
     token = set_context(_StepWorkerContext(run))
     try:
         await run_attempts(
@@ -171,9 +181,15 @@ class _DraftRecorder:
     """Collects a dispatched step's events; they are appended when the attempts end."""
 
     def __init__(
-        self, step_id: str, name: str, first: int, round_owner: str, step_input: dict[str, Any]
+        self,
+        step_id: str,
+        name: str,
+        first: int,
+        round_owner: str,
+        step_input: dict[str, Any],
+        queue: str | None = None,
     ) -> None:
-        self.step_id, self.name, self.first = step_id, name, first
+        self.step_id, self.name, self.first, self.queue = step_id, name, first, queue
         self.round_owner, self.step_input = round_owner, step_input
         self.drafts: list[Draft] = []
 
@@ -185,6 +201,7 @@ class _DraftRecorder:
                 attempt,
                 round_owner=self.round_owner,
                 step_input=self.step_input,
+                queue=self.queue,
             )
             self.drafts.append((EventType.STEP_STARTED, data))
 
@@ -252,7 +269,7 @@ async def steps_in_flight(
         return None
     history = History.from_events(run_id, await storage.get_events(run_id))
     steps = [
-        DispatchedStep(run_id, op_id, record.name, record.attempts)
+        DispatchedStep(run_id, op_id, record.name, record.attempts, record.queue)
         for op_id, record in history.steps.items()
         if record.in_flight and record.round == owner
     ]
