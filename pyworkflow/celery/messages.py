@@ -14,7 +14,6 @@ are decoded as JSON data only: a pickled value is refused whatever ``allow_pickl
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -135,10 +134,11 @@ async def route_of(storage: StorageBackend, run_id: str) -> Route | None:
 
 
 async def routes_of(storage: StorageBackend, run_ids: Iterable[str]) -> dict[str, Route]:
-    """The routes of the stored runs among ``run_ids`` (one point read each, at once)."""
+    """The routes of the stored runs among ``run_ids`` (one bulk read)."""
     wanted = list(dict.fromkeys(run_ids))
-    found = await asyncio.gather(*(storage.get_run(run_id) for run_id in wanted))
-    return {run.run_id: Route.of(run) for run in found if run is not None}
+    if not wanted:
+        return {}
+    return {run.run_id: Route.of(run) for run in await storage.get_runs(wanted)}
 
 
 def _send(name: str, kwargs: dict[str, Any], **options: Any) -> None:

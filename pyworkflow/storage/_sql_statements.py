@@ -279,6 +279,9 @@ class Statements:
         """``sql_head`` followed by ``IN (?, ...)`` with ``count`` placeholders."""
         return self.convert(f"{sql_head} IN ({_marks(count)})")
 
+    def get_runs(self, count: int) -> str:
+        return self.in_list(f"{self.select_run} WHERE run_id", count)
+
     def claim_update(self, count: int) -> str:
         return self.in_list(
             f"UPDATE {self.runs} SET lease_owner = ?, lease_expires_at = ? WHERE run_id", count

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -223,3 +225,43 @@ async def test_a_retry_without_the_code_goes_to_the_runs_queue(make_cluster):
     assert message["headers"]["shadow"] == "workflow billing_elsewhere"
     assert message["headers"]["kwargsrepr"] == repr({"run_id": new_id})
     assert _queued(cluster, WORKFLOWS_QUEUE) == []
+
+
+def _capture_task_events(count: int, ready: threading.Event) -> list[dict]:
+    """The first ``count`` ``task-received`` events the workers send (what Flower and
+    ``celery events`` consume), or fewer if none comes for 60 s."""
+    from pyworkflow.celery.app import sending_app
+
+    app = sending_app()
+    received: list[dict] = []
+    with app.connection_for_read() as conn:
+        receiver = app.events.Receiver(conn, handlers={"task-received": received.append})
+        receiver.on_consume_ready = lambda *_args, **_kwargs: ready.set()
+        with contextlib.suppress(TimeoutError):
+            for _ in receiver.itercapture(timeout=60, wakeup=False):
+                if len(received) >= count:
+                    break
+    return received
+
+
+async def test_task_events_show_names_and_ids(make_cluster):
+    """A worker sending task events (``-E``, as Flower asks for) reports each task under
+    its readable name with the ids only: what Flower lists."""
+    cluster = await make_cluster()
+    cluster.start_worker("main", 2, "-E", f"--queues={WORKFLOWS_QUEUE},{STEPS_QUEUE},{GPU_QUEUE}")
+    ready = threading.Event()
+    # One run: its start, two parallel steps, and the resume after them.
+    capture = asyncio.ensure_future(asyncio.to_thread(_capture_task_events, 4, ready))
+    assert await asyncio.to_thread(ready.wait, 30)
+    run_id = await start(routed_pipeline, 3)
+    events = await capture
+    [run] = await wait_all_terminal(cluster.storage, [run_id], 60, cluster)
+    assert run.status == RunStatus.COMPLETED, run.error
+    shown = sorted((e["name"], e["args"], e["kwargs"]) for e in events)
+    workflow_kwargs = repr({"run_id": run_id})
+    assert shown == [
+        ("step on_default", "()", repr({"run_id": run_id, "op_id": "step:on_default#1"})),
+        ("step on_gpu", "()", repr({"run_id": run_id, "op_id": "step:on_gpu#1"})),
+        ("workflow routed_pipeline", "()", workflow_kwargs),
+        ("workflow routed_pipeline", "()", workflow_kwargs),
+    ]
