@@ -265,3 +265,36 @@ async def test_task_events_show_names_and_ids(make_cluster):
         ("workflow routed_pipeline", "()", workflow_kwargs),
         ("workflow routed_pipeline", "()", workflow_kwargs),
     ]
+
+
+async def test_pyworkflow_worker_consumes_custom_queues(make_cluster):
+    """``pyworkflow worker --queues gpu-queue,workflows,steps`` runs the gpu steps, and its
+    pool processes list those queues in the worker registry; a bad queue name is refused
+    naming it, before any worker starts."""
+    cluster = await make_cluster()
+    script = str(Path(sys.executable).parent / "pyworkflow")
+    bad = await asyncio.to_thread(
+        subprocess.run,
+        [script, "worker", "--queues", "workflows,gpu/1"],
+        cwd=cluster.tmp, env=cluster.env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "invalid queue name 'gpu/1'" in bad.stderr, bad.stderr
+
+    log = (cluster.tmp / "worker-cli.log").open("ab")
+    proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the worker runs on
+        [script, "worker", "--queues", f"{GPU_QUEUE},workflows,steps", "-c", "1",
+         "--hostname", "cli@%h"],
+        cwd=cluster.tmp, env=cluster.env(), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    cluster.workers["cli"] = proc  # stopped with the cluster
+    run_id = await start(routed_pipeline, 1)
+    [run] = await wait_all_terminal(cluster.storage, [run_id], 90, cluster)
+    assert run.status == RunStatus.COMPLETED, run.error
+    assert cluster.worker_of_pid(run.result["gpu"]["pid"]) == "cli"
+    celery_workers = [w for w in await cluster.storage.list_workers() if w.kind == "celery"]
+    assert celery_workers, cluster.logs()
+    assert all(
+        sorted(w.queues) == sorted([GPU_QUEUE, WORKFLOWS_QUEUE, STEPS_QUEUE])
+        for w in celery_workers
+    )
