@@ -4,11 +4,14 @@ Prints one table and writes ``benchmarks/results/celery.json``. For each storage
 (SQLite file; PostgreSQL in a fresh schema, skipped if 127.0.0.1:5432 does not answer)
 and 1 and 2 workers (``--concurrency=2`` each), plus one ``pyworkflow scheduler``:
 
-* ``wf/s``, ``steps/s``: 100 workflows of 5 trivial dispatched steps (each step a hop
-  through the step queue and back), started one after another; from the first
-  ``start()`` to the last ``completed_at`` stored.
+* ``wf/s``, ``steps/s``: ``--workflows`` (default 500) workflows of 5 trivial steps,
+  started by 20 concurrent clients; from the first ``start()`` to the last
+  ``completed_at`` stored; the median of ``--repeat`` (default 3) rounds. Mode
+  ``dispatched``: each step is one message to the step queue (the task that records a
+  round's last step goes on with the workflow itself); mode ``inline``: workers run with
+  ``celery_inline_steps`` (one task per workflow).
 * ``start p50/p99``: client-side time for ``await start(...)`` to return (one storage
-  write plus one enqueue), over those 100 starts.
+  write plus one enqueue), over the starts of all rounds.
 * ``wake late p50/p99``: 50 workflows each ``sleep("2s")`` then run one step; lateness =
   the ``sleep.completed`` event's timestamp minus the ``fire_at`` of ``sleep.started``.
   Default config: the scheduler polls every 1 s and short sleeps also get a broker
@@ -27,6 +30,7 @@ workflow module the workers import (``PYWORKFLOW_MODULES=celery_bench``, with
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -53,8 +57,9 @@ ROOT = HERE.parent
 FLOWS_MODULE = "celery_bench"
 BROKER = "redis://127.0.0.1:6379/14"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-WORKFLOWS = 100
+WORKFLOWS = 500
 STEPS = 5
+CLIENTS = 20  # concurrent start() callers
 SLEEPERS = 50
 SLEEP = "2s"
 WORKER_COUNTS = (1, 2)
@@ -96,6 +101,7 @@ class Cluster:
 
     tmp: Path
     storage_url: str
+    inline: bool = False
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
@@ -107,6 +113,7 @@ class Cluster:
             "PYWORKFLOW_MODULES": FLOWS_MODULE,
             "PYWORKFLOW_CELERY_BROKER": BROKER,
             "PYWORKFLOW_LEASE_TTL": str(LEASE_TTL),
+            "PYWORKFLOW_CELERY_INLINE_STEPS": "true" if self.inline else "false",
         }
 
     def log(self, name: str) -> Path:
@@ -157,6 +164,24 @@ class Cluster:
             return None
         return max(p for p in peaks if p is not None) / 1024
 
+    def cpu_split(self) -> dict[str, float]:
+        """CPU seconds used so far by each part of the deployment: the worker main
+        processes (Celery's consumer: fetch, hand to the pool, acknowledge), their pool
+        processes (the tasks: pyworkflow's code, storage client, publishing), the
+        scheduler, and, machine-wide, Redis and PostgreSQL server processes."""
+        split = {"worker main": 0.0, "worker pool": 0.0, "scheduler": 0.0}
+        for name, proc in self.procs.items():
+            if name == "scheduler":
+                split["scheduler"] += _cpu_of(proc.pid)
+            elif name.startswith("worker"):
+                split["worker main"] += _cpu_of(proc.pid)
+                split["worker pool"] += sum(_cpu_of(child) for child in _children(proc.pid))
+        split["redis"] = sum(_cpu_of(pid) for pid in _pids_named("redis-server"))
+        split["postgres"] = sum(_cpu_of(pid) for pid in _pids_named("postgres"))
+        times = os.times()
+        split["client"] = times.user + times.system
+        return split
+
     def cpu_seconds(self, name: str) -> float | None:
         """CPU time (user + system) process ``name`` used so far (children not included)."""
         try:
@@ -192,6 +217,32 @@ class Cluster:
                 if any(m in line for m in marks):
                     found.append(f"{name}: {line.strip()[:240]}")
         return found
+
+
+def _cpu_of(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _pids_named(name: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError):
+                if (entry / "comm").read_text().strip() == name:
+                    pids.append(int(entry.name))
+    return pids
 
 
 def _tree_hwm_kb(pid: int) -> int | None:
@@ -278,12 +329,31 @@ def _failures(runs: list[Any]) -> int:
     return sum(1 for r in runs if r.status.value != "completed")
 
 
-async def measure(label: str, storage_url: str, workers: int, tmp: Path) -> dict[str, Any]:
+async def _start_many(workflow: Any, count: int, latencies: list[float]) -> list[str]:
+    """Start ``count`` runs from :data:`CLIENTS` concurrent callers; their ids."""
+    import pyworkflow
+
+    gate = asyncio.Semaphore(CLIENTS)
+
+    async def one() -> str:
+        async with gate:
+            t0 = time.perf_counter()
+            run_id = await pyworkflow.start(workflow)
+            latencies.append(time.perf_counter() - t0)
+            return run_id
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def measure(
+    label: str, storage_url: str, workers: int, tmp: Path, opts: argparse.Namespace
+) -> dict[str, Any]:
     import pyworkflow
     from pyworkflow.storage.schemas import utcnow
 
     _flush_broker()
-    cluster = Cluster(tmp=tmp, storage_url=storage_url)
+    inline = opts.mode == "inline"
+    cluster = Cluster(tmp=tmp, storage_url=storage_url, inline=inline)
     pyworkflow.reset_config()
     pyworkflow.configure(
         storage=storage_url,
@@ -306,17 +376,23 @@ async def measure(label: str, storage_url: str, workers: int, tmp: Path) -> dict
         warm += [await pyworkflow.start(five_steps) for _ in range(2 * workers * CONCURRENCY)]
         await _wait_terminal(storage, warm)
 
-        # 1 + 2: throughput and start latency.
+        # 1 + 2: throughput (median of the rounds) and start latency.
         starts: list[float] = []
-        run_ids: list[str] = []
-        began = utcnow()
-        for _ in range(WORKFLOWS):
-            t0 = time.perf_counter()
-            run_ids.append(await pyworkflow.start(five_steps))
-            starts.append(time.perf_counter() - t0)
-        runs = await _wait_terminal(storage, run_ids)
-        ended = max(r.completed_at or r.updated_at for r in runs)
-        seconds = (ended - began).total_seconds()
+        rates: list[float] = []
+        failed = 0
+        cpu_before = cluster.cpu_split()
+        for _ in range(opts.repeat):
+            began = utcnow()
+            run_ids = await _start_many(five_steps, opts.workflows, starts)
+            runs = await _wait_terminal(storage, run_ids)
+            ended = max(r.completed_at or r.updated_at for r in runs)
+            rates.append(opts.workflows / (ended - began).total_seconds())
+            failed += _failures(runs)
+        rate = statistics.median(rates)
+        cpu_after = cluster.cpu_split()
+        total_runs = opts.workflows * opts.repeat
+        # CPU milliseconds per workflow, by process (the client's includes its polling).
+        cpu_ms = {k: 1000 * (cpu_after[k] - cpu_before[k]) / total_runs for k in cpu_after}
 
         # 3: wake-up lateness.
         sleepers = [await pyworkflow.start(sleeper) for _ in range(SLEEPERS)]
@@ -333,13 +409,15 @@ async def measure(label: str, storage_url: str, workers: int, tmp: Path) -> dict
         scheduler_cpu = cluster.cpu_seconds("scheduler")
         return {
             "storage": label,
+            "mode": opts.mode,
             "workers": workers,
             "concurrency": CONCURRENCY,
-            "workflows": WORKFLOWS,
+            "workflows": opts.workflows,
             "steps_per_workflow": STEPS,
-            "seconds": seconds,
-            "workflows_per_s": WORKFLOWS / seconds,
-            "steps_per_s": WORKFLOWS * STEPS / seconds,
+            "rounds_wf_per_s": rates,
+            "cpu_ms_per_workflow": cpu_ms,
+            "workflows_per_s": rate,
+            "steps_per_s": rate * STEPS,
             "start_p50_ms": _pct(starts, 0.50) * 1000,
             "start_p99_ms": _pct(starts, 0.99) * 1000,
             "wake_late_p50_ms": _pct(late, 0.50) * 1000 if late else None,
@@ -347,7 +425,7 @@ async def measure(label: str, storage_url: str, workers: int, tmp: Path) -> dict
             "wake_late_max_ms": max(late) * 1000 if late else None,
             "worker_peak_rss_mb": rss,
             "scheduler_cpu_s": scheduler_cpu,
-            "failed_runs": _failures(runs) + _failures(slept),
+            "failed_runs": failed + _failures(slept),
             "log_problems": cluster.log_problems(),
         }
     finally:
@@ -371,7 +449,18 @@ def _fmt(v: float | None, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def _options() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="S5: the Celery runtime end to end.")
+    parser.add_argument("--workflows", type=int, default=WORKFLOWS, help="per round")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; the median is shown")
+    parser.add_argument("--mode", default="dispatched,inline", help="dispatched,inline")
+    parser.add_argument("--storage", default="sqlite,postgres", help="sqlite,postgres")
+    parser.add_argument("--workers", default="1,2", help="worker counts, e.g. 1,2")
+    return parser.parse_args()
+
+
 def main() -> None:
+    opts = _options()
     # Importing the workflow module by name (as the client config lists it) must give
     # this very module, not a second copy registering the same names again.
     sys.modules.setdefault(FLOWS_MODULE, sys.modules[__name__])
@@ -380,40 +469,58 @@ def main() -> None:
         sys.exit(f"Redis is not reachable at 127.0.0.1:6379 ({problem}); the broker is required")
     rows: list[dict[str, Any]] = []
     t_total = time.perf_counter()
+    wanted = set(opts.storage.split(","))
     with tempfile.TemporaryDirectory(prefix="s5-") as name:
         tmp = Path(name)
         for label, template, schema_prefix in _storages(tmp):
-            for workers in WORKER_COUNTS:
-                tag = f"{schema_prefix or ''}{uuid.uuid4().hex[:10]}"
-                url = template.format(n=tag)
-                where = tmp / f"{label}-{workers}"
-                where.mkdir()
-                try:
-                    rows.append(asyncio.run(measure(label, url, workers, where)))
-                finally:
-                    if schema_prefix is not None:
-                        asyncio.run(_drop_schema(tag))
-                    _flush_broker()
+            if label not in wanted:
+                continue
+            for mode in opts.mode.split(","):
+                for workers in [int(w) for w in opts.workers.split(",")]:
+                    tag = f"{schema_prefix or ''}{uuid.uuid4().hex[:10]}"
+                    url = template.format(n=tag)
+                    where = tmp / f"{label}-{mode}-{workers}"
+                    where.mkdir()
+                    run_opts = argparse.Namespace(**{**vars(opts), "mode": mode})
+                    try:
+                        rows.append(asyncio.run(measure(label, url, workers, where, run_opts)))
+                    finally:
+                        if schema_prefix is not None:
+                            asyncio.run(_drop_schema(tag))
+                        _flush_broker()
     total = time.perf_counter() - t_total
 
     header = (
-        f"{'storage':<10}{'workers':>8}{'wf/s':>8}{'steps/s':>9}{'start p50 ms':>14}"
+        f"{'storage':<10}{'mode':<12}{'workers':>8}{'wf/s':>8}{'steps/s':>9}"
+        f"{'rounds wf/s':>20}{'start p50 ms':>14}"
         f"{'start p99 ms':>14}{'wake late p50 ms':>18}{'wake late p99 ms':>18}"
         f"{'worker RSS MB':>15}{'sched CPU s':>13}"
     )
     print(header)
     print("-" * len(header))
     for r in rows:
+        rounds = "/".join(f"{v:.0f}" for v in r["rounds_wf_per_s"])
         print(
-            f"{r['storage']:<10}{r['workers']:>8}{r['workflows_per_s']:>8.1f}"
-            f"{r['steps_per_s']:>9.0f}{r['start_p50_ms']:>14.1f}{r['start_p99_ms']:>14.1f}"
+            f"{r['storage']:<10}{r['mode']:<12}{r['workers']:>8}{r['workflows_per_s']:>8.1f}"
+            f"{r['steps_per_s']:>9.0f}{rounds:>20}"
+            f"{r['start_p50_ms']:>14.1f}{r['start_p99_ms']:>14.1f}"
             f"{_fmt(r['wake_late_p50_ms'], '.0f'):>18}{_fmt(r['wake_late_p99_ms'], '.0f'):>18}"
             f"{_fmt(r['worker_peak_rss_mb'], '.0f'):>15}{_fmt(r['scheduler_cpu_s'], '.1f'):>13}"
         )
+    parts = list(rows[0]["cpu_ms_per_workflow"]) if rows else []
+    print("\nCPU ms per workflow, by process (where the time goes):")
+    print(f"{'storage':<10}{'mode':<12}{'workers':>8}" + "".join(f"{p:>13}" for p in parts))
+    for r in rows:
+        cpu = r["cpu_ms_per_workflow"]
+        print(
+            f"{r['storage']:<10}{r['mode']:<12}{r['workers']:>8}"
+            + "".join(f"{cpu[p]:>13.1f}" for p in parts)
+        )
     cores = os.cpu_count()
     print(
-        f"\n{WORKFLOWS} workflows x {STEPS} dispatched steps; {SLEEPERS} x sleep({SLEEP!r}); "
-        f"workers --concurrency={CONCURRENCY}; broker {BROKER}"
+        f"\n{opts.workflows} workflows x {STEPS} steps per round, median of {opts.repeat} "
+        f"rounds; {SLEEPERS} x sleep({SLEEP!r}); workers --concurrency={CONCURRENCY}; "
+        f"broker {BROKER}"
     )
     print(
         f"machine: {cores} cores; python {sys.version.split()[0]} on {platform.machine()}; "
@@ -423,7 +530,8 @@ def main() -> None:
         failed, problems = r["failed_runs"], r["log_problems"]
         if failed or problems:
             print(
-                f"{r['storage']} x{r['workers']}: {failed} failed runs, {len(problems)} log lines:"
+                f"{r['storage']} {r['mode']} x{r['workers']}: {failed} failed runs, "
+                f"{len(problems)} log lines:"
             )
             for line in problems[:5]:
                 print(f"  {line}")

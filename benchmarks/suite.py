@@ -568,7 +568,9 @@ def run_s5() -> dict[str, Any]:
     peer's runner drives a Celery deployment), printed after the main table."""
     print("\nS5: the Celery runtime end to end (ours only; peers: n/a, see below)", flush=True)
     proc = subprocess.run(
-        [str(OURS_PYTHON), str(HERE / "celery_bench.py")], capture_output=True, text=True
+        [str(OURS_PYTHON), str(HERE / "celery_bench.py"), "--workers", "2"],
+        capture_output=True,
+        text=True,
     )
     print(proc.stdout.rstrip())
     if proc.returncode != 0:

@@ -8,10 +8,14 @@ modules workers import. Messages carry ids only; all state lives in storage.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from celery.signals import import_modules
 from kombu import Queue  # type: ignore[attr-defined]
 
-from pyworkflow.core.config import get_config
+from pyworkflow.core.config import discover_workflows, get_config
+from pyworkflow.core.exceptions import ConfigurationError
 
 # Separate queues so each kind of work can get its own workers (``-Q``).
 WORKFLOWS_QUEUE = "pyworkflow.workflows"
@@ -76,6 +80,22 @@ def create_app() -> Celery:
 
 
 app = create_app()
+
+
+def _import_workflows(**_: Any) -> None:
+    # Sent when a worker or beat starts (also `celery shell`), in the main process before
+    # it forks or consumes anything: pool processes inherit the registered workflows. The
+    # modules are found in the project directory (Celery's own cwd entry is gone by now).
+    # A module that cannot be imported ends the process here, not every task later;
+    # SystemExit prints the one line instead of a traceback.
+    try:
+        discover_workflows()
+    except ConfigurationError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+
+
+import_modules.connect(_import_workflows, sender=app)
+
 
 _senders: dict[str, Celery] = {}
 

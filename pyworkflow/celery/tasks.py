@@ -8,12 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import (
-    celeryd_after_setup,
-    worker_init,
-    worker_process_init,
-    worker_process_shutdown,
-)
+from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
 
 from pyworkflow.celery import worker
 from pyworkflow.celery.app import FIRE_TIMERS, RUN_STEP, RUN_TRANSIENT, RUN_WORKFLOW, app
@@ -24,7 +19,6 @@ from pyworkflow.celery.messages import (
     read_message,
 )
 from pyworkflow.celery.scheduler import TimerSweeper
-from pyworkflow.core.config import discover_workflows
 
 _sweeper: TimerSweeper | None = None
 _sweeps = 0
@@ -78,13 +72,6 @@ def fire_timers() -> None:
 
     proc.run(sweep())
     _sweeps += 1
-
-
-@worker_init.connect
-def _import_workflows(**_: Any) -> None:
-    # In the main process before forking: a bad module name fails the worker at start,
-    # and pool processes inherit the registered workflows.
-    discover_workflows()
 
 
 @celeryd_after_setup.connect

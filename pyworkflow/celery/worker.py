@@ -24,6 +24,7 @@ from pyworkflow import __version__
 from pyworkflow.celery.messages import (
     Route,
     delivered_queue,
+    route_of,
     routes_of,
     send_step,
     send_workflow,
@@ -38,10 +39,14 @@ from pyworkflow.engine.log import is_storage_fault
 from pyworkflow.engine.recovery import BACKOFF_CAP, backoff_delay
 from pyworkflow.engine.runner import keep_leases, new_owner_id, resume_run
 from pyworkflow.engine.runs import RunRequest
-from pyworkflow.engine.step_worker import execute_dispatched_step, steps_in_flight
+from pyworkflow.engine.step_worker import (
+    StepTaskResult,
+    execute_dispatched_step,
+    steps_in_flight,
+)
 from pyworkflow.engine.workers import WorkerBeat
 from pyworkflow.storage.base import WORKERS, StorageBackend
-from pyworkflow.storage.schemas import RunStatus, utcnow
+from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
 
 T = TypeVar("T")
 # A message to send: calling it publishes it.
@@ -147,10 +152,11 @@ async def _surviving_storage_faults(
 
 
 async def execute_workflow(
-    run_id: str, *, steal_from: str | None, recovery: bool, force: bool
+    run_id: str, *, steal_from: str | None, recovery: bool, force: bool, lease_held: bool = False
 ) -> Outcome | None:
     """Start, resume or recover ``run_id`` here, then send what its outcome calls for.
-    A storage fault is retried (the lease, if taken, is ours: taking it again works)."""
+    A storage fault is retried (the lease, if taken, is ours: taking it again works).
+    ``lease_held``: this process took the lease in its own write just before."""
 
     # Storage is failing meanwhile: the message goes back to the queue it came from.
     route = Route(run_id, delivered_queue())
@@ -166,7 +172,11 @@ async def execute_workflow(
         nonlocal attempts
         attempts += 1
         outcome = await _execute_workflow(
-            run_id, steal_from=steal_from, recovery=recovery, force=force
+            run_id,
+            steal_from=steal_from,
+            recovery=recovery,
+            force=force,
+            lease_held=lease_held and attempts == 1,
         )
         if outcome is None and attempts > 1:
             # The failed attempt may have handed the run to a dispatch round (its write
@@ -178,7 +188,7 @@ async def execute_workflow(
 
 
 async def _execute_workflow(
-    run_id: str, *, steal_from: str | None, recovery: bool, force: bool
+    run_id: str, *, steal_from: str | None, recovery: bool, force: bool, lease_held: bool
 ) -> Outcome | None:
     proc = current()
     storage = await proc.storage()
@@ -202,6 +212,7 @@ async def _execute_workflow(
                 force=force,
                 on_child_created=children.append,
                 dispatch_steps=not get_config().celery_inline_steps,
+                lease_held=lease_held,
             )
     except RunNotFoundError as exc:  # deleted after the message was sent: drop it
         logger.warning("run {} no longer exists; delivery skipped: {}", run_id, exc)
@@ -328,30 +339,61 @@ async def _heartbeat(storage: StorageBackend, run_id: str, owner: str, lease_ttl
             logger.exception("lease renewal of run {} failed", run_id)
 
 
-async def execute_step(run_id: str, op_id: str, round_owner: str) -> bool:
-    """Run a dispatched step; resume its run when it was the round's last. Returns
-    whether the body ran here (a storage fault is retried; the body may run again)."""
+def continues_workflows() -> bool:
+    """Whether this worker also runs workflows (consumes their queue): then a step task
+    that records its round's last step goes on with the run itself, saving a message,
+    a task and a read of the run's log."""
+    from pyworkflow.celery.app import WORKFLOWS_QUEUE
 
-    async def work() -> bool:
-        proc = current()
+    return WORKFLOWS_QUEUE in consumed_queues
+
+
+def consumes_queue_of(run: WorkflowRun) -> bool:
+    """Whether this worker consumes the queue of ``run``'s workflow messages: only then
+    may a step task here go on with the run (routing keeps a run on its queue's workers)."""
+    from pyworkflow.celery.app import WORKFLOWS_QUEUE
+
+    return (run.queue or WORKFLOWS_QUEUE) in consumed_queues
+
+
+async def execute_step(run_id: str, op_id: str, round_owner: str) -> bool:
+    """Run a dispatched step; when it was the round's last, go on with the run here
+    (see :func:`continues_workflows`) or send it on. Returns whether the body ran here
+    (a storage fault is retried; the body may run again)."""
+    proc = current()
+    take_over = proc.owner if continues_workflows() else None
+
+    async def work() -> StepTaskResult:
         storage = await proc.storage()
         with proc.holding(run_id):
-            result = await execute_dispatched_step(
-                storage, run_id, op_id, round_owner, lease_ttl=get_config().lease_ttl
+            return await execute_dispatched_step(
+                storage,
+                run_id,
+                op_id,
+                round_owner,
+                lease_ttl=get_config().lease_ttl,
+                take_over=take_over,
+                runs_here=consumes_queue_of,
             )
-        if result.round_done:
-            resume_from = result.resume_from or round_owner
-            route = Route(result.workflow_name or run_id, result.queue)
-            await publish(
-                run_id, [partial(send_workflow, run_id, route=route, steal_from=resume_from)]
-            )
-        return result.executed
 
     def resend(eta: datetime) -> None:
         # Back to the queue it came from (storage, failing, cannot say the step's).
         send_step(DispatchedStep(run_id, op_id, "", 0, delivered_queue()), round_owner, eta=eta)
 
-    return bool(await _surviving_storage_faults("running a step of", run_id, work, resend))
+    result = await _surviving_storage_faults("running a step of", run_id, work, resend)
+    if result is None or not result.round_done:
+        return bool(result and result.executed)
+    if result.continue_here:
+        await execute_workflow(
+            run_id, steal_from=proc.owner, recovery=False, force=False, lease_held=True
+        )
+    else:
+        resume_from = result.resume_from or round_owner
+        route = await route_of(await proc.storage(), run_id)
+        if route is not None:
+            message = partial(send_workflow, run_id, route=route, steal_from=resume_from)
+            await publish(run_id, [message])
+    return result.executed
 
 
 async def execute_transient(workflow_name: str, run_id: str, payload: str) -> None:

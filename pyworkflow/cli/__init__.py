@@ -13,7 +13,6 @@ but the result.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import traceback
 from collections.abc import Coroutine
@@ -23,7 +22,7 @@ from typing import Any, TypeVar
 import click
 
 from pyworkflow.cli.output import FORMATS
-from pyworkflow.core.config import configure, get_storage
+from pyworkflow.core.config import add_project_path, configure, get_storage
 from pyworkflow.core.exceptions import WorkflowError
 from pyworkflow.runtime import get_runtime
 from pyworkflow.storage.base import StorageBackend
@@ -129,8 +128,7 @@ def main(
     ctx.obj = CliContext(output=output, verbose=verbose)
     # Workflow modules are found in the project directory the command runs from, as
     # `celery -A proj` and `python -m` do (a console script's path does not hold it).
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    add_project_path()
     options: dict[str, Any] = {}
     if modules:
         options["modules"] = list(modules)

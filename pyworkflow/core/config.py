@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import sys
+import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,8 @@ MIN_SECRET_KEY_LENGTH = 16
 
 _explicit: dict[str, Any] = {}
 _config: PyWorkflowConfig | None = None
+# The directory get_config() read pyworkflow.config.yaml from (the current directory then).
+_project_dir: Path | None = None
 _storage: StorageBackend | None = None
 # One backend per URL string: repeated calls with the same URL share its connections
 # (and, for memory://, its data) instead of opening a new store each time.
@@ -122,10 +126,11 @@ def configure(**options: Any) -> None:
 
 def get_config() -> PyWorkflowConfig:
     """The effective configuration (file < environment < ``configure()``)."""
-    global _config
+    global _config, _project_dir
     if _config is None:
+        _project_dir = Path.cwd()
         merged: dict[str, Any] = {}
-        merged.update(_from_file(Path.cwd() / CONFIG_FILE))
+        merged.update(_from_file(_project_dir / CONFIG_FILE))
         merged.update(_from_env())
         merged.update(_explicit)
         config = PyWorkflowConfig(**merged)
@@ -137,9 +142,10 @@ def get_config() -> PyWorkflowConfig:
 
 def reset_config() -> None:
     """Forget every ``configure()`` call and the cached storages (tests use this)."""
-    global _config, _storage
+    global _config, _storage, _project_dir
     _explicit.clear()
     _config = None
+    _project_dir = None
     _storage = None
     _by_url.clear()
     set_max_payload_bytes(DEFAULT_MAX_PAYLOAD_BYTES)
@@ -208,19 +214,91 @@ def resolve_storage(spec: StorageBackend | str | dict[str, Any] | None) -> Stora
 
 def discover_workflows(module_path: str | list[str] | None = None) -> list[str]:
     """Import the configured workflow modules (or ``module_path``) so their decorators
-    register; returns the imported module names.
+    register; returns the imported module names. They are looked for in the project
+    directory too (:func:`add_project_path`).
 
     Raises:
-        ConfigurationError: a module cannot be imported (the message names it).
+        ConfigurationError: a module cannot be imported (the message names it and, when it
+            was not found, the directories searched).
     """
     names = [module_path] if isinstance(module_path, str) else module_path
     modules = names if names is not None else get_config().modules
+    if modules:
+        add_project_path()
     for name in modules:
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            raise ConfigurationError(f"cannot import workflow module {name!r}: {exc}") from exc
+            raise ConfigurationError(
+                f"cannot import workflow module {name!r}: {exc}{_searched(name, exc)}"
+            ) from exc
     return list(modules)
+
+
+def project_dir() -> Path:
+    """The project directory: where this process reads ``pyworkflow.config.yaml`` from,
+    the current directory when the configuration was first built (after Celery's
+    ``--workdir`` moved there)."""
+    return _project_dir if _project_dir is not None else Path.cwd()
+
+
+def add_project_path() -> Path:
+    """Put the project directory on ``sys.path`` unless it is there already; returns it.
+
+    ``celery -A pyworkflow.celery.app`` imports our app from site-packages and takes the
+    current directory off ``sys.path`` again, and a console script's path never held it:
+    without this, a worker started beside ``myflows.py`` cannot import it. It goes after
+    the standard library (a project's ``queue.py`` or ``email.py`` must not replace the
+    stdlib module some library imports later) and before installed packages (the
+    project's module wins over a distribution of the same name, as with ``python -m``).
+    """
+    directory = project_dir()
+    present = {os.path.abspath(entry or os.curdir) for entry in sys.path}
+    if str(directory) not in present:
+        sys.path.insert(_after_stdlib(), str(directory))
+    return directory
+
+
+def _after_stdlib() -> int:
+    """The index just past the last standard-library entry of ``sys.path``."""
+    end = 0
+    for index, entry in enumerate(sys.path):
+        if _is_stdlib(os.path.abspath(entry or os.curdir)):
+            end = index + 1
+    return end
+
+
+def _is_stdlib(path: str) -> bool:
+    paths = sysconfig.get_paths()
+    # A venv's platstdlib holds its site-packages: that is not the standard library.
+    if _within(path, [os.path.abspath(paths[k]) for k in ("purelib", "platlib")]):
+        return False
+    stdlib_zip = f"python{sys.version_info[0]}{sys.version_info[1]}.zip"
+    stdlib = [os.path.abspath(paths[k]) for k in ("stdlib", "platstdlib")]
+    return _within(path, stdlib) or os.path.basename(path) == stdlib_zip
+
+
+def _within(path: str, roots: list[str]) -> bool:
+    return any(path == root or path.startswith(root + os.sep) for root in roots)
+
+
+def _searched(name: str, exc: ImportError) -> str:
+    """For a module that was not found: where it was looked for, and the usual fix."""
+    missing = getattr(exc, "name", None)
+    if not isinstance(exc, ModuleNotFoundError) or not missing:
+        return ""
+    if name != missing and not name.startswith(f"{missing}."):
+        return ""  # the module exists; something it imports is missing
+    searched: list[str] = []
+    for entry in sys.path:
+        path = os.path.abspath(entry or os.curdir)
+        if not _is_stdlib(path) and os.path.isdir(path) and path not in searched:
+            searched.append(path)
+    return (
+        f" (searched the project directory {str(project_dir())!r} and sys.path: "
+        f"{', '.join(searched)}; start the process from the directory holding the module, "
+        "pass Celery's --workdir, or set PYTHONPATH)"
+    )
 
 
 def _normalize(options: dict[str, Any], *, source: str) -> dict[str, Any]:

@@ -161,7 +161,10 @@ async def _after_end(
         outcome.parent_run_id = run.parent_run_id
     if outcome.status is not None:
         outcome.cancelled_children += ctx.children_to_wake
-    if outcome.status == RunStatus.SUSPENDED and ctx.run_log.stored is not None:
+    # Suspended, or handed to step workers (one of which may be this process): the next
+    # execution here starts from the log in memory.
+    waits = outcome.status == RunStatus.SUSPENDED or outcome.round_owner is not None
+    if waits and ctx.run_log.stored is not None:
         history_cache.remember(storage, run.run_id, ctx.run_log.stored)
     if outcome.status in _ENDED:
         outcome.cancelled_children[:0] = await _close_children(ctx, storage, run)

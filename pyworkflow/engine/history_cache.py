@@ -34,15 +34,18 @@ _entries: weakref.WeakKeyDictionary[StorageBackend, OrderedDict[str, Cached]] = 
 _held = 0
 
 
-def remember(storage: StorageBackend, run_id: str, events: list[Event]) -> None:
-    """Keep ``events`` (the run's whole log, in order) and their fold for its next
-    resume here."""
+def remember(
+    storage: StorageBackend, run_id: str, events: list[Event], history: History | None = None
+) -> None:
+    """Keep ``events`` (the run's whole log, in order) and their fold (``history``, if
+    the caller has it and hands it over; else folded here) for its next use here."""
     global _held
     forget(storage, run_id)
     if not events or len(events) > MAX_EVENTS:
         return
     runs = _entries.setdefault(storage, OrderedDict())
-    runs[run_id] = Cached(events, History.from_events(run_id, events))
+    folded = history if history is not None else History.from_events(run_id, events)
+    runs[run_id] = Cached(events, folded)
     _held += len(events)
     while _held > MAX_EVENTS:
         _evict_oldest()

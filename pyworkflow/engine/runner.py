@@ -162,6 +162,7 @@ async def resume_run(
     force: bool = False,
     on_child_created: Callable[[str], None] | None = None,
     dispatch_steps: bool = False,
+    lease_held: bool = False,
 ) -> Outcome | None:
     """Take the run's lease, replay its history and continue it.
 
@@ -169,22 +170,31 @@ async def resume_run(
     by another live process (unless ``raise_if_busy``), or its code is not registered in
     this process. A suspended run whose wake-up time has not come stays suspended,
     unless ``force`` (something it waits for happened, e.g. its child run ended).
+    ``lease_held``: ``owner`` took the lease in a write of its own just before (a step
+    worker that recorded its round's last step goes on with the run in one write).
     """
-    run = await storage.get_run(run_id)
-    if run is None or run.status.is_terminal:
-        return None
-    definition = require_workflow(run.workflow_name)
-    now = utcnow()
-    if not await storage.acquire_lease(
-        run_id, owner, now + timedelta(seconds=lease_ttl), now, steal_from=steal_from
-    ):
-        if raise_if_busy:
-            raise WorkflowAlreadyRunningError(f"run {run_id!r} is being executed elsewhere")
-        return None
-    run = await storage.get_run(run_id)  # re-read under the lease
-    if run is None or run.status.is_terminal:
-        await storage.release_lease(run_id, owner)
-        return None
+    if lease_held:
+        run = await storage.get_run(run_id)
+        if run is None or run.status.is_terminal or run.lease_owner != owner:
+            return None  # taken from us meanwhile (e.g. by a recovery sweep)
+        definition = require_workflow(run.workflow_name)
+        now = utcnow()
+    else:
+        run = await storage.get_run(run_id)
+        if run is None or run.status.is_terminal:
+            return None
+        definition = require_workflow(run.workflow_name)
+        now = utcnow()
+        if not await storage.acquire_lease(
+            run_id, owner, now + timedelta(seconds=lease_ttl), now, steal_from=steal_from
+        ):
+            if raise_if_busy:
+                raise WorkflowAlreadyRunningError(f"run {run_id!r} is being executed elsewhere")
+            return None
+        run = await storage.get_run(run_id)  # re-read under the lease
+        if run is None or run.status.is_terminal:
+            await storage.release_lease(run_id, owner)
+            return None
     early = run.wake_at is not None and run.wake_at > now
     if run.status == RunStatus.SUSPENDED and early and not (recovery or force):
         # resume() before the due time does not end a sleep early.
@@ -196,7 +206,7 @@ async def resume_run(
             queue=run.queue,
         )
     try:
-        events, history = await _load_history(storage, run)
+        events, history = await load_history(storage, run)
         args, kwargs = _arguments(run)
     except HistoryCorruptedError as exc:
         return await _park(storage, run, exc)
@@ -233,7 +243,7 @@ async def resume_run(
     return outcome
 
 
-async def _load_history(storage: StorageBackend, run: WorkflowRun) -> tuple[list[Event], History]:
+async def load_history(storage: StorageBackend, run: WorkflowRun) -> tuple[list[Event], History]:
     """The run's log and its fold: from this process's cache when it suspended here
     (completed with any newer events), else read from storage. Verified: the sequences
     run gap-free up to the run's last one, and every event folds.

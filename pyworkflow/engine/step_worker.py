@@ -32,15 +32,16 @@ from loguru import logger
 from pyworkflow.context.base import WorkflowContext, reset_context, set_context
 from pyworkflow.context.step_context import restore_step_context
 from pyworkflow.core.config import get_config
-from pyworkflow.core.exceptions import SequenceConflictError
-from pyworkflow.core.registry import require_step
+from pyworkflow.core.exceptions import HistoryCorruptedError, SequenceConflictError
+from pyworkflow.core.registry import find_workflow, require_step
 from pyworkflow.core.step import StepDefinition
-from pyworkflow.engine import events
+from pyworkflow.engine import events, history_cache
 from pyworkflow.engine.attempts import run_attempts
 from pyworkflow.engine.context import DispatchedStep
 from pyworkflow.engine.events import Draft
 from pyworkflow.engine.owners import OwnerKind, new_owner, owner_kind
 from pyworkflow.engine.replay import History, StepRecord
+from pyworkflow.engine.runner import load_history
 from pyworkflow.serialization import decode
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.payloads import PayloadLimit
@@ -54,28 +55,57 @@ class StepTaskResult:
     executed: bool  # the body ran here (False: a stale or duplicate delivery)
     round_done: bool  # no step of the round is in flight any more: resume the run
     # Who holds the run while the message resuming it waits in the queue (the resuming
-    # worker takes the lease from it).
+    # worker takes the lease from it); the ``take_over`` owner when this process holds
+    # the run now and goes on with it (its log is in this process's history cache).
     resume_from: str | None = None
-    # The run's workflow and broker queue (round_done: where the resuming message goes).
-    workflow_name: str | None = None
-    queue: str | None = None
+    continue_here: bool = False
 
 
 async def execute_dispatched_step(
-    storage: StorageBackend, run_id: str, op_id: str, round_owner: str, *, lease_ttl: float
+    storage: StorageBackend,
+    run_id: str,
+    op_id: str,
+    round_owner: str,
+    *,
+    lease_ttl: float,
+    take_over: str | None = None,
+    runs_here: Callable[[WorkflowRun], bool] | None = None,
 ) -> StepTaskResult:
-    """Run the dispatched attempt of ``op_id`` and record its outcome (see module doc)."""
+    """Run the dispatched attempt of ``op_id`` and record its outcome (see module doc).
+
+    ``take_over``: the lease owner of this process, when it can go on with the workflow
+    itself. The write recording the round's last step then hands the run's lease to it
+    (``continue_here``), so the run continues without a message, a lease write or a
+    read of its log; otherwise that write hands the lease to a queued holder for the
+    message that resumes the run elsewhere. One write per step completion either way.
+    ``runs_here``: whether this process may execute the run at all (a routed run goes on
+    only on a worker consuming its queue); ``None``: any run.
+    """
     run = await storage.get_run(run_id)
-    if run is None or run.status.is_terminal or run.lease_owner != round_owner:
+    if take_over is not None and run is not None and runs_here is not None:
+        take_over = take_over if runs_here(run) else None  # its queue's workers go on with it
+    # Held by the round, or by whom the round's last outcome handed it to (that write
+    # landed but its answer was lost: a retry of this task finds it so).
+    holders = {round_owner, _queued_holder(round_owner), take_over}
+    holder_now = run.lease_owner if run is not None else None
+    if run is None or run.status.is_terminal or holder_now is None or holder_now not in holders:
         return StepTaskResult(executed=False, round_done=False)  # the round is over
-    history = History.from_events(run_id, await storage.get_events(run_id))
+    try:
+        log, history = await load_history(storage, run)
+    except HistoryCorruptedError as exc:
+        # Not this task's to judge: the round's lease runs out and the run's next
+        # execution parks it with the reason.
+        logger.error("step {} of run {} not run: {}", op_id, run_id, exc)
+        return StepTaskResult(executed=False, round_done=False)
     record = history.steps.get(op_id)
     if record is None or not record.in_flight or record.round != round_owner:
         # Already recorded (a duplicate delivery): only make sure the run goes on.
         if not _round_done(history, round_owner):
             return StepTaskResult(executed=False, round_done=False)
-        return _routed(await _round_over(storage, run_id, round_owner, executed=False), run)
+        return await _round_over(storage, run_id, holder_now, log, history, take_over, False)
     definition = require_step(record.name)
+    if take_over is not None and find_workflow(run.workflow_name) is None:
+        take_over = None  # this process cannot go on with the run: a worker that can will
     heartbeat = asyncio.ensure_future(_renew(storage, run_id, round_owner, lease_ttl))
     try:
         drafts = await _attempts(definition, run, record, op_id, round_owner, storage.payload_limit)
@@ -83,33 +113,61 @@ async def execute_dispatched_step(
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
-    done = await _append(storage, run_id, op_id, round_owner, record.attempts, history, drafts)
-    if done:
-        return _routed(await _round_over(storage, run_id, round_owner, executed=True), run)
-    # Siblings may still wait in the queue: give them the queue allowance again.
-    wait = timedelta(seconds=get_config().dispatch_timeout)
-    await storage.renew_leases([run_id], round_owner, utcnow() + wait)
-    return StepTaskResult(executed=True, round_done=False)
-
-
-def _routed(result: StepTaskResult, run: WorkflowRun) -> StepTaskResult:
-    result.workflow_name, result.queue = run.workflow_name, run.queue
-    return result
+    appended = await _append(
+        storage, run_id, op_id, round_owner, record.attempts, log, history, drafts, take_over
+    )
+    if appended is _GONE:
+        return StepTaskResult(executed=True, round_done=False)
+    if not _round_done(history, round_owner):
+        if appended is not _ELSEWHERE:  # for a sibling of the round that runs here next
+            history_cache.remember(storage, run_id, log, history)
+        return StepTaskResult(executed=True, round_done=False)
+    if appended is _ELSEWHERE:  # a duplicate recorded it first: make sure the run goes on
+        return await _round_over(storage, run_id, holder_now, log, history, take_over, True)
+    if appended == take_over:
+        history_cache.remember(storage, run_id, log, history)
+        return StepTaskResult(True, round_done=True, resume_from=take_over, continue_here=True)
+    return StepTaskResult(executed=True, round_done=True, resume_from=appended)
 
 
 async def _round_over(
-    storage: StorageBackend, run_id: str, round_owner: str, *, executed: bool
+    storage: StorageBackend,
+    run_id: str,
+    holder_now: str,
+    log: list[Event],
+    history: History,
+    take_over: str | None,
+    executed: bool,
 ) -> StepTaskResult:
-    """The round's last step is recorded: hand the run from the round to a queued
-    holder for as long as a message may wait in a busy queue. A workflow message that
-    waits longer than a lease is then not mistaken for a dead worker, and one that is
-    lost is sent again without counting as a recovery (the holder only delivers)."""
+    """The round's last step is recorded (by a task whose own hand-over may not have
+    happened, or not been confirmed): hand the run from its current holder (the round,
+    or the holder that hand-over chose) to ``take_over`` or to a queued holder."""
     now = utcnow()
-    queued = new_owner(OwnerKind.QUEUED, of=round_owner.removeprefix("round:"))
-    expires = now + timedelta(seconds=get_config().dispatch_timeout)
-    if await storage.acquire_lease(run_id, queued, expires, now, steal_from=round_owner):
-        return StepTaskResult(executed=executed, round_done=True, resume_from=queued)
-    return StepTaskResult(executed=executed, round_done=True, resume_from=round_owner)
+    round_owner = holder_now if owner_kind(holder_now) is OwnerKind.ROUND else None
+    holder, expires = _next_holder(round_owner or holder_now, take_over, now)
+    if await storage.acquire_lease(run_id, holder, expires, now, steal_from=holder_now):
+        if holder == take_over:
+            history_cache.remember(storage, run_id, log, history)
+        return StepTaskResult(executed, True, resume_from=holder, continue_here=holder == take_over)
+    return StepTaskResult(executed=executed, round_done=True, resume_from=holder_now)
+
+
+def _next_holder(round_owner: str, take_over: str | None, now: datetime) -> tuple[str, datetime]:
+    """Who holds the run once its round is over, and until when: ``take_over`` for a
+    lease TTL, or a queued holder for as long as a message may wait in a busy queue (a
+    workflow message that waits longer than a lease is then not mistaken for a dead
+    worker, and one that is lost is sent again without counting as a recovery)."""
+    if take_over is not None:
+        return take_over, now + timedelta(seconds=get_config().lease_ttl)
+    return _queued_holder(round_owner), now + timedelta(seconds=get_config().dispatch_timeout)
+
+
+def _queued_holder(round_owner: str) -> str:
+    """The queued holder a round hands its run to (one per round: a retried hand-over
+    recognises its own)."""
+    if owner_kind(round_owner) is not OwnerKind.ROUND:
+        return round_owner  # already handed over
+    return new_owner(OwnerKind.QUEUED, of=round_owner.removeprefix("round:"))
 
 
 async def _attempts(
@@ -214,45 +272,70 @@ def _step_context(run: WorkflowRun) -> Any:
     return None if run.context_payload is None else decode(json.loads(run.context_payload))
 
 
+# What :func:`_append` returns when it wrote nothing (compared by identity).
+_ELSEWHERE = "recorded elsewhere"
+_GONE = "round ended"
+
+
 async def _append(
     storage: StorageBackend,
     run_id: str,
     op_id: str,
     round_owner: str,
     attempt: int,
+    log: list[Event],
     history: History,
     drafts: list[Draft],
-) -> bool:
-    """Append the attempt's events unless someone recorded it first; True when the round
-    has no step in flight any more."""
+    take_over: str | None,
+) -> str:
+    """Append the attempt's events, fenced on the log as read before the body ran (an
+    append that lost a race with a sibling reads what it missed and tries again on top).
+    The same write sets who holds the run next: the round while siblings are in flight,
+    else :func:`_next_holder`. Returns that holder, or (nothing written) ``_ELSEWHERE``:
+    someone else recorded the attempt, ``_GONE``: the run left the round."""
     while True:
-        run = await storage.get_run(run_id)
-        if run is None or run.status.is_terminal or run.lease_owner != round_owner:
-            logger.info("step {} of run {} finished after its round ended; dropped", op_id, run_id)
-            return False
-        for event in await storage.get_events(run_id, after_sequence=history.last_sequence):
-            history.apply(event)
-        record = history.steps.get(op_id)
-        if record is None or not record.in_flight or record.attempts != attempt:
-            logger.info("step {} of run {} was recorded by another worker", op_id, run_id)
-            return _round_done(history, round_owner)
+        # Are all siblings of the round recorded, once this attempt is? (Its own events
+        # end the attempt: a result, a final failure, or a failure waiting for a retry.)
+        last = not any(
+            r.in_flight and r.round == round_owner
+            for other, r in history.steps.items()
+            if other != op_id
+        )
+        now = utcnow()
+        if last:
+            holder, expires = _next_holder(round_owner, take_over, now)
+        else:  # siblings may still wait in the queue: the queue allowance again
+            holder, expires = round_owner, now + timedelta(seconds=get_config().dispatch_timeout)
         seq = history.last_sequence
         events = [
             Event(run_id=run_id, type=type_, data=data, sequence=seq + i)
             for i, (type_, data) in enumerate(drafts, start=1)
         ]
+        update = {"updated_at": now, "lease_owner": holder, "lease_expires_at": expires}
         try:
             await storage.append_events(
-                run_id,
-                events,
-                expected_last_sequence=seq,
-                update=RunUpdate({"updated_at": utcnow()}),
+                run_id, events, expected_last_sequence=seq, update=RunUpdate(update)
             )
         except SequenceConflictError:
-            continue  # a sibling step recorded first: re-check on top of its events
+            # Someone wrote meanwhile: a sibling's outcome (try again on top of it), or
+            # the run moved on without this round (drop the outcome).
+            newer = await storage.get_events(run_id, after_sequence=seq)
+            for event in newer:
+                history.apply(event)
+            log.extend(newer)
+            run = await storage.get_run(run_id)
+            if run is None or run.status.is_terminal or run.lease_owner != round_owner:
+                logger.info("step {} of run {} finished after its round ended", op_id, run_id)
+                return _GONE
+            record = history.steps.get(op_id)
+            if record is None or not record.in_flight or record.attempts != attempt:
+                logger.info("step {} of run {} was recorded by another worker", op_id, run_id)
+                return _ELSEWHERE
+            continue
         for event in events:
             history.apply(event)
-        return _round_done(history, round_owner)
+        log.extend(events)
+        return holder
 
 
 async def steps_in_flight(
@@ -281,8 +364,11 @@ def _round_done(history: History, round_owner: str) -> bool:
 
 
 async def _renew(storage: StorageBackend, run_id: str, owner: str, lease_ttl: float) -> None:
-    """Keep the round's lease alive while the body runs (the first renewal shortens the
-    queue allowance to the TTL, so a dead worker is noticed within one TTL)."""
+    """Keep the round's lease alive while the body runs. The first renewal, a second in
+    (a short step writes nothing but its outcome), shortens the queue allowance to the
+    TTL, so a dead worker is noticed within one TTL; before that the worker registry
+    notices (this process lists the run in its beats)."""
+    await asyncio.sleep(min(1.0, lease_ttl / 3))
     while True:
         try:
             await storage.renew_leases([run_id], owner, utcnow() + timedelta(seconds=lease_ttl))

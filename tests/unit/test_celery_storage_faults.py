@@ -17,6 +17,7 @@ import pytest
 import pyworkflow
 from pyworkflow import EventType, get_workflow_events, step, workflow
 from pyworkflow.celery import worker
+from pyworkflow.celery.app import STEPS_QUEUE, WORKFLOWS_QUEUE
 from pyworkflow.engine import recovery
 from pyworkflow.engine.owners import QUEUED_OWNER
 from pyworkflow.engine.runs import RunRequest, build_run
@@ -74,11 +75,21 @@ async def _deliver_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
             await worker.execute_step(body["run_id"], body["op_id"], body["round_owner"])
 
 
+@pytest.mark.parametrize("runs_workflows", [False, True], ids=["steps-only", "steps+workflows"])
 @pytest.mark.parametrize("landed", [False, True], ids=["lost", "landed"])
-@pytest.mark.parametrize("failing", [{1}, {2}, {3}, {1, 2, 3, 4, 5, 6, 7, 8, 9}])
+@pytest.mark.parametrize("failing", [{1}, {2}, {3}, {4}, {1, 2, 3, 4, 5, 6, 7, 8, 9}])
 async def test_storage_faults_in_tasks_never_fail_or_recover_a_run(
-    sent: list[tuple[str, dict[str, Any]]], tmp_path: Any, landed: bool, failing: set[int]
+    sent: list[tuple[str, dict[str, Any]]],
+    tmp_path: Any,
+    landed: bool,
+    failing: set[int],
+    runs_workflows: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """``steps+workflows``: the worker also runs workflows, so the task recording a
+    round's last step goes on with the run (its writes fail too)."""
+    queues = (STEPS_QUEUE, WORKFLOWS_QUEUE) if runs_workflows else (STEPS_QUEUE,)
+    monkeypatch.setattr(worker, "consumed_queues", queues)
     pyworkflow.configure(storage=f"sqlite:///{tmp_path}/wf.db")
     storage = await worker.current().storage()
     request = RunRequest(definition=flow.__workflow__, args=(3,), kwargs={})
