@@ -30,6 +30,7 @@ from pyworkflow.core.exceptions import (
     SerializationError,
     WorkflowNotFoundError,
 )
+from pyworkflow.core.queues import validate_queue
 from pyworkflow.core.registry import get_workflow, require_workflow
 from pyworkflow.core.workflow import MAX_TAGS, WorkflowDefinition, definition_of
 from pyworkflow.engine.context import deliver_cancel, hash_token
@@ -140,6 +141,7 @@ def start_by_name(
     run_id: str | None = None,
     tags: list[str] | None = None,
     detached: bool = False,
+    queue: str | None = None,
 ) -> Any:
     """Start a run of the workflow called ``workflow_name``; returns its id (awaitable in
     async code, the id itself in synchronous code, like :func:`start`).
@@ -156,6 +158,11 @@ def start_by_name(
     ``recover_on_worker_loss``), since only the code knows them; import the module
     (``--module``) to start with the workflow's own options.
 
+    ``queue`` routes this run's workflow messages to that broker queue under the Celery
+    runtime (default: the decorator's ``queue``, else ``pyworkflow.workflows``); a
+    process without the workflow's code must pass it for a workflow declared with one.
+    (:func:`start` has no such option: its keyword arguments are the workflow's.)
+
     ``detached=True`` returns as soon as the run is stored; under the local runtime it
     then executes in the background on the caller's event loop (a server answering a
     request must not wait for the workflow's first suspension).
@@ -163,9 +170,11 @@ def start_by_name(
     Raises:
         WorkflowNotFoundError: local runtime and no workflow of that name is registered.
         SerializationError: an argument cannot be stored (nothing is written).
+        ValueError: ``queue`` is not a valid queue name (the message names it).
     """
     if not isinstance(workflow_name, str) or not workflow_name:
         raise TypeError("start_by_name() needs the workflow's name as a non-empty string")
+    validate_queue(queue, f"start_by_name({workflow_name!r})")
     coro = _start(
         _ByName(workflow_name),
         tuple(args),
@@ -177,6 +186,7 @@ def start_by_name(
         run_id,
         tags,
         detached,
+        queue,
     )
     return _awaitable_or_done(coro, runtime)
 
@@ -213,6 +223,7 @@ async def _start(
     run_id: str | None,
     tags: list[str] | None,
     detached: bool = False,
+    queue: str | None = None,
 ) -> str:
     from pyworkflow.core.workflow import _validate_tags
 
@@ -230,6 +241,7 @@ async def _start(
         tags=list(_validate_tags(tags, f"start({definition.name!r})"))
         if tags is not None
         else None,
+        queue=queue,
     )
     chosen = get_runtime(runtime or cfg.default_runtime)
     is_durable = durable if durable is not None else definition.durable
@@ -733,6 +745,7 @@ def _stand_in_definition(run: WorkflowRun) -> WorkflowDefinition:
         max_duration_seconds=seconds,
         recover_on_worker_loss=run.recover_on_worker_loss,
         max_recovery_attempts=run.max_recovery_attempts,
+        queue=run.queue,  # the retry goes where the retried run went
     )
 
 

@@ -71,6 +71,11 @@ def create_app() -> Celery:
         broker_transport_options={"visibility_timeout": cfg.celery_ack_timeout},
         task_default_queue=WORKFLOWS_QUEUE,
         task_queues=queues(cfg.celery_ack_timeout),
+        # Routing (``@workflow(queue=...)``, ``@step(queue=...)``): a message sent to a
+        # queue not listed above declares it (so RabbitMQ keeps it until a worker with
+        # ``-Q name`` comes), and a worker started with ``-Q name`` consumes it. The
+        # routes below are defaults: the queue a message is sent with wins.
+        task_create_missing_queues=True,
         task_routes={
             RUN_WORKFLOW: {"queue": WORKFLOWS_QUEUE},
             RUN_TRANSIENT: {"queue": WORKFLOWS_QUEUE},

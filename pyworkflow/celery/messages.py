@@ -1,6 +1,12 @@
 """Sending and reading pyworkflow's task messages. Messages carry ids; every decision is
 re-checked against storage by the task that receives them, so a duplicate is harmless.
 
+Each message goes to its workflow's or step's queue (``queue=`` of the decorators; a
+run's is stored with it, see :class:`Route`) and carries a readable label for monitors
+(Flower, ``celery events``): Celery's ``shadow`` name (``workflow order_pipeline``,
+``step charge_card``) and ``argsrepr``/``kwargsrepr`` naming the run (and operation)
+ids only, never an argument value.
+
 Anyone who can write to the broker can send a message, so a received one is validated
 (:func:`read_message`) before anything acts on it, and the arguments of a transient run
 are decoded as JSON data only: a pickled value is refused whatever ``allow_pickle`` says.
@@ -9,14 +15,19 @@ are decoded as JSON data only: a pickled value is refused whatever ``allow_pickl
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pyworkflow.core.exceptions import SerializationError
+from pyworkflow.core.queues import validate_queue
 from pyworkflow.engine.context import DispatchedStep
 from pyworkflow.serialization import decode
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import WorkflowRun
 
 M = TypeVar("M", bound="Message")
 
@@ -100,37 +111,116 @@ def transient_arguments(task: str, payload: str) -> tuple[tuple[Any, ...], dict[
     return tuple(args), kwargs
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a run's workflow messages go, and the name monitors show them under.
+
+    Built from the stored run (:meth:`of`), so a sender without the workflow's code (the
+    scheduler, the CLI, the webhook receiver) routes exactly as the starter did.
+    """
+
+    workflow_name: str
+    queue: str | None = None  # None: the default workflow queue
+
+    @classmethod
+    def of(cls, run: WorkflowRun) -> Route:
+        return cls(run.workflow_name, run.queue)
+
+
+async def route_of(storage: StorageBackend, run_id: str) -> Route | None:
+    """The route of the stored run ``run_id`` (``None``: no such run, nothing to send)."""
+    run = await storage.get_run(run_id)
+    return None if run is None else Route.of(run)
+
+
+async def routes_of(storage: StorageBackend, run_ids: Iterable[str]) -> dict[str, Route]:
+    """The routes of the stored runs among ``run_ids`` (one bulk read)."""
+    wanted = list(dict.fromkeys(run_ids))
+    if not wanted:
+        return {}
+    return {run.run_id: Route.of(run) for run in await storage.get_runs(wanted)}
+
+
 def _send(name: str, kwargs: dict[str, Any], **options: Any) -> None:
     from pyworkflow.celery.app import sending_app
 
     sending_app().send_task(name, kwargs=kwargs, **options)
 
 
+def _label(kind: str, name: str) -> str:
+    # The task name Flower, ``celery events`` and ``celery inspect`` show (Celery's
+    # ``shadow``); the task that runs is still chosen by the real name.
+    return f"{kind} {name}"[:200]
+
+
 def send_workflow(
     run_id: str,
     *,
+    route: Route,
     steal_from: str | None = None,
     recovery: bool = False,
     force: bool = False,
     eta: datetime | None = None,
 ) -> None:
-    """Ask a workflow worker to execute (start, resume, recover) ``run_id``."""
-    from pyworkflow.celery.app import RUN_WORKFLOW
+    """Ask a workflow worker to execute (start, resume, recover) ``run_id``, through the
+    run's queue; monitors show it as ``workflow <name>`` with the run id only."""
+    from pyworkflow.celery.app import RUN_WORKFLOW, WORKFLOWS_QUEUE
 
     kwargs = {"run_id": run_id, "steal_from": steal_from, "recovery": recovery, "force": force}
-    _send(RUN_WORKFLOW, kwargs, eta=eta)
+    _send(
+        RUN_WORKFLOW,
+        kwargs,
+        eta=eta,
+        queue=route.queue or WORKFLOWS_QUEUE,
+        shadow=_label("workflow", route.workflow_name),
+        argsrepr="()",
+        kwargsrepr=repr({"run_id": run_id}),
+    )
 
 
 def send_step(step: DispatchedStep, round_owner: str, *, eta: datetime | None = None) -> None:
-    """Ask a step worker to run one dispatched step attempt."""
-    from pyworkflow.celery.app import RUN_STEP
+    """Ask a step worker to run one dispatched step attempt, through the step's queue;
+    monitors show it as ``step <name>`` with the run and operation ids only."""
+    from pyworkflow.celery.app import RUN_STEP, STEPS_QUEUE
 
     kwargs = {"run_id": step.run_id, "op_id": step.op_id, "round_owner": round_owner}
-    _send(RUN_STEP, kwargs, eta=eta)
+    _send(
+        RUN_STEP,
+        kwargs,
+        eta=eta,
+        queue=step.queue or STEPS_QUEUE,
+        shadow=_label("step", step.step_name or step.op_id),
+        argsrepr="()",
+        kwargsrepr=repr({"run_id": step.run_id, "op_id": step.op_id}),
+    )
 
 
-def send_transient(workflow_name: str, run_id: str, payload: str) -> None:
-    """Ask a workflow worker to run a transient (``durable=False``) workflow."""
-    from pyworkflow.celery.app import RUN_TRANSIENT
+def send_transient(
+    workflow_name: str, run_id: str, payload: str, *, queue: str | None = None
+) -> None:
+    """Ask a workflow worker to run a transient (``durable=False``) workflow. Its
+    arguments travel in the message; monitors are shown the run id only."""
+    from pyworkflow.celery.app import RUN_TRANSIENT, WORKFLOWS_QUEUE
 
-    _send(RUN_TRANSIENT, {"workflow_name": workflow_name, "run_id": run_id, "payload": payload})
+    _send(
+        RUN_TRANSIENT,
+        {"workflow_name": workflow_name, "run_id": run_id, "payload": payload},
+        queue=queue or WORKFLOWS_QUEUE,
+        shadow=_label("workflow", workflow_name),
+        argsrepr="()",
+        kwargsrepr=repr({"run_id": run_id}),
+    )
+
+
+def delivered_queue() -> str | None:
+    """The queue of the task message this worker process is executing (``None``: not in
+    a task, or the broker did not say): a message sent again for later goes back there.
+    The name comes from the broker, so it is used only if it is a valid queue name."""
+    from celery import current_task
+
+    info = getattr(getattr(current_task, "request", None), "delivery_info", None)
+    key = info.get("routing_key") if isinstance(info, dict) else None
+    try:
+        return validate_queue(key, "delivered message") if isinstance(key, str) else None
+    except ValueError:
+        return None

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from loguru import logger
 
-from pyworkflow.celery.messages import send_transient, send_workflow
+from pyworkflow.celery.messages import Route, route_of, send_transient, send_workflow
 from pyworkflow.core.config import get_config
 from pyworkflow.engine.owners import QUEUED_OWNER
 from pyworkflow.engine.runner import connect, store_new_run
@@ -41,7 +41,8 @@ class CeleryRuntime(Runtime):
         if stored.run_id != run.run_id:
             return stored.run_id  # another start with the same idempotency key won
         try:
-            await _off_loop(lambda: send_workflow(run.run_id, steal_from=QUEUED_OWNER))
+            route = Route.of(run)
+            await _off_loop(lambda: send_workflow(run.run_id, route=route, steal_from=QUEUED_OWNER))
         except Exception as exc:  # noqa: BLE001 - the run is stored: it is not lost
             # The broker is the infrastructure's business, not the caller's: the stored
             # run's queue lease runs out and the scheduler sends it then.
@@ -65,16 +66,21 @@ class CeleryRuntime(Runtime):
             }
         )
         run_id = request.run_id or f"run_{uuid.uuid4().hex}"
-        name = request.definition.name
-        await _off_loop(lambda: send_transient(name, run_id, payload))
+        name, queue = request.definition.name, request.queue or request.definition.queue
+        await _off_loop(lambda: send_transient(name, run_id, payload, queue=queue))
         return run_id
 
-    async def resume(self, run_id: str, storage: StorageBackend) -> None:  # noqa: ARG002
-        """Ask a worker to continue ``run_id`` (a no-op there if nothing is due)."""
-        await _off_loop(lambda: send_workflow(run_id))
+    async def resume(self, run_id: str, storage: StorageBackend) -> None:
+        """Ask a worker to continue ``run_id`` (a no-op there if nothing is due), through
+        the run's stored queue; an unknown run is nothing to send."""
+        route = await route_of(storage, run_id)
+        if route is not None:
+            await _off_loop(lambda: send_workflow(run_id, route=route))
 
-    async def wake(self, run_id: str, storage: StorageBackend) -> None:  # noqa: ARG002
-        await _off_loop(lambda: send_workflow(run_id, force=True))
+    async def wake(self, run_id: str, storage: StorageBackend) -> None:
+        route = await route_of(storage, run_id)
+        if route is not None:
+            await _off_loop(lambda: send_workflow(run_id, route=route, force=True))
 
 
 async def _off_loop(send: object) -> None:

@@ -18,7 +18,7 @@ from functools import partial
 from loguru import logger
 
 from pyworkflow.celery.app import sending_app
-from pyworkflow.celery.messages import send_workflow
+from pyworkflow.celery.messages import Route, route_of, routes_of, send_workflow
 from pyworkflow.celery.runtime import CeleryRuntime
 from pyworkflow.celery.worker import is_broker_fault, publish, round_messages, start_beat
 from pyworkflow.core.config import discover_workflows, get_config
@@ -90,8 +90,10 @@ class TimerSweeper:
         # yet taken by a worker) are leased to other owners and are not claimed again.
         claim = f"{self.owner}/{uuid.uuid4().hex[:8]}"
         claimed = await self.storage.claim_due_runs(now, claim, expires, limit=_BATCH)
+        routes = await routes_of(self.storage, claimed)  # each run's queue is stored with it
         for run_id in claimed:
-            send_workflow(run_id, steal_from=claim)
+            if run_id in routes:
+                send_workflow(run_id, route=routes[run_id], steal_from=claim)
         return len(claimed)
 
     async def recover(self) -> None:
@@ -110,7 +112,7 @@ class TimerSweeper:
             elif await self.storage.acquire_lease(
                 found.run_id, self.owner, expires, now, steal_from=found.steal_from
             ):
-                self._resend(found.run_id, fresh=not found.counts)
+                await self._resend(found.run_id, fresh=not found.counts)
         died = liveness.dead - self._deaths_seen
         self._deaths_seen = liveness.dead
         if died:
@@ -125,7 +127,10 @@ class TimerSweeper:
             return  # taken meanwhile
         messages = await round_messages(self.storage, run_id)
         if not messages:  # every step recorded: the run itself waits to go on
-            messages = [partial(send_workflow, run_id, steal_from=round_owner)]
+            route = await route_of(self.storage, run_id)
+            if route is None:
+                return
+            messages = [partial(send_workflow, run_id, route=route, steal_from=round_owner)]
         logger.warning("run {} lost its step messages; sending them again", run_id)
         await publish(run_id, messages)
 
@@ -141,7 +146,8 @@ class TimerSweeper:
                 if messages is None:
                     continue
             else:
-                messages = [partial(send_workflow, run.run_id, steal_from=owner)]
+                route = Route.of(run)
+                messages = [partial(send_workflow, run.run_id, route=route, steal_from=owner)]
             await publish(run.run_id, messages)
             sent += 1
         logger.warning(
@@ -151,16 +157,22 @@ class TimerSweeper:
             sent,
         )
 
-    def _resend(self, run_id: str, *, fresh: bool) -> None:
+    async def _resend(self, run_id: str, *, fresh: bool) -> None:
+        route = await route_of(self.storage, run_id)
+        if route is None:
+            return  # deleted meanwhile
         if not fresh:
             logger.warning("run {} lost its worker; sending it for recovery", run_id)
-        send_workflow(run_id, steal_from=self.owner, recovery=not fresh)
+        send_workflow(run_id, route=route, steal_from=self.owner, recovery=not fresh)
 
     async def rewake_signalled(self) -> None:
         """Suspended runs with a hook payload or a cancellation nobody delivered (the
         process that accepted it could not send the wake-up)."""
-        for run_id in await signalled_suspended_runs(self.storage):
-            send_workflow(run_id, force=True)
+        signalled = await signalled_suspended_runs(self.storage)
+        routes = await routes_of(self.storage, signalled)
+        for run_id in signalled:
+            if run_id in routes:
+                send_workflow(run_id, route=routes[run_id], force=True)
 
 
 async def run_scheduler(

@@ -217,7 +217,7 @@ def _hand_back_and_exit(state: _PoolProcess) -> None:
 
 async def _release(runs: list[str], owner: str) -> list[str]:
     """Move this process's leases to delivery placeholders and send their messages."""
-    from pyworkflow.celery.messages import send_workflow
+    from pyworkflow.celery.messages import routes_of, send_workflow
     from pyworkflow.engine.workers import hand_back
 
     cfg = get_config()
@@ -227,8 +227,12 @@ async def _release(runs: list[str], owner: str) -> list[str]:
     await storage.connect()
     try:
         handed = await hand_back(storage, runs, owner, wait=cfg.dispatch_timeout)
+        routes = await routes_of(storage, [run_id for run_id, _ in handed])
     finally:
         await storage.close()
     for run_id, placeholder in handed:
-        send_workflow(run_id, steal_from=placeholder)
+        route = routes.get(run_id)
+        if route is None:  # deleted meanwhile: nothing to send
+            continue
+        send_workflow(run_id, route=route, steal_from=placeholder)
     return [run_id for run_id, _ in handed]

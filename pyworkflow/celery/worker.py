@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -21,7 +21,15 @@ from kombu.exceptions import KombuError
 from loguru import logger
 
 from pyworkflow import __version__
-from pyworkflow.celery.messages import send_step, send_workflow, transient_arguments
+from pyworkflow.celery.messages import (
+    Route,
+    delivered_queue,
+    route_of,
+    routes_of,
+    send_step,
+    send_workflow,
+    transient_arguments,
+)
 from pyworkflow.core.config import drop_cached_storages, get_config, get_storage, new_storage
 from pyworkflow.core.exceptions import RunNotFoundError, WorkflowNotFoundError
 from pyworkflow.core.registry import require_workflow
@@ -38,7 +46,7 @@ from pyworkflow.engine.step_worker import (
 )
 from pyworkflow.engine.workers import WorkerBeat
 from pyworkflow.storage.base import WORKERS, StorageBackend
-from pyworkflow.storage.schemas import RunStatus, utcnow
+from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
 
 T = TypeVar("T")
 # A message to send: calling it publishes it.
@@ -150,8 +158,13 @@ async def execute_workflow(
     A storage fault is retried (the lease, if taken, is ours: taking it again works).
     ``lease_held``: this process took the lease in its own write just before."""
 
+    # Storage is failing meanwhile: the message goes back to the queue it came from.
+    route = Route(run_id, delivered_queue())
+
     def resend(eta: datetime) -> None:
-        send_workflow(run_id, steal_from=steal_from, recovery=recovery, force=force, eta=eta)
+        send_workflow(
+            run_id, route=route, steal_from=steal_from, recovery=recovery, force=force, eta=eta
+        )
 
     attempts = 0
 
@@ -211,11 +224,31 @@ async def _execute_workflow(
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beat
-    messages: list[Message] = [partial(send_workflow, child) for child in children]
+    routes = await _routes(storage, run_id, outcome, children)
+    messages: list[Message] = [
+        partial(send_workflow, child, route=routes[child]) for child in children if child in routes
+    ]
     if outcome is not None:
-        messages += follow_up(outcome, run_id)
+        messages += follow_up(outcome, run_id, routes)
     await publish(run_id, messages)
     return outcome
+
+
+async def _routes(
+    storage: StorageBackend, run_id: str, outcome: Outcome | None, children: list[str]
+) -> dict[str, Route]:
+    """Where the messages after an execution go: this run's route from the outcome, the
+    other runs' (children, parent, continuation) read from storage."""
+    others = list(children)
+    if outcome is not None:
+        related = [outcome.next_run_id, outcome.parent_run_id, *outcome.cancelled_children]
+        others += [other for other in related if other is not None]
+    routes = await routes_of(storage, others) if others else {}
+    if outcome is not None and outcome.workflow_name is not None:
+        routes[run_id] = Route(outcome.workflow_name, outcome.queue)
+    elif outcome is not None and outcome.status == RunStatus.SUSPENDED:
+        routes.update(await routes_of(storage, [run_id]))
+    return routes
 
 
 async def round_messages(storage: StorageBackend, run_id: str) -> list[Message] | None:
@@ -228,8 +261,14 @@ async def round_messages(storage: StorageBackend, run_id: str) -> list[Message] 
     return [partial(send_step, step, round_owner) for step in steps]
 
 
-def follow_up(outcome: Outcome, run_id: str) -> list[Message]:
-    """The messages an execution's outcome calls for (each sends one when called)."""
+def follow_up(outcome: Outcome, run_id: str, routes: Mapping[str, Route]) -> list[Message]:
+    """The messages an execution's outcome calls for (each sends one when called), each
+    through its run's route (a run missing from ``routes`` no longer exists)."""
+
+    def wake(target: str, **options: Any) -> list[Message]:
+        route = routes.get(target)
+        return [] if route is None else [partial(send_workflow, target, route=route, **options)]
+
     messages: list[Message] = []
     if outcome.round_owner is not None:
         messages += [partial(send_step, step, outcome.round_owner) for step in outcome.dispatched]
@@ -238,14 +277,15 @@ def follow_up(outcome: Outcome, run_id: str) -> list[Message]:
     wake_at, window = outcome.wake_at, get_config().celery_countdown_window
     soon = wake_at is not None and (wake_at - utcnow()).total_seconds() < window
     if outcome.status == RunStatus.SUSPENDED and soon:
-        messages.append(partial(send_workflow, run_id, eta=wake_at))
+        messages += wake(run_id, eta=wake_at)
     if outcome.next_run_id is not None:
-        messages.append(partial(send_workflow, outcome.next_run_id))  # continue_as_new
+        messages += wake(outcome.next_run_id)  # continue_as_new
     if outcome.parent_run_id is not None:
         # A child ended: wake its parent.
-        messages.append(partial(send_workflow, outcome.parent_run_id, force=True))
+        messages += wake(outcome.parent_run_id, force=True)
     # parent_close_policy: the cancelled children clean up now.
-    messages += [partial(send_workflow, child, force=True) for child in outcome.cancelled_children]
+    for child in outcome.cancelled_children:
+        messages += wake(child, force=True)
     return messages
 
 
@@ -299,21 +339,22 @@ async def _heartbeat(storage: StorageBackend, run_id: str, owner: str, lease_ttl
             logger.exception("lease renewal of run {} failed", run_id)
 
 
-def continues_workflows() -> bool:
-    """Whether this worker also runs workflows (consumes their queue): then a step task
-    that records its round's last step goes on with the run itself, saving a message,
-    a task and a read of the run's log."""
+def consumes_queue_of(run: WorkflowRun) -> bool:
+    """Whether this worker consumes the queue of ``run``'s workflow messages (a worker
+    started without ``-Q`` consumes every default queue): then a step task that records
+    its round's last step goes on with the run itself, saving a message, a task and a
+    read of the run's log. Routing keeps a run on its own queue's workers."""
     from pyworkflow.celery.app import WORKFLOWS_QUEUE
 
-    return WORKFLOWS_QUEUE in consumed_queues
+    return (run.queue or WORKFLOWS_QUEUE) in consumed_queues
 
 
 async def execute_step(run_id: str, op_id: str, round_owner: str) -> bool:
     """Run a dispatched step; when it was the round's last, go on with the run here
-    (see :func:`continues_workflows`) or send it on. Returns whether the body ran here
+    (see :func:`consumes_queue_of`) or send it on. Returns whether the body ran here
     (a storage fault is retried; the body may run again)."""
     proc = current()
-    take_over = proc.owner if continues_workflows() else None
+    take_over = proc.owner if consumed_queues else None
 
     async def work() -> StepTaskResult:
         storage = await proc.storage()
@@ -325,10 +366,12 @@ async def execute_step(run_id: str, op_id: str, round_owner: str) -> bool:
                 round_owner,
                 lease_ttl=get_config().lease_ttl,
                 take_over=take_over,
+                runs_here=consumes_queue_of,
             )
 
     def resend(eta: datetime) -> None:
-        send_step(DispatchedStep(run_id, op_id, "", 0), round_owner, eta=eta)
+        # Back to the queue it came from (storage, failing, cannot say the step's).
+        send_step(DispatchedStep(run_id, op_id, "", 0, delivered_queue()), round_owner, eta=eta)
 
     result = await _surviving_storage_faults("running a step of", run_id, work, resend)
     if result is None or not result.round_done:
@@ -339,7 +382,10 @@ async def execute_step(run_id: str, op_id: str, round_owner: str) -> bool:
         )
     else:
         resume_from = result.resume_from or round_owner
-        await publish(run_id, [partial(send_workflow, run_id, steal_from=resume_from)])
+        route = await route_of(await proc.storage(), run_id)
+        if route is not None:
+            message = partial(send_workflow, run_id, route=route, steal_from=resume_from)
+            await publish(run_id, [message])
     return result.executed
 
 

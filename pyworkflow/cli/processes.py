@@ -32,7 +32,8 @@ def _worker_options(fn: Any) -> Any:
         "-Q",
         default="workflows,steps,schedules",
         show_default=True,
-        help="Comma-separated queues: workflows, steps, schedules (or full names).",
+        help="Comma-separated queues: workflows, steps, schedules (or full names), and "
+        "the queues named by @workflow(queue=...) / @step(queue=...), e.g. gpu.",
     )(fn)
     fn = click.option("--concurrency", "-c", type=int, help="Pool processes (default: CPUs).")(fn)
     fn = click.option("--loglevel", "-l", default="info", show_default=True)(fn)
@@ -75,7 +76,7 @@ def _start_worker(
     _require_celery()
     from pyworkflow.celery.app import app
 
-    names = [_QUEUE_ALIASES.get(q.strip(), q.strip()) for q in queues.split(",") if q.strip()]
+    names = _queue_names(queues)
     argv = ["worker", f"--loglevel={loglevel}", f"--queues={','.join(names)}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
@@ -86,6 +87,21 @@ def _start_worker(
     if hostname:
         argv.append(f"--hostname={hostname}")
     app.worker_main(argv)
+
+
+def _queue_names(queues: str) -> list[str]:
+    """The full queue names of a ``--queues`` value (aliases expanded, each validated)."""
+    from pyworkflow.core.queues import validate_queue
+
+    names = [_QUEUE_ALIASES.get(q.strip(), q.strip()) for q in queues.split(",") if q.strip()]
+    if not names:
+        raise click.BadParameter("name at least one queue", param_hint="--queues")
+    for name in names:
+        try:
+            validate_queue(name, "--queues")
+        except ValueError as exc:
+            raise click.BadParameter(str(exc).removeprefix("--queues: ")) from None
+    return names
 
 
 def _scheduler_options(fn: Any) -> Any:

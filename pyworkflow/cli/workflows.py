@@ -38,6 +38,7 @@ from pyworkflow.cli import CliContext, pass_cli
 from pyworkflow.cli.arguments import argument_options, workflow_arguments
 from pyworkflow.cli.output import emit_list, emit_one, to_json_data
 from pyworkflow.core.config import discover_workflows, get_config
+from pyworkflow.core.queues import validate_queue
 from pyworkflow.core.registry import list_workflows
 from pyworkflow.core.workflow import WorkflowDefinition
 from pyworkflow.storage.base import StorageBackend
@@ -222,6 +223,11 @@ def _jsonable(value: Any) -> Any:
 @argument_options
 @click.option("--idempotency-key", help="A second run with the same key returns the first run.")
 @click.option(
+    "--queue",
+    help="Celery: the broker queue of this run's workflow messages (default: the "
+    "workflow's @workflow(queue=...), else pyworkflow.workflows).",
+)
+@click.option(
     "--no-wait",
     is_flag=True,
     help="Print the run id and exit (local runtime: once the run completed or suspended "
@@ -234,6 +240,7 @@ def run_command(
     arg_pairs: tuple[str, ...],
     args_json: str | None,
     idempotency_key: str | None,
+    queue: str | None,
     no_wait: bool,
 ) -> None:
     """Start a run of workflow NAME and follow its steps until it ends or suspends.
@@ -243,6 +250,11 @@ def run_command(
     workers. Exit code 1 when the run failed.
     """
     args, kwargs = workflow_arguments(arg_pairs, args_json)
+    if queue is not None:
+        try:
+            validate_queue(queue, "--queue")
+        except ValueError as exc:
+            raise click.BadParameter(str(exc).removeprefix("--queue: ")) from None
     runtime = get_config().default_runtime
     if runtime == "local":
         _require_local_code(name)
@@ -254,7 +266,7 @@ def run_command(
                 click.echo(f"note: {exc}; enqueueing {name!r} by name", err=True)
     watch = not no_wait
     show_live = watch and cli.output == "table"
-    run = cli.run(_run(cli, name, args, kwargs, idempotency_key, watch, show_live))
+    run = cli.run(_run(cli, name, args, kwargs, idempotency_key, watch, show_live, queue))
     if not watch:
         click.echo(run.run_id)
         return
@@ -281,12 +293,19 @@ async def _run(
     idempotency_key: str | None,
     watch: bool,
     show_live: bool,
+    queue: str | None = None,
 ) -> WorkflowRun:
     storage = await cli.storage()
     run_id = f"run_{uuid.uuid4().hex}"
     started = asyncio.ensure_future(
         start_by_name(
-            name, args, kwargs, storage=storage, idempotency_key=idempotency_key, run_id=run_id
+            name,
+            args,
+            kwargs,
+            storage=storage,
+            idempotency_key=idempotency_key,
+            run_id=run_id,
+            queue=queue,
         )
     )
     if not watch:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, ParamSpec, TypeVar, overload
 
 from pyworkflow.context.base import current_context, current_step_info
 from pyworkflow.core.exceptions import DefinitionError
+from pyworkflow.core.queues import validate_queue
 from pyworkflow.core.registry import register_step
 from pyworkflow.core.retry import RetryDelay, validate_retry_delay
 from pyworkflow.utils.duration import duration_seconds
@@ -35,6 +36,7 @@ class StepDefinition:
     timeout: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     force_local: bool = False
+    queue: str | None = None  # None: the runtime's default step queue
 
 
 def _make_definition(
@@ -46,6 +48,7 @@ def _make_definition(
     timeout: str | int | float | timedelta | None,
     metadata: dict[str, Any] | None,
     force_local: bool,
+    queue: str | None = None,
 ) -> StepDefinition:
     step_name: str = name or getattr(func, "__name__", None) or type(func).__name__
     owner = f"step {step_name!r}"
@@ -58,6 +61,12 @@ def _make_definition(
         raise DefinitionError(f"{owner}: {exc}") from None
     if seconds is not None and seconds <= 0:
         raise DefinitionError(f"{owner}: timeout must be positive")
+    step_queue = validate_queue(queue, owner, DefinitionError)
+    if step_queue is not None and force_local:
+        raise DefinitionError(
+            f"{owner}: queue={step_queue!r} and force_local=True contradict each other "
+            "(force_local runs the step in the workflow's process)"
+        )
     return StepDefinition(
         name=step_name,
         func=func,
@@ -66,6 +75,7 @@ def _make_definition(
         timeout=seconds,
         metadata=dict(metadata or {}),
         force_local=force_local,
+        queue=step_queue,
     )
 
 
@@ -98,6 +108,7 @@ def step(
     timeout: str | int | float | timedelta | None = None,
     metadata: dict[str, Any] | None = None,
     force_local: bool = False,
+    queue: str | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
 
 
@@ -111,6 +122,7 @@ def step(
     timeout: str | int | float | timedelta | None = None,
     metadata: dict[str, Any] | None = None,
     force_local: bool = False,
+    queue: str | None = None,
 ) -> Any:
     """Make an ``async`` function a durable step. Works as ``@step`` and ``@step(...)``.
 
@@ -123,6 +135,9 @@ def step(
             :class:`~pyworkflow.core.exceptions.StepTimeoutError`, which is retried.
         metadata: free-form data kept on the definition.
         force_local: always run in the workflow's process (matters on distributed runtimes).
+        queue: the broker queue this step's attempts are dispatched to under the Celery
+            runtime (default ``pyworkflow.steps``), e.g. ``"gpu"`` for workers started
+            with ``-Q gpu``. Ignored where steps run inline.
 
     Raises:
         TypeError: the decorated object is not an ``async def`` function.
@@ -141,6 +156,7 @@ def step(
             timeout=timeout,
             metadata=metadata,
             force_local=force_local,
+            queue=queue,
         )
         register_step(definition)
 
@@ -162,7 +178,7 @@ class Step:
     ``async def execute(self, ...)``, then call an instance: ``await MyStep()(x)``.
 
     Class attributes: ``name`` (default: class name), ``max_retries``, ``retry_delay``,
-    ``timeout``, ``metadata``, ``force_local``.
+    ``timeout``, ``metadata``, ``force_local``, ``queue``.
     """
 
     name: ClassVar[str | None] = None
@@ -171,6 +187,7 @@ class Step:
     timeout: ClassVar[str | int | float | timedelta | None] = None
     metadata: ClassVar[dict[str, Any] | None] = None
     force_local: ClassVar[bool] = False
+    queue: ClassVar[str | None] = None
     __step__: ClassVar[StepDefinition]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -185,6 +202,7 @@ class Step:
             timeout=cls.timeout,
             metadata=cls.metadata,
             force_local=cls.force_local,
+            queue=cls.queue,
         )
         register_step(cls.__step__)
 

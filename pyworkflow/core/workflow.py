@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
 from pyworkflow.core.exceptions import DefinitionError
+from pyworkflow.core.queues import validate_queue
 from pyworkflow.core.registry import register_workflow
 from pyworkflow.utils.duration import parse_duration
 
@@ -34,6 +35,7 @@ class WorkflowDefinition:
     max_recovery_attempts: int | None = None
     context_class: type | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None  # None: the runtime's default workflow queue
 
 
 def _validate_tags(
@@ -81,6 +83,7 @@ def workflow(
     recover_on_worker_loss: bool | None = None,
     max_recovery_attempts: int | None = None,
     context_class: type | None = None,
+    queue: str | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
 
 
@@ -95,6 +98,7 @@ def workflow(
     recover_on_worker_loss: bool | None = None,
     max_recovery_attempts: int | None = None,
     context_class: type | None = None,
+    queue: str | None = None,
 ) -> Any:
     """Register an ``async`` function as a workflow. Works as ``@workflow`` and ``@workflow()``.
 
@@ -108,6 +112,10 @@ def workflow(
         recover_on_worker_loss: resume runs whose process died mid-execution (default True).
         max_recovery_attempts: how many such recoveries before the run fails (default 3).
         context_class: the step-context model this workflow uses.
+        queue: the broker queue of this workflow's messages under the Celery runtime
+            (default ``pyworkflow.workflows``); stored with each run, so whoever sends
+            them later (scheduler, CLI, webhook receiver) needs no code. Workers take it
+            with ``-Q NAME`` / ``pyworkflow worker --queues NAME``.
 
     Calling the decorated function directly just runs its body; use ``start()`` to run
     it durably.
@@ -126,6 +134,7 @@ def workflow(
         text, seconds = _duration_text(max_duration, owner)
         if max_recovery_attempts is not None and max_recovery_attempts < 0:
             raise DefinitionError(f"{owner}: max_recovery_attempts must be >= 0")
+        wf_queue = validate_queue(queue, owner, DefinitionError)
         definition = WorkflowDefinition(
             name=wf_name,
             func=fn,
@@ -136,6 +145,7 @@ def workflow(
             recover_on_worker_loss=recover_on_worker_loss,
             max_recovery_attempts=max_recovery_attempts,
             context_class=context_class,
+            queue=wf_queue,
         )
         register_workflow(definition)
 

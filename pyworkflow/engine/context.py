@@ -81,6 +81,7 @@ class DispatchedStep:
     op_id: str
     step_name: str
     attempt: int
+    queue: str | None = None  # the step's broker queue (None: the default step queue)
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +344,7 @@ class RunContext(WorkflowContext):
                 attempt,
                 round_owner=self.options.round_owner,
                 step_input=step_input,
+                queue=definition.queue,
             )
             check_storable(data, where, self._storage.payload_limit)
         except SerializationError as exc:
@@ -354,7 +356,9 @@ class RunContext(WorkflowContext):
             self.record(EventType.STEP_FAILED, failed)
             raise
         self.record(EventType.STEP_STARTED, data)
-        self.dispatched.append(DispatchedStep(self.run_id, op_id, definition.name, attempt))
+        self.dispatched.append(
+            DispatchedStep(self.run_id, op_id, definition.name, attempt, definition.queue)
+        )
         return self._hold(f"step {op_id} dispatched")
 
     def _wait_dispatched(self, op_id: str, round_owner: str | None) -> SuspensionSignal:

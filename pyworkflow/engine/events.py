@@ -11,7 +11,7 @@ Data fields (all JSON-native; ``result``/``args`` are encoded by
 :mod:`pyworkflow.serialization`, ``error`` by ``encode_error``)::
 
     workflow.started      workflow_name, args, kwargs, tags (+ schedule_id, scheduled_time;
-                          + retry_of for a run retry_workflow started)
+                          + retry_of for a run retry_workflow started; + queue when routed)
     workflow.resumed      (none)
     workflow.suspended    reason, wake_at (ISO-8601 or null)
     workflow.interrupted  reason, recovery_attempt
@@ -19,7 +19,7 @@ Data fields (all JSON-native; ``result``/``args`` are encoded by
     workflow.failed       error, error_type
     workflow.cancelled    reason, error
     workflow.continued_as_new  new_run_id
-    step.started          step_id, step_name, attempt (+ dispatched, round, input)
+    step.started          step_id, step_name, attempt (+ dispatched, round, input, queue)
     step.completed        step_id, step_name, attempt, result
     step.failed           step_id, step_name, attempt, error, will_retry, fatal
     step.retrying         step_id, step_name, attempt (the next one), retry_at, delay_seconds
@@ -123,6 +123,7 @@ def workflow_started(
     tags: list[str],
     schedule: dict[str, Any] | None = None,
     retry_of: str | None = None,
+    queue: str | None = None,
 ) -> dict[str, Any]:
     data = {
         "v": FORMAT_VERSION,
@@ -134,6 +135,8 @@ def workflow_started(
     }
     if retry_of is not None:
         data["retry_of"] = retry_of
+    if queue is not None:  # routed to a queue of its own (the run record keeps it too)
+        data["queue"] = queue
     return data
 
 
@@ -175,8 +178,10 @@ def step_started(
     *,
     round_owner: str | None = None,
     step_input: dict[str, Any] | None = None,
+    queue: str | None = None,
 ) -> dict[str, Any]:
-    """``round_owner`` set: the attempt is dispatched to a step worker with ``step_input``."""
+    """``round_owner`` set: the attempt is dispatched to a step worker with ``step_input``
+    (through ``queue``, when not the default step queue: a re-send needs no code)."""
     data: dict[str, Any] = {
         "v": FORMAT_VERSION,
         "step_id": step_id,
@@ -187,6 +192,8 @@ def step_started(
         data["dispatched"] = True
         data["round"] = round_owner
         data["input"] = step_input
+        if queue is not None:
+            data["queue"] = queue
     return data
 
 

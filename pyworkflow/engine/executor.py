@@ -72,6 +72,10 @@ class Outcome:
     # 'running', leased to ``round_owner`` (renewed by those workers) until they finish.
     dispatched: list[DispatchedStep] = field(default_factory=list)
     round_owner: str | None = None
+    # The run's workflow and broker queue, where known (set by ``resume_run``): a runtime
+    # sending the run's next message routes it without reading the run again.
+    workflow_name: str | None = None
+    queue: str | None = None
 
 
 _RELEASED = {"lease_owner": None, "lease_expires_at": None}
@@ -369,6 +373,7 @@ async def _continue_as_new(
         parent_run_id=run.parent_run_id,
         nesting_depth=run.nesting_depth,
         continued_from_run_id=run.run_id,
+        queue=run.queue,  # the chain stays on its queue (set at start, maybe by name)
     )
     try:
         new_run, started = build_run(request, owner=None, lease_ttl=0)

@@ -34,6 +34,7 @@ class StepRecord:
     name: str = ""
     round: str | None = None  # the dispatch round (lease owner) of that attempt
     input: dict[str, Any] | None = None  # encoded {"args", "kwargs"} of a dispatched step
+    queue: str | None = None  # the broker queue of that attempt (None: the default)
 
 
 @dataclass(slots=True)
@@ -130,6 +131,8 @@ def _on_step_started(history: History, event: Event) -> None:
     record.in_flight = bool(event.data.get("dispatched"))
     if record.in_flight:
         record.round, record.input = event.data.get("round"), event.data.get("input")
+        queue = event.data.get("queue")
+        record.queue = queue if isinstance(queue, str) else None
 
 
 def _on_step_completed(history: History, event: Event) -> None:

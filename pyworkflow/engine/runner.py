@@ -199,7 +199,12 @@ async def resume_run(
     if run.status == RunStatus.SUSPENDED and early and not (recovery or force):
         # resume() before the due time does not end a sleep early.
         await storage.release_lease(run_id, owner)
-        return Outcome(status=RunStatus.SUSPENDED, wake_at=run.wake_at)
+        return Outcome(
+            status=RunStatus.SUSPENDED,
+            wake_at=run.wake_at,
+            workflow_name=run.workflow_name,
+            queue=run.queue,
+        )
     try:
         events, history = await load_history(storage, run)
         args, kwargs = _arguments(run)
@@ -220,7 +225,7 @@ async def resume_run(
         history.mark_interrupted()  # step attempts dispatched before the crash are lost
     if not (run.status == RunStatus.PENDING and run.last_sequence <= 1):
         first.append((EventType.WORKFLOW_RESUMED, workflow_resumed()))  # (a queued run starts)
-    return await execute_run(
+    outcome = await execute_run(
         run=run,
         definition=definition,
         history=history,
@@ -234,6 +239,8 @@ async def resume_run(
         dispatch_steps=dispatch_steps,
         log=events,
     )
+    outcome.workflow_name, outcome.queue = run.workflow_name, run.queue
+    return outcome
 
 
 async def load_history(storage: StorageBackend, run: WorkflowRun) -> tuple[list[Event], History]:

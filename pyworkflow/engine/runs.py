@@ -42,6 +42,8 @@ class RunRequest:
     # ``kwargs`` dict trees, so values are not decoded and re-encoded) and its run id.
     encoded_input: tuple[list[Any], dict[str, Any]] | None = None
     retry_of: str | None = None
+    # The broker queue of the run's workflow messages; None: the definition's.
+    queue: str | None = None
 
 
 def build_run(
@@ -88,6 +90,7 @@ def build_run(
         lease_owner=owner,
         lease_expires_at=now + timedelta(seconds=lease_ttl) if owner else None,
         last_sequence=1,
+        queue=request.queue or definition.queue,
     )
     started = Event(
         run_id=run_id,
@@ -99,6 +102,7 @@ def build_run(
             tags,
             schedule=request.schedule,
             retry_of=request.retry_of,
+            queue=request.queue or definition.queue,
         ),
         sequence=1,
         timestamp=now,

@@ -69,6 +69,7 @@ async def execute_dispatched_step(
     *,
     lease_ttl: float,
     take_over: str | None = None,
+    runs_here: Callable[[WorkflowRun], bool] | None = None,
 ) -> StepTaskResult:
     """Run the dispatched attempt of ``op_id`` and record its outcome (see module doc).
 
@@ -77,8 +78,12 @@ async def execute_dispatched_step(
     (``continue_here``), so the run continues without a message, a lease write or a
     read of its log; otherwise that write hands the lease to a queued holder for the
     message that resumes the run elsewhere. One write per step completion either way.
+    ``runs_here``: whether this process may execute the run at all (a routed run goes on
+    only on a worker consuming its queue); ``None``: any run.
     """
     run = await storage.get_run(run_id)
+    if take_over is not None and run is not None and runs_here is not None:
+        take_over = take_over if runs_here(run) else None  # its queue's workers go on with it
     # Held by the round, or by whom the round's last outcome handed it to (that write
     # landed but its answer was lost: a retry of this task finds it so).
     holders = {round_owner, _queued_holder(round_owner), take_over}
@@ -179,7 +184,9 @@ async def _attempts(
     args = decode(input_.get("args") or [])
     kwargs = decode(input_.get("kwargs") or {})
     restore_step_context(_step_context(run))
-    recorder = _DraftRecorder(op_id, definition.name, record.attempts, round_owner, input_)
+    recorder = _DraftRecorder(
+        op_id, definition.name, record.attempts, round_owner, input_, queue=definition.queue
+    )
     token = set_context(_StepWorkerContext(run))
     try:
         await run_attempts(
@@ -232,9 +239,15 @@ class _DraftRecorder:
     """Collects a dispatched step's events; they are appended when the attempts end."""
 
     def __init__(
-        self, step_id: str, name: str, first: int, round_owner: str, step_input: dict[str, Any]
+        self,
+        step_id: str,
+        name: str,
+        first: int,
+        round_owner: str,
+        step_input: dict[str, Any],
+        queue: str | None = None,
     ) -> None:
-        self.step_id, self.name, self.first = step_id, name, first
+        self.step_id, self.name, self.first, self.queue = step_id, name, first, queue
         self.round_owner, self.step_input = round_owner, step_input
         self.drafts: list[Draft] = []
 
@@ -246,6 +259,7 @@ class _DraftRecorder:
                 attempt,
                 round_owner=self.round_owner,
                 step_input=self.step_input,
+                queue=self.queue,
             )
             self.drafts.append((EventType.STEP_STARTED, data))
 
@@ -338,7 +352,7 @@ async def steps_in_flight(
         return None
     history = History.from_events(run_id, await storage.get_events(run_id))
     steps = [
-        DispatchedStep(run_id, op_id, record.name, record.attempts)
+        DispatchedStep(run_id, op_id, record.name, record.attempts, record.queue)
         for op_id, record in history.steps.items()
         if record.in_flight and record.round == owner
     ]

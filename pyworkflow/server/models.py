@@ -86,6 +86,9 @@ class RunDetail(RunSummary):
     continued_to_run_id: str | None = None
     nesting_depth: int = 0
     last_sequence: int = 0
+    queue: str | None = Field(
+        None, description="Celery queue of the run's workflow messages (null: the default)."
+    )
 
     @classmethod
     def of(cls, run: WorkflowRun) -> RunDetail:
@@ -111,6 +114,7 @@ class RunDetail(RunSummary):
             continued_to_run_id=run.continued_to_run_id,
             nesting_depth=run.nesting_depth,
             last_sequence=run.last_sequence,
+            queue=run.queue,
         )
 
 

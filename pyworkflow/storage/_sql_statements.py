@@ -72,6 +72,7 @@ RUN_COLUMNS = (
     # Added after the first release: appended, as ALTER TABLE ADD COLUMN appends them.
     "cancel_requested_at",
     "cancel_reason",
+    "queue",
 )
 EVENT_COLUMNS = ("run_id", "sequence", "event_id", "type", "timestamp", "data")
 DATETIME_COLUMNS = frozenset(f.name for f in fields(WorkflowRun) if "datetime" in str(f.type))
@@ -277,6 +278,9 @@ class Statements:
     def in_list(self, sql_head: str, count: int) -> str:
         """``sql_head`` followed by ``IN (?, ...)`` with ``count`` placeholders."""
         return self.convert(f"{sql_head} IN ({_marks(count)})")
+
+    def get_runs(self, count: int) -> str:
+        return self.in_list(f"{self.select_run} WHERE run_id", count)
 
     def claim_update(self, count: int) -> str:
         return self.in_list(
@@ -553,6 +557,7 @@ def _run_reader(dt: Callable[[Any], datetime]) -> Callable[[Sequence[Any]], Work
             last_sequence=row[25],
             cancel_requested_at=opt(row[26]),
             cancel_reason=row[27],
+            queue=row[28],
         )
 
     return read

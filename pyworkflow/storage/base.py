@@ -22,6 +22,7 @@ All datetimes given to and returned by a backend are timezone-aware UTC.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -235,6 +236,13 @@ class StorageBackend(ABC):
     @abstractmethod
     async def get_run(self, run_id: str) -> WorkflowRun | None:
         """The run with this id, or ``None``."""
+
+    async def get_runs(self, run_ids: Sequence[str]) -> list[WorkflowRun]:
+        """The stored runs among ``run_ids``, in no particular order; unknown ids are
+        left out. Backends with a bulk read (one ``IN`` query) override this default,
+        which reads them one by one, concurrently."""
+        found = await asyncio.gather(*(self.get_run(run_id) for run_id in dict.fromkeys(run_ids)))
+        return [run for run in found if run is not None]
 
     @abstractmethod
     async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:

@@ -205,6 +205,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             KEY workers_last_beat (last_beat)
         ) {_TABLE_OPTIONS}""",
     ),
+    # 5: the run's broker queue (routing, ``@workflow(queue=...)``); NULL: the default.
+    ("ALTER TABLE runs ADD COLUMN queue VARCHAR(255) NULL",),
 )
 
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (aiomysql.Error, OSError)

@@ -211,6 +211,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX workers_last_beat ON {p}workers (last_beat)",
     ),
+    # 5: the run's broker queue (routing, ``@workflow(queue=...)``); NULL: the default.
+    # A nullable column without a default: no table rewrite.
+    ('ALTER TABLE {p}runs ADD COLUMN queue TEXT COLLATE "C"',),
 )
 
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (

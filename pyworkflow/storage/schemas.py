@@ -370,6 +370,9 @@ class WorkflowRun:
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     last_sequence: int = 0
+    # The broker queue of the run's workflow messages (Celery); None: the default queue.
+    # Stored so that senders without the workflow's code (scheduler, CLI, webhooks) route.
+    queue: str | None = None
 
     @property
     def input_args(self) -> tuple[Any, ...]:

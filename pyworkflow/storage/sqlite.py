@@ -187,6 +187,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX workers_last_beat ON workers (last_beat)",
     ),
+    # 6: the run's broker queue (routing, ``@workflow(queue=...)``); NULL: the default.
+    ("ALTER TABLE runs ADD COLUMN queue TEXT",),
 )
 
 

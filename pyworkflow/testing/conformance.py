@@ -245,6 +245,7 @@ class StorageConformance:
             lease_owner="worker-1",
             lease_expires_at=at(60),
             last_sequence=0,
+            queue="billing.eu",
         )
         returned = await storage.create_run(run)
         assert returned == run
@@ -263,6 +264,20 @@ class StorageConformance:
 
     async def test_get_missing_run_returns_none(self, storage: StorageBackend) -> None:
         assert await storage.get_run("nope") is None
+
+    async def test_get_runs_reads_many_at_once(self, storage: StorageBackend) -> None:
+        for i in range(3):
+            run = make_run(f"run-many-{i}")
+            run.queue = "billing" if i else None
+            await storage.create_run(run)
+        found = await storage.get_runs(["run-many-2", "nope", "run-many-0", "run-many-2"])
+        assert sorted((r.run_id, r.queue) for r in found) == [
+            ("run-many-0", None),
+            ("run-many-2", "billing"),
+        ]
+        assert await storage.get_runs([]) == []
+        many = await storage.get_runs([f"x{i}" for i in range(1200)] + ["run-many-1"])
+        assert [r.run_id for r in many] == ["run-many-1"]  # past one IN list's length
         assert await storage.get_run_by_idempotency_key("nope") is None
 
     async def test_returned_runs_are_copies(self, storage: StorageBackend) -> None:

@@ -33,10 +33,11 @@ def _purge(broker: str) -> None:
     from kombu import Connection, Queue
 
     from pyworkflow.celery.app import QUEUES
+    from tests.celery.flows import BILLING_QUEUE, GPU_QUEUE
 
     with Connection(broker) as conn:
         channel = conn.default_channel
-        for name in QUEUES:
+        for name in (*QUEUES, GPU_QUEUE, BILLING_QUEUE):
             Queue(name, channel=channel).declare()
             Queue(name, channel=channel).purge()
         if broker.startswith("redis"):

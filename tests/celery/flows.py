@@ -173,3 +173,55 @@ async def approval(x: int) -> int:
     """Waits for a hook payload (no worker held meanwhile), then runs a step with it."""
     decision = await hook("approval", on_created=_note_token)
     return await add(x, int(decision["amount"]))
+
+
+# -- routing: a queue per step or per workflow (tests/celery/test_routing.py) -------------
+
+GPU_QUEUE = "test.gpu"
+BILLING_QUEUE = "test.billing"
+
+
+@step(queue=GPU_QUEUE)
+async def on_gpu(x: int) -> dict[str, int]:
+    """Runs only on workers consuming the gpu queue; says which process ran it."""
+    return {"pid": os.getpid(), "value": x * 10}
+
+
+@step()
+async def on_default(x: int) -> dict[str, int]:
+    return {"pid": os.getpid(), "value": x + 1}
+
+
+@step(force_local=True)
+async def where_am_i() -> int:
+    """The pid of the process executing the workflow (force_local: runs in its task)."""
+    return os.getpid()
+
+
+@workflow()
+async def routed_pipeline(x: int) -> dict[str, object]:
+    gpu, default = await asyncio.gather(on_gpu(x), on_default(x))
+    return {"gpu": gpu, "default": default, "workflow_pid": await where_am_i()}
+
+
+@workflow(queue=BILLING_QUEUE)
+async def billing_flow(amount: int) -> dict[str, object]:
+    """Its workflow messages (start, wake after the sleep) go to the billing queue; its
+    step goes to the default step queue."""
+    first = await where_am_i()
+    await sleep("1s")
+    charged = await on_default(amount)
+    return {"first_pid": first, "charged": charged, "last_pid": await where_am_i()}
+
+
+@step(force_local=True)
+async def slow_local(x: int) -> int:
+    _ledger("slow-local-start", x)
+    await asyncio.sleep(float(os.environ.get("SLOW_STEP_SECONDS", "3")))
+    return os.getpid()
+
+
+@workflow(queue=BILLING_QUEUE)
+async def billing_slow(x: int) -> int:
+    """Its worker is killed mid-step: the recovery message must go to the billing queue."""
+    return await slow_local(x)

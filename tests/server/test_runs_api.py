@@ -91,6 +91,22 @@ async def test_start_by_name_and_cancel(app: FastAPI) -> None:
         assert unknown.status_code == 409 and "--module" in unknown.json()["detail"]
 
 
+async def test_start_with_a_queue(app: FastAPI) -> None:
+    """A run started over the API may name its Celery queue; it is stored with the run
+    and shown in its detail. A bad name is a 422 naming the field, and nothing starts."""
+    async with client(app) as http:
+        answer = await http.post(
+            "/api/workflows/srv_quick/runs", json={"args": [2], "queue": "team-a.billing"}
+        )
+        assert answer.status_code == 202, answer.text
+        run_id = answer.json()["run_id"]
+        await _wait_status(run_id, "completed")
+        detail = await http.get(f"/api/runs/{run_id}")
+        assert detail.json()["queue"] == "team-a.billing"
+        bad = await http.post("/api/workflows/srv_quick/runs", json={"queue": "no spaces"})
+        assert bad.status_code == 422 and "queue" in bad.text
+
+
 async def test_tokens(app: FastAPI) -> None:
     async with client(app, token=None) as anonymous:
         assert (await anonymous.get("/api/runs")).status_code == 401

@@ -140,6 +140,7 @@ async def test_sqlite_v1_database_upgrades_in_place(
         assert [r.run_id for r in await backend.list_runs(tag="vip")] == ["old-1"]
         by_key = await backend.get_run_by_idempotency_key("key-1")
         assert by_key is not None and by_key.run_id == "old-1"
+        assert run is not None and run.queue is None  # routed to the default queue
         assert [e.event_id for e in await backend.get_events("old-1")] == ["e1", "e2"]
         assert await backend.claim_due_runs(at(10), "w1", at(60)) == ["old-1"]
         # And it keeps working as a current database.
@@ -331,9 +332,18 @@ WORKERS_INDEX = "workers_last_beat"
 # What the latest migrations added, undone, newest first: undoing the first n gives the
 # schema of the release n migrations back.
 UNDO_LATEST = {
-    "sqlite": ("DROP TABLE workers", f"DROP INDEX {CANCEL_INDEX}"),
-    "postgres": ("DROP TABLE {prefix}workers", f"DROP INDEX {{prefix}}{CANCEL_INDEX}"),
+    "sqlite": (
+        "ALTER TABLE runs DROP COLUMN queue",
+        "DROP TABLE workers",
+        f"DROP INDEX {CANCEL_INDEX}",
+    ),
+    "postgres": (
+        "ALTER TABLE {prefix}runs DROP COLUMN queue",
+        "DROP TABLE {prefix}workers",
+        f"DROP INDEX {{prefix}}{CANCEL_INDEX}",
+    ),
     "mysql": (
+        "ALTER TABLE runs DROP COLUMN queue",
         "DROP TABLE workers",
         f"ALTER TABLE runs DROP KEY {CANCEL_INDEX}, DROP COLUMN cancel_requested",
     ),
@@ -385,7 +395,7 @@ async def test_previous_schema_gains_the_cancel_index(
     await sql_storage.create_run(make_run("busy", status=RunStatus.RUNNING, created_at=at(3)))
     for run_id in ("asked", "busy"):
         assert await sql_storage.request_cancellation(run_id, "stop", at(5))
-    await _downgrade(sql_storage, backend_name, migrations=2)
+    await _downgrade(sql_storage, backend_name, migrations=3)
     assert not await _has_index(sql_storage, backend_name, CANCEL_INDEX)
     await sql_storage.close()
 
@@ -409,7 +419,7 @@ async def test_previous_schema_gains_the_workers_table(
     assert isinstance(sql_storage, SQLStorageBackend) and storage_url is not None
     await sql_storage.create_run(make_run("kept", tags=["eu"]))
     await sql_storage.append_events("kept", make_events("kept", 1, 2), expected_last_sequence=0)
-    await _downgrade(sql_storage, backend_name, migrations=1)
+    await _downgrade(sql_storage, backend_name, migrations=2)
     with pytest.raises(StorageError):  # the release before had no worker registry
         await sql_storage.list_workers()
     await sql_storage.close()
@@ -426,6 +436,31 @@ async def test_previous_schema_gains_the_workers_table(
         await upgraded.save_worker(worker)
         assert await upgraded.list_workers() == [worker]
         assert await _has_index(upgraded, backend_name, WORKERS_INDEX)
+        assert await _schema_version(upgraded) == len(upgraded.sql.migrations)
+    finally:
+        await upgraded.close()
+
+
+async def test_previous_schema_gains_the_queue_column(
+    sql_storage: StorageBackend, storage_url: str | None, backend_name: str
+) -> None:
+    """Runs stored before routing existed read back with ``queue=None`` (the default
+    queue), and new runs keep theirs."""
+    assert isinstance(sql_storage, SQLStorageBackend) and storage_url is not None
+    await sql_storage.create_run(make_run("before", tags=["eu"]))
+    await _downgrade(sql_storage, backend_name, migrations=1)
+    await sql_storage.close()
+
+    upgraded = storage_from_url(storage_url)
+    assert isinstance(upgraded, SQLStorageBackend)
+    try:
+        before = await upgraded.get_run("before")
+        assert before is not None and (before.tags, before.queue) == (["eu"], None)
+        routed = make_run("after")
+        routed.queue = "billing"
+        await upgraded.create_run(routed)
+        after = await upgraded.get_run("after")
+        assert after is not None and after.queue == "billing"
         assert await _schema_version(upgraded) == len(upgraded.sql.migrations)
     finally:
         await upgraded.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from pyworkflow import (
     step,
     workflow,
 )
+from pyworkflow.core.exceptions import DefinitionError
 from pyworkflow.core.retry import retry_delay_seconds
 from pyworkflow.storage.memory import InMemoryStorageBackend
 
@@ -388,3 +390,45 @@ def test_registry_lookups() -> None:
     steps.clear()
     assert "dec_bare_workflow" in list_workflows()
     assert "dec_bare_step" in list_steps()
+
+
+# -- queue= (routing under the Celery runtime) ------------------------------------------------
+
+
+def test_queue_options_are_kept_on_the_definitions() -> None:
+    @step(queue="gpu.a100", name="routing_embed")
+    async def embed() -> None: ...
+
+    class Render(Step):
+        name = "routing_render"
+        queue = "render:4k"
+
+        async def execute(self) -> None: ...
+
+    @workflow(queue="billing-eu", name="routing_invoice")
+    async def invoice() -> None: ...
+
+    assert embed.__step__.queue == "gpu.a100"  # type: ignore[attr-defined]
+    assert Render.__step__.queue == "render:4k"
+    assert invoice.__workflow__.queue == "billing-eu"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("bad", ["", "gpu/1", "has space", ".hidden", "x" * 201, 7])
+def test_bad_queue_names_fail_at_decoration_naming_the_value(bad: Any) -> None:
+    expected = re.escape(f"step 'routing_bad': invalid queue name {bad!r}")
+    with pytest.raises(DefinitionError, match=expected):
+
+        @step(name="routing_bad", queue=bad)
+        async def bad_step() -> None: ...
+
+    with pytest.raises(DefinitionError, match="workflow 'routing_bad': invalid queue name"):
+
+        @workflow(name="routing_bad", queue=bad)
+        async def bad_flow() -> None: ...
+
+
+def test_queue_and_force_local_contradict() -> None:
+    with pytest.raises(DefinitionError, match="queue='gpu' and force_local=True contradict"):
+
+        @step(name="routing_local", queue="gpu", force_local=True)
+        async def local() -> None: ...

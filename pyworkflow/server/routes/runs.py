@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from pyworkflow.api import cancel_workflow, get_workflow_chain, retry_workflow, start_by_name
 from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import RunNotFoundError, WorkflowNotFoundError
+from pyworkflow.core.queues import QUEUE_PATTERN
 from pyworkflow.server.deps import Admin, Reader, Storage
 from pyworkflow.server.models import (
     EventOut,
@@ -183,6 +184,9 @@ class StartRequest(BaseModel):
     kwargs: dict[str, Any] = {}
     idempotency_key: str | None = Field(None, min_length=1, max_length=255)
     tags: list[str] | None = None
+    # Celery: this run's queue (default: the workflow's own); the name rule of the
+    # decorators' queue= option, so a bad one is a 422 naming the field.
+    queue: str | None = Field(None, pattern=QUEUE_PATTERN)
 
 
 @router.post("/workflows/{name}/runs", response_model=Started, status_code=202, tags=["workflows"])
@@ -200,6 +204,7 @@ async def start_run(name: str, storage: Storage, _: Admin, body: StartRequest) -
             idempotency_key=body.idempotency_key,
             tags=body.tags,
             detached=True,
+            queue=body.queue,
         )
     except WorkflowNotFoundError as exc:
         raise HTTPException(409, _no_code(exc)) from None

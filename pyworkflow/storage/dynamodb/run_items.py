@@ -68,6 +68,7 @@ _STRING_FIELDS = frozenset(
         "continued_to_run_id",
         "cancel_reason",
         "lease_owner",
+        "queue",
     }
 )
 _REQUIRED_FIELDS = frozenset({"status", "updated_at", "recovery_attempts"})
@@ -196,6 +197,7 @@ def _item_to_run(item: Item) -> WorkflowRun:
         lease_owner=_opt_str(item, "lease_owner"),
         lease_expires_at=_opt_dt(item, "lease_expires_at"),
         last_sequence=int(item["last_sequence"]["N"]),
+        queue=_opt_str(item, "queue"),  # absent on items written before routing existed
     )
 
 
