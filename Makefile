@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery bench-lost bench-dashboard check clean
+.PHONY: install demo test outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery bench-lost bench-dashboard bench-scale check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -68,6 +68,13 @@ bench-lost: install
 # served by `pyworkflow dashboard`; p50/p95 per filter. Not run in CI (~2 min).
 bench-dashboard: install
 	$(BIN)/python benchmarks/dashboard_bench.py
+
+# 100,000 runs sleeping on the local PostgreSQL (private schema, dropped after), all due at
+# once, woken by 2 Celery workers x concurrency 2 and 2 `pyworkflow scheduler` processes
+# (Redis broker database 15, flushed). Not run in CI (~35 min on 2 cores; pass
+# ARGS="--runs 20000" for a shorter run, ARGS="--claim-only" for the claim rate alone).
+bench-scale: install
+	$(BIN)/python benchmarks/scale_bench.py $(ARGS)
 
 check: lint typecheck test
 

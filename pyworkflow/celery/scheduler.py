@@ -6,18 +6,33 @@ owner process that no longer exists). Claims are atomic leases, so any number of
 sweepers (``pyworkflow scheduler`` processes, beat-driven timer tasks) may run at once
 without firing anything twice. A claimed run whose message is lost is claimed again
 when the claim's lease (``dispatch_timeout``) expires.
+
+At scale (say 100,000 runs due in the same minute) two rules keep a sweeper cheap and
+its claims useful:
+
+* **Backpressure.** While a burst is under way (the last claim was a full batch) the
+  sweeper asks the broker how many messages wait in the workflow queue and claims only
+  up to :data:`MAX_BACKLOG` of them. Claiming faster than the workers take runs would
+  only lengthen the queue, make every claim skip more claimed-but-untaken rows, and let
+  claims expire (``dispatch_timeout``) before a worker reached them, which sends the same
+  runs again.
+* **Recovery at most once per poll interval.** A burst makes :meth:`TimerSweeper.tick`
+  loop without pausing; the recovery pass (which pages through every running and pending
+  run, see :mod:`pyworkflow.engine.recovery`) runs at most every
+  ``timer_poll_interval`` seconds meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import datetime, timedelta
 from functools import partial
 
 from loguru import logger
 
-from pyworkflow.celery.app import sending_app
+from pyworkflow.celery.app import WORKFLOWS_QUEUE, sending_app
 from pyworkflow.celery.messages import Route, route_of, routes_of, send_workflow
 from pyworkflow.celery.runtime import CeleryRuntime
 from pyworkflow.celery.worker import is_broker_fault, publish, round_messages, start_beat
@@ -37,13 +52,26 @@ from pyworkflow.storage.schemas import utcnow
 
 _BATCH = 100
 _FLOOR = 0.05
+#: Messages the workflow queue may hold before a sweeper in a burst stops claiming.
+MAX_BACKLOG = 1000
+# Pause of a sweeper held back by a full queue (seconds).
+_THROTTLED = 0.2
+# The scheduler logs how many runs it claimed at most this often (seconds).
+_REPORT_EVERY = 10.0
 
 
 class TimerSweeper:
     """One sweeper per process; :meth:`tick` does one pass."""
 
-    def __init__(self, storage: StorageBackend, *, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        storage: StorageBackend,
+        *,
+        owner: str | None = None,
+        max_backlog: int = MAX_BACKLOG,
+    ) -> None:
         self.storage = storage
+        self.max_backlog = max_backlog
         # Not a process id: a run this sweeper claimed never counts as executing here.
         self.owner = owner or new_owner(OwnerKind.SWEEP)
         runtime = CeleryRuntime()
@@ -54,6 +82,11 @@ class TimerSweeper:
         )
         self._activated = False
         self._deaths_seen: frozenset[str] = frozenset()
+        self._burst = False  # the last claim was a full batch: more are due
+        self._throttled = False  # the last claim was held back by a full queue
+        self._recovered_at = float("-inf")  # monotonic time of the last recovery pass
+        #: Runs this sweeper claimed and sent, in total (the benchmark and tests read it).
+        self.claimed_total = 0
 
     async def tick(self, *, full: bool = True) -> float:
         """Fire due timers and recover dead runs; return seconds until the next timer.
@@ -66,16 +99,20 @@ class TimerSweeper:
         if not self._activated and with_schedules:
             await activate_declared(self.storage)  # @scheduled_workflow in imported modules
             self._activated = True
-        fired = await self.fire_due()
+        await self.fire_due()
         next_schedule = await self.schedules.tick() if with_schedules else None
-        await self.recover()
+        if full or time.monotonic() - self._recovered_at >= get_config().timer_poll_interval:
+            self._recovered_at = time.monotonic()
+            await self.recover()
         if full:
             await self.rewake_signalled()
             await prune_workers(self.storage, utcnow())
         nxt = await self.storage.next_wake_time()
         if next_schedule is not None and (nxt is None or next_schedule < nxt):
             nxt = next_schedule
-        if fired == _BATCH:
+        if self._throttled:
+            return _THROTTLED  # the queue is full: wait for the workers to take some
+        if self._burst:
             return 0.0  # more are due right now
         if nxt is None:
             return float("inf")
@@ -84,17 +121,35 @@ class TimerSweeper:
         return max(_FLOOR, (nxt - utcnow()).total_seconds())
 
     async def fire_due(self) -> int:
+        """Claim due runs (a batch, fewer while the queue is full) and send them; return
+        how many."""
+        limit = _BATCH
+        if self._burst:
+            room = await self._queue_room()
+            limit = _BATCH if room is None else min(_BATCH, room)
+        self._throttled = limit <= 0
+        if self._throttled:
+            return 0
         now = utcnow()
         expires = now + timedelta(seconds=get_config().dispatch_timeout)
         # A fresh owner per claim: this sweeper's earlier claims (runs already sent, not
         # yet taken by a worker) are leased to other owners and are not claimed again.
         claim = f"{self.owner}/{uuid.uuid4().hex[:8]}"
-        claimed = await self.storage.claim_due_runs(now, claim, expires, limit=_BATCH)
+        claimed = await self.storage.claim_due_runs(now, claim, expires, limit=limit)
+        self._burst = len(claimed) >= limit
         routes = await routes_of(self.storage, claimed)  # each run's queue is stored with it
         for run_id in claimed:
             if run_id in routes:
                 send_workflow(run_id, route=routes[run_id], steal_from=claim)
+        self.claimed_total += len(claimed)
         return len(claimed)
+
+    async def _queue_room(self) -> int | None:
+        """How many more messages the workflow queue takes before :attr:`max_backlog`;
+        ``None`` when the broker cannot say (claim as usual: a broker fault shows up
+        when sending)."""
+        depth = await asyncio.to_thread(workflow_queue_depth)
+        return None if depth is None else self.max_backlog - depth
 
     async def recover(self) -> None:
         """Runs whose worker died (stopped beating in the worker registry, lease expired,
@@ -175,6 +230,19 @@ class TimerSweeper:
                 send_workflow(run_id, route=routes[run_id], force=True)
 
 
+def workflow_queue_depth() -> int | None:
+    """Messages waiting in the workflow queue (not those fetched by workers), or ``None``
+    when the broker does not answer. One round trip: ``LLEN`` on Redis, a passive queue
+    declaration on RabbitMQ."""
+    try:
+        with sending_app().pool.acquire(block=True, timeout=5) as conn:
+            declared = conn.default_channel.queue_declare(queue=WORKFLOWS_QUEUE, passive=True)
+            return int(declared.message_count)
+    except Exception as exc:  # noqa: BLE001 - no answer is no reason to stop claiming
+        logger.debug("could not read the depth of queue {}: {}", WORKFLOWS_QUEUE, exc)
+        return None
+
+
 async def run_scheduler(
     storage: StorageBackend, *, poll_interval: float | None = None, duration: float | None = None
 ) -> None:
@@ -190,6 +258,9 @@ async def run_scheduler(
     try:
         await _serve(sweeper, poll, duration)
     finally:
+        logger.info(
+            "scheduler {} claimed {} due run(s) in total", sweeper.owner, sweeper.claimed_total
+        )
         if beat is not None:
             await asyncio.to_thread(beat.stop)
 
@@ -200,7 +271,17 @@ async def _serve(sweeper: TimerSweeper, poll: float, duration: float | None) -> 
     passes = 0
     logger.info("pyworkflow scheduler {} polling every {}s", sweeper.owner, poll)
     failing = False
+    reported, reported_at = 0, loop.time()
     while stop_at is None or loop.time() < stop_at:
+        if sweeper.claimed_total != reported and loop.time() - reported_at >= _REPORT_EVERY:
+            logger.info(
+                "scheduler {} claimed {} due run(s) in the last {:.0f}s ({} in total)",
+                sweeper.owner,
+                sweeper.claimed_total - reported,
+                loop.time() - reported_at,
+                sweeper.claimed_total,
+            )
+            reported, reported_at = sweeper.claimed_total, loop.time()
         try:
             delay = await sweeper.tick(full=passes % 5 == 0)
             if failing:

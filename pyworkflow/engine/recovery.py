@@ -19,11 +19,19 @@ else counts as a recovery attempt (``workflow.interrupted``, bounded by
 ``max_recovery_attempts``).
 
 The candidates are read with cursor-paged, indexed storage queries (runs by status,
-newest first) until the last page: no row cap, so at scale older runs are reached too.
-Suspended runs are not scanned: their timers bring them back. The only suspended runs
-read are those with a received hook payload or a cancellation request
+newest first; hooks by status; worker records by id) until the last page: no row cap
+and no offset, so at scale older runs are reached too and every page costs the same
+(``tests/storage/test_sql_indexes.py`` checks each statement's plan, and
+:mod:`pyworkflow.testing.conformance_scans` finds a run behind 5,000 newer ones on every
+backend). Suspended runs are not scanned: their timers bring them back. The only
+suspended runs read are those with a received hook payload or a cancellation request
 (``list_runs(status=SUSPENDED, cancel_requested=True)``, an indexed query), whose
 signal may have arrived while nobody could wake them.
+
+What a pass costs: one page per :data:`PAGE_SIZE` running or pending runs (the work in
+flight, not the store), plus the received hooks (a hook stays ``received`` after its run
+took the payload, so this part grows with the hooks ever received; it runs on the slow
+checks only, every few polls).
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from pyworkflow.engine.owners import (
     sweeper_of,
 )
 from pyworkflow.engine.workers import NOBODY, Liveness, read_liveness
-from pyworkflow.storage.base import HOOKS, StorageBackend, run_cursor
+from pyworkflow.storage.base import HOOKS, StorageBackend, hook_cursor, run_cursor
 from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
 
 # A run whose execution storage failed is resumed again after this backoff (seconds):
@@ -191,10 +199,14 @@ async def payload_signalled_runs(
     """Suspended runs with a hook payload that arrived after the run's last write."""
     found: dict[str, None] = {}
     if HOOKS in storage.capabilities:
-        offset = 0
+        cursor: str | None = None
         while True:
-            hooks = await storage.list_hooks(
-                status=HookStatus.RECEIVED, limit=page_size, offset=offset
+            # The first page without the cursor keyword, which backends written before
+            # it existed do not take (they then fail only past one page).
+            hooks = await (
+                storage.list_hooks(status=HookStatus.RECEIVED, limit=page_size)
+                if cursor is None
+                else storage.list_hooks(status=HookStatus.RECEIVED, limit=page_size, cursor=cursor)
             )
             for hook in hooks:
                 run = await storage.get_run(hook.run_id)
@@ -202,7 +214,7 @@ async def payload_signalled_runs(
                     found[run.run_id] = None
             if len(hooks) < page_size:
                 break
-            offset += page_size
+            cursor = hook_cursor(hooks[-1])
     return list(found)
 
 

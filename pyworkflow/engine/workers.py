@@ -85,11 +85,35 @@ class Liveness:
 NOBODY = Liveness()
 
 
+# Worker records read per storage call when the whole registry is read.
+PAGE_SIZE = 500
+
+
+async def all_workers(storage: StorageBackend, *, page_size: int = PAGE_SIZE) -> list[WorkerRecord]:
+    """Every record of the registry, read a page at a time in ``worker_id`` order (no
+    cap: a registry larger than one page is read whole, so no live worker's runs are
+    missed and no dead worker is overlooked)."""
+    found: list[WorkerRecord] = []
+    after: str | None = None
+    while True:
+        # The first page without the cursor keyword, which backends written before it
+        # existed do not take (they then fail only past one page).
+        page = await (
+            storage.list_workers(limit=page_size)
+            if after is None
+            else storage.list_workers(limit=page_size, after=after)
+        )
+        found += page
+        if len(page) < page_size:
+            return found
+        after = page[-1].worker_id
+
+
 async def read_liveness(storage: StorageBackend, now: datetime, ttl: float) -> Liveness:
     """The registry as of ``now`` (:data:`NOBODY` on a backend without one)."""
     if WORKERS not in storage.capabilities:
         return NOBODY
-    return Liveness.of(await storage.list_workers(), now, ttl)
+    return Liveness.of(await all_workers(storage), now, ttl)
 
 
 async def prune_workers(storage: StorageBackend, now: datetime) -> int:
@@ -98,7 +122,7 @@ async def prune_workers(storage: StorageBackend, now: datetime) -> int:
     if WORKERS not in storage.capabilities:
         return 0
     pruned = 0
-    for worker in await storage.list_workers():
+    for worker in await all_workers(storage):
         if worker.last_beat < now - RETENTION and await storage.delete_worker(worker.worker_id):
             pruned += 1
     return pruned

@@ -29,7 +29,7 @@ from pyworkflow.engine.runs import RunRequest, derived_run_id
 from pyworkflow.scheduler.model import Schedule, ScheduleEntry
 from pyworkflow.scheduler.specs import OverlapPolicy
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import ScheduleStatus, utcnow
+from pyworkflow.storage.schemas import ScheduleRecord, ScheduleStatus, utcnow
 
 Starter = Callable[[RunRequest], Awaitable[str]]
 Waker = Callable[[str], Awaitable[None]]
@@ -66,25 +66,37 @@ class ScheduleService:
         self.clock = clock
 
     async def tick(self, limit: int = 100) -> datetime | None:
-        """Fire every due schedule whose workflow this process can start; return when
-        the next such one is due (``None``: none). A schedule of a workflow not imported
-        here is left, unclaimed, to a process that has it."""
-        for record in await self.storage.list_due_schedules(self.clock(), limit):
-            if get_workflow(record.workflow_name) is None:
-                continue
+        """Fire up to ``limit`` due schedules whose workflow this process can start;
+        return when the next such one is due (``None``: none). A schedule of a workflow
+        not imported here is left, unclaimed, to a process that has it, and does not
+        count: however many of those stand first in line, the ones behind are reached."""
+        for record in await self._startable(self.clock(), limit):
             try:
                 await self.fire(Schedule.from_record(record))
             except Exception:  # noqa: BLE001 - one broken schedule must not stop the rest
                 logger.exception("firing schedule {} failed", record.schedule_id)
         return await self.next_due()
 
-    async def next_due(self, look_at: int = 100) -> datetime | None:
+    async def next_due(self) -> datetime | None:
         """When the earliest schedule this process can start is due."""
-        ever = datetime.max.replace(tzinfo=UTC)
-        for record in await self.storage.list_due_schedules(ever, look_at):
-            if get_workflow(record.workflow_name) is not None:
-                return record.next_run_time
-        return None
+        first = await self._startable(datetime.max.replace(tzinfo=UTC), 1)
+        return first[0].next_run_time if first else None
+
+    async def _startable(self, now: datetime, wanted: int) -> list[ScheduleRecord]:
+        """The first ``wanted`` schedules due by ``now`` whose workflow is imported here.
+
+        The due list has no cursor, so the window widens by the number of schedules left
+        to other processes until enough startable ones are in it or the list ends: no
+        cap, at the cost of reading the others again (they are few: a deployment's
+        schedulers usually import every scheduled workflow).
+        """
+        look_at = wanted
+        while True:
+            records = await self.storage.list_due_schedules(now, look_at)
+            mine = [r for r in records if get_workflow(r.workflow_name) is not None]
+            if len(mine) >= wanted or len(records) < look_at:
+                return mine[:wanted]
+            look_at = max(wanted + len(records) - len(mine), 2 * look_at)
 
     async def fire(self, schedule: Schedule) -> bool:
         """Process one schedule's due ticks; ``False`` if another scheduler won the claim."""

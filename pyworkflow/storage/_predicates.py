@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from pyworkflow.storage.base import lease_is_free
+from pyworkflow.storage.base import hook_cursor, lease_is_free, parse_cursor
 from pyworkflow.storage.schemas import (
     TERMINAL_STATUSES,
     HookRecord,
@@ -112,13 +112,18 @@ def page_hooks(
     status: HookStatus | None,
     limit: int,
     offset: int,
+    cursor: str | None = None,
 ) -> list[HookRecord]:
     """The hooks matching the filters, newest ``created_at`` first (ties: ``token_hash``
-    descending), the page ``offset .. offset + limit``."""
+    descending), after ``cursor`` (a :func:`~pyworkflow.storage.base.hook_cursor`), the
+    page ``offset .. offset + limit``."""
+    after = parse_cursor(cursor) if cursor is not None else None
     chosen = [
         h
         for h in hooks
-        if (run_id is None or h.run_id == run_id) and (status is None or h.status == status)
+        if (run_id is None or h.run_id == run_id)
+        and (status is None or h.status == status)
+        and (after is None or parse_cursor(hook_cursor(h)) < after)
     ]
     chosen.sort(key=lambda h: (h.created_at, h.token_hash), reverse=True)
     return chosen[offset : offset + limit]

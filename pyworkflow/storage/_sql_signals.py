@@ -27,6 +27,8 @@ from pyworkflow.storage._sql import (
     Statements,
     UniqueViolation,
 )
+from pyworkflow.storage._sql_dialect import from_micros
+from pyworkflow.storage.base import parse_cursor
 from pyworkflow.storage.payloads import check_hook, check_hook_payload
 from pyworkflow.storage.schemas import TERMINAL_STATUSES, HookRecord, HookStatus
 
@@ -73,19 +75,35 @@ class SignalStatements:
             f"UPDATE {hooks} SET status = ?, payload = COALESCE(?, payload), "
             "received_at = COALESCE(?, received_at) WHERE token_hash = ? AND status = ?"
         )
-        self._list: dict[tuple[bool, bool], str] = {}
+        self._list: dict[tuple[bool, bool, bool], str] = {}
         self._convert = c
         self.row_to_hook = _hook_reader(sql.dialect.dt_from_db)
 
-    def list(self, run_id: bool, status: bool) -> str:
-        sql = self._list.get((run_id, status))
+    def list(self, run_id: bool, status: bool, cursor: bool = False) -> str:
+        """The :meth:`list_hooks` statement; its parameters: the run id, the status, the
+        cursor's values (:meth:`cursor_params`), limit and offset (those given)."""
+        sql = self._list.get((run_id, status, cursor))
         if sql is None:
             where = [c for wanted, c in ((run_id, "run_id = ?"), (status, "status = ?")) if wanted]
+            if cursor and self.dialect.row_values:
+                where.append("(created_at, token_hash) < (?, ?)")
+            elif cursor:  # as Statements.query does for MySQL: a key part to seek to first
+                where.append(
+                    "created_at <= ? AND (created_at < ? OR (created_at = ? AND token_hash < ?))"
+                )
             filters = f" WHERE {' AND '.join(where)}" if where else ""
-            sql = self._list[(run_id, status)] = self._convert(
+            sql = self._list[(run_id, status, cursor)] = self._convert(
                 f"{self.select}{filters} ORDER BY created_at DESC, token_hash DESC LIMIT ? OFFSET ?"
             )
         return sql
+
+    def cursor_params(self, cursor: str) -> tuple[Any, ...]:
+        """The bound values of a :func:`~pyworkflow.storage.base.hook_cursor`."""
+        micros, token_hash = parse_cursor(cursor)
+        created = self.dialect.dt_to_db(from_micros(micros))
+        if self.dialect.row_values:
+            return (created, token_hash)
+        return (created, created, created, token_hash)
 
     def hook_row(self, hook: HookRecord) -> tuple[Any, ...]:
         dt = self.dialect.dt_to_db
@@ -193,6 +211,7 @@ class SQLSignalBackend(SQLStorageBackend):
         status: HookStatus | None = None,
         limit: int = 100,
         offset: int = 0,
+        cursor: str | None = None,
     ) -> list[HookRecord]:
         sql = self.signal_sql
         params: list[Any] = []
@@ -200,7 +219,9 @@ class SQLSignalBackend(SQLStorageBackend):
             params.append(run_id)
         if status is not None:
             params.append(HookStatus(status).value)
-        statement = sql.list(run_id is not None, status is not None)
+        if cursor is not None:
+            params += sql.cursor_params(cursor)
+        statement = sql.list(run_id is not None, status is not None, cursor is not None)
 
         async def fetch(conn: Conn) -> list[HookRecord]:
             rows = await conn.fetch(statement, [*params, limit, offset])

@@ -56,6 +56,9 @@ class WorkerStatements:
             f"{_REBOUND_UPSERT if tail is None else tail}"
         )
         self.list = c(f"SELECT {columns} FROM {workers} ORDER BY worker_id LIMIT ?")
+        self.list_after = c(
+            f"SELECT {columns} FROM {workers} WHERE worker_id > ? ORDER BY worker_id LIMIT ?"
+        )
         self.delete = c(f"DELETE FROM {workers} WHERE worker_id = ?")
         self.row_to_worker = _worker_reader(sql.dialect.dt_from_db)
 
@@ -99,13 +102,18 @@ class SQLWorkerBackend(SQLScheduleBackend):
         check_size(params[2], f"data of worker {worker.worker_id!r}", self.payload_limit)
         await self._call(WRITE, partial(_execute, sql.upsert, params), idempotent=True)
 
-    async def list_workers(self, *, limit: int = 1000) -> list[WorkerRecord]:
+    async def list_workers(
+        self, *, limit: int = 1000, after: str | None = None
+    ) -> list[WorkerRecord]:
         if limit <= 0:
             return []
         sql = self.worker_sql
+        statement, params = (
+            (sql.list, (limit,)) if after is None else (sql.list_after, (after, limit))
+        )
 
         async def fetch(conn: Conn) -> list[WorkerRecord]:
-            return [sql.row_to_worker(row) for row in await conn.fetch(sql.list, (limit,))]
+            return [sql.row_to_worker(row) for row in await conn.fetch(statement, params)]
 
         return await self._call(READ, fetch, idempotent=True)
 

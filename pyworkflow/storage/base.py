@@ -49,8 +49,15 @@ def run_cursor(run: WorkflowRun) -> str:
     return f"{_micros(run.created_at)}:{run.run_id}"
 
 
+def hook_cursor(hook: HookRecord) -> str:
+    """The opaque paging cursor that points just after ``hook`` in :meth:`list_hooks`
+    order (the same form as :func:`run_cursor`, read by :func:`parse_cursor`)."""
+    return f"{_micros(hook.created_at)}:{hook.token_hash}"
+
+
 def parse_cursor(cursor: str) -> tuple[int, str]:
-    """``(created_at in epoch microseconds, run_id)`` of a :func:`run_cursor` value.
+    """``(created_at in epoch microseconds, id)`` of a :func:`run_cursor` (or
+    :func:`hook_cursor`) value.
 
     Raises:
         ValueError: the cursor was not made by :func:`run_cursor`.
@@ -473,8 +480,16 @@ class StorageBackend(ABC):
         status: HookStatus | None = None,
         limit: int = 100,
         offset: int = 0,
+        cursor: str | None = None,
     ) -> list[HookRecord]:
-        """Hooks matching the filters, newest ``created_at`` first (ties: ``token_hash``)."""
+        """Hooks matching the filters, newest ``created_at`` first (ties: ``token_hash``
+        descending). For stable paging that costs the same on every page pass
+        ``cursor=hook_cursor(last_hook_of_previous_page)``: the page then holds only hooks
+        ordered after that one (``offset`` still skips that many more).
+
+        Raises:
+            ValueError: ``cursor`` was not made by :func:`hook_cursor`.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
 
     async def update_hook(
@@ -500,8 +515,13 @@ class StorageBackend(ABC):
         only its own record."""
         raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
 
-    async def list_workers(self, *, limit: int = 1000) -> list[WorkerRecord]:
-        """Stored worker records, live and stale, ordered by ``worker_id``."""
+    async def list_workers(
+        self, *, limit: int = 1000, after: str | None = None
+    ) -> list[WorkerRecord]:
+        """Stored worker records, live and stale, ordered by ``worker_id``; with
+        ``after``, only those whose ``worker_id`` sorts after it (the cursor of the next
+        page: the last id of the previous one). Readers that need every record (the
+        recovery policy) page until a short page, so no registry size is too large."""
         raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
 
     async def delete_worker(self, worker_id: str) -> bool:

@@ -60,7 +60,7 @@ from pyworkflow.core.exceptions import (
 )
 from pyworkflow.storage import _predicates as rules
 from pyworkflow.storage import payloads
-from pyworkflow.storage.base import RunQuery, StorageBackend
+from pyworkflow.storage.base import RunQuery, StorageBackend, parse_cursor
 from pyworkflow.storage.schemas import (
     Event,
     HookRecord,
@@ -496,10 +496,16 @@ class FileStorageBackend(StorageBackend):
         status: HookStatus | None = None,
         limit: int = 100,
         offset: int = 0,
+        cursor: str | None = None,
     ) -> list[HookRecord]:
+        if cursor is not None:
+            parse_cursor(cursor)  # a bad cursor is the caller's error, raised here
+
         def query() -> list[HookRecord]:
             hooks = self._all_hooks()
-            return rules.page_hooks(hooks, run_id=run_id, status=status, limit=limit, offset=offset)
+            return rules.page_hooks(
+                hooks, run_id=run_id, status=status, limit=limit, offset=offset, cursor=cursor
+            )
 
         return await self._call(query)
 
@@ -649,9 +655,15 @@ class FileStorageBackend(StorageBackend):
         }
         await self._call(self._write_atomic, self._worker_path(worker.worker_id), record)
 
-    async def list_workers(self, *, limit: int = 1000) -> list[WorkerRecord]:
+    async def list_workers(
+        self, *, limit: int = 1000, after: str | None = None
+    ) -> list[WorkerRecord]:
         def query() -> list[WorkerRecord]:
-            found = [w for w in map(_worker_from_dict, self._scan(self._workers)) if w]
+            found = [
+                w
+                for w in map(_worker_from_dict, self._scan(self._workers))
+                if w and (after is None or w.worker_id > after)
+            ]
             found.sort(key=lambda w: w.worker_id)
             return found[: max(limit, 0)]
 

@@ -186,8 +186,11 @@ class InMemoryStorageBackend(StorageBackend):
     async def save_worker(self, worker: WorkerRecord) -> None:
         self._workers[worker.worker_id] = worker.copy()
 
-    async def list_workers(self, *, limit: int = 1000) -> list[WorkerRecord]:
-        chosen = sorted(self._workers)[: max(limit, 0)]
+    async def list_workers(
+        self, *, limit: int = 1000, after: str | None = None
+    ) -> list[WorkerRecord]:
+        ids = sorted(w for w in self._workers if after is None or w > after)
+        chosen = ids[: max(limit, 0)]
         return [self._workers[worker_id].copy() for worker_id in chosen]
 
     async def delete_worker(self, worker_id: str) -> bool:
@@ -216,9 +219,15 @@ class InMemoryStorageBackend(StorageBackend):
         status: HookStatus | None = None,
         limit: int = 100,
         offset: int = 0,
+        cursor: str | None = None,
     ) -> list[HookRecord]:
         page = rules.page_hooks(
-            self._hooks.values(), run_id=run_id, status=status, limit=limit, offset=offset
+            self._hooks.values(),
+            run_id=run_id,
+            status=status,
+            limit=limit,
+            offset=offset,
+            cursor=cursor,
         )
         return [h.copy() for h in page]
 

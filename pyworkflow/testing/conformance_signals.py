@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from pyworkflow.storage.base import StorageBackend, run_cursor
+from pyworkflow.storage.base import StorageBackend, hook_cursor, run_cursor
 from pyworkflow.storage.schemas import HookRecord, HookStatus, RunStatus, RunUpdate
 from pyworkflow.testing.conformance import T0, append, at, create, fetch, make_run
 
@@ -199,6 +199,44 @@ class SignalConformance:
         pending = await storage.list_hooks(status=HookStatus.PENDING)
         assert [h.token_hash for h in pending] == ["c", "b"]
         assert [h.token_hash for h in await storage.list_hooks(limit=1, offset=1)] == ["b"]
+
+    async def test_list_hooks_pages_after_a_cursor(self, storage: StorageBackend) -> None:
+        # 14 hooks over two runs, pairs sharing a created_at (ties go by token_hash);
+        # every third received.
+        hooks = [
+            make_hook(f"h{i:02d}", run_id=f"r{i % 2}", hook_id=f"hook:h#{i}", created_at=at(i // 2))
+            for i in range(14)
+        ]
+        for hook in hooks:
+            await storage.save_hook(hook)
+        received = [h.token_hash for h in hooks[::3]]
+        for token_hash in received:
+            await storage.update_hook(
+                token_hash, expected=HookStatus.PENDING, status=HookStatus.RECEIVED, payload="1"
+            )
+
+        async def pages(**filters: object) -> list[list[str]]:
+            found: list[list[str]] = []
+            cursor = None
+            while True:
+                page = await storage.list_hooks(limit=3, cursor=cursor, **filters)  # type: ignore[arg-type]
+                found.append([h.token_hash for h in page])
+                if len(page) < 3:
+                    return found
+                cursor = hook_cursor(page[-1])
+
+        newest_first = [h.token_hash for h in reversed(hooks)]
+        everything = await pages()
+        assert [h for p in everything for h in p] == newest_first
+        assert [len(p) for p in everything] == [3, 3, 3, 3, 2]
+        by_status = await pages(status=HookStatus.RECEIVED)
+        assert [h for p in by_status for h in p] == list(reversed(received))
+        by_run = await pages(run_id="r1")
+        assert [h for p in by_run for h in p] == [h for h in newest_first if int(h[1:]) % 2]
+        # A cursor from a hook that is gone still pages from where it stood.
+        gone = make_hook("h07x", created_at=at(3))
+        after_gone = await storage.list_hooks(limit=2, cursor=hook_cursor(gone))
+        assert [h.token_hash for h in after_gone] == ["h07", "h06"]
 
     async def test_update_hook_is_a_compare_and_set(self, storage: StorageBackend) -> None:
         await storage.save_hook(make_hook("h1"))

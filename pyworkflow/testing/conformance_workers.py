@@ -66,6 +66,33 @@ class WorkerConformance:
         assert [w.worker_id for w in await storage.list_workers()] == ["w1", "w2", "w3"]
         assert [w.worker_id for w in await storage.list_workers(limit=2)] == ["w1", "w2"]
 
+    async def test_workers_page_after_a_cursor(self, storage: StorageBackend) -> None:
+        ids = [f"host-{i % 3}:{4000 + i}:tok{i:03d}" for i in range(25)]
+        for worker_id in reversed(ids):
+            await storage.save_worker(make_worker(worker_id))
+        pages: list[list[str]] = []
+        after: str | None = None
+        while True:
+            page = [w.worker_id for w in await storage.list_workers(limit=10, after=after)]
+            pages.append(page)
+            if len(page) < 10:
+                break
+            after = page[-1]
+        assert [len(p) for p in pages] == [10, 10, 5]
+        assert [w for p in pages for w in p] == sorted(ids)
+        assert await storage.list_workers(after=sorted(ids)[-1]) == []
+
+    async def test_the_registry_is_read_whole_however_large(self, storage: StorageBackend) -> None:
+        from pyworkflow.engine.workers import all_workers, read_liveness
+
+        for i in range(12):
+            await storage.save_worker(make_worker(f"w{i:02d}", last_beat=at(100 if i else 0)))
+        assert [w.worker_id for w in await all_workers(storage, page_size=5)] == [
+            f"w{i:02d}" for i in range(12)
+        ]
+        liveness = await read_liveness(storage, at(101), ttl=30)
+        assert liveness.dead == {"w00"}
+
     async def test_deleting_a_worker_removes_only_it(self, storage: StorageBackend) -> None:
         await storage.save_worker(make_worker("w1"))
         await storage.save_worker(make_worker("w2"))

@@ -10,6 +10,12 @@ queries, sorts one): the cost of these queries then grows with log(n) plus the p
 not with the store. Queries another index would also serve (reading far more rows) must
 name their own (:data:`OWN_INDEX`).
 
+The scans of the scheduler's and the local runtime's recovery passes (:func:`scan_queries`:
+running and pending runs page by page, received hooks, the worker registry, due
+schedules) are checked the same way, over hooks, schedules and worker records seeded
+beside the runs: every page of every scan is an index seek (or, for the worker registry,
+a walk of its primary key), so no pass reads a whole table however many runs there are.
+
 The run id prefix filter (the dashboard's search box) has two good plans, and the
 planner must pick the right one: a selective prefix reads its few ids from the primary
 key and sorts just those (:data:`SELECTIVE_PREFIX`); a prefix most ids share walks the
@@ -28,9 +34,24 @@ from typing import Any
 
 import pytest
 
+from pyworkflow.engine.recovery import PAGE_SIZE
+from pyworkflow.engine.workers import PAGE_SIZE as WORKER_PAGE
 from pyworkflow.storage._sql import READ, TX, Conn, SQLStorageBackend, Statements
-from pyworkflow.storage.base import RunQuery, run_cursor
-from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun
+from pyworkflow.storage._sql_schedules import ScheduleStatements
+from pyworkflow.storage._sql_signals import SignalStatements
+from pyworkflow.storage._sql_workers import WorkerStatements
+from pyworkflow.storage.base import RunQuery, hook_cursor, run_cursor
+from pyworkflow.storage.schemas import (
+    Event,
+    EventType,
+    HookRecord,
+    HookStatus,
+    RunStatus,
+    ScheduleRecord,
+    ScheduleStatus,
+    WorkerRecord,
+    WorkflowRun,
+)
 from pyworkflow.testing.conformance import at
 from tests.storage import backend_mysql, backend_postgres, backend_sqlite
 
@@ -69,10 +90,12 @@ def seed_runs() -> list[WorkflowRun]:
 
 
 # Queries that must read one particular index, not merely some index: the status index
-# would also do for these, reading every suspended run.
+# would also do for these, reading every suspended (or running) run.
 OWN_INDEX = {
     "suspended, cancel requested": "runs_cancel_status_created_at",
     "cursor page suspended, cancel requested": "runs_cancel_status_created_at",
+    "scan: running, cancel requested": "runs_cancel_status_created_at",
+    "scan: cursor page running, cancel requested": "runs_cancel_status_created_at",
 }
 
 
@@ -150,6 +173,116 @@ def hot_queries(sql: Statements) -> dict[str, tuple[str, list[Any]]]:
     return queries
 
 
+def scan_queries(sql: Statements) -> dict[str, tuple[str, list[Any], str]]:
+    """``name -> (statement, params, plan)`` of every query the scheduler's and the local
+    runtime's recovery passes make (:mod:`pyworkflow.engine.recovery`,
+    :mod:`pyworkflow.engine.workers`, :class:`pyworkflow.celery.scheduler.TimerSweeper`,
+    the schedule service), page by page as they make them. The due-run claim, the next
+    wake-up time and the cancel-requested scan of suspended runs are in
+    :func:`hot_queries`."""
+    dt = sql.dialect.dt_to_db
+    deep = run_cursor(WorkflowRun(run_id="run-0000508", workflow_name="x", created_at=at(508)))
+    hooks, schedules, workers = (
+        SignalStatements(sql),
+        ScheduleStatements(sql),
+        WorkerStatements(sql),
+    )
+    page = PAGE_SIZE
+    hook_at = hook_cursor(
+        HookRecord(token_hash=f"{4_000:064x}", run_id="", hook_id="", name="", created_at=at(4_000))
+    )
+
+    def runs(**query: Any) -> tuple[str, list[Any], str]:
+        return (*sql.query(RunQuery(limit=page, **query)), SEEK)
+
+    running, pending = RunStatus.RUNNING, RunStatus.PENDING
+    return {
+        # runs_to_recover and awaiting_delivery: every running and pending run, by pages.
+        "scan: running, first page": runs(status=running),
+        "scan: running, cursor page": runs(status=running, cursor=deep),
+        "scan: pending, first page": runs(status=pending),
+        "scan: pending, cursor page": runs(status=pending, cursor=deep),
+        # The local runtime hands cancellations to runs executing in it.
+        "scan: running, cancel requested": runs(status=running, cancel_requested=True),
+        "scan: cursor page running, cancel requested": runs(
+            status=running, cancel_requested=True, cursor=deep
+        ),
+        # payload_signalled_runs: hooks whose payload arrived, then each one's run.
+        "scan: received hooks": (hooks.list(False, True), ["received", page, 0], SEEK),
+        "scan: received hooks, cursor page": (
+            hooks.list(False, True, True),
+            ["received", *hooks.cursor_params(hook_at), page, 0],
+            SEEK,
+        ),
+        "scan: a hook's run": (sql.get_run, ["run-0004242"], SEEK),
+        # The worker registry, in worker_id order from a cursor (walks the primary key).
+        "scan: worker registry": (workers.list, [WORKER_PAGE], WALK),
+        "scan: worker registry, cursor page": (
+            workers.list_after,
+            ["worker-host:0000500", WORKER_PAGE],
+            WALK,
+        ),
+        # Due schedules, earliest first.
+        "scan: due schedules": (schedules.due, ["active", dt(NOW), 100], SEEK),
+    }
+
+
+# Rows of the tables the scans read besides runs: enough that a planner prefers an index.
+HOOKS, SCHEDULES, WORKERS = 20_000, 5_000, 5_000
+
+
+def seed_others(sql: Statements) -> dict[str, tuple[str, list[tuple[Any, ...]]]]:
+    """``table -> (insert statement, rows)``: a hook for every run (most disposed or
+    received long ago, a tenth pending), schedules (most active, due over the past and
+    future of NOW) and worker records."""
+    hooks, schedules, workers = (
+        SignalStatements(sql),
+        ScheduleStatements(sql),
+        WorkerStatements(sql),
+    )
+    statuses = [HookStatus.DISPOSED] * 6 + [HookStatus.RECEIVED] * 3 + [HookStatus.PENDING]
+    hook_rows = [
+        hooks.hook_row(
+            HookRecord(
+                token_hash=f"{i:064x}",
+                run_id=f"run-{i:07}",
+                hook_id="hook:approval#1",
+                name="approval",
+                status=statuses[i % 10],
+                created_at=at(i),
+                received_at=at(i + 1) if statuses[i % 10] == HookStatus.RECEIVED else None,
+            )
+        )
+        for i in range(HOOKS)
+    ]
+    schedule_rows = [
+        schedules.schedule_row(
+            ScheduleRecord(
+                schedule_id=f"sched-{i:05}",
+                workflow_name=f"wf-{i % 50}",
+                status=ScheduleStatus.PAUSED if i % 10 == 0 else ScheduleStatus.ACTIVE,
+                next_run_time=at((i * 7919) % (2 * RUNS)),
+                created_at=at(i),
+                updated_at=at(i),
+            ),
+            1,
+        )
+        for i in range(SCHEDULES)
+    ]
+    worker_rows = [
+        workers.upsert_params(WorkerRecord(worker_id=f"worker-host:{i:07}", last_beat=at(i)))[:3]
+        for i in range(WORKERS)
+    ]
+    plain_upsert = sql.convert(
+        f"INSERT INTO {workers.workers} (worker_id, last_beat, data) VALUES (?, ?, ?)"
+    )
+    return {
+        "hooks": (hooks.insert, hook_rows),
+        "schedules": (schedules.insert, schedule_rows),
+        "workers": (plain_upsert, worker_rows),
+    }
+
+
 async def fill(backend: SQLStorageBackend) -> None:
     sql = backend.sql
     runs = seed_runs()
@@ -169,6 +302,8 @@ async def fill(backend: SQLStorageBackend) -> None:
         ]
         rows = [row for e in events for row in sql.event_rows(e.run_id, [e])]
         await conn.executemany(sql.insert_event, rows)
+        for statement, table_rows in seed_others(sql).values():
+            await conn.executemany(statement, table_rows)
 
     await backend._call(TX, insert)
 
@@ -190,6 +325,9 @@ def index_problems(plan: str, index: str | tuple[str, ...] | None) -> list[str]:
     return [] if any(name in plan for name in names) else [f"does not use {index}"]
 
 
+WITHOUT_ROWID_SCANS = frozenset({"SCAN workers"})
+
+
 async def sqlite_problems(
     backend: SQLStorageBackend,
     sql: str,
@@ -202,10 +340,14 @@ async def sqlite_problems(
         return await conn.fetch(f"EXPLAIN QUERY PLAN {sql}", params)
 
     steps = [str(row[3]) for row in await backend._call(READ, explain)]
+    if plan == WALK:
+        # A WITHOUT ROWID table is stored as its primary-key b-tree: its key walk reads
+        # "SCAN workers" (no sort step follows, which the check below makes sure of).
+        steps = [f"{s} USING PRIMARY KEY" if s in WITHOUT_ROWID_SCANS else s for s in steps]
     problems = [
         f"full scan: {s}"
         for s in steps
-        if s.startswith("SCAN ") and not (plan == WALK and " INDEX " in s)
+        if s.startswith("SCAN ") and not (plan == WALK and (" INDEX " in s or " KEY" in s))
     ]
     problems += [f"sort: {s}" for s in steps if "TEMP B-TREE" in s and plan != SORTED]
     if not any("INDEX" in s or "PRIMARY KEY" in s for s in steps):
@@ -231,6 +373,8 @@ async def postgres_problems(
         await conn.execute(f"ANALYZE {backend.sql.runs}", ())
         await conn.execute(f"ANALYZE {backend.sql.tags}", ())
         await conn.execute(f"ANALYZE {backend.sql.events}", ())
+        for table in ("hooks", "schedules", "workers"):
+            await conn.execute(f"ANALYZE {backend.sql.prefix}{table}", ())
         return await conn.fetch(f"EXPLAIN (FORMAT JSON) {sql}", params)
 
     rows = await backend._call(READ, explain)
@@ -255,7 +399,7 @@ async def mysql_problems(
     plan: str = SEEK,
 ) -> list[str]:
     async def explain(conn: Conn) -> Any:
-        await conn.fetch("ANALYZE TABLE runs, run_tags, events", ())
+        await conn.fetch("ANALYZE TABLE runs, run_tags, events, hooks, schedules, workers", ())
         return await conn.fetch(f"EXPLAIN {sql}", params)
 
     problems, keys = [], []
@@ -290,6 +434,8 @@ async def test_hot_queries_use_indexes(
                 query: await problems_of(backend, sql, params, OWN_INDEX.get(query))
                 for query, (sql, params) in hot_queries(backend.sql).items()
             }
+            for query, (sql, params, plan) in scan_queries(backend.sql).items():
+                report[query] = await problems_of(backend, sql, params, OWN_INDEX.get(query), plan)
             for query, (run_query, indexes, plan) in filter_queries().items():
                 # The statement query_runs would run (SQLite probes a prefix first).
                 sql, params = await backend._call(
@@ -302,7 +448,7 @@ async def test_hot_queries_use_indexes(
     assert not failing, f"{name}: plans without an index:\n" + "\n".join(
         f"  {query}: {'; '.join(problems)}" for query, problems in failing.items()
     )
-    assert len(report) == 27
+    assert len(report) == 27 + len(scan_queries(Statements(backend.sql.dialect)))
 
 
 def test_statement_text_is_parameterized() -> None:
@@ -313,6 +459,7 @@ def test_statement_text_is_parameterized() -> None:
         dialect = {"sqlite": "SQLITE", "postgres": "POSTGRES", "mysql": "MYSQL"}[name]
         sql = Statements(getattr(module, dialect))
         statements = dict(hot_queries(sql))
+        statements.update((q, (text, params)) for q, (text, params, _) in scan_queries(sql).items())
         padded = Statements(replace(sql.dialect, prefix_like=True, prefix_probe=10))
         for variant in (sql, padded):
             for query, (run_query, _, _) in filter_queries().items():

@@ -410,3 +410,25 @@ async def test_a_process_without_the_workflow_never_claims_its_ticks(
     assert after.version == before.version and await storage.list_runs() == []
     await fire(scheduler, clock, storage)
     assert len(await started_runs("s-allow_all")) == 1
+
+
+async def test_schedules_left_to_other_processes_do_not_hide_the_ones_behind(storage) -> None:
+    """150 due schedules of a workflow this process has not imported stand first in line
+    (more than one pass's batch of 100): the schedule behind them still fires, and the
+    next wake-up is its next tick, not ``None``."""
+    from pyworkflow.storage.schemas import ScheduleRecord
+
+    clock = Clock(T0)
+    scheduler = await _make(storage, clock, "allow_all", workflow_fn=report)
+    for i in range(150):
+        elsewhere = ScheduleRecord(
+            schedule_id=f"elsewhere-{i:03d}",
+            workflow_name="imported_elsewhere_only",
+            next_run_time=T0 - timedelta(hours=1),
+        )
+        assert await storage.save_schedule(elsewhere, expected_version=None)
+    await fire(scheduler, clock, storage, minutes=10)
+    assert len(await started_runs("s-allow_all")) == 1
+    assert await scheduler.tick_once() == T0 + timedelta(minutes=20)
+    left = await storage.get_schedule("elsewhere-000")
+    assert left.version == 1  # never claimed here

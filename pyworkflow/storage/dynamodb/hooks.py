@@ -11,11 +11,13 @@ from datetime import datetime
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
 from pyworkflow.core.exceptions import StorageError
+from pyworkflow.storage.base import parse_cursor
 from pyworkflow.storage.dynamodb.client import _MAX_ATTEMPTS, TableClient, _backoff, _Cancelled
 from pyworkflow.storage.dynamodb.codec import (
     Item,
     _blob_attrs,
     _bytes,
+    _from_micros,
     _micros,
     _n,
     _s,
@@ -36,6 +38,7 @@ from pyworkflow.storage.dynamodb.keys import (
     _hook_gsi,
     _hook_id_key,
     _hook_key,
+    _hook_sk,
     _run_key,
     _run_pk,
 )
@@ -205,6 +208,7 @@ class HookStore(TableClient):
         status: HookStatus | None = None,
         limit: int = 100,
         offset: int = 0,
+        cursor: str | None = None,
     ) -> list[HookRecord]:
         """By run: the run's ``HOOKID#`` items (one consistent ``Query`` of its partition)
         and a ``BatchGetItem`` of their hooks. Otherwise the ``hooks_by_status`` index, one
@@ -216,15 +220,17 @@ class HookStore(TableClient):
         offset = max(offset, 0)
         wanted = offset + limit
         want_status = None if status is None else HookStatus(status).value
+        after = None if cursor is None else parse_cursor(cursor)
         if run_id is not None:
             heads = [
                 h
                 for h in await self._run_hooks(run_id)
-                if want_status is None or h["hook_status"]["S"] == want_status
+                if (want_status is None or h["hook_status"]["S"] == want_status)
+                and (after is None or _hook_order(h) < after)
             ]
         else:
             statuses = [want_status] if want_status else [s.value for s in HookStatus]
-            found = await asyncio.gather(*(self._hooks_in(s, wanted) for s in statuses))
+            found = await asyncio.gather(*(self._hooks_in(s, wanted, after) for s in statuses))
             heads = [h for group in found for h in group]
         heads.sort(key=_hook_order, reverse=True)
         hooks = await asyncio.gather(*(self._load_hook(h) for h in heads[offset:wanted]))
@@ -244,13 +250,21 @@ class HookStore(TableClient):
         heads = await self._batch_get_hooks(hashes)
         return [h for h in heads.values() if h["run_id"]["S"] == run_id]
 
-    async def _hooks_in(self, status: str, wanted: int) -> list[Item]:
-        """The newest ``wanted`` hooks with ``status`` (index candidates re-checked)."""
+    async def _hooks_in(
+        self, status: str, wanted: int, after: tuple[int, str] | None = None
+    ) -> list[Item]:
+        """The newest ``wanted`` hooks with ``status`` ordered after ``after`` (a parsed
+        cursor: the index's sort key is then an exclusive upper bound of the query),
+        index candidates re-checked."""
         expr = _Expr()
         partition = expr.value(_s(_hook_gsi(status)))
+        condition = f"{expr.name('gsi_hook')} = {partition}"
+        if after is not None:
+            bound = _hook_sk(_from_micros(str(after[0])), after[1])
+            condition += f" AND {expr.name('hook_sk')} < {expr.value(_s(bound))}"
         params: Item = {
             "IndexName": INDEX_HOOKS,
-            "KeyConditionExpression": f"{expr.name('gsi_hook')} = {partition}",
+            "KeyConditionExpression": condition,
             "ScanIndexForward": False,
             "Limit": min(1000, max(25, wanted)),
             **expr.params(),

@@ -55,14 +55,17 @@ class WorkerStore(TableClient):
         SDK retry of a put that landed is harmless)."""
         await self._call("put_item", Item=_worker_item(worker))
 
-    async def list_workers(self, *, limit: int = 1000) -> list[WorkerRecord]:
+    async def list_workers(
+        self, *, limit: int = 1000, after: str | None = None
+    ) -> list[WorkerRecord]:
         if limit <= 0:
             return []
         expr = _Expr()
-        condition = (
-            f"{expr.name('PK')} = {expr.value(_s(_WORKERS_PK))} "
-            f"AND begins_with({expr.name('SK')}, {expr.value(_s(_WORKER))})"
-        )
+        if after is None:
+            sk = f"begins_with({expr.name('SK')}, {expr.value(_s(_WORKER))})"
+        else:  # the partition holds worker items only, all keyed _WORKER + worker_id
+            sk = f"{expr.name('SK')} > {expr.value(_worker_key(after)['SK'])}"
+        condition = f"{expr.name('PK')} = {expr.value(_s(_WORKERS_PK))} AND {sk}"
         found: list[WorkerRecord] = []
         pages = self._query(
             KeyConditionExpression=condition,

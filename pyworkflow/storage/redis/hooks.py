@@ -11,6 +11,7 @@ import json
 import secrets
 from datetime import datetime
 
+from pyworkflow.storage.base import parse_cursor
 from pyworkflow.storage.payloads import check_hook, check_hook_payload
 from pyworkflow.storage.redis.codec import HOOKS, hook_from_hash, micros, text
 from pyworkflow.storage.redis.connection import RedisConnection
@@ -67,9 +68,12 @@ class HookStore(RedisConnection):
         status: HookStatus | None = None,
         limit: int = 100,
         offset: int = 0,
+        cursor: str | None = None,
     ) -> list[HookRecord]:
         """Newest ``created_at`` first (ties: ``token_hash`` descending), through the same
-        lexicographic index walk as :meth:`list_runs`."""
+        lexicographic index walk as :meth:`list_runs` (a cursor is an exclusive upper
+        bound of that walk)."""
+        upper = "+" if cursor is None else "(" + member(*parse_cursor(cursor))
         if limit <= 0:
             return []
         keys = []
@@ -82,7 +86,7 @@ class HookStore(RedisConnection):
         _, scripts = self._client()
         with self._errors():
             rows = await scripts.query(
-                keys=keys, args=[self._base, "+", "-", max(offset, 0), limit, "hook:"]
+                keys=keys, args=[self._base, upper, "-", max(offset, 0), limit, "hook:"]
             )
         return [hook for hook in map(hook_from_hash, json.loads(rows)) if hook is not None]
 

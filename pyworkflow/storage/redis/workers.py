@@ -26,13 +26,16 @@ class WorkerStore(RedisConnection):
         with self._errors():
             await scripts.save_worker(keys=self._worker_keys(worker.worker_id), args=args)
 
-    async def list_workers(self, *, limit: int = 1000) -> list[WorkerRecord]:
+    async def list_workers(
+        self, *, limit: int = 1000, after: str | None = None
+    ) -> list[WorkerRecord]:
         if limit <= 0:
             return []
         _, scripts = self._client()
+        start = "-" if after is None else f"({after}"  # exclusive lexicographic bound
         with self._errors():
             rows = await scripts.list_workers(
-                keys=[self._key("widx", "all")], args=[self._base, limit]
+                keys=[self._key("widx", "all")], args=[self._base, limit, start]
             )
         # The stored data is only ever validated (WorkerRecord.from_stored), never run.
         return [

@@ -1,7 +1,8 @@
--- KEYS: worker id set (widx:all). ARGV: base, limit. The first `limit` workers in id
--- order (every score is 0, so rank order is member order), as one JSON array of
--- [worker_id, last_beat, data] triples.
-local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+-- KEYS: worker id set (widx:all). ARGV: base, limit, start (a ZRANGEBYLEX bound: '-'
+-- for the first page, '(' .. last id for the next). The first `limit` workers in id
+-- order from `start` (every score is 0, so lexicographic order is member order), as one
+-- JSON array of [worker_id, last_beat, data] triples.
+local ids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[3] or '-', '+', 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
 for _, id in ipairs(ids) do
   local f = redis.call('HMGET', ARGV[1] .. 'worker:' .. id, 'last_beat', 'data')
