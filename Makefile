@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery bench-lost bench-dashboard bench-scale check clean
+.PHONY: install demo test outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery bench-lost bench-dashboard bench-scale bench-logging check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -66,6 +66,10 @@ bench-lost: install
 
 # GET /api/runs over 100,000 runs on the local PostgreSQL (private schema, dropped after),
 # served by `pyworkflow dashboard`; p50/p95 per filter. Not run in CI (~2 min).
+# What lifecycle logging costs: S1 at WARNING beside INFO lines as JSON to a file.
+bench-logging: install
+	$(BIN)/python benchmarks/logging_bench.py
+
 bench-dashboard: install
 	$(BIN)/python benchmarks/dashboard_bench.py
 

@@ -97,7 +97,12 @@ from pyworkflow.core.exceptions import (
 from pyworkflow.core.registry import get_step, get_workflow, list_steps, list_workflows
 from pyworkflow.core.step import Step, step
 from pyworkflow.core.workflow import workflow
-from pyworkflow.observability import configure_logging, get_logger
+from pyworkflow.observability import (
+    configure_logging,
+    forward_to_logging,
+    get_logger,
+    set_log_level,
+)
 from pyworkflow.primitives import (
     ChildWorkflowHandle,
     TypedHook,
@@ -206,6 +211,7 @@ __all__ = [
     "configure",
     "configure_from_yaml",
     "configure_logging",
+    "forward_to_logging",
     "continue_as_new",
     "create_schedule",
     "current_context",
@@ -217,6 +223,7 @@ __all__ = [
     "get_context",
     "get_hook",
     "get_logger",
+    "set_log_level",
     "get_runtime",
     "get_schedule",
     "get_step",

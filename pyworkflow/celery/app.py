@@ -17,11 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import import_modules
+from celery.signals import after_setup_logger, import_modules
 from kombu import Queue  # type: ignore[attr-defined]
 
 from pyworkflow.core.config import discover_workflows, get_config
 from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.observability.package_log import set_log_level
 
 # Separate queues so each kind of work can get its own workers (``-Q``).
 WORKFLOWS_QUEUE = "pyworkflow.workflows"
@@ -115,6 +116,16 @@ def _import_workflows(**_: Any) -> None:
 
 
 import_modules.connect(_import_workflows, sender=app)
+
+
+def _follow_celery_loglevel(loglevel: int | str | None = None, **_: Any) -> None:
+    # ``celery worker|beat --loglevel=info`` (and ``pyworkflow worker``, default info):
+    # pyworkflow's own lines from that level up, its runs' lifecycle lines included.
+    if loglevel is not None:
+        set_log_level(loglevel)
+
+
+after_setup_logger.connect(_follow_celery_loglevel)
 
 
 _senders: dict[str, Celery] = {}

@@ -14,7 +14,10 @@ are decoded as JSON data only: a pickled value is refused whatever ``allow_pickl
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -141,10 +144,51 @@ async def routes_of(storage: StorageBackend, run_ids: Iterable[str]) -> dict[str
     return {run.run_id: Route.of(run) for run in await storage.get_runs(wanted)}
 
 
-def _send(name: str, kwargs: dict[str, Any], **options: Any) -> None:
+# Message headers (not task arguments: a worker of an earlier version ignores unknown
+# headers, while it would refuse an unknown argument).
+SENT_AT = "pyworkflow_sent_at"  # when the message was sent (Unix time)
+LABEL = "pyworkflow_name"  # the workflow or step it is for
+
+
+def _send(name: str, kwargs: dict[str, Any], *, label: str, **options: Any) -> None:
     from pyworkflow.celery.app import sending_app
 
-    sending_app().send_task(name, kwargs=kwargs, **options)
+    headers = {SENT_AT: time.time(), LABEL: label}
+    sending_app().send_task(name, kwargs=kwargs, headers=headers, **options)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What the headers of the message being executed say (validated: broker input)."""
+
+    name: str  # the workflow or step, "unknown" when the header is missing or malformed
+    waited: float | None  # seconds from sending (or the end of its countdown) to now
+
+
+def current_delivery() -> Delivery:
+    """The headers of the task message this worker process is executing."""
+    from celery import current_task
+
+    request = getattr(current_task, "request", None)
+    sent = _header(request, SENT_AT)
+    label = _header(request, LABEL)
+    name = label if isinstance(label, str) and 0 < len(label) <= 200 else "unknown"
+    if not isinstance(sent, int | float) or isinstance(sent, bool) or not math.isfinite(sent):
+        return Delivery(name, None)
+    start = float(sent)
+    eta = getattr(request, "eta", None)
+    if isinstance(eta, str):
+        with contextlib.suppress(ValueError):
+            start = max(start, datetime.fromisoformat(eta).timestamp())
+    waited = time.time() - start
+    return Delivery(name, waited if 0 <= waited < 366 * 86400 else None)
+
+
+def _header(request: Any, key: str) -> Any:
+    headers = getattr(request, "headers", None)
+    if isinstance(headers, dict) and key in headers:
+        return headers[key]
+    return getattr(request, key, None)
 
 
 def _label(kind: str, name: str) -> str:
@@ -170,6 +214,7 @@ def send_workflow(
     _send(
         RUN_WORKFLOW,
         kwargs,
+        label=route.workflow_name,
         eta=eta,
         queue=route.queue or WORKFLOWS_QUEUE,
         shadow=_label("workflow", route.workflow_name),
@@ -187,6 +232,7 @@ def send_step(step: DispatchedStep, round_owner: str, *, eta: datetime | None = 
     _send(
         RUN_STEP,
         kwargs,
+        label=step.step_name or step.op_id,
         eta=eta,
         queue=step.queue or STEPS_QUEUE,
         shadow=_label("step", step.step_name or step.op_id),
@@ -205,6 +251,7 @@ def send_transient(
     _send(
         RUN_TRANSIENT,
         {"workflow_name": workflow_name, "run_id": run_id, "payload": payload},
+        label=workflow_name,
         queue=queue or WORKFLOWS_QUEUE,
         shadow=_label("workflow", workflow_name),
         argsrepr="()",

@@ -7,13 +7,12 @@ import json
 import uuid
 from datetime import timedelta
 
-from loguru import logger
-
 from pyworkflow.celery.messages import Route, route_of, send_transient, send_workflow
 from pyworkflow.core.config import get_config
 from pyworkflow.engine.owners import QUEUED_OWNER
 from pyworkflow.engine.runner import connect, store_new_run
 from pyworkflow.engine.runs import RunRequest, build_run
+from pyworkflow.observability.package_log import logger
 from pyworkflow.runtime.base import Runtime
 from pyworkflow.serialization import encode
 from pyworkflow.storage.base import StorageBackend

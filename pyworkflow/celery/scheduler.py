@@ -30,8 +30,6 @@ import uuid
 from datetime import datetime, timedelta
 from functools import partial
 
-from loguru import logger
-
 from pyworkflow.celery.app import WORKFLOWS_QUEUE, sending_app
 from pyworkflow.celery.messages import Route, route_of, routes_of, send_workflow
 from pyworkflow.celery.runtime import CeleryRuntime
@@ -45,6 +43,7 @@ from pyworkflow.engine.recovery import (
     signalled_suspended_runs,
 )
 from pyworkflow.engine.workers import Liveness, prune_workers, read_liveness
+from pyworkflow.observability.package_log import logger
 from pyworkflow.scheduler.declared import activate_declared
 from pyworkflow.scheduler.service import ScheduleService
 from pyworkflow.storage.base import SCHEDULES, StorageBackend

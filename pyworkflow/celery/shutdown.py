@@ -40,9 +40,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from loguru import logger
-
 from pyworkflow.core.config import get_config, new_storage
+from pyworkflow.observability.package_log import logger
 
 # Sent by the main process to its pool processes when its warm shutdown begins (SIGUSR1
 # is billiard's soft time limit; SIGUSR2 is unused by Celery's pool processes).

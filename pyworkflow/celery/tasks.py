@@ -17,7 +17,6 @@ from celery.signals import (
     worker_process_shutdown,
     worker_shutting_down,
 )
-from loguru import logger
 
 from pyworkflow.celery import shutdown, worker
 from pyworkflow.celery.app import (
@@ -32,14 +31,24 @@ from pyworkflow.celery.messages import (
     StepMessage,
     TransientMessage,
     WorkflowMessage,
+    current_delivery,
     read_message,
 )
 from pyworkflow.celery.scheduler import TimerSweeper
+from pyworkflow.observability import lifecycle
+from pyworkflow.observability.package_log import logger
 
 _sweeper: TimerSweeper | None = None
 _sweeps = 0
 # The worker (Celery's WorkController) of this main process, once set up.
 _worker: Any = None
+
+
+def _waited(kind: str) -> None:
+    """Report how long this task's message waited in the broker (queue lag)."""
+    delivery = current_delivery()
+    if delivery.waited is not None:
+        lifecycle.message_waited(kind, delivery.name, delivery.waited)
 
 
 @app.task(name=RUN_WORKFLOW)
@@ -49,6 +58,7 @@ def run_workflow(
     """Start, resume or recover a run (its lease decides whether this delivery acts)."""
     fields = {"run_id": run_id, "steal_from": steal_from, "recovery": recovery, "force": force}
     msg = read_message(WorkflowMessage, RUN_WORKFLOW, fields)
+    _waited("workflow")
     proc = worker.current()
     proc.run(
         worker.execute_workflow(
@@ -62,6 +72,7 @@ def run_step(run_id: str, op_id: str, round_owner: str) -> None:
     """Run one dispatched step attempt and record its outcome."""
     fields = {"run_id": run_id, "op_id": op_id, "round_owner": round_owner}
     msg = read_message(StepMessage, RUN_STEP, fields)
+    _waited("step")
     proc = worker.current()
     proc.run(worker.execute_step(msg.run_id, msg.op_id, msg.round_owner))
 
@@ -71,6 +82,7 @@ def run_transient(workflow_name: str, run_id: str, payload: str) -> None:
     """Run a ``durable=False`` workflow in this process."""
     fields = {"workflow_name": workflow_name, "run_id": run_id, "payload": payload}
     msg = read_message(TransientMessage, RUN_TRANSIENT, fields)
+    _waited("workflow")
     proc = worker.current()
     proc.run(worker.execute_transient(msg.workflow_name, msg.run_id, msg.payload))
 

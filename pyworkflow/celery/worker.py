@@ -18,7 +18,6 @@ from functools import partial
 from typing import Any, TypeVar
 
 from kombu.exceptions import KombuError
-from loguru import logger
 
 from pyworkflow import __version__
 from pyworkflow.celery.messages import (
@@ -45,6 +44,7 @@ from pyworkflow.engine.step_worker import (
     steps_in_flight,
 )
 from pyworkflow.engine.workers import WorkerBeat
+from pyworkflow.observability.package_log import logger
 from pyworkflow.storage.base import WORKERS, StorageBackend
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
 

@@ -106,6 +106,13 @@ def _queue_names(queues: str) -> list[str]:
 
 def _scheduler_options(fn: Any) -> Any:
     fn = click.option(
+        "--loglevel",
+        "-l",
+        default="info",
+        show_default=True,
+        help="pyworkflow's log lines from this level up (debug, info, warning, error).",
+    )(fn)
+    fn = click.option(
         "--poll-interval", type=float, help="Longest sleep between checks (s); default: config."
     )(fn)
     fn = click.option("--duration", type=float, help="Stop after this many seconds.")(fn)
@@ -115,27 +122,35 @@ def _scheduler_options(fn: Any) -> Any:
 @click.group(invoke_without_command=True)
 @_scheduler_options
 @click.pass_context
-def scheduler(ctx: click.Context, poll_interval: float | None, duration: float | None) -> None:
+def scheduler(
+    ctx: click.Context, poll_interval: float | None, duration: float | None, loglevel: str
+) -> None:
     """Fire due timers and recover runs of dead workers (instead of Celery beat).
 
     Needs the celery extra when run: pip install "pyworkflow-engine[celery]".
     """
     if ctx.invoked_subcommand is None:
-        _start_scheduler(poll_interval, duration)
+        _start_scheduler(poll_interval, duration, loglevel)
 
 
 @scheduler.command("run")
 @_scheduler_options
-def scheduler_run(poll_interval: float | None, duration: float | None) -> None:
+def scheduler_run(poll_interval: float | None, duration: float | None, loglevel: str) -> None:
     """Fire due timers and recover runs of dead workers (instead of Celery beat).
 
     Needs the celery extra when run: pip install "pyworkflow-engine[celery]".
     """
-    _start_scheduler(poll_interval, duration)
+    _start_scheduler(poll_interval, duration, loglevel)
 
 
-def _start_scheduler(poll_interval: float | None, duration: float | None) -> None:
+def _start_scheduler(poll_interval: float | None, duration: float | None, loglevel: str) -> None:
     _require_celery()
+    from pyworkflow.observability.package_log import set_log_level
+
+    try:
+        set_log_level(loglevel)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--loglevel") from None
     from pyworkflow.celery.scheduler import run_scheduler
     from pyworkflow.core.config import get_storage
 

@@ -10,14 +10,13 @@ decides what that means (flush and return, raise, suspend until ``retry_at``, ap
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from loguru import logger
-
-from pyworkflow.context.base import StepInfo, current_step
+from pyworkflow.context.base import StepInfo, current_context, current_step
 from pyworkflow.core.exceptions import (
     FatalError,
     PayloadTooLargeError,
@@ -29,6 +28,8 @@ from pyworkflow.core.retry import retry_after_seconds, retry_delay_seconds
 from pyworkflow.core.step import StepDefinition
 from pyworkflow.engine import events
 from pyworkflow.engine.log import check_storable
+from pyworkflow.observability import lifecycle
+from pyworkflow.observability.package_log import logger
 from pyworkflow.serialization import encode, encode_error
 from pyworkflow.storage.payloads import PayloadLimit
 from pyworkflow.storage.schemas import EventType, utcnow
@@ -97,24 +98,33 @@ async def run_attempts(
     while True:
         recorder.started(attempt)
         token = current_step.set(StepInfo(step_id, name, attempt))
+        began = time.perf_counter()
         try:
             result = await run_attempt(call, definition.timeout, name, attempt)
             completed = _completion(step_id, name, attempt, result, limit) if durable else None
         except asyncio.CancelledError:
+            _ended(step_id, name, attempt, "cancelled", began)
             reason = "the attempt was cancelled while running"
             recorder.record(
                 EventType.STEP_CANCELLED, events.step_cancelled(step_id, name, attempt, reason)
             )
             raise
         except Exception as exc:  # noqa: BLE001 - every user failure is recorded
+            _ended(step_id, name, attempt, "failed", began)
             delay = retry_delay_for(definition, exc, attempt)
             retry_at = None if delay is None else utcnow() + timedelta(seconds=delay)
-            message = _record_failure(recorder, step_id, name, attempt, exc, delay, retry_at)
+            _record_failure(recorder, step_id, name, attempt, exc, delay, retry_at)
             if delay is None or retry_at is None:
                 return StepOutcome(attempt, error=exc)
-            logger.warning(
-                "step {} attempt {} failed ({}); retry in {}s", step_id, attempt, message, delay
-            )
+            if not durable:  # no log to commit: said here (a durable run says it on commit)
+                logger.warning(
+                    "step {} attempt {} failed ({}); attempt {} in {}s",
+                    name,
+                    attempt,
+                    exc,
+                    attempt + 1,
+                    delay,
+                )
             attempt += 1
             if delay > 0:
                 if durable:
@@ -123,10 +133,21 @@ async def run_attempts(
             continue
         finally:
             current_step.reset(token)
+        _ended(step_id, name, attempt, "completed", began)
         if completed is None:
             return StepOutcome(attempt, result=result)
         recorder.record(EventType.STEP_COMPLETED, completed)
         return StepOutcome(attempt, result=result, encoded=completed["result"])
+
+
+def _ended(step_id: str, name: str, attempt: int, status: str, began: float) -> None:
+    ctx = current_context()
+    run = lifecycle.RunRef(ctx.run_id, ctx.workflow_name) if ctx is not None else None
+    if run is not None:
+        seconds = time.perf_counter() - began
+        lifecycle.step_attempt_ended(
+            lifecycle.StepAttempt(run, step_id, name, attempt, status, seconds)
+        )
 
 
 def _completion(
@@ -153,8 +174,8 @@ def _record_failure(
     exc: Exception,
     delay: float | None,
     retry_at: datetime | None,
-) -> str:
-    """Record a failed attempt; returns the error's message as stored (size capped)."""
+) -> None:
+    """Record a failed attempt."""
     error = encode_error(exc)
     recorder.record(
         EventType.STEP_FAILED,
@@ -167,7 +188,6 @@ def _record_failure(
             EventType.STEP_RETRYING,
             events.step_retrying(step_id, name, attempt + 1, retry_at, delay),
         )
-    return str(error["message"])
 
 
 async def run_attempt(

@@ -42,6 +42,7 @@ from pyworkflow.engine.log import (
 )
 from pyworkflow.engine.replay import ChildRecord, History, HookHistory
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
+from pyworkflow.observability import lifecycle
 from pyworkflow.primitives.hook_tokens import derive_token, token_to_hand_out
 from pyworkflow.primitives.hook_tokens import hash_token as hash_token  # api.py imports it here
 from pyworkflow.serialization import decode, decode_error, encode, encode_error
@@ -96,6 +97,8 @@ class RunOptions:
         on_child_created: called with a child's run id once the child is stored.
         round_owner: set when live steps are dispatched to step workers rather than run
             here: the lease owner of this execution's dispatch round.
+        due_at: the wake-up time that woke this execution (a sleep, a retry delay), for
+            the timer lateness reported when it resumes.
     """
 
     limits: EventLimits
@@ -104,6 +107,7 @@ class RunOptions:
     max_nesting_depth: int = 3
     on_child_created: Callable[[str], None] | None = None
     round_owner: str | None = None
+    due_at: datetime | None = None
 
 
 class RunContext(WorkflowContext):
@@ -134,6 +138,8 @@ class RunContext(WorkflowContext):
             last_sequence=history.last_sequence,
             limits=options.limits,
             stored=stored_log,
+            workflow_name=workflow_name,
+            due_at=options.due_at,
         )
         self._counters: dict[str, int] = {}
         self._position = 0
@@ -557,8 +563,9 @@ class RunContext(WorkflowContext):
             nesting_depth=depth,
         )
         child, started = build_run(request, owner=None, lease_ttl=0)
-        with contextlib.suppress(RunAlreadyExistsError):
+        with contextlib.suppress(RunAlreadyExistsError):  # created before a crash
             await self.io(self._storage.create_run(child, [started]))
+            lifecycle.events_committed(child.run_id, child.workflow_name, [started])
         self.record(
             EventType.CHILD_WORKFLOW_STARTED,
             events.child_started(op_id, child.run_id, definition.name, policy),

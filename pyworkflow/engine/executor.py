@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from loguru import logger
-
 from pyworkflow.context.base import reset_context, set_context
 from pyworkflow.context.step_context import restore_step_context
 from pyworkflow.core.config import get_config
@@ -53,6 +51,8 @@ from pyworkflow.engine.log import (
 from pyworkflow.engine.owners import OwnerKind, new_owner
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
+from pyworkflow.observability import lifecycle
+from pyworkflow.observability.package_log import logger
 from pyworkflow.serialization import encode, encode_error
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import Event, EventType, HookStatus, RunStatus, WorkflowRun, utcnow
@@ -95,6 +95,7 @@ async def execute_run(
     on_child_created: Callable[[str], None] | None = None,
     dispatch_steps: bool = False,
     log: list[Event] | None = None,
+    due_at: datetime | None = None,
 ) -> Outcome:
     """Execute ``run`` until it completes, fails or suspends; persist the outcome.
 
@@ -103,7 +104,8 @@ async def execute_run(
     the run's stored log the history was built from: extended with what this execution
     writes, it is cached if the run suspends (a later resume here skips the read). With
     ``dispatch_steps``, live steps (except ``force_local`` ones) are not run here but
-    returned in ``Outcome.dispatched`` for step workers.
+    returned in ``Outcome.dispatched`` for step workers. ``due_at``: the wake-up time
+    that woke the run (reported as timer lateness once it resumes).
     """
     options = RunOptions(
         limits=limits,
@@ -112,6 +114,7 @@ async def execute_run(
         max_nesting_depth=get_config().max_nesting_depth,
         on_child_created=on_child_created,
         round_owner=new_owner(OwnerKind.ROUND) if dispatch_steps else None,
+        due_at=due_at,
     )
     ctx = RunContext(
         run_id=run.run_id,
@@ -382,6 +385,7 @@ async def _continue_as_new(
     try:
         with contextlib.suppress(RunAlreadyExistsError):  # created before a crash: adopt it
             await ctx.io(storage.create_run(new_run, [started]))
+            lifecycle.events_committed(new_run.run_id, new_run.workflow_name, [started])
     except OwnershipLost:
         return Outcome(status=None)
     ctx.record_close_out("the run continued as a new run")
@@ -448,7 +452,13 @@ async def fail_unstarted(
 ) -> Outcome:
     """Fail a run without executing its code (e.g. it may not be recovered again):
     ``first`` events, what it leaves open, and ``workflow.failed``, in one append."""
-    log = RunLog(run.run_id, storage, last_sequence=history.last_sequence, limits=limits)
+    log = RunLog(
+        run.run_id,
+        storage,
+        last_sequence=history.last_sequence,
+        limits=limits,
+        workflow_name=run.workflow_name,
+    )
     for type_, data in [*first, *close_out_drafts(history, [], "the run failed")]:
         log.record(type_, data, force=True)
     outcome = await _store_failure(log, error, **changes)
@@ -474,7 +484,6 @@ async def _write_failure(log: RunLog, error: BaseException, changes: dict[str, A
     encoded = encode_error(error)
     # The run's error field and the log line carry the message as stored (its size capped).
     message = f"{type(error).__name__}: {encoded['message']}"
-    logger.error("workflow run {} failed: {}", log.run_id, message)
     log.record(EventType.WORKFLOW_FAILED, events.workflow_failed(encoded), force=True)
     final = {"status": RunStatus.FAILED, "error": message, "completed_at": utcnow()}
     try:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from datetime import datetime
 from typing import Any
-
-from loguru import logger
 
 from pyworkflow.core.exceptions import (
     EventLimitExceededError,
@@ -24,6 +23,8 @@ from pyworkflow.core.exceptions import (
     StorageError,
     StorageUnavailableError,
 )
+from pyworkflow.observability import lifecycle
+from pyworkflow.observability.package_log import logger
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.payloads import PayloadLimit, check_size, strict_json
 from pyworkflow.storage.schemas import Event, EventType, RunUpdate, utcnow
@@ -90,6 +91,8 @@ class RunLog:
 
     __slots__ = (
         "run_id",
+        "workflow_name",
+        "due_at",
         "committed",
         "stored",
         "_storage",
@@ -110,8 +113,13 @@ class RunLog:
         last_sequence: int,
         limits: EventLimits,
         stored: list[Event] | None = None,
+        workflow_name: str = "",
+        due_at: datetime | None = None,
     ) -> None:
         self.run_id = run_id
+        self.workflow_name = workflow_name
+        # The wake-up time that woke this execution, until its workflow.resumed commits.
+        self.due_at = due_at
         self.committed = last_sequence
         self.stored = stored
         self._storage = storage
@@ -199,9 +207,14 @@ class RunLog:
                 self.stored = None
                 raise
             if batch:
-                self.committed = batch[-1].sequence
-                if self.stored is not None:
-                    self.stored.extend(batch)
+                self._committed(batch)
+
+    def _committed(self, batch: list[Event]) -> None:
+        self.committed = batch[-1].sequence
+        if self.stored is not None:
+            self.stored.extend(batch)
+        lifecycle.events_committed(self.run_id, self.workflow_name, batch, due_at=self.due_at)
+        self.due_at = None
 
     async def _guarded(self, call: Awaitable[None], doing: str) -> None:
         """Await a storage call; turn storage's answers and faults into the reason this
@@ -240,7 +253,7 @@ class RunLog:
         run = await self._storage.get_run(self.run_id)
         stored = run.last_sequence if run is not None else -1
         if batch and stored == batch[-1].sequence:
-            self.committed = stored
+            self._committed(batch)
         elif stored == self.committed:
             self._pending[:0] = batch
             self._changes = {**update, **self._changes}

@@ -11,8 +11,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from loguru import logger
-
 from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import (
     HistoryCorruptedError,
@@ -33,6 +31,8 @@ from pyworkflow.engine.owners import owner_is_dead, process_owner
 from pyworkflow.engine.recovery import backoff_delay, never_executed
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest
+from pyworkflow.observability import lifecycle
+from pyworkflow.observability.package_log import logger
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import (
     Event,
@@ -84,7 +84,7 @@ async def store_new_run(
             existing = await storage.get_run_by_idempotency_key(idempotency_key)
             if existing is not None:
                 return existing
-        return await storage.create_run(run, [started])
+        return _created(await storage.create_run(run, [started]), run, started)
     except Exception as exc:
         if not is_storage_fault(exc):
             raise
@@ -93,11 +93,11 @@ async def store_new_run(
         await asyncio.sleep(backoff_delay(attempt))
         try:
             try:
-                return await storage.create_run(run, [started])
+                return _created(await storage.create_run(run, [started]), run, started)
             except RunAlreadyExistsError:
                 found = await storage.get_run(run.run_id)
                 if found is not None and found.workflow_name == run.workflow_name:
-                    return found  # the first write landed
+                    return _created(found, run, started)  # the first write landed
                 raise
         except Exception as exc:
             if not is_storage_fault(exc):
@@ -107,6 +107,12 @@ async def store_new_run(
         f"storing a run of workflow {run.workflow_name!r} failed and storage did not answer "
         f"whether it was stored ({failure}); retry start() with an idempotency_key to be safe"
     ) from failure
+
+
+def _created(stored: WorkflowRun, run: WorkflowRun, started: Event) -> WorkflowRun:
+    if stored.run_id == run.run_id:  # not another run holding the idempotency key
+        lifecycle.events_committed(run.run_id, run.workflow_name, [started])
+    return stored
 
 
 async def keep_leases(
@@ -221,15 +227,16 @@ async def resume_run(
         changes["recovery_attempts"] = attempt
         if not run.recover_on_worker_loss or attempt > run.max_recovery_attempts:
             return await _fail_unrecoverable(storage, run, history, first, changes)
-        logger.info("recovering run {} (attempt {})", run_id, attempt)
         history.mark_interrupted()  # step attempts dispatched before the crash are lost
     if not (run.status == RunStatus.PENDING and run.last_sequence <= 1):
         first.append((EventType.WORKFLOW_RESUMED, workflow_resumed()))  # (a queued run starts)
+    woken = run.status == RunStatus.SUSPENDED and run.wake_at is not None and not early
     outcome = await execute_run(
         run=run,
         definition=definition,
         history=history,
         storage=storage,
+        due_at=run.wake_at if woken else None,
         limits=event_limits(),
         args=args,
         kwargs=kwargs,

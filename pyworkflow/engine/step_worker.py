@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from loguru import logger
-
 from pyworkflow.context.base import WorkflowContext, reset_context, set_context
 from pyworkflow.context.step_context import restore_step_context
 from pyworkflow.core.config import get_config
@@ -42,6 +40,7 @@ from pyworkflow.engine.events import Draft
 from pyworkflow.engine.owners import OwnerKind, new_owner, owner_kind
 from pyworkflow.engine.replay import History, StepRecord
 from pyworkflow.engine.runner import load_history
+from pyworkflow.observability.package_log import logger, user_logger
 from pyworkflow.serialization import decode
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.payloads import PayloadLimit
@@ -232,7 +231,7 @@ class _StepWorkerContext(WorkflowContext):
     def log(self, level: str, message: str) -> None:
         # Not an event: replay counts the workflow's own log events, and this step's
         # body never runs on replay. The worker's log gets it, with the run's id.
-        logger.log(level.upper(), "[run {}] {}", self.run_id, message)
+        user_logger.log(level.upper(), "[run {}] {}", self.run_id, message)
 
 
 class _DraftRecorder:

@@ -11,12 +11,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from loguru import logger
-
 from pyworkflow.context.base import WorkflowContext, reset_context, set_context
 from pyworkflow.core.exceptions import ContinueAsNewSignal
 from pyworkflow.core.step import StepDefinition
 from pyworkflow.engine.attempts import NO_RECORDER, run_attempts
+from pyworkflow.observability.package_log import user_logger
 from pyworkflow.storage.schemas import utcnow
 
 
@@ -53,7 +52,7 @@ class TransientContext(WorkflowContext):
         await asyncio.sleep(max(0.0, (wake_at - utcnow()).total_seconds()))
 
     def log(self, level: str, message: str) -> None:
-        logger.log(level.upper(), message)
+        user_logger.log(level.upper(), message)
 
 
 async def run_transient(

@@ -36,9 +36,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from loguru import logger
-
 from pyworkflow.engine.owners import OwnerKind, new_owner
+from pyworkflow.observability.package_log import logger
 from pyworkflow.storage.base import WORKERS, StorageBackend
 from pyworkflow.storage.schemas import WorkerRecord, utcnow
 

@@ -21,10 +21,9 @@ import os
 import secrets
 from pathlib import Path
 
-from loguru import logger
-
 from pyworkflow.core.config import MIN_SECRET_KEY_LENGTH, get_config
 from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.observability.package_log import logger
 from pyworkflow.storage.schemas import HookRecord
 
 TOKEN_PREFIX = "whk_"

@@ -34,8 +34,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from loguru import logger
-
 from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import (
     RunNotFoundError,
@@ -64,6 +62,7 @@ from pyworkflow.engine.runner import (
 )
 from pyworkflow.engine.runs import RunRequest, build_run
 from pyworkflow.engine.transient import TransientContext, run_transient
+from pyworkflow.observability.package_log import logger
 from pyworkflow.runtime.base import Runtime
 from pyworkflow.scheduler.declared import activate_declared
 from pyworkflow.scheduler.service import ScheduleService
@@ -460,7 +459,7 @@ def _log_loop_error(what: str, exc: Exception) -> None:
     if is_storage_fault(exc):
         logger.warning("{} failed, storage unavailable ({}); retrying", what, exc)
     else:
-        logger.opt(exception=exc).error("{} failed; retrying", what)
+        logger.failure(exc, "{} failed; retrying", what)
 
 
 class LocalRuntime(Runtime):

@@ -7,8 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from loguru import logger
-
+from pyworkflow.observability.package_log import logger
 from pyworkflow.scheduler.model import Schedule, spec_to_json
 from pyworkflow.scheduler.specs import OverlapPolicy, ScheduleSpec
 from pyworkflow.storage.base import StorageBackend

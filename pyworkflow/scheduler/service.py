@@ -20,12 +20,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from loguru import logger
-
 from pyworkflow.core.exceptions import RunAlreadyExistsError, WorkflowNotFoundError
 from pyworkflow.core.registry import get_workflow, require_workflow
 from pyworkflow.engine.context import TERMINATE_PREFIX
 from pyworkflow.engine.runs import RunRequest, derived_run_id
+from pyworkflow.observability.package_log import logger
 from pyworkflow.scheduler.model import Schedule, ScheduleEntry
 from pyworkflow.scheduler.specs import OverlapPolicy
 from pyworkflow.storage.base import StorageBackend

@@ -8,7 +8,6 @@ import traceback
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from loguru import logger
 from pydantic import ValidationError
 
 from pyworkflow.core.exceptions import (
@@ -22,6 +21,7 @@ from pyworkflow.core.exceptions import (
     StorageError,
     StorageUnavailableError,
 )
+from pyworkflow.observability.package_log import logger
 
 #: Error class -> HTTP status, most specific first.
 STATUS: tuple[tuple[type[Exception], int], ...] = (

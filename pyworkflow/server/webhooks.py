@@ -18,7 +18,6 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
-from loguru import logger
 from pydantic import BaseModel, Field, ValidationError
 
 from pyworkflow.api import ResumeResult, resume_hook_by_key
@@ -28,6 +27,7 @@ from pyworkflow.core.exceptions import (
     HookNotFoundError,
     HookPayloadError,
 )
+from pyworkflow.observability.package_log import logger
 from pyworkflow.primitives.hook_tokens import TOKEN_PREFIX, hash_token
 from pyworkflow.server.app import state
 from pyworkflow.server.deps import Storage

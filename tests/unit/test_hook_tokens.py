@@ -64,7 +64,7 @@ def _fresh() -> Iterator[None]:
 
 
 @pytest.fixture
-def log_lines() -> Iterator[list[str]]:
+def log_lines(pyworkflow_debug_logs: None) -> Iterator[list[str]]:
     lines: list[str] = []
     sink = logger.add(lines.append, level="DEBUG")
     yield lines

@@ -158,7 +158,7 @@ async def test_concurrent_deliveries_one_wins() -> None:
     assert run.result == outcomes.index(wins[0])
 
 
-async def test_token_never_logged() -> None:
+async def test_token_never_logged(pyworkflow_debug_logs: None) -> None:
     tokens.clear()
     lines: list[str] = []
     sink = logger.add(lines.append, level="DEBUG")

@@ -38,6 +38,7 @@ from pyworkflow import (
 from pyworkflow.core.registry import require_step, require_workflow
 from pyworkflow.core.workflow import definition_of
 from pyworkflow.engine.runs import RunRequest
+from pyworkflow.observability import set_log_level
 from pyworkflow.runtime import local as local_runtime
 from pyworkflow.scheduler.declared import forget_declared
 from pyworkflow.storage.memory import InMemoryStorageBackend
@@ -103,11 +104,13 @@ async def _logs_about(run_id: str, work: Awaitable[Any]) -> tuple[Any, list[tupl
     """Await ``work`` (it must not raise); return its result and the (level, message) of
     every log record mentioning ``run_id``."""
     records: list[Any] = []
+    set_log_level("DEBUG")
     sink = logger.add(lambda message: records.append(message.record), level="DEBUG")
     try:
         result = await work
     finally:
         logger.remove(sink)
+        set_log_level("WARNING")
     return result, [(r["level"].name, r["message"]) for r in records if run_id in r["message"]]
 
 

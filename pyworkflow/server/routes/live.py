@@ -20,9 +20,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
-from loguru import logger
 from pydantic import BaseModel
 
+from pyworkflow.observability.package_log import logger
 from pyworkflow.server.app import state
 from pyworkflow.server.deps import Reader, Storage
 from pyworkflow.server.models import EventOut, RunSummary

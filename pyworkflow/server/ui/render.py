@@ -24,9 +24,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
-from loguru import logger
 from pydantic import ValidationError
 
+from pyworkflow.observability.package_log import logger
 from pyworkflow.server.app import state
 from pyworkflow.server.auth import Principal, current_principal
 from pyworkflow.server.errors import status_of
@@ -310,7 +310,7 @@ def _failure(request: Request, exc: Exception) -> Response:
         return error_page(request, status, _first_line(exc))
     if isinstance(exc, ValueError):
         return error_page(request, 400, _first_line(exc))
-    logger.opt(exception=exc).error("dashboard: {} {} failed", request.method, request.url.path)
+    logger.failure(exc, "dashboard: {} {} failed", request.method, request.url.path)
     return error_page(request, 500, "internal error (see the server's log)")
 
 
