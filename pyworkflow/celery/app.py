@@ -8,8 +8,8 @@ modules workers import. Messages carry ids only; all state lives in storage.
 Broker settings that keep a long task from being handed out twice follow one option,
 ``celery_ack_timeout`` (the longest a worker may hold a message unacknowledged): Redis's
 ``visibility_timeout`` and, on RabbitMQ, the ``x-consumer-timeout`` consumer argument of
-every queue (honoured by RabbitMQ 3.11.15 and later, ignored by older servers, which use
-their ``consumer_timeout`` setting). See docs/deployment.md, "Brokers".
+every queue, routed ones included (honoured by RabbitMQ 3.11.15 and later, ignored by
+older servers, which use their ``consumer_timeout`` setting). See docs/deployment.md, "Brokers".
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.app.amqp import Queues as AmqpQueues
 from celery.signals import after_setup_logger, import_modules
 from kombu import Queue  # type: ignore[attr-defined]
 
@@ -47,6 +48,20 @@ def queues(ack_timeout: float) -> list[Queue]:
         Queue(name, consumer_arguments={"x-consumer-timeout": timeout_ms})  # type: ignore[no-untyped-call]
         for name in QUEUES
     ]
+
+
+def _missing_queues_with(ack_timeout: float) -> type[AmqpQueues]:
+    """Celery's queue table, where a queue named only by routing (``-Q gpu``, a message
+    sent to ``queue="gpu"``) gets the same acknowledgement timeout as pyworkflow's own."""
+    timeout_ms = int(ack_timeout * 1000)
+
+    class RoutedQueues(AmqpQueues):  # type: ignore[misc]
+        def new_missing(self, name: str) -> Queue:
+            queue: Queue = super().new_missing(name)
+            queue.consumer_arguments = {"x-consumer-timeout": timeout_ms}  # type: ignore[attr-defined]
+            return queue
+
+    return RoutedQueues
 
 
 def create_app() -> Celery:
@@ -97,6 +112,7 @@ def create_app() -> Celery:
         timezone="UTC",
         worker_hijack_root_logger=False,
     )
+    celery_app.amqp.queues_cls = _missing_queues_with(cfg.celery_ack_timeout)
     return celery_app
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from datetime import timedelta
 
 from pyworkflow.celery.messages import Route, route_of, send_transient, send_workflow
+from pyworkflow.celery.publishing import Message, send_off_loop
 from pyworkflow.core.config import get_config
 from pyworkflow.engine.owners import QUEUED_OWNER
 from pyworkflow.engine.runner import connect, store_new_run
@@ -82,7 +82,5 @@ class CeleryRuntime(Runtime):
             await _off_loop(lambda: send_workflow(run_id, route=route, force=True))
 
 
-async def _off_loop(send: object) -> None:
-    # Publishing is blocking socket I/O; keep the caller's event loop responsive.
-    assert callable(send)
-    await asyncio.to_thread(send)
+async def _off_loop(send: Message) -> None:
+    await send_off_loop([send])

@@ -32,9 +32,11 @@ from functools import partial
 
 from pyworkflow.celery.app import WORKFLOWS_QUEUE, sending_app
 from pyworkflow.celery.messages import Route, route_of, routes_of, send_workflow
+from pyworkflow.celery.publishing import is_broker_fault, publish, send_off_loop
 from pyworkflow.celery.runtime import CeleryRuntime
-from pyworkflow.celery.worker import is_broker_fault, publish, round_messages, start_beat
+from pyworkflow.celery.worker import round_messages, start_beat
 from pyworkflow.core.config import discover_workflows, get_config
+from pyworkflow.core.registry import list_workflows
 from pyworkflow.engine.log import is_storage_fault
 from pyworkflow.engine.owners import OwnerKind, new_owner, owner_kind, sweeper_of
 from pyworkflow.engine.recovery import (
@@ -51,7 +53,7 @@ from pyworkflow.storage.schemas import utcnow
 
 _BATCH = 100
 _FLOOR = 0.05
-#: Messages the workflow queue may hold before a sweeper in a burst stops claiming.
+#: Messages the workflow queues may hold in all before a sweeper in a burst stops claiming.
 MAX_BACKLOG = 1000
 # Pause of a sweeper held back by a full queue (seconds).
 _THROTTLED = 0.2
@@ -84,6 +86,11 @@ class TimerSweeper:
         self._burst = False  # the last claim was a full batch: more are due
         self._throttled = False  # the last claim was held back by a full queue
         self._recovered_at = float("-inf")  # monotonic time of the last recovery pass
+        # The queues due runs are sent to: the default one, the registered workflows'
+        # (``@workflow(queue=)``), and any other a claimed run was stored with.
+        self.queues = {WORKFLOWS_QUEUE} | {
+            definition.queue for definition in list_workflows().values() if definition.queue
+        }
         #: Runs this sweeper claimed and sent, in total (the benchmark and tests read it).
         self.claimed_total = 0
 
@@ -137,18 +144,39 @@ class TimerSweeper:
         claimed = await self.storage.claim_due_runs(now, claim, expires, limit=limit)
         self._burst = len(claimed) >= limit
         routes = await routes_of(self.storage, claimed)  # each run's queue is stored with it
-        for run_id in claimed:
-            if run_id in routes:
-                send_workflow(run_id, route=routes[run_id], steal_from=claim)
+        self.queues.update(route.queue for route in routes.values() if route.queue)
+        await send_off_loop(
+            [
+                partial(send_workflow, run_id, route=routes[run_id], steal_from=claim)
+                for run_id in claimed
+                if run_id in routes
+            ]
+        )
         self.claimed_total += len(claimed)
         return len(claimed)
 
     async def _queue_room(self) -> int | None:
-        """How many more messages the workflow queue takes before :attr:`max_backlog`;
-        ``None`` when the broker cannot say (claim as usual: a broker fault shows up
-        when sending)."""
-        depth = await asyncio.to_thread(workflow_queue_depth)
-        return None if depth is None else self.max_backlog - depth
+        """How many more messages the workflow queues take, in all, before
+        :attr:`max_backlog`; ``None`` when the broker cannot say (claim as usual: a
+        broker fault shows up when sending).
+
+        One budget for every queue, because a claim cannot pick runs by queue: a routed
+        queue nobody consumes therefore holds back the timers of the others once it is
+        full (said once at WARNING) rather than growing without bound."""
+        depths = await asyncio.to_thread(queue_depths, sorted(self.queues))
+        if depths is None:
+            return None
+        room = self.max_backlog - sum(depths.values())
+        if room <= 0 and not self._throttled:
+            logger.warning(
+                "scheduler {} holds back due runs: the workflow queues hold {} messages "
+                "(max {}): {}",
+                self.owner,
+                sum(depths.values()),
+                self.max_backlog,
+                ", ".join(f"{queue}={depth}" for queue, depth in depths.items() if depth),
+            )
+        return room
 
     async def recover(self) -> None:
         """Runs whose worker died (stopped beating in the worker registry, lease expired,
@@ -217,29 +245,45 @@ class TimerSweeper:
             return  # deleted meanwhile
         if not fresh:
             logger.warning("run {} lost its worker; sending it for recovery", run_id)
-        send_workflow(run_id, route=route, steal_from=self.owner, recovery=not fresh)
+        await send_off_loop(
+            [partial(send_workflow, run_id, route=route, steal_from=self.owner, recovery=not fresh)]
+        )
 
     async def rewake_signalled(self) -> None:
         """Suspended runs with a hook payload or a cancellation nobody delivered (the
         process that accepted it could not send the wake-up)."""
         signalled = await signalled_suspended_runs(self.storage)
         routes = await routes_of(self.storage, signalled)
-        for run_id in signalled:
-            if run_id in routes:
-                send_workflow(run_id, route=routes[run_id], force=True)
+        await send_off_loop(
+            [
+                partial(send_workflow, run_id, route=routes[run_id], force=True)
+                for run_id in signalled
+                if run_id in routes
+            ]
+        )
 
 
-def workflow_queue_depth() -> int | None:
-    """Messages waiting in the workflow queue (not those fetched by workers), or ``None``
-    when the broker does not answer. One round trip: ``LLEN`` on Redis, a passive queue
-    declaration on RabbitMQ."""
+def queue_depths(queues: list[str]) -> dict[str, int] | None:
+    """Messages waiting in each of ``queues`` (not those fetched by workers; a queue the
+    broker does not know holds none), or ``None`` when the broker does not answer. One
+    round trip per queue: ``LLEN`` on Redis, a passive queue declaration on RabbitMQ."""
+    depths: dict[str, int] = {}
     try:
         with sending_app().pool.acquire(block=True, timeout=5) as conn:
-            declared = conn.default_channel.queue_declare(queue=WORKFLOWS_QUEUE, passive=True)
-            return int(declared.message_count)
+            for queue in queues:
+                # A channel per queue: RabbitMQ closes the channel of a passive
+                # declaration that names a queue it does not have.
+                with conn.channel() as channel:
+                    try:
+                        declared = channel.queue_declare(queue=queue, passive=True)
+                    except conn.channel_errors:
+                        depths[queue] = 0  # never declared: nothing was sent to it
+                        continue
+                    depths[queue] = int(declared.message_count)
     except Exception as exc:  # noqa: BLE001 - no answer is no reason to stop claiming
-        logger.debug("could not read the depth of queue {}: {}", WORKFLOWS_QUEUE, exc)
+        logger.debug("could not read the depths of queues {}: {}", queues, exc)
         return None
+    return depths
 
 
 async def run_scheduler(

@@ -12,23 +12,21 @@ import asyncio
 import contextlib
 import itertools
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
-
-from kombu.exceptions import KombuError
 
 from pyworkflow import __version__
 from pyworkflow.celery.messages import (
     Route,
     delivered_queue,
-    route_of,
     routes_of,
     send_step,
     send_workflow,
     transient_arguments,
 )
+from pyworkflow.celery.publishing import Message, publish
 from pyworkflow.core.config import drop_cached_storages, get_config, get_storage, new_storage
 from pyworkflow.core.exceptions import RunNotFoundError, WorkflowNotFoundError
 from pyworkflow.core.registry import require_workflow
@@ -49,8 +47,6 @@ from pyworkflow.storage.base import WORKERS, StorageBackend
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
 
 T = TypeVar("T")
-# A message to send: calling it publishes it.
-Message = Callable[[], None]
 
 
 # The queues this worker consumes (set in the main process when the worker is set up,
@@ -152,14 +148,21 @@ async def _surviving_storage_faults(
 
 
 async def execute_workflow(
-    run_id: str, *, steal_from: str | None, recovery: bool, force: bool, lease_held: bool = False
+    run_id: str,
+    *,
+    steal_from: str | None,
+    recovery: bool,
+    force: bool,
+    lease_held: bool = False,
+    route: Route | None = None,
 ) -> Outcome | None:
     """Start, resume or recover ``run_id`` here, then send what its outcome calls for.
     A storage fault is retried (the lease, if taken, is ours: taking it again works).
-    ``lease_held``: this process took the lease in its own write just before."""
-
-    # Storage is failing meanwhile: the message goes back to the queue it came from.
-    route = Route(run_id, delivered_queue())
+    ``lease_held``: this process took the lease in its own write just before.
+    ``route``: the run's, when known (else, storage failing meanwhile, the message goes
+    back to the queue it came from)."""
+    if route is None:
+        route = Route(run_id, delivered_queue())
 
     def resend(eta: datetime) -> None:
         send_workflow(
@@ -289,45 +292,6 @@ def follow_up(outcome: Outcome, run_id: str, routes: Mapping[str, Route]) -> lis
     return messages
 
 
-# A publish the broker refuses is tried this many times (backoff with jitter, about 25 s
-# in all) before it is given up: the run's state is already stored, and what the message
-# would have done is done later by the sweeper (an expired lease, a due timer).
-PUBLISH_ATTEMPTS = 8
-
-
-async def publish(run_id: str, messages: Sequence[Message]) -> None:
-    """Send ``messages`` (for ``run_id``), surviving a broker outage: a broker fault is
-    retried, then logged at WARNING and the rest given up; any other error is raised."""
-    for index, send in enumerate(messages):
-        for attempt in itertools.count(1):
-            try:
-                send()
-                break
-            except Exception as exc:
-                if not is_broker_fault(exc):
-                    raise
-                if attempt >= PUBLISH_ATTEMPTS:
-                    logger.warning(
-                        "broker unreachable: {} message(s) for run {} not sent ({}: {}); "
-                        "the scheduler resends what they did once the run's lease or "
-                        "timer is due",
-                        len(messages) - index,
-                        run_id,
-                        type(exc).__name__,
-                        exc,
-                    )
-                    return
-                await asyncio.sleep(backoff_delay(attempt))
-
-
-def is_broker_fault(exc: BaseException) -> bool:
-    """True for the errors of a broker that cannot be reached (never a bug of ours)."""
-    return isinstance(exc, KombuError | OSError | ConnectionError | TimeoutError) or (
-        type(exc).__module__.startswith(("redis.", "amqp.", "kombu."))
-        and "Error" in type(exc).__name__
-    )
-
-
 async def _heartbeat(storage: StorageBackend, run_id: str, owner: str, lease_ttl: float) -> None:
     """Renew the lease while the workflow task runs (inline steps may take long), and
     pass on a cancellation requested meanwhile from another process."""
@@ -376,16 +340,15 @@ async def execute_step(run_id: str, op_id: str, round_owner: str) -> bool:
     result = await _surviving_storage_faults("running a step of", run_id, work, resend)
     if result is None or not result.round_done:
         return bool(result and result.executed)
+    route = Route(result.workflow_name or run_id, result.queue)
     if result.continue_here:
         await execute_workflow(
-            run_id, steal_from=proc.owner, recovery=False, force=False, lease_held=True
+            run_id, steal_from=proc.owner, recovery=False, force=False, lease_held=True, route=route
         )
     else:
         resume_from = result.resume_from or round_owner
-        route = await route_of(await proc.storage(), run_id)
-        if route is not None:
-            message = partial(send_workflow, run_id, route=route, steal_from=resume_from)
-            await publish(run_id, [message])
+        message = partial(send_workflow, run_id, route=route, steal_from=resume_from)
+        await publish(run_id, [message])
     return result.executed
 
 

@@ -23,6 +23,8 @@ import socket
 import uuid
 from enum import StrEnum
 
+from pyworkflow.core.ids import unique_id
+
 _HOST = socket.gethostname()
 
 
@@ -60,7 +62,7 @@ def new_owner(kind: OwnerKind, of: str | None = None) -> str:
     if kind is OwnerKind.PROCESS:
         return process_owner()
     if kind is OwnerKind.ROUND:
-        return f"round:{uuid.uuid4().hex}"
+        return f"round:{unique_id()}"
     if kind is OwnerKind.SWEEP:
         return f"sweep:{of or process_owner()}"
     return f"queued:{of or 'broker'}"

@@ -25,6 +25,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
 
 from pyworkflow.context.base import WorkflowContext, reset_context, set_context
@@ -40,6 +41,7 @@ from pyworkflow.engine.events import Draft
 from pyworkflow.engine.owners import OwnerKind, new_owner, owner_kind
 from pyworkflow.engine.replay import History, StepRecord
 from pyworkflow.engine.runner import load_history
+from pyworkflow.observability import lifecycle
 from pyworkflow.observability.package_log import logger, user_logger
 from pyworkflow.serialization import decode
 from pyworkflow.storage.base import StorageBackend
@@ -58,6 +60,10 @@ class StepTaskResult:
     # the run now and goes on with it (its log is in this process's history cache).
     resume_from: str | None = None
     continue_here: bool = False
+    # The run's workflow and queue, as read when the task began: where messages for the
+    # run go next (no second read of the run to route them).
+    workflow_name: str | None = None
+    queue: str | None = None
 
 
 async def execute_dispatched_step(
@@ -101,7 +107,7 @@ async def execute_dispatched_step(
         # Already recorded (a duplicate delivery): only make sure the run goes on.
         if not _round_done(history, round_owner):
             return StepTaskResult(executed=False, round_done=False)
-        return await _round_over(storage, run_id, holder_now, log, history, take_over, False)
+        return await _round_over(storage, run, log, history, take_over, False)
     definition = require_step(record.name)
     if take_over is not None and find_workflow(run.workflow_name) is None:
         take_over = None  # this process cannot go on with the run: a worker that can will
@@ -113,26 +119,39 @@ async def execute_dispatched_step(
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
     appended = await _append(
-        storage, run_id, op_id, round_owner, record.attempts, log, history, drafts, take_over
+        storage, run, op_id, round_owner, record.attempts, log, history, drafts, take_over
     )
-    if appended is _GONE:
+    if appended is _NotWritten.GONE:
         return StepTaskResult(executed=True, round_done=False)
     if not _round_done(history, round_owner):
-        if appended is not _ELSEWHERE:  # for a sibling of the round that runs here next
+        if appended is not _NotWritten.ELSEWHERE:  # for a sibling of the round that runs here next
             history_cache.remember(storage, run_id, log, history)
         return StepTaskResult(executed=True, round_done=False)
-    if appended is _ELSEWHERE:  # a duplicate recorded it first: make sure the run goes on
-        return await _round_over(storage, run_id, holder_now, log, history, take_over, True)
+    if appended is _NotWritten.ELSEWHERE:  # a duplicate recorded it first: the run goes on
+        return await _round_over(storage, run, log, history, take_over, True)
     if appended == take_over:
         history_cache.remember(storage, run_id, log, history)
-        return StepTaskResult(True, round_done=True, resume_from=take_over, continue_here=True)
-    return StepTaskResult(executed=True, round_done=True, resume_from=appended)
+        return _done(run, True, resume_from=take_over, continue_here=True)
+    return _done(run, True, resume_from=appended)
+
+
+def _done(
+    run: WorkflowRun, executed: bool, *, resume_from: str, continue_here: bool = False
+) -> StepTaskResult:
+    """The result of a task that saw its round end."""
+    return StepTaskResult(
+        executed,
+        round_done=True,
+        resume_from=resume_from,
+        continue_here=continue_here,
+        workflow_name=run.workflow_name,
+        queue=run.queue,
+    )
 
 
 async def _round_over(
     storage: StorageBackend,
-    run_id: str,
-    holder_now: str,
+    run: WorkflowRun,
     log: list[Event],
     history: History,
     take_over: str | None,
@@ -141,14 +160,16 @@ async def _round_over(
     """The round's last step is recorded (by a task whose own hand-over may not have
     happened, or not been confirmed): hand the run from its current holder (the round,
     or the holder that hand-over chose) to ``take_over`` or to a queued holder."""
+    run_id, holder_now = run.run_id, run.lease_owner
+    assert holder_now is not None  # checked by the caller
     now = utcnow()
     round_owner = holder_now if owner_kind(holder_now) is OwnerKind.ROUND else None
     holder, expires = _next_holder(round_owner or holder_now, take_over, now)
     if await storage.acquire_lease(run_id, holder, expires, now, steal_from=holder_now):
         if holder == take_over:
             history_cache.remember(storage, run_id, log, history)
-        return StepTaskResult(executed, True, resume_from=holder, continue_here=holder == take_over)
-    return StepTaskResult(executed=executed, round_done=True, resume_from=holder_now)
+        return _done(run, executed, resume_from=holder, continue_here=holder == take_over)
+    return _done(run, executed, resume_from=holder_now)
 
 
 def _next_holder(round_owner: str, take_over: str | None, now: datetime) -> tuple[str, datetime]:
@@ -271,14 +292,16 @@ def _step_context(run: WorkflowRun) -> Any:
     return None if run.context_payload is None else decode(json.loads(run.context_payload))
 
 
-# What :func:`_append` returns when it wrote nothing (compared by identity).
-_ELSEWHERE = "recorded elsewhere"
-_GONE = "round ended"
+class _NotWritten(Enum):
+    """What :func:`_append` returns when it wrote nothing."""
+
+    ELSEWHERE = "another task recorded the attempt"
+    GONE = "the run left the round"
 
 
 async def _append(
     storage: StorageBackend,
-    run_id: str,
+    run: WorkflowRun,
     op_id: str,
     round_owner: str,
     attempt: int,
@@ -286,12 +309,12 @@ async def _append(
     history: History,
     drafts: list[Draft],
     take_over: str | None,
-) -> str:
+) -> str | _NotWritten:
     """Append the attempt's events, fenced on the log as read before the body ran (an
     append that lost a race with a sibling reads what it missed and tries again on top).
     The same write sets who holds the run next: the round while siblings are in flight,
-    else :func:`_next_holder`. Returns that holder, or (nothing written) ``_ELSEWHERE``:
-    someone else recorded the attempt, ``_GONE``: the run left the round."""
+    else :func:`_next_holder`. Returns that holder, or why nothing was written."""
+    run_id = run.run_id
     while True:
         # Are all siblings of the round recorded, once this attempt is? (Its own events
         # end the attempt: a result, a final failure, or a failure waiting for a retry.)
@@ -322,18 +345,23 @@ async def _append(
             for event in newer:
                 history.apply(event)
             log.extend(newer)
-            run = await storage.get_run(run_id)
-            if run is None or run.status.is_terminal or run.lease_owner != round_owner:
+            now_stored = await storage.get_run(run_id)
+            if (
+                now_stored is None
+                or now_stored.status.is_terminal
+                or now_stored.lease_owner != round_owner
+            ):
                 logger.info("step {} of run {} finished after its round ended", op_id, run_id)
-                return _GONE
+                return _NotWritten.GONE
             record = history.steps.get(op_id)
             if record is None or not record.in_flight or record.attempts != attempt:
                 logger.info("step {} of run {} was recorded by another worker", op_id, run_id)
-                return _ELSEWHERE
+                return _NotWritten.ELSEWHERE
             continue
         for event in events:
             history.apply(event)
         log.extend(events)
+        lifecycle.events_committed(run_id, run.workflow_name, events)
         return holder
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from pyworkflow.core.exceptions import HistoryCorruptedError
+from pyworkflow.core.ids import unique_id
 from pyworkflow.serialization import loads
 
 
@@ -106,14 +105,8 @@ _EVENT_TYPES: dict[str, EventType] = {t.value: t for t in EventType}
 EVENT_RECORD_KEYS = ("sequence", "event_id", "type", "timestamp", "data")
 
 
-# Event ids: a random per-process prefix plus a counter. Unique across processes like a
-# uuid4, at a fraction of its cost (one is made for every event on the hot path).
-_ID_PREFIX = uuid.uuid4().hex[:16]
-_id_counter = itertools.count()
-
-
-def _new_id() -> str:
-    return f"{_ID_PREFIX}{next(_id_counter):016x}"
+# Event ids: one is made for every event on the hot path (see pyworkflow.core.ids).
+_new_id = unique_id
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """Two timer sweepers at once (as two ``pyworkflow scheduler`` processes run them), each
 on its own storage connection, drain 800 due timers: every due run is sent to the
 workflow queue exactly once, and both sweepers claim a share. And a sweeper stops
-claiming while the workflow queue holds its backlog limit.
+claiming while the workflow queues (routed ones included) hold its backlog limit.
 
 The sweepers run in this process (two :class:`TimerSweeper` instances, two storage
 backends) so the test can pass them in lock step; what they send goes to the real Redis
@@ -30,13 +30,13 @@ pytestmark = pytest.mark.timeout(180)
 DUE = 800  # under the sweepers' backlog limit (1,000 queued messages), as no worker takes any
 
 
-def _queued_run_ids(broker: str) -> list[str]:
-    """The run ids of the ``run_workflow`` messages waiting in the workflow queue."""
+def _queued_run_ids(broker: str, queue: str = WORKFLOWS_QUEUE) -> list[str]:
+    """The run ids of the ``run_workflow`` messages waiting in ``queue``."""
     import redis
 
     client = redis.Redis.from_url(broker)
     try:
-        raw = client.lrange(WORKFLOWS_QUEUE, 0, -1)
+        raw = client.lrange(queue, 0, -1)
     finally:
         client.close()
     ids = []
@@ -47,10 +47,23 @@ def _queued_run_ids(broker: str) -> list[str]:
     return ids
 
 
-async def _due_runs(storage, count: int) -> list[str]:
+def _take(broker: str, queue: str, count: int) -> None:
+    """Take ``count`` messages off ``queue``, as a worker would."""
+    import redis
+
+    client = redis.Redis.from_url(broker)
+    try:
+        for _ in range(count):
+            client.rpop(queue)
+    finally:
+        client.close()
+
+
+async def _due_runs(storage, count: int, queues: tuple[str | None, ...] = (None,)) -> list[str]:
+    """``count`` runs due a minute ago, stored with ``queues`` in turn."""
     past = utcnow() - timedelta(minutes=1)
     due = [f"due-{i:04d}" for i in range(count)]
-    for run_id in due:
+    for i, run_id in enumerate(due):
         await storage.create_run(
             WorkflowRun(
                 run_id=run_id,
@@ -59,6 +72,7 @@ async def _due_runs(storage, count: int) -> list[str]:
                 created_at=past,
                 updated_at=past,
                 wake_at=past,
+                queue=queues[i % len(queues)],
             )
         )
     return due
@@ -108,14 +122,35 @@ async def test_a_sweeper_stops_claiming_while_the_queue_holds_its_backlog(make_c
     assert sweeper.claimed_total == 150
     assert len(_queued_run_ids(cluster.broker)) == 150
     # A worker takes messages: the sweeper claims again, up to the limit.
-    import redis
-
-    client = redis.Redis.from_url(cluster.broker)
-    try:
-        for _ in range(60):
-            client.rpop(WORKFLOWS_QUEUE)
-    finally:
-        client.close()
+    _take(cluster.broker, WORKFLOWS_QUEUE, 60)
     await sweeper.tick(full=False)
     assert sweeper.claimed_total == 210
     assert len(_queued_run_ids(cluster.broker)) == 150
+
+
+async def test_routed_queues_count_towards_the_backlog(make_cluster):
+    """Runs of ``@workflow(queue=...)`` go to their own queue; the backlog limit covers
+    it too, and the sweeper says which queue holds the messages when it holds back."""
+    from loguru import logger
+
+    routed = "bp-routed"
+    cluster = await make_cluster()
+    await _due_runs(cluster.storage, 400, queues=(None, routed))
+    sweeper = TimerSweeper(cluster.storage, max_backlog=150)
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING")
+    try:
+        for _ in range(4):
+            await sweeper.tick(full=False)
+    finally:
+        logger.remove(sink)
+    default_queue = _queued_run_ids(cluster.broker)
+    routed_queue = _queued_run_ids(cluster.broker, routed)
+    assert sweeper.claimed_total == len(default_queue) + len(routed_queue) == 150
+    assert len(routed_queue) > 50  # both queues got their share of the due runs
+    held_back = [line for line in lines if "holds back due runs" in line]
+    assert len(held_back) == 1 and f"{routed}=" in held_back[0]
+    # Workers of the routed queue take some: the sweeper claims again, up to the limit.
+    _take(cluster.broker, routed, 60)
+    await sweeper.tick(full=False)
+    assert sweeper.claimed_total == 210

@@ -82,6 +82,19 @@ def test_the_ack_timeout_sets_both_brokers_limits(tmp_path: Path) -> None:
     }
 
 
+def test_a_routed_queue_gets_the_ack_timeout_too() -> None:
+    """A queue named only by routing (``@step(queue="gpu")``, ``celery worker -Q gpu``)
+    is consumed with the same acknowledgement timeout as pyworkflow's own queues."""
+    pyworkflow.configure(celery_ack_timeout=900)
+    app = create_app()
+    app.amqp.queues.select(["gpu", "pyworkflow.steps"])  # what `celery worker -Q` does
+    consumed = {q.name: q.consumer_arguments for q in app.amqp.queues.consume_from.values()}
+    assert consumed == {
+        "gpu": {"x-consumer-timeout": 900_000},
+        "pyworkflow.steps": {"x-consumer-timeout": 900_000},
+    }
+
+
 def test_the_default_ack_timeout_is_an_hour() -> None:
     conf = create_app().conf
     assert conf.broker_transport_options == {"visibility_timeout": 3600.0}

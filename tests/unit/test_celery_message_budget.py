@@ -22,6 +22,7 @@ import pyworkflow
 from pyworkflow import step, workflow
 from pyworkflow.celery import worker
 from pyworkflow.celery.app import STEPS_QUEUE, WORKFLOWS_QUEUE
+from pyworkflow.celery.messages import Route
 from pyworkflow.engine.owners import QUEUED_OWNER
 from pyworkflow.engine.runs import RunRequest, build_run
 
@@ -91,8 +92,10 @@ async def test_a_dispatched_step_costs_one_message_and_one_write(
     counts: Counter[str] = Counter()
     _count_calls(storage, counts)
     delivered: list[tuple[str, Counter[str]]] = []
+    resumed: list[Message] = []  # what the tasks sent
     while sent:
         kind, body = sent.pop(0)
+        resumed.append((kind, body))
         counts.clear()
         if kind == "workflow":
             await worker.execute_workflow(
@@ -128,4 +131,7 @@ async def test_a_dispatched_step_costs_one_message_and_one_write(
         for counted in steps:
             assert counted["append_events"] == 1  # the outcome and the lease hand-over
             assert counted["acquire_lease"] == 0 and counted["renew_leases"] == 0
+            assert counted["get_run"] == 1  # routed from that read: no second one
+        routes = [body["route"] for kind, body in resumed[1:] if kind == "workflow"]
+        assert routes == [Route("mb_flow", None)] * 4  # the run's name and queue
     await storage.close()
