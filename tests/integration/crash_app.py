@@ -7,6 +7,7 @@
                                                           chain, print its id, then wait
     python crash_app.py wait-chain DB RUN_ID              wait until the chain has ended
 
+With CRASH_LOG_FILE set, each process appends its log lines (JSON, INFO) to that file.
 Every step appends a line to LEDGER, so the test can count real executions, while the
 event log tells how many completions were recorded.
 """
@@ -26,6 +27,7 @@ from pyworkflow import (
     WorkflowRun,
     cancel_workflow,
     configure,
+    configure_logging,
     continue_as_new,
     get_step_context,
     get_workflow_chain,
@@ -133,6 +135,10 @@ async def crash_approval(order: str) -> str:
 async def main(argv: list[str]) -> None:
     command, db = argv[0], argv[1]
     configure(storage=f"sqlite:///{db}", timer_poll_interval=0.1)
+    if os.environ.get("CRASH_LOG_FILE"):  # lifecycle lines of every process, one file
+        configure_logging(
+            level="INFO", log_file=os.environ["CRASH_LOG_FILE"], json_logs=True, stderr=False
+        )
     if command == "start":
         nap = float(argv[2])
         run_id = await start(crash_order, "ORD-1", nap)

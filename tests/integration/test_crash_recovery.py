@@ -257,3 +257,37 @@ async def test_hook_payload_after_the_waiting_process_was_killed(tmp_path: Path)
     assert _ledger(tmp_path)["step1"] == 1
     types = [t for _, t, _ in _events(db, run_id)]
     assert types.count("hook.created") == 1 and types.count("hook.received") == 1
+
+
+async def test_lifecycle_log_lines_are_written_once_across_a_crash(tmp_path: Path) -> None:
+    """The killed process and the one that recovers its run append JSON lines to one
+    file: each event of the run's life is one line with the run's context (the
+    recovering process replays the run but writes no line for what was stored before)."""
+    import json
+
+    db, log = tmp_path / "wf.db", tmp_path / "workflow.log"
+    child = await _spawn(
+        tmp_path, "start", str(db), "0", CRASH_BLOCK_STEP2="1", CRASH_LOG_FILE=str(log)
+    )
+    await _read_line(child, "BLOCKING")  # step1 recorded, inside step2
+    with sqlite3.connect(db) as conn:
+        (run_id,) = conn.execute("SELECT run_id FROM runs").fetchone()
+    await _kill(child)
+    proc = await _spawn(tmp_path, "wait", str(db), run_id, CRASH_LOG_FILE=str(log))
+    assert await _read_line(proc, "DONE", limit=60) == "DONE completed"
+    await proc.wait()
+
+    records = [json.loads(line)["record"] for line in log.read_text().splitlines() if line]
+    ours = [r for r in records if r["name"] == "pyworkflow.observability.lifecycle"]
+    assert {(r["extra"]["run_id"], r["extra"]["workflow_name"]) for r in ours} == {
+        (run_id, "crash_order")
+    }
+    events = [r["message"].removeprefix(f"run {run_id} ").split(" ")[0] for r in ours]
+    assert events == [
+        "of",  # started, in the first process
+        "recovered",  # the second process takes the dead process's run over
+        "resumed",
+        "completed",
+    ]
+    assert [r["process"]["id"] for r in ours].count(child.pid) == 1
+    assert ours[1]["extra"]["recovery_attempt"] == 1

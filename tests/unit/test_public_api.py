@@ -96,6 +96,8 @@ EXPECTED_PUBLIC_NAMES = {
     "get_runtime",
     "register_runtime",
     "configure_logging",
+    "forward_to_logging",
+    "set_log_level",
     "get_logger",
     # records and statuses
     "WorkflowRun",
