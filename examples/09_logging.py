@@ -1,7 +1,9 @@
 """Structured logging with run and step context.
 
-``configure_logging(level="INFO", json_logs=False, show_context=True)`` replaces the log
-sinks; ``get_logger()`` returns the (loguru) logger. Records emitted while a run executes
+``configure_logging(level="INFO", json_logs=False, show_context=True)`` adds log sinks
+(stderr, and a file) and lets pyworkflow's INFO lines through: one per event of each
+run's life (started, suspended, resumed, completed, failed, ...), written once, never
+again on replay. ``get_logger()`` returns the (loguru) logger. Records emitted while a run executes
 carry ``run_id`` and ``workflow_name``, and inside a step also ``step_id`` and
 ``step_name``, without passing anything: with ``show_context=True`` they are appended to
 each text line. ``get_logger(order_id=...)`` binds extra fields of your own (they
@@ -81,6 +83,10 @@ async def main() -> None:
     assert "step_id=step:reserve_stock#1" in reserving and "step_name=reserve_stock" in reserving
     charging = line_with("charging 12.5 for order ORD-7")
     assert "step_name=charge_card" in charging and f"run_id={run_id}" in charging
+    # pyworkflow's own lines of the run's life, once each, with the run's context.
+    started = [line for line in lines if f"run {run_id} of workflow" in line]
+    completed = [line for line in lines if f"run {run_id} completed" in line]
+    assert len(started) == len(completed) == 1 and f"run_id={run_id}" in completed[0]
     print("\nOK: log lines carry run_id/workflow_name, and step_id/step_name inside steps")
 
 

@@ -12,7 +12,7 @@ import asyncio
 import sys
 import time
 
-from pyworkflow import LocalRuntime, cancel_workflow, configure
+from pyworkflow import LocalRuntime, cancel_workflow, configure, set_log_level
 from pyworkflow.core.config import get_storage
 
 
@@ -21,6 +21,7 @@ async def main(command: str, db: str, arg: str) -> None:
     if command == "cancel":
         print("CANCELLED", await cancel_workflow(arg, "stopped by an operator"), flush=True)
     elif command == "serve":
+        set_log_level("INFO")  # an operator's process: its INFO lines say what it skips
         storage = get_storage()
         await storage.connect()
         serving = asyncio.ensure_future(LocalRuntime.default().serve(storage))
