@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pyworkflow.observability.package_log import logger
+from pyworkflow.observability.package_log import LEVELS, log_level, logger
 from pyworkflow.storage.schemas import Event, EventType
 
 
@@ -100,13 +100,14 @@ def events_committed(
         return
     run = RunRef(run_id, workflow_name)
     failed_step: dict[str, Any] | None = None
+    threshold = log_level()
     for event in events:
         kind = event.type
         if kind is EventType.STEP_FAILED:
             failed_step = event.data
         line = _LINES.get(kind)
-        if line is not None:
-            line(run, event.data, failed_step)
+        if line is not None and line[0] >= threshold:  # (cheap when the level is off)
+            line[1](run, event.data, failed_step)
         if kind is EventType.WORKFLOW_RESUMED and due_at is not None:
             lateness = max(0.0, (event.timestamp - due_at).total_seconds())
             logger.debug(
@@ -263,16 +264,19 @@ def _step_retrying(run: RunRef, data: dict[str, Any], failed: dict[str, Any] | N
     )
 
 
+_DEBUG, _INFO, _WARNING = (LEVELS[name] for name in ("DEBUG", "INFO", "WARNING"))
+
+# Each event's line: the level it is written at, and what writes it.
 _LINES = {
-    EventType.WORKFLOW_STARTED: _started,
-    EventType.WORKFLOW_SUSPENDED: _suspended,
-    EventType.WORKFLOW_RESUMED: _resumed,
-    EventType.WORKFLOW_INTERRUPTED: _recovered,
-    EventType.WORKFLOW_COMPLETED: _completed,
-    EventType.WORKFLOW_FAILED: _failed,
-    EventType.WORKFLOW_CANCELLED: _cancelled,
-    EventType.WORKFLOW_CONTINUED_AS_NEW: _continued,
-    EventType.STEP_COMPLETED: _step_completed,
-    EventType.STEP_FAILED: _step_failed,
-    EventType.STEP_RETRYING: _step_retrying,
+    EventType.WORKFLOW_STARTED: (_INFO, _started),
+    EventType.WORKFLOW_SUSPENDED: (_INFO, _suspended),
+    EventType.WORKFLOW_RESUMED: (_INFO, _resumed),
+    EventType.WORKFLOW_INTERRUPTED: (_INFO, _recovered),
+    EventType.WORKFLOW_COMPLETED: (_INFO, _completed),
+    EventType.WORKFLOW_FAILED: (_WARNING, _failed),
+    EventType.WORKFLOW_CANCELLED: (_INFO, _cancelled),
+    EventType.WORKFLOW_CONTINUED_AS_NEW: (_INFO, _continued),
+    EventType.STEP_COMPLETED: (_DEBUG, _step_completed),
+    EventType.STEP_FAILED: (_WARNING, _step_failed),
+    EventType.STEP_RETRYING: (_WARNING, _step_retrying),
 }

@@ -132,7 +132,7 @@ async def test_body_must_be_json_of_bounded_size(app: FastAPI) -> None:
     await wait_status(run_id, "completed")
 
 
-async def test_the_token_is_never_logged(app: FastAPI) -> None:
+async def test_the_token_is_never_logged(app: FastAPI, pyworkflow_debug_logs: None) -> None:
     lines: list[str] = []
     sink = logger.add(lambda m: lines.append(str(m)), level="TRACE", format="{message} {extra}")
     try:
