@@ -23,7 +23,7 @@ import socket
 import uuid
 from enum import StrEnum
 
-from pyworkflow.core.ids import unique_id
+from pyworkflow.utils.ids import unique_id
 
 _HOST = socket.gethostname()
 

@@ -21,8 +21,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from pyworkflow.core.exceptions import HistoryCorruptedError
-from pyworkflow.core.ids import unique_id
 from pyworkflow.serialization import loads
+from pyworkflow.utils.ids import unique_id
 
 
 def utcnow() -> datetime:
@@ -105,7 +105,7 @@ _EVENT_TYPES: dict[str, EventType] = {t.value: t for t in EventType}
 EVENT_RECORD_KEYS = ("sequence", "event_id", "type", "timestamp", "data")
 
 
-# Event ids: one is made for every event on the hot path (see pyworkflow.core.ids).
+# Event ids: one is made for every event on the hot path (see pyworkflow.utils.ids).
 _new_id = unique_id
 
 

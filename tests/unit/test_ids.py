@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 
-from pyworkflow.core.ids import unique_id
 from pyworkflow.engine.owners import OwnerKind, new_owner, owner_kind
 from pyworkflow.storage.schemas import Event, EventType
+from pyworkflow.utils.ids import unique_id
 
 
 def _ids_in_forked_child(count: int) -> list[str]:
