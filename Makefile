@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery bench-lost bench-dashboard bench-scale bench-logging check clean
+.PHONY: install demo test outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery bench-lost bench-dashboard bench-scale bench-logging bench-tracing check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -69,6 +69,10 @@ bench-lost: install
 # What lifecycle logging costs: S1 at WARNING beside INFO lines as JSON to a file.
 bench-logging: install
 	$(BIN)/python benchmarks/logging_bench.py
+
+# What tracing costs: S1 without OpenTelemetry, with the API alone, with an SDK provider.
+bench-tracing: install
+	$(BIN)/python benchmarks/tracing_bench.py
 
 bench-dashboard: install
 	$(BIN)/python benchmarks/dashboard_bench.py

@@ -11,24 +11,21 @@ Each measurement runs in a fresh process; the modes alternate, the median of
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fresh_process import compare  # noqa: E402
 
 MODES = ("warning", "info-json")
 
 
 async def _measure(mode: str, workflows: int, tmp: Path) -> dict[str, float]:
+    from workload import workflows_per_second
+
     import pyworkflow
     from pyworkflow import configure_logging
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from workload import workflows_per_second
 
     pyworkflow.configure(storage=f"sqlite:///{tmp}/bench.db")
     log_file = tmp / "workflow.log"
@@ -44,39 +41,18 @@ async def _measure(mode: str, workflows: int, tmp: Path) -> dict[str, float]:
     return {"wf_per_s": rate, "lines": lines}
 
 
-def _child(mode: str, workflows: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(asyncio.run(_measure(mode, workflows, Path(tmp)))))
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--workflows", type=int, default=2000)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
-    opts = ap.parse_args()
-    if opts.child:
-        _child(opts.child, opts.workflows)
+    compared = compare(__file__, __doc__, MODES, _measure)
+    if compared is None:
         return
-    rates: dict[str, list[float]] = {mode: [] for mode in MODES}
-    lines: dict[str, int] = {}
-    for _ in range(opts.repeats):
-        for mode in MODES:
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", mode, "--workflows", str(opts.workflows)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            rates[mode].append(result["wf_per_s"])
-            lines[mode] = int(result["lines"])
-    base = statistics.median(rates["warning"])
+    opts, results = compared
+    rates = {mode: statistics.median(r["wf_per_s"] for r in results[mode]) for mode in MODES}
+    base = rates["warning"]
     print(f"S1, {opts.workflows} workflows x 10 steps, SQLite, median of {opts.repeats}")
     print(f"{'mode':<12} {'wf/s':>8} {'steps/s':>9} {'lines':>7} {'vs warning':>11}")
     for mode in MODES:
-        rate = statistics.median(rates[mode])
-        print(f"{mode:<12} {rate:>8.1f} {rate * 10:>9.0f} {lines[mode]:>7} {rate / base:>10.2f}x")
+        rate, lines = rates[mode], int(results[mode][-1]["lines"])
+        print(f"{mode:<12} {rate:>8.1f} {rate * 10:>9.0f} {lines:>7} {rate / base:>10.2f}x")
 
 
 if __name__ == "__main__":

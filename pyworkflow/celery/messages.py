@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pyworkflow.core.exceptions import SerializationError
 from pyworkflow.core.queues import validate_queue
 from pyworkflow.engine.context import DispatchedStep
+from pyworkflow.observability import tracing
 from pyworkflow.serialization import decode
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import WorkflowRun
@@ -145,15 +146,26 @@ async def routes_of(storage: StorageBackend, run_ids: Iterable[str]) -> dict[str
 
 
 # Message headers (not task arguments: a worker of an earlier version ignores unknown
-# headers, while it would refuse an unknown argument).
+# headers, while it would refuse an unknown argument). Also W3C ``traceparent`` and
+# ``tracestate`` where a trace is current (see pyworkflow.observability.tracing).
 SENT_AT = "pyworkflow_sent_at"  # when the message was sent (Unix time)
 LABEL = "pyworkflow_name"  # the workflow or step it is for
 
 
-def _send(name: str, kwargs: dict[str, Any], *, label: str, **options: Any) -> None:
+def _send(
+    name: str,
+    kwargs: dict[str, Any],
+    *,
+    label: str,
+    trace_context: str | None = None,
+    **options: Any,
+) -> None:
+    """Send one task message. Its trace headers are ``trace_context``'s, else those of
+    the span current here (the thread sending it has a copy of the sender's context)."""
     from pyworkflow.celery.app import sending_app
 
-    headers = {SENT_AT: time.time(), LABEL: label}
+    headers: dict[str, Any] = {SENT_AT: time.time(), LABEL: label}
+    headers.update(tracing.headers(trace_context))
     sending_app().send_task(name, kwargs=kwargs, headers=headers, **options)
 
 
@@ -163,6 +175,8 @@ class Delivery:
 
     name: str  # the workflow or step, "unknown" when the header is missing or malformed
     waited: float | None  # seconds from sending (or the end of its countdown) to now
+    # The sender's trace context (stored form), if the headers carry a well-formed one.
+    trace_context: str | None = None
 
 
 def current_delivery() -> Delivery:
@@ -173,15 +187,18 @@ def current_delivery() -> Delivery:
     sent = _header(request, SENT_AT)
     label = _header(request, LABEL)
     name = label if isinstance(label, str) and 0 < len(label) <= 200 else "unknown"
+    trace = tracing.trace_context_of(
+        _header(request, tracing.TRACEPARENT), _header(request, tracing.TRACESTATE)
+    )
     if not isinstance(sent, int | float) or isinstance(sent, bool) or not math.isfinite(sent):
-        return Delivery(name, None)
+        return Delivery(name, None, trace)
     start = float(sent)
     eta = getattr(request, "eta", None)
     if isinstance(eta, str):
         with contextlib.suppress(ValueError):
             start = max(start, datetime.fromisoformat(eta).timestamp())
     waited = time.time() - start
-    return Delivery(name, waited if 0 <= waited < 366 * 86400 else None)
+    return Delivery(name, waited if 0 <= waited < 366 * 86400 else None, trace)
 
 
 def _header(request: Any, key: str) -> Any:
@@ -225,7 +242,8 @@ def send_workflow(
 
 def send_step(step: DispatchedStep, round_owner: str, *, eta: datetime | None = None) -> None:
     """Ask a step worker to run one dispatched step attempt, through the step's queue;
-    monitors show it as ``step <name>`` with the run and operation ids only."""
+    monitors show it as ``step <name>`` with the run and operation ids only. Its trace
+    headers are the dispatching execution's (the step's span is a child of it)."""
     from pyworkflow.celery.app import RUN_STEP, STEPS_QUEUE
 
     kwargs = {"run_id": step.run_id, "op_id": step.op_id, "round_owner": round_owner}
@@ -233,6 +251,7 @@ def send_step(step: DispatchedStep, round_owner: str, *, eta: datetime | None = 
         RUN_STEP,
         kwargs,
         label=step.step_name or step.op_id,
+        trace_context=step.trace_context,
         eta=eta,
         queue=step.queue or STEPS_QUEUE,
         shadow=_label("step", step.step_name or step.op_id),

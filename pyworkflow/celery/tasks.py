@@ -28,6 +28,7 @@ from pyworkflow.celery.app import (
     app,
 )
 from pyworkflow.celery.messages import (
+    Delivery,
     StepMessage,
     TransientMessage,
     WorkflowMessage,
@@ -44,11 +45,13 @@ _sweeps = 0
 _worker: Any = None
 
 
-def _waited(kind: str) -> None:
-    """Report how long this task's message waited in the broker (queue lag)."""
+def _waited(kind: str) -> Delivery:
+    """Report how long this task's message waited in the broker (queue lag); what its
+    headers said."""
     delivery = current_delivery()
     if delivery.waited is not None:
         lifecycle.message_waited(kind, delivery.name, delivery.waited)
+    return delivery
 
 
 @app.task(name=RUN_WORKFLOW)
@@ -72,9 +75,9 @@ def run_step(run_id: str, op_id: str, round_owner: str) -> None:
     """Run one dispatched step attempt and record its outcome."""
     fields = {"run_id": run_id, "op_id": op_id, "round_owner": round_owner}
     msg = read_message(StepMessage, RUN_STEP, fields)
-    _waited("step")
+    trace = _waited("step").trace_context
     proc = worker.current()
-    proc.run(worker.execute_step(msg.run_id, msg.op_id, msg.round_owner))
+    proc.run(worker.execute_step(msg.run_id, msg.op_id, msg.round_owner, trace_context=trace))
 
 
 @app.task(name=RUN_TRANSIENT)
@@ -82,9 +85,9 @@ def run_transient(workflow_name: str, run_id: str, payload: str) -> None:
     """Run a ``durable=False`` workflow in this process."""
     fields = {"workflow_name": workflow_name, "run_id": run_id, "payload": payload}
     msg = read_message(TransientMessage, RUN_TRANSIENT, fields)
-    _waited("workflow")
+    trace = _waited("workflow").trace_context
     proc = worker.current()
-    proc.run(worker.execute_transient(msg.workflow_name, msg.run_id, msg.payload))
+    proc.run(worker.execute_transient(msg.workflow_name, msg.run_id, msg.payload, trace))
 
 
 @app.task(name=FIRE_TIMERS)

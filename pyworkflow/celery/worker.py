@@ -42,6 +42,7 @@ from pyworkflow.engine.step_worker import (
     steps_in_flight,
 )
 from pyworkflow.engine.workers import WorkerBeat
+from pyworkflow.observability import tracing
 from pyworkflow.observability.package_log import logger
 from pyworkflow.storage.base import WORKERS, StorageBackend
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
@@ -313,10 +314,18 @@ def consumes_queue_of(run: WorkflowRun) -> bool:
     return (run.queue or WORKFLOWS_QUEUE) in consumed_queues
 
 
-async def execute_step(run_id: str, op_id: str, round_owner: str) -> bool:
+async def execute_step(
+    run_id: str, op_id: str, round_owner: str, *, trace_context: str | None = None
+) -> bool:
     """Run a dispatched step; when it was the round's last, go on with the run here
     (see :func:`consumes_queue_of`) or send it on. Returns whether the body ran here
-    (a storage fault is retried; the body may run again)."""
+    (a storage fault is retried; the body may run again). ``trace_context``: the
+    message's (the dispatching execution's span), the parent of the step's span."""
+    with tracing.attached(trace_context):
+        return await _execute_step(run_id, op_id, round_owner)
+
+
+async def _execute_step(run_id: str, op_id: str, round_owner: str) -> bool:
     proc = current()
     take_over = proc.owner if consumed_queues else None
 
@@ -352,8 +361,11 @@ async def execute_step(run_id: str, op_id: str, round_owner: str) -> bool:
     return result.executed
 
 
-async def execute_transient(workflow_name: str, run_id: str, payload: str) -> None:
-    """Run a ``durable=False`` workflow entirely in this process (nothing is stored).
+async def execute_transient(
+    workflow_name: str, run_id: str, payload: str, trace_context: str | None = None
+) -> None:
+    """Run a ``durable=False`` workflow entirely in this process (nothing is stored),
+    in the trace of ``trace_context`` (the message's: the starter's span).
 
     Raises:
         SerializationError: the payload is refused (not JSON data of the right shape, or
@@ -365,7 +377,8 @@ async def execute_transient(workflow_name: str, run_id: str, payload: str) -> No
     args, kwargs = transient_arguments(RUN_TRANSIENT, payload)
     definition = require_workflow(workflow_name)
     request = RunRequest(definition=definition, args=args, kwargs=kwargs, run_id=run_id)
-    await get_runtime("local").start_transient(request)
+    with tracing.attached(trace_context):
+        await get_runtime("local").start_transient(request)
 
 
 __all__ = ["current", "execute_step", "execute_transient", "execute_workflow", "follow_up"]

@@ -28,7 +28,7 @@ from pyworkflow.core.retry import retry_after_seconds, retry_delay_seconds
 from pyworkflow.core.step import StepDefinition
 from pyworkflow.engine import events
 from pyworkflow.engine.log import check_storable
-from pyworkflow.observability import lifecycle
+from pyworkflow.observability import lifecycle, tracing
 from pyworkflow.observability.package_log import logger
 from pyworkflow.serialization import encode, encode_error
 from pyworkflow.storage.payloads import PayloadLimit
@@ -100,8 +100,9 @@ async def run_attempts(
         token = current_step.set(StepInfo(step_id, name, attempt))
         began = time.perf_counter()
         try:
-            result = await run_attempt(call, definition.timeout, name, attempt)
-            completed = _completion(step_id, name, attempt, result, limit) if durable else None
+            with tracing.step_span(step_id, name, attempt):
+                result = await run_attempt(call, definition.timeout, name, attempt)
+                completed = _completion(step_id, name, attempt, result, limit) if durable else None
         except asyncio.CancelledError:
             _ended(step_id, name, attempt, "cancelled", began)
             reason = "the attempt was cancelled while running"

@@ -42,7 +42,7 @@ from pyworkflow.engine.log import (
 )
 from pyworkflow.engine.replay import ChildRecord, History, HookHistory
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
-from pyworkflow.observability import lifecycle
+from pyworkflow.observability import lifecycle, tracing
 from pyworkflow.primitives.hook_tokens import derive_token, token_to_hand_out
 from pyworkflow.primitives.hook_tokens import hash_token as hash_token  # api.py imports it here
 from pyworkflow.serialization import decode, decode_error, encode, encode_error
@@ -83,6 +83,9 @@ class DispatchedStep:
     step_name: str
     attempt: int
     queue: str | None = None  # the step's broker queue (None: the default step queue)
+    # The dispatching execution's span (stored form, see observability.tracing): the
+    # step's span on the worker is its child.
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +366,14 @@ class RunContext(WorkflowContext):
             raise
         self.record(EventType.STEP_STARTED, data)
         self.dispatched.append(
-            DispatchedStep(self.run_id, op_id, definition.name, attempt, definition.queue)
+            DispatchedStep(
+                self.run_id,
+                op_id,
+                definition.name,
+                attempt,
+                definition.queue,
+                tracing.current_trace_context(),
+            )
         )
         return self._hold(f"step {op_id} dispatched")
 

@@ -51,7 +51,7 @@ from pyworkflow.engine.log import (
 from pyworkflow.engine.owners import OwnerKind, new_owner
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
-from pyworkflow.observability import lifecycle
+from pyworkflow.observability import lifecycle, tracing
 from pyworkflow.observability.package_log import logger
 from pyworkflow.serialization import encode, encode_error
 from pyworkflow.storage.base import StorageBackend
@@ -129,22 +129,26 @@ async def execute_run(
     for type_, data in first_events:
         ctx.record(type_, data, force=True)
     ctx.set_changes(**(first_changes or {}))
-    LIVE[run.run_id] = ctx
-    try:
-        if ctx.cancel_requested and (run.cancel_reason or "").startswith(TERMINATE_PREFIX):
-            outcome = await _cancelled(ctx, CancellationError(reason=run.cancel_reason))
-        else:
-            outcome = await _execute(ctx, run, definition, storage, args, kwargs)
-    finally:
-        if LIVE.get(run.run_id) is ctx:
-            del LIVE[run.run_id]
-    _raise_lost(run, ctx.run_log.failure or ctx.fatal)
-    try:
-        await _after_end(ctx, storage, run, outcome)
-    except Exception as exc:
-        if not is_storage_fault(exc):
-            raise
-        logger.warning("run {} ended, but tidying up after it failed: {}", run.run_id, exc)
+    # The attempt's span, current before the body's task is created (which, and every
+    # task of its own asyncio.gather, inherits it); its parent is the run's stored context.
+    with tracing.workflow_span(run.run_id, run.workflow_name, run.trace_context) as span:
+        LIVE[run.run_id] = ctx
+        try:
+            if ctx.cancel_requested and (run.cancel_reason or "").startswith(TERMINATE_PREFIX):
+                outcome = await _cancelled(ctx, CancellationError(reason=run.cancel_reason))
+            else:
+                outcome = await _execute(ctx, run, definition, storage, args, kwargs)
+        finally:
+            if LIVE.get(run.run_id) is ctx:
+                del LIVE[run.run_id]
+        _raise_lost(run, ctx.run_log.failure or ctx.fatal)
+        span.ended(outcome.status, outcome.error)
+        try:
+            await _after_end(ctx, storage, run, outcome)
+        except Exception as exc:
+            if not is_storage_fault(exc):
+                raise
+            logger.warning("run {} ended, but tidying up after it failed: {}", run.run_id, exc)
     return outcome
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from pyworkflow.core.config import get_config
 from pyworkflow.core.workflow import WorkflowDefinition
 from pyworkflow.engine import events
+from pyworkflow.observability import tracing
 from pyworkflow.serialization import encode
 from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun, utcnow
 
@@ -91,6 +92,9 @@ def build_run(
         lease_expires_at=now + timedelta(seconds=lease_ttl) if owner else None,
         last_sequence=1,
         queue=request.queue or definition.queue,
+        # The span current here (the caller's; a parent run's attempt), which every
+        # attempt of the run continues, wherever and whenever it executes.
+        trace_context=tracing.new_run_trace_context(run_id, definition.name),
     )
     started = Event(
         run_id=run_id,

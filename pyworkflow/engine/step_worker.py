@@ -378,8 +378,9 @@ async def steps_in_flight(
     if owner_kind(owner) is not OwnerKind.ROUND:
         return None
     history = History.from_events(run_id, await storage.get_events(run_id))
+    # The dispatching execution's span is gone: the steps' spans join the run's trace.
     steps = [
-        DispatchedStep(run_id, op_id, record.name, record.attempts, record.queue)
+        DispatchedStep(run_id, op_id, record.name, record.attempts, record.queue, run.trace_context)
         for op_id, record in history.steps.items()
         if record.in_flight and record.round == owner
     ]

@@ -15,8 +15,9 @@ from pyworkflow.context.base import WorkflowContext, reset_context, set_context
 from pyworkflow.core.exceptions import ContinueAsNewSignal
 from pyworkflow.core.step import StepDefinition
 from pyworkflow.engine.attempts import NO_RECORDER, run_attempts
+from pyworkflow.observability import tracing
 from pyworkflow.observability.package_log import user_logger
-from pyworkflow.storage.schemas import utcnow
+from pyworkflow.storage.schemas import RunStatus, utcnow
 
 
 class TransientContext(WorkflowContext):
@@ -60,8 +61,10 @@ async def run_transient(
     func: Callable[..., Awaitable[Any]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    trace_context: str | None = None,
 ) -> Any:
-    """Run ``func`` with ``ctx`` installed, in a task of its own (isolated contextvars)."""
+    """Run ``func`` with ``ctx`` installed, in a task of its own (isolated contextvars),
+    in a ``workflow`` span whose parent is ``trace_context`` (the run's)."""
 
     async def body() -> Any:
         token = set_context(ctx)
@@ -75,4 +78,11 @@ async def run_transient(
         finally:
             reset_context(token)
 
-    return await asyncio.ensure_future(body())
+    with tracing.workflow_span(ctx.run_id, ctx.workflow_name, trace_context) as span:
+        try:
+            result = await asyncio.ensure_future(body())
+        except Exception as exc:
+            span.ended(RunStatus.FAILED, exc)
+            raise
+        span.ended(RunStatus.COMPLETED)
+        return result

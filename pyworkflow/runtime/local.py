@@ -526,7 +526,9 @@ class LocalRuntime(Runtime):
         ctx = TransientContext(run.run_id, run.workflow_name)
         where = f"result of workflow {run.workflow_name!r}"
         try:
-            result = await run_transient(ctx, request.definition.func, request.args, request.kwargs)
+            result = await run_transient(
+                ctx, request.definition.func, request.args, request.kwargs, run.trace_context
+            )
             run.result_payload = dumps(result, where=where)
         except Exception as exc:
             run.status, run.error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"

@@ -73,6 +73,7 @@ RUN_COLUMNS = (
     "cancel_requested_at",
     "cancel_reason",
     "queue",
+    "trace_context",
 )
 EVENT_COLUMNS = ("run_id", "sequence", "event_id", "type", "timestamp", "data")
 DATETIME_COLUMNS = frozenset(f.name for f in fields(WorkflowRun) if "datetime" in str(f.type))
@@ -558,6 +559,7 @@ def _run_reader(dt: Callable[[Any], datetime]) -> Callable[[Sequence[Any]], Work
             cancel_requested_at=opt(row[26]),
             cancel_reason=row[27],
             queue=row[28],
+            trace_context=row[29],
         )
 
     return read

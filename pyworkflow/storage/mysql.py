@@ -207,6 +207,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 5: the run's broker queue (routing, ``@workflow(queue=...)``); NULL: the default.
     ("ALTER TABLE runs ADD COLUMN queue VARCHAR(255) NULL",),
+    # 6: the trace context the run's spans continue (W3C, as JSON text); NULL: none.
+    ("ALTER TABLE runs ADD COLUMN trace_context TEXT NULL",),
 )
 
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (aiomysql.Error, OSError)

@@ -214,6 +214,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 5: the run's broker queue (routing, ``@workflow(queue=...)``); NULL: the default.
     # A nullable column without a default: no table rewrite.
     ('ALTER TABLE {p}runs ADD COLUMN queue TEXT COLLATE "C"',),
+    # 6: the trace context the run's spans continue (W3C, as JSON text); NULL: none.
+    ("ALTER TABLE {p}runs ADD COLUMN trace_context TEXT",),
 )
 
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (

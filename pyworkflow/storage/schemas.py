@@ -366,6 +366,9 @@ class WorkflowRun:
     # The broker queue of the run's workflow messages (Celery); None: the default queue.
     # Stored so that senders without the workflow's code (scheduler, CLI, webhooks) route.
     queue: str | None = None
+    # The trace context the run's spans continue (W3C traceparent/tracestate as JSON
+    # text, set when the run is created: the caller's); None: none (or stored before).
+    trace_context: str | None = None
 
     @property
     def input_args(self) -> tuple[Any, ...]:

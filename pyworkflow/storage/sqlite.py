@@ -189,6 +189,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 6: the run's broker queue (routing, ``@workflow(queue=...)``); NULL: the default.
     ("ALTER TABLE runs ADD COLUMN queue TEXT",),
+    # 7: the trace context the run's spans continue (W3C, as JSON text); NULL: none.
+    ("ALTER TABLE runs ADD COLUMN trace_context TEXT",),
 )
 
 

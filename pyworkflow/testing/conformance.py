@@ -246,6 +246,10 @@ class StorageConformance:
             lease_expires_at=at(60),
             last_sequence=0,
             queue="billing.eu",
+            trace_context=(
+                '{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",'
+                '"tracestate":"congo=t61rcWkgMzE"}'
+            ),
         )
         returned = await storage.create_run(run)
         assert returned == run

@@ -7,6 +7,8 @@
 * Several instances claiming due runs at once never claim one run twice.
 * A database of the release before the cancellation index gains it, requests kept.
 * A database of the release before the worker registry gains its table, runs kept.
+* A database of the release before tracing gains the trace context column; a run it
+  holds reads back without one and still completes.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from typing import Any
 
 import pytest
 
+from pyworkflow import get_runtime, sleep, start, workflow
 from pyworkflow.core.exceptions import StorageError
+from pyworkflow.engine.runner import new_owner_id, resume_run
 from pyworkflow.storage._sql import WRITE, Conn, SQLStorageBackend
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.config import storage_from_url
-from pyworkflow.storage.schemas import HookRecord, RunStatus, WorkerRecord
+from pyworkflow.storage.schemas import HookRecord, RunStatus, WorkerRecord, utcnow
 from pyworkflow.storage.sqlite import MIGRATIONS, SQLiteStorageBackend
 from pyworkflow.testing.conformance import at, make_events, make_run
 from tests.services import require_service
@@ -333,16 +337,19 @@ WORKERS_INDEX = "workers_last_beat"
 # schema of the release n migrations back.
 UNDO_LATEST = {
     "sqlite": (
+        "ALTER TABLE runs DROP COLUMN trace_context",
         "ALTER TABLE runs DROP COLUMN queue",
         "DROP TABLE workers",
         f"DROP INDEX {CANCEL_INDEX}",
     ),
     "postgres": (
+        "ALTER TABLE {prefix}runs DROP COLUMN trace_context",
         "ALTER TABLE {prefix}runs DROP COLUMN queue",
         "DROP TABLE {prefix}workers",
         f"DROP INDEX {{prefix}}{CANCEL_INDEX}",
     ),
     "mysql": (
+        "ALTER TABLE runs DROP COLUMN trace_context",
         "ALTER TABLE runs DROP COLUMN queue",
         "DROP TABLE workers",
         f"ALTER TABLE runs DROP KEY {CANCEL_INDEX}, DROP COLUMN cancel_requested",
@@ -395,7 +402,7 @@ async def test_previous_schema_gains_the_cancel_index(
     await sql_storage.create_run(make_run("busy", status=RunStatus.RUNNING, created_at=at(3)))
     for run_id in ("asked", "busy"):
         assert await sql_storage.request_cancellation(run_id, "stop", at(5))
-    await _downgrade(sql_storage, backend_name, migrations=3)
+    await _downgrade(sql_storage, backend_name, migrations=4)
     assert not await _has_index(sql_storage, backend_name, CANCEL_INDEX)
     await sql_storage.close()
 
@@ -419,7 +426,7 @@ async def test_previous_schema_gains_the_workers_table(
     assert isinstance(sql_storage, SQLStorageBackend) and storage_url is not None
     await sql_storage.create_run(make_run("kept", tags=["eu"]))
     await sql_storage.append_events("kept", make_events("kept", 1, 2), expected_last_sequence=0)
-    await _downgrade(sql_storage, backend_name, migrations=2)
+    await _downgrade(sql_storage, backend_name, migrations=3)
     with pytest.raises(StorageError):  # the release before had no worker registry
         await sql_storage.list_workers()
     await sql_storage.close()
@@ -448,7 +455,7 @@ async def test_previous_schema_gains_the_queue_column(
     queue), and new runs keep theirs."""
     assert isinstance(sql_storage, SQLStorageBackend) and storage_url is not None
     await sql_storage.create_run(make_run("before", tags=["eu"]))
-    await _downgrade(sql_storage, backend_name, migrations=1)
+    await _downgrade(sql_storage, backend_name, migrations=2)
     await sql_storage.close()
 
     upgraded = storage_from_url(storage_url)
@@ -461,6 +468,48 @@ async def test_previous_schema_gains_the_queue_column(
         await upgraded.create_run(routed)
         after = await upgraded.get_run("after")
         assert after is not None and after.queue == "billing"
+        assert await _schema_version(upgraded) == len(upgraded.sql.migrations)
+    finally:
+        await upgraded.close()
+
+
+@workflow(name="migrations_nap")
+async def nap(order: str) -> str:
+    await sleep(0.3)
+    return order.upper()
+
+
+TRACED = '{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}'
+
+
+async def test_previous_schema_gains_the_trace_context_column(
+    sql_storage: StorageBackend, storage_url: str | None, backend_name: str
+) -> None:
+    """A run stored (sleeping) by the release before tracing reads back with
+    ``trace_context=None`` after the upgrade and, woken, completes; new runs keep theirs."""
+    assert isinstance(sql_storage, SQLStorageBackend) and storage_url is not None
+    run_id = await start(nap, "a", storage=sql_storage)
+    await get_runtime("local").shutdown()  # nothing wakes it but this test
+    asleep = await sql_storage.get_run(run_id)
+    assert asleep is not None and asleep.status == RunStatus.SUSPENDED
+    await _downgrade(sql_storage, backend_name, migrations=1)
+    await sql_storage.close()
+
+    upgraded = storage_from_url(storage_url)
+    assert isinstance(upgraded, SQLStorageBackend)
+    try:
+        before = await upgraded.get_run(run_id)
+        assert before is not None and before.wake_at is not None
+        assert (before.status, before.trace_context) == (RunStatus.SUSPENDED, None)
+        await asyncio.sleep(max(0.0, (before.wake_at - utcnow()).total_seconds()))
+        await resume_run(upgraded, run_id, owner=new_owner_id(), lease_ttl=30)
+        done = await upgraded.get_run(run_id)
+        assert done is not None and (done.status, done.result) == (RunStatus.COMPLETED, "A")
+        traced = make_run("after")
+        traced.trace_context = TRACED
+        await upgraded.create_run(traced)
+        after = await upgraded.get_run("after")
+        assert after is not None and after.trace_context == TRACED
         assert await _schema_version(upgraded) == len(upgraded.sql.migrations)
     finally:
         await upgraded.close()

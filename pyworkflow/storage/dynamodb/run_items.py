@@ -69,6 +69,7 @@ _STRING_FIELDS = frozenset(
         "cancel_reason",
         "lease_owner",
         "queue",
+        "trace_context",
     }
 )
 _REQUIRED_FIELDS = frozenset({"status", "updated_at", "recovery_attempts"})
@@ -198,6 +199,7 @@ def _item_to_run(item: Item) -> WorkflowRun:
         lease_expires_at=_opt_dt(item, "lease_expires_at"),
         last_sequence=int(item["last_sequence"]["N"]),
         queue=_opt_str(item, "queue"),  # absent on items written before routing existed
+        trace_context=_opt_str(item, "trace_context"),  # absent before tracing existed
     )
 
 
