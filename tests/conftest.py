@@ -20,7 +20,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _package_log_level():
     """Every test starts at pyworkflow's default log level (WARNING), whatever an earlier
     test set; a test that reads pyworkflow's DEBUG or INFO lines asks for them."""
-    from pyworkflow.observability.package_log import DEFAULT_LEVEL, set_log_level
+    from pyworkflow.utils.log import DEFAULT_LEVEL, set_log_level
 
     set_log_level(DEFAULT_LEVEL)
     yield
@@ -30,6 +30,6 @@ def _package_log_level():
 @pytest.fixture
 def pyworkflow_debug_logs():
     """Let pyworkflow's own DEBUG lines through for this test."""
-    from pyworkflow.observability.package_log import set_log_level
+    from pyworkflow.utils.log import set_log_level
 
     set_log_level("DEBUG")

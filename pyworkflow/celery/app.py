@@ -23,7 +23,7 @@ from kombu import Queue  # type: ignore[attr-defined]
 
 from pyworkflow.core.config import discover_workflows, get_config
 from pyworkflow.core.exceptions import ConfigurationError
-from pyworkflow.observability.package_log import set_log_level
+from pyworkflow.utils.log import set_log_level
 
 # Separate queues so each kind of work can get its own workers (``-Q``).
 WORKFLOWS_QUEUE = "pyworkflow.workflows"

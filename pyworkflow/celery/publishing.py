@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from kombu.exceptions import KombuError
 
 from pyworkflow.engine.recovery import backoff_delay
-from pyworkflow.observability.package_log import logger
+from pyworkflow.utils.log import logger
 
 # A message to send: calling it publishes it (see pyworkflow.celery.messages).
 Message = Callable[[], None]

@@ -12,11 +12,11 @@ from pyworkflow.core.config import get_config
 from pyworkflow.engine.owners import QUEUED_OWNER
 from pyworkflow.engine.runner import connect, store_new_run
 from pyworkflow.engine.runs import RunRequest, build_run
-from pyworkflow.observability.package_log import logger
 from pyworkflow.runtime.base import Runtime
 from pyworkflow.serialization import encode
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import utcnow
+from pyworkflow.utils.log import logger
 
 
 class CeleryRuntime(Runtime):

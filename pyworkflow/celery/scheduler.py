@@ -45,11 +45,11 @@ from pyworkflow.engine.recovery import (
     signalled_suspended_runs,
 )
 from pyworkflow.engine.workers import Liveness, prune_workers, read_liveness
-from pyworkflow.observability.package_log import logger
 from pyworkflow.scheduler.declared import activate_declared
 from pyworkflow.scheduler.service import ScheduleService
 from pyworkflow.storage.base import SCHEDULES, StorageBackend
 from pyworkflow.storage.schemas import utcnow
+from pyworkflow.utils.log import logger
 
 _BATCH = 100
 _FLOOR = 0.05

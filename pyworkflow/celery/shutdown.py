@@ -41,7 +41,7 @@ from types import FrameType
 from typing import Any
 
 from pyworkflow.core.config import get_config, new_storage
-from pyworkflow.observability.package_log import logger
+from pyworkflow.utils.log import logger
 
 # Sent by the main process to its pool processes when its warm shutdown begins (SIGUSR1
 # is billiard's soft time limit; SIGUSR2 is unused by Celery's pool processes).

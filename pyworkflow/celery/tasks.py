@@ -37,7 +37,7 @@ from pyworkflow.celery.messages import (
 )
 from pyworkflow.celery.scheduler import TimerSweeper
 from pyworkflow.observability import lifecycle
-from pyworkflow.observability.package_log import logger
+from pyworkflow.utils.log import logger
 
 _sweeper: TimerSweeper | None = None
 _sweeps = 0

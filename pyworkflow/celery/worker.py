@@ -43,9 +43,9 @@ from pyworkflow.engine.step_worker import (
 )
 from pyworkflow.engine.workers import WorkerBeat
 from pyworkflow.observability import tracing
-from pyworkflow.observability.package_log import logger
 from pyworkflow.storage.base import WORKERS, StorageBackend
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
+from pyworkflow.utils.log import logger
 
 T = TypeVar("T")
 

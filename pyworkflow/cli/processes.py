@@ -145,7 +145,7 @@ def scheduler_run(poll_interval: float | None, duration: float | None, loglevel:
 
 def _start_scheduler(poll_interval: float | None, duration: float | None, loglevel: str) -> None:
     _require_celery()
-    from pyworkflow.observability.package_log import set_log_level
+    from pyworkflow.utils.log import set_log_level
 
     try:
         set_log_level(loglevel)

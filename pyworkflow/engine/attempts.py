@@ -29,10 +29,10 @@ from pyworkflow.core.step import StepDefinition
 from pyworkflow.engine import events
 from pyworkflow.engine.log import check_storable
 from pyworkflow.observability import lifecycle, tracing
-from pyworkflow.observability.package_log import logger
 from pyworkflow.serialization import encode, encode_error
 from pyworkflow.storage.payloads import PayloadLimit
 from pyworkflow.storage.schemas import EventType, utcnow
+from pyworkflow.utils.log import logger
 
 
 class AttemptRecorder(Protocol):

@@ -52,10 +52,10 @@ from pyworkflow.engine.owners import OwnerKind, new_owner
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
 from pyworkflow.observability import lifecycle, tracing
-from pyworkflow.observability.package_log import logger
 from pyworkflow.serialization import encode, encode_error
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import Event, EventType, HookStatus, RunStatus, WorkflowRun, utcnow
+from pyworkflow.utils.log import logger
 
 
 @dataclass(slots=True)

@@ -24,10 +24,10 @@ from pyworkflow.core.exceptions import (
     StorageUnavailableError,
 )
 from pyworkflow.observability import lifecycle
-from pyworkflow.observability.package_log import logger
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.payloads import PayloadLimit, check_size, strict_json
 from pyworkflow.storage.schemas import Event, EventType, RunUpdate, utcnow
+from pyworkflow.utils.log import logger
 
 
 class OwnershipLost(BaseException):  # noqa: N818 - control flow, not an error

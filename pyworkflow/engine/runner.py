@@ -32,7 +32,6 @@ from pyworkflow.engine.recovery import backoff_delay, never_executed
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest
 from pyworkflow.observability import lifecycle
-from pyworkflow.observability.package_log import logger
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import (
     Event,
@@ -42,6 +41,7 @@ from pyworkflow.storage.schemas import (
     WorkflowRun,
     utcnow,
 )
+from pyworkflow.utils.log import logger
 
 # Kept under their earlier names for callers of this module.
 new_owner_id = process_owner

@@ -42,11 +42,11 @@ from pyworkflow.engine.owners import OwnerKind, new_owner, owner_kind
 from pyworkflow.engine.replay import History, StepRecord
 from pyworkflow.engine.runner import load_history
 from pyworkflow.observability import lifecycle
-from pyworkflow.observability.package_log import logger, user_logger
 from pyworkflow.serialization import decode
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.payloads import PayloadLimit
 from pyworkflow.storage.schemas import Event, EventType, RunUpdate, WorkflowRun, utcnow
+from pyworkflow.utils.log import logger, user_logger
 
 
 @dataclass(slots=True)

@@ -16,8 +16,8 @@ from pyworkflow.core.exceptions import ContinueAsNewSignal
 from pyworkflow.core.step import StepDefinition
 from pyworkflow.engine.attempts import NO_RECORDER, run_attempts
 from pyworkflow.observability import tracing
-from pyworkflow.observability.package_log import user_logger
 from pyworkflow.storage.schemas import RunStatus, utcnow
+from pyworkflow.utils.log import user_logger
 
 
 class TransientContext(WorkflowContext):

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pyworkflow.engine.owners import OwnerKind, new_owner
-from pyworkflow.observability.package_log import logger
 from pyworkflow.storage.base import WORKERS, StorageBackend
 from pyworkflow.storage.schemas import WorkerRecord, utcnow
+from pyworkflow.utils.log import logger
 
 # A stopped worker's record stays visible this long after its last beat.
 RETENTION = timedelta(hours=1)

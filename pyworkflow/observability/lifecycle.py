@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pyworkflow.observability.package_log import LEVELS, log_level, logger
 from pyworkflow.storage.schemas import Event, EventType
+from pyworkflow.utils.log import LEVELS, log_level, logger
 
 
 @dataclass(frozen=True, slots=True)

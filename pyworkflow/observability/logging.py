@@ -6,7 +6,7 @@ gets the same through :func:`get_logger`, and records written with loguru's own
 ``logger`` inside a run get them in the sinks :func:`configure_logging` adds.
 
 Nothing here runs at import: the application's sinks and records are its own. See
-``pyworkflow.observability.package_log`` for the level pyworkflow logs at by default
+``pyworkflow.utils.log`` for the level pyworkflow logs at by default
 (WARNING) and docs/logging.md for the lines each run writes.
 """
 
@@ -20,12 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from pyworkflow.observability.package_log import (
-    add_run_context,
-    level_number,
-    set_log_level,
-    with_run_context,
-)
+from pyworkflow.observability.run_context import add_run_context, with_run_context
+from pyworkflow.utils.log import level_number, set_log_level
 
 if TYPE_CHECKING:
     from loguru import Logger, Record
@@ -69,7 +65,7 @@ def configure_logging(
     Calling it again replaces the sinks it added before; sinks the application added
     itself stay. loguru's default stderr sink is removed (these sinks replace it), and
     pyworkflow's own records are let through from ``level`` up (see
-    :func:`~pyworkflow.observability.package_log.set_log_level`).
+    :func:`~pyworkflow.utils.log.set_log_level`).
 
     Args:
         level: minimum level (``"DEBUG"``, ``"INFO"``, ...).

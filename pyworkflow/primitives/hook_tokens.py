@@ -23,8 +23,8 @@ from pathlib import Path
 
 from pyworkflow.core.config import MIN_SECRET_KEY_LENGTH, get_config
 from pyworkflow.core.exceptions import ConfigurationError
-from pyworkflow.observability.package_log import logger
 from pyworkflow.storage.schemas import HookRecord
+from pyworkflow.utils.log import logger
 
 TOKEN_PREFIX = "whk_"
 KEY_FILE = ".pyworkflow/secret.key"

@@ -62,13 +62,13 @@ from pyworkflow.engine.runner import (
 )
 from pyworkflow.engine.runs import RunRequest, build_run
 from pyworkflow.engine.transient import TransientContext, run_transient
-from pyworkflow.observability.package_log import logger
 from pyworkflow.runtime.base import Runtime
 from pyworkflow.scheduler.declared import activate_declared
 from pyworkflow.scheduler.service import ScheduleService
 from pyworkflow.serialization import dumps
 from pyworkflow.storage.base import SCHEDULES, StorageBackend
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
+from pyworkflow.utils.log import logger
 
 _RECOVERY_EVERY_POLLS = 5
 _TRANSIENT_MEMORY = 1000

@@ -7,11 +7,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyworkflow.observability.package_log import logger
 from pyworkflow.scheduler.model import Schedule, spec_to_json
 from pyworkflow.scheduler.specs import OverlapPolicy, ScheduleSpec
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import utcnow
+from pyworkflow.utils.log import logger
 
 
 @dataclass(frozen=True)

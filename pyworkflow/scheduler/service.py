@@ -24,11 +24,11 @@ from pyworkflow.core.exceptions import RunAlreadyExistsError, WorkflowNotFoundEr
 from pyworkflow.core.registry import get_workflow, require_workflow
 from pyworkflow.engine.context import TERMINATE_PREFIX
 from pyworkflow.engine.runs import RunRequest, derived_run_id
-from pyworkflow.observability.package_log import logger
 from pyworkflow.scheduler.model import Schedule, ScheduleEntry
 from pyworkflow.scheduler.specs import OverlapPolicy
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import ScheduleRecord, ScheduleStatus, utcnow
+from pyworkflow.utils.log import logger
 
 Starter = Callable[[RunRequest], Awaitable[str]]
 Waker = Callable[[str], Awaitable[None]]

@@ -21,7 +21,7 @@ from pyworkflow.core.exceptions import (
     StorageError,
     StorageUnavailableError,
 )
-from pyworkflow.observability.package_log import logger
+from pyworkflow.utils.log import logger
 
 #: Error class -> HTTP status, most specific first.
 STATUS: tuple[tuple[type[Exception], int], ...] = (

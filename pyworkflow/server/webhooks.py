@@ -27,12 +27,12 @@ from pyworkflow.core.exceptions import (
     HookNotFoundError,
     HookPayloadError,
 )
-from pyworkflow.observability.package_log import logger
 from pyworkflow.primitives.hook_tokens import TOKEN_PREFIX, hash_token
 from pyworkflow.server.app import state
 from pyworkflow.server.deps import Storage
 from pyworkflow.storage.base import HOOKS, StorageBackend, require_capability
 from pyworkflow.storage.schemas import HookRecord
+from pyworkflow.utils.log import logger
 
 router = APIRouter(tags=["webhooks"])
 

@@ -25,7 +25,7 @@ import os
 import sqlite3
 import threading
 
-from pyworkflow.observability.package_log import logger
+from pyworkflow.utils.log import logger
 
 CHECKPOINT_EVERY = 500  # commits between background passes (SQLite alone: every 1,000 pages)
 

@@ -22,13 +22,13 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from pyworkflow.observability.package_log import logger
 from pyworkflow.server.app import state
 from pyworkflow.server.deps import Reader, Storage
 from pyworkflow.server.models import EventOut, RunSummary
 from pyworkflow.server.routes.runs import MAX_PAGE, RunFilters, run_or_404
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun
+from pyworkflow.utils.log import logger
 
 router = APIRouter(prefix="/api", tags=["live"])
 

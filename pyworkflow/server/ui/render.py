@@ -26,12 +26,12 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from pyworkflow.observability.package_log import logger
 from pyworkflow.server.app import state
 from pyworkflow.server.auth import Principal, current_principal
 from pyworkflow.server.errors import status_of
 from pyworkflow.storage.schemas import utcnow
 from pyworkflow.utils.duration import human_duration
+from pyworkflow.utils.log import logger
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 STATIC = Path(__file__).resolve().parent.parent / "static"

@@ -7,22 +7,21 @@ with :func:`set_log_level`, ``configure_logging`` or a worker's ``--loglevel``).
 application that never configures anything sees pyworkflow's warnings and errors on
 loguru's default stderr sink, and none of its DEBUG lines.
 
-Records carry the run and step they are about: ``run_id``, ``workflow_name`` and, inside
-a step, ``step_id``, ``step_name`` and ``attempt`` in ``extra``, added by a patcher bound
-to this logger only (see :func:`with_run_context`), so the application's own records are
-left as they are.
+Every layer logs through :data:`logger` (this module imports nothing of pyworkflow).
+The records' run context (``run_id``, ``workflow_name``, ``step_id``, ...) is added by a
+patcher bound to this logger only, which ``pyworkflow.observability.run_context``
+installs when ``pyworkflow`` is imported: the application's own records are left alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger as _loguru
 
-from pyworkflow.context.base import current_context, current_step_info
-
 if TYPE_CHECKING:
-    from loguru import Logger, Record
+    from loguru import Record
 
 LEVELS = {
     "TRACE": 5,
@@ -36,26 +35,7 @@ LEVELS = {
 DEFAULT_LEVEL = "WARNING"
 
 _threshold = LEVELS[DEFAULT_LEVEL]
-
-
-def add_run_context(record: Record) -> None:
-    """Fill ``record["extra"]`` with the current run and step (fields already bound on
-    the record win)."""
-    extra = record["extra"]
-    ctx = current_context()
-    if ctx is not None:
-        extra.setdefault("run_id", ctx.run_id)
-        extra.setdefault("workflow_name", ctx.workflow_name)
-    info = current_step_info()
-    if info is not None:
-        extra.setdefault("step_id", info.step_id)
-        extra.setdefault("step_name", info.step_name)
-        extra.setdefault("attempt", info.attempt)
-
-
-def with_run_context(base: Logger = _loguru) -> Logger:
-    """``base`` with a patcher of its own that adds the run and step context."""
-    return base.patch(add_run_context)
+_patchers: list[Callable[[Record], None]] = []
 
 
 def level_number(level: str | int) -> int:
@@ -94,7 +74,18 @@ def log_level() -> int:
     return _threshold
 
 
-_base = with_run_context()
+def add_record_patcher(patcher: Callable[[Record], None]) -> None:
+    """Have ``patcher`` fill in each record pyworkflow emits (once per patcher)."""
+    if patcher not in _patchers:
+        _patchers.append(patcher)
+
+
+def _patch(record: Record) -> None:
+    for patcher in _patchers:
+        patcher(record)
+
+
+_base = _loguru.patch(_patch)
 
 
 class PackageLogger:
