@@ -30,7 +30,8 @@ def compare(
     ap.add_argument("--child", choices=modes, help=argparse.SUPPRESS)
     opts = ap.parse_args()
     if opts.child:
-        with tempfile.TemporaryDirectory() as tmp:
+        # ignore_cleanup_errors: a background checkpoint may still touch the database.
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
             print(json.dumps(asyncio.run(measure(opts.child, opts.workflows, Path(tmp)))))
         return None
     results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}

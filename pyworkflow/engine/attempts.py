@@ -142,6 +142,8 @@ async def run_attempts(
 
 
 def _ended(step_id: str, name: str, attempt: int, status: str, began: float) -> None:
+    if not lifecycle.observed():
+        return  # nobody listens (no metrics): nothing to build
     ctx = current_context()
     run = lifecycle.RunRef(ctx.run_id, ctx.workflow_name) if ctx is not None else None
     if run is not None:

@@ -122,6 +122,11 @@ def events_committed(
         _tell("run_events", run, events)
 
 
+def observed() -> bool:
+    """Whether any observer listens (what only observers need can then be skipped)."""
+    return bool(_observers)
+
+
 def step_attempt_ended(attempt: StepAttempt) -> None:
     if _observers:
         _tell("step_attempt", attempt)
