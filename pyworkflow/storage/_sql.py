@@ -306,6 +306,11 @@ class SQLStorageBackend(StorageBackend):
         rows = await self._call(READ, partial(_fetch, self.sql.list_due, params), idempotent=True)
         return [row[0] for row in rows]
 
+    async def count_due_runs(self, now: datetime, *, limit: int = 10_000) -> dict[str, int]:
+        params = (SUSPENDED_VALUE, self.sql.dialect.dt_to_db(now), limit)
+        rows = await self._call(READ, partial(_fetch, self.sql.count_due, params), idempotent=True)
+        return {str(row[0]): int(row[1]) for row in rows}
+
     async def claim_due_runs(
         self, now: datetime, owner: str, expires_at: datetime, limit: int = 100
     ) -> list[str]:

@@ -210,6 +210,12 @@ class Statements:
         self.list_due = c(
             f"SELECT run_id FROM {runs} WHERE {self.due_condition} ORDER BY wake_at, {tie} LIMIT ?"
         )
+        # The earliest ``limit`` due runs, counted per workflow (a derived table: MySQL
+        # refuses LIMIT in an IN subquery, not in a FROM one).
+        self.count_due = c(
+            f"SELECT workflow_name, COUNT(*) FROM (SELECT workflow_name FROM {runs} "
+            f"WHERE {self.due_condition} ORDER BY wake_at LIMIT ?) due GROUP BY workflow_name"
+        )
         free = (
             "(lease_owner IS NULL OR lease_owner = ? OR lease_expires_at IS NULL "
             "OR lease_expires_at < ?)"

@@ -380,6 +380,18 @@ class StorageBackend(ABC):
                 claimed.append(run_id)
         return claimed
 
+    async def count_due_runs(self, now: datetime, *, limit: int = 10_000) -> dict[str, int]:
+        """How many runs are due (as :meth:`list_due_runs`: woken by their time but not
+        yet taken by a worker), per workflow name, counting at most ``limit`` runs (the
+        earliest due). Backends that can count in one query override this default, which
+        reads the due runs."""
+        counts: dict[str, int] = {}
+        due = await self.list_due_runs(now, limit)
+        for start in range(0, len(due), 500):
+            for run in await self.get_runs(due[start : start + 500]):
+                counts[run.workflow_name] = counts.get(run.workflow_name, 0) + 1
+        return counts
+
     @abstractmethod
     async def next_wake_time(self) -> datetime | None:
         """The earliest ``wake_at`` of any ``suspended`` run, or ``None``."""

@@ -491,6 +491,21 @@ class StorageConformance:
         assert await storage.list_due_runs(now, limit=1) == ["early"]
         assert await storage.list_due_runs(at(0)) == []
 
+    async def test_count_due_runs_per_workflow(self, storage: StorageBackend) -> None:
+        now = at(100)
+        for i, wake in enumerate((10, 20, 30)):
+            await create(
+                storage, f"o{i}", status=RunStatus.SUSPENDED, wake_at=at(wake), workflow_name="o"
+            )
+        await create(storage, "s1", status=RunStatus.SUSPENDED, wake_at=at(5), workflow_name="s")
+        await create(storage, "future", status=RunStatus.SUSPENDED, wake_at=at(101))
+        await create(storage, "no-timer", status=RunStatus.SUSPENDED, workflow_name="s")
+        await create(storage, "running", status=RunStatus.RUNNING, wake_at=at(1))
+        assert await storage.count_due_runs(now) == {"o": 3, "s": 1}
+        # Only the earliest `limit` due runs are counted (a bounded query on a backlog).
+        assert await storage.count_due_runs(now, limit=2) == {"s": 1, "o": 1}
+        assert await storage.count_due_runs(at(0)) == {}
+
     async def test_next_wake_time(self, storage: StorageBackend) -> None:
         assert await storage.next_wake_time() is None
         await create(storage, "running", status=RunStatus.RUNNING, wake_at=at(1))
