@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -186,19 +187,22 @@ class TimerSweeper:
         expires = now + timedelta(seconds=get_config().dispatch_timeout)
         ttl = get_config().lease_ttl
         liveness = await read_liveness(self.storage, now, ttl)
+        sent: set[str] = set()
         async for found in runs_to_recover(
             self.storage, now, self.owner, lease_ttl=ttl, liveness=liveness
         ):
             if found.lost_round is not None:
                 await self._redispatch(found.run_id, found.lost_round, expires)
+                sent.add(found.run_id)
             elif await self.storage.acquire_lease(
                 found.run_id, self.owner, expires, now, steal_from=found.steal_from
             ):
                 await self._resend(found.run_id, fresh=not found.counts)
+                sent.add(found.run_id)
         died = liveness.dead - self._deaths_seen
         self._deaths_seen = liveness.dead
         if died:
-            await self.redeliver(liveness, died)
+            await self.redeliver(liveness, died, already_sent=sent)
 
     async def _redispatch(self, run_id: str, round_owner: str, expires: datetime) -> None:
         """A round's step messages were lost: give the round the queue allowance again
@@ -216,12 +220,18 @@ class TimerSweeper:
         logger.warning("run {} lost its step messages; sending them again", run_id)
         await publish(run_id, messages)
 
-    async def redeliver(self, liveness: Liveness, died: frozenset[str]) -> None:
+    async def redeliver(
+        self, liveness: Liveness, died: frozenset[str], *, already_sent: Iterable[str] = ()
+    ) -> None:
         """Workers stopped beating: send again the messages of runs that wait for one
         (they may have been fetched by a dead worker, which a Redis broker hands out again
-        only after its visibility timeout; duplicates lose harmlessly)."""
+        only after its visibility timeout; duplicates lose harmlessly). ``already_sent``:
+        runs this pass sent already (recovered just now), not sent twice."""
         sent = 0
+        skip = set(already_sent)
         async for run in awaiting_delivery(self.storage, liveness):
+            if run.run_id in skip:
+                continue
             owner = run.lease_owner
             if owner is not None and owner_kind(owner) is OwnerKind.ROUND:
                 messages = await round_messages(self.storage, run.run_id)
