@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery bench-lost bench-dashboard bench-scale bench-logging bench-tracing check clean
+.PHONY: install demo test outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery bench-lost bench-dashboard bench-scale bench-logging bench-tracing bench-metrics check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -73,6 +73,10 @@ bench-logging: install
 # What tracing costs: S1 without OpenTelemetry, with the API alone, with an SDK provider.
 bench-tracing: install
 	$(BIN)/python benchmarks/tracing_bench.py
+
+# What Prometheus metrics cost: S1 without prometheus_client, with metrics off, and on.
+bench-metrics: install
+	$(BIN)/python benchmarks/metrics_bench.py
 
 bench-dashboard: install
 	$(BIN)/python benchmarks/dashboard_bench.py

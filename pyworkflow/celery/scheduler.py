@@ -33,6 +33,7 @@ from functools import partial
 
 from pyworkflow.celery.app import WORKFLOWS_QUEUE, sending_app
 from pyworkflow.celery.messages import Route, route_of, routes_of, send_workflow
+from pyworkflow.celery.metrics_server import DueRunsReporter, start_scheduler_metrics
 from pyworkflow.celery.publishing import is_broker_fault, publish, send_off_loop
 from pyworkflow.celery.runtime import CeleryRuntime
 from pyworkflow.celery.worker import round_messages, start_beat
@@ -297,19 +298,28 @@ def queue_depths(queues: list[str]) -> dict[str, int] | None:
 
 
 async def run_scheduler(
-    storage: StorageBackend, *, poll_interval: float | None = None, duration: float | None = None
+    storage: StorageBackend,
+    *,
+    poll_interval: float | None = None,
+    duration: float | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     """The ``pyworkflow scheduler`` loop: sleep until the next stored wake-up time (at
-    most ``poll_interval``), fire, repeat; the slow checks run every few polls."""
-    poll = poll_interval if poll_interval is not None else get_config().timer_poll_interval
+    most ``poll_interval``), fire, repeat; the slow checks run every few polls. With
+    ``metrics_port`` (default: the ``metrics_port`` setting) it serves ``/metrics``
+    there, the overdue backlog included."""
+    cfg = get_config()
+    poll = poll_interval if poll_interval is not None else cfg.timer_poll_interval
+    port = metrics_port if metrics_port is not None else cfg.metrics_port
     discover_workflows()  # schedules start runs by workflow name; declarations register
     sending_app()  # build the Celery app now, not while the first due timer waits
     sweeper = TimerSweeper(storage)
+    due_runs = start_scheduler_metrics(port) if port is not None else None
     # In the registry as well: a run this scheduler claimed and could not send before it
     # died is taken back as soon as its beats stop, not when the claim's lease runs out.
     beat = start_beat(sweeper_of(sweeper.owner) or sweeper.owner, kind="scheduler")
     try:
-        await _serve(sweeper, poll, duration)
+        await _serve(sweeper, poll, duration, due_runs)
     finally:
         logger.info(
             "scheduler {} claimed {} due run(s) in total", sweeper.owner, sweeper.claimed_total
@@ -318,13 +328,16 @@ async def run_scheduler(
             await asyncio.to_thread(beat.stop)
 
 
-async def _serve(sweeper: TimerSweeper, poll: float, duration: float | None) -> None:
+async def _serve(
+    sweeper: TimerSweeper, poll: float, duration: float | None, due_runs: DueRunsReporter | None
+) -> None:
     loop = asyncio.get_running_loop()
     stop_at = None if duration is None else loop.time() + duration
     passes = 0
     logger.info("pyworkflow scheduler {} polling every {}s", sweeper.owner, poll)
     failing = False
     reported, reported_at = 0, loop.time()
+    counted_at = -poll
     while stop_at is None or loop.time() < stop_at:
         if sweeper.claimed_total != reported and loop.time() - reported_at >= _REPORT_EVERY:
             logger.info(
@@ -337,6 +350,9 @@ async def _serve(sweeper: TimerSweeper, poll: float, duration: float | None) -> 
             reported, reported_at = sweeper.claimed_total, loop.time()
         try:
             delay = await sweeper.tick(full=passes % 5 == 0)
+            if due_runs is not None and loop.time() - counted_at >= poll:
+                counted_at = loop.time()  # (a count per poll, not per pass of a burst)
+                await due_runs.report(sweeper.storage, utcnow())
             if failing:
                 logger.info("scheduler passes work again")
             failing = False

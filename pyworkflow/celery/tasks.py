@@ -15,10 +15,11 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_shutdown,
     worker_shutting_down,
 )
 
-from pyworkflow.celery import shutdown, worker
+from pyworkflow.celery import metrics_server, shutdown, worker
 from pyworkflow.celery.app import (
     FIRE_TIMERS,
     RUN_STEP,
@@ -36,6 +37,7 @@ from pyworkflow.celery.messages import (
     read_message,
 )
 from pyworkflow.celery.scheduler import TimerSweeper
+from pyworkflow.core.config import get_config
 from pyworkflow.observability import lifecycle
 from pyworkflow.utils.log import logger
 
@@ -108,11 +110,18 @@ def fire_timers() -> None:
 
 
 @worker_init.connect
-def _warn_about_ack_timeout(**_: Any) -> None:
+def _set_up_worker(**_: Any) -> None:
     # In the main process, after the workflow modules were imported (app.py's
-    # import_modules hook): steps allowed to outrun the broker's ack timeout.
+    # import_modules hook), before the pool forks: steps allowed to outrun the broker's
+    # ack timeout; metrics every pool process counts (and serves, with metrics_port).
     for warning in ack_timeout_warnings():
         logger.warning(warning)
+    metrics_server.start_worker_metrics(get_config().metrics_port)
+
+
+@worker_shutdown.connect
+def _tear_down_worker(**_: Any) -> None:
+    metrics_server.stop_worker_metrics()
 
 
 @celeryd_after_setup.connect

@@ -40,7 +40,17 @@ def _worker_options(fn: Any) -> Any:
     fn = click.option("--beat", is_flag=True, help="Also run Celery beat in this worker.")(fn)
     fn = click.option("--pool", "-P", help="Celery pool (prefork, solo, threads).")(fn)
     fn = click.option("--hostname", "-n", help="Worker node name (e.g. w1@%h).")(fn)
+    fn = _metrics_port_option("all its pool processes' metrics")(fn)
     return fn
+
+
+def _metrics_port_option(what: str) -> Any:
+    return click.option(
+        "--metrics-port",
+        type=click.IntRange(1, 65535),
+        help=f"Serve /metrics ({what}) for Prometheus on this port; default: the "
+        "metrics_port setting. Needs the metrics extra.",
+    )
 
 
 @click.group(invoke_without_command=True)
@@ -72,8 +82,13 @@ def _start_worker(
     beat: bool,
     pool: str | None,
     hostname: str | None,
+    metrics_port: int | None,
 ) -> None:
     _require_celery()
+    if metrics_port is not None:
+        from pyworkflow.core.config import configure
+
+        configure(metrics_port=metrics_port)  # served by the worker's main process
     from pyworkflow.celery.app import app
 
     names = _queue_names(queues)
@@ -116,34 +131,35 @@ def _scheduler_options(fn: Any) -> Any:
         "--poll-interval", type=float, help="Longest sleep between checks (s); default: config."
     )(fn)
     fn = click.option("--duration", type=float, help="Stop after this many seconds.")(fn)
+    fn = _metrics_port_option("with the overdue backlog, pyworkflow_due_runs")(fn)
     return fn
 
 
 @click.group(invoke_without_command=True)
 @_scheduler_options
 @click.pass_context
-def scheduler(
-    ctx: click.Context, poll_interval: float | None, duration: float | None, loglevel: str
-) -> None:
+def scheduler(ctx: click.Context, /, **options: Any) -> None:
     """Fire due timers and recover runs of dead workers (instead of Celery beat).
 
     Needs the celery extra when run: pip install "pyworkflow-engine[celery]".
     """
     if ctx.invoked_subcommand is None:
-        _start_scheduler(poll_interval, duration, loglevel)
+        _start_scheduler(**options)
 
 
 @scheduler.command("run")
 @_scheduler_options
-def scheduler_run(poll_interval: float | None, duration: float | None, loglevel: str) -> None:
+def scheduler_run(**options: Any) -> None:
     """Fire due timers and recover runs of dead workers (instead of Celery beat).
 
     Needs the celery extra when run: pip install "pyworkflow-engine[celery]".
     """
-    _start_scheduler(poll_interval, duration, loglevel)
+    _start_scheduler(**options)
 
 
-def _start_scheduler(poll_interval: float | None, duration: float | None, loglevel: str) -> None:
+def _start_scheduler(
+    poll_interval: float | None, duration: float | None, loglevel: str, metrics_port: int | None
+) -> None:
     _require_celery()
     from pyworkflow.utils.log import set_log_level
 
@@ -157,7 +173,9 @@ def _start_scheduler(poll_interval: float | None, duration: float | None, loglev
     async def serve() -> None:
         storage = get_storage()
         try:
-            await run_scheduler(storage, poll_interval=poll_interval, duration=duration)
+            await run_scheduler(
+                storage, poll_interval=poll_interval, duration=duration, metrics_port=metrics_port
+            )
         finally:
             await storage.close()
 

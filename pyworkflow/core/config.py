@@ -78,6 +78,10 @@ class PyWorkflowConfig:
     dashboard_read_token: str | None = field(default=None, repr=False)
     # Serve /metrics without a token (for a scraper on a trusted network).
     dashboard_public_metrics: bool = False
+    # Count Prometheus metrics in this process when prometheus_client is installed.
+    metrics_enabled: bool = True
+    # Celery worker (main process) and `pyworkflow scheduler`: serve /metrics on this port.
+    metrics_port: int | None = None
 
 
 _OPTION_NAMES = {f.name for f in dataclasses.fields(PyWorkflowConfig)}
@@ -92,11 +96,13 @@ _INT_OPTIONS = {
 }
 _FLOAT_OPTIONS = {"lease_ttl", "timer_poll_interval", "dispatch_timeout", "celery_ack_timeout"}
 _NON_NEGATIVE_FLOAT_OPTIONS = {"celery_countdown_window", "celery_shutdown_grace"}
+_PORT_OPTIONS = {"metrics_port"}  # None (off) or a TCP port
 _BOOL_OPTIONS = {
     "default_durable",
     "celery_inline_steps",
     "allow_pickle",
     "dashboard_public_metrics",
+    "metrics_enabled",
 }
 MIN_SECRET_KEY_LENGTH = 16
 
@@ -365,6 +371,18 @@ def _validate(cfg: PyWorkflowConfig) -> None:
         raise ConfigurationError(
             f"option 'allow_pickle' must be True or False, not {cfg.allow_pickle!r}"
         )
+    for name in _PORT_OPTIONS:
+        port = getattr(cfg, name)
+        if port is not None and (
+            not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536
+        ):
+            raise ConfigurationError(
+                f"option {name!r} must be a TCP port (1-65535) or None, not {port!r}"
+            )
+    if not isinstance(cfg.metrics_enabled, bool):
+        raise ConfigurationError(
+            f"option 'metrics_enabled' must be True or False, not {cfg.metrics_enabled!r}"
+        )
     key = cfg.secret_key
     # The value itself is never shown: it is a secret.
     if key is not None and (not isinstance(key, str) or len(key) < MIN_SECRET_KEY_LENGTH):
@@ -389,7 +407,7 @@ def _from_env() -> dict[str, Any]:
             continue
         target = _ALIASES.get(name, name)
         value: Any = raw
-        if target in _INT_OPTIONS:
+        if target in _INT_OPTIONS | _PORT_OPTIONS:
             value = _convert(int, raw, f"PYWORKFLOW_{name.upper()}")
         elif target in _FLOAT_OPTIONS | _NON_NEGATIVE_FLOAT_OPTIONS:
             value = _convert(float, raw, f"PYWORKFLOW_{name.upper()}")

@@ -1,6 +1,7 @@
 """What happens to runs and steps, told once each: the one place where the engine reports
-to the world outside it. The log lines of a run's life are written here; metrics and
-any other observer hook in with :func:`add_observer`.
+to the world outside it. The log lines of a run's life are written here; metrics
+(:mod:`pyworkflow.observability.metrics`, installed by default when available) and any
+other observer hook in with :func:`add_observer`.
 
 * **Run events** are reported by whoever commits them (the run's log, a step worker's
   append, the write that creates a run), after the write landed: replay writes nothing
@@ -19,7 +20,7 @@ never a failure of the run).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -66,6 +67,27 @@ class Observer:
 
 
 _observers: tuple[Observer, ...] = ()
+# What installs a process's default observers (metrics), run once before the first
+# report: set by the engine (:mod:`pyworkflow.engine.observing`), which reads the
+# configuration this layer cannot see.
+_defaults: Callable[[], object] | None = None
+
+
+def set_defaults(set_up: Callable[[], object] | None) -> None:
+    """Have ``set_up`` install this process's default observers before the first report
+    (``None``: none)."""
+    global _defaults
+    _defaults = set_up
+
+
+def _set_up_defaults() -> None:
+    global _defaults
+    set_up, _defaults = _defaults, None
+    if set_up is not None:
+        try:
+            set_up()
+        except Exception:  # noqa: BLE001 - observing must never break a run
+            logger.exception("setting up the default observers failed")
 
 
 def add_observer(observer: Observer) -> None:
@@ -98,6 +120,8 @@ def events_committed(
     this wake-up time had come (its ``workflow.resumed`` tells when it actually woke)."""
     if not events:
         return
+    if _defaults is not None:
+        _set_up_defaults()
     run = RunRef(run_id, workflow_name)
     failed_step: dict[str, Any] | None = None
     threshold = log_level()
@@ -124,6 +148,8 @@ def events_committed(
 
 def observed() -> bool:
     """Whether any observer listens (what only observers need can then be skipped)."""
+    if _defaults is not None:
+        _set_up_defaults()
     return bool(_observers)
 
 
@@ -133,6 +159,8 @@ def step_attempt_ended(attempt: StepAttempt) -> None:
 
 
 def message_waited(kind: str, name: str, seconds: float) -> None:
+    if _defaults is not None:
+        _set_up_defaults()
     if _observers:
         _tell("message_waited", kind, name, max(0.0, seconds))
 

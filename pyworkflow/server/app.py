@@ -15,6 +15,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from pyworkflow.core.config import configure, discover_workflows, get_storage
+from pyworkflow.engine.observing import set_up_default_observers
 from pyworkflow.server.auth import Authenticator, require_read
 from pyworkflow.server.errors import install_error_handlers
 from pyworkflow.server.limits import BodyLimit
@@ -67,6 +68,7 @@ def create_app(
         discover_workflows()
     backend = get_storage()
     settings = settings or ServerSettings.from_config()
+    set_up_default_observers()  # /metrics lists pyworkflow's metrics from the first scrape
     app = FastAPI(
         title="PyWorkflow",
         summary="Durable workflow runs: inspect, control, deliver hooks.",

@@ -66,11 +66,11 @@ class Cluster:
         self.workers[name] = proc
         self._wait_for_log(self.tmp / f"worker-{name}.log", "ready.", proc)
 
-    def start_scheduler(self) -> subprocess.Popen[bytes]:
+    def start_scheduler(self, *extra: str) -> subprocess.Popen[bytes]:
         n = len(self.schedulers)
         log = (self.tmp / f"scheduler-{n}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pyworkflow.cli", "scheduler"],
+            [sys.executable, "-m", "pyworkflow.cli", "scheduler", *extra],
             cwd=self.tmp, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip

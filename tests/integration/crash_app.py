@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -165,11 +166,27 @@ async def main(argv: list[str]) -> None:
     elif command == "wait":
         run = await wait_for_run(argv[2], timeout=60)
         print(f"DONE {run.status.value}", flush=True)
+        if os.environ.get("CRASH_METRICS"):  # what this process counted (default registry)
+            print(f"METRICS {_counted()}", flush=True)
     elif command == "resume":
         with contextlib.suppress(WorkflowAlreadyRunningError):
             await resume(argv[2])  # another racer holds the lease: it will finish the run
         run = await wait_for_run(argv[2], timeout=60)
         print(f"DONE {run.status.value}", flush=True)
+
+
+def _counted() -> str:
+    from prometheus_client import REGISTRY
+
+    return json.dumps(
+        {
+            f"{sample.name}{sorted(sample.labels.items())}": sample.value
+            for family in REGISTRY.collect()
+            if family.name.startswith("pyworkflow_") and family.type == "counter"
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        }
+    )
 
 
 async def _wait_chain(run_id: str, length: int) -> list[WorkflowRun]:

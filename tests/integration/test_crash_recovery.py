@@ -273,9 +273,22 @@ async def test_lifecycle_log_lines_are_written_once_across_a_crash(tmp_path: Pat
     with sqlite3.connect(db) as conn:
         (run_id,) = conn.execute("SELECT run_id FROM runs").fetchone()
     await _kill(child)
-    proc = await _spawn(tmp_path, "wait", str(db), run_id, CRASH_LOG_FILE=str(log))
+    proc = await _spawn(
+        tmp_path, "wait", str(db), run_id, CRASH_LOG_FILE=str(log), CRASH_METRICS="1"
+    )
     assert await _read_line(proc, "DONE", limit=60) == "DONE completed"
+    counted = json.loads((await _read_line(proc, "METRICS")).removeprefix("METRICS "))
     await proc.wait()
+    # The recovering process's default metrics (on: prometheus_client is installed) count
+    # what it stored: the recovery, the two steps it ran and the completion; not the
+    # start nor step1, which the killed process stored and it only replayed.
+    wf = "('workflow', 'crash_order')"
+    assert counted == {
+        f"pyworkflow_runs_recovered_total[{wf}]": 1.0,
+        f"pyworkflow_steps_total[('status', 'completed'), ('step', 'crash_step2'), {wf}]": 1.0,
+        f"pyworkflow_steps_total[('status', 'completed'), ('step', 'crash_step3'), {wf}]": 1.0,
+        f"pyworkflow_runs_finished_total[('status', 'completed'), {wf}]": 1.0,
+    }
 
     records = [json.loads(line)["record"] for line in log.read_text().splitlines() if line]
     ours = [r for r in records if r["name"] == "pyworkflow.observability.lifecycle"]

@@ -1,9 +1,10 @@
-"""``/metrics``: the Prometheus exposition of this process's default registry.
+"""``/metrics``: the Prometheus exposition of this process's default registry: what
+pyworkflow counted in this process (runs started, cancelled or resumed through the API,
+runs it executes under the local runtime; see ``docs/observability.md``) and the process
+collectors of ``prometheus_client``.
 
 Needs the read-only (or admin) token unless ``dashboard_public_metrics`` is set, for a
-scraper on a trusted network. The metrics themselves (what pyworkflow counts) come with
-the observability work; this route serves whatever the registry holds, which already
-includes the process and platform collectors of ``prometheus_client``.
+scraper on a trusted network.
 """
 
 from __future__ import annotations
