@@ -53,9 +53,10 @@ class CliContext:
             while self._opened:
                 await self._opened.pop().close()
 
-    async def storage(self) -> StorageBackend:
-        """The configured storage, connected (closed again when :meth:`run` ends)."""
-        storage = get_storage()
+    async def storage(self, *, read_only: bool = False) -> StorageBackend:
+        """The configured storage, connected (closed again when :meth:`run` ends);
+        ``read_only``: a view that never writes (see ``StorageBackend.read_only``)."""
+        storage = get_storage().read_only() if read_only else get_storage()
         await storage.connect()
         if storage not in self._opened:
             self._opened.append(storage)
@@ -152,10 +153,21 @@ def _register() -> None:
         runs,
         schedules,
         setup,
+        verify,
         workflows,
     )
 
-    modules = (processes, workflows, runs, hooks, schedules, setup, quickstart, dashboard)
+    modules = (
+        processes,
+        workflows,
+        runs,
+        hooks,
+        schedules,
+        setup,
+        quickstart,
+        dashboard,
+        verify,
+    )
     for module in modules:
         for command in module.COMMANDS:
             main.add_command(command)

@@ -31,6 +31,7 @@ from pyworkflow.cli.timeline import (
 from pyworkflow.core.config import discover_workflows, get_config
 from pyworkflow.core.exceptions import RunNotFoundError
 from pyworkflow.core.registry import get_workflow
+from pyworkflow.engine.history_file import dump_history
 from pyworkflow.runtime import get_runtime
 from pyworkflow.storage.base import (
     CANCELLATION,
@@ -204,6 +205,26 @@ def status(cli: CliContext, run_id: str) -> None:
         "events": run.last_sequence,
     }
     emit_one(cli.output, item, title=f"run {run.run_id}")
+
+
+@runs.command("export")
+@click.argument("run_id")
+@pass_cli
+def export(cli: CliContext, run_id: str) -> None:
+    """Print a run's whole history (its record and every event) as a history file.
+
+    Keep it in your tests and replay it against your code on every change:
+    pyworkflow runs export RUN_ID > tests/histories/order.json, then
+    pyworkflow.testing.assert_replays("tests/histories/order.json").
+    """
+
+    async def fetch() -> tuple[WorkflowRun, list[Event]]:
+        storage = await cli.storage()
+        run = await _run_or_fail(storage, run_id)
+        return run, await storage.get_events(run_id)
+
+    run, events = cli.run(fetch())
+    click.echo(dump_history(run, events), nl=False)
 
 
 # -- events and logs -------------------------------------------------------------------------

@@ -60,8 +60,16 @@ class WorkflowContext(ABC):
         executes steps elsewhere records them instead of calling ``call``."""
 
     @abstractmethod
-    async def sleep(self, wake_at: datetime, delay: timedelta, name: str | None) -> None:
-        """Durably wait until ``wake_at`` (``delay`` is the requested length, for records)."""
+    async def sleep(
+        self, wake_at: datetime, delay: timedelta, name: str | None, *, until: bool = False
+    ) -> None:
+        """Durably wait until ``wake_at`` (``delay`` is the requested length, for records;
+        ``until``: the code named the time, not a length)."""
+
+    def patched(self, patch_id: str) -> bool:  # noqa: ARG002 - every id: the new path
+        """Whether this run takes the new path of change ``patch_id`` (a run with no
+        history to stay compatible with always does)."""
+        return True
 
     @abstractmethod
     def log(self, level: str, message: str) -> None:

@@ -102,6 +102,11 @@ class RunOptions:
             here: the lease owner of this execution's dispatch round.
         due_at: the wake-up time that woke this execution (a sleep, a retry delay), for
             the timer lateness reported when it resumes.
+        replay_only: verify the code against the history and do nothing live (see
+            :mod:`pyworkflow.engine.verify`): the first live action raises
+            :class:`ReplayStop` instead.
+        strict: with ``replay_only``, a recorded sleep whose duration (or target time)
+            the code changed is a :class:`ReplayMismatch`.
     """
 
     limits: EventLimits
@@ -111,6 +116,24 @@ class RunOptions:
     on_child_created: Callable[[str], None] | None = None
     round_owner: str | None = None
     due_at: datetime | None = None
+    replay_only: bool = False
+    strict: bool = False
+
+
+class ReplayStop(BaseException):  # noqa: N818 - a signal, not an error
+    """A replay-only execution reached what the live run would do next: the history
+    has been replayed as far as it goes. (A ``BaseException``: workflow code's ``except
+    Exception`` never swallows it.)"""
+
+
+class ReplayMismatch(BaseException):  # noqa: N818 - a signal, not an error
+    """A strict replay found a recorded operation the code changed (not its id: what it
+    asks for, such as a sleep's duration)."""
+
+    def __init__(self, position: int, op_id: str, message: str) -> None:
+        super().__init__(message)
+        self.position = position
+        self.op_id = op_id
 
 
 class RunContext(WorkflowContext):
@@ -164,6 +187,9 @@ class RunContext(WorkflowContext):
         self.waiting_rounds: set[str] = set()  # rounds of in-flight steps replay waits on
         self._holding: set[asyncio.Task[Any]] = set()  # tasks waiting on a dispatched step
         self._holding_scheduled = False
+        # patched() ids that answered False: this run took their old path (verify says
+        # how many runs still do, to tell when a patch can be retired).
+        self.old_paths: set[str] = set()
 
     # -- bookkeeping ------------------------------------------------------------------
 
@@ -263,12 +289,19 @@ class RunContext(WorkflowContext):
         position = self._position
         self._position = position + 1
         order = self._history.op_order
-        if position < len(order) and order[position] != op_id:
-            err = NonDeterminismError(
-                self.run_id, position, order[position], op_id, self._history.sequence_at(position)
-            )
-            self.fatal = self.fatal or err
-            raise err
+        if position < len(order):
+            if order[position] != op_id:
+                err = NonDeterminismError(
+                    self.run_id,
+                    position,
+                    order[position],
+                    op_id,
+                    self._history.sequence_at(position),
+                )
+                self.fatal = self.fatal or err
+                raise err
+        elif self.options.replay_only:
+            raise ReplayStop(op_id)  # the history ends here: the rest is live
         return op_id
 
     def _suspend(self, wake_at: datetime | None, reason: str) -> SuspensionSignal:
@@ -312,6 +345,8 @@ class RunContext(WorkflowContext):
                 if record.retry_at > utcnow():
                     raise self._suspend(record.retry_at, f"retry of {op_id}")
                 record.retry_at = None  # the retry is due: it runs now, nothing waits
+        if self.options.replay_only:
+            raise ReplayStop(op_id)  # an attempt the history does not settle: live work
         if self.options.round_owner is not None and not definition.force_local:
             raise self._dispatch(definition, op_id, attempt + 1, args, kwargs or {})
         task = asyncio.current_task()
@@ -421,10 +456,14 @@ class RunContext(WorkflowContext):
             raise outcome.error
         return outcome.result
 
-    async def sleep(self, wake_at: datetime, delay: timedelta, name: str | None) -> None:
+    async def sleep(
+        self, wake_at: datetime, delay: timedelta, name: str | None, *, until: bool = False
+    ) -> None:
         self._guard()
         op_id = self._next_op("sleep", name or "sleep")
         record = self._history.sleeps.get(op_id)
+        if record is not None and self.options.strict:
+            self._check_sleep(op_id, record, wake_at, delay, until)
         if record is None:
             fire_at = wake_at
             self.record(
@@ -439,6 +478,38 @@ class RunContext(WorkflowContext):
             self.record(EventType.SLEEP_COMPLETED, events.sleep_completed(op_id))
             return
         raise self._suspend(fire_at, f"sleep {op_id}")
+
+    def _check_sleep(
+        self, op_id: str, record: Any, wake_at: datetime, delay: timedelta, until: bool
+    ) -> None:
+        """Strict replay: the code sleeps as long as (or until the time) it did."""
+        if until:
+            changed = record.fire_at != wake_at
+            was, now = record.fire_at.isoformat(), wake_at.isoformat()
+        else:
+            recorded = record.duration
+            if recorded is None:
+                return  # recorded before sleeps stored their length: nothing to compare
+            changed = abs(recorded - delay.total_seconds()) > 1e-3
+            was, now = f"{recorded:g}s", f"{delay.total_seconds():g}s"
+        if changed:
+            raise ReplayMismatch(
+                self._position - 1, op_id, f"{op_id} slept {was}, the code now sleeps {now}"
+            )
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether this run takes the new path of the change named ``patch_id`` (see
+        :func:`pyworkflow.patched`): yes once recorded; no for a run that replays past
+        the point without having recorded it (it ran before the change), and from then
+        on for the rest of the run; else yes, and recorded now."""
+        if patch_id in self._history.patches:
+            return True
+        if patch_id in self.old_paths or self.is_replaying:
+            self.old_paths.add(patch_id)
+            return False
+        self._history.patches.add(patch_id)
+        self.record(EventType.PATCH_APPLIED, events.patch_applied(patch_id))
+        return True
 
     async def set_step_context(self, value: Any) -> None:
         self._guard()

@@ -265,6 +265,11 @@ def sleep_started(
     }
 
 
+def patch_applied(patch_id: str) -> dict[str, Any]:
+    """A run took the new path of a change (``patched(patch_id)``); not an operation."""
+    return {"v": FORMAT_VERSION, "patch_id": patch_id}
+
+
 def sleep_completed(sleep_id: str) -> dict[str, Any]:
     return {"v": FORMAT_VERSION, "sleep_id": sleep_id}
 

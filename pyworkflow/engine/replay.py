@@ -41,6 +41,7 @@ class StepRecord:
 class SleepRecord:
     fire_at: datetime
     completed: bool = False
+    duration: float | None = None  # seconds, as asked for (None: an older history)
 
 
 @dataclass(slots=True)
@@ -78,6 +79,7 @@ class History:
     children: dict[str, ChildRecord] = field(default_factory=dict)
     cancel_reason: str | None = None
     hooks: dict[str, HookHistory] = field(default_factory=dict)
+    patches: set[str] = field(default_factory=set)  # patched() ids the run recorded
     log_count: int = 0
     last_sequence: int = 0
     _started: set[str] = field(default_factory=set)
@@ -164,7 +166,11 @@ def _on_step_cancelled(history: History, event: Event) -> None:
 
 def _on_sleep_started(history: History, event: Event) -> None:
     op_id = event.data["sleep_id"]
-    history.sleeps[op_id] = SleepRecord(fire_at=datetime.fromisoformat(event.data["fire_at"]))
+    duration = event.data.get("duration_seconds")
+    history.sleeps[op_id] = SleepRecord(
+        fire_at=datetime.fromisoformat(event.data["fire_at"]),
+        duration=float(duration) if isinstance(duration, int | float) else None,
+    )
 
 
 def _on_sleep_completed(history: History, event: Event) -> None:
@@ -223,6 +229,12 @@ def _on_interrupted(history: History, event: Event) -> None:  # noqa: ARG001
     history.mark_interrupted()
 
 
+def _on_patch(history: History, event: Event) -> None:
+    patch_id = event.data.get("patch_id")
+    if isinstance(patch_id, str):
+        history.patches.add(patch_id)
+
+
 def _on_log(history: History, event: Event) -> None:
     if "step_id" not in event.data:  # the workflow's own messages, which replay repeats
         history.log_count += 1
@@ -246,6 +258,7 @@ _HANDLERS = {
     EventType.CHILD_WORKFLOW_FAILED: _on_child_outcome,
     EventType.CHILD_WORKFLOW_CANCELLED: _on_child_outcome,
     EventType.WORKFLOW_INTERRUPTED: _on_interrupted,
+    EventType.PATCH_APPLIED: _on_patch,
     EventType.LOG_DEBUG: _on_log,
     EventType.LOG_INFO: _on_log,
     EventType.LOG_WARNING: _on_log,

@@ -246,7 +246,14 @@ class _StepWorkerContext(WorkflowContext):
     ) -> Any:
         return await call()
 
-    async def sleep(self, wake_at: datetime, delay: timedelta, name: str | None) -> None:  # noqa: ARG002
+    async def sleep(
+        self,
+        wake_at: datetime,
+        delay: timedelta,  # noqa: ARG002 - nothing is recorded here
+        name: str | None,  # noqa: ARG002
+        *,
+        until: bool = False,  # noqa: ARG002
+    ) -> None:
         await asyncio.sleep(max(0.0, (wake_at - utcnow()).total_seconds()))
 
     def log(self, level: str, message: str) -> None:

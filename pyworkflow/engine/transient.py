@@ -49,7 +49,14 @@ class TransientContext(WorkflowContext):
             raise outcome.error
         return outcome.result
 
-    async def sleep(self, wake_at: datetime, delay: timedelta, name: str | None) -> None:  # noqa: ARG002
+    async def sleep(
+        self,
+        wake_at: datetime,
+        delay: timedelta,  # noqa: ARG002 - nothing is recorded here
+        name: str | None,  # noqa: ARG002
+        *,
+        until: bool = False,  # noqa: ARG002
+    ) -> None:
         await asyncio.sleep(max(0.0, (wake_at - utcnow()).total_seconds()))
 
     def log(self, level: str, message: str) -> None:

@@ -29,4 +29,4 @@ async def sleep(
     if ctx is None or current_step_info() is not None:
         await asyncio.sleep(max(0.0, (wake_at - now).total_seconds()))
         return
-    await ctx.sleep(wake_at, wake_at - now, name)
+    await ctx.sleep(wake_at, wake_at - now, name, until=isinstance(duration, datetime))

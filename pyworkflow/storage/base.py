@@ -221,6 +221,13 @@ class StorageBackend(ABC):
     async def connect(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Open connections and create schema; idempotent. Called lazily by the engine."""
 
+    def read_only(self) -> StorageBackend:
+        """A view of the same data that never writes, for readers that promise to leave
+        storage untouched (``pyworkflow verify``). By default this backend itself: its
+        reads write nothing. A file database overrides it (SQLite: a ``mode=ro`` open,
+        which neither migrates nor checkpoints)."""
+        return self
+
     async def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release connections; the backend may be connected again afterwards."""
 

@@ -65,7 +65,6 @@ from pyworkflow.storage.schemas import (
     Event,
     HookRecord,
     HookStatus,
-    RunStatus,
     RunUpdate,
     ScheduleRecord,
     ScheduleStatus,
@@ -79,31 +78,6 @@ FORMAT_VERSION = 1
 LOCK_STRIPES = 64  # per-run locks hash onto this many files, so lock files stay bounded
 
 _iso = datetime.fromisoformat
-_RUN_FIELDS = tuple(f.name for f in fields(WorkflowRun))
-_DATETIME_FIELDS = frozenset(f.name for f in fields(WorkflowRun) if "datetime" in str(f.type))
-
-
-def _run_to_dict(run: WorkflowRun) -> dict[str, Any]:
-    raw: dict[str, Any] = {}
-    for name in _RUN_FIELDS:
-        value = getattr(run, name)
-        if name in _DATETIME_FIELDS and value is not None:
-            value = value.isoformat()
-        elif name == "status":
-            value = RunStatus(value).value
-        elif name == "tags":
-            value = list(value)
-        raw[name] = value
-    return raw
-
-
-def _run_from_dict(raw: dict[str, Any]) -> WorkflowRun:
-    values = {name: raw[name] for name in _RUN_FIELDS if name in raw}
-    for name in _DATETIME_FIELDS:
-        if values.get(name) is not None:
-            values[name] = datetime.fromisoformat(values[name])
-    values["status"] = RunStatus(values["status"])
-    return WorkflowRun(**values)
 
 
 def _event_line(run_id: str, event: Event, limit: payloads.PayloadLimit) -> bytes:
@@ -234,7 +208,7 @@ class FileStorageBackend(StorageBackend):
         return record
 
     def _write_record(self, run: WorkflowRun, events_size: int) -> None:
-        record = {"format": FORMAT_VERSION, "events_size": events_size, "run": _run_to_dict(run)}
+        record = {"format": FORMAT_VERSION, "events_size": events_size, "run": run.to_dict()}
         self._write_atomic(self._run_path(run.run_id), record)
 
     def _write_events(self, run_id: str, offset: int, payload: bytes) -> None:
@@ -263,7 +237,7 @@ class FileStorageBackend(StorageBackend):
                 yield raw
 
     def _all_runs(self) -> Iterator[WorkflowRun]:
-        return (_run_from_dict(record["run"]) for record in self._scan(self._runs))
+        return (WorkflowRun.from_dict(record["run"]) for record in self._scan(self._runs))
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -301,11 +275,11 @@ class FileStorageBackend(StorageBackend):
         if entry is None or entry.get("key") != key:
             return None
         record = self._read_record(entry["run_id"])
-        return None if record is None else _run_from_dict(record["run"])
+        return None if record is None else WorkflowRun.from_dict(record["run"])
 
     async def get_run(self, run_id: str) -> WorkflowRun | None:
         record = await self._call(self._read_record, run_id)
-        return None if record is None else _run_from_dict(record["run"])
+        return None if record is None else WorkflowRun.from_dict(record["run"])
 
     async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
         return await self._call(self._run_for_key, key)
@@ -342,7 +316,7 @@ class FileStorageBackend(StorageBackend):
             record = self._read_record(run_id)
             if record is None:
                 raise RunNotFoundError(f"run {run_id!r} not found")
-            run = _run_from_dict(record["run"])
+            run = WorkflowRun.from_dict(record["run"])
             if run.last_sequence != expected:
                 raise SequenceConflictError(
                     f"run {run_id!r}: expected last sequence {expected}, found {run.last_sequence}"
@@ -415,7 +389,7 @@ class FileStorageBackend(StorageBackend):
                 record = self._read_record(run_id)
                 if record is None:
                     return False
-                run = _run_from_dict(record["run"])
+                run = WorkflowRun.from_dict(record["run"])
                 if not rules.take_lease(run, owner, expires_at, now, steal_from):
                     return False
                 self._write_record(run, int(record["events_size"]))
@@ -430,7 +404,7 @@ class FileStorageBackend(StorageBackend):
                     record = self._read_record(run_id)
                     if record is None or record["run"].get("lease_owner") != owner:
                         continue
-                    run = _run_from_dict(record["run"])
+                    run = WorkflowRun.from_dict(record["run"])
                     run.lease_expires_at = expires_at
                     self._write_record(run, int(record["events_size"]))
 
@@ -442,7 +416,7 @@ class FileStorageBackend(StorageBackend):
                 record = self._read_record(run_id)
                 if record is None or record["run"].get("lease_owner") != owner:
                     return
-                run = _run_from_dict(record["run"])
+                run = WorkflowRun.from_dict(record["run"])
                 run.lease_owner = run.lease_expires_at = None
                 self._write_record(run, int(record["events_size"]))
 
@@ -456,7 +430,7 @@ class FileStorageBackend(StorageBackend):
                 record = self._read_record(run_id)
                 if record is None:
                     return False
-                run = _run_from_dict(record["run"])
+                run = WorkflowRun.from_dict(record["run"])
                 first = run.cancel_requested_at is None
                 if not rules.request_cancel(run, reason, now):
                     return False
@@ -623,7 +597,7 @@ class FileStorageBackend(StorageBackend):
             record = self._read_record(run_id)
             if record is None:
                 return False
-            run = _run_from_dict(record["run"])
+            run = WorkflowRun.from_dict(record["run"])
             if not run.status.is_terminal:
                 return False
             if token_hashes:

@@ -91,6 +91,7 @@ class EventType(StrEnum):
     CHILD_WORKFLOW_COMPLETED = "child_workflow.completed"
     CHILD_WORKFLOW_FAILED = "child_workflow.failed"
     CHILD_WORKFLOW_CANCELLED = "child_workflow.cancelled"
+    PATCH_APPLIED = "patch.applied"
     SCHEDULE_TRIGGERED = "schedule.triggered"
     SCHEDULE_SKIPPED = "schedule.skipped"
     LOG_DEBUG = "log.debug"
@@ -395,6 +396,37 @@ class WorkflowRun:
         clone = copy.copy(self)
         clone.tags = list(self.tags)
         return clone
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the file backend's records, exported history files)."""
+        raw: dict[str, Any] = {}
+        for name in _RUN_FIELDS:
+            value = getattr(self, name)
+            if name in _RUN_DATETIME_FIELDS and value is not None:
+                value = value.isoformat()
+            elif name == "status":
+                value = RunStatus(value).value
+            elif name == "tags":
+                value = list(value)
+            raw[name] = value
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> WorkflowRun:
+        """The run of a :meth:`to_dict` record; keys it does not know (a newer version's
+        fields) are ignored, missing ones take their defaults."""
+        values = {name: raw[name] for name in _RUN_FIELDS if name in raw}
+        for name in _RUN_DATETIME_FIELDS:
+            if values.get(name) is not None:
+                values[name] = datetime.fromisoformat(values[name])
+        values["status"] = RunStatus(values["status"])
+        return cls(**values)
+
+
+_RUN_FIELDS = tuple(f.name for f in dataclasses.fields(WorkflowRun))
+_RUN_DATETIME_FIELDS = frozenset(
+    f.name for f in dataclasses.fields(WorkflowRun) if "datetime" in str(f.type)
+)
 
 
 class HookStatus(StrEnum):

@@ -36,6 +36,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -316,6 +317,7 @@ class SQLiteStorageBackend(SQLRetentionBackend):
         db_path: str | os.PathLike[str] = ".pyworkflow/pyworkflow.db",
         *,
         synchronous: str = "NORMAL",
+        read_only: bool = False,
     ) -> None:
         mode = str(synchronous).upper()
         if mode not in SYNCHRONOUS_MODES:
@@ -325,6 +327,10 @@ class SQLiteStorageBackend(SQLRetentionBackend):
             )
         self.path = os.fspath(db_path)
         self.synchronous = mode
+        # Opened with SQLite's mode=ro: no write, no migration, no checkpoint (the file
+        # is left byte for byte as it was; see read_only()).
+        self.is_read_only = read_only and self.path not in (MEMORY, "")
+        self._read_only_uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
         if self.path in (MEMORY, ""):
             # A private database dies with its connection: neither persistent nor shared.
             self.capabilities = self.capabilities - {"persistent", "cross_process"}
@@ -365,7 +371,17 @@ class SQLiteStorageBackend(SQLRetentionBackend):
             self._db = await self._open()
         return self._db
 
+    def read_only(self) -> SQLiteStorageBackend:
+        """The same database opened read-only: reads see everything committed, the
+        database file is never written (verify's guarantee). The schema must be current
+        already (a read-only open cannot migrate it)."""
+        if self.path in (MEMORY, ""):
+            return self  # a private database lives in this object's connection only
+        return SQLiteStorageBackend(self.path, synchronous=self.synchronous, read_only=True)
+
     async def _open(self) -> aiosqlite.Connection:
+        if self.is_read_only:
+            return await self._open_read_only()
         if self.path not in (MEMORY, ""):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: the driver never opens transactions behind our back; we
@@ -379,6 +395,26 @@ class SQLiteStorageBackend(SQLRetentionBackend):
             # self.synchronous was validated against SYNCHRONOUS_MODES in __init__.
             await db.execute(f"PRAGMA synchronous = {self.synchronous}")
             await _migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async def _open_read_only(self) -> aiosqlite.Connection:
+        # (A missing file is SQLite's "unable to open database file": mode=ro creates none.)
+        db = aiosqlite.connect(self._read_only_uri, uri=True, isolation_level=None)
+        _daemonize(db)
+        await db
+        try:
+            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            version = await read_schema_version(_SQLiteConn(db), SQL)
+            if version != len(MIGRATIONS):
+                raise StorageError(
+                    f"sqlite: {self.path!r} has schema version {version}, this version of "
+                    f"pyworkflow reads version {len(MIGRATIONS)}; a read-only open cannot "
+                    "migrate it (any pyworkflow process of this version that writes to it "
+                    "does, e.g. a worker)"
+                )
         except BaseException:
             await db.close()
             raise
@@ -446,8 +482,8 @@ class SQLiteStorageBackend(SQLRetentionBackend):
         the event loop. Checkpoints run in the background (:mod:`._sqlite_checkpoint`).
         A private in-memory database exists only in the driver's own connection.
         """
-        if self.path in (MEMORY, ""):
-            return None
+        if self.path in (MEMORY, "") or self.is_read_only:
+            return None  # (read-only: every read goes through the one mode=ro connection)
         key = threading.get_ident()
         raw = self._inline.get(key)
         if raw is None:

@@ -1,7 +1,9 @@
-"""Testing helpers: run workflows locally against a given storage.
+"""Testing helpers: run workflows locally against a given storage, and replay histories.
 
-``start_local``/``resume_local`` use the local runtime (no Celery, no servers). The
-storage conformance suite lives in :mod:`pyworkflow.testing.conformance`.
+``start_local``/``resume_local`` use the local runtime (no Celery, no servers).
+``verify_histories``, ``replay_history`` and ``assert_replays`` replay stored runs or
+exported history files against the code (:mod:`pyworkflow.testing.replay`). The storage
+conformance suite lives in :mod:`pyworkflow.testing.conformance`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from pyworkflow.api import resume, start
+from pyworkflow.engine.verify import Divergence, RunVerdict, VerifyReport
 from pyworkflow.storage.base import StorageBackend
+from pyworkflow.testing.replay import assert_replays, replay_history, verify_histories
 
 
 async def start_local(
@@ -25,4 +29,13 @@ async def resume_local(run_id: str, storage: StorageBackend | None = None) -> No
     await resume(run_id, storage=storage, runtime="local")
 
 
-__all__ = ["resume_local", "start_local"]
+__all__ = [
+    "Divergence",
+    "RunVerdict",
+    "VerifyReport",
+    "assert_replays",
+    "replay_history",
+    "resume_local",
+    "start_local",
+    "verify_histories",
+]

@@ -80,6 +80,10 @@ async def log_events(storage: InMemoryStorageBackend, run_id: str) -> None:
     await start(w.golden_logging, "abc", storage=storage, run_id=run_id)
 
 
+async def patched_change(storage: InMemoryStorageBackend, run_id: str) -> None:
+    await start(w.golden_patched, "ORD-3", storage=storage, run_id=run_id)
+
+
 async def _queue(storage: InMemoryStorageBackend, fn: Any, run_id: str, *args: Any) -> None:
     """Create the run as the Celery runtime does: pending, leased to the queue."""
     request = RunRequest(definition=fn.__workflow__, args=args, kwargs={}, run_id=run_id)
@@ -193,6 +197,15 @@ SCENARIOS: dict[str, tuple[Scenario, str, str, dict[str, Any]]] = {
         "local",
         "log.debug/info before a pause, log.warning/error after it",
         {"status": "completed", "result": 6},
+    ),
+    "patched_change": (
+        patched_change,
+        "local",
+        "a run takes the new path of a patch (patch.applied once), before and after a pause",
+        {
+            "status": "completed",
+            "result": ["booked ORD-3", "screened ORD-3", "screened ORD-3 again"],
+        },
     ),
     "dispatched_steps": (
         dispatched_steps,

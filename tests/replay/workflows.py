@@ -28,6 +28,7 @@ from pyworkflow import (
     get_context,
     get_step_context,
     hook,
+    patched,
     set_step_context,
     shield,
     sleep,
@@ -328,6 +329,24 @@ async def golden_logging(name: str) -> int:
     doubled = await lookup(name * 2)
     ctx.log("error", f"size went from {size} to {doubled}")
     return doubled
+
+
+# -- patched (a change deployed under runs in flight) ------------------------------------
+
+
+screen = text_step("golden_screen", "screened {}")
+book = text_step("golden_book", "booked {}")
+
+
+@workflow(name="golden_patched")
+async def golden_patched(order: str) -> list[str]:
+    done = [await book(order)]
+    if patched("screening"):  # recorded (patch.applied) by a run that takes it
+        done.append(await screen(order))
+    await sleep(PAUSE, name="after_screening")
+    if patched("screening"):  # the same answer, nothing recorded again
+        done.append(await screen(order + " again"))
+    return done
 
 
 # -- dispatched steps (the Celery execution shape) -------------------------------------

@@ -513,3 +513,38 @@ async def test_previous_schema_gains_the_trace_context_column(
         assert await _schema_version(upgraded) == len(upgraded.sql.migrations)
     finally:
         await upgraded.close()
+
+
+async def test_a_read_only_sqlite_view_reads_and_never_writes(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``read_only()`` (what ``pyworkflow verify`` reads through): a current database
+    is read, its file untouched, a write refused; an old schema is refused with the
+    versions named, since a read-only open cannot migrate it."""
+    selected(request, "sqlite")
+    old = tmp_path / "old.db"
+    write_v1_database(old)
+    before = old.read_bytes()
+    view = SQLiteStorageBackend(old).read_only()
+    with pytest.raises(StorageError, match="has schema version 1, .* reads version"):
+        await view.get_run("old-1")
+    await view.close()
+    assert old.read_bytes() == before
+
+    current = SQLiteStorageBackend(old)  # migrated by a read-write open
+    await current.get_run("old-1")
+    await current.close()
+    before = old.read_bytes()
+    view = current.read_only()
+    try:
+        run = await view.get_run("old-1")
+        assert run is not None and run.status is RunStatus.SUSPENDED
+        assert [e.event_id for e in await view.get_events("old-1")] == ["e1", "e2"]
+        with pytest.raises(StorageError, match="readonly"):
+            await view.create_run(make_run("new-1"))
+    finally:
+        await view.close()
+    assert old.read_bytes() == before
+    with pytest.raises(StorageError, match="unable to open"):
+        await SQLiteStorageBackend(tmp_path / "absent.db").read_only().get_run("x")
+    assert not (tmp_path / "absent.db").exists()

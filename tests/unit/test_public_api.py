@@ -50,6 +50,7 @@ EXPECTED_PUBLIC_NAMES = {
     # inside a workflow or a step
     "sleep",
     "hook",
+    "patched",
     "shield",
     "continue_as_new",
     "start_child_workflow",
