@@ -56,6 +56,7 @@ from pyworkflow.storage.schemas import (
     WorkflowRun,
     utcnow,
 )
+from pyworkflow.utils.clock import timer_now
 from pyworkflow.utils.duration import DurationLike, duration_seconds, parse_duration
 
 T = TypeVar("T")
@@ -560,7 +561,7 @@ _HOOK_KEY = re.compile(r"[0-9a-f]{64}")  # HookRecord.token_hash: sha256 hex
 def _check_open(record: HookRecord, hint: str) -> None:
     if record.status == HookStatus.RECEIVED:
         raise HookAlreadyReceivedError(f"hook {record.name!r} ({hint}) already received a payload")
-    expired = record.expires_at is not None and record.expires_at <= utcnow()
+    expired = record.expires_at is not None and record.expires_at <= timer_now()
     if record.status != HookStatus.PENDING or expired:
         raise HookExpiredError(f"hook {record.name!r} ({hint}) is {record.status.value}")
 

@@ -31,7 +31,8 @@ from pyworkflow.engine.log import check_storable
 from pyworkflow.observability import lifecycle, tracing
 from pyworkflow.serialization import encode, encode_error
 from pyworkflow.storage.payloads import PayloadLimit
-from pyworkflow.storage.schemas import EventType, utcnow
+from pyworkflow.storage.schemas import EventType
+from pyworkflow.utils.clock import timer_now
 from pyworkflow.utils.log import logger
 
 
@@ -113,7 +114,7 @@ async def run_attempts(
         except Exception as exc:  # noqa: BLE001 - every user failure is recorded
             _ended(step_id, name, attempt, "failed", began)
             delay = retry_delay_for(definition, exc, attempt)
-            retry_at = None if delay is None else utcnow() + timedelta(seconds=delay)
+            retry_at = None if delay is None else timer_now() + timedelta(seconds=delay)
             _record_failure(recorder, step_id, name, attempt, exc, delay, retry_at)
             if delay is None or retry_at is None:
                 return StepOutcome(attempt, error=exc)

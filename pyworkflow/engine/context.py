@@ -49,6 +49,7 @@ from pyworkflow.serialization import decode, decode_error, encode, encode_error
 from pyworkflow.storage.base import HOOKS, StorageBackend, require_capability
 from pyworkflow.storage.queries import final_run
 from pyworkflow.storage.schemas import Event, EventType, HookRecord, HookStatus, utcnow
+from pyworkflow.utils.clock import timer_now
 
 T = TypeVar("T")
 
@@ -342,7 +343,7 @@ class RunContext(WorkflowContext):
             if record.in_flight:
                 raise self._wait_dispatched(op_id, record.round)
             if record.retry_at is not None:
-                if record.retry_at > utcnow():
+                if record.retry_at > timer_now():
                     raise self._suspend(record.retry_at, f"retry of {op_id}")
                 record.retry_at = None  # the retry is due: it runs now, nothing waits
         if self.options.replay_only:
@@ -474,7 +475,7 @@ class RunContext(WorkflowContext):
             return
         else:
             fire_at = record.fire_at
-        if utcnow() >= fire_at:
+        if timer_now() >= fire_at:
             self.record(EventType.SLEEP_COMPLETED, events.sleep_completed(op_id))
             return
         raise self._suspend(fire_at, f"sleep {op_id}")
@@ -556,7 +557,7 @@ class RunContext(WorkflowContext):
         if record.expired:
             raise HookExpiredError(f"hook {name!r} ({op_id}) expired before a payload arrived")
         stored = await self.io(self._storage.get_hook(record.token_hash))
-        now = utcnow()
+        now = timer_now()
         if stored is not None and stored.status == HookStatus.PENDING:
             if record.expires_at is not None and record.expires_at <= now:
                 expire = self._storage.update_hook(
@@ -590,7 +591,7 @@ class RunContext(WorkflowContext):
         # Derived from the hook's identity under the secret key: a replay hands out the same
         # token, and only its hash is stored (in the hook record and the log).
         token = derive_token(self.run_id, op_id)
-        expires_at = None if expires_in is None else utcnow() + timedelta(seconds=expires_in)
+        expires_at = None if expires_in is None else timer_now() + timedelta(seconds=expires_in)
         new_hook = HookRecord(
             token_hash=hash_token(token),
             run_id=self.run_id,
@@ -664,7 +665,7 @@ class RunContext(WorkflowContext):
             child = await self.io(final_run(self._storage, record.child_run_id))
             if child is None or not child.status.is_terminal:
                 # Woken by the child when it ends; the poll is only a safety net.
-                retry = utcnow() + timedelta(seconds=CHILD_POLL_SECONDS)
+                retry = timer_now() + timedelta(seconds=CHILD_POLL_SECONDS)
                 raise self._suspend(retry, f"waiting for child {op_id}")
             self._record_child_outcome(op_id, record, child)
         if record.outcome == "completed":

@@ -55,6 +55,7 @@ from pyworkflow.observability import lifecycle, tracing
 from pyworkflow.serialization import encode, encode_error
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import Event, EventType, HookStatus, RunStatus, WorkflowRun, utcnow
+from pyworkflow.utils.clock import timer_now
 from pyworkflow.utils.log import logger
 
 
@@ -212,7 +213,7 @@ async def _execute(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Outcome:
-    if run.deadline_at is not None and utcnow() >= run.deadline_at:
+    if run.deadline_at is not None and timer_now() >= run.deadline_at:
         return await fail_run(ctx, _timeout_error(run))
     try:
         try:
@@ -253,7 +254,7 @@ async def _drive(
             reset_context(token)
 
     task = asyncio.ensure_future(body())
-    timeout = None if deadline is None else max(0.0, (deadline - utcnow()).total_seconds())
+    timeout = None if deadline is None else max(0.0, (deadline - timer_now()).total_seconds())
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except asyncio.CancelledError:

@@ -41,6 +41,7 @@ from pyworkflow.storage.schemas import (
     WorkflowRun,
     utcnow,
 )
+from pyworkflow.utils.clock import timer_now
 from pyworkflow.utils.log import logger
 
 # Kept under their earlier names for callers of this module.
@@ -201,7 +202,7 @@ async def resume_run(
         if run is None or run.status.is_terminal:
             await storage.release_lease(run_id, owner)
             return None
-    early = run.wake_at is not None and run.wake_at > now
+    early = run.wake_at is not None and run.wake_at > timer_now()  # (now: for leases)
     if run.status == RunStatus.SUSPENDED and early and not (recovery or force):
         # resume() before the due time does not end a sleep early.
         await storage.release_lease(run_id, owner)

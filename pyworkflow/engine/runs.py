@@ -16,6 +16,7 @@ from pyworkflow.engine import events
 from pyworkflow.observability import tracing
 from pyworkflow.serialization import encode
 from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun, utcnow
+from pyworkflow.utils.clock import timer_now
 
 
 def derived_run_id(run_id: str, purpose: str) -> str:
@@ -73,8 +74,8 @@ def build_run(
         input_payload=json.dumps({"args": args_tree, "kwargs": kwargs_tree}),
         idempotency_key=request.idempotency_key,
         max_duration=definition.max_duration,
-        deadline_at=(
-            now + timedelta(seconds=definition.max_duration_seconds)
+        deadline_at=(  # a timer: measured on the timer clock
+            timer_now() + timedelta(seconds=definition.max_duration_seconds)
             if definition.max_duration_seconds
             else None
         ),

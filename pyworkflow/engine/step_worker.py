@@ -46,6 +46,7 @@ from pyworkflow.serialization import decode
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.payloads import PayloadLimit
 from pyworkflow.storage.schemas import Event, EventType, RunUpdate, WorkflowRun, utcnow
+from pyworkflow.utils.clock import timer_now
 from pyworkflow.utils.log import logger, user_logger
 
 
@@ -254,7 +255,7 @@ class _StepWorkerContext(WorkflowContext):
         *,
         until: bool = False,  # noqa: ARG002
     ) -> None:
-        await asyncio.sleep(max(0.0, (wake_at - utcnow()).total_seconds()))
+        await asyncio.sleep(max(0.0, (wake_at - timer_now()).total_seconds()))
 
     def log(self, level: str, message: str) -> None:
         # Not an event: replay counts the workflow's own log events, and this step's

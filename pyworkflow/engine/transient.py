@@ -16,7 +16,8 @@ from pyworkflow.core.exceptions import ContinueAsNewSignal
 from pyworkflow.core.step import StepDefinition
 from pyworkflow.engine.attempts import NO_RECORDER, run_attempts
 from pyworkflow.observability import tracing
-from pyworkflow.storage.schemas import RunStatus, utcnow
+from pyworkflow.storage.schemas import RunStatus
+from pyworkflow.utils.clock import timer_now
 from pyworkflow.utils.log import user_logger
 
 
@@ -57,7 +58,7 @@ class TransientContext(WorkflowContext):
         *,
         until: bool = False,  # noqa: ARG002
     ) -> None:
-        await asyncio.sleep(max(0.0, (wake_at - utcnow()).total_seconds()))
+        await asyncio.sleep(max(0.0, (wake_at - timer_now()).total_seconds()))
 
     def log(self, level: str, message: str) -> None:
         user_logger.log(level.upper(), message)

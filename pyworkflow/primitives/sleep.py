@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime, timedelta
 
 from pyworkflow.context.base import current_context, current_step_info
-from pyworkflow.storage.schemas import utcnow
+from pyworkflow.utils.clock import timer_now
 from pyworkflow.utils.duration import resolve_wake_time
 
 
@@ -23,7 +23,7 @@ async def sleep(
     Raises:
         ValueError: the duration is malformed (raised here, at the call site).
     """
-    now = utcnow()
+    now = timer_now()
     wake_at = resolve_wake_time(duration, now)  # validates before anything is recorded
     ctx = current_context()
     if ctx is None or current_step_info() is not None:

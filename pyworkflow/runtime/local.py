@@ -68,6 +68,7 @@ from pyworkflow.scheduler.service import ScheduleService
 from pyworkflow.serialization import dumps
 from pyworkflow.storage.base import SCHEDULES, StorageBackend
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
+from pyworkflow.utils.clock import timer_now
 from pyworkflow.utils.log import logger
 
 _RECOVERY_EVERY_POLLS = 5
@@ -251,7 +252,7 @@ class _Service:
             name = run.workflow_name
             suspended = run.status == RunStatus.SUSPENDED
             entry.due = suspended
-            due = suspended and (run.wake_at is None or run.wake_at <= utcnow())
+            due = suspended and (run.wake_at is None or run.wake_at <= timer_now())
             logger.info(
                 "run {} of workflow {!r} {} but {!r} is not registered here; leaving it to "
                 "a process that has it",
@@ -313,8 +314,11 @@ class _Service:
 
     async def _fire_due(self) -> float:
         """Claim due runs and resume them; return seconds until the next check."""
-        now = utcnow()
-        expires = now + timedelta(seconds=self.lease_ttl)
+        # Due by the timer clock (see pyworkflow.utils.clock); the claim's lease is
+        # real time. (The one `now` a claim takes also judges whether another claim's
+        # lease ran out: with the timer clock skipped ahead, in a test, it looks sooner.)
+        now = timer_now()
+        expires = utcnow() + timedelta(seconds=self.lease_ttl)
         fresh = 0
         claimed, left = await self._claim_due(now, expires)
         for run_id in claimed:
@@ -333,7 +337,7 @@ class _Service:
         self._next_wake = nxt
         if nxt is None:
             return self.poll
-        remaining = (nxt - utcnow()).total_seconds()
+        remaining = (nxt - timer_now()).total_seconds()
         if remaining > 0:
             return min(self.poll, remaining)
         if left is not None:
@@ -341,7 +345,7 @@ class _Service:
             # wake-up is one of theirs, so check again when a backoff ends or after a
             # poll interval (this process's own runs still wake the loop through notify).
             delay = max(0.005, min(self.poll, left - self.loop.time()))
-            self._next_wake = utcnow() + timedelta(seconds=delay)
+            self._next_wake = timer_now() + timedelta(seconds=delay)
             return delay
         # A due run stays 'suspended' until its resumer's first write (here, or in another
         # process that claimed it); a pause keeps this loop from spinning meanwhile.

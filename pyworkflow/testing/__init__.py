@@ -13,6 +13,7 @@ from typing import Any
 from pyworkflow.api import resume, start
 from pyworkflow.engine.verify import Divergence, RunVerdict, VerifyReport
 from pyworkflow.storage.base import StorageBackend
+from pyworkflow.testing.environment import WorkflowEnvironment
 from pyworkflow.testing.replay import assert_replays, replay_history, verify_histories
 
 
@@ -33,6 +34,7 @@ __all__ = [
     "Divergence",
     "RunVerdict",
     "VerifyReport",
+    "WorkflowEnvironment",
     "assert_replays",
     "replay_history",
     "resume_local",
