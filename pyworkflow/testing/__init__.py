@@ -13,6 +13,11 @@ from typing import Any
 from pyworkflow.api import resume, start
 from pyworkflow.engine.verify import Divergence, RunVerdict, VerifyReport
 from pyworkflow.storage.base import StorageBackend
+from pyworkflow.testing.crash_points import (
+    CrashPointError,
+    CrashPointsReport,
+    check_crash_points,
+)
 from pyworkflow.testing.environment import WorkflowEnvironment
 from pyworkflow.testing.replay import assert_replays, replay_history, verify_histories
 
@@ -31,11 +36,14 @@ async def resume_local(run_id: str, storage: StorageBackend | None = None) -> No
 
 
 __all__ = [
+    "CrashPointError",
+    "CrashPointsReport",
     "Divergence",
     "RunVerdict",
     "VerifyReport",
     "WorkflowEnvironment",
     "assert_replays",
+    "check_crash_points",
     "replay_history",
     "resume_local",
     "start_local",

@@ -19,6 +19,7 @@ makes a run look crashed. One environment at a time per process (the clock is gl
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -137,19 +138,34 @@ class WorkflowEnvironment:
         run_id: str = await start(workflow, *args, storage=self.storage, runtime="local", **kwargs)
         return run_id
 
-    async def wait(self, run_id: str, *, timeout: float = 30.0) -> WorkflowRun:  # noqa: ASYNC109
+    async def wait(
+        self,
+        run_id: str,
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109 - real seconds, as wait_for_run's
+        quiet: bool = False,
+        on_idle: Callable[[], Awaitable[Any]] | None = None,
+    ) -> WorkflowRun | None:
         """Wait until ``run_id`` ends (skipping time if enabled; ``timeout`` is real
-        seconds) and return its record, whatever its status."""
+        seconds) and return its record, whatever its status (``quiet``: return ``None``
+        when the timeout passes instead of raising ``TimeoutError``). ``on_idle`` is
+        awaited whenever every run waits, before time is skipped: the outside world's
+        turn (deliver a hook); if that set a run moving, no time is skipped."""
         self._require_entered()
-        if not self.time_skipping:
-            return await wait_for_run(run_id, timeout=timeout, storage=self.storage)
-        async with asyncio.timeout(timeout):
-            while True:
-                run = await self.storage.get_run(run_id)
-                if run is not None and run.status.is_terminal:
-                    return run
-                await self._skip_if_idle()
-                await asyncio.sleep(self.poll)
+        try:
+            if not self.time_skipping:
+                return await wait_for_run(run_id, timeout=timeout, storage=self.storage)
+            async with asyncio.timeout(timeout):
+                while True:
+                    run = await self.storage.get_run(run_id)
+                    if run is not None and run.status.is_terminal:
+                        return run
+                    await self._skip_if_idle(on_idle)
+                    await asyncio.sleep(self.poll)
+        except TimeoutError:
+            if quiet:
+                return None
+            raise
 
     async def result(self, run_id: str, *, timeout: float = 30.0) -> Any:  # noqa: ASYNC109
         """The result of ``run_id`` once it completes (see :meth:`wait`).
@@ -159,6 +175,7 @@ class WorkflowEnvironment:
                 the message says how).
         """
         run = await self.wait(run_id, timeout=timeout)
+        assert run is not None  # (not quiet: a timeout raised)
         if run.status is not RunStatus.COMPLETED:
             raise WorkflowError(f"run {run_id} ended {run.status.value}: {run.error}")
         return run.result
@@ -199,13 +216,35 @@ class WorkflowEnvironment:
                 await asyncio.sleep(self.poll)
                 quiet = 0 if await self._moving() else quiet + 1
 
-    async def _skip_if_idle(self) -> None:
+    async def _skip_if_idle(self, on_idle: Callable[[], Awaitable[Any]] | None = None) -> None:
         """Every unfinished run waits: jump to the earliest stored wake-up time."""
         if await self._moving():
             return
-        nxt = await self.storage.next_wake_time()
+        if on_idle is not None:
+            await on_idle()
+            await self._settle()
+            if await self._moving():
+                return
+        nxt = await self._next_timer()
         now = clock.timer_now()
         if nxt is not None and nxt > now:
             clock.skip_ahead(nxt - now)
         if nxt is not None:
             await self._settle()
+
+    async def _next_timer(self) -> datetime | None:
+        """The earliest wake-up time a run really waits for. A parent waiting for its
+        child also has a wake-up time (a poll, in case the child's end is not told), which
+        would make skipping crawl in 30-second steps while the child sleeps for days: it
+        is passed over unless nothing else waits."""
+        polls: list[datetime] = []
+        timers: list[datetime] = []
+        for run in await self.storage.list_runs(status=RunStatus.SUSPENDED, limit=1000):
+            if run.wake_at is None:
+                continue
+            last = await self.storage.get_events(run.run_id, after_sequence=run.last_sequence - 1)
+            reason = last[-1].data.get("reason", "") if last else ""
+            (polls if str(reason).startswith("waiting for child") else timers).append(run.wake_at)
+        if timers:
+            return min(timers)
+        return min(polls) if polls else None

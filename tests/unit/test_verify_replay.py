@@ -168,8 +168,8 @@ async def test_gather_and_a_waiting_hook_replay(tmp_path: Path) -> None:
 
 @workflow(name="vr_parent")
 async def parent(x: int) -> int:
-    handle = await start_child_workflow(child, x)
-    return await handle.result()
+    result: int = await start_child_workflow(child, x)
+    return result
 
 
 async def test_a_parent_waiting_for_its_child_replays_without_reading_storage() -> None:
