@@ -247,28 +247,43 @@ class _Writes:
         self.log: list[str] = []
         self.crashed = False
         self._storage: StorageBackend | None = None
+        self._wrapped: list[str] = []
 
     def install(self, storage: StorageBackend) -> None:
         self._storage = storage
-        for name in _WRITES:
+        self._wrapped = [
+            name
+            for name in dir(StorageBackend)
+            if not name.startswith("_")
+            and name not in ("connect", "close")
+            and inspect.iscoroutinefunction(getattr(StorageBackend, name))
+        ]
+        for name in self._wrapped:
             setattr(storage, name, self._wrap(name, getattr(storage, name)))
 
     def remove(self) -> None:
         if self._storage is not None:
-            for name in _WRITES:
+            for name in self._wrapped:
                 delattr(self._storage, name)  # (the instance attribute shadowed the method)
             self._storage = None
 
     def _wrap(self, name: str, method: Callable[..., Awaitable[Any]]) -> Any:
-        async def write(*args: Any, **kwargs: Any) -> Any:
-            if self.crashed or (self.crash_after is not None and len(self.log) >= self.crash_after):
+        counted = name in _WRITES
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            # A dead process does nothing more: no write lands, and no read lets a resume
+            # run a step body again in the engine that "died".
+            if self.crashed or (
+                counted and self.crash_after is not None and len(self.log) >= self.crash_after
+            ):
                 self.crashed = True
                 raise EngineCrashed(f"the engine stopped after write {self.crash_after}")
             outcome = await method(*args, **kwargs)
-            self.log.append(_describe(name, args, kwargs))
+            if counted:
+                self.log.append(_describe(name, args, kwargs))
             return outcome
 
-        return write
+        return call
 
 
 def _describe(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

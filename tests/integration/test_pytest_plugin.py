@@ -89,3 +89,16 @@ def test_users_tests_get_the_fixtures_from_the_installed_plugin(tmp_path: Path) 
     assert not (tmp_path / ".pyworkflow").exists()  # in memory: nothing left behind
     listed = _pytest(tmp_path, "--fixtures", "test_plain.py")
     assert "pyworkflow_env" in listed.stdout and "pyworkflow_crash_points" in listed.stdout
+
+
+def test_the_testing_example_passes_as_a_copied_project(tmp_path: Path) -> None:
+    """``examples/testing`` (time skipping, crash points, a golden history) copied out of
+    the repository, as a user would start from it."""
+    import shutil
+
+    source = Path(__file__).resolve().parents[2] / "examples" / "testing"
+    project = tmp_path / "testing"
+    shutil.copytree(source, project, ignore=shutil.ignore_patterns("__pycache__"))
+    done = _pytest(project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 passed" in done.stdout
