@@ -30,7 +30,7 @@ protocol and value conversions in :mod:`pyworkflow.storage._sql_dialect`, the st
 and row codecs in :mod:`pyworkflow.storage._sql_statements`, the migration runner in
 :mod:`pyworkflow.storage._sql_migrations`. The signal half of the contract
 (cancellation requests, hooks and their ``hooks`` table) lives in
-:mod:`pyworkflow.storage._sql_signals`, schedules (the ``schedules`` table) in
+:mod:`pyworkflow.storage._sql_hooks`, schedules (the ``schedules`` table) in
 :mod:`pyworkflow.storage._sql_schedules`, and the worker registry (the ``workers``
 table) in :mod:`pyworkflow.storage._sql_workers`.
 """

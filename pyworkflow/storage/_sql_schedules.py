@@ -36,7 +36,7 @@ from pyworkflow.storage._sql import (
     Statements,
     UniqueViolation,
 )
-from pyworkflow.storage._sql_signals import SQLSignalBackend
+from pyworkflow.storage._sql_hooks import SQLHookBackend
 from pyworkflow.storage.payloads import check_schedule
 from pyworkflow.storage.schemas import ScheduleRecord, ScheduleStatus
 
@@ -142,8 +142,8 @@ async def _execute(sql: str, params: Sequence[Any], conn: Conn) -> int:
     return await conn.execute(sql, params)
 
 
-class SQLScheduleBackend(SQLSignalBackend):
-    """:class:`~pyworkflow.storage._sql_signals.SQLSignalBackend` plus schedules.
+class SQLScheduleBackend(SQLHookBackend):
+    """:class:`~pyworkflow.storage._sql_hooks.SQLHookBackend` plus schedules.
 
     Connection loss: reads and deletes are retried once (a retried delete whose first
     attempt had landed answers ``False``; the schedule is gone either way). A save whose

@@ -17,7 +17,7 @@ from pyworkflow.storage.base import RETENTION, StorageBackend
 from pyworkflow.storage.retention import purge
 from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
 from pyworkflow.testing.conformance import at, fetch, make_events, make_run
-from pyworkflow.testing.conformance_signals import make_hook
+from pyworkflow.testing.conformance_hooks import make_hook
 
 #: A cutoff between the "old" runs (finished at second 100) and the "new" ones (200).
 CUTOFF = at(150)

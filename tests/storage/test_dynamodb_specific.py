@@ -28,7 +28,7 @@ from pyworkflow.core.exceptions import (
 )
 from pyworkflow.storage.schemas import EventType, HookStatus, RunStatus, RunUpdate
 from pyworkflow.testing.conformance import at, make_events, make_run
-from pyworkflow.testing.conformance_signals import make_hook
+from pyworkflow.testing.conformance_hooks import make_hook
 from pyworkflow.testing.conformance_workers import make_worker
 from tests.storage import backend_dynamodb as moto
 

@@ -9,7 +9,7 @@ import pytest
 from pyworkflow.storage.file import FileStorageBackend
 from pyworkflow.storage.schemas import RunStatus
 from pyworkflow.testing.conformance import make_events, make_run
-from pyworkflow.testing.conformance_signals import make_hook
+from pyworkflow.testing.conformance_hooks import make_hook
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,8 @@ from pyworkflow import PayloadTooLargeError, SerializationError
 from pyworkflow.storage.base import HOOKS, SCHEDULES, StorageBackend
 from pyworkflow.storage.schemas import EventType, HookStatus, RunUpdate
 from pyworkflow.testing.conformance import make_events, make_run
+from pyworkflow.testing.conformance_hooks import make_hook
 from pyworkflow.testing.conformance_schedules import make_schedule
-from pyworkflow.testing.conformance_signals import make_hook
 
 LIMIT = 10_000
 

@@ -430,7 +430,7 @@ async def test_a_beat_keeps_one_hash_and_one_id_entry_per_worker(
 async def test_deleting_runs_leaves_no_key_or_index_entry(
     backend: RedisStorageBackend, raw: aioredis.Redis, prefix: str
 ) -> None:
-    from pyworkflow.testing.conformance_signals import make_hook
+    from pyworkflow.testing.conformance_hooks import make_hook
 
     await backend.connect()  # writes {p}:meta (the cancel-index marker), which stays
     before = set(await raw.keys(f"{{{prefix}}}:*"))

@@ -37,8 +37,8 @@ import pytest
 from pyworkflow.engine.recovery import PAGE_SIZE
 from pyworkflow.engine.workers import PAGE_SIZE as WORKER_PAGE
 from pyworkflow.storage._sql import READ, TX, Conn, SQLStorageBackend, Statements
+from pyworkflow.storage._sql_hooks import HookStatements
 from pyworkflow.storage._sql_schedules import ScheduleStatements
-from pyworkflow.storage._sql_signals import SignalStatements
 from pyworkflow.storage._sql_workers import WorkerStatements
 from pyworkflow.storage.base import RunQuery, hook_cursor, run_cursor
 from pyworkflow.storage.schemas import (
@@ -183,7 +183,7 @@ def scan_queries(sql: Statements) -> dict[str, tuple[str, list[Any], str]]:
     dt = sql.dialect.dt_to_db
     deep = run_cursor(WorkflowRun(run_id="run-0000508", workflow_name="x", created_at=at(508)))
     hooks, schedules, workers = (
-        SignalStatements(sql),
+        HookStatements(sql),
         ScheduleStatements(sql),
         WorkerStatements(sql),
     )
@@ -236,7 +236,7 @@ def seed_others(sql: Statements) -> dict[str, tuple[str, list[tuple[Any, ...]]]]
     received long ago, a tenth pending), schedules (most active, due over the past and
     future of NOW) and worker records."""
     hooks, schedules, workers = (
-        SignalStatements(sql),
+        HookStatements(sql),
         ScheduleStatements(sql),
         WorkerStatements(sql),
     )

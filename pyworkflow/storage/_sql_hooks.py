@@ -1,4 +1,4 @@
-"""The signal half of the storage contract on the SQL backends: cancellation requests and
+"""The hook half of the storage contract on the SQL backends: cancellation requests and
 hooks. Shared by SQLite, PostgreSQL and MySQL/MariaDB like :mod:`pyworkflow.storage._sql`.
 
 Each dialect's migrations create a ``hooks`` table with the columns of
@@ -50,7 +50,7 @@ _TERMINAL = tuple(s.value for s in TERMINAL_STATUSES)
 _HOOK_STATUSES: dict[str, HookStatus] = {s.value: s for s in HookStatus}
 
 
-class SignalStatements:
+class HookStatements:
     """The signal statements for one :class:`~pyworkflow.storage._sql.Statements`."""
 
     def __init__(self, sql: Statements) -> None:
@@ -141,25 +141,25 @@ def _hook_reader(dt: Callable[[Any], datetime]) -> Callable[[Sequence[Any]], Hoo
     return read
 
 
-class SQLSignalBackend(SQLStorageBackend):
+class SQLHookBackend(SQLStorageBackend):
     """:class:`~pyworkflow.storage._sql.SQLStorageBackend` plus cancellation requests and
     hooks. Connection loss: everything but :meth:`update_hook` is retried once (each is
     idempotent, or resolves a repeat through the unique index); a delivery whose
     connection died is reported as a :class:`StorageError`, never guessed, because a
     retry could not tell its own earlier success from another deliverer's."""
 
-    _signal_sql: SignalStatements | None = None
+    _hook_sql: HookStatements | None = None
 
     @property
-    def signal_sql(self) -> SignalStatements:
+    def hook_sql(self) -> HookStatements:
         # Rebuilt when the backend rebuilds its statements (MySQL does on connect).
-        signal_sql = self._signal_sql
-        if signal_sql is None or signal_sql.dialect is not self.sql.dialect:
-            signal_sql = self._signal_sql = SignalStatements(self.sql)
-        return signal_sql
+        hook_sql = self._hook_sql
+        if hook_sql is None or hook_sql.dialect is not self.sql.dialect:
+            hook_sql = self._hook_sql = HookStatements(self.sql)
+        return hook_sql
 
     async def request_cancellation(self, run_id: str, reason: str | None, now: datetime) -> bool:
-        sql = self.signal_sql
+        sql = self.hook_sql
         params = (sql.dialect.dt_to_db(now), reason, run_id, *_TERMINAL)
 
         async def request(conn: Conn) -> bool:
@@ -173,7 +173,7 @@ class SQLSignalBackend(SQLStorageBackend):
 
     async def save_hook(self, hook: HookRecord) -> HookRecord:
         check_hook(hook, self.payload_limit)
-        sql = self.signal_sql
+        sql = self.hook_sql
         row = sql.hook_row(hook)
 
         async def insert(conn: Conn) -> None:
@@ -197,12 +197,12 @@ class SQLSignalBackend(SQLStorageBackend):
     async def _fetch_hook(self, statement: str, params: Sequence[Any]) -> HookRecord | None:
         async def fetch(conn: Conn) -> HookRecord | None:
             rows = await conn.fetch(statement, params)
-            return self.signal_sql.row_to_hook(rows[0]) if rows else None
+            return self.hook_sql.row_to_hook(rows[0]) if rows else None
 
         return await self._call(READ, fetch, idempotent=True)
 
     async def get_hook(self, token_hash: str) -> HookRecord | None:
-        return await self._fetch_hook(self.signal_sql.get, (token_hash,))
+        return await self._fetch_hook(self.hook_sql.get, (token_hash,))
 
     async def list_hooks(
         self,
@@ -213,7 +213,7 @@ class SQLSignalBackend(SQLStorageBackend):
         offset: int = 0,
         cursor: str | None = None,
     ) -> list[HookRecord]:
-        sql = self.signal_sql
+        sql = self.hook_sql
         params: list[Any] = []
         if run_id is not None:
             params.append(run_id)
@@ -239,7 +239,7 @@ class SQLSignalBackend(SQLStorageBackend):
         received_at: datetime | None = None,
     ) -> bool:
         check_hook_payload(token_hash, payload, self.payload_limit)
-        sql = self.signal_sql
+        sql = self.hook_sql
         received = None if received_at is None else sql.dialect.dt_to_db(received_at)
         params = (
             HookStatus(status).value,
@@ -255,4 +255,4 @@ class SQLSignalBackend(SQLStorageBackend):
         return await self._call(WRITE, update) == 1
 
 
-__all__ = ["HOOK_COLUMNS", "SQLSignalBackend", "SignalStatements"]
+__all__ = ["HOOK_COLUMNS", "SQLHookBackend", "HookStatements"]

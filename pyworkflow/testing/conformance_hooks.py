@@ -1,5 +1,5 @@
-"""Conformance tests for the signal half of the storage contract: cancellation requests
-and hook records. Used exactly like :class:`~pyworkflow.testing.conformance.StorageConformance`
+"""Conformance tests for requests from outside a run: cancellation requests and hook
+records. Used exactly like :class:`~pyworkflow.testing.conformance.StorageConformance`
 (a ``storage`` fixture yielding a fresh backend)."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def make_hook(
     return HookRecord(**values)  # type: ignore[arg-type]
 
 
-class SignalConformance:
+class HookConformance:
     """Cancellation requests and hooks, as every backend must store them."""
 
     async def test_cancellation_request_is_recorded_once(self, storage: StorageBackend) -> None:
@@ -289,4 +289,4 @@ class SignalConformance:
         assert hook is not None and hook.payload == payload
 
 
-__all__ = ["SignalConformance", "make_hook"]
+__all__ = ["HookConformance", "make_hook"]
