@@ -25,6 +25,12 @@ Schema shared by every dialect:
   rejects a duplicate sequence even if a fence were bypassed.
 * ``schema_version(version)``: how many of the dialect's migrations ran.
 
+Beside them, each optional group has its table and mixin module: ``hooks``
+(:mod:`~pyworkflow.storage._sql_hooks`, with cancellation requests), ``schedules``,
+``workers``, and ``signals(run_id, sequence, ...)``, the runs' signal inboxes
+(:mod:`~pyworkflow.storage._sql_signals`: a send locks the run's row first, so sends and
+the run's own writes are ordered).
+
 The pieces live in sibling modules, all re-exported here: the dialect hooks, driver
 protocol and value conversions in :mod:`pyworkflow.storage._sql_dialect`, the statements
 and row codecs in :mod:`pyworkflow.storage._sql_statements`, the migration runner in

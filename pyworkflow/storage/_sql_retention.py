@@ -1,16 +1,16 @@
 """Retention on the SQL backends: :meth:`delete_runs`, deleting finished runs with their
 rows. Shared by SQLite, PostgreSQL and MySQL/MariaDB like
-:mod:`pyworkflow.storage._sql_workers`.
+:mod:`pyworkflow.storage._sql_signals`.
 
-A run's data lives in four tables, all keyed (or indexed) by ``run_id``: ``runs``,
-``events`` (primary key ``(run_id, sequence)``), ``run_tags`` (primary key
-``(run_id, tag)``) and ``hooks`` (``hooks_run_created_at`` starts with ``run_id``), so
+A run's data lives in five tables, all keyed (or indexed) by ``run_id``: ``runs``,
+``events`` and ``signals`` (primary keys ``(run_id, sequence)``), ``run_tags`` (primary
+key ``(run_id, tag)``) and ``hooks`` (``hooks_run_created_at`` starts with ``run_id``), so
 every delete below is an index range read. One call is one transaction: it first
 selects, among the given ids, the runs that are terminal *now* (on PostgreSQL and
 MySQL with ``FOR UPDATE SKIP LOCKED``, so the selection cannot change before the
 deletes and two purgers never wait on each other; SQLite's ``BEGIN IMMEDIATE``
-serializes writers anyway), then deletes those runs' events, hooks and tags and the
-runs themselves. The idempotency key is a column of the run row, so it goes with it.
+serializes writers anyway), then deletes those runs' events, hooks, signals and tags and
+the runs themselves. The idempotency key is a column of the run row, so it goes with it.
 Nothing references a run by foreign key: children keep their ``parent_run_id``.
 
 ``IN`` lists hold at most ``IN_CHUNK`` ids (PostgreSQL binds one array instead), so a
@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pyworkflow.storage._sql import TX, Conn, Dialect, Statements
+from pyworkflow.storage._sql_signals import SQLSignalBackend
 from pyworkflow.storage._sql_statements import IN_CHUNK, TERMINAL_VALUES
-from pyworkflow.storage._sql_workers import SQLWorkerBackend
 
 
 def _marks(count: int) -> str:
@@ -38,7 +38,7 @@ class RetentionStatements:
     def __init__(self, sql: Statements) -> None:
         self.sql = sql
         self.dialect: Dialect = sql.dialect
-        self.tables = (sql.events, f"{sql.prefix}hooks", sql.tags)
+        self.tables = (sql.events, f"{sql.prefix}hooks", f"{sql.prefix}signals", sql.tags)
         self._select_head = (
             f"SELECT run_id FROM {sql.runs} WHERE status IN ({_marks(len(TERMINAL_VALUES))}) "
             "AND run_id"
@@ -75,8 +75,8 @@ class RetentionStatements:
         return [ids] if self.dialect.array_params else list(ids)
 
 
-class SQLRetentionBackend(SQLWorkerBackend):
-    """:class:`~pyworkflow.storage._sql_workers.SQLWorkerBackend` plus
+class SQLRetentionBackend(SQLSignalBackend):
+    """:class:`~pyworkflow.storage._sql_signals.SQLSignalBackend` plus
     :meth:`delete_runs` (see the module docstring)."""
 
     _retention_sql: RetentionStatements | None = None

@@ -39,6 +39,7 @@ from pyworkflow.storage.schemas import (
     RunUpdate,
     ScheduleRecord,
     ScheduleStatus,
+    SignalRecord,
     WorkerRecord,
     WorkflowRun,
 )
@@ -146,6 +147,8 @@ CANCELLATION = "cancellation"
 WORKERS = "workers"
 #: Capability flag: the backend deletes finished runs with their data (``delete_runs``).
 RETENTION = "retention"
+#: Capability flag: the backend keeps runs' signal inboxes (``send_signal``, ``list_signals``).
+SIGNALS = "signals"
 
 #: The optional method groups; a backend has a group's flag when it overrides every
 #: method of the group (see :meth:`StorageBackend.__init_subclass__`).
@@ -161,6 +164,7 @@ OPTIONAL_GROUPS: Mapping[str, tuple[str, ...]] = {
     CANCELLATION: ("request_cancellation",),
     WORKERS: ("save_worker", "list_workers", "delete_worker"),
     RETENTION: ("delete_runs",),
+    SIGNALS: ("send_signal", "list_signals"),
 }
 
 
@@ -183,6 +187,8 @@ class StorageBackend(ABC):
               ``list_workers``, ``delete_worker``);
             * ``"retention"``: finished runs can be deleted with everything stored for
               them (``delete_runs``; :func:`pyworkflow.purge_runs` finds them).
+            * ``"signals"``: runs have signal inboxes (``send_signal``,
+              ``list_signals``).
 
             A subclass declares the first two itself. The others are derived when
             the class is created: a class that overrides every method of a group has the
@@ -526,6 +532,41 @@ class StorageBackend(ABC):
         wins."""
         raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
 
+    # -- signal inboxes -------------------------------------------------------------------
+
+    async def send_signal(
+        self, run_id: str, name: str, payload: str, *, signal_id: str, now: datetime
+    ) -> SignalRecord | None:
+        """Append a signal to the run's inbox and return it as stored.
+
+        Returns ``None`` and writes nothing for a terminal or unknown run. When the
+        run's inbox already holds a signal with ``signal_id``, nothing is written and
+        that signal is returned (a repeated send). ``payload`` is JSON text, checked
+        against the payload limit before anything is written.
+
+        Unfenced, like :meth:`request_cancellation`: it neither needs the run's lease
+        nor changes ``last_sequence``, ``status`` or ``updated_at``. What it must hold:
+
+        * **Order.** The new signal's ``sequence`` is one more than the run's previous
+          signal (the first is 1), and a reader of :meth:`list_signals` that has seen
+          sequence ``n`` never later finds a new signal at or below ``n``: sequences
+          are given in the order signals become visible (concurrent senders to one run
+          serialize, e.g. on the run's row lock).
+        * **Wake-up.** If the run is ``suspended``, its ``wake_at`` becomes ``now``
+          when it is unset or later, so the run is due and its timers bring it back to
+          take the signal. Against the run's own writer it is atomic: a writer that
+          stores ``status=suspended`` and then reads the inbox either sees the signal
+          or is woken by it (the send and the suspension are ordered on the run).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+    async def list_signals(
+        self, run_id: str, *, after_sequence: int = 0, limit: int = 1000
+    ) -> list[SignalRecord]:
+        """The run's signals with ``sequence > after_sequence``, in sequence order, at most
+        ``limit``; an unknown run has none."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
     # -- the worker registry ---------------------------------------------------------------
 
     async def save_worker(self, worker: WorkerRecord) -> None:
@@ -554,8 +595,8 @@ class StorageBackend(ABC):
         return how many were deleted.
 
         Gone with a run: its record, its event log, its hooks (``get_hook`` of their
-        token hashes answers ``None``), its tags and every index entry (no listing
-        returns it), and its idempotency key (a new run may use the key again). An id
+        token hashes answers ``None``), its signal inbox, its tags and every index entry
+        (no listing returns it), and its idempotency key (a new run may use the key again). An id
         of a run that is not terminal (:attr:`RunStatus.is_terminal`: ``interrupted``
         runs are recoverable, so kept) or does not exist is skipped, checked at the
         moment of deletion, so a caller's stale view can never delete a live run. Runs

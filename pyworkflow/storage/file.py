@@ -13,6 +13,8 @@ Layout under ``base_path``::
 
     runs/<run_id>.json      the run record, replaced atomically (temp file + os.replace)
     events/<run_id>.jsonl   the event log, one JSON object per line, appended
+    signals/<run_id>.jsonl  the run's signal inbox, one signal per line (line n holds
+                            sequence n), appended under the run's lock
     keys/<sha256>.json      idempotency index: key -> run_id
     hooks/<token_hash>.json a hook record (listing hooks scans this folder)
     schedules/<id>.json     a schedule record, replaced atomically under a striped
@@ -27,8 +29,11 @@ stores the byte length of the committed event log: it is written last, so it is 
 commit point of an append.
 Bytes past that length (left by a crash between the two writes) are invisible to
 readers and overwritten by the next append, which keeps "events and projection move
-together" true across crashes. By default files are not fsynced (data survives process
-crashes, not necessarily power loss); pass ``fsync=True`` for the stronger guarantee.
+together" true across crashes. The signal inbox works the same way (``signals_size`` in
+the run record, absent while the inbox is empty), so a signal and the wake-up of its
+suspended run are committed together, ordered with the run's own writes by its lock.
+By default files are not fsynced (data survives process crashes, not necessarily power
+loss); pass ``fsync=True`` for the stronger guarantee.
 Deleting a finished run (:meth:`delete_runs`, retention) removes its files in the
 reverse order, the run file last.
 Blocking file I/O runs in worker threads (``asyncio.to_thread``).
@@ -65,9 +70,11 @@ from pyworkflow.storage.schemas import (
     Event,
     HookRecord,
     HookStatus,
+    RunStatus,
     RunUpdate,
     ScheduleRecord,
     ScheduleStatus,
+    SignalRecord,
     WorkerRecord,
     WorkflowRun,
 )
@@ -104,6 +111,7 @@ class FileStorageBackend(StorageBackend):
         self.lock_timeout = lock_timeout
         self._runs = self.base_path / "runs"
         self._events = self.base_path / "events"
+        self._signals = self.base_path / "signals"
         self._keys = self.base_path / "keys"
         self._locks = self.base_path / "locks"
         self._hooks = self.base_path / "hooks"
@@ -124,6 +132,7 @@ class FileStorageBackend(StorageBackend):
             for directory in (
                 self._runs,
                 self._events,
+                self._signals,
                 self._keys,
                 self._locks,
                 self._hooks,
@@ -170,6 +179,9 @@ class FileStorageBackend(StorageBackend):
     def _events_path(self, run_id: str) -> Path:
         return self._events / f"{self._name(run_id)}.jsonl"
 
+    def _signals_path(self, run_id: str) -> Path:
+        return self._signals / f"{self._name(run_id)}.jsonl"
+
     def _key_path(self, key: str) -> Path:
         return self._keys / f"{hashlib.sha256(key.encode('utf-8')).hexdigest()}.json"
 
@@ -207,13 +219,22 @@ class FileStorageBackend(StorageBackend):
         record: dict[str, Any] | None = self._read_json(self._run_path(run_id))
         return record
 
-    def _write_record(self, run: WorkflowRun, events_size: int) -> None:
-        record = {"format": FORMAT_VERSION, "events_size": events_size, "run": run.to_dict()}
+    def _write_record(self, run: WorkflowRun, stored: dict[str, Any]) -> None:
+        """Replace the run record with ``run`` and the committed log lengths of ``stored``
+        (the record read under the run's lock, or the new lengths): every writer carries
+        them over, so none drops another's commit."""
+        record: dict[str, Any] = {"format": FORMAT_VERSION, "events_size": stored["events_size"]}
+        if stored.get("signals_size"):  # absent while empty: records stay as they were
+            record["signals_size"] = stored["signals_size"]
+        record["run"] = run.to_dict()
         self._write_atomic(self._run_path(run.run_id), record)
 
     def _write_events(self, run_id: str, offset: int, payload: bytes) -> None:
+        self._write_log(self._events_path(run_id), offset, payload)
+
+    def _write_log(self, path: Path, offset: int, payload: bytes) -> None:
         """Write ``payload`` at ``offset``, dropping any uncommitted bytes beyond it."""
-        fd = os.open(self._events_path(run_id), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         with os.fdopen(fd, "r+b") as f:
             f.seek(offset)
             f.truncate()
@@ -267,7 +288,7 @@ class FileStorageBackend(StorageBackend):
             self._write_events(run.run_id, 0, payload)
             if key is not None:
                 self._write_atomic(self._key_path(key), {"key": key, "run_id": run.run_id})
-            self._write_record(run, len(payload))
+            self._write_record(run, {"events_size": len(payload)})
         return run.copy()
 
     def _run_for_key(self, key: str) -> WorkflowRun | None:
@@ -324,12 +345,12 @@ class FileStorageBackend(StorageBackend):
             size = int(record["events_size"])
             if payload:
                 self._write_events(run_id, size, payload)
-                size += len(payload)
+                record["events_size"] = size + len(payload)
             if last is not None:
                 run.last_sequence = last
             if update is not None:
                 update.apply_to(run)
-            self._write_record(run, size)
+            self._write_record(run, record)
 
     async def get_events(self, run_id: str, *, after_sequence: int = 0) -> list[Event]:
         return await self._call(self._read_events, run_id, after_sequence)
@@ -392,7 +413,7 @@ class FileStorageBackend(StorageBackend):
                 run = WorkflowRun.from_dict(record["run"])
                 if not rules.take_lease(run, owner, expires_at, now, steal_from):
                     return False
-                self._write_record(run, int(record["events_size"]))
+                self._write_record(run, record)
                 return True
 
         return await self._call(acquire)
@@ -406,7 +427,7 @@ class FileStorageBackend(StorageBackend):
                         continue
                     run = WorkflowRun.from_dict(record["run"])
                     run.lease_expires_at = expires_at
-                    self._write_record(run, int(record["events_size"]))
+                    self._write_record(run, record)
 
         await self._call(renew)
 
@@ -418,7 +439,7 @@ class FileStorageBackend(StorageBackend):
                     return
                 run = WorkflowRun.from_dict(record["run"])
                 run.lease_owner = run.lease_expires_at = None
-                self._write_record(run, int(record["events_size"]))
+                self._write_record(run, record)
 
         await self._call(release)
 
@@ -435,7 +456,7 @@ class FileStorageBackend(StorageBackend):
                 if not rules.request_cancel(run, reason, now):
                     return False
                 if first:  # a repeated request changes nothing
-                    self._write_record(run, int(record["events_size"]))
+                    self._write_record(run, record)
                 return True
 
         return await self._call(request)
@@ -510,6 +531,83 @@ class FileStorageBackend(StorageBackend):
 
         return await self._call(update)
 
+    # -- signal inboxes -----------------------------------------------------------------
+
+    async def send_signal(
+        self, run_id: str, name: str, payload: str, *, signal_id: str, now: datetime
+    ) -> SignalRecord | None:
+        payloads.check_signal(run_id, name, payload, self.payload_limit)
+        return await self._call(self._send_signal, run_id, name, payload, signal_id, now)
+
+    def _send_signal(
+        self, run_id: str, name: str, payload: str, signal_id: str, now: datetime
+    ) -> SignalRecord | None:
+        # Under the run's lock, as the run's own writes: a send and a suspension are
+        # ordered, and senders get gapless sequences.
+        with self._locked(self._run_lock(run_id)):
+            record = self._read_record(run_id)
+            if record is None:
+                return None
+            run = WorkflowRun.from_dict(record["run"])
+            if run.status.is_terminal:
+                return None
+            inbox = self._committed_signals(run_id, record, 0, None)
+            for stored in inbox:
+                if stored.signal_id == signal_id:
+                    return stored
+            signal = SignalRecord(run_id, len(inbox) + 1, name, payload, signal_id, now)
+            line = _signal_line(signal)
+            size = int(record.get("signals_size", 0))
+            self._write_log(self._signals_path(run_id), size, line)
+            record["signals_size"] = size + len(line)
+            if run.status == RunStatus.SUSPENDED and (run.wake_at is None or run.wake_at > now):
+                run.wake_at = now  # due now: list_due_runs reads wake_at from the record
+            self._write_record(run, record)  # the commit point of the signal and the wake-up
+            return signal
+
+    async def list_signals(
+        self, run_id: str, *, after_sequence: int = 0, limit: int = 1000
+    ) -> list[SignalRecord]:
+        return await self._call(self._read_signals, run_id, after_sequence, limit)
+
+    def _read_signals(self, run_id: str, after_sequence: int, limit: int) -> list[SignalRecord]:
+        # No lock, as for events: the committed prefix of the inbox never changes.
+        record = self._read_record(run_id)
+        if record is None:
+            return []
+        try:
+            return self._committed_signals(run_id, record, after_sequence, limit)
+        except FileNotFoundError:
+            pass
+        # The file went after the record was read: a deletion under way. Under the lock
+        # the run is either whole or gone.
+        with self._locked(self._run_lock(run_id)):
+            record = self._read_record(run_id)
+            if record is None:
+                return []
+            return self._committed_signals(run_id, record, after_sequence, limit)
+
+    def _committed_signals(
+        self, run_id: str, record: dict[str, Any], after_sequence: int, limit: int | None
+    ) -> list[SignalRecord]:
+        """The signals the run record commits, from ``after_sequence + 1`` on (line n
+        holds sequence n, so earlier lines are skipped undecoded)."""
+        size = int(record.get("signals_size", 0))
+        if size == 0:
+            return []
+        with open(self._signals_path(run_id), "rb") as f:
+            data = f.read(size)
+        if len(data) < size:
+            raise StorageError(
+                f"file storage {self.base_path}: the signal inbox of run {run_id!r} is cut "
+                f"short ({len(data)} of {size} committed bytes)"
+            )
+        skip = max(after_sequence, 0)
+        lines = data.splitlines()[skip:]
+        if limit is not None:
+            lines = lines[: max(limit, 0)]
+        return [_signal_from_line(run_id, line) for line in lines]
+
     # -- schedules ------------------------------------------------------------------------
 
     def _schedule_path(self, schedule_id: str) -> Path:
@@ -575,9 +673,9 @@ class FileStorageBackend(StorageBackend):
     # -- retention ------------------------------------------------------------------------
 
     async def delete_runs(self, run_ids: Sequence[str]) -> int:
-        """Per run, under its lock: hooks, idempotency key, event log, then the run record
-        (the commit point, as for creation): an interrupted deletion leaves the run
-        readable and terminal, and the next call removes what is left."""
+        """Per run, under its lock: hooks, idempotency key, signal inbox, event log, then
+        the run record (the commit point, as for creation): an interrupted deletion leaves
+        the run readable and terminal, and the next call removes what is left."""
         ids = list(dict.fromkeys(run_ids))
         if not ids:
             return 0
@@ -611,6 +709,7 @@ class FileStorageBackend(StorageBackend):
                     entry = self._read_json(self._key_path(key))
                     if entry is not None and entry.get("run_id") == run_id:
                         self._unlink(self._key_path(key))
+            self._unlink(self._signals_path(run_id))
             self._unlink(self._events_path(run_id))
             return self._unlink(self._run_path(run_id))
 
@@ -658,6 +757,31 @@ def _worker_from_dict(raw: Any) -> WorkerRecord | None:
         return WorkerRecord.from_stored(worker_id, datetime.fromisoformat(last_beat), data)
     except (TypeError, KeyError, ValueError):
         return None
+
+
+def _signal_line(signal: SignalRecord) -> bytes:
+    # The payload is kept as text (not inlined JSON), so it reads back exactly as sent.
+    # JSON escapes control characters: one signal is always exactly one line.
+    line = {
+        "sequence": signal.sequence,
+        "signal_id": signal.signal_id,
+        "name": signal.name,
+        "sent_at": signal.sent_at.isoformat(),
+        "payload": signal.payload,
+    }
+    return f"{json.dumps(line, ensure_ascii=False)}\n".encode()
+
+
+def _signal_from_line(run_id: str, line: bytes) -> SignalRecord:
+    raw = json.loads(line)
+    return SignalRecord(
+        run_id=run_id,
+        sequence=int(raw["sequence"]),
+        name=raw["name"],
+        payload=raw["payload"],
+        signal_id=raw["signal_id"],
+        sent_at=datetime.fromisoformat(raw["sent_at"]),
+    )
 
 
 _HOOK_DATETIMES = ("created_at", "expires_at", "received_at")

@@ -26,6 +26,7 @@ from pyworkflow.storage.schemas import (
     RunUpdate,
     ScheduleRecord,
     ScheduleStatus,
+    SignalRecord,
     WorkerRecord,
     WorkflowRun,
 )
@@ -45,6 +46,10 @@ class InMemoryStorageBackend(StorageBackend):
         self._hooks: dict[str, HookRecord] = {}
         self._schedules: dict[str, ScheduleRecord] = {}
         self._workers: dict[str, WorkerRecord] = {}
+        # Per run: the inbox in sequence order (sequence n at index n - 1), and signal_id
+        # -> sequence for repeated sends.
+        self._signals: dict[str, list[SignalRecord]] = {}
+        self._signal_ids: dict[str, dict[str, int]] = {}
 
     async def create_run(self, run: WorkflowRun, events: Sequence[Event] = ()) -> WorkflowRun:
         # The same checks as the backends that store JSON, so code tested here fails
@@ -246,6 +251,34 @@ class InMemoryStorageBackend(StorageBackend):
             hook, expected=expected, status=status, payload=payload, received_at=received_at
         )
 
+    async def send_signal(
+        self, run_id: str, name: str, payload: str, *, signal_id: str, now: datetime
+    ) -> SignalRecord | None:
+        payloads.check_signal(run_id, name, payload, self.payload_limit)
+        run = self._runs.get(run_id)
+        if run is None or RunStatus(run.status).is_terminal:
+            return None
+        inbox = self._signals.setdefault(run_id, [])
+        ids = self._signal_ids.setdefault(run_id, {})
+        if signal_id in ids:
+            return inbox[ids[signal_id] - 1].copy()
+        signal = SignalRecord(run_id, len(inbox) + 1, name, payload, signal_id, now)
+        inbox.append(signal)
+        ids[signal_id] = signal.sequence
+        # Due now, so the run's timers bring it back to take the signal (due runs are
+        # computed from wake_at: there is no index to update).
+        if run.status == RunStatus.SUSPENDED and (run.wake_at is None or run.wake_at > now):
+            run.wake_at = now
+        return signal.copy()
+
+    async def list_signals(
+        self, run_id: str, *, after_sequence: int = 0, limit: int = 1000
+    ) -> list[SignalRecord]:
+        # Sequence n sits at index n - 1, so slicing skips the ones already taken.
+        inbox = self._signals.get(run_id, ())
+        start = max(after_sequence, 0)
+        return [s.copy() for s in inbox[start : start + max(limit, 0)]]
+
     async def delete_runs(self, run_ids: Sequence[str]) -> int:
         gone: set[str] = set()
         for run_id in dict.fromkeys(run_ids):
@@ -254,6 +287,8 @@ class InMemoryStorageBackend(StorageBackend):
                 continue
             del self._runs[run_id]
             self._events.pop(run_id, None)
+            self._signals.pop(run_id, None)
+            self._signal_ids.pop(run_id, None)
             key = run.idempotency_key
             if key is not None and self._keys.get(key) == run_id:
                 del self._keys[key]

@@ -209,6 +209,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("ALTER TABLE runs ADD COLUMN queue VARCHAR(255) NULL",),
     # 6: the trace context the run's spans continue (W3C, as JSON text); NULL: none.
     ("ALTER TABLE runs ADD COLUMN trace_context TEXT NULL",),
+    # 7: runs' signal inboxes, read in sequence order from the key; a repeated send
+    # finds its row by (run_id, signal_id).
+    (
+        f"""CREATE TABLE IF NOT EXISTS signals (
+            run_id VARCHAR(255) NOT NULL,
+            sequence BIGINT NOT NULL,
+            signal_id VARCHAR(255) NOT NULL,
+            name VARCHAR(255) NOT NULL,
+            payload LONGTEXT NOT NULL,
+            sent_at DATETIME(6) NOT NULL,
+            PRIMARY KEY (run_id, sequence),
+            UNIQUE KEY signals_run_signal (run_id, signal_id)
+        ) {_TABLE_OPTIONS}""",
+    ),
 )
 
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (aiomysql.Error, OSError)

@@ -160,6 +160,11 @@ def check_hook_payload(token_hash: str, payload: str | None, limit: PayloadLimit
     check_size(payload, f"payload of hook {token_hash[:12]}...", limit)
 
 
+def check_signal(run_id: str, name: str, payload: str, limit: PayloadLimit) -> None:
+    """Check a signal payload about to be sent to the run's inbox."""
+    check_size(payload, f"payload of signal {name!r} to run {run_id!r}", limit)
+
+
 def check_schedule(schedule: ScheduleRecord, limit: PayloadLimit) -> None:
     """Check a schedule about to be saved."""
     check_size(schedule.data, f"data of schedule {schedule.schedule_id!r}", limit)

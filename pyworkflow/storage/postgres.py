@@ -216,6 +216,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ('ALTER TABLE {p}runs ADD COLUMN queue TEXT COLLATE "C"',),
     # 6: the trace context the run's spans continue (W3C, as JSON text); NULL: none.
     ("ALTER TABLE {p}runs ADD COLUMN trace_context TEXT",),
+    # 7: runs' signal inboxes, read in sequence order from the key; a repeated send
+    # finds its row by (run_id, signal_id).
+    (
+        """CREATE TABLE {p}signals (
+            run_id TEXT COLLATE "C" NOT NULL,
+            sequence BIGINT NOT NULL,
+            signal_id TEXT COLLATE "C" NOT NULL,
+            name TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            sent_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (run_id, sequence),
+            CONSTRAINT signals_run_signal UNIQUE (run_id, signal_id)
+        )""",
+    ),
 )
 
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (

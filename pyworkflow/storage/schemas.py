@@ -92,6 +92,10 @@ class EventType(StrEnum):
     CHILD_WORKFLOW_FAILED = "child_workflow.failed"
     CHILD_WORKFLOW_CANCELLED = "child_workflow.cancelled"
     PATCH_APPLIED = "patch.applied"
+    SIGNAL_RECEIVED = "signal.received"
+    SIGNAL_WAITING = "signal.waiting"
+    SIGNAL_CONSUMED = "signal.consumed"
+    SIGNAL_TIMED_OUT = "signal.timed_out"
     SCHEDULE_TRIGGERED = "schedule.triggered"
     SCHEDULE_SKIPPED = "schedule.skipped"
     LOG_DEBUG = "log.debug"
@@ -466,6 +470,27 @@ class HookRecord:
 
 
 @dataclass(slots=True)
+class SignalRecord:
+    """A message sent to a run's inbox (``send_signal``), waiting for the run to take it.
+
+    ``sequence`` numbers a run's signals 1, 2, ... in the order they were stored, which
+    is the order the run receives them. ``signal_id`` is the sender's id for this message:
+    a send repeated with the same id (a retry after a timeout) stores nothing new.
+    ``payload`` is the message, encoded JSON text.
+    """
+
+    run_id: str
+    sequence: int
+    name: str
+    payload: str
+    signal_id: str
+    sent_at: datetime = field(default_factory=utcnow)
+
+    def copy(self) -> SignalRecord:
+        return copy.copy(self)
+
+
+@dataclass(slots=True)
 class WorkerRecord:
     """A process that executes runs, as the worker registry keeps it.
 
@@ -490,9 +515,14 @@ class WorkerRecord:
     started_at: datetime = field(default_factory=utcnow)
     last_beat: datetime = field(default_factory=utcnow)
     version: str = ""  # the pyworkflow version it runs
+    # The workflows registered in it (its code): "runs why" names a workflow that no
+    # live worker can execute. Empty in records written before it was kept.
+    workflows: list[str] = field(default_factory=list)
 
     def copy(self) -> WorkerRecord:
-        return dataclasses.replace(self, queues=list(self.queues), runs=list(self.runs))
+        return dataclasses.replace(
+            self, queues=list(self.queues), runs=list(self.runs), workflows=list(self.workflows)
+        )
 
     def data_json(self) -> str:
         """Every field but ``worker_id`` and ``last_beat``, as JSON text."""
@@ -505,6 +535,7 @@ class WorkerRecord:
                 "runs": self.runs,
                 "started_at": self.started_at.isoformat(),
                 "version": self.version,
+                "workflows": self.workflows,
             },
             separators=(",", ":"),
         )
@@ -530,6 +561,7 @@ class WorkerRecord:
             runs=list(parsed.runs),
             started_at=_aware(parsed.started_at) if parsed.started_at else _aware(last_beat),
             version=parsed.version,
+            workflows=list(parsed.workflows),
         )
 
 
@@ -545,6 +577,7 @@ class _WorkerData(BaseModel):
     runs: list[str] = []
     started_at: datetime | None = None
     version: str = ""
+    workflows: list[str] = []
 
 
 def _aware(value: datetime) -> datetime:

@@ -192,6 +192,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("ALTER TABLE runs ADD COLUMN queue TEXT",),
     # 7: the trace context the run's spans continue (W3C, as JSON text); NULL: none.
     ("ALTER TABLE runs ADD COLUMN trace_context TEXT",),
+    # 8: runs' signal inboxes, read in sequence order from the key; a repeated send
+    # finds its row by (run_id, signal_id). sent_at is encoded like wake_at.
+    (
+        """CREATE TABLE signals (
+            run_id TEXT NOT NULL,
+            sequence INTEGER NOT NULL,
+            signal_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            sent_at INTEGER NOT NULL,
+            PRIMARY KEY (run_id, sequence),
+            UNIQUE (run_id, signal_id)
+        ) WITHOUT ROWID""",
+    ),
 )
 
 

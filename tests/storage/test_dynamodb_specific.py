@@ -1,6 +1,6 @@
 """DynamoDB backend behaviour beyond the shared contract: table setup, chunked and
 compressed data, transaction limits and error mapping, index re-checks, cancellation
-requests and hook items, URL parsing.
+requests, hook items and signal inboxes, URL parsing.
 
 These tests run against moto (an emulator started by ``backend_dynamodb``, on
 127.0.0.1), not against AWS: they show the backend's logic, not DynamoDB's own
@@ -691,6 +691,94 @@ async def test_add_index_request_adds_the_index(table: str, raw: Any) -> None:
     assert INDEX_HOOKS in {i["IndexName"] for i in description["GlobalSecondaryIndexes"]}
 
 
+# -- signal inboxes --------------------------------------------------------------------------
+
+
+async def test_signal_items_live_in_the_runs_partition_outside_every_index(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    await backend.create_run(make_run("r1", status=RunStatus.SUSPENDED, last_sequence=1))
+    await backend.save_hook(make_hook("h1", run_id="r1"))
+    stored = await backend.send_signal("r1", "go", '{"n": 1}', signal_id="s1", now=at(7))
+    assert stored is not None and stored.sequence == 1
+    items = {i["SK"]["S"]: i for i in await items_of(raw, table, "r1")}
+    head, marker = items[f"SIGNAL#{1:020d}"], items["SIGNALID#s1"]
+    assert marker == {"PK": {"S": "RUN#r1"}, "SK": {"S": "SIGNALID#s1"}, "sequence": {"N": "1"}}
+    assert head["payload"] == {"S": '{"n": 1}'} and head["signal_id"] == {"S": "s1"}
+    index_keys = {"status", "created_sk", "due_sk", "hook_sk"}
+    assert not any(k.startswith("gsi_") or k in index_keys for k in (*head, *marker))
+    meta = await run_meta(raw, table, "r1")
+    assert meta["inbox_seq"] == {"N": "1"}
+    assert meta["gsi_due"] == {"S": "DUE"}  # woken: indexed as a timer due at the send
+    assert await backend.list_due_runs(at(7)) == ["r1"]
+    assert [r.run_id for r in await backend.list_runs()] == ["r1"]
+    assert await backend.get_events("r1") == []
+    assert [h.token_hash for h in await backend.list_hooks(run_id="r1")] == ["h1"]
+
+
+async def test_one_megabyte_signal_round_trips_through_chunks(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    big = '"' + base64.b64encode(os.urandom(750_000)).decode() + '"'
+    await backend.create_run(make_run("r1"))
+    await backend.send_signal("r1", "a", "1", signal_id="s1", now=at(1))
+    await backend.send_signal("r1", "big", big, signal_id="s2", now=at(2))
+    await backend.send_signal("r1", "c", "3", signal_id="s3", now=at(3))
+    parts = [i for i in await items_of(raw, table, "r1") if "part" in i]
+    assert len(parts) >= 3 and all(len(i["part"]["B"]) <= CHUNK_BYTES for i in parts)
+    signals = await backend.list_signals("r1")
+    assert [(s.sequence, s.name) for s in signals] == [(1, "a"), (2, "big"), (3, "c")]
+    assert signals[1].payload == big
+    (second,) = await backend.list_signals("r1", after_sequence=1, limit=1)
+    assert second.payload == big
+    again = await backend.send_signal("r1", "big", "0", signal_id="s2", now=at(9))
+    assert again == signals[1]  # a repeated send answers the stored signal, chunks read
+
+
+async def test_listing_stops_at_a_signal_not_yet_visible(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    # A Query is no snapshot: it may see signal 3 and not yet 2 (simulated by deleting
+    # items). Returning 3 would make a reader that goes on after 3 skip 2 for good.
+    big = '"' + base64.b64encode(os.urandom(750_000)).decode() + '"'
+    await backend.create_run(make_run("r1"))
+    for i, payload in enumerate(["1", "2", big, "4"], start=1):
+        await backend.send_signal("r1", "a", payload, signal_id=f"s{i}", now=at(i))
+    await raw.delete_item(
+        TableName=table, Key={"PK": {"S": "RUN#r1"}, "SK": {"S": f"SIGNAL#{2:020d}"}}
+    )
+    assert [s.sequence for s in await backend.list_signals("r1")] == [1]
+    assert [s.sequence for s in await backend.list_signals("r1", after_sequence=2)] == [3, 4]
+    await raw.delete_item(
+        TableName=table, Key={"PK": {"S": "RUN#r1"}, "SK": {"S": f"SIGNAL#{3:020d}#00001"}}
+    )
+    assert await backend.list_signals("r1", after_sequence=2) == []  # a chunk missing
+
+
+async def test_a_send_racing_the_runs_status_change_is_retried(
+    backend: DynamoDBStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await backend.create_run(make_run("r1"))  # running
+    real = backend._inbox_state
+    reads: list[str] = []
+
+    async def then_suspend(run_id: str, signal_id: str) -> Any:
+        state = await real(run_id, signal_id)
+        if not reads:  # the writer suspends between the send's read and its write
+            update = RunUpdate({"status": RunStatus.SUSPENDED})
+            await backend.append_events(run_id, [], expected_last_sequence=0, update=update)
+        reads.append(state[0]["status"]["S"])
+        return state
+
+    monkeypatch.setattr(backend, "_inbox_state", then_suspend)
+    stored = await backend.send_signal("r1", "go", "1", signal_id="s1", now=at(5))
+    assert stored is not None and stored.sequence == 1
+    assert reads == ["running", "suspended"]  # the stale read's write was refused
+    run = await backend.get_run("r1")
+    assert run is not None and (run.status, run.wake_at) == (RunStatus.SUSPENDED, at(5))
+    assert await backend.list_due_runs(at(5)) == ["r1"]
+
+
 # -- the worker registry ---------------------------------------------------------------------
 
 
@@ -873,7 +961,7 @@ async def test_deleting_runs_leaves_no_item(
     big = base64.b64encode(os.urandom(600_000)).decode()
     run = make_run(
         "r1",
-        status=RunStatus.COMPLETED,
+        status=RunStatus.SUSPENDED,
         tags=["eu", "vip"],
         idempotency_key="k1",
         cancel_requested_at=at(1),
@@ -885,9 +973,13 @@ async def test_deleting_runs_leaves_no_item(
     await backend.save_hook(
         make_hook("h1", run_id="r1", status=HookStatus.RECEIVED, payload=f'"{big}"')
     )
+    await backend.send_signal("r1", "go", f'"{big}"', signal_id="s1", now=at(2))
+    update = RunUpdate({"status": RunStatus.COMPLETED, "wake_at": None})
+    await backend.append_events("r1", [], expected_last_sequence=2, update=update)
     sort_keys = [sk for _, sk in await all_keys(raw, table)]
     assert any(k.startswith("PART#") for k in sort_keys)  # hook payload chunks
     assert any(k.startswith("EVT#") and k.count("#") == 2 for k in sort_keys)  # event chunks
-    assert {"TAG#eu", "TAG#vip", "IDEM", "HOOKID#hook:approval#1"} <= set(sort_keys)
+    assert any(k.startswith("SIGNAL#") and k.count("#") == 2 for k in sort_keys)  # signal's
+    assert {"TAG#eu", "TAG#vip", "IDEM", "HOOKID#hook:approval#1", "SIGNALID#s1"} <= set(sort_keys)
     assert await backend.delete_runs(["r1"]) == 1
     assert await all_keys(raw, table) == before

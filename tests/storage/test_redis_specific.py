@@ -437,7 +437,7 @@ async def test_deleting_runs_leaves_no_key_or_index_entry(
     for run_id, status in (("a", RunStatus.COMPLETED), ("b", RunStatus.CANCELLED)):
         run = make_run(
             run_id,
-            status=status,
+            status=RunStatus.RUNNING,
             tags=["eu", "vip"],
             idempotency_key=f"key-{run_id}",
             parent_run_id="p",
@@ -446,8 +446,24 @@ async def test_deleting_runs_leaves_no_key_or_index_entry(
         )
         await backend.create_run(run, make_events(run_id, 1, 2))
         await backend.save_hook(make_hook(f"h-{run_id}", run_id=run_id))
+        # Terminal runs take no signal: send while it runs, then finish it.
+        await backend.send_signal(run_id, "go", "1", signal_id="s", now=at(2))
+        assert await raw.exists(backend._key("signals", run_id), backend._key("sigids", run_id))
+        await backend.append_events(
+            run_id, [], expected_last_sequence=2, update=RunUpdate({"status": status})
+        )
     assert await backend.delete_runs(["a", "b"]) == 2
     assert set(await raw.keys(f"{{{prefix}}}:*")) == before
+
+
+async def test_a_signal_wakes_a_suspended_run_through_the_wake_index(
+    backend: RedisStorageBackend, raw: aioredis.Redis
+) -> None:
+    await backend.create_run(make_run("r1", status=RunStatus.SUSPENDED, wake_at=at(3600)))
+    await backend.send_signal("r1", "go", "null", signal_id="s", now=at(10))
+    assert await raw.zscore(backend._key("wake"), "r1") == at(10).timestamp() * 1e6
+    assert await backend.next_wake_time() == at(10)
+    assert await backend.claim_due_runs(at(10), "w", at(70)) == ["r1"]
 
 
 async def test_a_damaged_worker_record_is_read_as_holding_no_runs(

@@ -39,6 +39,7 @@ from pyworkflow.engine.workers import PAGE_SIZE as WORKER_PAGE
 from pyworkflow.storage._sql import READ, TX, Conn, SQLStorageBackend, Statements
 from pyworkflow.storage._sql_hooks import HookStatements
 from pyworkflow.storage._sql_schedules import ScheduleStatements
+from pyworkflow.storage._sql_signals import SignalStatements
 from pyworkflow.storage._sql_workers import WorkerStatements
 from pyworkflow.storage.base import RunQuery, hook_cursor, run_cursor
 from pyworkflow.storage.schemas import (
@@ -49,6 +50,7 @@ from pyworkflow.storage.schemas import (
     RunStatus,
     ScheduleRecord,
     ScheduleStatus,
+    SignalRecord,
     WorkerRecord,
     WorkflowRun,
 )
@@ -96,6 +98,9 @@ OWN_INDEX = {
     "cursor page suspended, cancel requested": "runs_cancel_status_created_at",
     "scan: running, cancel requested": "runs_cancel_status_created_at",
     "scan: cursor page running, cancel requested": "runs_cancel_status_created_at",
+    # The (run_id, signal_id) index would do too, and sort the run's inbox.
+    "read a run's signals": ("signals_pkey", "PRIMARY", "PRIMARY KEY"),
+    "a run's last signal": ("signals_pkey", "PRIMARY", "PRIMARY KEY"),
 }
 
 
@@ -139,6 +144,7 @@ def filter_queries() -> dict[str, tuple[RunQuery, tuple[str, ...] | None, str]]:
 def hot_queries(sql: Statements) -> dict[str, tuple[str, list[Any]]]:
     """``name -> (statement, params)`` exactly as the backend would run them."""
     dt = sql.dialect.dt_to_db
+    signals = SignalStatements(sql)
     mid = run_cursor(WorkflowRun(run_id="run-0010000", workflow_name="x", created_at=at(10_000)))
     deep = run_cursor(WorkflowRun(run_id="run-0000500", workflow_name="x", created_at=at(500)))
     queries = {
@@ -164,6 +170,11 @@ def hot_queries(sql: Statements) -> dict[str, tuple[str, list[Any]]]:
         "list due runs": (sql.list_due, ["suspended", dt(NOW), 100]),
         "next wake time": (sql.next_wake, ["suspended"]),
         "read a run's events": (sql.get_events, ["run-0004242", 0]),
+        # A run's inbox, read after what the run has taken; what a send reads under the
+        # run's lock (a repeated id, the sequence to follow).
+        "read a run's signals": (signals.list, ["run-0004242", 100, 1000]),
+        "a signal by its id": (signals.get_locked, ["run-0004242", "signal-150"]),
+        "a run's last signal": (signals.last_sequence, ["run-0004242"]),
     }
     due = ["suspended", dt(NOW), "claimer", dt(NOW), 100]
     if sql.dialect.update_returning:
@@ -229,16 +240,19 @@ def scan_queries(sql: Statements) -> dict[str, tuple[str, list[Any], str]]:
 
 # Rows of the tables the scans read besides runs: enough that a planner prefers an index.
 HOOKS, SCHEDULES, WORKERS = 20_000, 5_000, 5_000
+# Signals: one for every run, and a long inbox for one of them.
+SIGNAL_RUNS, LONG_INBOX = 20_000, 200
 
 
 def seed_others(sql: Statements) -> dict[str, tuple[str, list[tuple[Any, ...]]]]:
     """``table -> (insert statement, rows)``: a hook for every run (most disposed or
     received long ago, a tenth pending), schedules (most active, due over the past and
-    future of NOW) and worker records."""
-    hooks, schedules, workers = (
+    future of NOW), worker records and signals (one per run, a long inbox for one)."""
+    hooks, schedules, workers, signals = (
         HookStatements(sql),
         ScheduleStatements(sql),
         WorkerStatements(sql),
+        SignalStatements(sql),
     )
     statuses = [HookStatus.DISPOSED] * 6 + [HookStatus.RECEIVED] * 3 + [HookStatus.PENDING]
     hook_rows = [
@@ -273,6 +287,21 @@ def seed_others(sql: Statements) -> dict[str, tuple[str, list[tuple[Any, ...]]]]
         workers.upsert_params(WorkerRecord(worker_id=f"worker-host:{i:07}", last_beat=at(i)))[:3]
         for i in range(WORKERS)
     ]
+    inboxes = [(f"run-{i:07}", 1) for i in range(SIGNAL_RUNS) if i != 4242]
+    inboxes += [("run-0004242", n) for n in range(1, LONG_INBOX + 1)]
+    signal_rows = [
+        signals.signal_row(
+            SignalRecord(
+                run_id=run_id,
+                sequence=n,
+                name="add",
+                payload="{}",
+                signal_id=f"signal-{n}",
+                sent_at=at(n),
+            )
+        )
+        for run_id, n in inboxes
+    ]
     plain_upsert = sql.convert(
         f"INSERT INTO {workers.workers} (worker_id, last_beat, data) VALUES (?, ?, ?)"
     )
@@ -280,6 +309,7 @@ def seed_others(sql: Statements) -> dict[str, tuple[str, list[tuple[Any, ...]]]]
         "hooks": (hooks.insert, hook_rows),
         "schedules": (schedules.insert, schedule_rows),
         "workers": (plain_upsert, worker_rows),
+        "signals": (signals.insert, signal_rows),
     }
 
 
@@ -373,7 +403,7 @@ async def postgres_problems(
         await conn.execute(f"ANALYZE {backend.sql.runs}", ())
         await conn.execute(f"ANALYZE {backend.sql.tags}", ())
         await conn.execute(f"ANALYZE {backend.sql.events}", ())
-        for table in ("hooks", "schedules", "workers"):
+        for table in ("hooks", "schedules", "workers", "signals"):
             await conn.execute(f"ANALYZE {backend.sql.prefix}{table}", ())
         return await conn.fetch(f"EXPLAIN (FORMAT JSON) {sql}", params)
 
@@ -399,7 +429,8 @@ async def mysql_problems(
     plan: str = SEEK,
 ) -> list[str]:
     async def explain(conn: Conn) -> Any:
-        await conn.fetch("ANALYZE TABLE runs, run_tags, events, hooks, schedules, workers", ())
+        tables = "runs, run_tags, events, hooks, schedules, workers, signals"
+        await conn.fetch(f"ANALYZE TABLE {tables}", ())
         return await conn.fetch(f"EXPLAIN {sql}", params)
 
     problems, keys = [], []
@@ -448,7 +479,7 @@ async def test_hot_queries_use_indexes(
     assert not failing, f"{name}: plans without an index:\n" + "\n".join(
         f"  {query}: {'; '.join(problems)}" for query, problems in failing.items()
     )
-    assert len(report) == 27 + len(scan_queries(Statements(backend.sql.dialect)))
+    assert len(report) == 30 + len(scan_queries(Statements(backend.sql.dialect)))
 
 
 def test_statement_text_is_parameterized() -> None:

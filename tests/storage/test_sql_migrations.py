@@ -9,6 +9,8 @@
 * A database of the release before the worker registry gains its table, runs kept.
 * A database of the release before tracing gains the trace context column; a run it
   holds reads back without one and still completes.
+* A database of the release before signal inboxes gains their table; a run it holds
+  takes signals (and, suspended, is woken by them).
 """
 
 from __future__ import annotations
@@ -163,6 +165,8 @@ async def test_sqlite_v1_database_upgrades_in_place(
         worker = WorkerRecord(worker_id="w1", runs=["old-1"], last_beat=at(8))
         await backend.save_worker(worker)
         assert await backend.list_workers() == [worker]
+        signal = await backend.send_signal("old-2", "go", "1", signal_id="s1", now=at(9))
+        assert signal is not None and await backend.list_signals("old-2") == [signal]
     finally:
         await backend.close()
 
@@ -337,18 +341,21 @@ WORKERS_INDEX = "workers_last_beat"
 # schema of the release n migrations back.
 UNDO_LATEST = {
     "sqlite": (
+        "DROP TABLE signals",
         "ALTER TABLE runs DROP COLUMN trace_context",
         "ALTER TABLE runs DROP COLUMN queue",
         "DROP TABLE workers",
         f"DROP INDEX {CANCEL_INDEX}",
     ),
     "postgres": (
+        "DROP TABLE {prefix}signals",
         "ALTER TABLE {prefix}runs DROP COLUMN trace_context",
         "ALTER TABLE {prefix}runs DROP COLUMN queue",
         "DROP TABLE {prefix}workers",
         f"DROP INDEX {{prefix}}{CANCEL_INDEX}",
     ),
     "mysql": (
+        "DROP TABLE signals",
         "ALTER TABLE runs DROP COLUMN trace_context",
         "ALTER TABLE runs DROP COLUMN queue",
         "DROP TABLE workers",
@@ -402,7 +409,7 @@ async def test_previous_schema_gains_the_cancel_index(
     await sql_storage.create_run(make_run("busy", status=RunStatus.RUNNING, created_at=at(3)))
     for run_id in ("asked", "busy"):
         assert await sql_storage.request_cancellation(run_id, "stop", at(5))
-    await _downgrade(sql_storage, backend_name, migrations=4)
+    await _downgrade(sql_storage, backend_name, migrations=5)
     assert not await _has_index(sql_storage, backend_name, CANCEL_INDEX)
     await sql_storage.close()
 
@@ -426,7 +433,7 @@ async def test_previous_schema_gains_the_workers_table(
     assert isinstance(sql_storage, SQLStorageBackend) and storage_url is not None
     await sql_storage.create_run(make_run("kept", tags=["eu"]))
     await sql_storage.append_events("kept", make_events("kept", 1, 2), expected_last_sequence=0)
-    await _downgrade(sql_storage, backend_name, migrations=3)
+    await _downgrade(sql_storage, backend_name, migrations=4)
     with pytest.raises(StorageError):  # the release before had no worker registry
         await sql_storage.list_workers()
     await sql_storage.close()
@@ -455,7 +462,7 @@ async def test_previous_schema_gains_the_queue_column(
     queue), and new runs keep theirs."""
     assert isinstance(sql_storage, SQLStorageBackend) and storage_url is not None
     await sql_storage.create_run(make_run("before", tags=["eu"]))
-    await _downgrade(sql_storage, backend_name, migrations=2)
+    await _downgrade(sql_storage, backend_name, migrations=3)
     await sql_storage.close()
 
     upgraded = storage_from_url(storage_url)
@@ -492,7 +499,7 @@ async def test_previous_schema_gains_the_trace_context_column(
     await get_runtime("local").shutdown()  # nothing wakes it but this test
     asleep = await sql_storage.get_run(run_id)
     assert asleep is not None and asleep.status == RunStatus.SUSPENDED
-    await _downgrade(sql_storage, backend_name, migrations=1)
+    await _downgrade(sql_storage, backend_name, migrations=2)
     await sql_storage.close()
 
     upgraded = storage_from_url(storage_url)
@@ -510,6 +517,39 @@ async def test_previous_schema_gains_the_trace_context_column(
         await upgraded.create_run(traced)
         after = await upgraded.get_run("after")
         assert after is not None and after.trace_context == TRACED
+        assert await _schema_version(upgraded) == len(upgraded.sql.migrations)
+    finally:
+        await upgraded.close()
+
+
+async def test_previous_schema_gains_the_signals_table(
+    sql_storage: StorageBackend, storage_url: str | None, backend_name: str
+) -> None:
+    """Runs stored before signal inboxes existed take signals after the upgrade (a
+    suspended one becomes due); a finished one takes none and is still deleted."""
+    assert isinstance(sql_storage, SQLStorageBackend) and storage_url is not None
+    await sql_storage.create_run(
+        make_run("waiting", status=RunStatus.SUSPENDED, wake_at=at(3600), last_sequence=1),
+        make_events("waiting", 1, 1),
+    )
+    await sql_storage.create_run(make_run("done", status=RunStatus.COMPLETED))
+    await _downgrade(sql_storage, backend_name, migrations=1)
+    with pytest.raises(StorageError):  # the release before had no inboxes
+        await sql_storage.list_signals("waiting")
+    await sql_storage.close()
+
+    upgraded = storage_from_url(storage_url)
+    assert isinstance(upgraded, SQLStorageBackend)
+    try:
+        assert await upgraded.list_signals("waiting") == []
+        sent = await upgraded.send_signal("waiting", "go", "1", signal_id="s1", now=at(10))
+        assert sent is not None and sent.sequence == 1
+        assert await upgraded.list_signals("waiting") == [sent]
+        waiting = await upgraded.get_run("waiting")
+        assert waiting is not None and (waiting.wake_at, waiting.last_sequence) == (at(10), 1)
+        assert await upgraded.list_due_runs(at(10)) == ["waiting"]
+        assert await upgraded.send_signal("done", "go", "1", signal_id="s1", now=at(10)) is None
+        assert await upgraded.delete_runs(["done"]) == 1
         assert await _schema_version(upgraded) == len(upgraded.sql.migrations)
     finally:
         await upgraded.close()

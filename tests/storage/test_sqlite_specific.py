@@ -85,10 +85,10 @@ async def test_schema_version_is_recorded_once(tmp_path: Path) -> None:
     backend = SQLiteStorageBackend(path)
     await backend.connect()
     await backend.close()
-    assert len(MIGRATIONS) == 7  # the last: runs.trace_context (tracing)
+    assert len(MIGRATIONS) == 8  # the last: the signals table (run inboxes)
     assert query(path, "SELECT version FROM schema_version") == [(len(MIGRATIONS),)]
     tables = {r[0] for r in query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"runs", "events", "schema_version", "schedules", "workers"} <= tables
+    assert {"runs", "events", "schema_version", "schedules", "workers", "signals"} <= tables
     indexes = {r[0] for r in query(path, "SELECT name FROM sqlite_master WHERE type='index'")}
     assert {
         "runs_idempotency_key",

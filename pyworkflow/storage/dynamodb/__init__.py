@@ -1,4 +1,5 @@
-"""DynamoDB storage: runs, event logs and hooks in one DynamoDB table (single-table design).
+"""DynamoDB storage: runs, event logs, hooks and signal inboxes in one DynamoDB table
+(single-table design).
 
 Extra: ``pip install 'pyworkflow-engine[dynamodb]'`` (installs ``aioboto3``).
 
@@ -38,6 +39,11 @@ One table, string keys ``PK`` (partition) and ``SK`` (sort)::
                                                                       + payload_part (version)
     hook payload chunk  HOOK#<token_hash> PART#<version>#<n, 5 dig.>  part (binary)
     run's hook id       RUN#<run_id>      HOOKID#<hook_id>            token_hash
+    signal              RUN#<run_id>      SIGNAL#<sequence, 20 dig.>  sequence, name, signal_id,
+                                                                      sent_at, payload |
+                                                                      payload_z | payload_chunks
+    signal chunk        RUN#<run_id>      SIGNAL#<sequence>#<n>       part (binary)
+    run's signal id     RUN#<run_id>      SIGNALID#<signal_id>        sequence
     migration done      MIGRATIONS        cancel_index                (none)
     schedule            SCHEDULES         SCHEDULE#<schedule_id>      one per ScheduleRecord
                                                                       field (status as
@@ -48,9 +54,12 @@ One table, string keys ``PK`` (partition) and ``SK`` (sort)::
                                                                       data | data_z
 
 A run's events share its partition and sort by sequence, so ``get_events`` is one
-(paged) ``Query``. Run indexes (global secondary indexes), all but ``runs_due`` sorted
-by ``created_sk`` = ``<created_at as 18 zero-padded digits>#<run_id>`` (so key order is
-exactly ``(created_at, run_id)``, the order of ``list_runs``)::
+(paged) ``Query``; so is its signal inbox (``list_signals``: the ``SIGNAL#`` key range,
+numbered by the run item's ``inbox_seq`` counter; see
+:mod:`~pyworkflow.storage.dynamodb.signals`). Run indexes (global secondary indexes),
+all but ``runs_due`` sorted by ``created_sk`` = ``<created_at as 18 zero-padded
+digits>#<run_id>`` (so key order is exactly ``(created_at, run_id)``, the order of
+``list_runs``)::
 
     index               partition key                          used for
     runs_by_created     gsi_all = "RUN" (every run)            list_runs without key filters
@@ -128,6 +137,14 @@ Atomicity
   did land fails the condition, the re-read recognizes the token and answers ``True``.
   A single ``UpdateItem``, or a transaction when payload chunks are written or the
   chunks of a replaced payload deleted.
+* ``send_signal``: a consistent read of the run item and the ``SIGNALID#`` item, then one
+  transaction: an ``Update`` of the run item setting ``inbox_seq = n`` under ``inbox_seq
+  = n - 1`` and the run's status as read (suspended: it also sets ``wake_at`` and the
+  ``runs_due`` keys), plus ``Put`` of the signal, its chunks and its ``SIGNALID#`` item
+  (``attribute_not_exists``). A cancelled transaction is re-read and retried: sequences
+  follow commit order without gaps, and a repeated ``signal_id`` answers the stored
+  signal. ``list_signals`` keeps only the gapless prefix of what its ``Query`` sees (a
+  ``Query`` may see a later send's transaction before an earlier one's).
 * ``save_schedule``: one ``PutItem`` conditioned on ``attribute_not_exists`` (insert)
   or ``version = :expected`` (compare-and-set); it replaces the whole item. Each write
   sets a fresh ``write_token``, so when an SDK retry of a write that did land fails the
@@ -163,11 +180,14 @@ Limits
   deleted with it. The 4 MB transaction limit caps a payload at about 3.5 MB
   *compressed*. A hook's ``schema`` is compressed but must stay under 32 KiB
   compressed (it shares the hook item with the payload).
+* Signal payloads are stored like event data (plain, compressed, or chunk items
+  written in the send's transaction), so the 4 MB transaction limit caps one at about
+  3.5 MB *compressed*.
 * Schedule ``data`` is stored like a run payload: plain up to 16 KiB, else compressed;
   a schedule whose data exceeds about 350 KB *compressed* is rejected.
 * Key sizes: run ids, idempotency keys and tags become key values (partition keys up
-  to 2048 bytes, sort keys up to 1024 bytes); so do token hashes, hook ids and
-  schedule ids.
+  to 2048 bytes, sort keys up to 1024 bytes); so do token hashes, hook ids,
+  schedule ids and signal ids.
 
 Consistency
 -----------
@@ -210,6 +230,10 @@ Capacity and cost
   on run creation, status changes and timer changes only). A throttled index throttles
   the table; at several hundred run starts per second consider write sharding.
 * A failed conditional write (a lost lease race) still consumes write capacity.
+* ``send_signal`` is a consistent ``BatchGetItem`` (two small items) plus a transaction
+  of three items (plus chunks); concurrent senders to one run serialize on its
+  ``inbox_seq``, each lost race costing a re-read and another transaction. The run item
+  gains only ``inbox_seq`` (and, when it wakes the run, its ``runs_due`` entry).
 * ``request_cancellation`` is one normal write, plus its ``runs_cancel_requested``
   index entry (rewritten on the run's status changes until it finishes). ``save_hook``
   is a transaction of two items (plus chunks); ``update_hook`` a consistent read plus
@@ -224,8 +248,8 @@ table setup, request helpers with retries), ``table`` (indexes, ``CreateTable``)
 ``expressions`` (placeholders, conditions), ``run_items``/``runs`` (runs and events),
 ``cancel_index`` (the cancellation-request index and its one-time backfill),
 ``leases`` (timers, leases, stale runs), ``hook_items``/``hooks`` (cancellation and
-hooks), ``schedules``, ``workers`` (the worker registry), ``retention`` (deleting
-finished runs with all their items).
+hooks), ``signals`` (signal inboxes), ``schedules``, ``workers`` (the worker
+registry), ``retention`` (deleting finished runs with all their items).
 """
 
 # Every public name of the former single module stays importable from the package.

@@ -1,6 +1,6 @@
 """The DynamoDB storage backend class: the parts of the storage contract (runs, timers
-and leases, hooks, schedules, the worker registry, retention) over one shared table client, built
-from arguments or a ``dynamodb://`` URL."""
+and leases, hooks, signal inboxes, schedules, the worker registry, retention) over one
+shared table client, built from arguments or a ``dynamodb://`` URL."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from pyworkflow.storage.dynamodb.leases import LeaseStore
 from pyworkflow.storage.dynamodb.retention import RetentionStore
 from pyworkflow.storage.dynamodb.runs import RunStore
 from pyworkflow.storage.dynamodb.schedules import ScheduleStore
+from pyworkflow.storage.dynamodb.signals import SignalStore
 from pyworkflow.storage.dynamodb.url import parse_url, redact_url
 from pyworkflow.storage.dynamodb.workers import WorkerStore
 
 
 class DynamoDBStorageBackend(
-    RunStore, LeaseStore, HookStore, ScheduleStore, WorkerStore, RetentionStore
+    RunStore, LeaseStore, HookStore, SignalStore, ScheduleStore, WorkerStore, RetentionStore
 ):
     """Runs and events in one DynamoDB table, shared safely between processes.
 

@@ -36,6 +36,9 @@ _SCHEDULES_PK = "SCHEDULES"
 _SCHEDULE = "SCHEDULE#"
 _WORKERS_PK = "WORKERS"
 _WORKER = "WORKER#"
+_SIGNAL = "SIGNAL#"
+_SIGNAL_END = "SIGNAL$"  # sorts after every "SIGNAL#..." key, before "SIGNALID#"
+_SIGNALID = "SIGNALID#"
 
 
 # The item that records a table-wide migration as done (no index attributes).
@@ -61,6 +64,16 @@ def _run_key(run_id: str) -> Item:
 
 def _event_sk(sequence: int) -> str:
     return f"{_EVT}{sequence:0{_SEQ_WIDTH}d}"
+
+
+def _signal_sk(sequence: int) -> str:
+    return f"{_SIGNAL}{sequence:0{_SEQ_WIDTH}d}"
+
+
+def _signal_id_key(run_id: str, signal_id: str) -> Item:
+    """The item that makes ``signal_id`` unique within its run's inbox (it names the
+    signal's sequence)."""
+    return {"PK": _s(_run_pk(run_id)), "SK": _s(f"{_SIGNALID}{signal_id}")}
 
 
 def _hook_pk(token_hash: str) -> str:

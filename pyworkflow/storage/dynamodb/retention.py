@@ -2,7 +2,8 @@
 them.
 
 A run's items: its partition ``RUN#<run_id>`` (the ``META`` projection, events and their
-chunks, tag items, ``HOOKID#`` items), its idempotency item ``IDEM#<key>``, and each of
+chunks, tag items, ``HOOKID#`` items, its signal inbox: ``SIGNAL#`` items with their
+chunks and ``SIGNALID#`` items), its idempotency item ``IDEM#<key>``, and each of
 its hooks' partitions ``HOOK#<token_hash>`` (the hook and its payload chunks). Index
 entries are attributes of those items, so they go with them.
 
@@ -12,7 +13,9 @@ projection (25 per request, unprocessed items retried), the idempotency item del
 only while it still names the run, and last the ``META`` item, deleted under the
 condition that the run is terminal. The projection is the commit point: an interrupted
 deletion leaves the run readable, terminal and found by the next purge, which removes
-the rest. A run that is not terminal is skipped before anything is written. Runs of a
+the rest. A run that is not terminal is skipped before anything is written; a terminal
+run takes no new signal (a send's transaction requires a status that is not terminal),
+so the partition read holds the whole inbox. Runs of a
 batch are deleted :data:`PARALLEL` at a time.
 """
 

@@ -19,6 +19,7 @@ The package, by what each module holds:
   :mod:`~pyworkflow.storage.redis.runs` (runs, event logs, queries),
   :mod:`~pyworkflow.storage.redis.leases` (timers and leases),
   :mod:`~pyworkflow.storage.redis.hooks` (cancellation, hooks),
+  :mod:`~pyworkflow.storage.redis.signals` (signal inboxes),
   :mod:`~pyworkflow.storage.redis.schedules` and
   :mod:`~pyworkflow.storage.redis.workers` (the worker registry), all on
   :mod:`~pyworkflow.storage.redis.connection` (client, pool, retries, error mapping).

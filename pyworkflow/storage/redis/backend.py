@@ -1,6 +1,6 @@
 """The public class, :class:`RedisStorageBackend`, assembled from its parts (one module
-each: runs and events, timers and leases, hooks and cancellation, schedules, the worker
-registry, retention), which all build on
+each: runs and events, timers and leases, hooks and cancellation, signal inboxes,
+schedules, the worker registry, retention), which all build on
 :class:`~pyworkflow.storage.redis.connection.RedisConnection`.
 """
 
@@ -11,11 +11,12 @@ from pyworkflow.storage.redis.leases import LeaseStore
 from pyworkflow.storage.redis.retention import RetentionStore
 from pyworkflow.storage.redis.runs import RunStore
 from pyworkflow.storage.redis.schedules import ScheduleStore
+from pyworkflow.storage.redis.signals import SignalStore
 from pyworkflow.storage.redis.workers import WorkerStore
 
 
 class RedisStorageBackend(
-    RunStore, LeaseStore, HookStore, ScheduleStore, WorkerStore, RetentionStore
+    RunStore, LeaseStore, HookStore, SignalStore, ScheduleStore, WorkerStore, RetentionStore
 ):
     """Runs and events in Redis (see :mod:`pyworkflow.storage.redis` for guarantees and
     :mod:`pyworkflow.storage.redis.keys` for the layout).

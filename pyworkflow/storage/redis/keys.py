@@ -45,6 +45,10 @@ key                                         content
                                             with the token hash in place of the run id)
 ``{p}:hidx:run:<run_id>``                   zset of a run's hooks
 ``{p}:hidx:status:<status>``                zset of the hooks in that status
+``{p}:signals:<run_id>``                    list: the run's signal inbox, one compact JSON
+                                            object per signal (``RPUSH``), sequence ``n`` at
+                                            index ``n - 1``
+``{p}:sigids:<run_id>``                     hash: the run's signal ids -> their sequences
 ``{p}:schedule:<schedule_id>``              hash: one field per non-``None`` schedule field
                                             (encoded like run hashes), plus ``_w`` (the token
                                             of the last write)

@@ -52,6 +52,7 @@ _WRITERS = (
     "release",
     "claim",
     "cancel",
+    "send_signal",
     "delete_runs",
 )
 _MEMBER_TS = f"local MEMBER_TS_LEN = {MEMBER_TS_LEN}\n"
@@ -106,3 +107,4 @@ class Scripts:
         self.list_workers: AsyncScript = client.register_script(SOURCES["list_workers"])
         self.delete_worker: AsyncScript = client.register_script(SOURCES["delete_worker"])
         self.delete_runs: AsyncScript = client.register_script(SOURCES["delete_runs"])
+        self.send_signal: AsyncScript = client.register_script(SOURCES["send_signal"])

@@ -2,7 +2,8 @@
 -- ARGV: base, run ids... Deletes each run that is terminal now, with everything stored
 -- for it: its index entries (all, id, status, workflow, tags, parent, cancellation,
 -- wake, active), its idempotency key (if it still names this run), its hooks and their index
--- entries, its hook-id map, its event log and its hash. Returns how many it deleted.
+-- entries, its hook-id map, its signal inbox and signal-id map, its event log and its
+-- hash. Returns how many it deleted.
 -- The run's own children index (idx:parent:<run_id>) stays: its children stay too.
 local deleted = 0
 for i = 2, #ARGV do
@@ -41,7 +42,9 @@ for i = 2, #ARGV do
       end
     end
     -- UNLINK: a long event log is freed in the background, off the script's time.
-    redis.call('UNLINK', P .. 'hidx:run:' .. run_id, ids_key, P .. 'events:' .. run_id, run_key)
+    redis.call(
+      'UNLINK', P .. 'hidx:run:' .. run_id, ids_key, P .. 'signals:' .. run_id,
+      P .. 'sigids:' .. run_id, P .. 'events:' .. run_id, run_key)
     deleted = deleted + 1
   end
 end
