@@ -80,10 +80,12 @@ from pyworkflow.core.exceptions import (
     PyWorkflowError,
     RetryableError,
     RunAlreadyExistsError,
+    RunEndedError,
     RunNotFoundError,
     ScheduleNotFoundError,
     SequenceConflictError,
     SerializationError,
+    SignalTimeoutError,
     StepFailedError,
     StepNotFoundError,
     StepTimeoutError,
@@ -108,11 +110,13 @@ from pyworkflow.primitives import (
     TypedHook,
     continue_as_new,
     define_hook,
+    define_signal,
     hook,
     patched,
     shield,
     sleep,
     start_child_workflow,
+    wait_for_signal,
 )
 from pyworkflow.runtime import Runtime, get_runtime, register_runtime
 from pyworkflow.runtime.local import LocalRuntime
@@ -134,6 +138,7 @@ from pyworkflow.schedules import (
     trigger_schedule,
     update_schedule,
 )
+from pyworkflow.signals import send_signal
 from pyworkflow.storage.schemas import (
     Event,
     EventType,
@@ -141,6 +146,7 @@ from pyworkflow.storage.schemas import (
     HookStatus,
     RunStatus,
     ScheduleStatus,
+    SignalRecord,
     StepStatus,
     WorkflowRun,
 )
@@ -180,6 +186,7 @@ __all__ = [
     "ResumeResult",
     "RetryableError",
     "RunAlreadyExistsError",
+    "RunEndedError",
     "RunNotFoundError",
     "RunStatus",
     "Runtime",
@@ -190,6 +197,8 @@ __all__ = [
     "ScheduleStatus",
     "SequenceConflictError",
     "SerializationError",
+    "SignalRecord",
+    "SignalTimeoutError",
     "Step",
     "StepContext",
     "StepFailedError",
@@ -217,6 +226,7 @@ __all__ = [
     "current_context",
     "current_step_info",
     "define_hook",
+    "define_signal",
     "delete_schedule",
     "discover_workflows",
     "forward_to_logging",
@@ -252,6 +262,7 @@ __all__ = [
     "resume_schedule",
     "retry_workflow",
     "scheduled_workflow",
+    "send_signal",
     "set_log_level",
     "set_step_context",
     "shield",
@@ -263,5 +274,6 @@ __all__ = [
     "trigger_schedule",
     "update_schedule",
     "wait_for_run",
+    "wait_for_signal",
     "workflow",
 ]

@@ -11,8 +11,9 @@ import asyncio
 import json
 import re
 import threading
+import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -37,7 +38,9 @@ from pyworkflow.engine.context import deliver_cancel, hash_token
 from pyworkflow.engine.runs import RunRequest
 from pyworkflow.primitives.hook_tokens import derive_token
 from pyworkflow.primitives.hooks import hook_model, schema_violations
-from pyworkflow.runtime import get_runtime
+from pyworkflow.primitives.signals import check_signal_name
+from pyworkflow.runtime import Runtime, get_runtime
+from pyworkflow.signals import encode_signal_payload, send_signal
 from pyworkflow.storage import retention
 from pyworkflow.storage.base import (
     CANCELLATION,
@@ -99,6 +102,7 @@ def start(
     idempotency_key: str | None = None,
     run_id: str | None = None,
     tags: list[str] | None = None,
+    signal: tuple[str, Any] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Start a run of ``workflow`` (a ``@workflow`` function or its registered name).
@@ -114,12 +118,27 @@ def start(
         idempotency_key: a second start with the same key returns the first run's id.
         run_id: explicit id (must be unused, else ``RunAlreadyExistsError``).
         tags: up to 3 strings (default: the workflow's tags).
+        signal: ``(name, payload)``: signal-with-start. The run is stored with the signal
+            already received (one write: no run without it); if ``idempotency_key``
+            finds an existing run, the signal is sent to that run instead.
 
     Raises:
         WorkflowNotFoundError: ``workflow`` is an unknown name.
-        SerializationError: an argument cannot be stored (nothing is written).
+        SerializationError: an argument or the signal's payload cannot be stored
+            (nothing is written).
     """
-    coro = _start(workflow, args, kwargs, runtime, durable, storage, idempotency_key, run_id, tags)
+    coro = _start(
+        workflow,
+        args,
+        kwargs,
+        runtime,
+        durable,
+        storage,
+        idempotency_key,
+        run_id,
+        tags,
+        signal=signal,
+    )
     return _awaitable_or_done(coro, runtime)
 
 
@@ -143,6 +162,7 @@ def start_by_name(
     tags: list[str] | None = None,
     detached: bool = False,
     queue: str | None = None,
+    signal: tuple[str, Any] | None = None,
 ) -> Any:
     """Start a run of the workflow called ``workflow_name``; returns its id (awaitable in
     async code, the id itself in synchronous code, like :func:`start`).
@@ -163,6 +183,8 @@ def start_by_name(
     runtime (default: the decorator's ``queue``, else ``pyworkflow.workflows``); a
     process without the workflow's code must pass it for a workflow declared with one.
     (:func:`start` has no such option: its keyword arguments are the workflow's.)
+
+    ``signal=(name, payload)`` starts the run with that signal received, as :func:`start`.
 
     ``detached=True`` returns as soon as the run is stored; under the local runtime it
     then executes in the background on the caller's event loop (a server answering a
@@ -188,6 +210,7 @@ def start_by_name(
         tags,
         detached,
         queue,
+        signal=signal,
     )
     return _awaitable_or_done(coro, runtime)
 
@@ -225,6 +248,8 @@ async def _start(
     tags: list[str] | None,
     detached: bool = False,
     queue: str | None = None,
+    *,
+    signal: tuple[str, Any] | None = None,
 ) -> str:
     from pyworkflow.core.workflow import _validate_tags
 
@@ -248,11 +273,38 @@ async def _start(
     is_durable = durable if durable is not None else definition.durable
     if is_durable is None:
         is_durable = cfg.default_durable
+    if signal is not None:
+        if not is_durable:
+            raise ValueError(f"start({definition.name!r}, signal=...): signals need a durable run")
+        return await _start_with_signal(request, signal, chosen, _storage(storage), detached)
     if not is_durable:
         return await chosen.start_transient(request)
     if detached:
         return await chosen.start_detached(request, _storage(storage))
     return await chosen.start(request, _storage(storage))
+
+
+async def _start_with_signal(
+    request: RunRequest,
+    signal: tuple[str, Any],
+    chosen: Runtime,
+    backend: StorageBackend,
+    detached: bool,
+) -> str:
+    """Signal-with-start: the run is created with the signal in its ``workflow.started``;
+    a run its idempotency key already names gets the signal sent instead."""
+    if not isinstance(signal, tuple) or len(signal) != 2:
+        raise TypeError("signal= takes a (name, payload) tuple")
+    name, payload = signal
+    check_signal_name(name)
+    text = encode_signal_payload(name, payload, backend.payload_limit)
+    run_id = request.run_id or f"run_{uuid.uuid4().hex}"
+    request = replace(request, run_id=run_id, signals=[{"name": name, "payload": json.loads(text)}])
+    starting = chosen.start_detached if detached else chosen.start
+    started: str = await starting(request, backend)
+    if started != run_id:  # the idempotency key's run: it gets the signal now
+        await send_signal(started, name, payload, signal_id=f"start.{run_id}", storage=backend)
+    return started
 
 
 def _storage(storage: StorageBackend | str | None) -> StorageBackend:

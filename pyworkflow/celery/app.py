@@ -23,12 +23,12 @@ from kombu import Queue  # type: ignore[attr-defined]
 
 from pyworkflow.core.config import discover_workflows, get_config
 from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.core.queues import SCHEDULES_QUEUE as SCHEDULES_QUEUE
+from pyworkflow.core.queues import STEPS_QUEUE as STEPS_QUEUE
+from pyworkflow.core.queues import WORKFLOWS_QUEUE as WORKFLOWS_QUEUE
 from pyworkflow.utils.log import set_log_level
 
 # Separate queues so each kind of work can get its own workers (``-Q``).
-WORKFLOWS_QUEUE = "pyworkflow.workflows"
-STEPS_QUEUE = "pyworkflow.steps"
-SCHEDULES_QUEUE = "pyworkflow.schedules"
 QUEUES = (WORKFLOWS_QUEUE, STEPS_QUEUE, SCHEDULES_QUEUE)
 
 DEFAULT_BROKER = "redis://localhost:6379/0"

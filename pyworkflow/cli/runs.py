@@ -1,5 +1,5 @@
-"""``pyworkflow runs``: find runs, read their state and history, follow them live, cancel
-and retry them.
+"""``pyworkflow runs``: find runs, read their state and history, follow them live, ask why
+one is not moving, signal, cancel and retry them.
 
 Only ``retry`` needs the workflow's code (and only under the local runtime, which runs the
 retry in this process); everything else reads storage, so an operator's shell with
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+from pydantic import ValidationError
 from rich.live import Live
 from rich.text import Text
 
@@ -31,8 +32,10 @@ from pyworkflow.cli.timeline import (
 from pyworkflow.core.config import discover_workflows, get_config
 from pyworkflow.core.exceptions import RunNotFoundError
 from pyworkflow.core.registry import get_workflow
+from pyworkflow.engine.diagnosis import Diagnosis, diagnose
 from pyworkflow.engine.history_file import dump_history
 from pyworkflow.runtime import get_runtime
+from pyworkflow.signals import send_signal
 from pyworkflow.storage.base import (
     CANCELLATION,
     StorageBackend,
@@ -468,6 +471,119 @@ async def _until_ended(storage: StorageBackend, run_id: str, seconds: float | No
             f"run {run_id} has not ended within {seconds:g}s (status {run.status.value}); "
             "the cancellation stays requested"
         ) from None
+
+
+# -- signal ----------------------------------------------------------------------------------
+
+
+@runs.command("signal")
+@click.argument("run_id")
+@click.argument("name")
+@click.option("--payload", "payload_text", metavar="JSON", help="The payload, a JSON value.")
+@click.option(
+    "--payload-file",
+    type=click.File("r"),
+    help="Read the JSON payload from this file (- for standard input).",
+)
+@click.option(
+    "--signal-id",
+    help="Send at most once: a second send with this id to the run stores nothing.",
+)
+@pass_cli
+def signal(
+    cli: CliContext,
+    run_id: str,
+    name: str,
+    payload_text: str | None,
+    payload_file: Any,
+    signal_id: str | None,
+) -> None:
+    """Send signal NAME to RUN_ID (the payload defaults to null).
+
+    The run takes it at its next wait_for_signal(NAME); signals wait in the run's inbox
+    until then. The process serving the run wakes it (a worker under Celery, the timers
+    of a process running it locally). A payload the signal's model refuses (where the
+    configured modules define one) is not sent.
+    """
+    if payload_text is not None and payload_file is not None:
+        raise click.UsageError("give the payload once: --payload or --payload-file")
+    text = payload_file.read() if payload_file is not None else payload_text
+    option = "--payload-file" if payload_file is not None else "--payload"
+    payload = None if text is None else _json_value(text, option)
+
+    async def send() -> dict[str, Any]:
+        storage = await cli.storage()
+        try:
+            stored = await send_signal(
+                run_id, name, payload, signal_id=signal_id, storage=storage, wake_here=False
+            )
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(payload)'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise click.ClickException(f"payload refused by signal {name!r}: {problems}") from None
+        finally:
+            await get_runtime(get_config().default_runtime).shutdown()
+        return {
+            "run_id": stored.run_id,
+            "name": stored.name,
+            "sequence": stored.sequence,
+            "signal_id": stored.signal_id,
+        }
+
+    emit_one(cli.output, cli.run(send()), title=f"signal {name} sent")
+
+
+def _json_value(text: str, option: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except ValueError as exc:
+        raise click.BadParameter(f"not a JSON value: {exc}", param_hint=option) from None
+
+
+# -- why -------------------------------------------------------------------------------------
+
+
+@runs.command("why")
+@click.argument("run_id")
+@pass_cli
+def why(cli: CliContext, run_id: str) -> None:
+    """Why RUN_ID is not moving: what it waits for and since when (a timer, a hook, a
+    signal, a child, a queue no worker consumes, a lease held by a stopped worker, a
+    workflow no live worker has), with the command that fixes it where one exists.
+
+    Reads storage and the worker registry only. Exits 0 when the run waits by design
+    (or has ended), 1 when it should be moving and is not (a cause marked stuck).
+    """
+
+    async def read() -> Diagnosis:
+        storage = await cli.storage()
+        return await diagnose(storage, run_id, now=utcnow(), lease_ttl=get_config().lease_ttl)
+
+    found = cli.run(read())
+    if cli.output == "json":
+        click.echo(json.dumps(to_json_data(found.to_dict())))
+    else:
+        rows = [
+            {
+                "cause": c.kind + (" (stuck)" if c.stuck else ""),
+                "what": c.message,
+                "since": c.since,
+                "until": c.until,
+                "fix": c.fix or "",
+            }
+            for c in found.causes
+        ]
+        title = f"why {run_id} ({found.workflow_name}) is {found.status.value}"
+        emit_list(
+            cli.output, "causes", rows, ("cause", "what", "since", "until", "fix"), title=title
+        )
+    if found.stuck:
+        raise SystemExit(1)
 
 
 # -- children, chain -------------------------------------------------------------------------

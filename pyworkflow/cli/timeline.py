@@ -72,7 +72,7 @@ class Entry:
     sequence: int
     timestamp: datetime
     elapsed_seconds: float
-    kind: str  # workflow, step, sleep, hook, child, cancel, log, context
+    kind: str  # workflow, step, sleep, hook, signal, child, cancel, log, context
     message: str
     duration_seconds: float | None = None
 
@@ -163,6 +163,8 @@ class TimelineBuilder:
             return self._hook_line(event)
         if kind in _CHILD_EVENTS:
             return self._child_line(event)
+        if kind in _SIGNAL_EVENTS:
+            return self._signal_line(event)
         if kind is EventType.CANCELLATION_REQUESTED:
             reason = data.get("reason") or "no reason given"
             return "cancel", f"cancellation reached the workflow: {reason}", None
@@ -229,6 +231,21 @@ class TimelineBuilder:
             return "hook", f"hook {name} expired after {human_duration(took)}", took
         return "hook", f"hook {name} disposed: {data.get('reason') or 'run ended'}", None
 
+    def _signal_line(self, event: Event) -> tuple[str, str, float | None]:
+        data, kind = event.data, event.type
+        name, wait_id = str(data.get("name")), str(data.get("wait_id"))
+        if kind is EventType.SIGNAL_RECEIVED:
+            return "signal", f"signal {name} received (#{data.get('sequence')})", None
+        if kind is EventType.SIGNAL_WAITING:
+            self._began[wait_id] = event.timestamp
+            until = f" (timeout {_clock(data['timeout_at'])})" if data.get("timeout_at") else ""
+            return "signal", f"waiting for signal {name}{until}", None
+        took = self._since(wait_id, event) if wait_id in self._began else None
+        after = "" if took is None else f" after {human_duration(took)}"
+        if kind is EventType.SIGNAL_CONSUMED:
+            return "signal", f"took signal {name}{after}", took
+        return "signal", f"no signal {name} came{after}: timed out", took
+
     def _child_line(self, event: Event) -> tuple[str, str, float | None]:
         data, kind = event.data, event.type
         child_id = str(data.get("child_id"))
@@ -261,6 +278,14 @@ _HOOK_EVENTS = frozenset(
         EventType.HOOK_RECEIVED,
         EventType.HOOK_EXPIRED,
         EventType.HOOK_DISPOSED,
+    }
+)
+_SIGNAL_EVENTS = frozenset(
+    {
+        EventType.SIGNAL_RECEIVED,
+        EventType.SIGNAL_WAITING,
+        EventType.SIGNAL_CONSUMED,
+        EventType.SIGNAL_TIMED_OUT,
     }
 )
 _CHILD_EVENTS = frozenset(

@@ -88,6 +88,11 @@ class WorkflowContext(ABC):
         """Durably wait for a hook payload (JSON value); raise HookExpiredError on expiry."""
         raise NotImplementedError("hooks need a durable run")
 
+    async def wait_signal(self, name: str, seconds: float | None) -> Any:
+        """Durably wait for the next signal ``name`` (its JSON payload); raise
+        SignalTimeoutError once ``seconds`` pass without one."""
+        raise NotImplementedError("signals need a durable run")
+
     async def start_child(
         self, definition: Any, args: tuple[Any, ...], kwargs: dict[str, Any], policy: str
     ) -> tuple[str, str]:

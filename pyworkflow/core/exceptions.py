@@ -17,6 +17,8 @@ Everything the library raises on purpose derives from :class:`WorkflowError`
     +-- WorkflowAlreadyRunningError
     +-- RunAlreadyExistsError      an explicit ``run_id`` is already taken
     +-- HookExpiredError, HookAlreadyReceivedError, InvalidTokenError
+    +-- RunEndedError              a signal sent to a run that has ended
+    +-- SignalTimeoutError         wait_for_signal's timeout passed (also a TimeoutError)
     +-- HookPayloadError           a payload does not match the hook's stored schema (ValueError)
     +-- ChildWorkflowError
     |   +-- ChildWorkflowFailedError
@@ -154,6 +156,14 @@ class ScheduleNotFoundError(NotFoundError):
 
 class HookExpiredError(WorkflowError):
     """The hook's timeout passed before a payload arrived."""
+
+
+class SignalTimeoutError(WorkflowError, TimeoutError):
+    """``wait_for_signal`` waited its whole timeout and no signal of that name came."""
+
+
+class RunEndedError(WorkflowError):
+    """The run has already ended: it takes no more signals."""
 
 
 class HookAlreadyReceivedError(WorkflowError):

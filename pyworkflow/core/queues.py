@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import re
 
+# The default queues of the Celery runtime (a workflow's or step's ``queue=`` replaces
+# the first two): separate, so each kind of work can get its own workers.
+WORKFLOWS_QUEUE = "pyworkflow.workflows"
+STEPS_QUEUE = "pyworkflow.steps"
+SCHEDULES_QUEUE = "pyworkflow.schedules"
+
 # Letters, digits and ``. _ - :``; starting with a letter or digit; at most 200 characters
 # (RabbitMQ allows 255 bytes, and Celery prefixes some keys).
 QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
@@ -35,4 +41,10 @@ def validate_queue(
     return queue
 
 
-__all__ = ["QUEUE_PATTERN", "validate_queue"]
+__all__ = [
+    "QUEUE_PATTERN",
+    "SCHEDULES_QUEUE",
+    "STEPS_QUEUE",
+    "WORKFLOWS_QUEUE",
+    "validate_queue",
+]

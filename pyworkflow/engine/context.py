@@ -26,6 +26,7 @@ from pyworkflow.core.exceptions import (
     NonDeterminismError,
     RunAlreadyExistsError,
     SerializationError,
+    SignalTimeoutError,
     SuspensionSignal,
 )
 from pyworkflow.core.step import StepDefinition
@@ -40,13 +41,13 @@ from pyworkflow.engine.log import (
     check_storable,
     is_storage_fault,
 )
-from pyworkflow.engine.replay import ChildRecord, History, HookHistory
+from pyworkflow.engine.replay import ChildRecord, History, HookHistory, SignalHistory, SignalWait
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
 from pyworkflow.observability import lifecycle, tracing
 from pyworkflow.primitives.hook_tokens import derive_token, token_to_hand_out
 from pyworkflow.primitives.hook_tokens import hash_token as hash_token  # api.py imports it here
 from pyworkflow.serialization import decode, decode_error, encode, encode_error
-from pyworkflow.storage.base import HOOKS, StorageBackend, require_capability
+from pyworkflow.storage.base import HOOKS, SIGNALS, StorageBackend, require_capability
 from pyworkflow.storage.queries import final_run
 from pyworkflow.storage.schemas import Event, EventType, HookRecord, HookStatus, utcnow
 from pyworkflow.utils.clock import timer_now
@@ -61,6 +62,9 @@ CHILD_POLL_SECONDS = 30.0
 # A cancellation reason starting with this ends the run without running any more of its
 # code (parent_close_policy="terminate").
 TERMINATE_PREFIX = "terminated: "
+
+# Signals read from a run's inbox per storage call.
+_INBOX_PAGE = 1000
 
 # Executions in flight in this process, so a cancellation request reaches them at once.
 LIVE: dict[str, RunContext] = {}
@@ -191,6 +195,9 @@ class RunContext(WorkflowContext):
         # patched() ids that answered False: this run took their old path (verify says
         # how many runs still do, to tell when a patch can be retired).
         self.old_paths: set[str] = set()
+        # A wait_for_signal is among what this execution suspends on: once the
+        # suspension is stored, the inbox is read once more (see executor._suspend).
+        self.awaits_signal = False
 
     # -- bookkeeping ------------------------------------------------------------------
 
@@ -613,6 +620,68 @@ class RunContext(WorkflowContext):
         record = HookHistory(token_hash=hook.token_hash, expires_at=hook.expires_at)
         self._history.hooks[op_id] = record
         return record
+
+    # -- signals -----------------------------------------------------------------------
+
+    async def wait_signal(self, name: str, seconds: float | None) -> Any:
+        self._guard()
+        require_capability(self._storage, SIGNALS)  # a clear error, before anything is recorded
+        op_id = self._next_op("signal", name)
+        history = self._history
+        wait = history.signal_waits.get(op_id)
+        if wait is not None and wait.index is not None:
+            return history.signals[wait.index].payload
+        if wait is not None and wait.timed_out:
+            raise SignalTimeoutError(f"no signal {name!r} came within the timeout ({op_id})")
+        if self.options.replay_only:
+            raise ReplayStop(op_id)  # what the live run does next: read the inbox
+        await self.pull_signals()
+        index = history.next_signal(name)
+        if index is not None:
+            if wait is None:
+                wait = history.signal_waits[op_id] = SignalWait()
+            wait.index = index
+            history.signals[index].taken = True
+            self.record(EventType.SIGNAL_CONSUMED, events.signal_consumed(op_id, name, index))
+            return history.signals[index].payload
+        if wait is None:
+            timeout_at = None if seconds is None else timer_now() + timedelta(seconds=seconds)
+            wait = history.signal_waits[op_id] = SignalWait(timeout_at=timeout_at)
+            self.record(EventType.SIGNAL_WAITING, events.signal_waiting(op_id, name, timeout_at))
+        if wait.timeout_at is not None and timer_now() >= wait.timeout_at:
+            wait.timed_out = True
+            self.record(EventType.SIGNAL_TIMED_OUT, events.signal_timed_out(op_id, name))
+            raise SignalTimeoutError(f"no signal {name!r} came within the timeout ({op_id})")
+        self.awaits_signal = True
+        raise self._suspend(wait.timeout_at, f"signal {op_id}")
+
+    async def pull_signals(self) -> None:
+        """Move what the run's inbox received since the history's last signal into the
+        history (``signal.received``, in inbox order)."""
+        history = self._history
+        while True:
+            page = await self.io(
+                self._storage.list_signals(
+                    self.run_id, after_sequence=history.inbox_sequence, limit=_INBOX_PAGE
+                )
+            )
+            for sent in page:
+                payload = json.loads(sent.payload)
+                index = len(history.signals)
+                history.signals.append(SignalHistory(name=sent.name, payload=payload))
+                history.inbox_sequence = sent.sequence
+                data = events.signal_received(
+                    index, sent.name, payload, sent.signal_id, sent.sequence, sent.sent_at
+                )
+                self.record(EventType.SIGNAL_RECEIVED, data)
+            if len(page) < _INBOX_PAGE:
+                return
+
+    async def inbox_has_news(self) -> bool:
+        """Whether the inbox holds a signal the history has not received yet."""
+        after = self._history.inbox_sequence
+        news = await self.io(self._storage.list_signals(self.run_id, after_sequence=after, limit=1))
+        return bool(news)
 
     # -- child workflows --------------------------------------------------------------
 

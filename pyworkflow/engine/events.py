@@ -11,7 +11,8 @@ Data fields (all JSON-native; ``result``/``args`` are encoded by
 :mod:`pyworkflow.serialization`, ``error`` by ``encode_error``)::
 
     workflow.started      workflow_name, args, kwargs, tags (+ schedule_id, scheduled_time;
-                          + retry_of for a run retry_workflow started; + queue when routed)
+                          + retry_of for a run retry_workflow started; + queue when routed;
+                          + signals: [{name, payload}] sent with the start)
     workflow.resumed      (none)
     workflow.suspended    reason, wake_at (ISO-8601 or null)
     workflow.interrupted  reason, recovery_attempt
@@ -36,6 +37,10 @@ Data fields (all JSON-native; ``result``/``args`` are encoded by
     child_workflow.completed   child_id, child_run_id, result
     child_workflow.failed      child_id, child_run_id, error
     child_workflow.cancelled   child_id, child_run_id, error
+    signal.received       index, name, payload, signal_id, sequence (in the inbox), sent_at
+    signal.waiting        wait_id, name, timeout_at (ISO-8601 or null)
+    signal.consumed       wait_id, name, index (of the signal.received it took)
+    signal.timed_out      wait_id, name
     log.<level>           message (+ step_id when a step body wrote it)
     schedule.triggered    schedule_id, tick, run_id, at    (in the schedule's history)
     schedule.skipped      schedule_id, tick, reason, at    (in the schedule's history)
@@ -46,11 +51,15 @@ call of that name in the run), assigned in the order the code starts the operati
 ``step.cancelled`` is written when a live step attempt is cancelled (a ``max_duration``
 deadline, a caller's ``asyncio.timeout`` around the step), and when a run ends while an
 attempt of one of its steps is still out on a step worker or waiting to be retried.
-``hook.disposed`` is written when a run ends with a hook it never consumed: later
-deliveries to that hook are refused. Schedules have no run log of their own; their
-``schedule.triggered`` / ``schedule.skipped`` entries live in the schedule's bounded
-history (``Schedule.recent``), and the started run's ``workflow.started`` names the
-schedule and tick.
+``signal.received`` moves a signal from the run's inbox into its history (in inbox
+order; not an operation, like ``patch.applied``); signals sent with the start are
+received from ``workflow.started`` before any of those, indexes counting on from them.
+A wait (``wait_for_signal``) is an operation: it starts with ``signal.consumed`` when a
+signal was there, else with ``signal.waiting``. ``hook.disposed`` is written when a run
+ends with a hook it never consumed: later deliveries to that hook are refused. Schedules
+have no run log of their own; their ``schedule.triggered`` / ``schedule.skipped``
+entries live in the schedule's bounded history (``Schedule.recent``), and the started
+run's ``workflow.started`` names the schedule and tick.
 """
 
 from __future__ import annotations
@@ -74,6 +83,8 @@ OPERATION_ID_FIELDS: dict[EventType, str] = {
     EventType.CHILD_WORKFLOW_STARTED: "child_id",
     EventType.CANCELLATION_REQUESTED: "op_id",
     EventType.HOOK_CREATED: "hook_id",
+    EventType.SIGNAL_WAITING: "wait_id",
+    EventType.SIGNAL_CONSUMED: "wait_id",
 }
 OPERATION_START_TYPES = frozenset(OPERATION_ID_FIELDS)
 
@@ -124,6 +135,7 @@ def workflow_started(
     schedule: dict[str, Any] | None = None,
     retry_of: str | None = None,
     queue: str | None = None,
+    signals: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     data = {
         "v": FORMAT_VERSION,
@@ -137,6 +149,8 @@ def workflow_started(
         data["retry_of"] = retry_of
     if queue is not None:  # routed to a queue of its own (the run record keeps it too)
         data["queue"] = queue
+    if signals:  # signal-with-start: received before anything the inbox holds
+        data["signals"] = signals
     return data
 
 
@@ -268,6 +282,35 @@ def sleep_started(
 def patch_applied(patch_id: str) -> dict[str, Any]:
     """A run took the new path of a change (``patched(patch_id)``); not an operation."""
     return {"v": FORMAT_VERSION, "patch_id": patch_id}
+
+
+# -- signals -------------------------------------------------------------------------------
+
+
+def signal_received(
+    index: int, name: str, payload: Any, signal_id: str, sequence: int, sent_at: datetime
+) -> dict[str, Any]:
+    return {
+        "v": FORMAT_VERSION,
+        "index": index,
+        "name": name,
+        "payload": payload,
+        "signal_id": signal_id,
+        "sequence": sequence,
+        "sent_at": sent_at.isoformat(),
+    }
+
+
+def signal_waiting(wait_id: str, name: str, timeout_at: datetime | None) -> dict[str, Any]:
+    return {"v": FORMAT_VERSION, "wait_id": wait_id, "name": name, "timeout_at": _iso(timeout_at)}
+
+
+def signal_consumed(wait_id: str, name: str, index: int) -> dict[str, Any]:
+    return {"v": FORMAT_VERSION, "wait_id": wait_id, "name": name, "index": index}
+
+
+def signal_timed_out(wait_id: str, name: str) -> dict[str, Any]:
+    return {"v": FORMAT_VERSION, "wait_id": wait_id, "name": name}
 
 
 def sleep_completed(sleep_id: str) -> dict[str, Any]:

@@ -310,6 +310,11 @@ async def _suspend(ctx: RunContext, deadline: datetime | None) -> Outcome:
     ctx.record(EventType.WORKFLOW_SUSPENDED, events.workflow_suspended(reason, wake_at), force=True)
     try:
         await ctx.flush(status=RunStatus.SUSPENDED, wake_at=wake_at, **_RELEASED)
+        if ctx.awaits_signal and await ctx.inbox_has_news():
+            # Sent before the suspension was stored, the signal could not wake the run
+            # (a sender wakes only a suspended run): the run is due now instead.
+            wake_at = timer_now()
+            await ctx.flush(wake_at=wake_at)
     except OwnershipLost:
         return Outcome(status=None)
     return Outcome(status=RunStatus.SUSPENDED, wake_at=wake_at)

@@ -67,6 +67,24 @@ class HookHistory:
 
 
 @dataclass(slots=True)
+class SignalHistory:
+    """A signal the run received (moved from its inbox, or sent with its start)."""
+
+    name: str
+    payload: Any = None  # JSON value as sent
+    taken: bool = False  # a wait consumed it
+
+
+@dataclass(slots=True)
+class SignalWait:
+    """One ``wait_for_signal`` operation and how it ended, once it has."""
+
+    timeout_at: datetime | None = None
+    index: int | None = None  # the signal it consumed
+    timed_out: bool = False
+
+
+@dataclass(slots=True)
 class History:
     """A run's recorded operations, keyed by operation id."""
 
@@ -80,6 +98,9 @@ class History:
     cancel_reason: str | None = None
     hooks: dict[str, HookHistory] = field(default_factory=dict)
     patches: set[str] = field(default_factory=set)  # patched() ids the run recorded
+    signals: list[SignalHistory] = field(default_factory=list)
+    signal_waits: dict[str, SignalWait] = field(default_factory=dict)
+    inbox_sequence: int = 0  # the last inbox signal moved into the history
     log_count: int = 0
     last_sequence: int = 0
     _started: set[str] = field(default_factory=set)
@@ -113,6 +134,21 @@ class History:
         """``(hook_id, hook)`` of hooks the run created and neither received nor saw
         expire."""
         return [(i, h) for i, h in self.hooks.items() if not (h.received or h.expired)]
+
+    def receive_start_signals(self, signals: Any) -> None:
+        """The signals sent with the start (``workflow.started``'s ``signals``), received
+        before anything from the inbox."""
+        for sent in signals if isinstance(signals, list) else ():
+            if isinstance(sent, dict):
+                name, payload = str(sent.get("name")), sent.get("payload")
+                self.signals.append(SignalHistory(name=name, payload=payload))
+
+    def next_signal(self, name: str) -> int | None:
+        """Index of the earliest received signal ``name`` no wait has taken."""
+        for index, signal in enumerate(self.signals):
+            if signal.name == name and not signal.taken:
+                return index
+        return None
 
     def sequence_at(self, position: int) -> int | None:
         return self.op_sequences[position] if position < len(self.op_sequences) else None
@@ -235,6 +271,49 @@ def _on_patch(history: History, event: Event) -> None:
         history.patches.add(patch_id)
 
 
+def _on_workflow_started(history: History, event: Event) -> None:
+    signals = event.data.get("signals")
+    for sent in signals if isinstance(signals, list) else ():
+        history.signals.append(
+            SignalHistory(name=str(sent.get("name")), payload=sent.get("payload"))
+        )
+
+
+def _on_signal_received(history: History, event: Event) -> None:
+    history.signals.append(
+        SignalHistory(name=str(event.data.get("name")), payload=event.data.get("payload"))
+    )
+    sequence = event.data.get("sequence")
+    if isinstance(sequence, int):
+        history.inbox_sequence = max(history.inbox_sequence, sequence)
+
+
+def _signal_wait(history: History, event: Event) -> SignalWait:
+    op_id = event.data["wait_id"]
+    wait = history.signal_waits.get(op_id)
+    if wait is None:
+        wait = history.signal_waits[op_id] = SignalWait()
+    return wait
+
+
+def _on_signal_waiting(history: History, event: Event) -> None:
+    timeout_at = event.data.get("timeout_at")
+    _signal_wait(history, event).timeout_at = (
+        datetime.fromisoformat(timeout_at) if timeout_at else None
+    )
+
+
+def _on_signal_consumed(history: History, event: Event) -> None:
+    index = int(event.data["index"])
+    _signal_wait(history, event).index = index
+    if 0 <= index < len(history.signals):
+        history.signals[index].taken = True
+
+
+def _on_signal_timed_out(history: History, event: Event) -> None:
+    _signal_wait(history, event).timed_out = True
+
+
 def _on_log(history: History, event: Event) -> None:
     if "step_id" not in event.data:  # the workflow's own messages, which replay repeats
         history.log_count += 1
@@ -259,6 +338,11 @@ _HANDLERS = {
     EventType.CHILD_WORKFLOW_CANCELLED: _on_child_outcome,
     EventType.WORKFLOW_INTERRUPTED: _on_interrupted,
     EventType.PATCH_APPLIED: _on_patch,
+    EventType.WORKFLOW_STARTED: _on_workflow_started,
+    EventType.SIGNAL_RECEIVED: _on_signal_received,
+    EventType.SIGNAL_WAITING: _on_signal_waiting,
+    EventType.SIGNAL_CONSUMED: _on_signal_consumed,
+    EventType.SIGNAL_TIMED_OUT: _on_signal_timed_out,
     EventType.LOG_DEBUG: _on_log,
     EventType.LOG_INFO: _on_log,
     EventType.LOG_WARNING: _on_log,

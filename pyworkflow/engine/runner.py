@@ -144,11 +144,13 @@ async def execute_new(
 ) -> Outcome:
     """Execute a run this process just created (it holds the lease; no replay needed).
     ``log``: the events it was created with, if the caller has them (see execute_run)."""
+    history = History(run_id=run.run_id, last_sequence=run.last_sequence)
+    history.receive_start_signals(request.signals)
     return await execute_run(
         on_child_created=on_child_created,
         run=run,
         definition=request.definition,
-        history=History(run_id=run.run_id, last_sequence=run.last_sequence),
+        history=history,
         storage=storage,
         limits=event_limits(),
         args=request.args,

@@ -46,6 +46,8 @@ class RunRequest:
     retry_of: str | None = None
     # The broker queue of the run's workflow messages; None: the definition's.
     queue: str | None = None
+    # Signal-with-start: [{"name", "payload"}] the run is created having received.
+    signals: list[dict[str, Any]] | None = None
 
 
 def build_run(
@@ -108,6 +110,7 @@ def build_run(
             schedule=request.schedule,
             retry_of=request.retry_of,
             queue=request.queue or definition.queue,
+            signals=request.signals,
         ),
         sequence=1,
         timestamp=now,

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pyworkflow.core.registry import list_workflows
 from pyworkflow.engine.owners import OwnerKind, new_owner
 from pyworkflow.storage.base import WORKERS, StorageBackend
 from pyworkflow.storage.schemas import WorkerRecord, utcnow
@@ -266,6 +267,7 @@ class WorkerBeat:
         """Write the record once, with the runs held now."""
         await storage.connect()  # idempotent; reconnects after an outage
         self.record.runs = self.runs()
+        self.record.workflows = sorted(list_workflows())
         self.record.last_beat = utcnow()
         await storage.save_worker(self.record)
 

@@ -17,6 +17,7 @@ from pyworkflow.core.exceptions import (
     HookPayloadError,
     NotFoundError,
     PayloadTooLargeError,
+    RunEndedError,
     SerializationError,
     StorageError,
     StorageUnavailableError,
@@ -28,6 +29,7 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (NotFoundError, 404),
     (HookAlreadyReceivedError, 409),
     (HookExpiredError, 409),
+    (RunEndedError, 409),
     (PayloadTooLargeError, 413),
     (HookPayloadError, 422),
     (SerializationError, 422),  # a value JSON cannot hold (after PayloadTooLargeError)

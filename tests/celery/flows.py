@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from pyworkflow import hook, sleep, step, workflow
+from pyworkflow import hook, sleep, step, wait_for_signal, workflow
 from pyworkflow.context.base import current_step
 
 
@@ -173,6 +173,16 @@ async def approval(x: int) -> int:
     """Waits for a hook payload (no worker held meanwhile), then runs a step with it."""
     decision = await hook("approval", on_created=_note_token)
     return await add(x, int(decision["amount"]))
+
+
+@workflow()
+async def collector(count: int) -> list[int]:
+    """Takes ``count`` "number" signals, each through a step on a worker, in order."""
+    total: list[int] = []
+    for _ in range(count):
+        value = await wait_for_signal("number")
+        total.append(await add(int(value), 0))
+    return total
 
 
 # -- routing: a queue per step or per workflow (tests/celery/test_routing.py) -------------

@@ -15,7 +15,7 @@ import time
 import cloudpickle
 import pytest
 
-from pyworkflow import cancel_workflow, resume_hook, start
+from pyworkflow import cancel_workflow, resume_hook, send_signal, start
 from pyworkflow.celery.messages import send_step, send_transient
 from pyworkflow.core.workflow import definition_of
 from pyworkflow.engine.context import DispatchedStep
@@ -24,6 +24,7 @@ from tests.celery.cluster import completions_per_step, wait_all_terminal
 from tests.celery.flows import (
     approval,
     blocking_pipeline,
+    collector,
     fan_out,
     five_doubles,
     fragile,
@@ -209,6 +210,37 @@ async def test_a_hook_payload_wakes_its_run_on_a_worker(make_cluster, broker):
     await resume_hook(token, {"amount": 5})
     [run] = await wait_all_terminal(cluster.storage, [run_id], 60, cluster)
     assert (run.status.value, run.result) == ("completed", 15), run.error
+
+
+@pytest.mark.parametrize(
+    ("storage", "broker"), [("sqlite", "redis"), ("sqlite", "rabbitmq"), ("postgres", "redis")]
+)
+async def test_signals_reach_a_run_on_the_workers_in_order(make_cluster, storage, broker):
+    """Signals sent from the application: those sent before the run waits are buffered,
+    a later one wakes the suspended run on a worker; each is taken once, in order."""
+    cluster = await make_cluster(storage=storage, broker=broker)
+    run_id = await start(collector, 4)
+    await send_signal(run_id, "number", 1)  # no worker yet: buffered in the inbox
+    await send_signal(run_id, "number", 2)
+    cluster.start_worker("w1")
+    cluster.start_scheduler()
+
+    async def waiting_for_the_third() -> bool:
+        events = await _events(cluster, run_id)
+        run = await cluster.storage.get_run(run_id)
+        return run.status.value == "suspended" and any(
+            e.type.value == "signal.waiting" for e in events
+        )
+
+    await _wait_for(waiting_for_the_third, cluster)
+    await send_signal(run_id, "number", 3)
+    await send_signal(run_id, "number", 4)
+    [run] = await wait_all_terminal(cluster.storage, [run_id], 60, cluster)
+    assert (run.status.value, run.result) == ("completed", [1, 2, 3, 4]), run.error
+    events = await _events(cluster, run_id)
+    received = [e.data["sequence"] for e in events if e.type.value == "signal.received"]
+    assert received == [1, 2, 3, 4]
+    assert len([e for e in events if e.type.value == "signal.consumed"]) == 4
 
 
 @BROKERS

@@ -15,6 +15,7 @@ from pyworkflow import (
     sleep,
     start_child_workflow,
     step,
+    wait_for_signal,
     workflow,
 )
 
@@ -54,6 +55,11 @@ async def clirun_kid(x: int) -> int:
 @workflow()
 async def clirun_parent(n: int) -> list[int]:
     return [await start_child_workflow(clirun_kid, i) for i in range(n)]
+
+
+@workflow()
+async def clirun_listener(count: int) -> list:
+    return [await wait_for_signal("clirun_note") for _ in range(count)]
 
 
 @workflow()

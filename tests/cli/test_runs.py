@@ -805,3 +805,77 @@ def test_retry_under_celery_enqueues_by_name_without_the_code(tmp_path: Path) ->
     assert item["tags"] == ["nightly", f"retry-of:{old.run_id}"]
     assert item["max_recovery_attempts"] == 7  # the old run's settings, without its code
     assert item["deadline_at"] is not None
+
+
+# -- runs signal -----------------------------------------------------------------------------
+
+
+def test_signal_from_a_shell_without_the_code(db: str, flows: ModuleType, tmp_path: Path) -> None:
+    """``runs signal`` stores the signal and makes the waiting run due; a process serving
+    runs with the code then delivers it. Bad input exits non-zero with nothing stored."""
+
+    async def start_listener() -> str:
+        pyworkflow.configure(storage=db)
+        try:
+            run_id: str = await pyworkflow.start(flows.clirun_listener, 2)
+            return run_id
+        finally:
+            await get_runtime("local").shutdown()
+            await pyworkflow.get_storage().close()
+
+    run_id = asyncio.run(start_listener())
+    sent = cli_json(db, "runs", "signal", run_id, "clirun_note", "--payload", '{"n": 1}')
+    assert sent == {
+        "run_id": run_id,
+        "name": "clirun_note",
+        "sequence": 1,
+        "signal_id": sent["signal_id"],
+    }
+    payload_file = tmp_path / "note.json"
+    payload_file.write_text('"second"')
+    again = cli_json(
+        db,
+        "runs",
+        "signal",
+        run_id,
+        "clirun_note",
+        "--payload-file",
+        str(payload_file),
+        "--signal-id",
+        "note-2",
+    )
+    assert again["sequence"] == 2 and again["signal_id"] == "note-2"
+    status = cli_json(db, "runs", "status", run_id)
+    assert status["status"] == "suspended"  # nobody here has the code: stored, made due
+
+    bad = CliRunner().invoke(
+        main, ["--storage", db, "runs", "signal", run_id, "clirun_note", "--payload", "{oops"]
+    )
+    assert bad.exit_code == 2 and "not a JSON value" in bad.output
+    nan = CliRunner().invoke(
+        main, ["--storage", db, "runs", "signal", run_id, "clirun_note", "--payload", "NaN"]
+    )
+    assert nan.exit_code == 2 and "NaN is not JSON" in nan.output
+    unknown = CliRunner().invoke(
+        main, ["--storage", db, "runs", "signal", "run_nope", "clirun_note"]
+    )
+    assert unknown.exit_code == 1 and "no run with id 'run_nope'" in unknown.output
+
+    async def serve_until_done() -> WorkflowRun:
+        pyworkflow.configure(storage=db)
+        try:
+            runtime = get_runtime("local")
+            assert isinstance(runtime, pyworkflow.LocalRuntime)
+            server = asyncio.ensure_future(runtime.serve())
+            try:
+                return await pyworkflow.wait_for_run(run_id, timeout=15)
+            finally:
+                server.cancel()
+        finally:
+            await get_runtime("local").shutdown()
+            await pyworkflow.get_storage().close()
+
+    run = asyncio.run(serve_until_done())
+    assert run.result == [{"n": 1}, "second"]
+    ended = CliRunner().invoke(main, ["--storage", db, "runs", "signal", run_id, "clirun_note"])
+    assert ended.exit_code == 1 and "has ended (completed)" in ended.output

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.child_output import read_line
+
 APP = Path(__file__).with_name("crash_app.py")
 
 
@@ -40,19 +42,6 @@ async def _spawn(tmp_path: Path, *args: str, **env: str) -> asyncio.subprocess.P
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-
-
-async def _read_line(proc: asyncio.subprocess.Process, prefix: str, limit: float = 30) -> str:
-    assert proc.stdout is not None
-    async with asyncio.timeout(limit):
-        while True:
-            raw = await proc.stdout.readline()
-            if not raw:
-                err = await proc.stderr.read() if proc.stderr else b""
-                raise AssertionError(f"child exited before {prefix!r}: {err.decode()[-2000:]}")
-            line = raw.decode().strip()
-            if line.startswith(prefix):
-                return line
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:
@@ -86,7 +75,7 @@ def _ledger(tmp_path: Path) -> Counter[str]:
 
 async def _finish_in_new_process(tmp_path: Path, db: Path, run_id: str) -> None:
     proc = await _spawn(tmp_path, "wait", str(db), run_id)
-    line = await _read_line(proc, "DONE", limit=60)
+    line = await read_line(proc, "DONE", limit=60)
     await proc.wait()
     assert line == "DONE completed"
 
@@ -94,7 +83,7 @@ async def _finish_in_new_process(tmp_path: Path, db: Path, run_id: str) -> None:
 async def test_sigkill_during_sleep_finishes_in_new_process(tmp_path: Path) -> None:
     db = tmp_path / "wf.db"
     child = await _spawn(tmp_path, "start", str(db), "1.0")
-    run_id = (await _read_line(child, "RUN")).split()[1]
+    run_id = (await read_line(child, "RUN")).split()[1]
     await _kill(child)  # killed while the run sleeps
 
     await _finish_in_new_process(tmp_path, db, run_id)
@@ -111,7 +100,7 @@ async def test_sigkill_during_step_finishes_without_rerunning_completed_steps(
     db = tmp_path / "wf.db"
     child = await _spawn(tmp_path, "start", str(db), "0", CRASH_BLOCK_STEP2="1")
     # start() runs inline, so the child blocks inside step2 before it could print the id.
-    await _read_line(child, "BLOCKING")
+    await read_line(child, "BLOCKING")
     with sqlite3.connect(db) as conn:
         (run_id,) = conn.execute("SELECT run_id FROM runs").fetchone()
         (status,) = conn.execute("SELECT status FROM runs").fetchone()
@@ -139,12 +128,12 @@ async def test_processes_racing_to_resume_record_each_step_once(
 ) -> None:
     db = tmp_path / "wf.db"
     child = await _spawn(tmp_path, "start", str(db), "0.5")
-    run_id = (await _read_line(child, "RUN")).split()[1]
+    run_id = (await read_line(child, "RUN")).split()[1]
     await _kill(child)
     await asyncio.sleep(0.6)  # the sleep is now due: every racer wants to resume it
 
     procs = [await _spawn(tmp_path, "resume", str(db), run_id) for _ in range(racers)]
-    lines = [await _read_line(p, "DONE", limit=60) for p in procs]
+    lines = [await read_line(p, "DONE", limit=60) for p in procs]
     for p in procs:
         await p.wait()
 
@@ -164,11 +153,11 @@ async def test_sigkill_while_parent_waits_for_child(tmp_path: Path) -> None:
     finishes both; the child is not started twice; the step context survives."""
     db = tmp_path / "wf.db"
     child = await _spawn(tmp_path, "parent", str(db))
-    run_id = (await _read_line(child, "RUN")).split()[1]
+    run_id = (await read_line(child, "RUN")).split()[1]
     await _kill(child)
 
     proc = await _spawn(tmp_path, "wait", str(db), run_id)
-    assert await _read_line(proc, "DONE", limit=60) == "DONE completed"
+    assert await read_line(proc, "DONE", limit=60) == "DONE completed"
     await proc.wait()
 
     with sqlite3.connect(db) as conn:
@@ -189,12 +178,12 @@ async def test_sigkill_while_parent_waits_for_child(tmp_path: Path) -> None:
 async def test_sigkill_in_the_middle_of_a_continue_as_new_chain(tmp_path: Path) -> None:
     db = tmp_path / "wf.db"
     child = await _spawn(tmp_path, "chain", str(db))
-    run_id = (await _read_line(child, "RUN")).split()[1]
+    run_id = (await read_line(child, "RUN")).split()[1]
     await asyncio.sleep(0.8)  # a few links in
     await _kill(child)
 
     proc = await _spawn(tmp_path, "wait-chain", str(db), run_id)
-    assert await _read_line(proc, "DONE", limit=60) == "DONE completed 6 5"
+    assert await read_line(proc, "DONE", limit=60) == "DONE completed 6 5"
     await proc.wait()
     assert _ledger(tmp_path)["step1"] == 6  # one step per link, none repeated
 
@@ -204,15 +193,15 @@ async def test_hook_payload_posted_from_another_process(tmp_path: Path) -> None:
     completes with it. Then A is killed and a third process sees the completed run."""
     db = tmp_path / "wf.db"
     holder = await _spawn(tmp_path, "hook", str(db))
-    token = (await _read_line(holder, "TOKEN")).split()[1]
-    run_id = (await _read_line(holder, "RUN")).split()[1]
+    token = (await read_line(holder, "TOKEN")).split()[1]
+    run_id = (await read_line(holder, "RUN")).split()[1]
 
     poster = await _spawn(tmp_path, "deliver", str(db), token)
-    assert await _read_line(poster, "DELIVERED") == "DELIVERED"
+    assert await read_line(poster, "DELIVERED") == "DELIVERED"
     await poster.wait()
 
     waiter = await _spawn(tmp_path, "wait", str(db), run_id)
-    assert await _read_line(waiter, "DONE", limit=60) == "DONE completed"
+    assert await read_line(waiter, "DONE", limit=60) == "DONE completed"
     await waiter.wait()
     await _kill(holder)
     with sqlite3.connect(db) as conn:
@@ -228,11 +217,11 @@ async def test_cancel_a_run_whose_process_was_killed(tmp_path: Path) -> None:
     resumed there, sees CancellationError at its sleep and ends cancelled."""
     db = tmp_path / "wf.db"
     child = await _spawn(tmp_path, "start", str(db), "600")
-    run_id = (await _read_line(child, "RUN")).split()[1]
+    run_id = (await read_line(child, "RUN")).split()[1]
     await _kill(child)
 
     proc = await _spawn(tmp_path, "cancel", str(db), run_id)
-    assert await _read_line(proc, "DONE", limit=60) == "DONE cancelled"
+    assert await read_line(proc, "DONE", limit=60) == "DONE cancelled"
     await proc.wait()
     assert _ledger(tmp_path) == Counter({"step1": 1})  # nothing after the sleep ran
     types = [t for _, t, _ in _events(db, run_id)]
@@ -244,15 +233,15 @@ async def test_hook_payload_after_the_waiting_process_was_killed(tmp_path: Path)
     payload and finishes the run; the step before the hook is not run again."""
     db = tmp_path / "wf.db"
     holder = await _spawn(tmp_path, "hook", str(db))
-    token = (await _read_line(holder, "TOKEN")).split()[1]
-    run_id = (await _read_line(holder, "RUN")).split()[1]
+    token = (await read_line(holder, "TOKEN")).split()[1]
+    run_id = (await read_line(holder, "RUN")).split()[1]
     await _kill(holder)
 
     poster = await _spawn(tmp_path, "deliver", str(db), token)
-    assert await _read_line(poster, "DELIVERED") == "DELIVERED"
+    assert await read_line(poster, "DELIVERED") == "DELIVERED"
     await poster.wait()
     waiter = await _spawn(tmp_path, "wait", str(db), run_id)
-    assert await _read_line(waiter, "DONE", limit=60) == "DONE completed"
+    assert await read_line(waiter, "DONE", limit=60) == "DONE completed"
     await waiter.wait()
     assert _ledger(tmp_path)["step1"] == 1
     types = [t for _, t, _ in _events(db, run_id)]
@@ -269,15 +258,15 @@ async def test_lifecycle_log_lines_are_written_once_across_a_crash(tmp_path: Pat
     child = await _spawn(
         tmp_path, "start", str(db), "0", CRASH_BLOCK_STEP2="1", CRASH_LOG_FILE=str(log)
     )
-    await _read_line(child, "BLOCKING")  # step1 recorded, inside step2
+    await read_line(child, "BLOCKING")  # step1 recorded, inside step2
     with sqlite3.connect(db) as conn:
         (run_id,) = conn.execute("SELECT run_id FROM runs").fetchone()
     await _kill(child)
     proc = await _spawn(
         tmp_path, "wait", str(db), run_id, CRASH_LOG_FILE=str(log), CRASH_METRICS="1"
     )
-    assert await _read_line(proc, "DONE", limit=60) == "DONE completed"
-    counted = json.loads((await _read_line(proc, "METRICS")).removeprefix("METRICS "))
+    assert await read_line(proc, "DONE", limit=60) == "DONE completed"
+    counted = json.loads((await read_line(proc, "METRICS")).removeprefix("METRICS "))
     await proc.wait()
     # The recovering process's default metrics (on: prometheus_client is installed) count
     # what it stored: the recovery, the two steps it ran and the completion; not the

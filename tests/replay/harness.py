@@ -8,7 +8,8 @@ future, as they did), leased to its dispatch round, or leased to a process that 
 its ``max_duration`` deadline as far ahead as it was when the run went on from there.
 Around it the world is as the run finds it on waking: the other runs in their final
 state (not those it creates again after the cut), hook payloads delivered (a hook the
-run itself expired or disposed of is still pending), its cancellation requested.
+run itself expired or disposed of is still pending), the signals sent to it in its inbox,
+its cancellation requested.
 """
 
 from __future__ import annotations
@@ -145,6 +146,12 @@ async def load(
     for raw in golden["hooks"]:
         if raw["run_id"] not in recreated:
             await storage.save_hook(_hook(raw, reopen=raw["run_id"] == cut.run_id))
+    for raw in golden.get("signals", []):  # in inbox order, so each gets its sequence
+        if raw["run_id"] not in recreated:
+            sent_at = _time(raw["sent_at"]) or utcnow()
+            await storage.send_signal(
+                raw["run_id"], raw["name"], raw["payload"], signal_id=raw["signal_id"], now=sent_at
+            )
     return storage, recreated
 
 

@@ -27,7 +27,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from pyworkflow import cancel_workflow, resume_hook, sleep, start, step, wait_for_run, workflow
+from pyworkflow import (
+    cancel_workflow,
+    resume_hook,
+    send_signal,
+    sleep,
+    start,
+    step,
+    wait_for_run,
+    workflow,
+)
 from pyworkflow.core import registry
 from pyworkflow.engine.context import TERMINATE_PREFIX
 from pyworkflow.engine.runs import RunRequest, build_run
@@ -82,6 +91,14 @@ async def log_events(storage: InMemoryStorageBackend, run_id: str) -> None:
 
 async def patched_change(storage: InMemoryStorageBackend, run_id: str) -> None:
     await start(w.golden_patched, "ORD-3", storage=storage, run_id=run_id)
+
+
+async def signals(storage: InMemoryStorageBackend, run_id: str) -> None:
+    signal = ("golden_item", "apple")
+    await start(w.golden_signals, "ORD-5", storage=storage, run_id=run_id, signal=signal)
+    # Sent while the run sleeps: buffered, so in the inbox at every cut the run rests at.
+    await send_signal(run_id, "golden_item", "pear", storage=storage, signal_id="s-pear")
+    await send_signal(run_id, "golden_item", "plum", storage=storage, signal_id="s-plum")
 
 
 async def _queue(storage: InMemoryStorageBackend, fn: Any, run_id: str, *args: Any) -> None:
@@ -207,6 +224,16 @@ SCENARIOS: dict[str, tuple[Scenario, str, str, dict[str, Any]]] = {
             "result": ["booked ORD-3", "screened ORD-3", "screened ORD-3 again"],
         },
     ),
+    "signals": (
+        signals,
+        "local",
+        "signal-with-start taken at once, two signals buffered during a sleep and taken "
+        "in order, a wait timing out",
+        {
+            "status": "completed",
+            "result": ["ORD-5:apple", "ORD-5:timed out", "ORD-5:pear", "ORD-5:plum"],
+        },
+    ),
     "dispatched_steps": (
         dispatched_steps,
         "dispatch",
@@ -267,7 +294,7 @@ SCENARIOS: dict[str, tuple[Scenario, str, str, dict[str, Any]]] = {
 
 async def snapshot(storage: InMemoryStorageBackend, main: str, mode: str, about: str) -> Any:
     """The recorded world of a scenario once all its runs have ended."""
-    order, entries, hooks = [main], [], []
+    order, entries, hooks, signals = [main], [], [], []
     for run_id in order:  # grows while children and continuations are found
         run = await wait_for_run(run_id, storage=storage, timeout=drivers.WAIT_SECONDS)
         events = [e.to_dict() for e in await storage.get_events(run_id)]
@@ -278,6 +305,7 @@ async def snapshot(storage: InMemoryStorageBackend, main: str, mode: str, about:
                 order.append(new)
         found = await storage.list_hooks(run_id=run_id)
         hooks += [spec.describe_hook(h) for h in sorted(found, key=lambda h: h.created_at)]
+        signals += [spec.describe_signal(s) for s in await storage.list_signals(run_id)]
     cuts = [
         {"run_id": entry["run"]["run_id"], "after": after, "state": state}
         for entry in entries
@@ -291,6 +319,7 @@ async def snapshot(storage: InMemoryStorageBackend, main: str, mode: str, about:
         "cuts": cuts,
         "runs": entries,
         "hooks": hooks,
+        "signals": signals,
     }
 
 

@@ -7,6 +7,8 @@ A golden history (``"format": 2``) is the whole recorded world of one scenario:
   ``Event.to_dict()`` wrote them);
 * ``hooks``: the hooks those runs created, with their tokens (a replay that creates a
   hook again gets the stored one back, with the same token hash);
+* ``signals``: what those runs' signal inboxes held (absent from goldens recorded before
+  signals existed), in each inbox's order;
 * ``cuts``: the points at which a run's log rested in storage between two writers and
   where a new version of the code may pick it up: before each execution (the run was
   suspended, handed to step workers, or left behind by a dead process) and before each
@@ -45,14 +47,14 @@ from datetime import datetime
 from typing import Any
 
 from pyworkflow.engine.events import VERSION_FIELD
-from pyworkflow.storage.schemas import HookRecord, WorkflowRun
+from pyworkflow.storage.schemas import HookRecord, SignalRecord, WorkflowRun
 
 FORMAT = 2
 
 Golden = dict[str, Any]
 RawEvent = dict[str, Any]
 
-_TIMES = frozenset({"fire_at", "retry_at", "wake_at", "expires_at"})
+_TIMES = frozenset({"fire_at", "retry_at", "wake_at", "expires_at", "timeout_at"})
 _OUTCOMES = frozenset({"step.completed", "step.failed"})
 
 
@@ -276,6 +278,18 @@ def describe_hook(hook: HookRecord) -> dict[str, Any]:
         "received_at": _iso(hook.received_at),
         "payload": hook.payload,
         "schema": hook.schema,
+    }
+
+
+def describe_signal(signal: SignalRecord) -> dict[str, Any]:
+    """A signal in a run's inbox as a golden history records it."""
+    return {
+        "run_id": signal.run_id,
+        "sequence": signal.sequence,
+        "name": signal.name,
+        "payload": signal.payload,
+        "signal_id": signal.signal_id,
+        "sent_at": _iso(signal.sent_at),
     }
 
 

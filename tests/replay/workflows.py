@@ -22,6 +22,7 @@ from pyworkflow import (
     FatalError,
     HookExpiredError,
     RetryableError,
+    SignalTimeoutError,
     StepContext,
     continue_as_new,
     define_hook,
@@ -34,6 +35,7 @@ from pyworkflow import (
     sleep,
     start_child_workflow,
     step,
+    wait_for_signal,
     workflow,
 )
 from pyworkflow.context import current_step
@@ -347,6 +349,21 @@ async def golden_patched(order: str) -> list[str]:
     if patched("screening"):  # the same answer, nothing recorded again
         done.append(await screen(order + " again"))
     return done
+
+
+# -- signals ------------------------------------------------------------------------------
+
+
+@workflow(name="golden_signals")
+async def golden_signals(order: str) -> list[str]:
+    taken = [await wait_for_signal("golden_item")]  # sent with the start: taken at once
+    await sleep(PAUSE, name="before_items")  # two more are sent meanwhile
+    try:
+        taken.append(await wait_for_signal("golden_never", timeout=PAUSE))
+    except SignalTimeoutError:
+        taken.append("timed out")
+    taken += [await wait_for_signal("golden_item") for _ in range(2)]  # the buffered two
+    return [f"{order}:{item}" for item in taken]
 
 
 # -- dispatched steps (the Celery execution shape) -------------------------------------

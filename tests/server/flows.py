@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from pyworkflow import FatalError, define_hook, hook, sleep, start_child_workflow, step, workflow
+from pyworkflow import (
+    FatalError,
+    define_hook,
+    define_signal,
+    hook,
+    sleep,
+    start_child_workflow,
+    step,
+    wait_for_signal,
+    workflow,
+)
 
 
 class Approval(BaseModel):
@@ -61,3 +71,17 @@ async def srv_parent(n: int) -> int:
     for i in range(n):
         total += await start_child_workflow(srv_quick, i)
     return total
+
+
+class Price(BaseModel):
+    sku: str
+    cents: int
+
+
+define_signal("srv_price", Price)
+
+
+@workflow()
+async def srv_price_watch(count: int) -> list[int]:
+    """Waits for ``count`` typed price signals; returns their cents in order."""
+    return [(await wait_for_signal("srv_price", Price)).cents for _ in range(count)]

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from pyworkflow import get_workflow_run, start
 from tests.server.conftest import READ_TOKEN, client
-from tests.server.flows import srv_quick, srv_sleeper
+from tests.server.flows import srv_price_watch, srv_quick, srv_sleeper
 
 
 async def _wait_status(run_id: str, wanted: str, within: float = 10.0) -> None:
@@ -117,3 +117,44 @@ async def test_tokens(app: FastAPI) -> None:
         assert refused.status_code == 403
     async with client(app, "wrong-token-0123456789") as stranger:
         assert (await stranger.get("/api/runs")).status_code == 401
+
+
+async def test_signals_over_http(app: FastAPI) -> None:
+    """Signals sent with ``POST /api/runs/{id}/signals/{name}`` reach the waiting run in
+    order; a repeated signal_id is stored once; bad payloads, unknown and ended runs get
+    clear errors (nothing stored)."""
+    run_id = await start(srv_price_watch, 2)
+    await _wait_status(run_id, "suspended")
+    async with client(app) as http:
+        url = f"/api/runs/{run_id}/signals/srv_price"
+        refused = await http.post(url, json={"payload": {"sku": "a", "cents": "many"}})
+        assert refused.status_code == 422 and refused.json()["errors"][0]["loc"] == ["cents"]
+        first = await http.post(
+            url, json={"payload": {"sku": "a", "cents": 150}, "signal_id": "p1"}
+        )
+        assert first.status_code == 202, first.text
+        assert first.json() == {
+            "run_id": run_id,
+            "name": "srv_price",
+            "sequence": 1,
+            "signal_id": "p1",
+        }
+        again = await http.post(
+            url, json={"payload": {"sku": "a", "cents": 999}, "signal_id": "p1"}
+        )
+        assert again.json()["sequence"] == 1  # stored once
+        second = await http.post(url, json={"payload": {"sku": "b", "cents": 120}})
+        assert second.json()["sequence"] == 2
+        await _wait_status(run_id, "completed")
+        run = await get_workflow_run(run_id)
+        assert run is not None and run.result == [150, 120]
+
+        ended = await http.post(url, json={"payload": {"sku": "c", "cents": 1}})
+        assert ended.status_code == 409 and "has ended" in ended.json()["detail"]
+        unknown = await http.post("/api/runs/run_nope/signals/srv_price", json={})
+        assert unknown.status_code == 404
+        bad_name = await http.post(f"/api/runs/{run_id}/signals/bad%20name", json={})
+        assert bad_name.status_code == 400 and "signal name" in bad_name.json()["detail"]
+    async with client(app, READ_TOKEN) as http:  # sending needs the admin token
+        denied = await http.post(url, json={"payload": {"sku": "a", "cents": 1}})
+        assert denied.status_code == 403

@@ -25,13 +25,14 @@ from pyworkflow.storage.base import (
     OPTIONAL_GROUPS,
     RETENTION,
     SCHEDULES,
+    SIGNALS,
     WORKERS,
     RunQuery,
     require_capability,
 )
 from pyworkflow.storage.schemas import Event, HookRecord, WorkflowRun
 
-OPTIONAL = {SCHEDULES, HOOKS, CANCELLATION, WORKERS, RETENTION}
+OPTIONAL = {SCHEDULES, HOOKS, CANCELLATION, WORKERS, RETENTION, SIGNALS}
 
 
 class RunsOnlyBackend(StorageBackend):

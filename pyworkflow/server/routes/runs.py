@@ -1,5 +1,5 @@
-"""``/api/runs``: list and read runs, their events, children and chains; cancel, retry,
-and start runs by workflow name."""
+"""``/api/runs``: list and read runs, their events, children and chains; signal, cancel,
+retry, and start runs by workflow name."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pyworkflow.api import cancel_workflow, get_workflow_chain, retry_workflow, 
 from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import RunNotFoundError, WorkflowNotFoundError
 from pyworkflow.core.queues import QUEUE_PATTERN
+from pyworkflow.engine.diagnosis import diagnose
 from pyworkflow.server.deps import Admin, Reader, Storage
 from pyworkflow.server.models import (
     EventOut,
@@ -22,8 +23,9 @@ from pyworkflow.server.models import (
     RunPage,
     RunSummary,
 )
+from pyworkflow.signals import send_signal
 from pyworkflow.storage.base import RunQuery, StorageBackend, parse_cursor
-from pyworkflow.storage.schemas import RunStatus, WorkflowRun
+from pyworkflow.storage.schemas import RunStatus, WorkflowRun, utcnow
 
 router = APIRouter(prefix="/api", tags=["runs"])
 
@@ -141,6 +143,35 @@ async def get_chain(run_id: str, storage: Storage, _: Reader) -> RunList:
     return RunList(runs=[RunSummary.of(r) for r in chain])
 
 
+class CauseOut(BaseModel):
+    kind: str = Field(
+        description="timer, retry, hook, signal, child, overdue, queued, step, "
+        "no_consumer, no_worker, dead_owner, lease_expired, executing, cancel, nondeterminism, "
+        "failed, ended, corrupt"
+    )
+    message: str
+    since: datetime | None = None
+    until: datetime | None = None
+    fix: str | None = Field(None, description="The command that would move the run.")
+    stuck: bool = Field(description="The run should be moving and is not.")
+
+
+class WhyAnswer(BaseModel):
+    run_id: str
+    workflow_name: str
+    status: RunStatus
+    stuck: bool
+    causes: list[CauseOut]
+
+
+@router.get("/runs/{run_id}/why", response_model=WhyAnswer, summary="Why is the run not moving")
+async def why_run(run_id: str, storage: Storage, _: Reader) -> WhyAnswer:
+    """What the run waits for and since when, with the command that fixes it where one
+    exists (see ``pyworkflow runs why``)."""
+    found = await diagnose(storage, run_id, now=utcnow(), lease_ttl=get_config().lease_ttl)
+    return WhyAnswer.model_validate(found.to_dict())
+
+
 class CancelRequest(BaseModel):
     reason: str | None = Field(None, max_length=2000)
 
@@ -158,6 +189,43 @@ async def cancel_run(
     await run_or_404(storage, run_id)
     done = await cancel_workflow(run_id, body.reason if body else None, storage=storage)
     return CancelAnswer(cancelled=done, run=RunDetail.of(await run_or_404(storage, run_id)))
+
+
+class SignalRequest(BaseModel):
+    payload: Any = Field(None, description="The signal's payload, a JSON value.")
+    signal_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$",
+        description="Send at most once: a second send with this id to the run stores nothing.",
+    )
+
+
+class SignalSent(BaseModel):
+    run_id: str
+    name: str
+    sequence: int = Field(description="The signal's place in the run's inbox (1, 2, ...).")
+    signal_id: str
+
+
+@router.post(
+    "/runs/{run_id}/signals/{name}",
+    response_model=SignalSent,
+    status_code=202,
+    summary="Send a signal",
+)
+async def signal_run(
+    run_id: str, name: str, storage: Storage, _: Admin, body: SignalRequest | None = None
+) -> SignalSent:
+    """Send signal ``name`` to the run (taken at its next ``wait_for_signal(name)``,
+    buffered until then). 404: no such run; 409: the run has ended; 422: the payload
+    does not match the signal's model (where this server imported it); 413: too large."""
+    request = body or SignalRequest(payload=None, signal_id=None)
+    stored = await send_signal(
+        run_id, name, request.payload, signal_id=request.signal_id, storage=storage
+    )
+    return SignalSent(
+        run_id=stored.run_id, name=stored.name, sequence=stored.sequence, signal_id=stored.signal_id
+    )
 
 
 class Started(BaseModel):

@@ -14,7 +14,9 @@ from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 
 from pyworkflow.api import RETRY_TAG_PREFIX, get_workflow_chain
+from pyworkflow.core.config import get_config
 from pyworkflow.core.registry import list_workflows
+from pyworkflow.engine.diagnosis import diagnose
 from pyworkflow.server.auth import Principal
 from pyworkflow.server.deps import Storage
 from pyworkflow.server.models import RunDetail, RunSummary
@@ -129,8 +131,14 @@ async def _run_context(
     retries = await find_runs(
         storage, RunFilters(tag=f"{RETRY_TAG_PREFIX}{run.run_id}"), 10, cursor=None
     )
+    # Why it is where it is: for a run still going, and for one that ended in a way an
+    # operator acts on (a failure, a non-determinism error).
+    why = None
+    if not run.status.is_terminal or run.status == RunStatus.FAILED:
+        why = await diagnose(storage, run.run_id, now=utcnow(), lease_ttl=get_config().lease_ttl)
     return {
         "run": RunDetail.of(run),
+        "why": why,
         "terminal": run.status.is_terminal,
         "failure": _failure(events),
         "retry_of": started.get("retry_of"),
