@@ -168,7 +168,7 @@ def _active(run: WorkflowRun, reader: _Reader, registry: _Registry, now: datetim
     owner = run.lease_owner
     causes: list[Cause] = []
     expired = run.lease_expires_at is not None and run.lease_expires_at < now
-    dead = registry.dead_owner(owner)
+    dead = registry.dead_owner(owner, run.run_id)
     if dead is not None:
         causes.append(
             Cause(
@@ -330,8 +330,14 @@ class _Registry:
         self.live = [w for w in workers if w.last_beat >= cutoff]
         self.dead = {w.worker_id: w for w in workers if w.last_beat < cutoff}
 
-    def dead_owner(self, owner: str | None) -> WorkerRecord | None:
-        return None if owner is None else self.dead.get(owner)
+    def dead_owner(self, owner: str | None, run_id: str) -> WorkerRecord | None:
+        """The stopped worker holding the run: its lease owner, or the worker whose last
+        beat listed the run (it was running one of the run's dispatched steps)."""
+        if owner is not None and owner in self.dead:
+            return self.dead[owner]
+        if any(run_id in w.runs for w in self.live):
+            return None  # a live worker is on it
+        return next((w for w in self.dead.values() if run_id in w.runs), None)
 
     def consumers_of(self, queue: str, what: str) -> list[Cause]:
         celery = [w for w in self.live if w.kind == "celery"]

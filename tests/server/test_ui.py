@@ -15,8 +15,15 @@ from pyworkflow import get_workflow_run, start
 from pyworkflow.schedules import create_schedule, get_schedule
 from pyworkflow.server import ServerSettings, create_app
 from pyworkflow.storage.schemas import WorkerRecord
-from tests.server.conftest import ADMIN_TOKEN, READ_TOKEN
-from tests.server.flows import srv_approval, srv_fails, srv_quick, srv_sleeper, srv_untyped_hook
+from tests.server.conftest import ADMIN_TOKEN, READ_TOKEN, client
+from tests.server.flows import (
+    srv_approval,
+    srv_fails,
+    srv_price_watch,
+    srv_quick,
+    srv_sleeper,
+    srv_untyped_hook,
+)
 from tests.server.test_runs_api import _wait_status
 
 
@@ -344,3 +351,25 @@ async def test_mounted_under_a_prefix_every_link_and_cookie_stays_inside(app: Fa
             "/workflows/login", data={"token": READ_TOKEN, "next": "/elsewhere"}
         )
         assert outside.headers["location"] == "/workflows/"
+
+
+async def test_why_over_http_and_on_the_run_page(app: FastAPI) -> None:
+    """``GET /api/runs/{id}/why`` and the dashboard's run page say what a run waits for,
+    with the command that moves it; readers may ask; an unknown run is a 404."""
+    run_id = await start(srv_price_watch, 1)
+    await _wait_status(run_id, "suspended")
+    async with client(app, READ_TOKEN) as http:
+        answer = await http.get(f"/api/runs/{run_id}/why")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["status"] == "suspended" and body["stuck"] is False
+        [cause] = body["causes"]
+        assert cause["kind"] == "signal" and cause["message"] == "waiting for signal srv_price"
+        assert cause["fix"] == f"pyworkflow runs signal {run_id} srv_price --payload JSON"
+        assert cause["since"] is not None and cause["stuck"] is False
+        assert (await http.get("/api/runs/run_nope/why")).status_code == 404
+    async with browser(app) as http:
+        await _login(http, READ_TOKEN)
+        page = (await http.get(f"/runs/{run_id}")).text
+        assert 'id="why"' in page and "What it waits for" in page
+        assert "waiting for signal srv_price" in page and "runs signal" in page

@@ -118,3 +118,30 @@ async def test_records_of_workers_gone_longer_than_the_retention_are_pruned(read
     await storage.save_worker(WorkerRecord("alive", last_beat=now))
     assert await prune_workers(storage, now) == 1
     assert [w.worker_id for w in await storage.list_workers()] == ["alive", "dead-recently"]
+
+
+async def test_a_beat_reports_the_registered_workflows_and_old_records_still_read(reader) -> None:
+    """Each beat lists the workflows registered in the process (``runs why`` names a
+    workflow no live worker has); a record written before that field existed reads back
+    with none, its other fields intact."""
+    from pyworkflow import workflow
+
+    @workflow(name="wb_reported")
+    async def reported() -> None:
+        return None
+
+    url, storage = reader
+    beat = WorkerBeat("host:2:def", lambda: storage_from_url(url), interval=0.05)
+    beat.start()
+    try:
+
+        async def reporting() -> bool:
+            return any("wb_reported" in w.workflows for w in await storage.list_workers())
+
+        await _until(reporting)
+    finally:
+        beat.stop()
+
+    old = '{"host": "h", "pid": 7, "kind": "celery", "queues": ["q"], "runs": ["r"]}'
+    record = WorkerRecord.from_stored("old:1", utcnow(), old)
+    assert (record.workflows, record.runs, record.queues, record.pid) == ([], ["r"], ["q"], 7)
