@@ -7,6 +7,7 @@ is an ordinary coroutine function.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,31 @@ class StepDefinition:
     metadata: dict[str, Any] = field(default_factory=dict)
     force_local: bool = False
     queue: str | None = None  # None: the runtime's default step queue
+    # What undoes a completed call (``compensate=``), called as ``undo(result, *args,
+    # **kwargs)`` when the run fails or is cancelled: a step of its own.
+    compensation: StepDefinition | None = None
+
+
+def _compensation(undo: Any, of: StepDefinition) -> StepDefinition:
+    """The step that runs ``undo`` for ``of``: ``undo``'s own when it is a ``@step``
+    (dispatched like any step), else one named ``<step>.compensate`` with ``of``'s retry
+    policy, run in the workflow's process (workers look steps up by name; this one is
+    no registered step)."""
+    own = getattr(undo, "__step__", None)
+    if isinstance(own, StepDefinition):
+        return own
+    if not inspect.iscoroutinefunction(undo):
+        raise DefinitionError(
+            f"step {of.name!r}: compensate= needs an 'async def' function or a @step, got {undo!r}"
+        )
+    return StepDefinition(
+        name=f"{of.name}.compensate",
+        func=undo,
+        max_retries=of.max_retries,
+        retry_delay=of.retry_delay,
+        timeout=of.timeout,
+        force_local=True,
+    )
 
 
 def _make_definition(
@@ -49,6 +75,7 @@ def _make_definition(
     metadata: dict[str, Any] | None,
     force_local: bool,
     queue: str | None = None,
+    compensate: Callable[..., Awaitable[Any]] | None = None,
 ) -> StepDefinition:
     step_name: str = name or getattr(func, "__name__", None) or type(func).__name__
     owner = f"step {step_name!r}"
@@ -67,7 +94,7 @@ def _make_definition(
             f"{owner}: queue={step_queue!r} and force_local=True contradict each other "
             "(force_local runs the step in the workflow's process)"
         )
-    return StepDefinition(
+    definition = StepDefinition(
         name=step_name,
         func=func,
         max_retries=max_retries,
@@ -77,6 +104,9 @@ def _make_definition(
         force_local=force_local,
         queue=step_queue,
     )
+    if compensate is None:
+        return definition
+    return dataclasses.replace(definition, compensation=_compensation(compensate, definition))
 
 
 async def call_step(
@@ -109,6 +139,7 @@ def step(
     metadata: dict[str, Any] | None = None,
     force_local: bool = False,
     queue: str | None = None,
+    compensate: Callable[..., Awaitable[Any]] | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
 
 
@@ -123,6 +154,7 @@ def step(
     metadata: dict[str, Any] | None = None,
     force_local: bool = False,
     queue: str | None = None,
+    compensate: Callable[..., Awaitable[Any]] | None = None,
 ) -> Any:
     """Make an ``async`` function a durable step. Works as ``@step`` and ``@step(...)``.
 
@@ -138,6 +170,10 @@ def step(
         queue: the broker queue this step's attempts are dispatched to under the Celery
             runtime (default ``pyworkflow.steps``), e.g. ``"gpu"`` for workers started
             with ``-Q gpu``. Ignored where steps run inline.
+        compensate: what undoes a completed call (a saga): if the run later fails or is
+            cancelled, ``await compensate(result, *args, **kwargs)`` runs durably for each
+            completed call, newest first, retried with this step's policy (an ``async
+            def``, run in the workflow's process, or a ``@step`` of its own).
 
     Raises:
         TypeError: the decorated object is not an ``async def`` function.
@@ -157,6 +193,7 @@ def step(
             metadata=metadata,
             force_local=force_local,
             queue=queue,
+            compensate=compensate,
         )
         register_step(definition)
 
@@ -178,7 +215,8 @@ class Step:
     ``async def execute(self, ...)``, then call an instance: ``await MyStep()(x)``.
 
     Class attributes: ``name`` (default: class name), ``max_retries``, ``retry_delay``,
-    ``timeout``, ``metadata``, ``force_local``, ``queue``.
+    ``timeout``, ``metadata``, ``force_local``, ``queue``, ``compensate`` (an ``async``
+    function, or a ``@step``).
     """
 
     name: ClassVar[str | None] = None
@@ -188,6 +226,7 @@ class Step:
     metadata: ClassVar[dict[str, Any] | None] = None
     force_local: ClassVar[bool] = False
     queue: ClassVar[str | None] = None
+    compensate: ClassVar[Callable[..., Awaitable[Any]] | None] = None
     __step__: ClassVar[StepDefinition]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -203,6 +242,7 @@ class Step:
             metadata=cls.metadata,
             force_local=cls.force_local,
             queue=cls.queue,
+            compensate=cls.compensate,
         )
         register_step(cls.__step__)
 

@@ -94,6 +94,17 @@ class DispatchedStep:
 
 
 @dataclass(frozen=True, slots=True)
+class Compensation:
+    """A completed step call to undo: ``undo`` is its ``compensate=`` step."""
+
+    position: int
+    undo: StepDefinition
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
 class RunOptions:
     """How one execution behaves, fixed when it starts.
 
@@ -195,6 +206,8 @@ class RunContext(WorkflowContext):
         # patched() ids that answered False: this run took their old path (verify says
         # how many runs still do, to tell when a patch can be retired).
         self.old_paths: set[str] = set()
+        # Completed calls of steps with compensate=, to undo if the run fails or is cancelled.
+        self.compensations: list[Compensation] = []
         # A wait_for_signal is among what this execution suspends on: once the
         # suspension is stored, the inbox is read once more (see executor._suspend).
         self.awaits_signal = False
@@ -331,6 +344,25 @@ class RunContext(WorkflowContext):
     # -- operations -------------------------------------------------------------------
 
     async def run_step(
+        self,
+        definition: StepDefinition,
+        call: Callable[[], Awaitable[Any]],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        if definition.compensation is None:
+            return await self._run_step(definition, call, args, kwargs)
+        # Its place in the operation order (what the next _next_op assigns): compensations
+        # run newest first by that place, which replays the same whatever order parallel
+        # steps finished in.
+        position = self._position
+        result = await self._run_step(definition, call, args, kwargs)
+        self.compensations.append(
+            Compensation(position, definition.compensation, args, dict(kwargs or {}), result)
+        )
+        return result
+
+    async def _run_step(
         self,
         definition: StepDefinition,
         call: Callable[[], Awaitable[Any]],

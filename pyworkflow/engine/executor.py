@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -230,10 +230,62 @@ async def _execute(
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure ends the run
         error = _primary_error(ctx, exc, run)
+        # Only a failure of the workflow itself is undone: not an engine problem (the
+        # code changed, the history is full) nor this execution losing storage.
+        if (
+            ctx.compensations
+            and isinstance(error, Exception)
+            and ctx.fatal is None
+            and ctx.run_log.failure is None
+        ):
+            try:
+                await _compensate(ctx)
+            except OwnershipLost:
+                return Outcome(status=None)
+            except SuspensionSignal:  # a compensation waits for its retry, or a worker
+                return await _suspend(ctx, None)
         if isinstance(error, CancellationError) and ctx.cancel_delivered:
             return await _cancelled(ctx, error)
         return await fail_run(ctx, error)
     return await _complete(ctx, result, run)
+
+
+async def _compensate(ctx: RunContext) -> None:
+    """Undo the run's completed compensable steps, newest first, each as a durable step
+    of its own (recorded, retried with its policy, replayed like any step). Shielded: a
+    cancellation arriving now does not stop them. A compensation that fails for good is
+    logged and the others still run; the run then ends with its own error."""
+
+    async def undo_all() -> None:
+        token = set_context(ctx)
+        ctx.shield_depth += 1
+        try:
+            for done in sorted(ctx.compensations, key=lambda c: c.position, reverse=True):
+                undo = done.undo
+
+                def call(undo: Any = undo, done: Any = done) -> Awaitable[Any]:
+                    running: Awaitable[Any] = undo.func(done.result, *done.args, **done.kwargs)
+                    return running
+
+                try:
+                    await ctx.run_step(undo, call, (done.result, *done.args), done.kwargs)
+                except (SuspensionSignal, OwnershipLost):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the next compensation still runs
+                    if ctx.fatal is not None:
+                        raise
+                    logger.warning(
+                        "run {}: compensation {} failed for good: {}", ctx.run_id, undo.name, exc
+                    )
+        finally:
+            ctx.shield_depth -= 1
+            reset_context(token)
+
+    ctx.finished = False  # it runs code again: a cancellation reaches it as a request
+    try:
+        await asyncio.ensure_future(undo_all())
+    finally:
+        ctx.mark_finished()
 
 
 async def _drive(

@@ -185,6 +185,41 @@ async def collector(count: int) -> list[int]:
     return total
 
 
+async def unbook(result: str, room: str) -> None:
+    """A plain compensation: runs in the workflow's task."""
+    _ledger("unbook", result)
+
+
+@step()
+async def void_payment(result: str, amount: int) -> None:
+    """A compensation that is a step of its own: dispatched to a step worker."""
+    _ledger("void", result)
+
+
+@step(compensate=unbook)
+async def book(room: str) -> str:
+    return f"booking-{room}"
+
+
+@step(compensate=void_payment)
+async def pay(amount: int) -> str:
+    return f"payment-{amount}"
+
+
+@step(max_retries=0)
+async def confirm(room: str) -> str:
+    from pyworkflow import FatalError
+
+    raise FatalError(f"room {room} is gone")
+
+
+@workflow()
+async def trip(room: str) -> str:
+    await book(room)
+    await pay(90)
+    return await confirm(room)
+
+
 # -- routing: a queue per step or per workflow (tests/celery/test_routing.py) -------------
 
 GPU_QUEUE = "test.gpu"

@@ -34,6 +34,7 @@ from tests.celery.flows import (
     sleeper,
     slow_pipeline,
     transient_flow,
+    trip,
 )
 
 pytestmark = pytest.mark.timeout(240)
@@ -241,6 +242,23 @@ async def test_signals_reach_a_run_on_the_workers_in_order(make_cluster, storage
     received = [e.data["sequence"] for e in events if e.type.value == "signal.received"]
     assert received == [1, 2, 3, 4]
     assert len([e for e in events if e.type.value == "signal.consumed"]) == 4
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+async def test_a_failed_saga_is_compensated_on_the_workers(make_cluster, storage):
+    """A run whose third step fails: the two completed steps are undone newest first (a
+    plain compensation in the workflow task, a step compensation on a step worker), each
+    recorded once, and the run ends failed."""
+    cluster = await make_cluster(storage=storage)
+    cluster.start_worker("w1")
+    cluster.start_scheduler()
+    run_id = await start(trip, "r7")
+    [run] = await wait_all_terminal(cluster.storage, [run_id], 60, cluster)
+    assert run.status.value == "failed" and "room r7 is gone" in run.error
+    undone = [[ln[0], ln[4]] for ln in cluster.ledger_lines() if ln[0] in ("void", "unbook")]
+    assert undone == [["void", "payment-90"], ["unbook", "booking-r7"]]
+    completed = await completions_per_step(cluster.storage, run_id)
+    assert completed["step:void_payment#1"] == 1 and completed["step:book.compensate#1"] == 1
 
 
 @BROKERS
