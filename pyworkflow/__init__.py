@@ -78,6 +78,8 @@ from pyworkflow.core.exceptions import (
     NotFoundError,
     PayloadTooLargeError,
     PyWorkflowError,
+    QueryFailedError,
+    QueryNotFoundError,
     RetryableError,
     RunAlreadyExistsError,
     RunEndedError,
@@ -113,11 +115,13 @@ from pyworkflow.primitives import (
     define_signal,
     hook,
     patched,
+    set_query_handler,
     shield,
     sleep,
     start_child_workflow,
     wait_for_signal,
 )
+from pyworkflow.queries import query_workflow
 from pyworkflow.runtime import Runtime, get_runtime, register_runtime
 from pyworkflow.runtime.local import LocalRuntime
 from pyworkflow.scheduler import Schedule, ScheduleEntry
@@ -183,6 +187,8 @@ __all__ = [
     "PurgeResult",
     "PyWorkflowConfig",
     "PyWorkflowError",
+    "QueryFailedError",
+    "QueryNotFoundError",
     "ResumeResult",
     "RetryableError",
     "RunAlreadyExistsError",
@@ -254,6 +260,7 @@ __all__ = [
     "patched",
     "pause_schedule",
     "purge_runs",
+    "query_workflow",
     "register_runtime",
     "reset_config",
     "resume",
@@ -264,6 +271,7 @@ __all__ = [
     "scheduled_workflow",
     "send_signal",
     "set_log_level",
+    "set_query_handler",
     "set_step_context",
     "shield",
     "sleep",

@@ -37,6 +37,7 @@ RUN_WORKFLOW = "pyworkflow.run_workflow"
 RUN_STEP = "pyworkflow.run_step"
 RUN_TRANSIENT = "pyworkflow.run_transient"
 FIRE_TIMERS = "pyworkflow.fire_timers"
+QUERY_RUN = "pyworkflow.query_run"
 
 
 def queues(ack_timeout: float) -> list[Queue]:
@@ -95,6 +96,7 @@ def create_app() -> Celery:
         task_routes={
             RUN_WORKFLOW: {"queue": WORKFLOWS_QUEUE},
             RUN_TRANSIENT: {"queue": WORKFLOWS_QUEUE},
+            QUERY_RUN: {"queue": WORKFLOWS_QUEUE},
             RUN_STEP: {"queue": STEPS_QUEUE},
             FIRE_TIMERS: {"queue": SCHEDULES_QUEUE},
         },

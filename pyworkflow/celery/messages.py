@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pyworkflow.core.exceptions import SerializationError
 from pyworkflow.core.queues import validate_queue
@@ -65,6 +65,15 @@ class TransientMessage(Message):
     workflow_name: str
     run_id: str
     payload: str
+
+
+class QueryMessage(Message):
+    """``pyworkflow.query_run``: answer a run's query, replying to ``reply_to``."""
+
+    run_id: str = Field(min_length=1, max_length=255)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+    args: list[Any]
+    reply_to: str = Field(pattern=r"^pyworkflow\.reply\.[0-9a-f]{32}$")
 
 
 class TransientArguments(Message):

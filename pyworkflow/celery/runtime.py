@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from pyworkflow.celery.messages import Route, route_of, send_transient, send_workflow
 from pyworkflow.celery.publishing import Message, send_off_loop
+from pyworkflow.celery.queries import ask_worker
 from pyworkflow.core.config import get_config
 from pyworkflow.engine.owners import QUEUED_OWNER
 from pyworkflow.engine.runner import connect, store_new_run
@@ -15,7 +18,7 @@ from pyworkflow.engine.runs import RunRequest, build_run
 from pyworkflow.runtime.base import Runtime
 from pyworkflow.serialization import encode
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import utcnow
+from pyworkflow.storage.schemas import WorkflowRun, utcnow
 from pyworkflow.utils.log import logger
 
 
@@ -75,6 +78,16 @@ class CeleryRuntime(Runtime):
         route = await route_of(storage, run_id)
         if route is not None:
             await _off_loop(lambda: send_workflow(run_id, route=route))
+
+    async def query(
+        self,
+        run: WorkflowRun,
+        name: str,
+        args: list[Any],
+        timeout: float,  # noqa: ASYNC109 - the reply's wait, passed to the broker too
+    ) -> Any:
+        """Ask a worker to answer a query of ``run`` (see :mod:`.queries`)."""
+        return await asyncio.to_thread(ask_worker, run, name, args, timeout)
 
     async def wake(self, run_id: str, storage: StorageBackend) -> None:
         route = await route_of(storage, run_id)

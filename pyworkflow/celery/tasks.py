@@ -22,6 +22,7 @@ from celery.signals import (
 from pyworkflow.celery import metrics_server, shutdown, worker
 from pyworkflow.celery.app import (
     FIRE_TIMERS,
+    QUERY_RUN,
     RUN_STEP,
     RUN_TRANSIENT,
     RUN_WORKFLOW,
@@ -30,12 +31,14 @@ from pyworkflow.celery.app import (
 )
 from pyworkflow.celery.messages import (
     Delivery,
+    QueryMessage,
     StepMessage,
     TransientMessage,
     WorkflowMessage,
     current_delivery,
     read_message,
 )
+from pyworkflow.celery.queries import publish_reply
 from pyworkflow.celery.scheduler import TimerSweeper
 from pyworkflow.core.config import get_config
 from pyworkflow.observability import lifecycle
@@ -90,6 +93,16 @@ def run_transient(workflow_name: str, run_id: str, payload: str) -> None:
     trace = _waited("workflow").trace_context
     proc = worker.current()
     proc.run(worker.execute_transient(msg.workflow_name, msg.run_id, msg.payload, trace))
+
+
+@app.task(name=QUERY_RUN)
+def query_run(run_id: str, name: str, args: list[Any], reply_to: str) -> None:
+    """Answer a run's query from its replayed state; reply to the asker's queue."""
+    fields = {"run_id": run_id, "name": name, "args": args, "reply_to": reply_to}
+    msg = read_message(QueryMessage, QUERY_RUN, fields)
+    proc = worker.current()
+    reply = proc.run(worker.answer_query_here(msg.run_id, msg.name, msg.args))
+    publish_reply(msg.reply_to, reply)
 
 
 @app.task(name=FIRE_TIMERS)

@@ -28,7 +28,12 @@ from pyworkflow.celery.messages import (
 )
 from pyworkflow.celery.publishing import Message, publish
 from pyworkflow.core.config import drop_cached_storages, get_config, get_storage, new_storage
-from pyworkflow.core.exceptions import RunNotFoundError, WorkflowNotFoundError
+from pyworkflow.core.exceptions import (
+    QueryFailedError,
+    QueryNotFoundError,
+    RunNotFoundError,
+    WorkflowNotFoundError,
+)
 from pyworkflow.core.registry import require_workflow
 from pyworkflow.engine.context import DispatchedStep
 from pyworkflow.engine.executor import Outcome
@@ -359,6 +364,21 @@ async def _execute_step(run_id: str, op_id: str, round_owner: str) -> bool:
         message = partial(send_workflow, run_id, route=route, steal_from=resume_from)
         await publish(run_id, [message])
     return result.executed
+
+
+async def answer_query_here(run_id: str, name: str, args: list[Any]) -> dict[str, Any]:
+    """A query's reply (see :mod:`pyworkflow.celery.queries`): the answer, or the error
+    by class name and message (never a traceback: the asker may be anyone)."""
+    from pyworkflow.engine.queries import answer_query
+
+    try:
+        storage = await current().storage()
+        return {"ok": True, "value": await answer_query(storage, run_id, name, args)}
+    except (QueryNotFoundError, QueryFailedError, RunNotFoundError, WorkflowNotFoundError) as exc:
+        return {"ok": False, "error": type(exc).__name__, "message": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - storage trouble: the asker hears of it
+        logger.warning("query {} of run {} failed: {}", name, run_id, exc)
+        return {"ok": False, "error": "QueryFailedError", "message": f"query {name!r} failed"}
 
 
 async def execute_transient(

@@ -34,6 +34,7 @@ from pyworkflow.core.exceptions import RunNotFoundError
 from pyworkflow.core.registry import get_workflow
 from pyworkflow.engine.diagnosis import Diagnosis, diagnose
 from pyworkflow.engine.history_file import dump_history
+from pyworkflow.queries import query_workflow
 from pyworkflow.runtime import get_runtime
 from pyworkflow.signals import send_signal
 from pyworkflow.storage.base import (
@@ -543,6 +544,35 @@ def _json_value(text: str, option: str) -> Any:
         return json.loads(text, parse_constant=refuse)
     except ValueError as exc:
         raise click.BadParameter(f"not a JSON value: {exc}", param_hint=option) from None
+
+
+# -- query -----------------------------------------------------------------------------------
+
+
+@runs.command("query")
+@click.argument("run_id")
+@click.argument("name")
+@click.argument("args", nargs=-1)
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True)
+@pass_cli
+def query(cli: CliContext, run_id: str, name: str, args: tuple[str, ...], timeout: float) -> None:
+    """Ask RUN_ID's query handler NAME (set_query_handler) for its answer; each ARG is a
+    JSON value. Prints the answer as JSON.
+
+    Answered here when the workflow's module is imported (--module), else by a worker
+    under --runtime celery. Runs no step and writes nothing.
+    """
+    values = [_json_value(text, f"ARG {i + 1}") for i, text in enumerate(args)]
+
+    async def ask() -> Any:
+        storage = await cli.storage()
+        try:
+            return await query_workflow(run_id, name, *values, timeout=timeout, storage=storage)
+        finally:
+            await get_runtime(get_config().default_runtime).shutdown()
+
+    answer = cli.run(ask())
+    click.echo(json.dumps(answer) if cli.output == "json" else json.dumps(answer, indent=2))
 
 
 # -- why -------------------------------------------------------------------------------------

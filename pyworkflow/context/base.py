@@ -88,6 +88,11 @@ class WorkflowContext(ABC):
         """Durably wait for a hook payload (JSON value); raise HookExpiredError on expiry."""
         raise NotImplementedError("hooks need a durable run")
 
+    def set_query_handler(self, name: str, handler: Callable[..., Any]) -> None:
+        """Register the handler answering query ``name`` for this execution (kept in
+        memory only: a query replays the run to register it again)."""
+        vars(self).setdefault("query_handlers", {})[name] = handler
+
     async def wait_signal(self, name: str, seconds: float | None) -> Any:
         """Durably wait for the next signal ``name`` (its JSON payload); raise
         SignalTimeoutError once ``seconds`` pass without one."""

@@ -12,12 +12,14 @@ Everything the library raises on purpose derives from :class:`WorkflowError`
     |   |   +-- RunNotFoundError   no stored run has that id
     |   |   +-- StepNotFoundError  no step of that name is registered in this process
     |   +-- HookNotFoundError      no hook has that token
+    |   +-- QueryNotFoundError     the run registered no query handler of that name
     |   +-- ScheduleNotFoundError  no schedule has that id
     +-- DefinitionError            bad decorator option, name conflict (also a ``ValueError``)
     +-- WorkflowAlreadyRunningError
     +-- RunAlreadyExistsError      an explicit ``run_id`` is already taken
     +-- HookExpiredError, HookAlreadyReceivedError, InvalidTokenError
     +-- RunEndedError              a signal sent to a run that has ended
+    +-- QueryFailedError           a query's handler raised, or the run cannot be replayed
     +-- SignalTimeoutError         wait_for_signal's timeout passed (also a TimeoutError)
     +-- HookPayloadError           a payload does not match the hook's stored schema (ValueError)
     +-- ChildWorkflowError
@@ -146,6 +148,10 @@ class RunAlreadyExistsError(WorkflowError):
     """``start(..., run_id=...)`` named a run id that is already stored."""
 
 
+class QueryNotFoundError(NotFoundError):
+    """The run registered no query handler of that name."""
+
+
 class HookNotFoundError(NotFoundError):
     """No hook has this token."""
 
@@ -160,6 +166,11 @@ class HookExpiredError(WorkflowError):
 
 class SignalTimeoutError(WorkflowError, TimeoutError):
     """``wait_for_signal`` waited its whole timeout and no signal of that name came."""
+
+
+class QueryFailedError(WorkflowError):
+    """A query could not be answered: the handler raised, its answer is not JSON, or the
+    run cannot be replayed by the code here (the message says which)."""
 
 
 class RunEndedError(WorkflowError):

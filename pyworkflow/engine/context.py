@@ -206,6 +206,8 @@ class RunContext(WorkflowContext):
         # patched() ids that answered False: this run took their old path (verify says
         # how many runs still do, to tell when a patch can be retired).
         self.old_paths: set[str] = set()
+        # Query handlers the code registered (set_query_handler), by name.
+        self.query_handlers: dict[str, Callable[..., Any]] = {}
         # Completed calls of steps with compensate=, to undo if the run fails or is cancelled.
         self.compensations: list[Compensation] = []
         # A wait_for_signal is among what this execution suspends on: once the

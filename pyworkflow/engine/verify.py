@@ -153,6 +153,16 @@ async def replay_run(
     except Exception as exc:  # noqa: BLE001 - an unreadable history is this run's verdict
         return verdict(error=f"its history cannot be read: {exc}")
     recorded = list(history.op_order)
+    ctx = replay_context(run, history, definition, strict=strict)
+    divergence = await _replay(ctx, definition.func, args, kwargs, run, recorded)
+    return verdict(len(recorded), divergence=divergence, old_paths=tuple(sorted(ctx.old_paths)))
+
+
+def replay_context(
+    run: WorkflowRun, history: History, definition: Any, *, strict: bool = False
+) -> RunContext:
+    """A context that replays ``history`` for ``run`` with ``definition``'s code and does
+    nothing live: the first live action (or storage call) raises :class:`ReplayStop`."""
     cfg = get_config()
     options = RunOptions(
         # Nothing is written: a history over the soft limit replays like any other.
@@ -172,8 +182,31 @@ async def replay_run(
     )
     if run.cancel_requested_at is not None:
         ctx.request_cancel(run.cancel_reason)
-    divergence = await _replay(ctx, definition.func, args, kwargs, run, recorded)
-    return verdict(len(recorded), divergence=divergence, old_paths=tuple(sorted(ctx.old_paths)))
+    return ctx
+
+
+async def run_body(
+    ctx: RunContext, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Run the workflow function under ``ctx`` (in a task of its own, as executions do)."""
+
+    return await body_task(ctx, func, args, kwargs)
+
+
+def body_task(
+    ctx: RunContext, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> asyncio.Future[Any]:
+    """The workflow function running under ``ctx``, as a task of its own."""
+
+    async def body() -> Any:
+        token = set_context(ctx)
+        restore_step_context(None)
+        try:
+            return await func(*args, **kwargs)
+        finally:
+            reset_context(token)
+
+    return asyncio.ensure_future(body())
 
 
 async def _replay(
@@ -184,15 +217,7 @@ async def _replay(
     run: WorkflowRun,
     recorded: list[str],
 ) -> Divergence | None:
-    async def body() -> Any:
-        token = set_context(ctx)
-        restore_step_context(None)
-        try:
-            return await func(*args, **kwargs)
-        finally:
-            reset_context(token)
-
-    task = asyncio.ensure_future(body())
+    task = body_task(ctx, func, args, kwargs)
     raised: BaseException | None = None
     try:
         await task

@@ -6,6 +6,7 @@ from pyworkflow.primitives.child_workflow import ChildWorkflowHandle, start_chil
 from pyworkflow.primitives.continue_as_new import continue_as_new
 from pyworkflow.primitives.hooks import TypedHook, define_hook, hook
 from pyworkflow.primitives.patching import patched
+from pyworkflow.primitives.queries import set_query_handler
 from pyworkflow.primitives.signals import define_signal, wait_for_signal
 from pyworkflow.primitives.sleep import sleep
 
@@ -17,6 +18,7 @@ __all__ = [
     "define_signal",
     "hook",
     "patched",
+    "set_query_handler",
     "shield",
     "sleep",
     "start_child_workflow",

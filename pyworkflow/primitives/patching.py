@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
 from pyworkflow.context.base import current_context, current_step_info
-
-_PATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
+from pyworkflow.utils.names import check_name
 
 
 def patched(patch_id: str) -> bool:
@@ -30,11 +27,7 @@ def patched(patch_id: str) -> bool:
     Raises:
         ValueError: ``patch_id`` is not 1-100 letters, digits, ``_ . : -``.
     """
-    if not isinstance(patch_id, str) or not _PATCH_ID.fullmatch(patch_id):
-        raise ValueError(
-            f"patch id must be 1-100 characters of letters, digits, '_', '.', ':' or '-' "
-            f"(starting with a letter or digit), not {patch_id!r}"
-        )
+    check_name(patch_id, "patch id")
     ctx = current_context()
     if ctx is None or current_step_info() is not None:
         return True

@@ -13,7 +13,6 @@ signal validate the payload with the model first (a refused payload is never sto
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
@@ -22,10 +21,9 @@ from pydantic import BaseModel
 from pyworkflow.context.base import current_context, current_step_info
 from pyworkflow.core.exceptions import DefinitionError
 from pyworkflow.utils.duration import duration_seconds
+from pyworkflow.utils.names import check_name
 
 M = TypeVar("M", bound=BaseModel)
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
 
 # Signal models by name: how a sending process validates a payload before storing it.
 _MODELS: dict[str, type[BaseModel]] = {}
@@ -37,12 +35,7 @@ def check_signal_name(name: object) -> str:
     Raises:
         ValueError: it is not 1-100 letters, digits, ``_ . : -``.
     """
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(
-            "signal name must be 1-100 characters of letters, digits, '_', '.', ':' or '-' "
-            f"(starting with a letter or digit), not {name!r}"
-        )
-    return name
+    return check_name(name, "signal name")
 
 
 def signal_model(name: str) -> type[BaseModel] | None:

@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from pyworkflow import hook, sleep, step, wait_for_signal, workflow
+from pyworkflow import hook, set_query_handler, sleep, step, wait_for_signal, workflow
 from pyworkflow.context.base import current_step
 
 
@@ -179,6 +179,7 @@ async def approval(x: int) -> int:
 async def collector(count: int) -> list[int]:
     """Takes ``count`` "number" signals, each through a step on a worker, in order."""
     total: list[int] = []
+    set_query_handler("total", lambda: {"taken": list(total), "sum": sum(total)})
     for _ in range(count):
         value = await wait_for_signal("number")
         total.append(await add(int(value), 0))

@@ -15,7 +15,14 @@ import time
 import cloudpickle
 import pytest
 
-from pyworkflow import cancel_workflow, resume_hook, send_signal, start
+from pyworkflow import (
+    QueryNotFoundError,
+    cancel_workflow,
+    query_workflow,
+    resume_hook,
+    send_signal,
+    start,
+)
 from pyworkflow.celery.messages import send_step, send_transient
 from pyworkflow.core.workflow import definition_of
 from pyworkflow.engine.context import DispatchedStep
@@ -242,6 +249,40 @@ async def test_signals_reach_a_run_on_the_workers_in_order(make_cluster, storage
     received = [e.data["sequence"] for e in events if e.type.value == "signal.received"]
     assert received == [1, 2, 3, 4]
     assert len([e for e in events if e.type.value == "signal.consumed"]) == 4
+
+
+@BROKERS
+async def test_a_query_is_answered_by_a_worker(make_cluster, broker, monkeypatch):
+    """This process has not the workflow's code: a worker answers the query from the
+    run's replayed state over a reply queue (no result backend), while the run waits for
+    a signal; an unknown query is the worker's QueryNotFoundError; with no worker on the
+    run's queue the query times out."""
+    import pyworkflow.queries
+
+    cluster = await make_cluster(broker=broker)
+    cluster.start_worker("w1")
+    run_id = await start(collector, 3)
+    await send_signal(run_id, "number", 4)
+    await send_signal(run_id, "number", 5)
+
+    async def took_both() -> bool:
+        events = await _events(cluster, run_id)
+        return sum(e.type.value == "signal.consumed" for e in events) == 2 and any(
+            e.type.value == "signal.waiting" for e in events
+        )
+
+    await _wait_for(took_both, cluster)
+    # As in an application without the workflow's module: the worker must answer.
+    monkeypatch.setattr(pyworkflow.queries, "find_workflow", lambda name: None)
+    monkeypatch.setattr(pyworkflow.queries, "discover_workflows", lambda: None)
+    before = len(await _events(cluster, run_id))
+    assert await query_workflow(run_id, "total", timeout=30) == {"taken": [4, 5], "sum": 9}
+    with pytest.raises(QueryNotFoundError, match="has no query 'nope'"):
+        await query_workflow(run_id, "nope", timeout=30)
+    assert len(await _events(cluster, run_id)) == before  # the query wrote nothing
+    cluster.kill_worker("w1")
+    with pytest.raises(TimeoutError, match="no worker answered"):
+        await query_workflow(run_id, "total", timeout=1)
 
 
 @pytest.mark.parametrize("storage", ["sqlite", "postgres"])

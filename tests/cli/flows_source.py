@@ -14,6 +14,7 @@ from pyworkflow import (
     hook,
     sleep,
     start_child_workflow,
+    set_query_handler,
     step,
     wait_for_signal,
     workflow,
@@ -59,7 +60,11 @@ async def clirun_parent(n: int) -> list[int]:
 
 @workflow()
 async def clirun_listener(count: int) -> list:
-    return [await wait_for_signal("clirun_note") for _ in range(count)]
+    notes: list = []
+    set_query_handler("notes", lambda last=None: notes[-last:] if last else list(notes))
+    for _ in range(count):
+        notes.append(await wait_for_signal("clirun_note"))
+    return notes
 
 
 @workflow()

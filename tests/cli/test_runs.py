@@ -875,7 +875,15 @@ def test_signal_from_a_shell_without_the_code(db: str, flows: ModuleType, tmp_pa
             await get_runtime("local").shutdown()
             await pyworkflow.get_storage().close()
 
+    # runs query replays the run here (its module is imported in this process): the
+    # signals are stored but not taken yet.
+    assert cli_json(db, "runs", "query", run_id, "notes") == []
+
     run = asyncio.run(serve_until_done())
     assert run.result == [{"n": 1}, "second"]
+    answered = cli_json(db, "runs", "query", run_id, "notes", "1")  # JSON arguments
+    assert answered == ["second"]
+    unknown = CliRunner().invoke(main, ["--storage", db, "runs", "query", run_id, "nope"])
+    assert unknown.exit_code == 1 and "has no query 'nope'" in unknown.output
     ended = CliRunner().invoke(main, ["--storage", db, "runs", "signal", run_id, "clirun_note"])
     assert ended.exit_code == 1 and "has ended (completed)" in ended.output

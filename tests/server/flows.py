@@ -9,6 +9,7 @@ from pyworkflow import (
     define_hook,
     define_signal,
     hook,
+    set_query_handler,
     sleep,
     start_child_workflow,
     step,
@@ -84,4 +85,8 @@ define_signal("srv_price", Price)
 @workflow()
 async def srv_price_watch(count: int) -> list[int]:
     """Waits for ``count`` typed price signals; returns their cents in order."""
-    return [(await wait_for_signal("srv_price", Price)).cents for _ in range(count)]
+    seen: list[int] = []
+    set_query_handler("seen", lambda: {"prices": list(seen), "left": count - len(seen)})
+    for _ in range(count):
+        seen.append((await wait_for_signal("srv_price", Price)).cents)
+    return seen

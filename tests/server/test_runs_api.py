@@ -158,3 +158,24 @@ async def test_signals_over_http(app: FastAPI) -> None:
     async with client(app, READ_TOKEN) as http:  # sending needs the admin token
         denied = await http.post(url, json={"payload": {"sku": "a", "cents": 1}})
         assert denied.status_code == 403
+
+
+async def test_queries_over_http(app: FastAPI) -> None:
+    """``POST /api/runs/{id}/queries/{name}``: the server (which imported the workflow's
+    module) answers from the run's replayed state; unknown runs and queries are 404s."""
+    run_id = await start(srv_price_watch, 2)
+    await _wait_status(run_id, "suspended")
+    async with client(app, READ_TOKEN) as http:
+        answer = await http.post(f"/api/runs/{run_id}/queries/seen", json={})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {
+            "run_id": run_id,
+            "name": "seen",
+            "answer": {"prices": [], "left": 2},
+        }
+        unknown = await http.post(f"/api/runs/{run_id}/queries/nope")
+        assert unknown.status_code == 404 and "has no query 'nope'" in unknown.json()["detail"]
+        missing = await http.post("/api/runs/run_nope/queries/seen")
+        assert missing.status_code == 404
+        bad = await http.post(f"/api/runs/{run_id}/queries/seen", json={"timeout": 0})
+        assert bad.status_code == 422

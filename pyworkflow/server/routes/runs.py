@@ -11,9 +11,10 @@ from pydantic import BaseModel, Field
 
 from pyworkflow.api import cancel_workflow, get_workflow_chain, retry_workflow, start_by_name
 from pyworkflow.core.config import get_config
-from pyworkflow.core.exceptions import RunNotFoundError, WorkflowNotFoundError
+from pyworkflow.core.exceptions import QueryFailedError, RunNotFoundError, WorkflowNotFoundError
 from pyworkflow.core.queues import QUEUE_PATTERN
 from pyworkflow.engine.diagnosis import diagnose
+from pyworkflow.queries import query_workflow
 from pyworkflow.server.deps import Admin, Reader, Storage
 from pyworkflow.server.models import (
     EventOut,
@@ -226,6 +227,41 @@ async def signal_run(
     return SignalSent(
         run_id=stored.run_id, name=stored.name, sequence=stored.sequence, signal_id=stored.signal_id
     )
+
+
+class QueryRequest(BaseModel):
+    args: list[Any] = Field([], description="The handler's arguments, JSON values.")
+    timeout: float = Field(10.0, gt=0, le=60, description="Seconds to wait for an answer.")
+
+
+class QueryAnswer(BaseModel):
+    run_id: str
+    name: str
+    answer: Any
+
+
+@router.post("/runs/{run_id}/queries/{name}", response_model=QueryAnswer, summary="Query a run")
+async def query_run(
+    run_id: str, name: str, storage: Storage, _: Reader, body: QueryRequest | None = None
+) -> QueryAnswer:
+    """The answer of the run's query handler ``name`` (``set_query_handler``), from its
+    replayed state: answered by this server when it imported the workflow's module, else
+    by a worker under Celery. 404: no such run or query; 409: nobody here can answer;
+    504: no answer in time; 422: the handler failed."""
+    request = body or QueryRequest(args=[], timeout=10.0)
+    try:
+        answer = await query_workflow(
+            run_id, name, *request.args, timeout=request.timeout, storage=storage
+        )
+    except RunNotFoundError:
+        raise
+    except WorkflowNotFoundError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except QueryFailedError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except TimeoutError as exc:
+        raise HTTPException(504, str(exc) or "no answer in time") from None
+    return QueryAnswer(run_id=run_id, name=name, answer=answer)
 
 
 class Started(BaseModel):
