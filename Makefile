@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery bench-lost bench-dashboard bench-scale bench-logging bench-tracing bench-metrics check clean
+.PHONY: install demo test outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery bench-lost bench-dashboard bench-scale bench-logging bench-tracing bench-metrics bench-signals check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -77,6 +77,10 @@ bench-tracing: install
 # What Prometheus metrics cost: S1 without prometheus_client, with metrics off, and on.
 bench-metrics: install
 	$(BIN)/python benchmarks/metrics_bench.py
+
+# Signals side by side with DBOS (send/recv): burst throughput and one-message latency.
+bench-signals: install
+	$(BIN)/python benchmarks/signals_bench.py
 
 bench-dashboard: install
 	$(BIN)/python benchmarks/dashboard_bench.py
