@@ -2,7 +2,7 @@
 
 Built from the event log alone (``docs/events.md`` lists the fields), so it needs no
 workflow code: one span for the workflow itself and one per operation (step, sleep, hook,
-child workflow), from the event that began it to the one that ended it. A step's
+signal wait, child workflow), from the event that began it to the one that ended it. A step's
 attempts are the span's segments, with the waits between them, so retries show as
 separate pieces of one bar.
 
@@ -21,7 +21,7 @@ from pyworkflow.serialization.errors import error_summary
 from pyworkflow.storage.schemas import Event, EventType
 from pyworkflow.utils.duration import parse_time
 
-SpanKind = Literal["workflow", "step", "sleep", "hook", "child"]
+SpanKind = Literal["workflow", "step", "sleep", "hook", "signal", "child"]
 
 #: The status of a span still open when its run ended (a sleep or child the run never
 #: came back to): it did not finish, and nothing more will happen to it.
@@ -118,6 +118,15 @@ class _Builder:
             )
         elif kind in _HOOK_ENDS:
             self._close(str(event.data.get("hook_id")), event, _HOOK_ENDS[kind])
+        elif kind is EventType.SIGNAL_WAITING:  # a wait that found no signal yet
+            span = self._open(
+                event, "signal", "wait_id", str(event.data.get("name") or ""), "waiting"
+            )
+            span.planned_end = parse_time(event.data.get("timeout_at"))
+        elif kind is EventType.SIGNAL_CONSUMED:
+            self._close(str(event.data.get("wait_id")), event, "received")
+        elif kind is EventType.SIGNAL_TIMED_OUT:
+            self._close(str(event.data.get("wait_id")), event, "expired")
         elif kind is EventType.CHILD_WORKFLOW_STARTED:
             name = str(event.data.get("workflow_name") or "")
             span = self._open(event, "child", "child_id", name, "running")

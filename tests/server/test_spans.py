@@ -184,3 +184,22 @@ def test_layout_draws_open_spans_until_now_and_instants_visibly() -> None:
     assert workflow.bar.width == 100.0 and workflow.seconds == 4.0  # open: until now
     assert step.bar.left == 50.0 and step.bar.width > 0  # an instant is still drawn
     assert layout([], now=T0) is None
+
+
+def test_a_signal_wait_is_a_span_until_it_takes_a_signal_or_times_out() -> None:
+    timeout_at = (T0 + timedelta(minutes=5)).isoformat()
+    waiting = {"wait_id": "signal:cart#2", "name": "cart", "timeout_at": timeout_at}
+    log = _log(
+        (0.0, EventType.WORKFLOW_STARTED, {"workflow_name": "shop"}),
+        (1.0, EventType.SIGNAL_CONSUMED, {"wait_id": "signal:cart#1", "name": "cart", "index": 0}),
+        (1.0, EventType.SIGNAL_WAITING, waiting),
+        (3.0, EventType.SIGNAL_RECEIVED, {"index": 1, "name": "cart", "sequence": 1}),
+        (3.0, EventType.SIGNAL_CONSUMED, {"wait_id": "signal:cart#2", "name": "cart", "index": 1}),
+        (4.0, EventType.SIGNAL_WAITING, {"wait_id": "signal:cart#3", "name": "cart"}),
+        (9.0, EventType.SIGNAL_TIMED_OUT, {"wait_id": "signal:cart#3", "name": "cart"}),
+    )
+    workflow, took, gave_up = build_spans(log)  # a signal taken at once is no wait: no span
+    assert (took.kind, took.name, took.status) == ("signal", "cart", "received")
+    assert took.end is not None and (took.end - took.start) == timedelta(seconds=2)
+    assert took.planned_end == T0 + timedelta(minutes=5)
+    assert (gave_up.status, gave_up.end) == ("expired", T0 + timedelta(seconds=9))
