@@ -74,6 +74,7 @@ class QueryMessage(Message):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
     args: list[Any]
     reply_to: str = Field(pattern=r"^pyworkflow\.reply\.[0-9a-f]{32}$")
+    reply_by: float = 0.0  # Unix time the asker stops waiting (0: no limit)
 
 
 class TransientArguments(Message):

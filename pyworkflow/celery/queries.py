@@ -5,8 +5,8 @@ exclusive to this request, deleted afterwards, expiring on its own if the asker 
 sends ``pyworkflow.query_run`` to the run's workflow queue, and waits on the reply
 queue. A worker with the code answers (replaying the run: see
 :mod:`pyworkflow.engine.queries`) and publishes ``{"ok": ..., ...}`` to the reply queue
-through the default exchange: a reply whose asker gave up goes nowhere on RabbitMQ (on
-Redis it stays as a small list nobody reads).
+through the default exchange, unless the asker's deadline (``reply_by``) has passed: a
+reply nobody waits for would go nowhere on RabbitMQ but stay behind as a list on Redis.
 """
 
 from __future__ import annotations
@@ -77,7 +77,13 @@ def ask_worker(run: WorkflowRun, name: str, args: list[Any], timeout: float) -> 
         try:
             app.send_task(
                 QUERY_RUN,
-                kwargs={"run_id": run.run_id, "name": name, "args": args, "reply_to": reply_to},
+                kwargs={
+                    "run_id": run.run_id,
+                    "name": name,
+                    "args": args,
+                    "reply_to": reply_to,
+                    "reply_by": time.time() + timeout,
+                },
                 queue=run.queue or WORKFLOWS_QUEUE,
                 expires=timeout,
             )

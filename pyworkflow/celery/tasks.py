@@ -6,6 +6,7 @@ Each validates its message first (:mod:`.messages`): a malformed one is refused 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery.signals import (
@@ -96,13 +97,23 @@ def run_transient(workflow_name: str, run_id: str, payload: str) -> None:
 
 
 @app.task(name=QUERY_RUN)
-def query_run(run_id: str, name: str, args: list[Any], reply_to: str) -> None:
-    """Answer a run's query from its replayed state; reply to the asker's queue."""
-    fields = {"run_id": run_id, "name": name, "args": args, "reply_to": reply_to}
+def query_run(
+    run_id: str, name: str, args: list[Any], reply_to: str, reply_by: float = 0.0
+) -> None:
+    """Answer a run's query from its replayed state; reply to the asker's queue unless it
+    has stopped waiting (a reply nobody reads would stay behind on Redis)."""
+    fields = {
+        "run_id": run_id,
+        "name": name,
+        "args": args,
+        "reply_to": reply_to,
+        "reply_by": reply_by,
+    }
     msg = read_message(QueryMessage, QUERY_RUN, fields)
     proc = worker.current()
     reply = proc.run(worker.answer_query_here(msg.run_id, msg.name, msg.args))
-    publish_reply(msg.reply_to, reply)
+    if not msg.reply_by or time.time() < msg.reply_by:
+        publish_reply(msg.reply_to, reply)
 
 
 @app.task(name=FIRE_TIMERS)

@@ -107,3 +107,27 @@ def test_refusals_name_fields_not_values() -> None:
 def test_transient_arguments_keep_their_json_tags() -> None:
     payload = json.dumps({"args": [{"__pw__": "tuple", "v": [1, 2]}], "kwargs": {"k": "v"}})
     assert transient_arguments("t", payload) == (((1, 2),), {"k": "v"})
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"reply_to": "pyworkflow.workflows"},  # a forged query must not publish into a queue
+        {"reply_to": "pyworkflow.reply.XYZ"},
+        {"name": "../etc"},
+        {"args": "not a list"},
+        {"run_id": ""},
+    ],
+)
+def test_forged_query_messages_are_refused(fields: dict[str, Any]) -> None:
+    from pyworkflow.celery.messages import QueryMessage
+
+    good = {
+        "run_id": "run_1",
+        "name": "items",
+        "args": [],
+        "reply_to": "pyworkflow.reply." + "a" * 32,
+    }
+    read_message(QueryMessage, "pyworkflow.query_run", good)  # the well-formed one passes
+    with pytest.raises(SerializationError, match="refused pyworkflow.query_run message"):
+        read_message(QueryMessage, "pyworkflow.query_run", {**good, **fields})
