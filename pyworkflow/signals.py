@@ -23,6 +23,9 @@ from pyworkflow.storage.base import SIGNALS, StorageBackend, require_capability
 from pyworkflow.storage.payloads import check_size, refuse_non_finite
 from pyworkflow.storage.schemas import RunStatus, SignalRecord, utcnow
 
+# How many continue_as_new links a send follows to the run that takes it.
+_MAX_HOPS = 1000
+
 _SIGNAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
 
 
@@ -68,7 +71,8 @@ async def send_signal(
     The run takes it at a ``wait_for_signal(name)``, now if it is waiting, else when it
     next waits (signals are buffered, and each wait takes the oldest one not taken).
     ``signal_id`` makes the send idempotent: a second send with the same id to the same
-    run stores nothing and returns the first (default: a fresh id).
+    run stores nothing and returns the first (default: a fresh id). A run that continued
+    as new passes the signal on to the run continuing it (the returned record names it).
 
     A run waiting for signals is woken: under the local runtime on the caller's event
     loop when its workflow is registered here (``wake_here=False`` for callers that
@@ -99,20 +103,29 @@ async def send_signal(
     if run is None:
         raise RunNotFoundError(f"no run with id {run_id!r}")
     text = encode_signal_payload(name, payload, backend.payload_limit)
-    stored = await backend.send_signal(run_id, name, text, signal_id=signal_id, now=utcnow())
-    if stored is None:
-        latest = await backend.get_run(run_id) or run
-        raise RunEndedError(
-            f"run {run_id!r} has ended ({latest.status.value}): signal {name!r} not sent"
+    for _ in range(_MAX_HOPS):
+        stored = await backend.send_signal(
+            run.run_id, name, text, signal_id=signal_id, now=utcnow()
         )
+        if stored is not None:
+            break
+        run = await backend.get_run(run.run_id) or run
+        if run.status != RunStatus.CONTINUED_AS_NEW or not run.continued_to_run_id:
+            raise RunEndedError(
+                f"run {run.run_id!r} has ended ({run.status.value}): signal {name!r} not sent"
+            )
+        # A loop that continued as new: the signal goes to the run continuing it.
+        run = await backend.get_run(run.continued_to_run_id) or run
+    else:
+        raise RunEndedError(f"run {run_id!r}: its continue_as_new chain is too long to follow")
     if run.status != RunStatus.SUSPENDED:
-        run = await backend.get_run(run_id) or run
+        run = await backend.get_run(run.run_id) or run
     if run.status == RunStatus.SUSPENDED:
         # A run executing now reads its inbox before it suspends; only a suspended one
         # needs waking (the stored signal already made it due: this is for speed).
         runtime_name = get_config().default_runtime
         if runtime_name != "local" or (wake_here and get_workflow(run.workflow_name)):
-            await get_runtime(runtime_name).wake(run_id, backend)
+            await get_runtime(runtime_name).wake(run.run_id, backend)
     return stored
 
 

@@ -53,7 +53,7 @@ from pyworkflow.engine.replay import History
 from pyworkflow.engine.runs import RunRequest, build_run, derived_run_id
 from pyworkflow.observability import lifecycle, tracing
 from pyworkflow.serialization import encode, encode_error
-from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.base import SIGNALS, StorageBackend
 from pyworkflow.storage.schemas import Event, EventType, HookStatus, RunStatus, WorkflowRun, utcnow
 from pyworkflow.utils.clock import timer_now
 from pyworkflow.utils.log import logger
@@ -450,6 +450,10 @@ async def _continue_as_new(
             lifecycle.events_committed(new_run.run_id, new_run.workflow_name, [started])
     except OwnershipLost:
         return Outcome(status=None)
+    try:
+        await _carry_signals(ctx, storage, new_run.run_id)
+    except OwnershipLost:
+        return Outcome(status=None)
     ctx.record_close_out("the run continued as a new run")
     ctx.record(
         EventType.WORKFLOW_CONTINUED_AS_NEW,
@@ -466,7 +470,43 @@ async def _continue_as_new(
         )
     except OwnershipLost:
         return Outcome(status=None)
+    try:  # sent after the carry and before the run ended: carried too
+        await _carry_signals(ctx, storage, new_run.run_id, inbox_only=True)
+    except Exception as exc:  # noqa: BLE001 - the run has ended; say what may be left
+        logger.warning(
+            "run {} continued as {}; signals sent in that instant may be left in its inbox: {}",
+            run.run_id,
+            new_run.run_id,
+            exc,
+        )
     return Outcome(status=RunStatus.CONTINUED_AS_NEW, next_run_id=new_run.run_id)
+
+
+async def _carry_signals(
+    ctx: RunContext, storage: StorageBackend, new_run_id: str, *, inbox_only: bool = False
+) -> None:
+    """Send the signals this run received and never took on to the run continuing it,
+    in order, each under an id derived from where it was (a repeat after a crash stores
+    nothing twice): a loop that continues as new loses no message."""
+    if SIGNALS not in storage.capabilities:
+        return
+    history = ctx.history
+    if inbox_only:
+        after = history.inbox_sequence
+        pending = await storage.list_signals(ctx.run_id, after_sequence=after)
+        carried = [(s.name, s.payload, f"carried.{ctx.run_id}.s{s.sequence}") for s in pending]
+    else:
+        await ctx.pull_signals()
+        carried = [
+            (s.name, json.dumps(s.payload), f"carried.{ctx.run_id}.{index}")
+            for index, s in enumerate(history.signals)
+            if not s.taken
+        ]
+    for name, payload, signal_id in carried:
+        send = storage.send_signal(new_run_id, name, payload, signal_id=signal_id, now=utcnow())
+        # Before the run ends, a failure stops this execution (it is retried); after, the
+        # caller reports it: the run's outcome is already stored.
+        await (send if inbox_only else ctx.io(send))
 
 
 async def _cancelled(ctx: RunContext, error: CancellationError) -> Outcome:

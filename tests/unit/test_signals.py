@@ -17,7 +17,9 @@ from pyworkflow import (
     RunEndedError,
     RunNotFoundError,
     SignalTimeoutError,
+    continue_as_new,
     define_signal,
+    get_workflow_chain,
     get_workflow_events,
     get_workflow_run,
     send_signal,
@@ -88,6 +90,15 @@ async def two_names() -> list[Any]:
     first = await wait_for_signal("sg_b")  # "a" signals sent before it wait their turn
     rest = [await wait_for_signal("sg_a") for _ in range(2)]
     return [first, *rest]
+
+
+@workflow(name="sg_batches")
+async def batches(taken: list[int]) -> list[int]:
+    """Takes two numbers per run, then continues as new with what it has."""
+    taken = taken + [await wait_for_signal("sg_num") for _ in range(2)]
+    if len(taken) < 6:
+        await continue_as_new(taken)
+    return taken
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -225,3 +236,26 @@ async def test_signal_with_start_refuses_a_bad_payload_before_storing(
     with pytest.raises(ValidationError):
         await start(typed, storage=storage, signal=("sg_typed_item", {"sku": 1}))
     assert await storage.list_runs() == []
+
+
+async def test_signals_follow_a_loop_that_continues_as_new(storage: StorageBackend) -> None:
+    """Signals a run received but never took go on to the run continuing it, in order;
+    a signal sent to a run that already continued is passed on down the chain."""
+    first = await start(batches, [], storage=storage)
+    for n in range(1, 5):  # buffered in the first run: it takes two, carries two
+        await send_signal(first, "sg_num", n, storage=storage)
+    for _ in range(200):
+        chain = await get_workflow_chain(first, storage=storage)
+        if len(chain) >= 2 and chain[-1].status == "suspended":
+            break
+        await asyncio.sleep(0.01)
+    sent = await send_signal(first, "sg_num", 5, storage=storage)  # the first run has ended
+    assert sent.run_id != first
+    await send_signal(first, "sg_num", 6, storage=storage)
+    for _ in range(500):
+        chain = await get_workflow_chain(first, storage=storage)
+        if chain[-1].status == "completed":
+            break
+        await asyncio.sleep(0.01)
+    assert [r.status for r in chain] == ["continued_as_new"] * 2 + ["completed"]
+    assert chain[-1].result == [1, 2, 3, 4, 5, 6]
