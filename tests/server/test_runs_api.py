@@ -179,3 +179,29 @@ async def test_queries_over_http(app: FastAPI) -> None:
         assert missing.status_code == 404
         bad = await http.post(f"/api/runs/{run_id}/queries/seen", json={"timeout": 0})
         assert bad.status_code == 422
+
+
+async def test_signal_with_start_over_http(app: FastAPI) -> None:
+    """``POST /api/workflows/{name}/runs`` with ``signal``: the run starts having received
+    it; the same idempotency key again sends the next signal to that run."""
+    async with client(app) as http:
+        body = {"args": [2], "idempotency_key": "sw-1"}
+        first = await http.post(
+            "/api/workflows/srv_price_watch/runs",
+            json={**body, "signal": {"name": "srv_price", "payload": {"sku": "a", "cents": 7}}},
+        )
+        assert first.status_code == 202, first.text
+        run_id = first.json()["run_id"]
+        again = await http.post(
+            "/api/workflows/srv_price_watch/runs",
+            json={**body, "signal": {"name": "srv_price", "payload": {"sku": "b", "cents": 8}}},
+        )
+        assert again.json()["run_id"] == run_id
+        await _wait_status(run_id, "completed")
+        run = await get_workflow_run(run_id)
+        assert run is not None and run.result == [7, 8]
+        bad = await http.post(
+            "/api/workflows/srv_price_watch/runs",
+            json={"args": [1], "signal": {"name": "srv_price", "payload": {"cents": "x"}}},
+        )
+        assert bad.status_code == 422

@@ -373,3 +373,35 @@ async def test_why_over_http_and_on_the_run_page(app: FastAPI) -> None:
         page = (await http.get(f"/runs/{run_id}")).text
         assert 'id="why"' in page and "What it waits for" in page
         assert "waiting for signal srv_price" in page and "runs signal" in page
+
+
+async def test_an_admin_sends_a_signal_from_the_run_page(app: FastAPI) -> None:
+    """The run page's signal form: a refused payload comes back on the page with what
+    was wrong and what was typed (nothing stored); a valid one reaches the run."""
+    run_id = await start(srv_price_watch, 1)
+    await _wait_status(run_id, "suspended")
+    async with browser(app) as http:
+        csrf = await _login(http, ADMIN_TOKEN)
+        page = (await http.get(f"/runs/{run_id}")).text
+        assert 'id="signal-form"' in page
+        form = {"csrf_token": csrf, "name": "srv_price", "payload": '{"sku": "a", "cents": "lots"}'}
+        refused = await http.post(f"/runs/{run_id}/signal", data=form)
+        assert refused.status_code == 422
+        assert "cents: Input should be a valid integer" in refused.text
+        assert "lots" in refused.text  # the values typed are kept
+        not_json = await http.post(f"/runs/{run_id}/signal", data={**form, "payload": "{oops"})
+        assert not_json.status_code == 422 and "payload: not JSON" in not_json.text
+        sent = await http.post(
+            f"/runs/{run_id}/signal", data={**form, "payload": '{"sku": "a", "cents": 42}'}
+        )
+        assert sent.status_code == 303
+    await _wait_status(run_id, "completed")
+    run = await get_workflow_run(run_id)
+    assert run is not None and run.result == [42]
+    waiting = await start(srv_price_watch, 1)
+    await _wait_status(waiting, "suspended")
+    async with browser(app) as http:  # readers see no form and may not send
+        csrf = await _login(http, READ_TOKEN)
+        assert 'id="signal-form"' not in (await http.get(f"/runs/{waiting}")).text
+        denied = await http.post(f"/runs/{waiting}/signal", data={"csrf_token": csrf, "name": "x"})
+        assert denied.status_code == 403

@@ -283,6 +283,11 @@ async def retry_run(run_id: str, storage: Storage, _: Admin) -> Started:
     return Started(run_id=new_id, runtime=runtime)
 
 
+class StartSignal(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+    payload: Any = None
+
+
 class StartRequest(BaseModel):
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
@@ -291,13 +296,17 @@ class StartRequest(BaseModel):
     # Celery: this run's queue (default: the workflow's own); the name rule of the
     # decorators' queue= option, so a bad one is a 422 naming the field.
     queue: str | None = Field(None, pattern=QUEUE_PATTERN)
+    signal: StartSignal | None = Field(
+        None, description="Signal-with-start: the run is stored having received it."
+    )
 
 
 @router.post("/workflows/{name}/runs", response_model=Started, status_code=202, tags=["workflows"])
 async def start_run(name: str, storage: Storage, _: Admin, body: StartRequest) -> Started:
     """Start a run of workflow ``name``: executed by this server when it imported the
     workflow's module (``--module``), enqueued under the Celery runtime, refused (409)
-    otherwise. A known idempotency key returns the run it started."""
+    otherwise. A known idempotency key returns the run it started (with ``signal``, the
+    signal is sent to that run: signal-with-start)."""
     runtime = get_config().default_runtime
     try:
         run_id = await start_by_name(
@@ -309,6 +318,7 @@ async def start_run(name: str, storage: Storage, _: Admin, body: StartRequest) -
             tags=body.tags,
             detached=True,
             queue=body.queue,
+            signal=None if body.signal is None else (body.signal.name, body.signal.payload),
         )
     except WorkflowNotFoundError as exc:
         raise HTTPException(409, _no_code(exc)) from None

@@ -7,6 +7,7 @@ the JSON API never disagree about filters, errors or what an action does.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 
 from pyworkflow.api import RETRY_TAG_PREFIX, get_workflow_chain
 from pyworkflow.core.config import get_config
+from pyworkflow.core.exceptions import RunEndedError, SerializationError
 from pyworkflow.core.registry import list_workflows
 from pyworkflow.engine.diagnosis import diagnose
 from pyworkflow.server.auth import Principal
@@ -38,6 +40,7 @@ from pyworkflow.server.ui.render import (
     path_for,
     viewer,
 )
+from pyworkflow.signals import send_signal
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun, utcnow
 
@@ -139,6 +142,7 @@ async def _run_context(
     return {
         "run": RunDetail.of(run),
         "why": why,
+        "signal_form": None,  # a refused signal's values and problems, when re-shown
         "terminal": run.status.is_terminal,
         "failure": _failure(events),
         "retry_of": started.get("retry_of"),
@@ -177,6 +181,35 @@ async def cancel(request: Request, run_id: str, form: AdminForm, storage: Storag
     reason = form.get("reason").strip()[:2000] or "cancelled from the dashboard"
     await cancel_run(run_id, storage, form.principal, CancelRequest(reason=reason))
     return RedirectResponse(path_for(request, "ui_run", run_id=run_id), status_code=303)
+
+
+@router.post("/runs/{run_id}/signal", name="ui_run_signal")
+async def signal(request: Request, run_id: str, form: AdminForm, storage: Storage) -> Response:
+    """Send the form's signal to the run, then show the run; a refused one (bad name, not
+    JSON, refused by the signal's model, the run ended) comes back on the run's page with
+    what was wrong and the values typed."""
+    name, text = form.get("name").strip(), form.get("payload").strip()
+    try:
+        payload = json.loads(text, parse_constant=_refuse_constant) if text else None
+        await send_signal(run_id, name, payload, storage=storage)
+    except (ValueError, SerializationError, RunEndedError) as exc:  # ValidationError too
+        run = await run_or_404(storage, run_id)
+        context = await _run_context(storage, run, await storage.get_events(run_id))
+        context["signal_form"] = {"name": name, "payload": text, "problems": _problems(exc)}
+        return page(request, form.principal, "run.html", context, status_code=422)
+    return RedirectResponse(path_for(request, "ui_run", run_id=run_id), status_code=303)
+
+
+def _refuse_constant(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _problems(exc: Exception) -> list[str]:
+    if isinstance(exc, ValidationError):  # the signal's model is registered here
+        return [f"{'.'.join(map(str, e['loc'])) or '(payload)'}: {e['msg']}" for e in exc.errors()]
+    if isinstance(exc, json.JSONDecodeError):
+        return [f"payload: not JSON: {exc}"]
+    return [str(exc)]
 
 
 @router.post("/runs/{run_id}/retry", name="ui_run_retry")
