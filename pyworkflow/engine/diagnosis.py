@@ -17,6 +17,7 @@ page.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from pyworkflow.core.queues import STEPS_QUEUE, WORKFLOWS_QUEUE
 from pyworkflow.engine.owners import OwnerKind, is_delivery, owner_kind
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.workers import all_workers
-from pyworkflow.storage.base import WORKERS, StorageBackend
+from pyworkflow.storage.base import SIGNALS, WORKERS, StorageBackend
 from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkerRecord, WorkflowRun
 
 # A due run not resumed within this long is reported as stuck (timers poll every second
@@ -41,7 +42,7 @@ class Cause:
     Attributes:
         kind: what it is (``timer``, ``retry``, ``hook``, ``signal``, ``child``,
             ``overdue``, ``queued``, ``step``, ``no_consumer``, ``no_worker``,
-            ``dead_owner``, ``lease_expired``, ``executing``, ``cancel``,
+            ``dead_owner``, ``lease_expired``, ``executing``, ``cancel``, ``unread_signals``,
             ``nondeterminism``, ``failed``, ``ended``, ``corrupt``).
         message: one line for people.
         since: when the wait began, where known.
@@ -118,6 +119,7 @@ async def diagnose(
         )
     if run.status == RunStatus.SUSPENDED:
         found.causes += reader.waits()
+        found.causes += await _unread_signals(storage, reader)
         found.causes += _overdue(run, now)
     else:
         found.causes += _active(run, reader, registry, now)
@@ -125,6 +127,34 @@ async def diagnose(
     if not found.causes:
         found.causes.append(Cause("waiting", "waiting, with nothing recorded to wait for"))
     return found
+
+
+async def _unread_signals(storage: StorageBackend, reader: _Reader) -> list[Cause]:
+    """Signals the run holds (received, or still in its inbox) under names none of its
+    waits asks for: the classic typo, a run waiting for ``approve`` that got ``approved``."""
+    history = reader.history
+    waited = {
+        op_id.split(":", 1)[1].rsplit("#", 1)[0]
+        for op_id, wait in history.signal_waits.items()
+        if wait.index is None and not wait.timed_out
+    }
+    if not waited:
+        return []
+    held = Counter(s.name for s in history.signals if not s.taken)
+    if SIGNALS in storage.capabilities:
+        inbox = await storage.list_signals(reader.run.run_id, after_sequence=history.inbox_sequence)
+        held.update(s.name for s in inbox)
+    others = {name: n for name, n in held.items() if name not in waited}
+    if not others:
+        return []
+    listed = ", ".join(f"{name} ({n})" for name, n in sorted(others.items()))
+    return [
+        Cause(
+            "unread_signals",
+            f"it holds signals no wait asks for: {listed}; it waits for "
+            f"{', '.join(sorted(waited))} (a misspelt name?)",
+        )
+    ]
 
 
 def _ended(run: WorkflowRun) -> Cause:

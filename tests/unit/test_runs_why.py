@@ -19,6 +19,7 @@ from pyworkflow import (
     configure,
     hook,
     resume,
+    send_signal,
     sleep,
     start,
     start_child_workflow,
@@ -134,6 +135,16 @@ async def test_hook_signal_and_child_waits_name_their_fix(storage: StorageBacken
             break
         await asyncio.sleep(0.01)
     assert kinds(await why(storage, child_id)) == ["signal"]
+
+
+async def test_signals_under_a_name_nobody_waits_for_are_pointed_out(
+    storage: StorageBackend,
+) -> None:
+    run_id = await start(listener)  # waits for "go"
+    await send_signal(run_id, "Go", "typo", storage=storage)
+    found = await why(storage, run_id)
+    assert kinds(found) == ["signal", "unread_signals"]
+    assert "no wait asks for: Go (1); it waits for go" in found.causes[1].message
 
 
 async def test_a_due_run_nobody_resumes_is_stuck(storage: StorageBackend) -> None:
