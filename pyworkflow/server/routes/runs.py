@@ -231,7 +231,7 @@ async def signal_run(
 
 class QueryRequest(BaseModel):
     args: list[Any] = Field([], description="The handler's arguments, JSON values.")
-    timeout: float = Field(10.0, gt=0, le=60, description="Seconds to wait for an answer.")
+    timeout: float = Field(10.0, ge=1, le=60, description="Seconds to wait for an answer (1-60).")
 
 
 class QueryAnswer(BaseModel):
