@@ -32,6 +32,7 @@ from pyworkflow.core.exceptions import (
     HookPayloadError,
 )
 from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.payloads import loads_strict
 from pyworkflow.storage.schemas import HookRecord, HookStatus
 
 T = TypeVar("T")
@@ -129,9 +130,9 @@ def resume_command(
     if payload_text is not None and payload_file is not None:
         raise click.UsageError("give the payload once: --payload or --payload-file")
     if payload_text is not None:
-        payload = _parse_json(payload_text, "--payload")
+        payload = parse_json_option(payload_text, "--payload")
     elif payload_file is not None:
-        payload = _parse_json(payload_file.read(), "--payload-file")
+        payload = parse_json_option(payload_file.read(), "--payload-file")
     elif _interactive():
         record = cli.run(_find(cli, hook, run_id))
         if record.status == HookStatus.RECEIVED:  # say so before asking anything
@@ -218,15 +219,12 @@ def _hint(token_hash: str) -> str:
 # -- payloads ------------------------------------------------------------------------------
 
 
-def _parse_json(text: str, option: str) -> Any:
+def parse_json_option(text: str, option: str) -> Any:
+    """``text`` (the value of ``option``) as a JSON value; a usage error otherwise."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return loads_strict(text)
     except ValueError as exc:
         raise click.BadParameter(f"not a JSON value: {exc}", param_hint=option) from None
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _payload_error(hook: str, exc: ValidationError) -> HookPayloadError:
@@ -366,7 +364,7 @@ def _json_value(required: bool) -> Callable[[str], Any]:
                 raise click.UsageError("a value is required")
             return _SKIP
         try:
-            return json.loads(text, parse_constant=_refuse_constant)
+            return loads_strict(text)
         except ValueError as exc:
             raise click.UsageError(f"not a JSON value: {exc}") from None
 

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from pyworkflow.api import cancel_workflow, get_workflow_chain, retry_workflow, wait_for_run
 from pyworkflow.cli import CliContext, pass_cli
+from pyworkflow.cli.hooks import parse_json_option
 from pyworkflow.cli.output import console, emit_list, emit_one, to_json_data
 from pyworkflow.cli.timeline import (
     TailView,
@@ -510,7 +511,7 @@ def signal(
         raise click.UsageError("give the payload once: --payload or --payload-file")
     text = payload_file.read() if payload_file is not None else payload_text
     option = "--payload-file" if payload_file is not None else "--payload"
-    payload = None if text is None else _json_value(text, option)
+    payload = None if text is None else parse_json_option(text, option)
 
     async def send() -> dict[str, Any]:
         storage = await cli.storage()
@@ -536,16 +537,6 @@ def signal(
     emit_one(cli.output, cli.run(send()), title=f"signal {name} sent")
 
 
-def _json_value(text: str, option: str) -> Any:
-    def refuse(constant: str) -> Any:
-        raise ValueError(f"{constant} is not JSON")
-
-    try:
-        return json.loads(text, parse_constant=refuse)
-    except ValueError as exc:
-        raise click.BadParameter(f"not a JSON value: {exc}", param_hint=option) from None
-
-
 # -- query -----------------------------------------------------------------------------------
 
 
@@ -562,7 +553,7 @@ def query(cli: CliContext, run_id: str, name: str, args: tuple[str, ...], timeou
     Answered here when the workflow's module is imported (--module), else by a worker
     under --runtime celery. Runs no step and writes nothing.
     """
-    values = [_json_value(text, f"ARG {i + 1}") for i, text in enumerate(args)]
+    values = [parse_json_option(text, f"ARG {i + 1}") for i, text in enumerate(args)]
 
     async def ask() -> Any:
         storage = await cli.storage()

@@ -134,7 +134,7 @@ async def _unread_signals(storage: StorageBackend, reader: _Reader) -> list[Caus
     waits asks for: the classic typo, a run waiting for ``approve`` that got ``approved``."""
     history = reader.history
     waited = {
-        op_id.split(":", 1)[1].rsplit("#", 1)[0]
+        _op_name(op_id)
         for op_id, wait in history.signal_waits.items()
         if wait.index is None and not wait.timed_out
     }
@@ -272,7 +272,7 @@ class _Reader:
         causes: list[Cause] = []
         for op_id, wait in history.signal_waits.items():
             if wait.index is None and not wait.timed_out:
-                name = op_id.split(":", 1)[1].rsplit("#", 1)[0]
+                name = _op_name(op_id)
                 causes.append(
                     Cause(
                         "signal",
@@ -283,7 +283,7 @@ class _Reader:
                     )
                 )
         for hook_id, hook in history.open_hooks():
-            name = hook_id.split(":", 1)[1].rsplit("#", 1)[0]
+            name = _op_name(hook_id)
             causes.append(
                 Cause(
                     "hook",
@@ -405,6 +405,11 @@ async def _workers(storage: StorageBackend) -> list[WorkerRecord] | None:
     if WORKERS not in storage.capabilities:
         return None
     return await all_workers(storage)
+
+
+def _op_name(op_id: str) -> str:
+    """The name in an operation id ``kind:name#n``."""
+    return op_id.split(":", 1)[1].rsplit("#", 1)[0]
 
 
 def _at(value: datetime | None) -> str:

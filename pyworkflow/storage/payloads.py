@@ -12,6 +12,7 @@ limit when that is lower (a backend's
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -84,6 +85,20 @@ def strict_json(value: Any, what: str) -> str:
     if "NaN" in text or "Infinity" in text:
         refuse_non_finite(value, what)
     return text
+
+
+def loads_strict(text: str) -> Any:
+    """JSON text from outside (a command line, a form) as a value, refusing ``NaN`` and
+    infinities, which Python's reader accepts but no JSON reader elsewhere does.
+
+    Raises:
+        ValueError: it is not JSON (``json.JSONDecodeError``) or holds such a constant.
+    """
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def refuse_non_finite(value: Any, what: str) -> None:

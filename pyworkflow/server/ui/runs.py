@@ -42,6 +42,7 @@ from pyworkflow.server.ui.render import (
 )
 from pyworkflow.signals import send_signal
 from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.payloads import loads_strict
 from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun, utcnow
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -190,7 +191,7 @@ async def signal(request: Request, run_id: str, form: AdminForm, storage: Storag
     what was wrong and the values typed."""
     name, text = form.get("name").strip(), form.get("payload").strip()
     try:
-        payload = json.loads(text, parse_constant=_refuse_constant) if text else None
+        payload = loads_strict(text) if text else None
         await send_signal(run_id, name, payload, storage=storage)
     except (ValueError, SerializationError, RunEndedError) as exc:  # ValidationError too
         run = await run_or_404(storage, run_id)
@@ -198,10 +199,6 @@ async def signal(request: Request, run_id: str, form: AdminForm, storage: Storag
         context["signal_form"] = {"name": name, "payload": text, "problems": _problems(exc)}
         return page(request, form.principal, "run.html", context, status_code=422)
     return RedirectResponse(path_for(request, "ui_run", run_id=run_id), status_code=303)
-
-
-def _refuse_constant(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")
 
 
 def _problems(exc: Exception) -> list[str]:
