@@ -33,6 +33,7 @@ from pyworkflow.core.exceptions import ConfigurationError
 from pyworkflow.storage.payloads import PayloadLimit, effective_limit
 from pyworkflow.storage.schemas import (
     Event,
+    GateRecord,
     HookRecord,
     HookStatus,
     RunStatus,
@@ -149,6 +150,8 @@ WORKERS = "workers"
 RETENTION = "retention"
 #: Capability flag: the backend keeps runs' signal inboxes (``send_signal``, ``list_signals``).
 SIGNALS = "signals"
+#: Capability flag: the backend keeps flow-control gates (``get_gate``, ``save_gate``).
+FLOW_CONTROL = "flow_control"
 
 #: The optional method groups; a backend has a group's flag when it overrides every
 #: method of the group (see :meth:`StorageBackend.__init_subclass__`).
@@ -165,6 +168,7 @@ OPTIONAL_GROUPS: Mapping[str, tuple[str, ...]] = {
     WORKERS: ("save_worker", "list_workers", "delete_worker"),
     RETENTION: ("delete_runs",),
     SIGNALS: ("send_signal", "list_signals"),
+    FLOW_CONTROL: ("get_gate", "save_gate"),
 }
 
 
@@ -189,6 +193,8 @@ class StorageBackend(ABC):
               them (``delete_runs``; :func:`pyworkflow.purge_runs` finds them).
             * ``"signals"``: runs have signal inboxes (``send_signal``,
               ``list_signals``).
+            * ``"flow_control"``: concurrency and rate limits can be kept
+              (``get_gate``, ``save_gate``).
 
             A subclass declares the first two itself. The others are derived when
             the class is created: a class that overrides every method of a group has the
@@ -565,6 +571,26 @@ class StorageBackend(ABC):
     ) -> list[SignalRecord]:
         """The run's signals with ``sequence > after_sequence``, in sequence order, at most
         ``limit``; an unknown run has none."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+    # -- flow-control gates -----------------------------------------------------------------
+
+    async def get_gate(self, key: str) -> GateRecord | None:
+        """The gate stored under ``key``, or ``None``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
+
+    async def save_gate(self, gate: GateRecord, *, expected_version: int | None) -> bool:
+        """Insert or compare-and-set update a gate, as :meth:`save_schedule` does a
+        schedule.
+
+        ``expected_version=None``: insert; returns ``False`` (nothing written) if a gate
+        with this key exists. Otherwise: replace the stored gate only if its version
+        equals ``expected_version``; returns ``False`` (nothing written) if it does not
+        or there is none. On success the stored version is 1 (insert) or
+        ``expected_version + 1``, and ``gate.version`` is set to it. Of two concurrent
+        saves from one version exactly one succeeds. ``key`` is at most 255 characters;
+        ``data`` is checked against the payload limit before anything is written.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not implement this yet")
 
     # -- the worker registry ---------------------------------------------------------------

@@ -20,6 +20,7 @@ from pyworkflow.storage import payloads
 from pyworkflow.storage.base import RunQuery, StorageBackend
 from pyworkflow.storage.schemas import (
     Event,
+    GateRecord,
     HookRecord,
     HookStatus,
     RunStatus,
@@ -45,6 +46,7 @@ class InMemoryStorageBackend(StorageBackend):
         self._keys: dict[str, str] = {}
         self._hooks: dict[str, HookRecord] = {}
         self._schedules: dict[str, ScheduleRecord] = {}
+        self._gates: dict[str, GateRecord] = {}
         self._workers: dict[str, WorkerRecord] = {}
         # Per run: the inbox in sequence order (sequence n at index n - 1), and signal_id
         # -> sequence for repeated sends.
@@ -187,6 +189,24 @@ class InMemoryStorageBackend(StorageBackend):
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         return self._schedules.pop(schedule_id, None) is not None
+
+    async def get_gate(self, key: str) -> GateRecord | None:
+        gate = self._gates.get(key)
+        return gate.copy() if gate else None
+
+    async def save_gate(self, gate: GateRecord, *, expected_version: int | None) -> bool:
+        payloads.check_gate(gate, self.payload_limit)
+        current = self._gates.get(gate.key)
+        version = rules.next_schedule_version(
+            None if current is None else current.version, expected_version
+        )
+        if version is None:
+            return False
+        stored = gate.copy()
+        stored.version = version
+        self._gates[gate.key] = stored
+        gate.version = version
+        return True
 
     async def save_worker(self, worker: WorkerRecord) -> None:
         self._workers[worker.worker_id] = worker.copy()

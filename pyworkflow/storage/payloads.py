@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from pyworkflow.core.exceptions import PayloadTooLargeError, SerializationError
 from pyworkflow.serialization import compact_json
-from pyworkflow.storage.schemas import Event, HookRecord, ScheduleRecord, WorkflowRun
+from pyworkflow.storage.schemas import Event, GateRecord, HookRecord, ScheduleRecord, WorkflowRun
 
 DEFAULT_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 #: Run fields holding JSON text that may be large (user values and errors).
@@ -185,12 +185,18 @@ def check_schedule(schedule: ScheduleRecord, limit: PayloadLimit) -> None:
     check_size(schedule.data, f"data of schedule {schedule.schedule_id!r}", limit)
 
 
+def check_gate(gate: GateRecord, limit: PayloadLimit) -> None:
+    """Check a flow-control gate about to be saved."""
+    check_size(gate.data, f"data of flow-control gate {gate.key!r}", limit)
+
+
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "RUN_PAYLOAD_FIELDS",
     "PayloadLimit",
     "check_changes",
     "check_events",
+    "check_gate",
     "check_hook",
     "check_hook_payload",
     "check_run",

@@ -491,6 +491,27 @@ class SignalRecord:
 
 
 @dataclass(slots=True)
+class GateRecord:
+    """A flow-control gate as storage keeps it: the state one concurrency limit (its
+    slot holders and queue) or one rate limit (its next free start time) shares across
+    processes.
+
+    Storage keeps ``data`` (JSON text the engine reads, see
+    :mod:`pyworkflow.engine.flow`) verbatim; ``version`` makes every change a
+    compare-and-set, which is what makes a limit hold across processes: of two
+    processes that read one version, only one writes the next.
+    """
+
+    key: str
+    data: str = "{}"
+    version: int = 0  # 0: never stored; storage sets 1 on insert, +1 on each update
+    updated_at: datetime = field(default_factory=utcnow)
+
+    def copy(self) -> GateRecord:
+        return copy.copy(self)
+
+
+@dataclass(slots=True)
 class WorkerRecord:
     """A process that executes runs, as the worker registry keeps it.
 
