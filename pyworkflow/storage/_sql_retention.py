@@ -1,6 +1,7 @@
 """Retention on the SQL backends: :meth:`delete_runs`, deleting finished runs with their
 rows. Shared by SQLite, PostgreSQL and MySQL/MariaDB like
-:mod:`pyworkflow.storage._sql_signals`.
+:mod:`pyworkflow.storage._sql_signals`. (Flow-control gates belong to no run, so
+retention leaves them alone.)
 
 A run's data lives in five tables, all keyed (or indexed) by ``run_id``: ``runs``,
 ``events`` and ``signals`` (primary keys ``(run_id, sequence)``), ``run_tags`` (primary
@@ -24,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pyworkflow.storage._sql import TX, Conn, Dialect, Statements
-from pyworkflow.storage._sql_signals import SQLSignalBackend
+from pyworkflow.storage._sql_gates import SQLGateBackend
 from pyworkflow.storage._sql_statements import IN_CHUNK, TERMINAL_VALUES
 
 
@@ -75,8 +76,8 @@ class RetentionStatements:
         return [ids] if self.dialect.array_params else list(ids)
 
 
-class SQLRetentionBackend(SQLSignalBackend):
-    """:class:`~pyworkflow.storage._sql_signals.SQLSignalBackend` plus
+class SQLRetentionBackend(SQLGateBackend):
+    """:class:`~pyworkflow.storage._sql_gates.SQLGateBackend` plus
     :meth:`delete_runs` (see the module docstring)."""
 
     _retention_sql: RetentionStatements | None = None

@@ -21,12 +21,17 @@ Layout under ``base_path``::
                             per-schedule lock (listing schedules scans this folder)
     workers/<id>.json       a worker's registry record (worker_id, last_beat, data),
                             replaced atomically at each beat (listing scans this folder)
-    locks/                  lock files (striped per-run and per-schedule locks, and one
-                            for creation)
+    gates/<sha256>.json     a flow-control gate (key, data, version, updated_at), replaced
+                            atomically under a striped per-gate lock, like a schedule
+    locks/                  lock files (striped per-run, per-schedule and per-gate locks,
+                            and one for creation)
 
-Run, schedule and worker ids are percent-encoded into file names. The run record also
-stores the byte length of the committed event log: it is written last, so it is the
-commit point of an append.
+Run, schedule and worker ids are percent-encoded into file names. Idempotency and gate
+keys are hashed instead: they are arbitrary text (up to 255 characters of it for a gate
+key), whose percent-encoding could exceed the file system's 255-byte name limit.
+
+The run record also stores the byte length of the committed event log: it is written
+last, so it is the commit point of an append.
 Bytes past that length (left by a crash between the two writes) are invisible to
 readers and overwritten by the next append, which keeps "events and projection move
 together" true across crashes. The signal inbox works the same way (``signals_size`` in
@@ -68,6 +73,7 @@ from pyworkflow.storage import payloads
 from pyworkflow.storage.base import RunQuery, StorageBackend, parse_cursor
 from pyworkflow.storage.schemas import (
     Event,
+    GateRecord,
     HookRecord,
     HookStatus,
     RunStatus,
@@ -117,6 +123,7 @@ class FileStorageBackend(StorageBackend):
         self._hooks = self.base_path / "hooks"
         self._schedules = self.base_path / "schedules"
         self._workers = self.base_path / "workers"
+        self._gates = self.base_path / "gates"
         self._ready = False
 
     def __repr__(self) -> str:
@@ -138,6 +145,7 @@ class FileStorageBackend(StorageBackend):
                 self._hooks,
                 self._schedules,
                 self._workers,
+                self._gates,
             ):
                 directory.mkdir(parents=True, exist_ok=True)
             self._ready = True
@@ -670,6 +678,41 @@ class FileStorageBackend(StorageBackend):
 
         return await self._call(delete)
 
+    # -- flow-control gates ---------------------------------------------------------------
+
+    def _gate_path(self, key: str) -> Path:
+        # Hashed, not percent-encoded: 255 characters of any text may encode to well over
+        # the 255 bytes a file name may have.
+        return self._gates / f"{hashlib.sha256(key.encode('utf-8')).hexdigest()}.json"
+
+    async def get_gate(self, key: str) -> GateRecord | None:
+        raw = await self._call(self._read_json, self._gate_path(key))
+        return None if raw is None else _gate_from_dict(raw)
+
+    async def save_gate(self, gate: GateRecord, *, expected_version: int | None) -> bool:
+        """A compare-and-set under the gate's stripe lock, exactly as
+        :meth:`save_schedule`: the lock makes read-compare-replace atomic across threads
+        and processes; readers need none (the file is replaced atomically)."""
+        payloads.check_gate(gate, self.payload_limit)
+        record = gate.copy()
+
+        def save() -> bool:
+            path = self._gate_path(record.key)
+            with self._locked(self._striped_lock("gate", record.key)):
+                raw = self._read_json(path)
+                stored = None if raw is None else raw["version"]
+                version = rules.next_schedule_version(stored, expected_version)
+                if version is None:
+                    return False
+                record.version = version
+                self._write_atomic(path, _gate_to_dict(record))
+                return True
+
+        saved = await self._call(save)
+        if saved:
+            gate.version = record.version
+        return saved
+
     # -- retention ------------------------------------------------------------------------
 
     async def delete_runs(self, run_ids: Sequence[str]) -> int:
@@ -819,6 +862,24 @@ def _hook_from_dict(raw: dict[str, Any]) -> HookRecord:
 
 def _schedule_to_dict(schedule: ScheduleRecord) -> dict[str, Any]:
     return _record_to_dict(schedule, _SCHEDULE_DATETIMES)
+
+
+def _gate_to_dict(gate: GateRecord) -> dict[str, Any]:
+    return {
+        "key": gate.key,
+        "data": gate.data,
+        "version": gate.version,
+        "updated_at": gate.updated_at.isoformat(),
+    }
+
+
+def _gate_from_dict(raw: dict[str, Any]) -> GateRecord:
+    return GateRecord(
+        key=raw["key"],
+        data=raw["data"],
+        version=raw["version"],
+        updated_at=datetime.fromisoformat(raw["updated_at"]),
+    )
 
 
 def _schedule_from_dict(raw: dict[str, Any]) -> ScheduleRecord:

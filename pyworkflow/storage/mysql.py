@@ -223,6 +223,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UNIQUE KEY signals_run_signal (run_id, signal_id)
         ) {_TABLE_OPTIONS}""",
     ),
+    # 8: flow-control gates, read and compare-and-set by key (exact: the table's binary
+    # collation, so 'A' and 'a' are two gates).
+    (
+        f"""CREATE TABLE IF NOT EXISTS gates (
+            gate_key VARCHAR(255) NOT NULL PRIMARY KEY,
+            version BIGINT NOT NULL,
+            data LONGTEXT NOT NULL,
+            updated_at DATETIME(6) NOT NULL
+        ) {_TABLE_OPTIONS}""",
+    ),
 )
 
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (aiomysql.Error, OSError)

@@ -230,6 +230,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             CONSTRAINT signals_run_signal UNIQUE (run_id, signal_id)
         )""",
     ),
+    # 8: flow-control gates, read and compare-and-set by key. Every acquire and release
+    # rewrites a gate's row: room left on its page lets the update stay there (HOT),
+    # without a new entry in the key's index.
+    (
+        """CREATE TABLE {p}gates (
+            gate_key TEXT COLLATE "C" PRIMARY KEY,
+            version BIGINT NOT NULL,
+            data TEXT NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL
+        ) WITH (fillfactor = 70)""",
+    ),
 )
 
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (

@@ -206,6 +206,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UNIQUE (run_id, signal_id)
         ) WITHOUT ROWID""",
     ),
+    # 9: flow-control gates, read and compare-and-set by key; updated_at is encoded like
+    # wake_at. A rowid table: data (a limit's holders and queue) may grow beyond what a
+    # WITHOUT ROWID b-tree keeps well.
+    (
+        """CREATE TABLE gates (
+            gate_key TEXT PRIMARY KEY,
+            version INTEGER NOT NULL,
+            data TEXT NOT NULL,
+            updated_at INTEGER NOT NULL
+        )""",
+    ),
 )
 
 

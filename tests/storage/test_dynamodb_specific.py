@@ -1,6 +1,6 @@
 """DynamoDB backend behaviour beyond the shared contract: table setup, chunked and
 compressed data, transaction limits and error mapping, index re-checks, cancellation
-requests, hook items and signal inboxes, URL parsing.
+requests, hook items, signal inboxes and flow-control gates, URL parsing.
 
 These tests run against moto (an emulator started by ``backend_dynamodb``, on
 127.0.0.1), not against AWS: they show the backend's logic, not DynamoDB's own
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,7 +27,7 @@ from pyworkflow.core.exceptions import (
     StorageError,
     WorkflowNotFoundError,
 )
-from pyworkflow.storage.schemas import EventType, HookStatus, RunStatus, RunUpdate
+from pyworkflow.storage.schemas import EventType, GateRecord, HookStatus, RunStatus, RunUpdate
 from pyworkflow.testing.conformance import at, make_events, make_run
 from pyworkflow.testing.conformance_hooks import make_hook
 from pyworkflow.testing.conformance_workers import make_worker
@@ -845,6 +846,84 @@ async def test_a_large_worker_record_is_compressed(
     assert "data_z" in item and "data" not in item
     [stored] = await backend.list_workers()
     assert stored.runs == runs
+
+
+# -- flow-control gates -----------------------------------------------------------------------
+
+
+def gate_key(key: str) -> dict[str, Any]:
+    return {"PK": {"S": f"GATE#{key}"}, "SK": {"S": "GATE"}}
+
+
+async def test_gate_items_have_a_partition_each_outside_every_index(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    await backend.create_run(make_run("r1", status=RunStatus.PENDING, tags=["eu"]))
+    # The longest key: 255 characters of 4 bytes each, which with a prefix would be over
+    # the 1,024 bytes of a sort key, so a gate's key is its partition key.
+    key = "\U0001f600" * 255
+    assert await backend.save_gate(GateRecord(key, '{"holders": ["r1"]}'), expected_version=None)
+    item = (await raw.get_item(TableName=table, Key=gate_key(key)))["Item"]
+    # No attribute any index is keyed on (status, gsi_*, created_sk, ...).
+    assert set(item) == {"PK", "SK", "gate_key", "version", "updated_at", "data", "write_token"}
+    description = (await raw.describe_table(TableName=table))["Table"]
+    for index in description["GlobalSecondaryIndexes"]:
+        page = await raw.scan(TableName=table, IndexName=index["IndexName"])
+        assert not [i for i in page["Items"] if i["PK"]["S"].startswith("GATE#")]
+    assert [r.run_id for r in await backend.list_runs()] == ["r1"]
+    assert [r.run_id for r in await backend.list_runs(status=RunStatus.PENDING)] == ["r1"]
+    assert await backend.list_schedules() == []
+
+
+async def test_a_table_of_the_previous_release_keeps_gates(
+    table: str, endpoint: str, raw: Any
+) -> None:
+    """Gates need no index: a table created before them serves them as it is."""
+    await raw.create_table(**table_definition(table))
+    storage = DynamoDBStorageBackend(
+        table, moto.REGION, endpoint, create_table=False, session=moto.emulator_session()
+    )
+    try:
+        assert await storage.save_gate(GateRecord("rate:wf"), expected_version=None)
+        stored = await storage.get_gate("rate:wf")
+        assert stored is not None and stored.version == 1
+    finally:
+        await storage.close()
+
+
+async def test_a_large_gate_is_compressed(
+    backend: DynamoDBStorageBackend, raw: Any, table: str
+) -> None:
+    data = json.dumps({"queue": [f"run_{i:06d}" for i in range(5000)]})  # ~60 KB
+    assert await backend.save_gate(GateRecord("k", data), expected_version=None)
+    item = (await raw.get_item(TableName=table, Key=gate_key("k")))["Item"]
+    assert "data_z" in item and "data" not in item
+    stored = await backend.get_gate("k")
+    assert stored is not None and stored.data == data
+
+
+async def test_a_gate_save_whose_response_was_lost_still_wins(
+    backend: DynamoDBStorageBackend,
+) -> None:
+    assert await backend.save_gate(GateRecord("k", '{"n": 1}'), expected_version=None)
+    client = await backend._get_client()
+    real = client.put_item
+
+    async def lost_response(**kwargs: Any) -> Any:
+        await real(**kwargs)  # the write lands, the response is lost: the SDK retries,
+        return await real(**kwargs)  # and the retry fails the version condition
+
+    client.put_item = lost_response
+    try:
+        again = GateRecord("k", '{"n": 2}')
+        won = await backend.save_gate(again, expected_version=1)
+        lost = await backend.save_gate(GateRecord("k", '{"n": 3}'), expected_version=1)
+    finally:
+        client.put_item = real
+    assert won and again.version == 2
+    assert not lost  # another writer's token: a real conflict
+    stored = await backend.get_gate("k")
+    assert stored is not None and (stored.version, stored.data) == (2, '{"n": 2}')
 
 
 # -- URLs ----------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from pyworkflow.core.exceptions import (
 from pyworkflow.storage.base import run_cursor
 from pyworkflow.storage.config import storage_from_url
 from pyworkflow.storage.memory import InMemoryStorageBackend
-from pyworkflow.storage.schemas import Event, EventType, RunStatus, RunUpdate
+from pyworkflow.storage.schemas import Event, EventType, GateRecord, RunStatus, RunUpdate
 from pyworkflow.testing.conformance import at, make_events, make_run
 from pyworkflow.testing.conformance_workers import make_worker
 from tests.services import require_service
@@ -576,6 +576,35 @@ async def test_replayed_create_is_recognised_as_already_applied(
     with pytest.raises(RunAlreadyExistsError):
         await backend._create(run, make_events("r1", 1, 1), "token-2")
     assert len(await backend.get_events("r1")) == 1
+
+
+async def test_replayed_gate_save_is_recognised_as_already_applied(
+    backend: RedisStorageBackend,
+) -> None:
+    assert await backend._save_gate(GateRecord("g", '{"n":1}'), None, "token-1")
+    # The same insert again, as redis-py's retry would send it after a lost reply.
+    assert await backend._save_gate(GateRecord("g", '{"n":1}'), None, "token-1")
+    assert not await backend._save_gate(GateRecord("g", '{"n":2}'), None, "token-2")
+    assert await backend._save_gate(GateRecord("g", '{"n":3}'), 1, "token-3")
+    assert await backend._save_gate(GateRecord("g", '{"n":3}'), 1, "token-3")
+    assert not await backend._save_gate(GateRecord("g", '{"n":4}'), 1, "token-4")
+    stored = await backend.get_gate("g")
+    assert stored is not None and stored.version == 2 and stored.data == '{"n":3}'
+
+
+# -- flow-control gates ----------------------------------------------------------------------
+
+
+async def test_a_gate_is_one_hash_under_the_prefix_named_by_its_key(
+    backend: RedisStorageBackend, raw: aioredis.Redis, prefix: str
+) -> None:
+    key = "concurrency:{other}:é"  # braces in a key leave the prefix's hash tag in charge
+    assert await backend.save_gate(GateRecord(key, "[1]", updated_at=at(7)), expected_version=None)
+    assert await raw.keys(f"{{{prefix}}}:*") == [f"{{{prefix}}}:gate:{key}"]
+    stored = await raw.hgetall(backend._key("gate", key))
+    assert set(stored) == {"key", "data", "version", "updated_at", "_w"}
+    assert (stored["data"], stored["version"]) == ("[1]", "1")
+    assert int(stored["updated_at"]) == (at(7) - EPOCH) // timedelta(microseconds=1)
 
 
 # -- connections -----------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import pytest
 from pyworkflow.engine.recovery import PAGE_SIZE
 from pyworkflow.engine.workers import PAGE_SIZE as WORKER_PAGE
 from pyworkflow.storage._sql import READ, TX, Conn, SQLStorageBackend, Statements
+from pyworkflow.storage._sql_gates import GateStatements
 from pyworkflow.storage._sql_hooks import HookStatements
 from pyworkflow.storage._sql_schedules import ScheduleStatements
 from pyworkflow.storage._sql_signals import SignalStatements
@@ -45,6 +46,7 @@ from pyworkflow.storage.base import RunQuery, hook_cursor, run_cursor
 from pyworkflow.storage.schemas import (
     Event,
     EventType,
+    GateRecord,
     HookRecord,
     HookStatus,
     RunStatus,
@@ -144,7 +146,7 @@ def filter_queries() -> dict[str, tuple[RunQuery, tuple[str, ...] | None, str]]:
 def hot_queries(sql: Statements) -> dict[str, tuple[str, list[Any]]]:
     """``name -> (statement, params)`` exactly as the backend would run them."""
     dt = sql.dialect.dt_to_db
-    signals = SignalStatements(sql)
+    signals, gates = SignalStatements(sql), GateStatements(sql)
     mid = run_cursor(WorkflowRun(run_id="run-0010000", workflow_name="x", created_at=at(10_000)))
     deep = run_cursor(WorkflowRun(run_id="run-0000500", workflow_name="x", created_at=at(500)))
     queries = {
@@ -175,6 +177,12 @@ def hot_queries(sql: Statements) -> dict[str, tuple[str, list[Any]]]:
         "read a run's signals": (signals.list, ["run-0004242", 100, 1000]),
         "a signal by its id": (signals.get_locked, ["run-0004242", "signal-150"]),
         "a run's last signal": (signals.last_sequence, ["run-0004242"]),
+        # Every flow-controlled step reads its gate, then compare-and-sets it.
+        "a gate by its key": (gates.get, ["concurrency:wf-42:4242"]),
+        "a gate's compare-and-set": (
+            gates.update,
+            list(gates.update_params(gate("concurrency:wf-42:4242"), 3, 2)),
+        ),
     }
     due = ["suspended", dt(NOW), "claimer", dt(NOW), 100]
     if sql.dialect.update_returning:
@@ -242,17 +250,24 @@ def scan_queries(sql: Statements) -> dict[str, tuple[str, list[Any], str]]:
 HOOKS, SCHEDULES, WORKERS = 20_000, 5_000, 5_000
 # Signals: one for every run, and a long inbox for one of them.
 SIGNAL_RUNS, LONG_INBOX = 20_000, 200
+GATES = 5_000
+
+
+def gate(key: str) -> GateRecord:
+    return GateRecord(key=key, data='{"holders":[]}', updated_at=NOW)
 
 
 def seed_others(sql: Statements) -> dict[str, tuple[str, list[tuple[Any, ...]]]]:
     """``table -> (insert statement, rows)``: a hook for every run (most disposed or
     received long ago, a tenth pending), schedules (most active, due over the past and
-    future of NOW), worker records and signals (one per run, a long inbox for one)."""
-    hooks, schedules, workers, signals = (
+    future of NOW), worker records, signals (one per run, a long inbox for one) and
+    flow-control gates."""
+    hooks, schedules, workers, signals, gates = (
         HookStatements(sql),
         ScheduleStatements(sql),
         WorkerStatements(sql),
         SignalStatements(sql),
+        GateStatements(sql),
     )
     statuses = [HookStatus.DISPOSED] * 6 + [HookStatus.RECEIVED] * 3 + [HookStatus.PENDING]
     hook_rows = [
@@ -310,6 +325,10 @@ def seed_others(sql: Statements) -> dict[str, tuple[str, list[tuple[Any, ...]]]]
         "schedules": (schedules.insert, schedule_rows),
         "workers": (plain_upsert, worker_rows),
         "signals": (signals.insert, signal_rows),
+        "gates": (
+            gates.insert,
+            [gates.insert_params(gate(f"concurrency:wf-{i % 50}:{i}"), 1) for i in range(GATES)],
+        ),
     }
 
 
@@ -403,7 +422,7 @@ async def postgres_problems(
         await conn.execute(f"ANALYZE {backend.sql.runs}", ())
         await conn.execute(f"ANALYZE {backend.sql.tags}", ())
         await conn.execute(f"ANALYZE {backend.sql.events}", ())
-        for table in ("hooks", "schedules", "workers", "signals"):
+        for table in ("hooks", "schedules", "workers", "signals", "gates"):
             await conn.execute(f"ANALYZE {backend.sql.prefix}{table}", ())
         return await conn.fetch(f"EXPLAIN (FORMAT JSON) {sql}", params)
 
@@ -429,7 +448,7 @@ async def mysql_problems(
     plan: str = SEEK,
 ) -> list[str]:
     async def explain(conn: Conn) -> Any:
-        tables = "runs, run_tags, events, hooks, schedules, workers, signals"
+        tables = "runs, run_tags, events, hooks, schedules, workers, signals, gates"
         await conn.fetch(f"ANALYZE TABLE {tables}", ())
         return await conn.fetch(f"EXPLAIN {sql}", params)
 
@@ -479,7 +498,7 @@ async def test_hot_queries_use_indexes(
     assert not failing, f"{name}: plans without an index:\n" + "\n".join(
         f"  {query}: {'; '.join(problems)}" for query, problems in failing.items()
     )
-    assert len(report) == 30 + len(scan_queries(Statements(backend.sql.dialect)))
+    assert len(report) == 32 + len(scan_queries(Statements(backend.sql.dialect)))
 
 
 def test_statement_text_is_parameterized() -> None:

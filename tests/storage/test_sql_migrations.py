@@ -11,6 +11,7 @@
   holds reads back without one and still completes.
 * A database of the release before signal inboxes gains their table; a run it holds
   takes signals (and, suspended, is woken by them).
+* A database of the release before flow control gains the gates table, runs kept.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pyworkflow.engine.runner import new_owner_id, resume_run
 from pyworkflow.storage._sql import WRITE, Conn, SQLStorageBackend
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.config import storage_from_url
-from pyworkflow.storage.schemas import HookRecord, RunStatus, WorkerRecord, utcnow
+from pyworkflow.storage.schemas import GateRecord, HookRecord, RunStatus, WorkerRecord, utcnow
 from pyworkflow.storage.sqlite import MIGRATIONS, SQLiteStorageBackend
 from pyworkflow.testing.conformance import at, make_events, make_run
 from tests.services import require_service
@@ -167,6 +168,9 @@ async def test_sqlite_v1_database_upgrades_in_place(
         assert await backend.list_workers() == [worker]
         signal = await backend.send_signal("old-2", "go", "1", signal_id="s1", now=at(9))
         assert signal is not None and await backend.list_signals("old-2") == [signal]
+        gate = GateRecord(key="concurrency:refund", data='{"holders":["old-2"]}', updated_at=at(9))
+        assert await backend.save_gate(gate, expected_version=None)
+        assert await backend.get_gate("concurrency:refund") == gate
     finally:
         await backend.close()
 
@@ -295,6 +299,13 @@ async def test_keys_compare_exactly(sql_storage: StorageBackend) -> None:
         by_key = await sql_storage.get_run_by_idempotency_key(key)
         assert by_key is not None and by_key.run_id == f"r{i}"
         assert [r.run_id for r in await sql_storage.list_runs(tag=key)] == [f"r{i}"]
+    # Gate keys too: four gates.
+    for i, key in enumerate(keys):
+        gate = GateRecord(key=f"concurrency:{key}", data=f'{{"i":{i}}}', updated_at=at(i))
+        assert await sql_storage.save_gate(gate, expected_version=None)
+    for i, key in enumerate(keys):
+        stored = await sql_storage.get_gate(f"concurrency:{key}")
+        assert stored is not None and stored.data == f'{{"i":{i}}}'
     # Byte order of run ids, as run_cursor paging assumes.
     for run_id in ("b", "B", "a-b", "ab", "a_b"):
         await sql_storage.create_run(make_run(run_id, created_at=at(100)))
@@ -341,6 +352,7 @@ WORKERS_INDEX = "workers_last_beat"
 # schema of the release n migrations back.
 UNDO_LATEST = {
     "sqlite": (
+        "DROP TABLE gates",
         "DROP TABLE signals",
         "ALTER TABLE runs DROP COLUMN trace_context",
         "ALTER TABLE runs DROP COLUMN queue",
@@ -348,6 +360,7 @@ UNDO_LATEST = {
         f"DROP INDEX {CANCEL_INDEX}",
     ),
     "postgres": (
+        "DROP TABLE {prefix}gates",
         "DROP TABLE {prefix}signals",
         "ALTER TABLE {prefix}runs DROP COLUMN trace_context",
         "ALTER TABLE {prefix}runs DROP COLUMN queue",
@@ -355,6 +368,7 @@ UNDO_LATEST = {
         f"DROP INDEX {{prefix}}{CANCEL_INDEX}",
     ),
     "mysql": (
+        "DROP TABLE gates",
         "DROP TABLE signals",
         "ALTER TABLE runs DROP COLUMN trace_context",
         "ALTER TABLE runs DROP COLUMN queue",
@@ -409,7 +423,7 @@ async def test_previous_schema_gains_the_cancel_index(
     await sql_storage.create_run(make_run("busy", status=RunStatus.RUNNING, created_at=at(3)))
     for run_id in ("asked", "busy"):
         assert await sql_storage.request_cancellation(run_id, "stop", at(5))
-    await _downgrade(sql_storage, backend_name, migrations=5)
+    await _downgrade(sql_storage, backend_name, migrations=6)
     assert not await _has_index(sql_storage, backend_name, CANCEL_INDEX)
     await sql_storage.close()
 
@@ -433,7 +447,7 @@ async def test_previous_schema_gains_the_workers_table(
     assert isinstance(sql_storage, SQLStorageBackend) and storage_url is not None
     await sql_storage.create_run(make_run("kept", tags=["eu"]))
     await sql_storage.append_events("kept", make_events("kept", 1, 2), expected_last_sequence=0)
-    await _downgrade(sql_storage, backend_name, migrations=4)
+    await _downgrade(sql_storage, backend_name, migrations=5)
     with pytest.raises(StorageError):  # the release before had no worker registry
         await sql_storage.list_workers()
     await sql_storage.close()
@@ -462,7 +476,7 @@ async def test_previous_schema_gains_the_queue_column(
     queue), and new runs keep theirs."""
     assert isinstance(sql_storage, SQLStorageBackend) and storage_url is not None
     await sql_storage.create_run(make_run("before", tags=["eu"]))
-    await _downgrade(sql_storage, backend_name, migrations=3)
+    await _downgrade(sql_storage, backend_name, migrations=4)
     await sql_storage.close()
 
     upgraded = storage_from_url(storage_url)
@@ -499,7 +513,7 @@ async def test_previous_schema_gains_the_trace_context_column(
     await get_runtime("local").shutdown()  # nothing wakes it but this test
     asleep = await sql_storage.get_run(run_id)
     assert asleep is not None and asleep.status == RunStatus.SUSPENDED
-    await _downgrade(sql_storage, backend_name, migrations=2)
+    await _downgrade(sql_storage, backend_name, migrations=3)
     await sql_storage.close()
 
     upgraded = storage_from_url(storage_url)
@@ -533,7 +547,7 @@ async def test_previous_schema_gains_the_signals_table(
         make_events("waiting", 1, 1),
     )
     await sql_storage.create_run(make_run("done", status=RunStatus.COMPLETED))
-    await _downgrade(sql_storage, backend_name, migrations=1)
+    await _downgrade(sql_storage, backend_name, migrations=2)
     with pytest.raises(StorageError):  # the release before had no inboxes
         await sql_storage.list_signals("waiting")
     await sql_storage.close()
@@ -550,6 +564,34 @@ async def test_previous_schema_gains_the_signals_table(
         assert await upgraded.list_due_runs(at(10)) == ["waiting"]
         assert await upgraded.send_signal("done", "go", "1", signal_id="s1", now=at(10)) is None
         assert await upgraded.delete_runs(["done"]) == 1
+        assert await _schema_version(upgraded) == len(upgraded.sql.migrations)
+    finally:
+        await upgraded.close()
+
+
+async def test_previous_schema_gains_the_gates_table(
+    sql_storage: StorageBackend, storage_url: str | None, backend_name: str
+) -> None:
+    """A database stored before flow control existed keeps its runs and keeps gates
+    after the upgrade, inserted and then compare-and-set."""
+    assert isinstance(sql_storage, SQLStorageBackend) and storage_url is not None
+    await sql_storage.create_run(make_run("kept", tags=["eu"]))
+    await _downgrade(sql_storage, backend_name, migrations=1)
+    with pytest.raises(StorageError):  # the release before had no gates
+        await sql_storage.get_gate("rate:charge")
+    await sql_storage.close()
+
+    upgraded = storage_from_url(storage_url)
+    assert isinstance(upgraded, SQLStorageBackend)
+    try:
+        kept = await upgraded.get_run("kept")
+        assert kept is not None and kept.tags == ["eu"]
+        assert await upgraded.get_gate("rate:charge") is None
+        gate = GateRecord(key="rate:charge", data='{"next":1}', updated_at=at(1))
+        assert await upgraded.save_gate(gate, expected_version=None) and gate.version == 1
+        gate.data, gate.updated_at = '{"next":2}', at(2)
+        assert await upgraded.save_gate(gate, expected_version=1) and gate.version == 2
+        assert await upgraded.get_gate("rate:charge") == gate
         assert await _schema_version(upgraded) == len(upgraded.sql.migrations)
     finally:
         await upgraded.close()

@@ -85,10 +85,11 @@ async def test_schema_version_is_recorded_once(tmp_path: Path) -> None:
     backend = SQLiteStorageBackend(path)
     await backend.connect()
     await backend.close()
-    assert len(MIGRATIONS) == 8  # the last: the signals table (run inboxes)
+    assert len(MIGRATIONS) == 9  # the last: the gates table (flow control)
     assert query(path, "SELECT version FROM schema_version") == [(len(MIGRATIONS),)]
     tables = {r[0] for r in query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"runs", "events", "schema_version", "schedules", "workers", "signals"} <= tables
+    wanted = {"runs", "events", "schema_version", "schedules", "workers", "signals", "gates"}
+    assert wanted <= tables
     indexes = {r[0] for r in query(path, "SELECT name FROM sqlite_master WHERE type='index'")}
     assert {
         "runs_idempotency_key",

@@ -21,6 +21,7 @@ from pyworkflow.storage import (
 )
 from pyworkflow.storage.base import (
     CANCELLATION,
+    FLOW_CONTROL,
     HOOKS,
     OPTIONAL_GROUPS,
     RETENTION,
@@ -32,7 +33,7 @@ from pyworkflow.storage.base import (
 )
 from pyworkflow.storage.schemas import Event, HookRecord, WorkflowRun
 
-OPTIONAL = {SCHEDULES, HOOKS, CANCELLATION, WORKERS, RETENTION, SIGNALS}
+OPTIONAL = {SCHEDULES, HOOKS, CANCELLATION, WORKERS, RETENTION, SIGNALS, FLOW_CONTROL}
 
 
 class RunsOnlyBackend(StorageBackend):

@@ -1,5 +1,5 @@
-"""DynamoDB storage: runs, event logs, hooks and signal inboxes in one DynamoDB table
-(single-table design).
+"""DynamoDB storage: runs, event logs, hooks, signal inboxes and flow-control gates in one
+DynamoDB table (single-table design).
 
 Extra: ``pip install 'pyworkflow-engine[dynamodb]'`` (installs ``aioboto3``).
 
@@ -52,6 +52,9 @@ One table, string keys ``PK`` (partition) and ``SK`` (sort)::
                                                                       write_token
     worker              WORKERS           WORKER#<worker_id>          worker_id, last_beat,
                                                                       data | data_z
+    flow-control gate   GATE#<key>        GATE                        gate_key, version,
+                                                                      updated_at, data | data_z,
+                                                                      write_token
 
 A run's events share its partition and sort by sequence, so ``get_events`` is one
 (paged) ``Query``; so is its signal inbox (``list_signals``: the ``SIGNAL#`` key range,
@@ -102,6 +105,11 @@ The worker registry needs no index either (see
 ``worker_id``, read by one consistent ``Query`` that never touches a run item; a table
 created before the registry serves it unchanged.
 
+Flow-control gates need no index (nothing lists them; see
+:mod:`~pyworkflow.storage.dynamodb.gates`): each is one item in a partition of its own,
+read and written by key, so a busy gate does not throttle the others. A gate item
+carries no index key attribute, so it is in no index and no run listing sees it.
+
 Indexes project keys plus the few small attributes their filters need (``INCLUDE``:
 ``run_id``, ``status``, ``workflow_name``, ``parent_run_id``, ``tags``; the due index
 ``lease_owner``/``lease_expires_at``), never payloads or ``last_sequence``/``updated_at``.
@@ -149,6 +157,9 @@ Atomicity
   or ``version = :expected`` (compare-and-set); it replaces the whole item. Each write
   sets a fresh ``write_token``, so when an SDK retry of a write that did land fails the
   condition, a re-read recognizes the token and answers ``True``.
+* ``save_gate``: the same conditional ``PutItem`` as ``save_schedule`` (insert under
+  ``attribute_not_exists``, else ``version = :expected``), with the same ``write_token``
+  re-read: of concurrent saves from one version, across processes, exactly one wins.
 * Leases: a conditional ``UpdateItem`` (compare-and-set on owner and expiry).
   ``claim_due_runs`` queries the due index (skipping leased runs with a filter) and
   leases each candidate with a condition that re-checks ``status``, ``wake_at`` and the
@@ -184,10 +195,12 @@ Limits
   written in the send's transaction), so the 4 MB transaction limit caps one at about
   3.5 MB *compressed*.
 * Schedule ``data`` is stored like a run payload: plain up to 16 KiB, else compressed;
-  a schedule whose data exceeds about 350 KB *compressed* is rejected.
+  a schedule whose data exceeds about 350 KB *compressed* is rejected. So is a gate's
+  ``data``.
 * Key sizes: run ids, idempotency keys and tags become key values (partition keys up
   to 2048 bytes, sort keys up to 1024 bytes); so do token hashes, hook ids,
-  schedule ids and signal ids.
+  schedule ids and signal ids. A gate key (at most 255 characters, so at most 1,020
+  bytes) is a partition key.
 
 Consistency
 -----------
@@ -230,6 +243,8 @@ Capacity and cost
   on run creation, status changes and timer changes only). A throttled index throttles
   the table; at several hundred run starts per second consider write sharding.
 * A failed conditional write (a lost lease race) still consumes write capacity.
+* ``get_gate`` is one consistent ``GetItem``; ``save_gate`` one conditional ``PutItem``
+  (a lost race costs a write plus a small consistent read of the write token).
 * ``send_signal`` is a consistent ``BatchGetItem`` (two small items) plus a transaction
   of three items (plus chunks); concurrent senders to one run serialize on its
   ``inbox_seq``, each lost race costing a re-read and another transaction. The run item
@@ -248,8 +263,8 @@ table setup, request helpers with retries), ``table`` (indexes, ``CreateTable``)
 ``expressions`` (placeholders, conditions), ``run_items``/``runs`` (runs and events),
 ``cancel_index`` (the cancellation-request index and its one-time backfill),
 ``leases`` (timers, leases, stale runs), ``hook_items``/``hooks`` (cancellation and
-hooks), ``signals`` (signal inboxes), ``schedules``, ``workers`` (the worker
-registry), ``retention`` (deleting finished runs with all their items).
+hooks), ``signals`` (signal inboxes), ``schedules``, ``gates`` (flow-control gates),
+``workers`` (the worker registry), ``retention`` (deleting finished runs with all their items).
 """
 
 # Every public name of the former single module stays importable from the package.

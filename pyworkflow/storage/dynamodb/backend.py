@@ -1,12 +1,13 @@
 """The DynamoDB storage backend class: the parts of the storage contract (runs, timers
-and leases, hooks, signal inboxes, schedules, the worker registry, retention) over one
-shared table client, built from arguments or a ``dynamodb://`` URL."""
+and leases, hooks, signal inboxes, schedules, flow-control gates, the worker registry,
+retention) over one shared table client, built from arguments or a ``dynamodb://`` URL."""
 
 from __future__ import annotations
 
 # aioboto3 ships no type information (see client.py).
 import aioboto3  # type: ignore[import-untyped]
 
+from pyworkflow.storage.dynamodb.gates import GateStore
 from pyworkflow.storage.dynamodb.hooks import HookStore
 from pyworkflow.storage.dynamodb.leases import LeaseStore
 from pyworkflow.storage.dynamodb.retention import RetentionStore
@@ -18,7 +19,14 @@ from pyworkflow.storage.dynamodb.workers import WorkerStore
 
 
 class DynamoDBStorageBackend(
-    RunStore, LeaseStore, HookStore, SignalStore, ScheduleStore, WorkerStore, RetentionStore
+    RunStore,
+    LeaseStore,
+    HookStore,
+    SignalStore,
+    ScheduleStore,
+    GateStore,
+    WorkerStore,
+    RetentionStore,
 ):
     """Runs and events in one DynamoDB table, shared safely between processes.
 

@@ -39,6 +39,8 @@ _WORKER = "WORKER#"
 _SIGNAL = "SIGNAL#"
 _SIGNAL_END = "SIGNAL$"  # sorts after every "SIGNAL#..." key, before "SIGNALID#"
 _SIGNALID = "SIGNALID#"
+_GATE = "GATE#"
+_GATE_SK = "GATE"
 
 
 # The item that records a table-wide migration as done (no index attributes).
@@ -107,3 +109,9 @@ def _schedule_key(schedule_id: str) -> Item:
 
 def _worker_key(worker_id: str) -> Item:
     return {"PK": _s(_WORKERS_PK), "SK": _s(f"{_WORKER}{worker_id}")}
+
+
+def _gate_key(key: str) -> Item:
+    """A gate's item: a partition of its own (a busy gate is a hot item, and a key of up
+    to 1,020 bytes fits a partition key but not, with a prefix, a sort key)."""
+    return {"PK": _s(f"{_GATE}{key}"), "SK": _s(_GATE_SK)}

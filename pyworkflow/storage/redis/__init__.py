@@ -20,7 +20,8 @@ The package, by what each module holds:
   :mod:`~pyworkflow.storage.redis.leases` (timers and leases),
   :mod:`~pyworkflow.storage.redis.hooks` (cancellation, hooks),
   :mod:`~pyworkflow.storage.redis.signals` (signal inboxes),
-  :mod:`~pyworkflow.storage.redis.schedules` and
+  :mod:`~pyworkflow.storage.redis.schedules`,
+  :mod:`~pyworkflow.storage.redis.gates` (flow-control gates) and
   :mod:`~pyworkflow.storage.redis.workers` (the worker registry), all on
   :mod:`~pyworkflow.storage.redis.connection` (client, pool, retries, error mapping).
 * :mod:`~pyworkflow.storage.redis.url`: URL syntax, options, validation, redaction.

@@ -1,11 +1,12 @@
 """The public class, :class:`RedisStorageBackend`, assembled from its parts (one module
 each: runs and events, timers and leases, hooks and cancellation, signal inboxes,
-schedules, the worker registry, retention), which all build on
+schedules, flow-control gates, the worker registry, retention), which all build on
 :class:`~pyworkflow.storage.redis.connection.RedisConnection`.
 """
 
 from __future__ import annotations
 
+from pyworkflow.storage.redis.gates import GateStore
 from pyworkflow.storage.redis.hooks import HookStore
 from pyworkflow.storage.redis.leases import LeaseStore
 from pyworkflow.storage.redis.retention import RetentionStore
@@ -16,7 +17,14 @@ from pyworkflow.storage.redis.workers import WorkerStore
 
 
 class RedisStorageBackend(
-    RunStore, LeaseStore, HookStore, SignalStore, ScheduleStore, WorkerStore, RetentionStore
+    RunStore,
+    LeaseStore,
+    HookStore,
+    SignalStore,
+    ScheduleStore,
+    GateStore,
+    WorkerStore,
+    RetentionStore,
 ):
     """Runs and events in Redis (see :mod:`pyworkflow.storage.redis` for guarantees and
     :mod:`pyworkflow.storage.redis.keys` for the layout).

@@ -1,6 +1,6 @@
 """Records <-> Redis hashes and events <-> JSON list items.
 
-Run, hook and schedule hashes hold one field per non-``None`` record field, encoded from
+Run, hook, schedule and gate hashes hold one field per non-``None`` record field, encoded from
 the dataclass field types (:class:`Codec`), so a field added to a dataclass round-trips
 without a change here or a migration (old records read its default). Datetimes are
 exact integer epoch microseconds, in hashes and in events. Hot path: a few C-level
@@ -20,6 +20,7 @@ from pyworkflow.serialization import compact_json
 from pyworkflow.storage.payloads import PayloadLimit, effective_limit, event_json
 from pyworkflow.storage.schemas import (
     Event,
+    GateRecord,
     HookRecord,
     HookStatus,
     RunStatus,
@@ -129,6 +130,7 @@ def _decode_hash(raw: Mapping[Any, Any] | Sequence[Any]) -> dict[str, str]:
 RUNS = Codec(WorkflowRun, {"RunStatus": RunStatus})
 HOOKS = Codec(HookRecord, {"HookStatus": HookStatus})
 SCHEDULES = Codec(ScheduleRecord, {"ScheduleStatus": ScheduleStatus})
+GATES = Codec(GateRecord, {})
 
 
 def run_from_hash(raw: Mapping[Any, Any] | Sequence[Any]) -> WorkflowRun | None:
@@ -147,6 +149,12 @@ def schedule_from_hash(raw: Mapping[Any, Any] | Sequence[Any]) -> ScheduleRecord
     """The schedule of a ``HGETALL`` reply, ``None`` for an empty one."""
     schedule: ScheduleRecord | None = SCHEDULES.decode(raw)
     return schedule
+
+
+def gate_from_hash(raw: Mapping[Any, Any] | Sequence[Any]) -> GateRecord | None:
+    """The gate of a ``HGETALL`` reply, ``None`` for an empty one."""
+    gate: GateRecord | None = GATES.decode(raw)
+    return gate
 
 
 def encode_event(run_id: str, event: Event, limit: PayloadLimit | None = None) -> str:

@@ -56,6 +56,11 @@ key                                         content
                                             order is id order)
 ``{p}:sidx:due``                            zset: active schedules with a ``next_run_time``,
                                             score = ``next_run_time`` in epoch microseconds
+``{p}:gate:<key>``                          hash: one field per gate field (encoded like run
+                                            hashes, ``key`` and ``data`` as is), plus ``_w``
+                                            (the token of the last write); ``<key>`` is the
+                                            gate's key as is (UTF-8; braces in it do not
+                                            change the hash tag, which is the first ``{...}``)
 ``{p}:worker:<worker_id>``                  hash: ``last_beat`` (epoch microseconds) and
                                             ``data`` (the record's other fields as JSON)
 ``{p}:widx:all``                            zset of every worker id (every score 0: member

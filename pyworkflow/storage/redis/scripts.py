@@ -67,6 +67,7 @@ _STANDALONE = (
     "delete_schedule",
     "list_schedules",
     "due_schedules",
+    "save_gate",
     "save_worker",
     "list_workers",
     "delete_worker",
@@ -103,6 +104,7 @@ class Scripts:
         self.delete_schedule: AsyncScript = client.register_script(SOURCES["delete_schedule"])
         self.list_schedules: AsyncScript = client.register_script(SOURCES["list_schedules"])
         self.due_schedules: AsyncScript = client.register_script(SOURCES["due_schedules"])
+        self.save_gate: AsyncScript = client.register_script(SOURCES["save_gate"])
         self.save_worker: AsyncScript = client.register_script(SOURCES["save_worker"])
         self.list_workers: AsyncScript = client.register_script(SOURCES["list_workers"])
         self.delete_worker: AsyncScript = client.register_script(SOURCES["delete_worker"])
