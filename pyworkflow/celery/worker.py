@@ -250,7 +250,12 @@ async def _routes(
     other runs' (children, parent, continuation) read from storage."""
     others = list(children)
     if outcome is not None:
-        related = [outcome.next_run_id, outcome.parent_run_id, *outcome.cancelled_children]
+        related = [
+            outcome.next_run_id,
+            outcome.parent_run_id,
+            *outcome.cancelled_children,
+            *outcome.handoff,
+        ]
         others += [other for other in related if other is not None]
     routes = await routes_of(storage, others) if others else {}
     if outcome is not None and outcome.workflow_name is not None:
@@ -295,6 +300,13 @@ def follow_up(outcome: Outcome, run_id: str, routes: Mapping[str, Route]) -> lis
     # parent_close_policy: the cancelled children clean up now.
     for child in outcome.cancelled_children:
         messages += wake(child, force=True)
+    # Flow control: the runs whose turn for a concurrency slot came; a start a rate
+    # limit delayed, at its time (the queue lease's expiry is the fallback).
+    for waiter in outcome.handoff:
+        messages += wake(waiter)
+    until = outcome.queued_until
+    if until is not None and (until - utcnow()).total_seconds() < window:
+        messages += wake(run_id, eta=until)
     return messages
 
 

@@ -49,6 +49,9 @@ class PyWorkflowConfig:
     # How long a run handed to a queue (a start, a dispatched step, a due timer) may wait
     # for a worker before the recovery sweep decides the message was lost.
     dispatch_timeout: float = 300.0
+    # A run waiting for a concurrency slot is looked at again after this many seconds
+    # even if no holder handed it the slot (a hand-off lost with its process).
+    queue_recheck_interval: float = 30.0
     # Celery runtime: sleeps ending within this many seconds are also sent with a broker
     # countdown (low lateness); 0 leaves every wake-up to the scheduler.
     celery_countdown_window: float = 60.0
@@ -94,7 +97,13 @@ _INT_OPTIONS = {
     "default_max_recovery_attempts",
     "max_payload_bytes",
 }
-_FLOAT_OPTIONS = {"lease_ttl", "timer_poll_interval", "dispatch_timeout", "celery_ack_timeout"}
+_FLOAT_OPTIONS = {
+    "lease_ttl",
+    "timer_poll_interval",
+    "dispatch_timeout",
+    "celery_ack_timeout",
+    "queue_recheck_interval",
+}
 _NON_NEGATIVE_FLOAT_OPTIONS = {"celery_countdown_window", "celery_shutdown_grace"}
 _PORT_OPTIONS = {"metrics_port"}  # None (off) or a TCP port
 _BOOL_OPTIONS = {

@@ -36,6 +36,61 @@ class WorkflowDefinition:
     context_class: type | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     queue: str | None = None  # None: the runtime's default workflow queue
+    # Flow control (see pyworkflow.engine.flow): at most ``concurrency_limit`` runs per
+    # ``concurrency_key(*args, **kwargs)`` executing at once; at most ``rate.count``
+    # starts per ``rate.period`` seconds (``rate_limit`` as written); the broker priority
+    # of the run's messages (0-9, higher first).
+    concurrency_limit: int | None = None
+    concurrency_key: Callable[..., Any] | None = None
+    rate_limit: str | None = None
+    rate: Rate | None = None
+    priority: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A start rate limit: at most ``count`` starts in any ``period`` seconds."""
+
+    count: int
+    period: float
+
+
+_RATE_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_rate(value: str, owner: str) -> Rate:
+    """``"100/m"`` (units s, m, h, d) or ``"5/30s"`` (any duration) as a :class:`Rate`.
+
+    Raises:
+        DefinitionError: the text is not such a rate (the message shows the forms).
+    """
+    count_text, sep, per = str(value).partition("/")
+    problem = f"{owner}: invalid rate_limit {value!r}: write it as '100/m' or '5/30s'"
+    if not sep or not count_text.strip().isdigit() or int(count_text) <= 0:
+        raise DefinitionError(problem)
+    per = per.strip()
+    period = _RATE_UNITS.get(per)
+    if period is None:
+        try:
+            period = parse_duration(per).total_seconds()
+        except (ValueError, TypeError):
+            raise DefinitionError(problem) from None
+    if period <= 0:
+        raise DefinitionError(problem)
+    return Rate(int(count_text), period)
+
+
+def check_priority(priority: int | None, owner: str) -> int | None:
+    """A broker priority, 0 (lowest) to 9 (highest), or ``None`` (the queue's default).
+
+    Raises:
+        DefinitionError: anything else.
+    """
+    if priority is None:
+        return None
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise DefinitionError(f"{owner}: priority must be an int from 0 to 9, got {priority!r}")
+    return priority
 
 
 def _validate_tags(
@@ -84,6 +139,10 @@ def workflow(
     max_recovery_attempts: int | None = None,
     context_class: type | None = None,
     queue: str | None = None,
+    concurrency_limit: int | None = None,
+    concurrency_key: Callable[..., Any] | None = None,
+    rate_limit: str | None = None,
+    priority: int | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
 
 
@@ -99,6 +158,10 @@ def workflow(
     max_recovery_attempts: int | None = None,
     context_class: type | None = None,
     queue: str | None = None,
+    concurrency_limit: int | None = None,
+    concurrency_key: Callable[..., Any] | None = None,
+    rate_limit: str | None = None,
+    priority: int | None = None,
 ) -> Any:
     """Register an ``async`` function as a workflow. Works as ``@workflow`` and ``@workflow()``.
 
@@ -116,6 +179,19 @@ def workflow(
             (default ``pyworkflow.workflows``); stored with each run, so whoever sends
             them later (scheduler, CLI, webhook receiver) needs no code. Workers take it
             with ``-Q NAME`` / ``pyworkflow worker --queues NAME``.
+        concurrency_limit: at most this many runs execute at once (per
+            ``concurrency_key``), across every process sharing the storage; the others
+            wait ``pending`` in the order they asked. A sleeping or waiting run holds no
+            slot; a crashed holder's slot frees when its lease expires.
+        concurrency_key: ``fn(*args, **kwargs) -> str`` called with a run's arguments
+            when it starts: runs with different keys have separate limits (one
+            customer's runs do not hold up another's). Default: one limit for the
+            workflow.
+        rate_limit: at most this many starts per period, e.g. ``"100/m"`` or
+            ``"5/30s"``; starts beyond it are delayed (the run waits ``pending``), never
+            refused.
+        priority: 0-9, higher first: the priority of this workflow's broker messages
+            under the Celery runtime (see docs/flow-control.md for the queue setting).
 
     Calling the decorated function directly just runs its body; use ``start()`` to run
     it durably.
@@ -135,6 +211,16 @@ def workflow(
         if max_recovery_attempts is not None and max_recovery_attempts < 0:
             raise DefinitionError(f"{owner}: max_recovery_attempts must be >= 0")
         wf_queue = validate_queue(queue, owner, DefinitionError)
+        if concurrency_limit is not None and (
+            isinstance(concurrency_limit, bool)
+            or not isinstance(concurrency_limit, int)
+            or concurrency_limit < 1
+        ):
+            raise DefinitionError(f"{owner}: concurrency_limit must be an int >= 1")
+        if concurrency_key is not None and not callable(concurrency_key):
+            raise DefinitionError(f"{owner}: concurrency_key must be a callable")
+        if concurrency_key is not None and concurrency_limit is None:
+            raise DefinitionError(f"{owner}: concurrency_key needs a concurrency_limit")
         definition = WorkflowDefinition(
             name=wf_name,
             func=fn,
@@ -146,6 +232,11 @@ def workflow(
             max_recovery_attempts=max_recovery_attempts,
             context_class=context_class,
             queue=wf_queue,
+            concurrency_limit=concurrency_limit,
+            concurrency_key=concurrency_key,
+            rate_limit=rate_limit,
+            rate=None if rate_limit is None else parse_rate(rate_limit, owner),
+            priority=check_priority(priority, owner),
         )
         register_workflow(definition)
 

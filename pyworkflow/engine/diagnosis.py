@@ -5,6 +5,8 @@ writes nothing) and lists :class:`Cause` entries, most pressing first:
 
 * a run that waits by design: a timer (sleep, retry delay, timeout) due at T, a hook
   pending since T, a signal wait since T, a child run still going;
+* a run waiting at a flow-control gate: for a concurrency slot (who holds the slots,
+  how many wait ahead) or for the start time its rate limit gave it;
 * a run that should be moving and is not: due since T but not resumed (nothing serves
   the storage), a step or the run's message sent to a queue no live worker consumes, a
   lease held by a worker whose beats stopped, a workflow no live worker has registered;
@@ -24,10 +26,11 @@ from typing import Any
 
 from pyworkflow.core.exceptions import HistoryCorruptedError, RunNotFoundError
 from pyworkflow.core.queues import STEPS_QUEUE, WORKFLOWS_QUEUE
+from pyworkflow.engine import flow
 from pyworkflow.engine.owners import OwnerKind, is_delivery, owner_kind
 from pyworkflow.engine.replay import History
 from pyworkflow.engine.workers import all_workers
-from pyworkflow.storage.base import SIGNALS, WORKERS, StorageBackend
+from pyworkflow.storage.base import FLOW_CONTROL, SIGNALS, WORKERS, StorageBackend
 from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkerRecord, WorkflowRun
 
 # A due run not resumed within this long is reported as stuck (timers poll every second
@@ -43,7 +46,8 @@ class Cause:
         kind: what it is (``timer``, ``retry``, ``hook``, ``signal``, ``child``,
             ``overdue``, ``queued``, ``step``, ``no_consumer``, ``no_worker``,
             ``dead_owner``, ``lease_expired``, ``executing``, ``cancel``, ``unread_signals``,
-            ``nondeterminism``, ``failed``, ``ended``, ``corrupt``).
+            ``concurrency``, ``rate_limit``, ``nondeterminism``, ``failed``, ``ended``,
+            ``corrupt``).
         message: one line for people.
         since: when the wait began, where known.
         until: when it ends by itself (a timer, a timeout), where known.
@@ -121,6 +125,8 @@ async def diagnose(
         found.causes += reader.waits()
         found.causes += await _unread_signals(storage, reader)
         found.causes += _overdue(run, now)
+    elif flow.is_flow_queued(run.lease_owner):
+        found.causes += await _at_gate(storage, run, reader, now)
     else:
         found.causes += _active(run, reader, registry, now)
     found.causes += registry.code_for(run)
@@ -155,6 +161,51 @@ async def _unread_signals(storage: StorageBackend, reader: _Reader) -> list[Caus
             f"{', '.join(sorted(waited))} (a misspelt name?)",
         )
     ]
+
+
+async def _at_gate(
+    storage: StorageBackend, run: WorkflowRun, reader: _Reader, now: datetime
+) -> list[Cause]:
+    """A run waiting at a flow-control gate: its rate limit's start time, or the
+    concurrency slot it waits for, who holds the slots and how many wait ahead."""
+    causes: list[Cause] = []
+    if run.lease_owner == flow.QUEUED_RATE:
+        causes.append(
+            Cause(
+                "rate_limit",
+                f"its start is delayed by workflow {run.workflow_name!r}'s rate limit until "
+                f"{_at(run.lease_expires_at)}",
+                since=run.updated_at,
+                until=run.lease_expires_at,
+            )
+        )
+    else:
+        key = reader.history.concurrency_key
+        place = None
+        if FLOW_CONTROL in storage.capabilities:
+            place = await flow.place_of(storage, run.workflow_name, key, run.run_id)
+        which = f"workflow {run.workflow_name!r}" + ("" if key is None else f" key {key!r}")
+        if place is None:
+            detail = ""
+        else:
+            holders = ", ".join(place.holders) or "none"
+            detail = (
+                f" (limit {place.limit}): held by {holders}; {len(place.ahead)} "
+                f"{'run waits' if len(place.ahead) == 1 else 'runs wait'} ahead of it"
+            )
+        causes.append(
+            Cause(
+                "concurrency",
+                f"waiting for a concurrency slot of {which}{detail}",
+                since=run.updated_at,
+                fix=None
+                if place is None or not place.holders
+                else f"pyworkflow runs why {place.holders[0]}",
+            )
+        )
+    if run.lease_expires_at is not None and run.lease_expires_at < now - OVERDUE_AFTER:
+        causes.append(_lease_expired(run))  # its recheck is overdue: nobody serves it
+    return causes
 
 
 def _ended(run: WorkflowRun) -> Cause:

@@ -136,6 +136,7 @@ def workflow_started(
     retry_of: str | None = None,
     queue: str | None = None,
     signals: list[dict[str, Any]] | None = None,
+    concurrency_key: str | None = None,
 ) -> dict[str, Any]:
     data = {
         "v": FORMAT_VERSION,
@@ -151,6 +152,8 @@ def workflow_started(
         data["queue"] = queue
     if signals:  # signal-with-start: received before anything the inbox holds
         data["signals"] = signals
+    if concurrency_key is not None:  # the limit it counts against (engine.flow)
+        data["concurrency_key"] = concurrency_key
     return data
 
 

@@ -77,6 +77,10 @@ class Outcome:
     # sending the run's next message routes it without reading the run again.
     workflow_name: str | None = None
     queue: str | None = None
+    # Flow control (engine.flow): runs whose turn for a concurrency slot came (resume
+    # them), and, for a run whose start a rate limit delayed, when to resume it.
+    handoff: list[str] = field(default_factory=list)
+    queued_until: datetime | None = None
 
 
 _RELEASED = {"lease_owner": None, "lease_expires_at": None}

@@ -101,6 +101,9 @@ class History:
     signals: list[SignalHistory] = field(default_factory=list)
     signal_waits: dict[str, SignalWait] = field(default_factory=dict)
     inbox_sequence: int = 0  # the last inbox signal moved into the history
+    # The concurrency key the run was started with (None: no limit, or started before
+    # the workflow had one; see pyworkflow.engine.flow).
+    concurrency_key: str | None = None
     log_count: int = 0
     last_sequence: int = 0
     _started: set[str] = field(default_factory=set)
@@ -272,6 +275,8 @@ def _on_patch(history: History, event: Event) -> None:
 
 
 def _on_workflow_started(history: History, event: Event) -> None:
+    key = event.data.get("concurrency_key")
+    history.concurrency_key = key if isinstance(key, str) else None
     signals = event.data.get("signals")
     for sent in signals if isinstance(signals, list) else ():
         history.signals.append(

@@ -7,7 +7,7 @@ defined here once. Every execution holds the run's lease; every write is fenced.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +22,8 @@ from pyworkflow.core.exceptions import (
     WorkflowError,
 )
 from pyworkflow.core.registry import require_workflow
-from pyworkflow.engine import history_cache
+from pyworkflow.core.workflow import WorkflowDefinition
+from pyworkflow.engine import flow, history_cache
 from pyworkflow.engine.context import LIVE
 from pyworkflow.engine.events import workflow_interrupted, workflow_resumed
 from pyworkflow.engine.executor import Outcome, execute_run, fail_unstarted
@@ -146,16 +147,24 @@ async def execute_new(
     ``log``: the events it was created with, if the caller has them (see execute_run)."""
     history = History(run_id=run.run_id, last_sequence=run.last_sequence)
     history.receive_start_signals(request.signals)
-    return await execute_run(
-        on_child_created=on_child_created,
-        run=run,
-        definition=request.definition,
-        history=history,
-        storage=storage,
-        limits=event_limits(),
-        args=request.args,
-        kwargs=request.kwargs,
-        log=log,
+    return await _admitted(
+        storage,
+        run,
+        request.definition,
+        None,
+        request.args,
+        request.kwargs,
+        lambda: execute_run(
+            on_child_created=on_child_created,
+            run=run,
+            definition=request.definition,
+            history=history,
+            storage=storage,
+            limits=event_limits(),
+            args=request.args,
+            kwargs=request.kwargs,
+            log=log,
+        ),
     )
 
 
@@ -194,6 +203,8 @@ async def resume_run(
             return None
         definition = require_workflow(run.workflow_name)
         now = utcnow()
+        if steal_from is None and flow.is_flow_queued(run.lease_owner):
+            steal_from = run.lease_owner  # waiting at a gate: whoever takes it asks again
         if not await storage.acquire_lease(
             run_id, owner, now + timedelta(seconds=lease_ttl), now, steal_from=steal_from
         ):
@@ -234,23 +245,125 @@ async def resume_run(
     if not (run.status == RunStatus.PENDING and run.last_sequence <= 1):
         first.append((EventType.WORKFLOW_RESUMED, workflow_resumed()))  # (a queued run starts)
     woken = run.status == RunStatus.SUSPENDED and run.wake_at is not None and not early
-    outcome = await execute_run(
-        run=run,
-        definition=definition,
-        history=history,
-        storage=storage,
-        due_at=run.wake_at if woken else None,
-        limits=event_limits(),
-        args=args,
-        kwargs=kwargs,
-        first_events=first,
-        first_changes=changes,
-        on_child_created=on_child_created,
-        dispatch_steps=dispatch_steps,
-        log=events,
+    outcome = await _admitted(
+        storage,
+        run,
+        definition,
+        history.concurrency_key,
+        args,
+        kwargs,
+        lambda: execute_run(
+            run=run,
+            definition=definition,
+            history=history,
+            storage=storage,
+            due_at=run.wake_at if woken else None,
+            limits=event_limits(),
+            args=args,
+            kwargs=kwargs,
+            first_events=first,
+            first_changes=changes,
+            on_child_created=on_child_created,
+            dispatch_steps=dispatch_steps,
+            log=events,
+        ),
+        interrupted=[e for e in first if e[0] == EventType.WORKFLOW_INTERRUPTED],
+        changes=changes,
     )
     outcome.workflow_name, outcome.queue = run.workflow_name, run.queue
     return outcome
+
+
+async def _admitted(
+    storage: StorageBackend,
+    run: WorkflowRun,
+    definition: WorkflowDefinition,
+    history_key: str | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    execute: Callable[[], Awaitable[Outcome]],
+    *,
+    interrupted: list[tuple[EventType, dict[str, Any]]] = (),  # type: ignore[assignment]
+    changes: dict[str, Any] | None = None,
+) -> Outcome:
+    """Execute the run if its workflow's flow control lets it in now (engine.flow),
+    else store it as waiting; either way give back its concurrency slot once it stops
+    executing (suspended or ended) and pass on whose turn came."""
+    admission = await flow.admit(storage, run, definition, history_key, args, kwargs, utcnow())
+    if not admission.admitted:
+        outcome = await _wait_at_gate(storage, run, admission, interrupted, changes or {})
+        outcome.handoff += admission.handoff
+        return outcome
+    outcome = await execute()
+    outcome.handoff += admission.handoff
+    if admission.gate is not None and outcome.status not in _STILL_EXECUTING:
+        outcome.handoff += await flow.release(storage, admission.gate, run.run_id, utcnow())
+    return outcome
+
+
+# An execution that ends like this keeps its slot: its steps run on step workers (a
+# dispatch round), or ownership was lost to another execution of the run (its slot).
+_STILL_EXECUTING = (RunStatus.RUNNING, RunStatus.PENDING, None)
+
+
+async def _wait_at_gate(
+    storage: StorageBackend,
+    run: WorkflowRun,
+    admission: flow.Admission,
+    interrupted: list[tuple[EventType, dict[str, Any]]],
+    changes: dict[str, Any],
+) -> Outcome:
+    """Store ``run`` as waiting at its gate: ``pending``, leased to the gate's queue
+    owner until it is to be looked at again (a rate-limited start: its start time; a
+    concurrency wait: the recheck interval, unless a holder hands it the slot first).
+    A recovery's ``workflow.interrupted`` is recorded now (the crash happened, whatever
+    the wait), so the in-flight steps it lost are known when the run goes on."""
+    now = utcnow()
+    if admission.queued_until is not None:
+        owner, until = flow.QUEUED_RATE, admission.queued_until
+    else:
+        owner = flow.QUEUED_LIMIT
+        until = now + timedelta(seconds=get_config().queue_recheck_interval)
+    fields: dict[str, Any] = {
+        "status": RunStatus.PENDING,
+        "wake_at": admission.rated_at,
+        "lease_owner": owner,
+        "lease_expires_at": until,
+        "updated_at": now,
+    }
+    events = []
+    if interrupted:
+        fields["recovery_attempts"] = changes.get("recovery_attempts", run.recovery_attempts)
+        events = [
+            Event(
+                run_id=run.run_id,
+                type=type_,
+                data=data,
+                sequence=run.last_sequence + 1 + i,
+                timestamp=now,
+            )
+            for i, (type_, data) in enumerate(interrupted)
+        ]
+    try:
+        await storage.append_events(
+            run.run_id, events, expected_last_sequence=run.last_sequence, update=RunUpdate(fields)
+        )
+    except SequenceConflictError:
+        return Outcome(status=None)  # another writer got there first: theirs now
+    if events:
+        lifecycle.events_committed(run.run_id, run.workflow_name, events)
+    logger.debug(
+        "run {} waits ({}) until {}",
+        run.run_id,
+        "rate limit" if admission.queued_until else "concurrency slot",
+        until,
+    )
+    return Outcome(
+        status=RunStatus.PENDING,
+        queued_until=admission.queued_until,
+        workflow_name=run.workflow_name,
+        queue=run.queue,
+    )
 
 
 async def load_history(storage: StorageBackend, run: WorkflowRun) -> tuple[list[Event], History]:

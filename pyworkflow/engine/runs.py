@@ -12,7 +12,7 @@ from typing import Any
 
 from pyworkflow.core.config import get_config
 from pyworkflow.core.workflow import WorkflowDefinition
-from pyworkflow.engine import events
+from pyworkflow.engine import events, flow
 from pyworkflow.observability import tracing
 from pyworkflow.serialization import encode
 from pyworkflow.storage.schemas import Event, EventType, RunStatus, WorkflowRun, utcnow
@@ -111,6 +111,11 @@ def build_run(
             retry_of=request.retry_of,
             queue=request.queue or definition.queue,
             signals=request.signals,
+            concurrency_key=(
+                None  # a retry of a stored run: computed from its decoded arguments
+                if request.encoded_input is not None
+                else flow.key_of(definition, request.args, request.kwargs)
+            ),
         ),
         sequence=1,
         timestamp=now,

@@ -134,6 +134,12 @@ class _Service:
             self.spawn(outcome.next_run_id)  # the continuation runs on in the background
         if outcome is not None and outcome.parent_run_id is not None:
             self.wake(outcome.parent_run_id)  # a child ended: its parent may be waiting
+        for waiter in outcome.handoff if outcome is not None else ():
+            self.spawn(waiter)  # its turn for a concurrency slot came
+        if outcome is not None and outcome.queued_until is not None:
+            # A start a rate limit delayed: resumed at its time (recovery is the fallback).
+            delay = (outcome.queued_until - utcnow()).total_seconds()
+            self._track(self._resume_after(run_id, max(delay, 0.0)))
         for child in outcome.cancelled_children if outcome is not None else ():
             run = await self.storage.get_run(child)
             if run is not None and not deliver_cancel(child, run.cancel_reason):

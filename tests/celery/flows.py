@@ -221,6 +221,28 @@ async def trip(room: str) -> str:
     return await confirm(room)
 
 
+# -- flow control (tests/celery/test_flow_control.py) ---------------------------------------
+
+
+@step()
+async def limited_work(i: int) -> int:
+    """Writes when it begins and ends (wall clock), so the test can count overlaps."""
+    _ledger("limited-begin", f"{i}:{time.time()}")
+    await asyncio.sleep(0.4)
+    _ledger("limited-end", f"{i}:{time.time()}")
+    return i
+
+
+@workflow(concurrency_limit=2)
+async def limited(i: int) -> int:
+    return await limited_work(i)
+
+
+@workflow(rate_limit="4/2s")
+async def rated_start(i: int) -> float:
+    return time.time()
+
+
 # -- routing: a queue per step or per workflow (tests/celery/test_routing.py) -------------
 
 GPU_QUEUE = "test.gpu"

@@ -1,0 +1,423 @@
+"""Flow control: concurrency limits and start rate limits, kept in storage so they hold
+across every process and worker sharing it.
+
+Concurrency (``@workflow(concurrency_limit=N, concurrency_key=fn)``)
+    One gate per key holds the runs that have a slot (``holders``) and, in the order
+    they asked, the runs waiting for one (``waiting``). An execution asks for a slot
+    when it begins (a start, a resume after a sleep, a hook or a signal) and gives it
+    back when it ends in a suspension or an end, so a sleeping or waiting run holds
+    none. A holder counts only while its lease is held (by a process or a dispatch round
+    of step workers) and has not expired: a crashed holder's slot frees when its lease
+    runs out, and a holder that suspended without giving its slot back (its process died
+    in between) counts for nothing. A waiter counts only while its run is ``pending``.
+    A run is let in when fewer than ``N`` holders are live and fewer than the free
+    slots wait ahead of it: first come, first served. Every change is a compare-and-set
+    of the gate (:meth:`~pyworkflow.storage.base.StorageBackend.save_gate`), which is
+    what makes two processes unable to give away one slot twice.
+
+    A refused run waits ``pending``, leased to :data:`QUEUED_LIMIT` (a delivery, not an
+    execution: recovery never counts it as a crash). Whoever frees a slot names the
+    runs whose turn came (:attr:`Admission.handoff`), and the runtime resumes them at
+    once; if that hand-off is lost with its process, the queue lease expires after
+    ``queue_recheck_interval`` and recovery looks at the run again.
+
+Rate (``@workflow(rate_limit="100/m")``)
+    One gate per workflow holds the start times of its last ``count`` starts; a new
+    start gets the earliest time at which at most ``count`` starts fall in any
+    ``period`` (now, or later: it is delayed, never refused). A delayed run waits
+    ``pending`` until that time (its ``wake_at``: the reservation, so it is not counted
+    twice), leased to :data:`QUEUED_RATE`; the runtime resumes it then. Only a run's
+    first execution is rated.
+
+A run asked to cancel is let in at once (its cancellation must not wait for a slot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pyworkflow.core.exceptions import DefinitionError, StorageUnavailableError
+from pyworkflow.core.workflow import WorkflowDefinition
+from pyworkflow.engine.owners import is_delivery
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import GateRecord, RunStatus, WorkflowRun
+from pyworkflow.utils.log import logger
+
+#: Lease owner of a run waiting for a concurrency slot.
+QUEUED_LIMIT = "queued:limit"
+#: Lease owner of a run whose start a rate limit delays.
+QUEUED_RATE = "queued:rate"
+_FLOW_OWNERS = frozenset({QUEUED_LIMIT, QUEUED_RATE})
+
+_MAX_KEY = 255
+# Compare-and-set attempts before a gate counts as unreachable (storage fault): each
+# failed attempt means another process changed the gate meanwhile.
+_CAS_ATTEMPTS = 100
+
+
+def is_flow_queued(owner: str | None) -> bool:
+    """Whether a run's lease owner says it waits at a concurrency or rate gate (any
+    process may take such a run to let it in)."""
+    return owner in _FLOW_OWNERS
+
+
+@dataclass(slots=True)
+class Admission:
+    """Whether an execution may go on.
+
+    Attributes:
+        admitted: go on (with a slot, if the workflow has a limit).
+        gate: the concurrency gate holding the slot (give it back with :func:`release`).
+        queued_until: refused by the rate limit: try again at this time. ``None`` with
+            ``admitted`` false: waiting for a slot (a holder hands it on).
+        rated_at: the start time the rate limit gave the run (kept while it waits for
+            a slot, so its start is not rated twice).
+        handoff: runs whose turn came (resume them).
+    """
+
+    admitted: bool
+    gate: str | None = None
+    queued_until: datetime | None = None
+    rated_at: datetime | None = None
+    handoff: list[str] = field(default_factory=list)
+
+
+ADMITTED = Admission(admitted=True)
+
+
+def key_of(
+    definition: WorkflowDefinition, args: Sequence[Any], kwargs: dict[str, Any]
+) -> str | None:
+    """The concurrency key of a run with these arguments: ``concurrency_key``'s answer,
+    or ``None`` (no key function: one limit for the whole workflow).
+
+    Raises:
+        DefinitionError: the key function failed or answered something that is not text
+            (the message names the workflow).
+    """
+    keyer = definition.concurrency_key
+    if keyer is None or definition.concurrency_limit is None:
+        return None
+    owner = f"workflow {definition.name!r}"
+    try:
+        key = keyer(*args, **kwargs)
+    except Exception as exc:
+        raise DefinitionError(f"{owner}: concurrency_key failed: {exc!r}") from exc
+    if isinstance(key, int | float) and not isinstance(key, bool):
+        key = str(key)
+    if not isinstance(key, str):
+        raise DefinitionError(f"{owner}: concurrency_key must return a str, got {key!r}")
+    return key
+
+
+def gate_key(workflow_name: str, key: str | None) -> str:
+    """The storage key of a workflow's concurrency gate (hashed past 255 characters)."""
+    text = f"concurrency:{workflow_name}" + ("" if key is None else f":{key}")
+    if len(text) <= _MAX_KEY:
+        return text
+    digest = hashlib.sha256(f"{workflow_name}\0{key}".encode()).hexdigest()
+    return f"concurrency:#{digest}"
+
+
+def rate_key(workflow_name: str) -> str:
+    """The storage key of a workflow's rate gate."""
+    text = f"rate:{workflow_name}"
+    if len(text) <= _MAX_KEY:
+        return text
+    return f"rate:#{hashlib.sha256(workflow_name.encode()).hexdigest()}"
+
+
+# -- admission ---------------------------------------------------------------------------
+
+
+async def admit(
+    storage: StorageBackend,
+    run: WorkflowRun,
+    definition: WorkflowDefinition,
+    history_key: str | None,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    now: datetime,
+) -> Admission:
+    """Whether the execution of ``run`` that is beginning may go on (see the module
+    docstring). The caller holds the run's lease; nothing about the run is written here.
+
+    Raises:
+        StorageUnavailableError: the gate kept changing under us (or storage failed).
+    """
+    if definition.rate is None and definition.concurrency_limit is None:
+        return ADMITTED
+    if run.cancel_requested_at is not None:
+        return ADMITTED  # its cancellation does not wait for a slot
+    rated_at = None
+    if definition.rate is not None and run.last_sequence <= 1:
+        rated_at = run.wake_at if run.status == RunStatus.PENDING else None
+        if rated_at is None:  # not yet rated: take a start time
+            rated_at = await _reserve_start(storage, definition, now)
+        if rated_at > now:
+            return Admission(admitted=False, queued_until=rated_at, rated_at=rated_at)
+    if definition.concurrency_limit is None:
+        return ADMITTED
+    key = history_key if history_key is not None else key_of(definition, args, kwargs)
+    gate = gate_key(definition.name, key)
+    granted, handoff = await _change(
+        storage,
+        gate,
+        run.run_id,
+        now,
+        limit=definition.concurrency_limit,
+        created_at=run.created_at.timestamp(),
+    )
+    if granted:
+        return Admission(admitted=True, gate=gate, handoff=handoff)
+    return Admission(admitted=False, rated_at=rated_at, handoff=handoff)
+
+
+async def release(storage: StorageBackend, gate: str, run_id: str, now: datetime) -> list[str]:
+    """Give back ``run_id``'s slot; return the runs whose turn came. Never raises: a slot
+    that could not be given back counts for nothing once its run stops holding its
+    lease, and the next change of the gate finds that out."""
+    try:
+        _, handoff = await _change(storage, gate, run_id, now, leaving=True)
+        return handoff
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        logger.warning("run {}: giving back its slot of {} failed: {}", run_id, gate, exc)
+        return []
+
+
+@dataclass(slots=True)
+class _Slots:
+    """A concurrency gate's data: ``{"limit", "holders", "waiting"}`` (read tolerantly:
+    a gate that cannot be read starts empty, which frees its slots, never blocks)."""
+
+    limit: int
+    holders: list[str]
+    waiting: list[str]  # in start order (created_at, then id)
+    started: dict[str, float]  # waiter -> its run's created_at (epoch seconds)
+
+    @classmethod
+    def read(cls, gate: GateRecord | None, limit: int | None) -> _Slots:
+        data: Any = {}
+        if gate is not None:
+            try:
+                data = json.loads(gate.data)
+            except ValueError:
+                logger.warning("flow-control gate {} holds unreadable data; reset", gate.key)
+        if not isinstance(data, dict):
+            data = {}
+        if limit is None:
+            stored = data.get("limit")
+            limit = stored if isinstance(stored, int) and stored > 0 else 1
+        started: dict[str, float] = {}
+        for entry in data.get("waiting") or ():
+            if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str):
+                when = entry[1]
+                started[entry[0]] = float(when) if isinstance(when, int | float) else 0.0
+        return cls(limit, _ids(data.get("holders")), list(started), started)
+
+    def wait(self, run_id: str, created_at: float) -> None:
+        """Queue ``run_id`` by its start time: first started, first let in."""
+        if run_id not in self.waiting:
+            self.started[run_id] = created_at
+            self.waiting.append(run_id)
+            self.waiting.sort(key=lambda w: (self.started.get(w, 0.0), w))
+
+    def dump(self) -> str:
+        waiting = [[w, self.started.get(w, 0.0)] for w in self.waiting]
+        return json.dumps({"limit": self.limit, "holders": self.holders, "waiting": waiting})
+
+
+def _ids(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+async def _change(
+    storage: StorageBackend,
+    gate: str,
+    run_id: str,
+    now: datetime,
+    *,
+    limit: int | None = None,
+    created_at: float = 0.0,
+    leaving: bool = False,
+) -> tuple[bool, list[str]]:
+    """One compare-and-set change of a concurrency gate: ``run_id`` asks for a slot
+    (``limit`` given) or gives its slot back (``leaving``). Returns whether ``run_id``
+    holds a slot now, and the waiters whose turn came."""
+    for attempt in range(_CAS_ATTEMPTS):
+        stored = await storage.get_gate(gate)
+        slots = _Slots.read(stored, limit)
+        before = slots.dump()
+        held = run_id in slots.holders
+        slots.holders = await _live_holders(storage, slots.holders, run_id, now)
+        granted = False
+        if not leaving:
+            free = slots.limit - len(slots.holders)
+            granted = held or await _waiters_ahead(storage, slots, run_id, free) < free
+            if granted:
+                slots.holders.append(run_id)
+                slots.waiting = [w for w in slots.waiting if w != run_id]
+            else:
+                slots.wait(run_id, created_at)
+        free = slots.limit - len(slots.holders)
+        handoff: list[str] = []
+        if free > 0 and slots.waiting:
+            await _waiters_ahead(storage, slots, None, free)  # drops dead ones on the way
+            handoff = [w for w in slots.waiting[:free] if w != run_id]
+        data = slots.dump()
+        if data == before:
+            return granted, handoff
+        record = GateRecord(key=gate, data=data, updated_at=now)
+        expected = None if stored is None else stored.version
+        if await storage.save_gate(record, expected_version=expected):
+            return granted, handoff
+        await _backoff(attempt)
+    raise StorageUnavailableError(
+        f"flow-control gate {gate!r} kept changing under this process ({_CAS_ATTEMPTS} tries)"
+    )
+
+
+async def _backoff(attempt: int) -> None:
+    # Another process changed the gate between our read and write: try again soon, at
+    # a jittered moment so two busy processes do not keep colliding.
+    await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 20)))  # noqa: S311
+
+
+async def _live_holders(
+    storage: StorageBackend, holders: list[str], run_id: str, now: datetime
+) -> list[str]:
+    """The holders other than ``run_id`` that still hold their slot (see the module
+    docstring), in their order."""
+    others = [h for h in holders if h != run_id]
+    if not others:
+        return []
+    runs = {r.run_id: r for r in await storage.get_runs(others)}
+    return [h for h in others if h in runs and _holds(runs[h], now)]
+
+
+def _holds(run: WorkflowRun, now: datetime) -> bool:
+    return (
+        not run.status.is_terminal
+        and run.lease_owner is not None
+        and not is_delivery(run.lease_owner)
+        and run.lease_expires_at is not None
+        and run.lease_expires_at >= now
+    )
+
+
+async def _waiters_ahead(
+    storage: StorageBackend, slots: _Slots, run_id: str | None, need: int
+) -> int:
+    """How many live waiters stand ahead of ``run_id`` (``None``: in the whole queue),
+    counting no further than ``need``. Waiters whose run is gone or no longer
+    ``pending`` (ended, cancelled, let in by a cancellation) are dropped from
+    ``slots.waiting`` on the way, so a dead waiter never blocks the queue."""
+    waiting = slots.waiting
+    live = index = 0
+    while live < need and index < len(waiting) and waiting[index] != run_id:
+        end = index
+        while end < len(waiting) and waiting[end] != run_id and end - index < 2 * need:
+            end += 1
+        chunk = waiting[index:end]
+        runs = {r.run_id: r for r in await storage.get_runs(chunk)}
+        kept = [w for w in chunk if w in runs and runs[w].status == RunStatus.PENDING]
+        waiting[index:end] = kept
+        live += len(kept)
+        index += len(kept)
+    return min(live, need)
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a waiting run stands at its concurrency gate (for ``runs why``)."""
+
+    gate: str
+    limit: int
+    holders: list[str]
+    ahead: list[str]
+
+
+async def place_of(
+    storage: StorageBackend, workflow_name: str, key: str | None, run_id: str
+) -> Place | None:
+    """The gate of ``workflow_name``/``key`` as stored, seen from ``run_id``; ``None``
+    when there is no such gate. Reads only (holders as listed, dead ones included)."""
+    gate = gate_key(workflow_name, key)
+    stored = await storage.get_gate(gate)
+    if stored is None:
+        return None
+    slots = _Slots.read(stored, None)
+    waiting = slots.waiting
+    ahead = waiting[: waiting.index(run_id)] if run_id in waiting else list(waiting)
+    return Place(gate, slots.limit, slots.holders, ahead)
+
+
+# -- rates --------------------------------------------------------------------------------
+
+
+async def _reserve_start(
+    storage: StorageBackend, definition: WorkflowDefinition, now: datetime
+) -> datetime:
+    """Take the earliest start time the workflow's rate allows from ``now`` on."""
+    rate = definition.rate
+    assert rate is not None
+    key = rate_key(definition.name)
+    period = timedelta(seconds=rate.period)
+    for attempt in range(_CAS_ATTEMPTS):
+        stored = await storage.get_gate(key)
+        starts = _starts(stored)[-rate.count :]
+        # The count-th start back must lie a whole period before this one.
+        start_at = max(now, starts[0] + period) if len(starts) >= rate.count else now
+        starts = sorted([*starts, start_at])[-rate.count :]
+        data = {
+            "count": rate.count,
+            "period": rate.period,
+            "starts": [s.timestamp() for s in starts],
+        }
+        record = GateRecord(key=key, data=json.dumps(data), updated_at=now)
+        expected = None if stored is None else stored.version
+        if await storage.save_gate(record, expected_version=expected):
+            return start_at
+        await _backoff(attempt)
+    raise StorageUnavailableError(
+        f"rate gate {key!r} kept changing under this process ({_CAS_ATTEMPTS} tries)"
+    )
+
+
+def _starts(gate: GateRecord | None) -> list[datetime]:
+    if gate is None:
+        return []
+    try:
+        data = json.loads(gate.data)
+        values = data.get("starts") if isinstance(data, dict) else None
+        return sorted(
+            datetime.fromtimestamp(float(v), UTC)
+            for v in values or ()
+            if isinstance(v, int | float)
+        )
+    except (ValueError, TypeError, OverflowError):
+        logger.warning("rate gate {} holds unreadable data; reset", gate.key)
+        return []
+
+
+__all__ = [
+    "ADMITTED",
+    "QUEUED_LIMIT",
+    "QUEUED_RATE",
+    "Admission",
+    "Place",
+    "admit",
+    "gate_key",
+    "is_flow_queued",
+    "key_of",
+    "place_of",
+    "rate_key",
+    "release",
+]

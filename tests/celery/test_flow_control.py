@@ -1,0 +1,59 @@
+"""Flow control on real Celery workers: ``concurrency_limit`` holds across two worker
+processes (enforced in storage), and a rate limit delays starts on the workers too."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pyworkflow import start
+from tests.celery.cluster import wait_all_terminal
+from tests.celery.flows import limited, rated_start
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _most_at_once(spans: list[tuple[float, float]]) -> int:
+    edges = sorted([(b, 1) for b, _ in spans] + [(e, -1) for _, e in spans])
+    most = now = 0
+    for _, change in edges:
+        now += change
+        most = max(most, now)
+    return most
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+async def test_twenty_runs_with_limit_two_never_run_more_than_two_at_once(make_cluster, storage):
+    cluster = await make_cluster(storage=storage)
+    cluster.start_worker("w1", 2)
+    cluster.start_worker("w2", 2)  # four processes could run four steps at once
+    cluster.start_scheduler()
+    run_ids = [await start(limited, i) for i in range(20)]
+    runs = await wait_all_terminal(cluster.storage, run_ids, 150, cluster)
+    assert [r.status.value for r in runs] == ["completed"] * 20
+    lines = cluster.ledger_lines()
+    begins = {
+        ln[4].split(":")[0]: float(ln[4].split(":")[1]) for ln in lines if ln[0] == "limited-begin"
+    }
+    ends = {
+        ln[4].split(":")[0]: float(ln[4].split(":")[1]) for ln in lines if ln[0] == "limited-end"
+    }
+    assert len(begins) == 20 and len(ends) == 20
+    spans = [(begins[i], ends[i]) for i in begins]
+    assert _most_at_once(spans) == 2
+    pids = {ln[3] for ln in lines if ln[0] == "limited-begin"}
+    assert len(pids) >= 2  # both workers did some of it
+
+
+async def test_a_rate_limit_delays_starts_on_the_workers(make_cluster):
+    cluster = await make_cluster()
+    cluster.start_worker("w1", 2)
+    cluster.start_scheduler()
+    began = time.time()
+    run_ids = [await start(rated_start, i) for i in range(8)]
+    runs = await wait_all_terminal(cluster.storage, run_ids, 90, cluster)
+    starts = sorted(r.result - began for r in runs)
+    for i in range(len(starts) - 4):  # never more than 4 in any 2 seconds
+        assert starts[i + 4] - starts[i] >= 1.95, starts
+    assert starts[-1] >= 1.95
