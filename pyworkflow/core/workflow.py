@@ -38,13 +38,11 @@ class WorkflowDefinition:
     queue: str | None = None  # None: the runtime's default workflow queue
     # Flow control (see pyworkflow.engine.flow): at most ``concurrency_limit`` runs per
     # ``concurrency_key(*args, **kwargs)`` executing at once; at most ``rate.count``
-    # starts per ``rate.period`` seconds (``rate_limit`` as written); the broker priority
-    # of the run's messages (0-9, higher first).
+    # starts per ``rate.period`` seconds (``rate_limit`` as written).
     concurrency_limit: int | None = None
     concurrency_key: Callable[..., Any] | None = None
     rate_limit: str | None = None
     rate: Rate | None = None
-    priority: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,19 +76,6 @@ def parse_rate(value: str, owner: str) -> Rate:
     if period <= 0:
         raise DefinitionError(problem)
     return Rate(int(count_text), period)
-
-
-def check_priority(priority: int | None, owner: str) -> int | None:
-    """A broker priority, 0 (lowest) to 9 (highest), or ``None`` (the queue's default).
-
-    Raises:
-        DefinitionError: anything else.
-    """
-    if priority is None:
-        return None
-    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
-        raise DefinitionError(f"{owner}: priority must be an int from 0 to 9, got {priority!r}")
-    return priority
 
 
 def _validate_tags(
@@ -142,7 +127,6 @@ def workflow(
     concurrency_limit: int | None = None,
     concurrency_key: Callable[..., Any] | None = None,
     rate_limit: str | None = None,
-    priority: int | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
 
 
@@ -161,7 +145,6 @@ def workflow(
     concurrency_limit: int | None = None,
     concurrency_key: Callable[..., Any] | None = None,
     rate_limit: str | None = None,
-    priority: int | None = None,
 ) -> Any:
     """Register an ``async`` function as a workflow. Works as ``@workflow`` and ``@workflow()``.
 
@@ -190,8 +173,6 @@ def workflow(
         rate_limit: at most this many starts per period, e.g. ``"100/m"`` or
             ``"5/30s"``; starts beyond it are delayed (the run waits ``pending``), never
             refused.
-        priority: 0-9, higher first: the priority of this workflow's broker messages
-            under the Celery runtime (see docs/flow-control.md for the queue setting).
 
     Calling the decorated function directly just runs its body; use ``start()`` to run
     it durably.
@@ -236,7 +217,6 @@ def workflow(
             concurrency_key=concurrency_key,
             rate_limit=rate_limit,
             rate=None if rate_limit is None else parse_rate(rate_limit, owner),
-            priority=check_priority(priority, owner),
         )
         register_workflow(definition)
 

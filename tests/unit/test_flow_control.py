@@ -294,8 +294,6 @@ def test_bad_options_are_refused_when_the_workflow_is_defined():
         workflow(name="flow_bad_key", concurrency_key=str)(rated.__wrapped__)
     with pytest.raises(DefinitionError, match="invalid rate_limit '100 per minute'"):
         workflow(name="flow_bad_rate", rate_limit="100 per minute")(rated.__wrapped__)
-    with pytest.raises(DefinitionError, match="priority must be an int from 0 to 9"):
-        workflow(name="flow_bad_priority", priority=10)(rated.__wrapped__)
     assert parse_rate("100/m", "x").period == 60.0
     assert parse_rate("5/30s", "x") == parse_rate("5/30s", "x")
     assert parse_rate("2/h", "x").count == 2
