@@ -23,6 +23,7 @@ from kombu import Queue  # type: ignore[attr-defined]
 
 from pyworkflow.core.config import discover_workflows, get_config
 from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.core.queues import MAX_PRIORITY
 from pyworkflow.core.queues import SCHEDULES_QUEUE as SCHEDULES_QUEUE
 from pyworkflow.core.queues import STEPS_QUEUE as STEPS_QUEUE
 from pyworkflow.core.queues import WORKFLOWS_QUEUE as WORKFLOWS_QUEUE
@@ -65,6 +66,14 @@ def _missing_queues_with(ack_timeout: float) -> type[AmqpQueues]:
     return RoutedQueues
 
 
+def _transport_options(ack_timeout: float, priorities: bool) -> dict[str, Any]:
+    options: dict[str, Any] = {"visibility_timeout": ack_timeout}
+    if priorities:
+        # Redis keeps a list per priority level; ten levels instead of kombu's four.
+        options["priority_steps"] = list(range(MAX_PRIORITY + 1))
+    return options
+
+
 def create_app() -> Celery:
     """A Celery app configured from pyworkflow's current configuration."""
     cfg = get_config()
@@ -85,7 +94,9 @@ def create_app() -> Celery:
         worker_prefetch_multiplier=1,
         # Redis hands a message that stayed unacknowledged this long to another worker:
         # it must outlast the longest task and the countdown window (validated in config).
-        broker_transport_options={"visibility_timeout": cfg.celery_ack_timeout},
+        broker_transport_options=_transport_options(cfg.celery_ack_timeout, cfg.celery_priorities),
+        # RabbitMQ honours message priorities only on queues declared with a maximum.
+        task_queue_max_priority=MAX_PRIORITY if cfg.celery_priorities else None,
         task_default_queue=WORKFLOWS_QUEUE,
         task_queues=queues(cfg.celery_ack_timeout),
         # Routing (``@workflow(queue=...)``, ``@step(queue=...)``): a message sent to a
@@ -150,15 +161,22 @@ _senders: dict[str, Celery] = {}
 
 
 def sending_app() -> Celery:
-    """The app to send messages with: ``app``, unless the configured broker changed after
-    this module was imported (a later ``configure()``); then an app for that broker."""
-    broker = get_config().celery_broker or DEFAULT_BROKER
-    if app.conf.broker_url == broker:
+    """The app to send messages with: ``app``, unless the configured broker or the
+    ``celery_priorities`` setting changed after this module was imported (a later
+    ``configure()``); then an app for those."""
+    cfg = get_config()
+    broker = cfg.celery_broker or DEFAULT_BROKER
+    if app.conf.broker_url == broker and _has_priorities(app) == cfg.celery_priorities:
         return app
-    sender = _senders.get(broker)
+    key = f"{broker}|priorities={cfg.celery_priorities}"
+    sender = _senders.get(key)
     if sender is None:
-        sender = _senders[broker] = create_app()
+        sender = _senders[key] = create_app()
     return sender
+
+
+def _has_priorities(celery_app: Celery) -> bool:
+    return celery_app.conf.task_queue_max_priority is not None
 
 
 def ack_timeout_warnings() -> list[str]:

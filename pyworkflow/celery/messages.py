@@ -25,8 +25,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pyworkflow.core.config import get_config
 from pyworkflow.core.exceptions import SerializationError
-from pyworkflow.core.queues import validate_queue
+from pyworkflow.core.queues import MAX_PRIORITY, validate_queue
+from pyworkflow.core.registry import get_step, get_workflow
 from pyworkflow.engine.context import DispatchedStep
 from pyworkflow.observability import tracing
 from pyworkflow.serialization import decode
@@ -168,6 +170,7 @@ def _send(
     *,
     label: str,
     trace_context: str | None = None,
+    priority: int | None = None,
     **options: Any,
 ) -> None:
     """Send one task message. Its trace headers are ``trace_context``'s, else those of
@@ -176,7 +179,42 @@ def _send(
 
     headers: dict[str, Any] = {SENT_AT: time.time(), LABEL: label}
     headers.update(tracing.headers(trace_context))
-    sending_app().send_task(name, kwargs=kwargs, headers=headers, **options)
+    app = sending_app()
+    level = broker_priority(priority, str(app.conf.broker_url or ""))
+    if level is not None:
+        options["priority"] = level
+    app.send_task(name, kwargs=kwargs, headers=headers, **options)
+
+
+# Brokers kombu serves through its Redis transport: priority level 0 is served first.
+_REDIS_SCHEMES = frozenset({"redis", "rediss", "sentinel", "redis+socket"})
+
+
+def broker_priority(priority: int | None, broker_url: str) -> int | None:
+    """The priority a message is sent with for ``priority`` (0-9, higher first; ``None``:
+    0), or ``None`` when ``celery_priorities`` is off (nothing is sent).
+
+    RabbitMQ reads it as given (higher first; a message without one counts as 0). The
+    Redis transport serves its level 0 first and files a message without a priority
+    there, so on Redis every message carries ``9 - priority``: a message with none
+    goes last, as on RabbitMQ.
+    """
+    if not get_config().celery_priorities:
+        return None
+    wanted = priority or 0
+    scheme = broker_url.partition("://")[0].lower()
+    return MAX_PRIORITY - wanted if scheme in _REDIS_SCHEMES else wanted
+
+
+def _workflow_priority(workflow_name: str) -> int | None:
+    # Looked up here (a sender without the code sends the lowest priority).
+    definition = get_workflow(workflow_name)
+    return None if definition is None else definition.priority
+
+
+def _step_priority(step_name: str) -> int | None:
+    definition = get_step(step_name)
+    return None if definition is None else definition.priority
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +280,7 @@ def send_workflow(
         RUN_WORKFLOW,
         kwargs,
         label=route.workflow_name,
+        priority=_workflow_priority(route.workflow_name),
         eta=eta,
         queue=route.queue or WORKFLOWS_QUEUE,
         shadow=_label("workflow", route.workflow_name),
@@ -262,6 +301,7 @@ def send_step(step: DispatchedStep, round_owner: str, *, eta: datetime | None = 
         kwargs,
         label=step.step_name or step.op_id,
         trace_context=step.trace_context,
+        priority=_step_priority(step.step_name),
         eta=eta,
         queue=step.queue or STEPS_QUEUE,
         shadow=_label("step", step.step_name or step.op_id),
@@ -281,6 +321,7 @@ def send_transient(
         RUN_TRANSIENT,
         {"workflow_name": workflow_name, "run_id": run_id, "payload": payload},
         label=workflow_name,
+        priority=_workflow_priority(workflow_name),
         queue=queue or WORKFLOWS_QUEUE,
         shadow=_label("workflow", workflow_name),
         argsrepr="()",

@@ -61,6 +61,11 @@ class PyWorkflowConfig:
     # the longest task (a step body, or a workflow task with its inline steps) and the
     # countdown window (a sleep's countdown message is held unacknowledged until due).
     celery_ack_timeout: float = 3600.0
+    # Celery runtime: message priorities (@workflow/@step priority=, 0-9, higher first).
+    # On RabbitMQ it declares pyworkflow's queues with x-max-priority, which a queue
+    # declared without it refuses (delete the drained queues first); on Redis it spreads
+    # each queue over ten lists. Off by default for both reasons.
+    celery_priorities: bool = False
     # Celery runtime: seconds a warm-shutdown worker (SIGTERM to its main process) lets a
     # running task go on before it hands the task's run back to the other workers.
     celery_shutdown_grace: float = 5.0
@@ -108,6 +113,7 @@ _NON_NEGATIVE_FLOAT_OPTIONS = {"celery_countdown_window", "celery_shutdown_grace
 _PORT_OPTIONS = {"metrics_port"}  # None (off) or a TCP port
 _BOOL_OPTIONS = {
     "default_durable",
+    "celery_priorities",
     "celery_inline_steps",
     "allow_pickle",
     "dashboard_public_metrics",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from pyworkflow.core.exceptions import DefinitionError
+
 # The default queues of the Celery runtime (a workflow's or step's ``queue=`` replaces
 # the first two): separate, so each kind of work can get its own workers.
 WORKFLOWS_QUEUE = "pyworkflow.workflows"
@@ -48,3 +50,20 @@ __all__ = [
     "WORKFLOWS_QUEUE",
     "validate_queue",
 ]
+
+
+#: Message priorities: 0 (lowest, what a message without one gets) to this, higher first.
+MAX_PRIORITY = 9
+
+
+def check_priority(priority: int | None, owner: str) -> int | None:
+    """A broker priority, 0 (lowest) to :data:`MAX_PRIORITY` (highest), or ``None`` (0).
+
+    Raises:
+        DefinitionError: anything else (the message names ``owner``).
+    """
+    if priority is None:
+        return None
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise DefinitionError(f"{owner}: priority must be an int from 0 to 9, got {priority!r}")
+    return priority

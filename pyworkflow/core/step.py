@@ -17,7 +17,7 @@ from typing import Any, ClassVar, ParamSpec, TypeVar, overload
 
 from pyworkflow.context.base import current_context, current_step_info
 from pyworkflow.core.exceptions import DefinitionError
-from pyworkflow.core.queues import validate_queue
+from pyworkflow.core.queues import check_priority, validate_queue
 from pyworkflow.core.registry import register_step
 from pyworkflow.core.retry import RetryDelay, validate_retry_delay
 from pyworkflow.utils.duration import duration_seconds
@@ -41,6 +41,7 @@ class StepDefinition:
     # What undoes a completed call (``compensate=``), called as ``undo(result, *args,
     # **kwargs)`` when the run fails or is cancelled: a step of its own.
     compensation: StepDefinition | None = None
+    priority: int | None = None  # broker priority of its messages (0-9, higher first)
 
 
 def _compensation(undo: Any, of: StepDefinition) -> StepDefinition:
@@ -76,6 +77,7 @@ def _make_definition(
     force_local: bool,
     queue: str | None = None,
     compensate: Callable[..., Awaitable[Any]] | None = None,
+    priority: int | None = None,
 ) -> StepDefinition:
     step_name: str = name or getattr(func, "__name__", None) or type(func).__name__
     owner = f"step {step_name!r}"
@@ -103,6 +105,7 @@ def _make_definition(
         metadata=dict(metadata or {}),
         force_local=force_local,
         queue=step_queue,
+        priority=check_priority(priority, owner),
     )
     if compensate is None:
         return definition
@@ -140,6 +143,7 @@ def step(
     force_local: bool = False,
     queue: str | None = None,
     compensate: Callable[..., Awaitable[Any]] | None = None,
+    priority: int | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
 
 
@@ -155,6 +159,7 @@ def step(
     force_local: bool = False,
     queue: str | None = None,
     compensate: Callable[..., Awaitable[Any]] | None = None,
+    priority: int | None = None,
 ) -> Any:
     """Make an ``async`` function a durable step. Works as ``@step`` and ``@step(...)``.
 
@@ -174,6 +179,8 @@ def step(
             cancelled, ``await compensate(result, *args, **kwargs)`` runs durably for each
             completed call, newest first, retried with this step's policy (an ``async
             def``, run in the workflow's process, or a ``@step`` of its own).
+        priority: 0-9, higher first: the broker priority of this step's messages under
+            the Celery runtime with ``celery_priorities`` on (see docs/flow-control.md).
 
     Raises:
         TypeError: the decorated object is not an ``async def`` function.
@@ -194,6 +201,7 @@ def step(
             force_local=force_local,
             queue=queue,
             compensate=compensate,
+            priority=priority,
         )
         register_step(definition)
 
@@ -215,8 +223,8 @@ class Step:
     ``async def execute(self, ...)``, then call an instance: ``await MyStep()(x)``.
 
     Class attributes: ``name`` (default: class name), ``max_retries``, ``retry_delay``,
-    ``timeout``, ``metadata``, ``force_local``, ``queue``, ``compensate`` (an ``async``
-    function, or a ``@step``).
+    ``timeout``, ``metadata``, ``force_local``, ``queue``, ``priority``, ``compensate``
+    (an ``async`` function, or a ``@step``).
     """
 
     name: ClassVar[str | None] = None
@@ -226,6 +234,7 @@ class Step:
     metadata: ClassVar[dict[str, Any] | None] = None
     force_local: ClassVar[bool] = False
     queue: ClassVar[str | None] = None
+    priority: ClassVar[int | None] = None
     compensate: ClassVar[Callable[..., Awaitable[Any]] | None] = None
     __step__: ClassVar[StepDefinition]
 
@@ -243,6 +252,7 @@ class Step:
             force_local=cls.force_local,
             queue=cls.queue,
             compensate=cls.compensate,
+            priority=cls.priority,
         )
         register_step(cls.__step__)
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
 from pyworkflow.core.exceptions import DefinitionError
-from pyworkflow.core.queues import validate_queue
+from pyworkflow.core.queues import check_priority, validate_queue
 from pyworkflow.core.registry import register_workflow
 from pyworkflow.utils.duration import parse_duration
 
@@ -38,11 +38,13 @@ class WorkflowDefinition:
     queue: str | None = None  # None: the runtime's default workflow queue
     # Flow control (see pyworkflow.engine.flow): at most ``concurrency_limit`` runs per
     # ``concurrency_key(*args, **kwargs)`` executing at once; at most ``rate.count``
-    # starts per ``rate.period`` seconds (``rate_limit`` as written).
+    # starts per ``rate.period`` seconds (``rate_limit`` as written); the broker priority
+    # of the run's messages (0-9, higher first).
     concurrency_limit: int | None = None
     concurrency_key: Callable[..., Any] | None = None
     rate_limit: str | None = None
     rate: Rate | None = None
+    priority: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,7 @@ def workflow(
     concurrency_limit: int | None = None,
     concurrency_key: Callable[..., Any] | None = None,
     rate_limit: str | None = None,
+    priority: int | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
 
 
@@ -145,6 +148,7 @@ def workflow(
     concurrency_limit: int | None = None,
     concurrency_key: Callable[..., Any] | None = None,
     rate_limit: str | None = None,
+    priority: int | None = None,
 ) -> Any:
     """Register an ``async`` function as a workflow. Works as ``@workflow`` and ``@workflow()``.
 
@@ -173,6 +177,9 @@ def workflow(
         rate_limit: at most this many starts per period, e.g. ``"100/m"`` or
             ``"5/30s"``; starts beyond it are delayed (the run waits ``pending``), never
             refused.
+        priority: 0-9, higher first: the broker priority of this workflow's messages
+            under the Celery runtime with ``celery_priorities`` on (see
+            docs/flow-control.md).
 
     Calling the decorated function directly just runs its body; use ``start()`` to run
     it durably.
@@ -217,6 +224,7 @@ def workflow(
             concurrency_key=concurrency_key,
             rate_limit=rate_limit,
             rate=None if rate_limit is None else parse_rate(rate_limit, owner),
+            priority=check_priority(priority, owner),
         )
         register_workflow(definition)
 

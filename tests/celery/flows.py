@@ -243,6 +243,26 @@ async def rated_start(i: int) -> float:
     return time.time()
 
 
+# Priorities (tests/celery/test_flow_control.py): a queue of their own, so RabbitMQ
+# declares it with x-max-priority whatever other tests declared before.
+PRIORITY_QUEUE = "test.priorities"
+
+
+@workflow(queue=PRIORITY_QUEUE, priority=1)
+async def routine_job(i: int) -> float:
+    return time.time()
+
+
+@workflow(queue=PRIORITY_QUEUE, priority=8)
+async def urgent_job(i: int) -> float:
+    return time.time()
+
+
+@workflow(queue=PRIORITY_QUEUE)
+async def unranked_job(i: int) -> float:
+    return time.time()
+
+
 # -- routing: a queue per step or per workflow (tests/celery/test_routing.py) -------------
 
 GPU_QUEUE = "test.gpu"

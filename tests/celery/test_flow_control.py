@@ -7,11 +7,21 @@ import time
 
 import pytest
 
+import pyworkflow
 from pyworkflow import start
 from tests.celery.cluster import wait_all_terminal
-from tests.celery.flows import limited, rated_start
+from tests.celery.flows import (
+    PRIORITY_QUEUE,
+    limited,
+    rated_start,
+    routine_job,
+    unranked_job,
+    urgent_job,
+)
 
 pytestmark = pytest.mark.timeout(240)
+
+BROKERS = pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 
 
 def _most_at_once(spans: list[tuple[float, float]]) -> int:
@@ -57,3 +67,19 @@ async def test_a_rate_limit_delays_starts_on_the_workers(make_cluster):
     for i in range(len(starts) - 4):  # never more than 4 in any 2 seconds
         assert starts[i + 4] - starts[i] >= 1.95, starts
     assert starts[-1] >= 1.95
+
+
+@BROKERS
+async def test_higher_priority_runs_are_taken_first(make_cluster, broker):
+    """With ``celery_priorities`` on, runs queued while no worker consumes their queue are
+    taken highest priority first (urgent 8, routine 1, none 0), on Redis (levels
+    inverted for kombu) and RabbitMQ (x-max-priority)."""
+    cluster = await make_cluster(broker=broker, PYWORKFLOW_CELERY_PRIORITIES="true")
+    pyworkflow.configure(celery_priorities=True)
+    queued = [await start(unranked_job, i) for i in range(3)]
+    queued += [await start(routine_job, i) for i in range(3)]
+    queued += [await start(urgent_job, i) for i in range(3)]
+    cluster.start_worker("solo", 1, f"--queues={PRIORITY_QUEUE}", "--prefetch-multiplier=1")
+    runs = await wait_all_terminal(cluster.storage, queued, 90, cluster)
+    order = [r.workflow_name for r in sorted(runs, key=lambda r: r.result)]
+    assert order == ["urgent_job"] * 3 + ["routine_job"] * 3 + ["unranked_job"] * 3, order

@@ -307,3 +307,18 @@ async def test_a_failing_key_function_fails_the_start_with_its_reason(storage):
     with pytest.raises(DefinitionError, match="concurrency_key failed: KeyError"):
         await start(bad_keyer, {})
     assert await storage.list_runs(workflow_name="flow_bad_keyer") == []
+
+
+def test_priorities_are_sent_only_when_turned_on_and_inverted_for_redis():
+    from pyworkflow.celery.messages import broker_priority
+
+    assert broker_priority(8, "redis://localhost:6379/0") is None  # off by default
+    configure(celery_priorities=True)
+    assert broker_priority(8, "redis://localhost:6379/0") == 1  # kombu serves 0 first
+    assert broker_priority(None, "rediss://h:6380/0") == 9  # none: last, as on RabbitMQ
+    assert broker_priority(8, "amqp://guest@localhost//") == 8
+    assert broker_priority(None, "amqp://guest@localhost//") == 0
+    with pytest.raises(DefinitionError, match="priority must be an int from 0 to 9"):
+        workflow(name="flow_bad_priority", priority=10)(rated.__wrapped__)
+    with pytest.raises(DefinitionError, match="priority must be an int from 0 to 9"):
+        step(name="flow_bad_step_priority", priority=-1)(work.__wrapped__)
