@@ -238,6 +238,20 @@ async def limited(i: int) -> int:
     return await limited_work(i)
 
 
+@step()
+async def held_work(i: int) -> int:
+    """Long enough to kill its worker while it holds its run's slot."""
+    _ledger("held-begin", f"{i}:{time.time()}")
+    await asyncio.sleep(float(os.environ.get("HELD_STEP_SECONDS", "0.5")))
+    _ledger("held-end", f"{i}:{time.time()}")
+    return i
+
+
+@workflow(concurrency_limit=1)
+async def one_at_a_time(i: int) -> int:
+    return await held_work(i)
+
+
 @workflow(rate_limit="4/2s")
 async def rated_start(i: int) -> float:
     return time.time()

@@ -3,6 +3,7 @@ processes (enforced in storage), and a rate limit delays starts on the workers t
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from tests.celery.cluster import wait_all_terminal
 from tests.celery.flows import (
     PRIORITY_QUEUE,
     limited,
+    one_at_a_time,
     rated_start,
     routine_job,
     unranked_job,
@@ -83,3 +85,35 @@ async def test_higher_priority_runs_are_taken_first(make_cluster, broker):
     runs = await wait_all_terminal(cluster.storage, queued, 90, cluster)
     order = [r.workflow_name for r in sorted(runs, key=lambda r: r.result)]
     assert order == ["urgent_job"] * 3 + ["routine_job"] * 3 + ["unranked_job"] * 3, order
+
+
+async def test_a_killed_holders_slot_frees_and_no_two_runs_overlap(make_cluster):
+    """The worker running the one run a limit of 1 lets in is SIGKILLed mid-step: the
+    slot is not lost with it (its lease expires, or its worker's beats stop), every run
+    completes, and no two runs' steps ever ran at once (the killed one's up to the kill)."""
+    cluster = await make_cluster(HELD_STEP_SECONDS="2")
+    cluster.start_worker("w1", 1)
+    cluster.start_worker("w2", 1)
+    cluster.start_scheduler()
+    run_ids = [await start(one_at_a_time, i) for i in range(3)]
+    deadline = time.monotonic() + 60
+    while not any(ln[0] == "held-begin" for ln in cluster.ledger_lines()):
+        assert time.monotonic() < deadline, cluster.logs()
+        await asyncio.sleep(0.05)
+    first = next(ln for ln in cluster.ledger_lines() if ln[0] == "held-begin")
+    cluster.kill_worker(cluster.worker_of_pid(int(first[3])))
+    killed_at = time.time()
+    runs = await wait_all_terminal(cluster.storage, run_ids, 120, cluster)
+    assert [r.status.value for r in runs] == ["completed"] * 3
+    lines = cluster.ledger_lines()
+    spans = []
+    for begin in (ln for ln in lines if ln[0] == "held-begin"):
+        i, began = begin[4].split(":")
+        ends = [
+            float(ln[4].split(":")[1])
+            for ln in lines
+            if ln[0] == "held-end" and ln[3] == begin[3] and ln[4].split(":")[0] == i
+        ]
+        spans.append((float(began), ends[0] if ends else killed_at))
+    assert len(spans) == 4  # three runs, one of them twice (killed, then recovered)
+    assert _most_at_once(spans) == 1
