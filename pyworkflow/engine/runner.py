@@ -293,6 +293,8 @@ async def _admitted(
     if not admission.admitted:
         outcome = await _wait_at_gate(storage, run, admission, interrupted, changes or {})
         outcome.handoff += admission.handoff
+        if outcome.status == RunStatus.PENDING and admission.waits_at is not None:
+            outcome.handoff += await flow.recheck(storage, admission.waits_at, run.run_id, utcnow())
         return outcome
     outcome = await execute()
     outcome.handoff += admission.handoff

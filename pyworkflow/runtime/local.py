@@ -100,6 +100,7 @@ class _Service:
         self.storage = storage
         self.loop = asyncio.get_running_loop()
         self.active: set[str] = set()
+        self._again: set[str] = set()  # asked to resume while executing: resume after
         # Runs whose execution storage failed, waiting to be resumed again (their lease
         # stays ours meanwhile), and how many times in a row that happened to each.
         self.backing_off: set[str] = set()
@@ -128,6 +129,9 @@ class _Service:
             outcome = await work()
         finally:
             self.active.discard(run_id)
+            if run_id in self._again:
+                self._again.discard(run_id)
+                self.spawn(run_id)
         if outcome is not None and outcome.wake_at is not None:
             self.notify(outcome.wake_at)
         if outcome is not None and outcome.next_run_id is not None:
@@ -151,7 +155,12 @@ class _Service:
             self._wake.set()
 
     def spawn(self, run_id: str, *, recovery: bool = False, steal_from: str | None = None) -> None:
-        if run_id in self.active or self._left_to_others(run_id):
+        if run_id in self.active:
+            # Asked while it executes here (e.g. handed a concurrency slot while it
+            # stores itself as waiting): resume it again once this execution ends.
+            self._again.add(run_id)
+            return
+        if self._left_to_others(run_id):
             return
         self.active.add(run_id)  # reserve before the task starts: no double spawn
         self._track(self._resume(run_id, recovery, steal_from))

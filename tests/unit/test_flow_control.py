@@ -106,18 +106,20 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         await admin_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-async def finished(run_ids: list[str], limit: float = 60) -> list[pyworkflow.WorkflowRun]:
+async def finished(run_ids: list[str], limit: float = 30) -> list[pyworkflow.WorkflowRun]:
     return list(await asyncio.gather(*(wait_for_run(r, timeout=limit) for r in run_ids)))
 
 
 async def test_at_most_n_runs_execute_at_once_and_the_rest_wait_in_start_order(storage):
-    labels = [f"two-{i:02d}" for i in range(20)]
+    # Every waiter must be handed its slot: none may rely on the queue recheck.
+    configure(queue_recheck_interval=3600)
+    labels = [f"two-{i:02d}" for i in range(40)]
     run_ids = await asyncio.gather(*(start(two_at_a_time, label) for label in labels))
     queued = [await get_workflow_run(r) for r in run_ids]
     waiting = [r for r in queued if r.lease_owner == flow.QUEUED_LIMIT]
     assert len(waiting) >= 10 and all(r.status == RunStatus.PENDING for r in waiting)
     runs = await finished(run_ids)
-    assert [r.status for r in runs] == [RunStatus.COMPLETED] * 20
+    assert [r.status for r in runs] == [RunStatus.COMPLETED] * 40
     assert peak["two"] == 2
     # The waiting runs are let in by start time, not by who reached the gate first.
     by_label = dict(zip(run_ids, labels, strict=True))
@@ -128,6 +130,22 @@ async def test_at_most_n_runs_execute_at_once_and_the_rest_wait_in_start_order(s
     assert all(abs(order.index(label) - i) <= 1 for i, label in enumerate(in_start_order))
     gate = await storage.get_gate(flow.gate_key("flow_two_at_a_time", None))
     assert gate is not None and json.loads(gate.data)["holders"] == []
+
+
+@workflow(name="flow_ten_at_a_time", concurrency_limit=10)
+async def ten_at_a_time(label: str) -> str:
+    return await work(label, 0.01)
+
+
+async def test_a_crowd_of_short_runs_is_handed_every_slot_without_rechecks(storage):
+    """Slots free while refused runs are still storing themselves as waiting: none of
+    them may be dropped from the queue or miss its hand-off (each would then wait for
+    the queue recheck, an hour here)."""
+    configure(queue_recheck_interval=3600)
+    run_ids = await asyncio.gather(*(start(ten_at_a_time, f"ten-{i}") for i in range(100)))
+    runs = await finished(run_ids, limit=30)
+    assert [r.status for r in runs] == [RunStatus.COMPLETED] * 100
+    assert 2 <= peak["ten"] <= 10
 
 
 async def test_each_concurrency_key_has_its_own_limit(storage):
