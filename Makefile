@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery bench-lost bench-dashboard bench-scale bench-logging bench-tracing bench-metrics bench-signals check clean
+.PHONY: install demo test outages chaos lint typecheck bench bench-quick bench-storage bench-peers bench-celery bench-lost bench-dashboard bench-scale bench-logging bench-tracing bench-metrics bench-signals bench-flow check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -81,6 +81,9 @@ bench-metrics: install
 # Signals side by side with DBOS (send/recv): burst throughput and one-message latency.
 bench-signals: install
 	$(BIN)/python benchmarks/signals_bench.py
+
+bench-flow: install
+	$(BIN)/python benchmarks/flow_bench.py
 
 bench-dashboard: install
 	$(BIN)/python benchmarks/dashboard_bench.py

@@ -34,6 +34,7 @@ from pyworkflow.core.config import discover_workflows, get_config
 from pyworkflow.core.exceptions import RunNotFoundError
 from pyworkflow.core.registry import get_workflow
 from pyworkflow.engine.diagnosis import Diagnosis, diagnose
+from pyworkflow.engine.flow import queued_for
 from pyworkflow.engine.history_file import dump_history
 from pyworkflow.queries import query_workflow
 from pyworkflow.runtime import get_runtime
@@ -201,6 +202,7 @@ def status(cli: CliContext, run_id: str) -> None:
         "deadline_at": run.deadline_at,
         "lease_owner": run.lease_owner,
         "lease_expires_at": run.lease_expires_at,
+        "queued": queued_for(run),
         "cancel_requested_at": run.cancel_requested_at,
         "cancel_reason": run.cancel_reason,
         "continued_from_run_id": run.continued_from_run_id,

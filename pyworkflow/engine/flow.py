@@ -70,6 +70,16 @@ def is_flow_queued(owner: str | None) -> bool:
     return owner in _FLOW_OWNERS
 
 
+def queued_for(run: WorkflowRun) -> str | None:
+    """What a ``pending`` run waits for at a gate, for listings: ``"concurrency limit"``,
+    ``"rate limit"``, or ``None`` (not waiting at a gate)."""
+    if run.lease_owner == QUEUED_LIMIT:
+        return "concurrency limit"
+    if run.lease_owner == QUEUED_RATE:
+        return "rate limit"
+    return None
+
+
 @dataclass(slots=True)
 class Admission:
     """Whether an execution may go on.
@@ -487,6 +497,7 @@ __all__ = [
     "is_flow_queued",
     "key_of",
     "place_of",
+    "queued_for",
     "rate_key",
     "recheck",
     "release",

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from pyworkflow.engine.flow import queued_for
 from pyworkflow.storage.base import run_cursor
 from pyworkflow.storage.schemas import Event, RunStatus, WorkflowRun, utcnow
 
@@ -30,6 +31,11 @@ class RunSummary(BaseModel):
     )
     tags: list[str] = []
     parent_run_id: str | None = None
+    queued: str | None = Field(
+        None,
+        description="What a pending run waits for at a flow-control gate: "
+        "'concurrency limit' or 'rate limit' (null: it does not).",
+    )
 
     @classmethod
     def of(cls, run: WorkflowRun) -> RunSummary:
@@ -45,6 +51,7 @@ class RunSummary(BaseModel):
             duration_seconds=seconds,
             tags=list(run.tags),
             parent_run_id=run.parent_run_id,
+            queued=queued_for(run),
         )
 
 

@@ -405,3 +405,31 @@ async def test_an_admin_sends_a_signal_from_the_run_page(app: FastAPI) -> None:
         assert 'id="signal-form"' not in (await http.get(f"/runs/{waiting}")).text
         denied = await http.post(f"/runs/{waiting}/signal", data={"csrf_token": csrf, "name": "x"})
         assert denied.status_code == 403
+
+
+async def test_runs_page_marks_runs_queued_at_a_flow_control_gate(app: FastAPI) -> None:
+    from datetime import timedelta
+
+    from pyworkflow import get_storage
+    from pyworkflow.engine.flow import QUEUED_LIMIT
+    from pyworkflow.storage.schemas import RunStatus, RunUpdate, utcnow
+
+    run_id = await start(srv_sleeper)
+    other = await start(srv_quick, 1)
+    storage = get_storage()
+    run = await get_workflow_run(run_id)
+    queued = {
+        "status": RunStatus.PENDING,
+        "lease_owner": QUEUED_LIMIT,
+        "lease_expires_at": utcnow() + timedelta(minutes=5),
+    }
+    await storage.append_events(
+        run_id, [], expected_last_sequence=run.last_sequence, update=RunUpdate(queued)
+    )
+    async with browser(app) as http:
+        await _login(http, READ_TOKEN)
+        page = (await http.get("/")).text
+    row = page[page.index(f'data-run-id="{run_id}"') :].split("</tr>")[0]
+    assert "queued: concurrency limit" in row
+    plain = page[page.index(f'data-run-id="{other}"') :].split("</tr>")[0]
+    assert "queued" not in plain

@@ -1,0 +1,96 @@
+"""Flow control side by side: our engine against DBOS queues (``Queue(concurrency=C)``,
+``Queue(limiter=...)``).
+
+    .venv/bin/python benchmarks/flow_bench.py [--n 200] [--limit 10] [--step-ms 20]
+        [--rate-n 60] [--rate 20] [--repeats 3]
+
+Two scenarios, each run ``--repeats`` times per engine in a fresh process with a fresh
+SQLite database (median reported), both engines on their default settings:
+
+* concurrency: N runs whose one step sleeps ``--step-ms`` ms, at most ``--limit`` at
+  once, all started at once: seconds until every run completed (the ideal is
+  ``N * step / limit``), and the most steps seen running at once (must be the limit);
+* rate: ``--rate-n`` runs of a workflow limited to ``--rate`` starts a second, started
+  at once: seconds until every run completed (the ideal is ``(rate-n - 1) // rate``
+  seconds plus the last run).
+
+pyworkflow-engine 0.4.0 (the suite's other peer) has no flow control. DBOS runs in the
+peer venv the suite creates (``benchmarks/.peer-venvs/dbos-3.4.0``). Writes
+``benchmarks/results/flow.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import suite  # noqa: E402 - the suite's venv and environment helpers
+
+RUNNERS = {"ours": HERE / "peers" / "flow_ours.py", "dbos": HERE / "peers" / "flow_dbos.py"}
+
+
+def run(engine: str, python: Path, scenario: str, options: list[str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run(
+            [str(python), str(RUNNERS[engine]), scenario, "--db", f"{tmp}/db.sqlite", *options],
+            cwd=tmp,
+            env=suite._clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    if done.returncode != 0:
+        raise SystemExit(f"{engine} {scenario} failed:\n{done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=200, help="runs in the concurrency scenario")
+    p.add_argument("--limit", type=int, default=10, help="the concurrency limit")
+    p.add_argument("--step-ms", type=int, default=20, help="each run's step, in ms")
+    p.add_argument("--rate-n", type=int, default=60, help="runs in the rate scenario")
+    p.add_argument("--rate", type=int, default=20, help="starts a second allowed")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    dbos = suite.ensure_venv(suite.PEER_VENVS["dbos"])
+    pythons = {"ours": suite.OURS_PYTHON, "dbos": Path(dbos["path"]) / "bin" / "python"}
+    concurrency = ["--n", str(args.n), "--limit", str(args.limit), "--step-ms", str(args.step_ms)]
+    rate = ["--n", str(args.rate_n), "--limit", str(args.rate)]
+    results: dict[str, dict[str, Any]] = {}
+    for engine, python in pythons.items():
+        limited = [run(engine, python, "concurrency", concurrency) for _ in range(args.repeats)]
+        rated = [run(engine, python, "rate", rate) for _ in range(args.repeats)]
+        results[engine] = {
+            "concurrency_s": statistics.median(x["seconds"] for x in limited),
+            "most_at_once": max(x["most"] for x in limited),
+            "rate_s": statistics.median(x["seconds"] for x in rated),
+            "samples": {"concurrency": limited, "rate": rated},
+        }
+    ours, peer = results["ours"], results["dbos"]
+    ideal = args.n * args.step_ms / 1000 / args.limit
+    print(
+        f"flow control: {args.n} runs of a {args.step_ms} ms step at most {args.limit} at "
+        f"once (ideal {ideal:.2f} s); {args.rate_n} runs at {args.rate} starts/s"
+    )
+    print(f"{'':28}{'ours':>12}{'dbos 3.4.0':>14}{'dbos/ours':>12}")
+    for label, key in (("concurrency (s)", "concurrency_s"), ("rate (s)", "rate_s")):
+        print(f"{label:28}{ours[key]:>12.2f}{peer[key]:>14.2f}{peer[key] / ours[key]:>11.1f}x")
+    print(f"{'most at once':28}{ours['most_at_once']:>12}{peer['most_at_once']:>14}")
+    print("(seconds until every run completed, lower is better; ratio: dbos/ours)")
+    out = HERE / "results" / "flow.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
