@@ -1,5 +1,5 @@
-"""Flow control side by side: our engine against DBOS queues (``Queue(concurrency=C)``,
-``Queue(limiter=...)``).
+"""Flow control side by side: our engine against DBOS queues
+(``DBOS.register_queue(concurrency=C)``, ``register_queue(limiter=...)``).
 
     .venv/bin/python benchmarks/flow_bench.py [--n 200] [--limit 10] [--step-ms 20]
         [--rate-n 60] [--rate 20] [--repeats 3]

@@ -1,5 +1,5 @@
-"""Flow-control benchmark runner for DBOS (``Queue(concurrency=C)`` and
-``Queue(limiter=...)``), run by benchmarks/flow_bench.py in its own venv. The same two
+"""Flow-control benchmark runner for DBOS (``DBOS.register_queue(concurrency=C)`` and
+``register_queue(limiter=...)``), run by benchmarks/flow_bench.py in its own venv. The same two
 scenarios as flow_ours.py. DBOS's settings are its defaults (the queue's polling
 interval included) but for the log level and no admin server."""
 
@@ -47,11 +47,6 @@ def main() -> None:
     def rated(i: int) -> int:
         return i
 
-    if args.scenario == "concurrency":
-        queue, target = Queue("fb_limited", concurrency=args.limit), limited
-    else:
-        queue = Queue("fb_rated", limiter={"limit": args.limit, "period": 1})
-        target = rated
     DBOS(
         config={
             "name": "flow-bench",
@@ -61,6 +56,12 @@ def main() -> None:
         }
     )
     DBOS.launch()
+    queue: Queue
+    if args.scenario == "concurrency":
+        queue, target = DBOS.register_queue("fb_limited", concurrency=args.limit), limited
+    else:
+        limiter = {"limit": args.limit, "period": 1}
+        queue, target = DBOS.register_queue("fb_rated", limiter=limiter), rated
     queue.enqueue(target, -1).get_result(polling_interval_sec=0.001)  # warm-up
     time.sleep(1.1)  # the warm-up's rate window passes
     global most
