@@ -44,6 +44,7 @@ from pyworkflow.signals import encode_signal_payload, send_signal
 from pyworkflow.storage import retention
 from pyworkflow.storage.base import (
     CANCELLATION,
+    FLOW_CONTROL,
     HOOKS,
     RETENTION,
     StorageBackend,
@@ -273,15 +274,18 @@ async def _start(
     is_durable = durable if durable is not None else definition.durable
     if is_durable is None:
         is_durable = cfg.default_durable
-    if signal is not None:
-        if not is_durable:
-            raise ValueError(f"start({definition.name!r}, signal=...): signals need a durable run")
-        return await _start_with_signal(request, signal, chosen, _storage(storage), detached)
     if not is_durable:
-        return await chosen.start_transient(request)
+        if signal is not None:
+            raise ValueError(f"start({definition.name!r}, signal=...): signals need a durable run")
+        return await chosen.start_transient(request)  # (flow control needs storage: none)
+    backend = _storage(storage)
+    if definition.concurrency_limit is not None or definition.rate is not None:
+        require_capability(backend, FLOW_CONTROL)  # before anything is stored
+    if signal is not None:
+        return await _start_with_signal(request, signal, chosen, backend, detached)
     if detached:
-        return await chosen.start_detached(request, _storage(storage))
-    return await chosen.start(request, _storage(storage))
+        return await chosen.start_detached(request, backend)
+    return await chosen.start(request, backend)
 
 
 async def _start_with_signal(

@@ -274,6 +274,10 @@ async def test_starts_beyond_the_rate_are_delayed_not_refused(storage):
     run_ids = await asyncio.gather(*(start(rated, i) for i in range(7)))
     delayed = [await get_workflow_run(r) for r in run_ids]
     assert sum(r.lease_owner == flow.QUEUED_RATE for r in delayed) == 4
+    last = max(delayed, key=lambda r: r.wake_at or r.created_at)
+    found = await diagnose(storage, last.run_id, now=utcnow(), lease_ttl=30)
+    [cause] = [c for c in found.causes if c.kind == "rate_limit"]
+    assert "flow_rated" in cause.message and cause.until == last.wake_at and not found.stuck
     runs = await finished(run_ids)
     starts = sorted(r.result - began for r in runs)
     # 3 at once, 3 a second later, the 7th a second after those.
@@ -340,3 +344,17 @@ def test_priorities_are_sent_only_when_turned_on_and_inverted_for_redis():
         workflow(name="flow_bad_priority", priority=10)(rated.__wrapped__)
     with pytest.raises(DefinitionError, match="priority must be an int from 0 to 9"):
         step(name="flow_bad_step_priority", priority=-1)(work.__wrapped__)
+
+
+async def test_a_backend_without_gates_refuses_a_limited_start_before_storing_it():
+    from pyworkflow.core.exceptions import ConfigurationError
+    from pyworkflow.storage.memory import InMemoryStorageBackend as Memory
+
+    class NoGates(Memory):
+        get_gate = StorageBackend.get_gate  # type: ignore[assignment]
+        save_gate = StorageBackend.save_gate  # type: ignore[assignment]
+
+    backend = NoGates()
+    with pytest.raises(ConfigurationError, match="does not support flow_control"):
+        await start(two_at_a_time, "x", storage=backend)
+    assert await backend.list_runs() == []
