@@ -103,9 +103,6 @@ class Admission:
     handoff: list[str] = field(default_factory=list)
 
 
-ADMITTED = Admission(admitted=True)
-
-
 def key_of(
     definition: WorkflowDefinition, args: Sequence[Any], kwargs: dict[str, Any]
 ) -> str | None:
@@ -129,6 +126,19 @@ def key_of(
     if not isinstance(key, str):
         raise DefinitionError(f"{owner}: concurrency_key must return a str, got {key!r}")
     return key
+
+
+def _stored_run_key(
+    run: WorkflowRun, definition: WorkflowDefinition, args: Sequence[Any], kwargs: dict[str, Any]
+) -> str | None:
+    """The key of a run stored without one (started before its workflow had a key
+    function, or a retry): from its arguments, else the workflow-wide limit (a run
+    already stored must not fail because the key function does not fit its arguments)."""
+    try:
+        return key_of(definition, args, kwargs)
+    except DefinitionError as exc:
+        logger.warning("run {}: {}; counted under the workflow-wide limit", run.run_id, exc)
+        return None
 
 
 def gate_key(workflow_name: str, key: str | None) -> str:
@@ -167,9 +177,9 @@ async def admit(
         StorageUnavailableError: the gate kept changing under us (or storage failed).
     """
     if definition.rate is None and definition.concurrency_limit is None:
-        return ADMITTED
+        return Admission(admitted=True)
     if run.cancel_requested_at is not None:
-        return ADMITTED  # its cancellation does not wait for a slot
+        return Admission(admitted=True)  # its cancellation does not wait for a slot
     rated_at = None
     if definition.rate is not None and run.last_sequence <= 1:
         rated_at = run.wake_at if run.status == RunStatus.PENDING else None
@@ -178,8 +188,8 @@ async def admit(
         if rated_at > now:
             return Admission(admitted=False, queued_until=rated_at, rated_at=rated_at)
     if definition.concurrency_limit is None:
-        return ADMITTED
-    key = history_key if history_key is not None else key_of(definition, args, kwargs)
+        return Admission(admitted=True)
+    key = history_key if history_key is not None else _stored_run_key(run, definition, args, kwargs)
     gate = gate_key(definition.name, key)
     granted, handoff = await _change(
         storage,
@@ -487,7 +497,6 @@ def _starts(gate: GateRecord | None) -> list[datetime]:
 
 
 __all__ = [
-    "ADMITTED",
     "QUEUED_LIMIT",
     "QUEUED_RATE",
     "Admission",
