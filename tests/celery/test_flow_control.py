@@ -10,6 +10,8 @@ import pytest
 
 import pyworkflow
 from pyworkflow import start
+from pyworkflow.engine.diagnosis import diagnose
+from pyworkflow.storage.schemas import utcnow
 from tests.celery.cluster import wait_all_terminal
 from tests.celery.flows import (
     PRIORITY_QUEUE,
@@ -42,6 +44,16 @@ async def test_twenty_runs_with_limit_two_never_run_more_than_two_at_once(make_c
     cluster.start_worker("w2", 2)  # four processes could run four steps at once
     cluster.start_scheduler()
     run_ids = [await start(limited, i) for i in range(20)]
+    # runs why, on the last one while it waits: the gate, its live holders, the queue.
+    deadline = time.monotonic() + 60
+    while True:
+        found = await diagnose(cluster.storage, run_ids[-1], now=utcnow(), lease_ttl=3)
+        gate = [c.message for c in found.causes if c.kind == "concurrency"]
+        if gate and "held by run_" in gate[0]:
+            break
+        assert time.monotonic() < deadline, (found, cluster.logs())
+        await asyncio.sleep(0.05)
+    assert "workflow 'limited' (limit 2)" in gate[0] and not found.stuck
     runs = await wait_all_terminal(cluster.storage, run_ids, 150, cluster)
     assert [r.status.value for r in runs] == ["completed"] * 20
     lines = cluster.ledger_lines()

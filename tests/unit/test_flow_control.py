@@ -118,6 +118,12 @@ async def test_at_most_n_runs_execute_at_once_and_the_rest_wait_in_start_order(s
     queued = [await get_workflow_run(r) for r in run_ids]
     waiting = [r for r in queued if r.lease_owner == flow.QUEUED_LIMIT]
     assert len(waiting) >= 10 and all(r.status == RunStatus.PENDING for r in waiting)
+    last = max(waiting, key=lambda r: r.created_at)
+    found = await diagnose(storage, last.run_id, now=utcnow(), lease_ttl=30)
+    [cause] = [c for c in found.causes if c.kind == "concurrency"]
+    assert "workflow 'flow_two_at_a_time' (limit 2): held by " in cause.message
+    assert "runs wait ahead of it" in cause.message and not found.stuck
+    assert "; 0 runs wait" not in cause.message  # the newest waits behind the others
     runs = await finished(run_ids)
     assert [r.status for r in runs] == [RunStatus.COMPLETED] * 40
     assert peak["two"] == 2
