@@ -1,7 +1,7 @@
 """Flow-control benchmark runner for DBOS (``DBOS.register_queue(concurrency=C)`` and
 ``register_queue(limiter=...)``), run by benchmarks/flow_bench.py in its own venv. The same two
 scenarios as flow_ours.py. DBOS's settings are its defaults (the queue's polling
-interval included) but for the log level and no admin server."""
+interval too, unless ``--polling``) but for the log level and no admin server."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def main() -> None:
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--limit", type=int, required=True)
     p.add_argument("--step-ms", type=int, default=20)
+    p.add_argument("--polling", type=float, default=None, help="the queue's polling interval")
     args = p.parse_args()
+    polling = {} if args.polling is None else {"polling_interval_sec": args.polling}
 
     @DBOS.step()
     def call(ms: int) -> None:
@@ -58,10 +60,11 @@ def main() -> None:
     DBOS.launch()
     queue: Queue
     if args.scenario == "concurrency":
-        queue, target = DBOS.register_queue("fb_limited", concurrency=args.limit), limited
+        queue = DBOS.register_queue("fb_limited", concurrency=args.limit, **polling)
+        target = limited
     else:
         limiter = {"limit": args.limit, "period": 1}
-        queue, target = DBOS.register_queue("fb_rated", limiter=limiter), rated
+        queue, target = DBOS.register_queue("fb_rated", limiter=limiter, **polling), rated
     queue.enqueue(target, -1).get_result(polling_interval_sec=0.001)  # warm-up
     time.sleep(1.1)  # the warm-up's rate window passes
     global most
