@@ -304,58 +304,55 @@ async def _change(
     created_at: float = 0.0,
     mode: str = "ask",
 ) -> tuple[bool, list[str]]:
-    """:func:`_change_now`, taking its turn among this process's changes of ``gate``."""
-    async with _turn(storage, gate):
-        return await _change_now(
-            storage, gate, run_id, now, limit=limit, created_at=created_at, mode=mode
-        )
-
-
-async def _change_now(
-    storage: StorageBackend,
-    gate: str,
-    run_id: str,
-    now: datetime,
-    *,
-    limit: int | None = None,
-    created_at: float = 0.0,
-    mode: str = "ask",
-) -> tuple[bool, list[str]]:
     """One compare-and-set change of a concurrency gate: ``run_id`` asks for a slot
     (``mode="ask"``, ``limit`` given), gives its slot back (``"leave"``) or only looks
     whose turn it is (``"look"``: ``run_id`` counts among them). Returns whether
     ``run_id`` holds a slot now, and the waiters whose turn came."""
-    for attempt in range(_CAS_ATTEMPTS):
-        stored = await storage.get_gate(gate)
-        slots = _Slots.read(stored, limit)
-        before = slots.dump()
-        held = run_id in slots.holders
-        slots.holders = await _live_holders(storage, slots.holders, run_id, now)
-        granted = False
-        if mode == "ask":
-            free = slots.limit - len(slots.holders)
-            granted = held or await _waiters_ahead(storage, slots, run_id, free, now) < free
-            if granted:
-                slots.holders.append(run_id)
-                slots.waiting = [w for w in slots.waiting if w != run_id]
-            else:
-                slots.wait(run_id, created_at)
-        free = slots.limit - len(slots.holders)
-        handoff: list[str] = []
-        if free > 0 and slots.waiting:
-            await _waiters_ahead(storage, slots, None, free, now)  # drops dead ones
-            handoff = [w for w in slots.waiting[:free] if w != run_id or mode == "look"]
-        data = slots.dump()
-        if data == before:
-            return granted, handoff
-        record = GateRecord(key=gate, data=data, updated_at=now)
-        expected = None if stored is None else stored.version
-        if await storage.save_gate(record, expected_version=expected):
-            return granted, handoff
-        await _backoff(attempt)
+    async with _turn(storage, gate):  # this process's changes of the gate take turns
+        for attempt in range(_CAS_ATTEMPTS):
+            stored = await storage.get_gate(gate)
+            slots = _Slots.read(stored, limit)
+            before = slots.dump()
+            granted, handoff = await _decide(storage, slots, run_id, now, mode, created_at)
+            data = slots.dump()
+            if data == before:
+                return granted, handoff
+            record = GateRecord(key=gate, data=data, updated_at=now)
+            expected = None if stored is None else stored.version
+            if await storage.save_gate(record, expected_version=expected):
+                return granted, handoff
+            await _backoff(attempt)
     raise StorageUnavailableError(
         f"flow-control gate {gate!r} kept changing under this process ({_CAS_ATTEMPTS} tries)"
     )
+
+
+async def _decide(
+    storage: StorageBackend,
+    slots: _Slots,
+    run_id: str,
+    now: datetime,
+    mode: str,
+    created_at: float,
+) -> tuple[bool, list[str]]:
+    """Apply one change to ``slots`` (see :func:`_change`), reading the runs it names to
+    tell live holders and waiters from gone ones."""
+    held = run_id in slots.holders
+    slots.holders = await _live_holders(storage, slots.holders, run_id, now)
+    granted = False
+    if mode == "ask":
+        free = slots.limit - len(slots.holders)
+        granted = held or await _waiters_ahead(storage, slots, run_id, free, now) < free
+        if granted:
+            slots.holders.append(run_id)
+            slots.waiting = [w for w in slots.waiting if w != run_id]
+        else:
+            slots.wait(run_id, created_at)
+    free = slots.limit - len(slots.holders)
+    if free <= 0 or not slots.waiting:
+        return granted, []
+    await _waiters_ahead(storage, slots, None, free, now)  # drops dead ones
+    return granted, [w for w in slots.waiting[:free] if w != run_id or mode == "look"]
 
 
 async def _backoff(attempt: int) -> None:
