@@ -8,7 +8,6 @@ in-memory backend, SQLite on disk and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,8 @@ from pyworkflow import (
     workflow,
 )
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.config import storage_from_url
-from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.testing import check_crash_points
-from tests.services import require_service
+from tests.unit.conftest import ENGINE_BACKENDS, open_storage
 
 undone: list[str] = []
 flaky_refunds: dict[str, int] = {}
@@ -98,27 +95,12 @@ async def chain(round_: int) -> str:
     raise FatalError("round 2 gives up")
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=ENGINE_BACKENDS)
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageBackend]:
-    if request.param == "memory":
-        backend: StorageBackend = InMemoryStorageBackend()
-        schema = None
-    elif request.param == "sqlite":
-        backend = storage_from_url(f"sqlite:///{tmp_path / 'saga.db'}")
-        schema = None
-    else:
-        pytest.importorskip("asyncpg", reason="pip install 'pyworkflow-engine[postgres]'")
-        from tests.storage.backend_postgres import admin_execute, with_options
-
-        schema = f"pwtest_{uuid.uuid4().hex[:16]}"
-        backend = storage_from_url(with_options(require_service("postgres"), schema=schema))
-    await backend.connect()
-    undone.clear()
-    flaky_refunds.clear()
-    yield backend
-    await backend.close()
-    if schema is not None:
-        await admin_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    async with open_storage(request.param, tmp_path) as backend:
+        undone.clear()
+        flaky_refunds.clear()
+        yield backend
 
 
 def step_ids(events: list[Any], kind: str) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -33,10 +32,8 @@ from pyworkflow.core.workflow import parse_rate
 from pyworkflow.engine import flow
 from pyworkflow.engine.diagnosis import diagnose
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.config import storage_from_url
-from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.schemas import GateRecord, RunStatus, RunUpdate, utcnow
-from tests.services import require_service
+from tests.unit.conftest import ENGINE_BACKENDS, open_storage
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,29 +78,14 @@ async def rated(i: int) -> float:
     return time.time()
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=ENGINE_BACKENDS)
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageBackend]:
-    if request.param == "memory":
-        backend: StorageBackend = InMemoryStorageBackend()
-        schema = None
-    elif request.param == "sqlite":
-        backend = storage_from_url(f"sqlite:///{tmp_path / 'flow.db'}")
-        schema = None
-    else:
-        pytest.importorskip("asyncpg", reason="pip install 'pyworkflow-engine[postgres]'")
-        from tests.storage.backend_postgres import admin_execute, with_options
-
-        schema = f"pwtest_{uuid.uuid4().hex[:16]}"
-        backend = storage_from_url(with_options(require_service("postgres"), schema=schema))
-    await backend.connect()
-    configure(storage=backend, timer_poll_interval=0.05)
-    running.clear()
-    peak.clear()
-    entered.clear()
-    yield backend
-    await backend.close()
-    if schema is not None:
-        await admin_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    async with open_storage(request.param, tmp_path) as backend:
+        configure(storage=backend, timer_poll_interval=0.05)
+        running.clear()
+        peak.clear()
+        entered.clear()
+        yield backend
 
 
 async def finished(run_ids: list[str], limit: float = 30) -> list[pyworkflow.WorkflowRun]:
