@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,26 +33,7 @@ RUNNERS = {"ours": HERE / "peers" / "signals_ours.py", "dbos": HERE / "peers" / 
 
 
 def run(engine: str, python: Path, scenario: str, n: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        done = subprocess.run(
-            [
-                str(python),
-                str(RUNNERS[engine]),
-                scenario,
-                "--db",
-                f"{tmp}/db.sqlite",
-                "--n",
-                str(n),
-            ],
-            cwd=tmp,
-            env=suite._clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-    if done.returncode != 0:
-        raise SystemExit(f"{engine} {scenario} failed:\n{done.stderr[-2000:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return suite.run_fresh(python, RUNNERS[engine], scenario, ["--n", str(n)])
 
 
 def main() -> None:

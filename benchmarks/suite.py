@@ -195,6 +195,26 @@ class Budget:
         return self.seconds - (time.monotonic() - self.start)
 
 
+def run_fresh(
+    python: Path, script: Path, scenario: str, args: list[str], timeout: float = 900
+) -> dict[str, Any]:
+    """One run of a side-by-side runner (``script scenario --db DB ARGS``) in a fresh
+    temporary directory with a fresh SQLite file; the last JSON line it printed. Exits
+    with the runner's error output when it fails (the figures would be wrong)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run(
+            [str(python), str(script), scenario, "--db", f"{tmp}/db.sqlite", *args],
+            cwd=tmp,
+            env=_clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    if done.returncode != 0:
+        raise SystemExit(f"{script.name} {scenario} failed:\n{done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def run_runner(
     engine: Engine, scenario: str, db: Path, args: list[str], timeout: float
 ) -> dict[str, Any]:
