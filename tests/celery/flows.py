@@ -277,6 +277,32 @@ async def unranked_job(i: int) -> float:
     return time.time()
 
 
+PRIORITY_STEPS_QUEUE = "test.priority-steps"
+PRIORITY_FLOWS_QUEUE = "test.priority-flows"
+
+
+@step(queue=PRIORITY_STEPS_QUEUE, priority=8)
+async def urgent_step(i: int) -> int:
+    _ledger("urgent-step", time.time())
+    return i
+
+
+@step(queue=PRIORITY_STEPS_QUEUE, priority=1)
+async def routine_step(i: int) -> int:
+    _ledger("routine-step", time.time())
+    return i
+
+
+@workflow(queue=PRIORITY_FLOWS_QUEUE)
+async def with_urgent_step(i: int) -> int:
+    return await urgent_step(i)
+
+
+@workflow(queue=PRIORITY_FLOWS_QUEUE)
+async def with_routine_step(i: int) -> int:
+    return await routine_step(i)
+
+
 # -- routing: a queue per step or per workflow (tests/celery/test_routing.py) -------------
 
 GPU_QUEUE = "test.gpu"

@@ -14,13 +14,17 @@ from pyworkflow.engine.diagnosis import diagnose
 from pyworkflow.storage.schemas import utcnow
 from tests.celery.cluster import wait_all_terminal
 from tests.celery.flows import (
+    PRIORITY_FLOWS_QUEUE,
     PRIORITY_QUEUE,
+    PRIORITY_STEPS_QUEUE,
     limited,
     one_at_a_time,
     rated_start,
     routine_job,
     unranked_job,
     urgent_job,
+    with_routine_step,
+    with_urgent_step,
 )
 
 pytestmark = pytest.mark.timeout(240)
@@ -129,3 +133,29 @@ async def test_a_killed_holders_slot_frees_and_no_two_runs_overlap(make_cluster)
         spans.append((float(began), ends[0] if ends else killed_at))
     assert len(spans) == 4  # three runs, one of them twice (killed, then recovered)
     assert _most_at_once(spans) == 1
+
+
+@BROKERS
+async def test_higher_priority_steps_are_taken_first(make_cluster, broker):
+    """Step attempts waiting in their queue are taken by their step's priority: six runs
+    dispatch their one step while no worker consumes the step queue; a worker that
+    then consumes it runs the urgent (8) ones before the routine (1) ones."""
+    cluster = await make_cluster(broker=broker, PYWORKFLOW_CELERY_PRIORITIES="true")
+    pyworkflow.configure(celery_priorities=True)
+    # (queues of their own: RabbitMQ keeps the arguments a queue was first declared with)
+    cluster.start_worker("flows", 1, f"--queues={PRIORITY_FLOWS_QUEUE}")
+    run_ids = [await start(with_routine_step, i) for i in range(3)]
+    run_ids += [await start(with_urgent_step, i) for i in range(3)]
+    deadline = time.monotonic() + 60
+    while True:  # every run has sent its step out
+        runs = [await cluster.storage.get_run(r) for r in run_ids]
+        if all(r.lease_owner and r.lease_owner.startswith("round:") for r in runs):
+            break
+        assert time.monotonic() < deadline, cluster.logs()
+        await asyncio.sleep(0.1)
+    cluster.start_worker("steps", 1, f"--queues={PRIORITY_STEPS_QUEUE}")
+    await wait_all_terminal(cluster.storage, run_ids, 90, cluster)
+    taken = sorted(
+        (float(ln[4]), ln[0]) for ln in cluster.ledger_lines() if ln[0].endswith("-step")
+    )
+    assert [kind for _, kind in taken] == ["urgent-step"] * 3 + ["routine-step"] * 3, taken
