@@ -154,11 +154,12 @@ def move_hook(
 
 
 def next_schedule_version(stored: int | None, expected: int | None) -> int | None:
-    """The version a schedule compare-and-set writes, or ``None`` when it must fail.
+    """The version a compare-and-set of a schedule or a gate writes, or ``None`` when it
+    must fail.
 
     Args:
-        stored: the stored schedule's version, ``None`` if there is none.
-        expected: ``save_schedule``'s ``expected_version`` (``None``: insert).
+        stored: the stored record's version, ``None`` if there is none.
+        expected: the save's ``expected_version`` (``None``: insert).
     """
     if expected is None:
         return 1 if stored is None else None

@@ -30,7 +30,8 @@ Beside them, each optional group has its table and mixin module: ``hooks``
 ``workers``, ``signals(run_id, sequence, ...)``, the runs' signal inboxes
 (:mod:`~pyworkflow.storage._sql_signals`: a send locks the run's row first, so sends and
 the run's own writes are ordered), and ``gates(gate_key, ...)``, the flow-control gates
-(:mod:`~pyworkflow.storage._sql_gates`: compare-and-set records, like schedules).
+(:mod:`~pyworkflow.storage._sql_gates`: compare-and-set records, like schedules; both
+save through :mod:`~pyworkflow.storage._sql_versioned`).
 
 The pieces live in sibling modules, all re-exported here: the dialect hooks, driver
 protocol and value conversions in :mod:`pyworkflow.storage._sql_dialect`, the statements

@@ -1,6 +1,7 @@
 """Flow-control gates on the SQL backends (:meth:`get_gate`, :meth:`save_gate`). Shared
 by SQLite, PostgreSQL and MySQL/MariaDB like :mod:`pyworkflow.storage._sql_schedules`,
-whose insert and compare-and-set this module repeats for a smaller record.
+and saved as a schedule is, by :mod:`pyworkflow.storage._sql_versioned` (one insert or
+compare-and-set update; what a lost connection means).
 
 Each dialect's migrations create a ``gates`` table with the columns of
 :data:`GATE_COLUMNS`, keyed by ``gate_key`` (so every statement here is a primary-key
@@ -29,16 +30,9 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from pyworkflow.storage._sql import (
-    READ,
-    WRITE,
-    Conn,
-    ConnectionLost,
-    Dialect,
-    Statements,
-    UniqueViolation,
-)
+from pyworkflow.storage._sql import READ, Conn, Dialect, Statements
 from pyworkflow.storage._sql_signals import SQLSignalBackend
+from pyworkflow.storage._sql_versioned import save_versioned
 from pyworkflow.storage.payloads import check_gate
 from pyworkflow.storage.schemas import GateRecord
 
@@ -91,20 +85,17 @@ def _gate_reader(dt: Callable[[Any], datetime]) -> Callable[[Sequence[Any]], Gat
     return read
 
 
-async def _execute(sql: str, params: Sequence[Any], conn: Conn) -> int:
-    return await conn.execute(sql, params)
-
-
 class SQLGateBackend(SQLSignalBackend):
     """:class:`~pyworkflow.storage._sql_signals.SQLSignalBackend` plus flow-control
     gates (see the module docstring).
 
-    Connection loss: a read is retried. A save whose connection died is retried once; if
-    the retry is refused, the save counts as done only when the stored gate is exactly
-    the one it wrote (its own first attempt landed), as :meth:`save_schedule` decides.
-    A save that landed and was overwritten by another process before that check answers
-    ``False``: the caller then re-reads the gate and decides again, which a limit
-    tolerates (it never lets two writers both believe they won).
+    Connection loss: a read is retried. A save is
+    :func:`~pyworkflow.storage._sql_versioned.save_versioned`, like :meth:`save_schedule`:
+    retried once, and if the retry is refused it counts as done only when the stored gate
+    is exactly the one it wrote (its own first attempt landed). A save that landed and
+    was overwritten by another process before that check answers ``False``: the caller
+    then re-reads the gate and decides again, which a limit tolerates (it never lets two
+    writers both believe they won).
     """
 
     _gate_sql: GateStatements | None = None
@@ -130,34 +121,8 @@ class SQLGateBackend(SQLSignalBackend):
 
     async def save_gate(self, gate: GateRecord, *, expected_version: int | None) -> bool:
         check_gate(gate, self.payload_limit)
-        version = 1 if expected_version is None else expected_version + 1
-        try:
-            saved = await self._write_gate(gate, version, expected_version)
-        except ConnectionLost:
-            saved = await self._write_gate(gate, version, expected_version)
-            if not saved:
-                # Refused: by our own first attempt (the stored gate is exactly what it
-                # wrote), or by another writer.
-                written = gate.copy()
-                written.version = version
-                saved = await self.get_gate(gate.key) == written
-        if saved:
-            gate.version = version
-        return saved
-
-    async def _write_gate(
-        self, gate: GateRecord, version: int, expected_version: int | None
-    ) -> bool:
-        """One insert-if-absent or compare-and-set update; whether it wrote the row."""
-        sql = self.gate_sql
-        if expected_version is None:
-            statement, params = sql.insert, sql.insert_params(gate, version)
-        else:
-            statement, params = sql.update, sql.update_params(gate, version, expected_version)
-        try:
-            return await self._call(WRITE, partial(_execute, statement, params)) == 1
-        except UniqueViolation:
-            return False  # a plain INSERT (MySQL) met the existing gate
+        load = partial(self.get_gate, gate.key)
+        return await save_versioned(self, lambda: self.gate_sql, gate, expected_version, load)
 
 
 __all__ = ["GATE_COLUMNS", "GateStatements", "SQLGateBackend"]

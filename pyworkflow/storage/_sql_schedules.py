@@ -18,6 +18,9 @@ Writes are single statements, atomic on their own:
 * update: the compare-and-set ``UPDATE ... WHERE schedule_id = ? AND version = ?``; the
   matched row count (1 or 0) is the outcome. Of two writers holding one version, the
   second waits on the first's row lock, then matches nothing.
+
+:mod:`pyworkflow.storage._sql_versioned` runs them (and decides what a lost connection
+means), for gates too.
 """
 
 from __future__ import annotations
@@ -27,16 +30,9 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from pyworkflow.storage._sql import (
-    READ,
-    WRITE,
-    Conn,
-    ConnectionLost,
-    Dialect,
-    Statements,
-    UniqueViolation,
-)
+from pyworkflow.storage._sql import READ, WRITE, Conn, Dialect, Statements
 from pyworkflow.storage._sql_hooks import SQLHookBackend
+from pyworkflow.storage._sql_versioned import save_versioned
 from pyworkflow.storage.payloads import check_schedule
 from pyworkflow.storage.schemas import ScheduleRecord, ScheduleStatus
 
@@ -121,6 +117,18 @@ class ScheduleStatements:
             dt(schedule.updated_at),
         )
 
+    def insert_params(self, schedule: ScheduleRecord, version: int) -> tuple[Any, ...]:
+        """The insert's values: :meth:`schedule_row`."""
+        return self.schedule_row(schedule, version)
+
+    def update_params(
+        self, schedule: ScheduleRecord, version: int, expected_version: int
+    ) -> tuple[Any, ...]:
+        """The compare-and-set's values: the new ones (every column but the key), then the
+        key and the version the stored row must still have."""
+        row = self.schedule_row(schedule, version)
+        return (*row[1:], row[0], expected_version)
+
 
 def _schedule_reader(dt: Callable[[Any], datetime]) -> Callable[[Sequence[Any]], ScheduleRecord]:
     def read(row: Sequence[Any]) -> ScheduleRecord:
@@ -146,10 +154,10 @@ class SQLScheduleBackend(SQLHookBackend):
     """:class:`~pyworkflow.storage._sql_hooks.SQLHookBackend` plus schedules.
 
     Connection loss: reads and deletes are retried once (a retried delete whose first
-    attempt had landed answers ``False``; the schedule is gone either way). A save whose
-    connection died is retried once too; if the retry is refused, the save counts as done
-    only when the stored schedule is exactly the one it wrote (its own first attempt
-    landed), as ``create_run`` and ``append_events`` decide.
+    attempt had landed answers ``False``; the schedule is gone either way). A save is
+    :func:`~pyworkflow.storage._sql_versioned.save_versioned`: retried once too, and if
+    the retry is refused it counts as done only when the stored schedule is exactly the
+    one it wrote (its own first attempt landed).
     """
 
     _schedule_sql: ScheduleStatements | None = None
@@ -166,33 +174,10 @@ class SQLScheduleBackend(SQLHookBackend):
         self, schedule: ScheduleRecord, *, expected_version: int | None
     ) -> bool:
         check_schedule(schedule, self.payload_limit)
-        version = 1 if expected_version is None else expected_version + 1
-        row = self.schedule_sql.schedule_row(schedule, version)
-        try:
-            saved = await self._write_schedule(row, expected_version)
-        except ConnectionLost:
-            saved = await self._write_schedule(row, expected_version)
-            if not saved:
-                # Refused: by our own first attempt (the stored schedule is exactly what
-                # it wrote), or by another writer.
-                written = schedule.copy()
-                written.version = version
-                saved = await self.get_schedule(schedule.schedule_id) == written
-        if saved:
-            schedule.version = version
-        return saved
-
-    async def _write_schedule(self, row: tuple[Any, ...], expected_version: int | None) -> bool:
-        """One insert-if-absent or compare-and-set update; whether it wrote the row."""
-        sql = self.schedule_sql
-        if expected_version is None:
-            statement, params = sql.insert, row
-        else:
-            statement, params = sql.update, (*row[1:], row[0], expected_version)
-        try:
-            return await self._call(WRITE, partial(_execute, statement, params)) == 1
-        except UniqueViolation:
-            return False  # a plain INSERT (MySQL) met the existing schedule
+        load = partial(self.get_schedule, schedule.schedule_id)
+        return await save_versioned(
+            self, lambda: self.schedule_sql, schedule, expected_version, load
+        )
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         sql = self.schedule_sql

@@ -81,11 +81,13 @@ from pyworkflow.storage.schemas import (
     ScheduleRecord,
     ScheduleStatus,
     SignalRecord,
+    VersionedRecord,
     WorkerRecord,
     WorkflowRun,
 )
 
 T = TypeVar("T")
+R = TypeVar("R", bound=VersionedRecord)
 
 FORMAT_VERSION = 1
 LOCK_STRIPES = 64  # per-run locks hash onto this many files, so lock files stay bounded
@@ -628,25 +630,38 @@ class FileStorageBackend(StorageBackend):
         self, schedule: ScheduleRecord, *, expected_version: int | None
     ) -> bool:
         payloads.check_schedule(schedule, self.payload_limit)
-        record = schedule.copy()
+        lock = self._striped_lock("schedule", schedule.schedule_id)
+        path = self._schedule_path(schedule.schedule_id)
+        return await self._save_versioned(schedule, expected_version, lock, path, _schedule_to_dict)
+
+    async def _save_versioned(
+        self,
+        record: R,
+        expected_version: int | None,
+        lock: str,
+        path: Path,
+        to_dict: Callable[[R], dict[str, Any]],
+    ) -> bool:
+        """The compare-and-set of a schedule or a gate, under ``lock`` (its stripe lock),
+        which makes read-compare-replace atomic across threads and processes; readers need
+        none (the file is replaced atomically). On success ``record.version`` is the
+        version stored."""
+        written = record.copy()
 
         def save() -> bool:
-            path = self._schedule_path(record.schedule_id)
-            # The stripe lock makes read-compare-replace atomic across threads and
-            # processes; readers need none (the file is replaced atomically).
-            with self._locked(self._striped_lock("schedule", record.schedule_id)):
+            with self._locked(lock):
                 raw = self._read_json(path)
                 stored = None if raw is None else raw["version"]
                 version = rules.next_schedule_version(stored, expected_version)
                 if version is None:
                     return False
-                record.version = version
-                self._write_atomic(path, _schedule_to_dict(record))
+                written.version = version
+                self._write_atomic(path, to_dict(written))
                 return True
 
         saved = await self._call(save)
         if saved:
-            schedule.version = record.version
+            record.version = written.version
         return saved
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
@@ -690,28 +705,11 @@ class FileStorageBackend(StorageBackend):
         return None if raw is None else _gate_from_dict(raw)
 
     async def save_gate(self, gate: GateRecord, *, expected_version: int | None) -> bool:
-        """A compare-and-set under the gate's stripe lock, exactly as
-        :meth:`save_schedule`: the lock makes read-compare-replace atomic across threads
-        and processes; readers need none (the file is replaced atomically)."""
+        """A compare-and-set under the gate's stripe lock, exactly as a schedule is saved
+        (:meth:`_save_versioned`)."""
         payloads.check_gate(gate, self.payload_limit)
-        record = gate.copy()
-
-        def save() -> bool:
-            path = self._gate_path(record.key)
-            with self._locked(self._striped_lock("gate", record.key)):
-                raw = self._read_json(path)
-                stored = None if raw is None else raw["version"]
-                version = rules.next_schedule_version(stored, expected_version)
-                if version is None:
-                    return False
-                record.version = version
-                self._write_atomic(path, _gate_to_dict(record))
-                return True
-
-        saved = await self._call(save)
-        if saved:
-            gate.version = record.version
-        return saved
+        lock, path = self._striped_lock("gate", gate.key), self._gate_path(gate.key)
+        return await self._save_versioned(gate, expected_version, lock, path, _gate_to_dict)
 
     # -- retention ------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from pyworkflow.core.exceptions import (
     RunAlreadyExistsError,
@@ -28,11 +29,31 @@ from pyworkflow.storage.schemas import (
     ScheduleRecord,
     ScheduleStatus,
     SignalRecord,
+    VersionedRecord,
     WorkerRecord,
     WorkflowRun,
 )
 
 _iso = datetime.fromisoformat
+R = TypeVar("R", bound=VersionedRecord)
+
+
+def _save_versioned(
+    records: dict[str, R], key: str, record: R, expected_version: int | None
+) -> bool:
+    """The compare-and-set of a schedule or a gate: store a copy of ``record`` under
+    ``key`` at the next version, if the stored one is still ``expected_version``."""
+    current = records.get(key)
+    version = rules.next_schedule_version(
+        None if current is None else current.version, expected_version
+    )
+    if version is None:
+        return False
+    stored = record.copy()
+    stored.version = version
+    records[key] = stored
+    record.version = version
+    return True
 
 
 class InMemoryStorageBackend(StorageBackend):
@@ -156,17 +177,7 @@ class InMemoryStorageBackend(StorageBackend):
         self, schedule: ScheduleRecord, *, expected_version: int | None
     ) -> bool:
         payloads.check_schedule(schedule, self.payload_limit)
-        current = self._schedules.get(schedule.schedule_id)
-        version = rules.next_schedule_version(
-            None if current is None else current.version, expected_version
-        )
-        if version is None:
-            return False
-        stored = schedule.copy()
-        stored.version = version
-        self._schedules[schedule.schedule_id] = stored
-        schedule.version = version
-        return True
+        return _save_versioned(self._schedules, schedule.schedule_id, schedule, expected_version)
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         schedule = self._schedules.get(schedule_id)
@@ -196,17 +207,7 @@ class InMemoryStorageBackend(StorageBackend):
 
     async def save_gate(self, gate: GateRecord, *, expected_version: int | None) -> bool:
         payloads.check_gate(gate, self.payload_limit)
-        current = self._gates.get(gate.key)
-        version = rules.next_schedule_version(
-            None if current is None else current.version, expected_version
-        )
-        if version is None:
-            return False
-        stored = gate.copy()
-        stored.version = version
-        self._gates[gate.key] = stored
-        gate.version = version
-        return True
+        return _save_versioned(self._gates, gate.key, gate, expected_version)
 
     async def save_worker(self, worker: WorkerRecord) -> None:
         self._workers[worker.worker_id] = worker.copy()

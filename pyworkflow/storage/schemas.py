@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict
 
@@ -633,6 +633,15 @@ class ScheduleRecord:
 
     def copy(self) -> ScheduleRecord:
         return copy.copy(self)
+
+
+class VersionedRecord(Protocol):
+    """A record the backends save by compare-and-set on ``version`` (a
+    :class:`ScheduleRecord`, a :class:`GateRecord`): a save sets the version it stored."""
+
+    version: int
+
+    def copy(self) -> Self: ...
 
 
 # Columns of WorkflowRun a RunUpdate may change. Backends build SQL from this fixed set

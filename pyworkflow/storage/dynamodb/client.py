@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, cast
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, TypeVar, cast
 
 # aioboto3/aiobotocore/botocore ship no type information (no py.typed, and this project
 # does not depend on third-party stub packages); every client call is typed Any here.
@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[impor
 
 from pyworkflow.core.exceptions import ConfigurationError, StorageError
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.dynamodb.codec import Item, _item_bytes
+from pyworkflow.storage.dynamodb.codec import Item, _item_bytes, _n, _s
 from pyworkflow.storage.dynamodb.expressions import _Expr
 from pyworkflow.storage.dynamodb.keys import _hook_key, _run_key
 from pyworkflow.storage.dynamodb.table import (
@@ -34,6 +34,7 @@ from pyworkflow.storage.dynamodb.table import (
     table_definition,
 )
 from pyworkflow.storage.dynamodb.url import redact_text
+from pyworkflow.storage.schemas import VersionedRecord
 
 # DynamoDB limits (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html)
 MAX_TRANSACTION_ITEMS = 100
@@ -49,6 +50,8 @@ _RETRY_REASONS = frozenset(
 )
 _RETRY_CODES = frozenset({"TransactionConflictException", "TransactionInProgressException"})
 _MAX_ATTEMPTS = 8
+
+R = TypeVar("R", bound=VersionedRecord)
 
 
 def _error_code(exc: BaseException) -> str:
@@ -325,6 +328,39 @@ class TableClient(StorageBackend):
             params.update(expr.params())
         response = await self._call("get_item", **params)
         return cast(Item | None, response.get("Item"))
+
+    async def _put_versioned(
+        self, record: R, expected_version: int | None, to_item: Callable[[R, int, str], Item]
+    ) -> bool:
+        """Save ``record`` by compare-and-set (schedules, flow-control gates): one
+        ``PutItem`` of ``to_item(record, version, write_token)`` under
+        ``attribute_not_exists`` (insert) or ``version = :expected`` (a missing item fails
+        it too). A failed condition re-reads the item's write token: our own (an SDK
+        retry of a put that did land) answers ``True``, any other ``False``. On success
+        ``record.version`` is the version stored."""
+        version = 1 if expected_version is None else expected_version + 1
+        token = uuid.uuid4().hex
+        item = to_item(record, version, token)
+        expr = _Expr()
+        if expected_version is None:
+            condition = f"attribute_not_exists({expr.name('PK')})"
+        else:
+            condition = f"{expr.name('version')} = {expr.value(_n(expected_version))}"
+        try:
+            await self._call(
+                "put_item",
+                expected=("ConditionalCheckFailedException",),
+                Item=item,
+                ConditionExpression=condition,
+                **expr.params(),
+            )
+        except ClientError:
+            key = {"PK": item["PK"], "SK": item["SK"]}
+            stored = await self._get_item(key, ("write_token",))
+            if stored is None or stored.get("write_token") != _s(token):
+                return False
+        record.version = version
+        return True
 
     async def _delete_item(
         self, key: Item, *, attribute: str = "PK", allowed: Sequence[str] | None = None

@@ -1,5 +1,6 @@
 """Flow-control gates: one item per gate, in a partition of its own (``GATE#<key>``),
-written with a compare-and-set on ``version`` exactly as a schedule is.
+written with a compare-and-set on ``version`` exactly as a schedule is (both by
+:meth:`~pyworkflow.storage.dynamodb.client.TableClient._put_versioned`).
 
 Why a partition per gate rather than one shared ``GATES`` partition like the schedules:
 
@@ -17,10 +18,6 @@ release serves gates unchanged.
 
 from __future__ import annotations
 
-import uuid
-
-from botocore.exceptions import ClientError  # type: ignore[import-untyped]
-
 from pyworkflow.storage.dynamodb.client import TableClient
 from pyworkflow.storage.dynamodb.codec import (
     Item,
@@ -31,7 +28,6 @@ from pyworkflow.storage.dynamodb.codec import (
     _payload_attrs,
     _s,
 )
-from pyworkflow.storage.dynamodb.expressions import _Expr
 from pyworkflow.storage.dynamodb.keys import _gate_key
 from pyworkflow.storage.payloads import check_gate
 from pyworkflow.storage.schemas import GateRecord
@@ -70,30 +66,8 @@ class GateStore(TableClient):
         return None if item is None else _item_to_gate(item)
 
     async def save_gate(self, gate: GateRecord, *, expected_version: int | None) -> bool:
-        """One ``PutItem`` under ``attribute_not_exists`` (insert) or ``version =
-        :expected`` (compare-and-set; a missing item fails it too). A failed condition
-        re-reads the write token: our own (an SDK retry of a put that did land) answers
-        ``True``, any other ``False``."""
+        """One conditional ``PutItem``, as a schedule is saved (see
+        :meth:`TableClient._put_versioned`): of concurrent saves from one version, across
+        processes, exactly one wins."""
         check_gate(gate, self.payload_limit)
-        version = 1 if expected_version is None else expected_version + 1
-        token = uuid.uuid4().hex
-        item = _gate_item(gate, version, token)
-        expr = _Expr()
-        if expected_version is None:
-            condition = f"attribute_not_exists({expr.name('PK')})"
-        else:
-            condition = f"{expr.name('version')} = {expr.value(_n(expected_version))}"
-        try:
-            await self._call(
-                "put_item",
-                expected=("ConditionalCheckFailedException",),
-                Item=item,
-                ConditionExpression=condition,
-                **expr.params(),
-            )
-        except ClientError:
-            stored = await self._get_item(_gate_key(gate.key), ("write_token",))
-            if stored is None or stored.get("write_token") != _s(token):
-                return False
-        gate.version = version
-        return True
+        return await self._put_versioned(gate, expected_version, _gate_item)

@@ -1,13 +1,11 @@
 """Schedules: one item each in the ``SCHEDULES`` partition, written with a
-compare-and-set on ``version``."""
+compare-and-set on ``version`` (by
+:meth:`~pyworkflow.storage.dynamodb.client.TableClient._put_versioned`, as gates are)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
-
-from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
 from pyworkflow.storage.dynamodb.client import TableClient
 from pyworkflow.storage.dynamodb.codec import (
@@ -67,32 +65,9 @@ class ScheduleStore(TableClient):
     async def save_schedule(
         self, schedule: ScheduleRecord, *, expected_version: int | None
     ) -> bool:
-        """One ``PutItem`` under ``attribute_not_exists`` (insert) or ``version =
-        :expected`` (compare-and-set). A failed condition re-reads the write token: our
-        own (an SDK retry of a put that did land) answers ``True``, any other ``False``."""
+        """One conditional ``PutItem`` (see :meth:`TableClient._put_versioned`)."""
         check_schedule(schedule, self.payload_limit)
-        version = 1 if expected_version is None else expected_version + 1
-        token = uuid.uuid4().hex
-        item = _schedule_item(schedule, version, token)
-        expr = _Expr()
-        if expected_version is None:
-            condition = f"attribute_not_exists({expr.name('PK')})"
-        else:
-            condition = f"{expr.name('version')} = {expr.value(_n(expected_version))}"
-        try:
-            await self._call(
-                "put_item",
-                expected=("ConditionalCheckFailedException",),
-                Item=item,
-                ConditionExpression=condition,
-                **expr.params(),
-            )
-        except ClientError:
-            stored = await self._get_item(_schedule_key(schedule.schedule_id), ("write_token",))
-            if stored is None or stored.get("write_token") != _s(token):
-                return False
-        schedule.version = version
-        return True
+        return await self._put_versioned(schedule, expected_version, _schedule_item)
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         item = await self._get_item(_schedule_key(schedule_id))

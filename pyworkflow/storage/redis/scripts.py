@@ -6,7 +6,9 @@ import; each file starts with its ``KEYS``/``ARGV`` contract. Every script gets 
 base ``{prefix}:`` as ``ARGV[1]``; the run's own keys come in ``KEYS`` (what a cluster
 client routes by), derived keys are built from the base. The scripts that write runs
 share ``lua/prelude.lua`` (``reindex`` and ``chunked``), after generated lines that
-define the base ``P`` and the status sets, so a new status needs no Lua edit.
+define the base ``P`` and the status sets, so a new status needs no Lua edit. The
+compare-and-set saves of schedules and gates share ``lua/versioned.lua``
+(``replace_versioned``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ _PRELUDE = (
 )
 
 
-# The scripts that write runs share the prelude; the others stand alone.
+# The scripts that write runs share the prelude, the versioned saves versioned.lua; the
+# others stand alone.
 _WRITERS = (
     "create",
     "append",
@@ -55,6 +58,7 @@ _WRITERS = (
     "send_signal",
     "delete_runs",
 )
+_VERSIONED = _source("versioned") + "\n"
 _MEMBER_TS = f"local MEMBER_TS_LEN = {MEMBER_TS_LEN}\n"
 _STANDALONE = (
     "stale",
@@ -63,11 +67,9 @@ _STANDALONE = (
     "next_wake",
     "save_hook",
     "update_hook",
-    "save_schedule",
     "delete_schedule",
     "list_schedules",
     "due_schedules",
-    "save_gate",
     "save_worker",
     "list_workers",
     "delete_worker",
@@ -75,6 +77,7 @@ _STANDALONE = (
 #: Script name -> Lua source, as sent to Redis.
 SOURCES: dict[str, str] = {
     **{name: _PRELUDE + _source(name) for name in _WRITERS},
+    **{name: _VERSIONED + _source(name) for name in ("save_schedule", "save_gate")},
     **{name: _source(name) for name in _STANDALONE},
     "query": _MEMBER_TS + _source("query"),
     "backfill": _PRELUDE + _MEMBER_TS + _source("backfill"),
