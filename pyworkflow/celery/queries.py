@@ -17,13 +17,14 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from pyworkflow.celery.messages import broker_priority
 from pyworkflow.core.exceptions import (
     QueryFailedError,
     QueryNotFoundError,
     RunNotFoundError,
     WorkflowNotFoundError,
 )
-from pyworkflow.core.queues import WORKFLOWS_QUEUE
+from pyworkflow.core.queues import MAX_PRIORITY, WORKFLOWS_QUEUE
 from pyworkflow.storage.schemas import WorkflowRun
 
 # Errors a worker reports by name, raised again here as the same class.
@@ -86,6 +87,9 @@ def ask_worker(run: WorkflowRun, name: str, args: list[Any], timeout: float) -> 
                 },
                 queue=run.queue or WORKFLOWS_QUEUE,
                 expires=timeout,
+                # Someone waits for the answer: ahead of the queue's backlog (when
+                # celery_priorities is on; Redis serves messages without one first anyway).
+                **_top_priority(str(app.conf.broker_url or "")),
             )
 
             def take(body: Any, message: Any) -> None:
@@ -124,6 +128,11 @@ def publish_reply(reply_to: str, reply: dict[str, Any]) -> None:
 
     with app.producer_or_acquire() as producer:
         producer.publish(reply, exchange="", routing_key=reply_to, serializer="json")
+
+
+def _top_priority(broker_url: str) -> dict[str, int]:
+    level = broker_priority(MAX_PRIORITY, broker_url)
+    return {} if level is None else {"priority": level}
 
 
 __all__ = ["Reply", "ask_worker", "publish_reply"]
