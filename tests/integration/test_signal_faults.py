@@ -68,7 +68,9 @@ async def test_any_failed_append_leaves_every_signal_taken_once(
     for n in range(1, total + 1):
         with StorageFaults(storage, fail_appends={n}, landed=landed) as faults:
             await _collect(storage)
-        assert faults.injected == 1, n
+        # (how many appends a round makes depends on whether a signal arrives before
+        # or after the run suspends: a shorter round has no n-th append to fail)
+        assert faults.injected == 1 or faults.appends < n, n
 
 
 async def test_a_failing_inbox_read_is_retried_not_a_failure(
