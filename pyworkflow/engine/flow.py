@@ -142,20 +142,21 @@ def _stored_run_key(
 
 
 def gate_key(workflow_name: str, key: str | None) -> str:
-    """The storage key of a workflow's concurrency gate (hashed past 255 characters)."""
-    text = f"concurrency:{workflow_name}" + ("" if key is None else f":{key}")
-    if len(text) <= _MAX_KEY:
-        return text
-    digest = hashlib.sha256(f"{workflow_name}\0{key}".encode()).hexdigest()
-    return f"concurrency:#{digest}"
+    """The storage key of a workflow's concurrency gate."""
+    return _storage_key("concurrency", workflow_name if key is None else f"{workflow_name}:{key}")
 
 
 def rate_key(workflow_name: str) -> str:
     """The storage key of a workflow's rate gate."""
-    text = f"rate:{workflow_name}"
+    return _storage_key("rate", workflow_name)
+
+
+def _storage_key(kind: str, name: str) -> str:
+    # Readable where it fits the 255 characters storage keeps, hashed where it does not.
+    text = f"{kind}:{name}"
     if len(text) <= _MAX_KEY:
         return text
-    return f"rate:#{hashlib.sha256(workflow_name.encode()).hexdigest()}"
+    return f"{kind}:#{hashlib.sha256(name.encode()).hexdigest()}"
 
 
 # -- admission ---------------------------------------------------------------------------

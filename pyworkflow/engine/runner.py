@@ -7,7 +7,7 @@ defined here once. Every execution holds the run's lease; every write is fenced.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -283,7 +283,7 @@ async def _admitted(
     kwargs: dict[str, Any],
     execute: Callable[[], Awaitable[Outcome]],
     *,
-    interrupted: list[tuple[EventType, dict[str, Any]]] = (),  # type: ignore[assignment]
+    interrupted: Sequence[tuple[EventType, dict[str, Any]]] = (),
     changes: dict[str, Any] | None = None,
 ) -> Outcome:
     """Execute the run if its workflow's flow control lets it in now (engine.flow),
@@ -312,7 +312,7 @@ async def _wait_at_gate(
     storage: StorageBackend,
     run: WorkflowRun,
     admission: flow.Admission,
-    interrupted: list[tuple[EventType, dict[str, Any]]],
+    interrupted: Sequence[tuple[EventType, dict[str, Any]]],
     changes: dict[str, Any],
 ) -> Outcome:
     """Store ``run`` as waiting at its gate: ``pending``, leased to the gate's queue

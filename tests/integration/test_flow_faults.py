@@ -75,29 +75,23 @@ async def _three(storage: StorageBackend, round_: int) -> None:
     assert overlaps == []  # never two at once, whatever failed
 
 
-@pytest.mark.parametrize("landed", [False, True], ids=["lost", "landed"])
-async def test_any_failed_gate_save_leaves_the_limit_and_every_run_whole(
-    storage: StorageBackend, landed: bool
-) -> None:
-    with StorageFaults(storage) as counter:
-        await _three(storage, 0)
-    total = counter.gate_saves
-    assert total >= 6  # three runs in and out, at least
-    for n in range(1, total + 1):
-        with StorageFaults(storage, fail_gate_saves={n}, landed=landed) as faults:
-            await _three(storage, n)
-        # (how many saves a round makes depends on who meets whom at the gate)
-        assert faults.injected == 1 or faults.gate_saves < n, n
+# Each write of the engine that can fail: its counter and fault option on StorageFaults.
+WRITES = {"gate save": ("gate_saves", "fail_gate_saves"), "append": ("appends", "fail_appends")}
 
 
+@pytest.mark.parametrize("write", list(WRITES))
 @pytest.mark.parametrize("landed", [False, True], ids=["lost", "landed"])
-async def test_any_failed_append_leaves_the_limit_and_every_run_whole(
-    storage: StorageBackend, landed: bool
+async def test_any_failed_write_leaves_the_limit_and_every_run_whole(
+    storage: StorageBackend, landed: bool, write: str
 ) -> None:
+    counted, option = WRITES[write]
     with StorageFaults(storage) as counter:
         await _three(storage, 0)
-    total = counter.appends
+    total = getattr(counter, counted)
+    if write == "gate save":
+        assert total >= 6  # three runs in and out, at least
     for n in range(1, total + 1):
-        with StorageFaults(storage, fail_appends={n}, landed=landed) as faults:
+        with StorageFaults(storage, **{option: {n}}, landed=landed) as faults:
             await _three(storage, n)
-        assert faults.injected == 1 or faults.appends < n, n
+        # (how many writes a round makes depends on who meets whom at the gate)
+        assert faults.injected == 1 or getattr(faults, counted) < n, n
